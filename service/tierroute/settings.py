@@ -1,0 +1,289 @@
+"""One frozen settings object, built once from a TOML file and an injectable environment.
+
+Precedence, lowest first: the defaults below, the bundled `default_config.toml`, the file
+named by `TIERROUTE_CONFIG`, then environment variables. Every field of every section can be
+set as `TIERROUTE_<SECTION>_<FIELD>` (for example `TIERROUTE_CASCADE_JUDGE_SAMPLE_RATE=0.5`);
+a few common ones have short aliases (see `_ALIASES`). Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+from tierroute.errors import ConfigError
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_BUNDLED_CONFIG = _PACKAGE_DIR / "default_config.toml"
+
+
+def _default_model_dir() -> Path:
+    # In a source checkout the bundle sits in model_export/; images set TIERROUTE_MODEL_DIR.
+    return _PACKAGE_DIR.parent.parent / "model_export" / "bundle"
+
+
+def _default_data_path() -> Path:
+    return _PACKAGE_DIR.parent.parent.parent / "shared" / "data" / "dev.jsonl.gz"
+
+
+class Secret:
+    """A string that never shows itself in repr, str or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        """Return the secret value; call only where it is sent."""
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "<secret>" if self._value else "<empty>"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class TierConfig:
+    """One model tier: its name, provider model id, prices and context window."""
+
+    name: str
+    model: str
+    input_usd_per_mtok: float
+    output_usd_per_mtok: float
+    context_window: int = 200_000
+
+    def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
+        """Price a call on this tier."""
+        return (
+            input_tokens * self.input_usd_per_mtok + output_tokens * self.output_usd_per_mtok
+        ) / 1e6
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Where and how the gRPC server listens."""
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    grace_period_s: float = 10.0
+    max_receive_message_bytes: int = 4 * 1024 * 1024
+    max_send_message_bytes: int = 4 * 1024 * 1024
+    max_concurrent_rpcs: int = 512
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Input limits, enforced before any work."""
+
+    max_query_chars: int = 200_000
+    max_messages: int = 256
+    max_metadata_entries: int = 64
+    max_metadata_key_chars: int = 128
+    max_metadata_value_chars: int = 1024
+    max_id_chars: int = 128
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    """Strategy defaults and the classifier's serving knobs."""
+
+    default_strategy: str = "classifier"
+    default_rule: str = "calibrated"
+    model_dir: Path = field(default_factory=_default_model_dir)
+    # The classifier featurises a bounded prefix so its cost per query is fixed.
+    featurize_prefix_chars: int = 4096
+    # Earlier chat turns included as routing context, and their character budget.
+    context_turns: int = 2
+    context_chars: int = 1000
+    # Calls in one session never route below the session's highest tier so far.
+    session_sticky: bool = True
+    session_cache_size: int = 10_000
+    # Output tokens assumed when estimating the cost of a tier before calling it.
+    expected_output_tokens: int = 400
+
+
+@dataclass(frozen=True)
+class HeuristicConfig:
+    """The published shape rules, every threshold configurable."""
+
+    tokens_per_word: float = 1.3
+    long_input_tokens: int = 4000
+    code_block_tokens: int = 500
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything tierroute is configured with; built once in `__main__`."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    heuristic: HeuristicConfig = field(default_factory=HeuristicConfig)
+    tiers: tuple[TierConfig, ...] = ()
+
+    def tier(self, name: str) -> TierConfig:
+        """The tier called `name`; ConfigError when there is none."""
+        for tier in self.tiers:
+            if tier.name == name:
+                return tier
+        raise ConfigError(f"unknown tier {name!r}; configured: {[t.name for t in self.tiers]}")
+
+    def tier_index(self, name: str) -> int:
+        """Position of tier `name`, 0 = cheapest."""
+        return self.tiers.index(self.tier(name))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Self:
+        """Build settings from the bundled file, `TIERROUTE_CONFIG` and the environment."""
+        data: dict[str, Any] = {}
+        for path in (_BUNDLED_CONFIG, environ.get("TIERROUTE_CONFIG")):
+            if path:
+                _merge(data, _read_toml(Path(path)))
+        for env_name, (section, key) in _ALIASES.items():
+            if env_name in environ:
+                data.setdefault(section, {})[key] = environ[env_name]
+        for section in _section_types(cls):
+            prefix = f"TIERROUTE_{section.upper()}_"
+            for env_name, value in environ.items():
+                if env_name.startswith(prefix):
+                    data.setdefault(section, {})[env_name[len(prefix) :].lower()] = value
+        return cls.from_mapping(data)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Self:
+        """Build settings from nested mappings, as read from TOML; unknown keys are errors."""
+        kwargs: dict[str, Any] = {}
+        sections = _section_types(cls)
+        for key, value in data.items():
+            if key == "tiers":
+                kwargs["tiers"] = tuple(_build(TierConfig, t, "tiers") for t in value)
+            elif key in sections:
+                kwargs[key] = _build(sections[key], value, key)
+            else:
+                raise ConfigError(f"unknown configuration section {key!r}")
+        settings = cls(**kwargs)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise ConfigError when the settings cannot work."""
+        if len(self.tiers) < 2:
+            raise ConfigError("configure at least two tiers, cheapest first")
+        names = [t.name for t in self.tiers]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"tier names must be unique: {names}")
+        if self.routing.default_strategy not in ("heuristic", "classifier"):
+            raise ConfigError("routing.default_strategy must be 'heuristic' or 'classifier'")
+        if self.routing.default_rule not in ("calibrated", "published"):
+            raise ConfigError("routing.default_rule must be 'calibrated' or 'published'")
+        for section in dataclasses.fields(self):
+            value = getattr(self, section.name)
+            if dataclasses.is_dataclass(value):
+                for f in dataclasses.fields(value):
+                    v = getattr(value, f.name)
+                    if isinstance(v, int | float) and not isinstance(v, bool) and v < 0:
+                        raise ConfigError(f"{section.name}.{f.name} must not be negative")
+
+
+# Short environment names for the settings people set most.
+_ALIASES: dict[str, tuple[str, str]] = {
+    "TIERROUTE_HOST": ("server", "host"),
+    "TIERROUTE_PORT": ("server", "port"),
+    "TIERROUTE_MODEL_DIR": ("routing", "model_dir"),
+}
+
+
+def _section_types(cls: type) -> dict[str, type]:
+    hints = typing.get_type_hints(cls)
+    return {
+        f.name: hints[f.name]
+        for f in dataclasses.fields(cls)
+        if isinstance(hints[f.name], type) and dataclasses.is_dataclass(hints[f.name])
+    }
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"configuration file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from exc
+
+
+def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _build(kind: type[Any], values: Any, where: str) -> Any:
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where} must be a table")
+    hints = typing.get_type_hints(kind)
+    known = {f.name for f in dataclasses.fields(kind)}
+    kwargs: dict[str, Any] = {}
+    for key, raw in values.items():
+        if key not in known:
+            raise ConfigError(f"unknown setting {where}.{key}")
+        kwargs[key] = _coerce(hints[key], raw, f"{where}.{key}")
+    try:
+        return kind(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _coerce(hint: Any, raw: Any, where: str) -> Any:  # noqa: PLR0911 - one branch per type
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if raw is None or raw == "":
+            return None
+        return _coerce(args[0], raw, where)
+    try:
+        if hint is bool:
+            if isinstance(raw, str):
+                if raw.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if raw.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(raw)
+            return bool(raw)
+        if hint is int:
+            return int(raw)
+        if hint is float:
+            return float(raw)
+        if hint is Path:
+            return Path(raw)
+        if hint is Secret:
+            return Secret(str(raw))
+        if hint is str:
+            return str(raw)
+        if origin is tuple:
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            return tuple(_coerce(typing.get_args(hint)[0], i, where) for i in items if i != "")
+        if origin is dict:
+            return dict(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: cannot read {raw!r} as {hint}") from exc
+    return raw

@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC code for tierroute.v1 (never edit; run `make protos`)."""
