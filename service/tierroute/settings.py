@@ -28,10 +28,6 @@ def _default_model_dir() -> Path:
     return _PACKAGE_DIR.parent.parent / "model_export" / "bundle"
 
 
-def _default_data_path() -> Path:
-    return _PACKAGE_DIR.parent.parent.parent / "shared" / "data" / "dev.jsonl.gz"
-
-
 class Secret:
     """A string that never shows itself in repr, str or logs."""
 
@@ -129,6 +125,55 @@ class HeuristicConfig:
 
 
 @dataclass(frozen=True)
+class CascadeConfig:
+    """How Cascade calls, judges, escalates, speculates and retries."""
+
+    # Fraction of non-top answers that are judged, stratified by query type.
+    judge_sample_rate: float = 0.2
+    # Start the next tier in parallel when classifier confidence is below this.
+    speculative_bound: float = 0.6
+    # Self-routing: escalate below this stated confidence.
+    self_confidence_threshold: float = 0.75
+    # One deadline for the whole request: the caller's, capped here; this when none is sent.
+    default_deadline_s: float = 60.0
+    max_deadline_s: float = 300.0
+    # One attempt budget shared by every provider call of a request (answers and judges).
+    max_attempts: int = 8
+    # Retries of one tier after a retryable error, when no other tier can serve instead.
+    max_retries_per_tier: int = 2
+    retry_base_delay_s: float = 0.2
+    retry_max_delay_s: float = 5.0
+    max_output_tokens: int = 1024
+    judge_max_output_tokens: int = 256
+    per_call_timeout_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class AnthropicConfig:
+    """The Anthropic backend; `backend = "auto"` uses it when an API key is set."""
+
+    backend: str = "auto"  # auto | anthropic | replay
+    api_key: Secret = field(default_factory=lambda: Secret(""))
+    base_url: str = ""
+    connect_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """The replay backend: a local Anthropic Messages API serving recorded answers."""
+
+    data: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    # Which recorded trio answers for the configured tiers: "default" or "claude".
+    trio: str = "default"
+    # Multiplies every simulated latency; 0 answers at once (tests), 1 is real time.
+    time_scale: float = 1.0
+    # Whether ANTHROPIC-style fault headers (x-tierroute-fault) are honoured.
+    allow_fault_headers: bool = True
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything tierroute is configured with; built once in `__main__`."""
 
@@ -136,6 +181,9 @@ class Settings:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     heuristic: HeuristicConfig = field(default_factory=HeuristicConfig)
+    cascade: CascadeConfig = field(default_factory=CascadeConfig)
+    anthropic: AnthropicConfig = field(default_factory=AnthropicConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
     tiers: tuple[TierConfig, ...] = ()
 
     def tier(self, name: str) -> TierConfig:
@@ -191,6 +239,13 @@ class Settings:
             raise ConfigError(f"tier names must be unique: {names}")
         if self.routing.default_strategy not in ("heuristic", "classifier"):
             raise ConfigError("routing.default_strategy must be 'heuristic' or 'classifier'")
+        if self.anthropic.backend not in ("auto", "anthropic", "replay"):
+            raise ConfigError("anthropic.backend must be 'auto', 'anthropic' or 'replay'")
+        if self.replay.trio not in ("default", "claude"):
+            raise ConfigError("replay.trio must be 'default' or 'claude'")
+        for name in ("judge_sample_rate", "speculative_bound", "self_confidence_threshold"):
+            if not 0.0 <= getattr(self.cascade, name) <= 1.0:
+                raise ConfigError(f"cascade.{name} must be within [0, 1]")
         if self.routing.default_rule not in ("calibrated", "published"):
             raise ConfigError("routing.default_rule must be 'calibrated' or 'published'")
         for section in dataclasses.fields(self):
@@ -207,6 +262,9 @@ _ALIASES: dict[str, tuple[str, str]] = {
     "TIERROUTE_HOST": ("server", "host"),
     "TIERROUTE_PORT": ("server", "port"),
     "TIERROUTE_MODEL_DIR": ("routing", "model_dir"),
+    "ANTHROPIC_API_KEY": ("anthropic", "api_key"),
+    "ANTHROPIC_BASE_URL": ("anthropic", "base_url"),
+    "TIERROUTE_REPLAY_DATA": ("replay", "data"),
 }
 
 
