@@ -1,0 +1,29 @@
+"""Shared fixtures: data files, and the rule for tests that need the real dev data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures import make_records, write_dataset
+from tierroute.data import default_data_path
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The real dev file; skipped when absent, except under CI where absence fails."""
+    path = default_data_path(os.environ)
+    if not path.is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs the real data file at {path}")
+        pytest.skip(f"real data not present at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 300-record synthetic file in the shared schema (both trios on every record)."""
+    path = tmp_path_factory.mktemp("data") / "small.jsonl.gz"
+    return write_dataset(path, make_records(300, claude=True))

@@ -1,0 +1,76 @@
+"""Small recorded-outcome files in the `../shared/data` schema, written by the tests.
+
+Records are synthetic but structurally faithful: three tasks with distinct vocabulary and a
+difficulty that decides which tiers answer correctly, so a classifier can learn from them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+TRIO = {"cheap": "flash-model", "mid": "pro-model", "expensive": "big-model"}
+CLAUDE = {"cheap": "claude-3-haiku-20240307", "mid": "claude-3-sonnet-20240229",
+          "expensive": "claude-3-opus-20240229"}
+PRICES = {"flash-model": (0.075, 0.3), "pro-model": (1.25, 5.0), "big-model": (5.0, 15.0),
+          "claude-3-haiku-20240307": (0.25, 1.25), "claude-3-sonnet-20240229": (3.0, 15.0),
+          "claude-3-opus-20240229": (15.0, 75.0)}
+
+_TOPICS = {
+    # task -> (task_type, easy words, hard words)
+    "toy_facts": ("knowledge_mcq", ["capital", "colour", "animal", "river"],
+                  ["quantum", "renormalization", "cohomology", "eigenvalue"]),
+    "toy_math": ("math", ["add", "sum", "apples", "total"],
+                 ["integral", "modular", "polynomial", "combinatorics"]),
+    "toy_code": ("code_reasoning", ["print", "list", "append", "len"],
+                 ["recursion", "bitmask", "generator", "closure"]),
+}
+
+
+def make_record(index: int, rng: random.Random, *, claude: bool = False) -> dict[str, Any]:
+    """One synthetic record; difficulty 0-3 decides which tiers get it right."""
+    task = list(_TOPICS)[index % len(_TOPICS)]
+    task_type, easy, hard = _TOPICS[task]
+    difficulty = rng.choice([0, 0, 0, 1, 1, 2, 3])
+    words = rng.sample(hard if difficulty >= 2 else easy, 2)
+    prompt = f"Question {index}: explain the {words[0]} of the {words[1]} in case {index}?"
+    reference = rng.choice("ABCDEFGHIJ")
+    wrong = "A" if reference != "A" else "B"
+    models: dict[str, Any] = {}
+    trios = [TRIO, CLAUDE] if claude else [TRIO]
+    for trio in trios:
+        for rank, tier in enumerate(("cheap", "mid", "expensive")):
+            key = trio[tier]
+            correct = int(difficulty <= rank)
+            pred = reference if correct else wrong
+            in_tok, out_tok = 50 + len(prompt) // 4, 40 + 30 * rank
+            price_in, price_out = PRICES[key]
+            models[key] = {
+                "canonical_model": key, "correct": correct, "pred": pred,
+                "input_tokens": in_tok, "output_tokens": out_tok,
+                "cost_usd": round((in_tok * price_in + out_tok * price_out) / 1e6, 9),
+                "response": f"Reasoning by {key} about case {index}. The answer is ({pred}).",
+            }
+    labels = [t for r, t in enumerate(("cheap", "mid", "expensive")) if difficulty <= r]
+    return {
+        "id": f"{task}/{index}", "task": task, "task_type": task_type, "category": task,
+        "prompt": prompt, "reference_answer": reference, "tiers": dict(TRIO), "models": models,
+        "min_tier_correct": labels[0] if labels else "none", "split": "dev",
+    }
+
+
+def make_records(n: int, seed: int = 7, *, claude: bool = False) -> list[dict[str, Any]]:
+    """`n` synthetic records, reproducible from `seed`."""
+    rng = random.Random(seed)
+    return [make_record(i, rng, claude=claude) for i in range(n)]
+
+
+def write_dataset(path: Path, records: list[dict[str, Any]]) -> Path:
+    """Write records as gzip JSON lines (the shared data's format) and return the path."""
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record) + "\n")
+    return path
