@@ -1,24 +1,24 @@
 """The one exception tree of tierroute; `tierroute.status` maps it to gRPC codes.
 
-    TierrouteError
-    ├── InvalidRequest            bad input from the caller
-    │   └── QueryTooLong          a query over the configured character limit
-    ├── NotFound                  an unknown request id, tier or model version
-    ├── Unauthenticated           no or unknown credential
-    ├── PermissionDenied          a credential without the right to this call
-    ├── Overloaded                admission control refused the call
-    ├── BudgetExhausted           the request's attempt budget is spent
-    ├── DeadlineExceeded          the request's deadline passed
-    ├── ConfigError               configuration that cannot work
-    ├── ModelLoadError            a missing, corrupt or mismatched router model
-    ├── ProviderError             a model provider failed (transient unless noted)
-    │   ├── ProviderTimeout
-    │   ├── RateLimited           carries retry_after seconds
-    │   ├── ProviderOverloaded    HTTP 529
-    │   ├── ProviderServerError   HTTP 5xx
-    │   ├── ProviderConnectionError
-    │   └── TerminalProviderError HTTP 400/401/403/404/413: never retried
-    └── AllTiersFailed            no tier could answer
+TierrouteError
+├── InvalidRequest            bad input from the caller
+│   └── QueryTooLong          a query over the configured character limit
+├── NotFound                  an unknown request id, tier or model version
+├── Unauthenticated           no or unknown credential
+├── PermissionDenied          a credential without the right to this call
+├── Overloaded                admission control refused the call
+├── BudgetExhausted           the request's attempt budget is spent
+├── DeadlineExceeded          the request's deadline passed
+├── ConfigError               configuration that cannot work
+├── ModelLoadError            a missing, corrupt or mismatched router model
+├── ProviderError             a model provider failed (transient unless noted)
+│   ├── ProviderTimeout
+│   ├── RateLimited           carries retry_after seconds
+│   ├── ProviderOverloaded    HTTP 529
+│   ├── ProviderServerError   HTTP 5xx
+│   ├── ProviderConnectionError
+│   └── TerminalProviderError HTTP 400/401/403/404/413: never retried
+└── AllTiersFailed            no tier could answer
 """
 
 from __future__ import annotations

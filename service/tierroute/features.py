@@ -22,21 +22,79 @@ _WORD = re.compile(r"\S+")
 # ties go to the order below (coding before analytical before creative before factual).
 QUERY_TYPE_KEYWORDS: dict[str, tuple[str, ...]] = {
     "coding": (
-        "code", "function", "python", "def ", "return", "class ", "bug", "compile", "script",
-        "javascript", "sql", "regex", "api", "assert", "stack trace", "exception", "algorithm",
-        "implement", "print(", "import ", "variable", "loop",
+        "code",
+        "function",
+        "python",
+        "def ",
+        "return",
+        "class ",
+        "bug",
+        "compile",
+        "script",
+        "javascript",
+        "sql",
+        "regex",
+        "api",
+        "assert",
+        "stack trace",
+        "exception",
+        "algorithm",
+        "implement",
+        "print(",
+        "import ",
+        "variable",
+        "loop",
     ),
     "analytical": (
-        "why", "analy", "compare", "evaluate", "explain", "calculate", "compute", "prove",
-        "derive", "solve", "how many", "how much", "probability", "estimate", "reason",
-        "trade-off", "tradeoff", "implication", "what is the value", "find the",
+        "why",
+        "analyse", "analyze", "analysis", "analytical",
+        "compare",
+        "evaluate",
+        "explain",
+        "calculate",
+        "compute",
+        "prove",
+        "derive",
+        "solve",
+        "how many",
+        "how much",
+        "probability",
+        "estimate",
+        "reason",
+        "trade-off",
+        "tradeoff",
+        "implication",
+        "what is the value",
+        "find the",
     ),
     "creative": (
-        "write a story", "poem", "story", "creative", "imagine", "slogan", "lyrics",
-        "brainstorm", "fiction", "compose", "invent",
+        "write a story",
+        "poem",
+        "story",
+        "creative",
+        "imagine",
+        "slogan",
+        "lyrics",
+        "brainstorm",
+        "fiction",
+        "compose",
+        "invent",
     ),
 }
 QUERY_TYPES = ("factual", "analytical", "creative", "coding")
+
+
+def _keyword_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
+    # Whole words only ("api" must not match "capital"); a keyword ending in punctuation or
+    # a space ("print(", "def ") is matched as written.
+    parts = [
+        re.escape(w.strip()) + (r"\b" if w[-1].isalnum() else "")
+        for w in sorted(words, key=len, reverse=True)
+    ]
+    return re.compile(r"\b(?:" + "|".join(parts) + ")", re.IGNORECASE)
+
+
+_TYPE_PATTERNS = {kind: _keyword_pattern(words) for kind, words in QUERY_TYPE_KEYWORDS.items()}
 
 
 @dataclass(frozen=True)
@@ -56,10 +114,9 @@ def estimate_tokens(text: str, tokens_per_word: float = 1.3) -> int:
 
 def query_type(text: str) -> str:
     """Keyword-classify a query as factual, analytical, creative or coding."""
-    lowered = text.lower()
     best, best_hits = "factual", 0
     for kind in ("coding", "analytical", "creative"):
-        hits = sum(lowered.count(word) for word in QUERY_TYPE_KEYWORDS[kind])
+        hits = len(_TYPE_PATTERNS[kind].findall(text))
         if hits > best_hits:
             best, best_hits = kind, hits
     return best

@@ -130,6 +130,9 @@ class CascadeConfig:
 
     # Fraction of non-top answers that are judged, stratified by query type.
     judge_sample_rate: float = 0.2
+    # Per-query-type rates as "type=rate" entries (e.g. "coding=0.5"); unlisted types use
+    # judge_sample_rate.
+    judge_sample_rates: tuple[str, ...] = ()
     # Start the next tier in parallel when classifier confidence is below this.
     speculative_bound: float = 0.6
     # Self-routing: escalate below this stated confidence.
@@ -144,6 +147,8 @@ class CascadeConfig:
     retry_base_delay_s: float = 0.2
     retry_max_delay_s: float = 5.0
     max_output_tokens: int = 1024
+    # The most output tokens a request may ask for per answer call.
+    max_output_tokens_limit: int = 4096
     judge_max_output_tokens: int = 256
     per_call_timeout_s: float = 60.0
 
@@ -171,6 +176,22 @@ class ReplayConfig:
     time_scale: float = 1.0
     # Whether ANTHROPIC-style fault headers (x-tierroute-fault) are honoured.
     allow_fault_headers: bool = True
+    # When set, requests must carry this x-api-key (401 otherwise); empty accepts any key.
+    api_key: Secret = field(default_factory=lambda: Secret(""))
+    # Simulated latency per tier, cheapest first (tiers past the end use the last value):
+    # time to first token plus output tokens over tokens per second, from public figures.
+    ttft_s: tuple[float, ...] = (0.4, 0.8, 1.5)
+    tokens_per_s: tuple[float, ...] = (150.0, 80.0, 40.0)
+    # Injected faults by rate, e.g. "429@cheap=0.05,529=0.01" (syntax in docs/replay.md),
+    # drawn from a RNG seeded with fault_seed.
+    faults: str = ""
+    fault_seed: int = 0
+    # retry-after seconds sent with an injected 429 that names none.
+    retry_after_s: float = 1.0
+    # Real seconds a `timeout` fault holds the connection unless the client leaves first.
+    timeout_hold_s: float = 300.0
+    # Unknown prompts: chance that a judge passes an answer from tier i, cheapest first.
+    synthetic_pass_rates: tuple[float, ...] = (0.6, 0.8, 0.95)
 
 
 @dataclass(frozen=True)
@@ -311,7 +332,7 @@ def _build(kind: type[Any], values: Any, where: str) -> Any:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
-def _coerce(hint: Any, raw: Any, where: str) -> Any:  # noqa: PLR0911 - one branch per type
+def _coerce(hint: Any, raw: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]

@@ -1,0 +1,193 @@
+"""The serving side of the router classifier: load a model bundle, validate it, predict.
+
+A bundle is a directory with `model.onnx` (TF-IDF + logistic regression exported by
+`tierroute.training`), `metadata.json` (version, label order, hashes, training figures) and
+`thresholds.json` (the calibrated risk limits). Loading checks every file and names the one at
+fault. This module needs onnxruntime and numpy only: scikit-learn never loads when serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+from tierroute.data import file_sha256
+from tierroute.errors import ModelLoadError
+from tierroute.features import classifier_text
+from tierroute.policy import RiskThresholds
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.onnx"
+METADATA_FILE = "metadata.json"
+THRESHOLDS_FILE = "thresholds.json"
+# Graph names fixed by the exporter; the loader checks them so a foreign model fails early.
+INPUT_NAME = "text"
+PROBA_OUTPUT = "probabilities"
+
+# onnxruntime raises its own exception classes, none of them derived from a common base
+# other than Exception; these are the ones session creation can raise for a bad file.
+_ORT_LOAD_ERRORS: tuple[type[Exception], ...] = (
+    ort_state.Fail,
+    ort_state.InvalidArgument,
+    ort_state.InvalidGraph,
+    ort_state.InvalidProtobuf,
+    ort_state.NoSuchFile,
+    ort_state.NotImplemented,
+    ort_state.RuntimeException,
+)
+
+
+def create_session(model: bytes) -> Any:
+    """An onnxruntime session tuned for one query at a time beside the gRPC threads.
+
+    One intra-op and one inter-op thread with spinning off: more threads measured no faster
+    on this model and a spinning pool steals the core the gRPC event loop needs.
+    """
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+class RouterModel:
+    """A loaded router classifier: per-tier probabilities for a query, plus its thresholds."""
+
+    def __init__(
+        self,
+        session: Any,
+        *,
+        version: str,
+        labels: tuple[str, ...],
+        thresholds: RiskThresholds,
+        prefix_chars: int,
+        metadata: Mapping[str, Any],
+    ) -> None:
+        self._session = session
+        self._outputs = [PROBA_OUTPUT]
+        self.version = version
+        self.labels = labels
+        self.thresholds = thresholds
+        self.prefix_chars = prefix_chars
+        self.metadata: dict[str, Any] = dict(metadata)
+
+    @classmethod
+    def load(cls, model_dir: Path, n_tiers: int) -> RouterModel:
+        """Load and validate the bundle in `model_dir` for `n_tiers` configured tiers.
+
+        Raises ModelLoadError naming the missing, corrupt or mismatched file.
+        """
+        metadata_path = model_dir / METADATA_FILE
+        metadata = _read_json(metadata_path)
+        version, labels, prefix_chars, onnx_sha = _check_metadata(metadata, metadata_path)
+        if len(labels) != n_tiers:
+            raise ModelLoadError(
+                f"{metadata_path}: the model predicts {len(labels)} tiers {list(labels)} "
+                f"but {n_tiers} tiers are configured"
+            )
+
+        model_path = model_dir / MODEL_FILE
+        if not model_path.is_file():
+            raise ModelLoadError(f"router model file not found: {model_path}")
+        actual_sha = file_sha256(model_path)
+        if actual_sha != onnx_sha:
+            raise ModelLoadError(
+                f"{model_path}: SHA-256 {actual_sha} does not match {onnx_sha} "
+                f"recorded in {metadata_path}"
+            )
+        try:
+            session = create_session(model_path.read_bytes())
+        except _ORT_LOAD_ERRORS as exc:
+            raise ModelLoadError(f"{model_path}: onnxruntime cannot load it: {exc}") from exc
+        _check_signature(session, model_path, n_tiers)
+
+        thresholds_path = model_dir / THRESHOLDS_FILE
+        thresholds_doc = _read_json(thresholds_path)
+        try:
+            thresholds = RiskThresholds.from_json(thresholds_doc, n_tiers)
+        except (ModelLoadError, TypeError, ValueError) as exc:
+            raise ModelLoadError(f"{thresholds_path}: {exc}") from exc
+        if thresholds_doc.get("version") != version:
+            raise ModelLoadError(
+                f"{thresholds_path}: calibrated for model version "
+                f"{thresholds_doc.get('version')!r}, not {version!r} of {metadata_path}"
+            )
+
+        logger.info("loaded router model %s from %s", version, model_dir)
+        return cls(
+            session,
+            version=version,
+            labels=labels,
+            thresholds=thresholds,
+            prefix_chars=prefix_chars,
+            metadata=metadata,
+        )
+
+    def predict_proba(self, text: str) -> list[float]:
+        """Per-tier probabilities (label order) that each tier is the cheapest one needed."""
+        feed = {INPUT_NAME: np.array([[classifier_text(text, self.prefix_chars)]], dtype=object)}
+        (probs,) = self._session.run(self._outputs, feed)
+        result: list[float] = probs[0].tolist()
+        return result
+
+    def warm_up(self) -> None:
+        """Run the model once: the first run after loading is much slower than the rest."""
+        self.predict_proba("warm up the router model")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ModelLoadError(f"router model file not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{path}: not readable JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path}: expected a JSON object")
+    return data
+
+
+def _check_metadata(
+    metadata: Mapping[str, Any], path: Path
+) -> tuple[str, tuple[str, ...], int, str]:
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise ModelLoadError(
+            f"{path}: format_version {metadata.get('format_version')!r} is not "
+            f"{FORMAT_VERSION}, the one this server reads"
+        )
+    version = metadata.get("model_version")
+    labels = metadata.get("labels")
+    prefix_chars = metadata.get("prefix_chars")
+    onnx_sha = metadata.get("onnx_sha256")
+    if not isinstance(version, str) or not version:
+        raise ModelLoadError(f"{path}: 'model_version' must be a non-empty string")
+    if not isinstance(labels, list) or not all(isinstance(v, str) for v in labels):
+        raise ModelLoadError(f"{path}: 'labels' must be a list of tier names")
+    if not isinstance(prefix_chars, int) or isinstance(prefix_chars, bool) or prefix_chars < 1:
+        raise ModelLoadError(f"{path}: 'prefix_chars' must be a positive integer")
+    if not isinstance(onnx_sha, str) or len(onnx_sha) != 64:
+        raise ModelLoadError(f"{path}: 'onnx_sha256' must be a SHA-256 hex digest")
+    return version, tuple(labels), prefix_chars, onnx_sha
+
+
+def _check_signature(session: Any, path: Path, n_tiers: int) -> None:
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = {o.name: o.shape for o in session.get_outputs()}
+    if inputs != [INPUT_NAME] or PROBA_OUTPUT not in outputs:
+        raise ModelLoadError(
+            f"{path}: expected input {INPUT_NAME!r} and output {PROBA_OUTPUT!r}, "
+            f"found inputs {inputs} and outputs {sorted(outputs)}"
+        )
+    width = outputs[PROBA_OUTPUT][-1]
+    if isinstance(width, int) and width != n_tiers:
+        raise ModelLoadError(f"{path}: outputs {width} probabilities, expected {n_tiers}")

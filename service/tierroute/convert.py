@@ -1,0 +1,180 @@
+"""Validation and conversion between protobuf messages and the core's domain objects.
+
+Every input limit is enforced here, before any routing or provider work, so bad input is
+rejected cheaply with INVALID_ARGUMENT and a message that names the limit.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+from tierroute.errors import InvalidRequest, QueryTooLong
+from tierroute.policy import ReasonNote
+from tierroute.providers.base import Message
+from tierroute.router import Decision, RouteQuery
+from tierroute.settings import LimitsConfig, Settings, TierConfig
+from tierroute.v1 import tierroute_pb2 as pb
+
+STRATEGY_NAMES: dict[int, str | None] = {
+    pb.STRATEGY_UNSPECIFIED: None,
+    pb.STRATEGY_HEURISTIC: "heuristic",
+    pb.STRATEGY_CLASSIFIER: "classifier",
+    pb.STRATEGY_SELF_ROUTING: "self_routing",
+}
+STRATEGY_ENUMS = {name: value for value, name in STRATEGY_NAMES.items() if name}
+RULE_NAMES: dict[int, str | None] = {
+    pb.DECISION_RULE_UNSPECIFIED: None,
+    pb.DECISION_RULE_CALIBRATED: "calibrated",
+    pb.DECISION_RULE_PUBLISHED: "published",
+}
+RULE_ENUMS = {name: value for value, name in RULE_NAMES.items() if name}
+_ROLES: dict[int, Literal["user", "assistant"] | None] = {
+    pb.ROLE_USER: "user",
+    pb.ROLE_ASSISTANT: "assistant",
+    pb.ROLE_SYSTEM: None,
+}
+
+
+def _check_id(value: str, field: str, limits: LimitsConfig) -> None:
+    if len(value) > limits.max_id_chars:
+        raise InvalidRequest(
+            f"{field} has {len(value)} characters; the limit is {limits.max_id_chars}"
+        )
+
+
+def _check_metadata(metadata: Mapping[str, str], limits: LimitsConfig) -> dict[str, str]:
+    if len(metadata) > limits.max_metadata_entries:
+        raise InvalidRequest(
+            f"metadata has {len(metadata)} entries; the limit is {limits.max_metadata_entries}"
+        )
+    for key, value in metadata.items():
+        if len(key) > limits.max_metadata_key_chars:
+            raise InvalidRequest(
+                f"a metadata key has {len(key)} characters; "
+                f"the limit is {limits.max_metadata_key_chars}"
+            )
+        if len(value) > limits.max_metadata_value_chars:
+            raise InvalidRequest(
+                f"metadata value of {key[:40]!r} has {len(value)} characters; "
+                f"the limit is {limits.max_metadata_value_chars}"
+            )
+    return dict(metadata)
+
+
+def conversation(
+    query: str, messages: Sequence[pb.ChatMessage], limits: LimitsConfig
+) -> tuple[str, tuple[Message, ...], str]:
+    """Validate the query-or-messages input: (last user text, earlier turns, system prompt)."""
+    if query and messages:
+        raise InvalidRequest("set either query or messages, not both")
+    if not messages:
+        if not query.strip():
+            raise InvalidRequest("query is empty")
+        if len(query) > limits.max_query_chars:
+            raise QueryTooLong(len(query), limits.max_query_chars)
+        return query, (), ""
+    if len(messages) > limits.max_messages:
+        raise InvalidRequest(
+            f"messages has {len(messages)} turns; the limit is {limits.max_messages}"
+        )
+    total = sum(len(m.content) for m in messages)
+    if total > limits.max_query_chars:
+        raise QueryTooLong(total, limits.max_query_chars)
+    system: list[str] = []
+    turns: list[Message] = []
+    for i, message in enumerate(messages):
+        if message.role not in _ROLES:
+            raise InvalidRequest(f"messages[{i}].role {message.role} is not a known role")
+        role = _ROLES[message.role]
+        if role is None:
+            system.append(message.content)
+        else:
+            turns.append(Message(role, message.content))
+    if not turns or turns[-1].role != "user":
+        raise InvalidRequest("the last non-system message must be the user's")
+    if not turns[-1].content.strip():
+        raise InvalidRequest("the last user message is empty")
+    return turns[-1].content, tuple(turns[:-1]), "\n".join(system)
+
+
+def _enum(value: int, names: Mapping[int, str | None], field: str) -> str | None:
+    if value not in names:
+        raise InvalidRequest(f"{field} {value} is not a known value")
+    return names[value]
+
+
+def route_query(request: pb.RouteRequest | pb.CascadeRequest, settings: Settings) -> RouteQuery:
+    """Validate a Route or Cascade request into a RouteQuery (strategy may be self_routing)."""
+    limits = settings.limits
+    text, history, _system = conversation(request.query, request.messages, limits)
+    for field in ("request_id", "tenant_id", "session_id"):
+        _check_id(getattr(request, field), field, limits)
+    strategy = _enum(request.strategy, STRATEGY_NAMES, "strategy")
+    policy = request.policy
+    rule = _enum(policy.rule, RULE_NAMES, "policy.rule")
+    for field in ("quality_floor", "max_cost_usd"):
+        value = getattr(policy, field)
+        if not math.isfinite(value) or value < 0:
+            raise InvalidRequest(f"policy.{field} must be a finite number >= 0")
+    if policy.quality_floor > 1:
+        raise InvalidRequest("policy.quality_floor must be within [0, 1]")
+    return RouteQuery(
+        text=text,
+        history=history,
+        strategy=strategy,
+        rule=rule,
+        quality_floor=policy.quality_floor,
+        max_cost_usd=policy.max_cost_usd,
+        tenant_id=request.tenant_id,
+        session_id=request.session_id,
+        request_id=request.request_id or uuid.uuid4().hex,
+        metadata=_check_metadata(request.metadata, limits),
+    )
+
+
+def tier_info(tier: TierConfig, index: int) -> pb.TierInfo:
+    """A configured tier as the proto's TierInfo."""
+    return pb.TierInfo(
+        name=tier.name,
+        model=tier.model,
+        index=index,
+        input_usd_per_mtok=tier.input_usd_per_mtok,
+        output_usd_per_mtok=tier.output_usd_per_mtok,
+    )
+
+
+def reason(note: ReasonNote) -> pb.Reason:
+    """A domain reason note as the proto's Reason."""
+    return pb.Reason(code=pb.ReasonCode.Value(f"REASON_CODE_{note.code.value}"), detail=note.detail)
+
+
+def route_response(
+    decision: Decision, request_id: str, tier_names: Sequence[str]
+) -> pb.RouteResponse:
+    """A routing decision as the proto's RouteResponse."""
+    features = decision.features
+    return pb.RouteResponse(
+        request_id=request_id,
+        tier=tier_info(decision.tier, decision.tier_index),
+        strategy=STRATEGY_ENUMS[decision.strategy],
+        scores=[
+            pb.TierScore(tier=name, probability=p)
+            for name, p in zip(tier_names, decision.scores, strict=True)
+        ],
+        thresholds=dict(decision.thresholds),
+        reasons=[reason(n) for n in decision.reasons],
+        model_version=decision.model_version,
+        decision_time_us=decision.decision_time_us,
+        rule=RULE_ENUMS.get(decision.rule, pb.DECISION_RULE_UNSPECIFIED),
+        features=pb.QueryFeatures(
+            estimated_tokens=features.estimated_tokens,
+            has_code_block=features.has_code_block,
+            multi_step=features.multi_step,
+            query_type=features.query_type,
+        ),
+        estimated_cost_usd=decision.estimated_cost_usd,
+        confidence=decision.confidence,
+    )

@@ -1,0 +1,100 @@
+"""Answer extraction, answer comparison and token counting for replayed calls.
+
+The replay judge compares final answers, not prose: a candidate that is some model's
+recorded response uses that model's recorded `pred`; any other text goes through
+`extract_answer`, a small extractor for the answer formats found in the data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+_WORD = re.compile(r"\S+")
+# The option letter is matched case-sensitively so "the answer is a list" is not option A.
+_MCQ = re.compile(r"(?i:answer is):?\s*\(?([A-J])\)?(?![A-Za-z])")
+_JSON_ANSWER = re.compile(r'"answer"\s*:\s*("(?:[^"\\]|\\.)*"|[^,}\n]+)')
+_BOXED = "\\boxed{"
+_INTEGER = re.compile(r"[-+]?\d+")
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?")
+
+
+def estimate_tokens(text: str) -> int:
+    """Token estimate of a text: the larger of words x 1.3 and characters / 4.
+
+    Words x 1.3 is the project's rough rule; characters / 4 keeps dense text without
+    spaces (code, JSON, formulas) from counting as a handful of words. Both grow with
+    the text, so a shorter prompt always costs less.
+    """
+    if not text:
+        return 0
+    return max(math.ceil(len(_WORD.findall(text)) * 1.3), math.ceil(len(text) / 4))
+
+
+def _last_boxed(text: str) -> str | None:
+    start = text.rfind(_BOXED)
+    if start < 0:
+        return None
+    depth, i = 1, start + len(_BOXED)
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i:j]
+    return None
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer stated in `text`, or None when it states none.
+
+    Tried in order: "the answer is (X)" (multiple choice), a JSON "answer" field, the last
+    \\boxed{...}, then the last non-empty line.
+    """
+    mcq = _MCQ.findall(text)
+    if mcq:
+        return str(mcq[-1])
+    fields = _JSON_ANSWER.findall(text)
+    if fields:
+        raw = fields[-1].strip()
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        return str(value).strip() or None
+    boxed = _last_boxed(text)
+    if boxed is not None:
+        return boxed.strip() or None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return None
+    return re.sub(r"^(final answer|answer)\s*[:=]\s*", "", lines[-1], flags=re.IGNORECASE)
+
+
+def normalise(answer: str | None) -> str:
+    """A comparable form of an extracted answer; "" means no answer."""
+    if answer is None:
+        return ""
+    text = answer.strip()
+    boxed = _last_boxed(text)
+    if boxed is not None:
+        text = boxed
+    text = text.strip().strip("$").strip().rstrip(".").strip()
+    if len(text) == 3 and text[0] == "(" and text[2] == ")":
+        text = text[1]
+    compact = text.replace(",", "").replace("$", "").replace("%", "").replace(" ", "")
+    if _INTEGER.fullmatch(compact):
+        # Integers compare exactly: floats would merge large distinct values.
+        return str(int(compact))
+    if _NUMBER.fullmatch(compact):
+        value = float(compact)
+        return str(int(value)) if value.is_integer() else repr(value)
+    return re.sub(r"\s+", " ", text).lower()
+
+
+def answers_agree(a: str | None, b: str | None) -> bool:
+    """Whether two extracted answers name the same thing; a missing answer never agrees."""
+    left, right = normalise(a), normalise(b)
+    return bool(left) and left == right

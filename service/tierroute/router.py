@@ -1,0 +1,258 @@
+"""The routing core: from a query to a tier, with every reason on record.
+
+Transport-free: the gRPC servicer converts protobuf to `RouteQuery` and `Decision` back.
+Routing is synchronous and fast (tens of microseconds for the classifier), so it runs
+inline on the event loop; onnxruntime via a thread was measured slower.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from tierroute.errors import InvalidRequest, ModelLoadError
+from tierroute.features import ShapeFeatures, estimate_tokens, shape_features
+from tierroute.policy import (
+    PUBLISHED_THRESHOLDS,
+    Reason,
+    ReasonNote,
+    RiskThresholds,
+    calibrated_rule,
+    published_rule,
+)
+from tierroute.providers.base import Message
+from tierroute.settings import HeuristicConfig, Settings, TierConfig
+
+STRATEGIES = ("heuristic", "classifier")
+RULES = ("calibrated", "published")
+
+
+class Scorer(Protocol):
+    """What the router needs of a classifier: probabilities per tier, and its identity."""
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def thresholds(self) -> RiskThresholds: ...
+
+    def predict_proba(self, text: str) -> list[float]: ...
+
+
+@dataclass(frozen=True)
+class RouteQuery:
+    """A query to route, already validated against the input limits."""
+
+    text: str
+    history: tuple[Message, ...] = ()
+    strategy: str | None = None
+    rule: str | None = None
+    quality_floor: float = 0.0
+    max_cost_usd: float = 0.0
+    tenant_id: str = ""
+    session_id: str = ""
+    request_id: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A routing decision and everything that explains it."""
+
+    tier_index: int
+    tier: TierConfig
+    strategy: str
+    scores: tuple[float, ...]
+    thresholds: Mapping[str, float]
+    reasons: tuple[ReasonNote, ...]
+    model_version: str
+    decision_time_us: int
+    rule: str
+    features: ShapeFeatures
+    estimated_cost_usd: float
+    confidence: float
+
+
+def routing_text(text: str, history: Sequence[Message], turns: int, chars: int) -> str:
+    """The last user turn plus a bounded window of earlier context, context first."""
+    if not history or turns <= 0 or chars <= 0:
+        return text
+    context = "\n".join(m.content for m in history[-turns:])
+    return f"{context[-chars:]}\n{text}"
+
+
+def heuristic_decision(
+    features: ShapeFeatures, config: HeuristicConfig, n_tiers: int
+) -> tuple[int, list[ReasonNote]]:
+    """The published shape rules; 'top' is the last tier and 'mid' the one below it."""
+    top, mid = n_tiers - 1, max(n_tiers - 2, 0)
+    tokens = features.estimated_tokens
+    if tokens > config.long_input_tokens:
+        return top, [
+            ReasonNote(Reason.LONG_INPUT, f"~{tokens} tokens > {config.long_input_tokens}")
+        ]
+    if features.query_type == "analytical" and features.multi_step:
+        return top, [ReasonNote(Reason.ANALYTICAL_MULTI_STEP, "analytical, multi-step")]
+    if features.query_type in ("coding", "analytical"):
+        return mid, [ReasonNote(Reason.CODING_OR_ANALYTICAL, f"query type {features.query_type}")]
+    if features.has_code_block and tokens > config.code_block_tokens:
+        return mid, [
+            ReasonNote(
+                Reason.LARGE_CODE_BLOCK,
+                f"code block, ~{tokens} tokens > {config.code_block_tokens}",
+            )
+        ]
+    return 0, [ReasonNote(Reason.SIMPLE_QUERY, f"query type {features.query_type}, no rule fired")]
+
+
+class SessionMemory:
+    """The highest tier each recent session used, so a conversation never routes down.
+
+    Bounded LRU; thread-safe because the sync and asyncio servers may both call it.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._tiers: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def floor(self, session_id: str) -> int:
+        """The session's highest tier so far, or 0."""
+        with self._lock:
+            tier = self._tiers.get(session_id, 0)
+            if session_id in self._tiers:
+                self._tiers.move_to_end(session_id)
+            return tier
+
+    def record(self, session_id: str, tier_index: int) -> None:
+        """Remember that the session used `tier_index`."""
+        with self._lock:
+            self._tiers[session_id] = max(tier_index, self._tiers.get(session_id, 0))
+            self._tiers.move_to_end(session_id)
+            while len(self._tiers) > self._capacity:
+                self._tiers.popitem(last=False)
+
+
+class Router:
+    """Chooses a tier for a query by the heuristic or the classifier strategy."""
+
+    def __init__(self, settings: Settings, scorer: Scorer | None) -> None:
+        self._settings = settings
+        self._tiers = settings.tiers
+        self._names = tuple(t.name for t in settings.tiers)
+        self._scorer = scorer
+        self._sessions = SessionMemory(settings.routing.session_cache_size)
+        self._check(scorer)
+
+    @property
+    def model_version(self) -> str:
+        """Version of the classifier in use, or "" when there is none."""
+        return self._scorer.version if self._scorer is not None else ""
+
+    def _check(self, scorer: Scorer | None) -> None:
+        if scorer is not None and len(scorer.thresholds.risk) != len(self._tiers) - 1:
+            raise ModelLoadError(
+                f"the model's thresholds cover {len(scorer.thresholds.risk) + 1} tiers; "
+                f"{len(self._tiers)} are configured"
+            )
+
+    def swap_scorer(self, scorer: Scorer) -> None:
+        """Replace the classifier (hot reload); a call in flight keeps the one it started with."""
+        self._check(scorer)
+        self._scorer = scorer
+
+    def route(self, query: RouteQuery) -> Decision:
+        """Decide the tier for `query`; InvalidRequest for an unusable strategy or rule."""
+        start = time.perf_counter_ns()
+        settings = self._settings
+        strategy = query.strategy or settings.routing.default_strategy
+        rule = query.rule or settings.routing.default_rule
+        if strategy not in STRATEGIES:
+            raise InvalidRequest(f"strategy {strategy!r} cannot route; use one of {STRATEGIES}")
+        if rule not in RULES:
+            raise InvalidRequest(f"decision rule {rule!r} is unknown; use one of {RULES}")
+        if not 0.0 <= query.quality_floor <= 1.0:
+            raise InvalidRequest("policy.quality_floor must be within [0, 1]")
+        if query.max_cost_usd < 0:
+            raise InvalidRequest("policy.max_cost_usd must not be negative")
+        text = routing_text(
+            query.text,
+            query.history,
+            settings.routing.context_turns,
+            settings.routing.context_chars,
+        )
+        features = shape_features(text, settings.heuristic)
+        thresholds: dict[str, float]
+        scorer = self._scorer
+        if strategy == "heuristic":
+            index, notes = heuristic_decision(features, settings.heuristic, len(self._tiers))
+            scores = tuple(1.0 if i == index else 0.0 for i in range(len(self._tiers)))
+            thresholds = {
+                "long_input_tokens": float(settings.heuristic.long_input_tokens),
+                "code_block_tokens": float(settings.heuristic.code_block_tokens),
+            }
+            confidence, version, rule = 1.0, "", ""
+        else:
+            if scorer is None:
+                raise InvalidRequest("the classifier strategy is not available: no model loaded")
+            probs = scorer.predict_proba(text)
+            scores = tuple(probs)
+            confidence, version = max(probs), scorer.version
+            if rule == "published":
+                index, notes = published_rule(probs, self._names)
+                thresholds = dict(PUBLISHED_THRESHOLDS)
+            else:
+                risk = scorer.thresholds
+                index, notes = calibrated_rule(probs, risk, self._names, query.quality_floor)
+                thresholds = risk.as_dict(self._names)
+                if query.quality_floor > 0:
+                    thresholds["quality_floor"] = query.quality_floor
+        if query.session_id and settings.routing.session_sticky:
+            floor = self._sessions.floor(query.session_id)
+            if floor > index:
+                notes.append(
+                    ReasonNote(
+                        Reason.SESSION_STICKY,
+                        f"session already used {self._names[floor]}; not routing down",
+                    )
+                )
+                index = floor
+        input_tokens = estimate_tokens(text, settings.heuristic.tokens_per_word)
+        output_tokens = settings.routing.expected_output_tokens
+        if query.max_cost_usd > 0:
+            thresholds["max_cost_usd"] = query.max_cost_usd
+            capped = index
+            while capped > 0 and (
+                self._tiers[capped].cost_usd(input_tokens, output_tokens) > query.max_cost_usd
+            ):
+                capped -= 1
+            if capped != index:
+                notes.append(
+                    ReasonNote(
+                        Reason.COST_CEILING,
+                        f"{self._names[index]} estimated above ${query.max_cost_usd:g}; "
+                        f"using {self._names[capped]}",
+                    )
+                )
+                index = capped
+        if query.session_id and settings.routing.session_sticky:
+            self._sessions.record(query.session_id, index)
+        tier = self._tiers[index]
+        return Decision(
+            tier_index=index,
+            tier=tier,
+            strategy=strategy,
+            scores=scores,
+            thresholds=thresholds,
+            reasons=tuple(notes),
+            model_version=version,
+            decision_time_us=(time.perf_counter_ns() - start) // 1000,
+            rule=rule,
+            features=features,
+            estimated_cost_usd=tier.cost_usd(input_tokens, output_tokens),
+            confidence=confidence,
+        )

@@ -1,0 +1,127 @@
+"""Builds and runs the tierroute gRPC server: load -> warm up -> SERVING -> drain -> stop.
+
+`TierRouteServer` is the one factory that `tierroute serve` and the tests both use. Its
+collaborators (router model, provider, tracer provider) can be injected; by default they
+are built from the settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from tierroute.router import Router, Scorer
+from tierroute.servicer import TierRouterServicer
+from tierroute.settings import Settings
+from tierroute.status import ErrorMappingInterceptor
+from tierroute.v1 import tierroute_pb2 as pb
+from tierroute.v1 import tierroute_pb2_grpc as pb_grpc
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TierRouter"].full_name
+WARM_UP_QUERY = "warm-up: what is the capital of France?"
+
+
+def load_scorer(settings: Settings) -> Scorer:
+    """Load the ONNX router model named by the settings; ModelLoadError names a bad file."""
+    from tierroute.classifier import RouterModel
+
+    return RouterModel.load(settings.routing.model_dir, len(settings.tiers))
+
+
+class TierRouteServer:
+    """The gRPC server with its health, reflection and error-mapping wiring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        scorer: Scorer | None = None,
+        interceptors: Sequence[aio.ServerInterceptor] = (),
+    ) -> None:
+        self.settings = settings
+        self._scorer = scorer
+        self._extra_interceptors = tuple(interceptors)
+        self._server: aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self.router: Router | None = None
+        self.port = 0
+
+    async def start(self, host: str | None = None, port: int | None = None) -> int:
+        """Bind, load and warm the model, then report SERVING; returns the bound port."""
+        cfg = self.settings.server
+        scorer = self._scorer if self._scorer is not None else load_scorer(self.settings)
+        self.router = Router(self.settings, scorer)
+        # Load and warm before binding: a bad model fails start-up before any port opens.
+        self._warm_up(scorer)
+        server = aio.server(
+            interceptors=[*self._extra_interceptors, ErrorMappingInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", cfg.max_receive_message_bytes),
+                ("grpc.max_send_message_length", cfg.max_send_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+            maximum_concurrent_rpcs=cfg.max_concurrent_rpcs or None,
+        )
+        pb_grpc.add_TierRouterServicer_to_server(
+            TierRouterServicer(self.settings, self.router), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        address = f"{host or cfg.host}:{cfg.port if port is None else port}"
+        self.port = server.add_insecure_port(address)
+        await server.start()
+        self._server = server
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        logger.info("serving on port %s (model %s)", self.port, self.router.model_version)
+        return self.port
+
+    def _warm_up(self, scorer: Scorer) -> None:
+        # The first onnxruntime run costs milliseconds; pay it before reporting SERVING.
+        warm = getattr(scorer, "warm_up", None)
+        if callable(warm):
+            warm()
+        else:
+            scorer.predict_proba(WARM_UP_QUERY)
+
+    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, status)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """NOT_SERVING, refuse new calls, let calls in flight finish within the grace period."""
+        if self._server is None:
+            return
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        grace = self.settings.server.grace_period_s if grace_s is None else grace_s
+        await self._server.stop(grace)
+        self._server = None
+
+    async def wait_for_termination(self) -> None:
+        """Block until the server stops."""
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+async def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    server = TierRouteServer(settings)
+    bound = await server.start(host, port)
+    print(f"tierroute serving on {host or settings.server.host}:{bound}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logger.info("shutting down; grace period %ss", settings.server.grace_period_s)
+    await server.stop()

@@ -1,0 +1,50 @@
+"""The gRPC servicer: validate, convert to domain objects, call the core, convert back.
+
+It holds no routing or cascade logic of its own; errors propagate as tierroute exceptions
+and `tierroute.status` maps them to status codes in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from tierroute import convert
+from tierroute.errors import InvalidRequest
+from tierroute.router import Router
+from tierroute.settings import Settings
+from tierroute.v1 import tierroute_pb2 as pb
+from tierroute.v1 import tierroute_pb2_grpc as pb_grpc
+
+logger = logging.getLogger(__name__)
+
+Context = aio.ServicerContext[Any, Any]
+
+
+class TierRouterServicer(pb_grpc.TierRouterServicer):
+    """Translates TierRouter calls to the router core."""
+
+    def __init__(self, settings: Settings, router: Router) -> None:
+        self._settings = settings
+        self._router = router
+        self._tier_names = tuple(t.name for t in settings.tiers)
+
+    async def Route(self, request: pb.RouteRequest, context: Context) -> pb.RouteResponse:
+        query = convert.route_query(request, self._settings)
+        if query.strategy == "self_routing":
+            raise InvalidRequest(
+                "self-routing calls a model; use Cascade for STRATEGY_SELF_ROUTING"
+            )
+        decision = self._router.route(query)
+        return convert.route_response(decision, query.request_id, self._tier_names)
+
+    async def Cascade(self, request: pb.CascadeRequest, context: Context) -> pb.CascadeResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Cascade is not available yet")
+        raise AssertionError("unreachable")  # abort raises
+
+    async def Feedback(self, request: pb.FeedbackRequest, context: Context) -> pb.FeedbackResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Feedback is not available yet")
+        raise AssertionError("unreachable")

@@ -1,0 +1,87 @@
+"""The one place where tierroute's exceptions become gRPC status codes.
+
+`ErrorMappingInterceptor` wraps every unary handler: a `TierrouteError` aborts the call
+with its mapped code and message; anything unexpected is logged with its traceback and the
+caller sees INTERNAL with a generic message, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from tierroute import errors
+
+logger = logging.getLogger(__name__)
+
+# Most specific first: the first matching class decides.
+_STATUS: tuple[tuple[type[errors.TierrouteError], grpc.StatusCode], ...] = (
+    (errors.InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.BudgetExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (errors.TerminalProviderError, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.ProviderError, grpc.StatusCode.UNAVAILABLE),
+    (errors.AllTiersFailed, grpc.StatusCode.UNAVAILABLE),
+    (errors.ModelLoadError, grpc.StatusCode.UNAVAILABLE),
+    (errors.ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.TierrouteError, grpc.StatusCode.INTERNAL),
+)
+
+
+def status_for(exc: errors.TierrouteError) -> grpc.StatusCode:
+    """The gRPC status code for one of tierroute's exceptions."""
+    for kind, code in _STATUS:
+        if isinstance(exc, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+INTERNAL_MESSAGE = "internal error; the server logged the details"
+
+Handler = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
+
+
+def _wrap(method: str, behaviour: Handler) -> Handler:
+    async def guarded(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await behaviour(request, context)
+        except errors.TierrouteError as exc:
+            code = status_for(exc)
+            if code is grpc.StatusCode.INTERNAL:
+                logger.exception("%s failed", method)
+                await context.abort(code, INTERNAL_MESSAGE)
+            await context.abort(code, str(exc))
+        except aio.AbortError:
+            raise
+        except Exception:
+            # The caller never sees a traceback; the log keeps it.
+            logger.exception("%s failed unexpectedly", method)
+            await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+
+    return guarded
+
+
+class ErrorMappingInterceptor(aio.ServerInterceptor):
+    """Maps tierroute exceptions to status codes for every unary-unary method."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        return grpc.unary_unary_rpc_method_handler(
+            _wrap(handler_call_details.method, handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

@@ -1,0 +1,55 @@
+"""Every exception class maps to its documented gRPC status code."""
+
+from __future__ import annotations
+
+import inspect
+
+import grpc
+import pytest
+
+from tierroute import errors
+from tierroute.status import status_for
+
+EXPECTED = {
+    errors.TierrouteError: grpc.StatusCode.INTERNAL,
+    errors.InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.QueryTooLong: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.BudgetExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ModelLoadError: grpc.StatusCode.UNAVAILABLE,
+    errors.ProviderError: grpc.StatusCode.UNAVAILABLE,
+    errors.ProviderTimeout: grpc.StatusCode.UNAVAILABLE,
+    errors.RateLimited: grpc.StatusCode.UNAVAILABLE,
+    errors.ProviderOverloaded: grpc.StatusCode.UNAVAILABLE,
+    errors.ProviderServerError: grpc.StatusCode.UNAVAILABLE,
+    errors.ProviderConnectionError: grpc.StatusCode.UNAVAILABLE,
+    errors.TerminalProviderError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.AllTiersFailed: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def _instance(kind: type[errors.TierrouteError]) -> errors.TierrouteError:
+    if kind is errors.QueryTooLong:
+        return errors.QueryTooLong(10, 5)
+    return kind("x")
+
+
+def test_every_exception_class_is_covered() -> None:
+    """The table below names every class in the exception tree."""
+    classes = {
+        obj
+        for _, obj in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(obj, errors.TierrouteError)
+    }
+    assert classes == set(EXPECTED)
+
+
+@pytest.mark.parametrize("kind", list(EXPECTED), ids=lambda k: k.__name__)
+def test_status_for_each_class(kind: type[errors.TierrouteError]) -> None:
+    """Each class maps to its status code."""
+    assert status_for(_instance(kind)) is EXPECTED[kind]
