@@ -23,14 +23,14 @@ venv install: $(STAMP)
 # package, so the generated imports need no rewriting.
 protos: $(STAMP)
 	PATH=$(BIN):$$PATH $(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$(GEN_OUT) \
-		--pyi_out=$(GEN_OUT) --grpc_python_out=$(GEN_OUT) --mypy_grpc_out=$(GEN_OUT) $(PROTO_SRC)
+		--mypy_out=$(GEN_OUT) --grpc_python_out=$(GEN_OUT) --mypy_grpc_out=$(GEN_OUT) $(PROTO_SRC)
 	cd protos && ../$(BIN)/buf lint
 
 # Fails when the committed generated code differs from what the protos produce.
 protos-check: $(STAMP)
 	@tmp=$$(mktemp -d); \
 	PATH=$(BIN):$$PATH $(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$$tmp \
-		--pyi_out=$$tmp --grpc_python_out=$$tmp --mypy_grpc_out=$$tmp $(PROTO_SRC) && \
+		--mypy_out=$$tmp --grpc_python_out=$$tmp --mypy_grpc_out=$$tmp $(PROTO_SRC) && \
 	for f in $$(cd $$tmp && find . -name '*.py*' -type f); do \
 		cmp -s $$tmp/$$f $(GEN_OUT)/$$f || { echo "generated code is stale: $(GEN_OUT)/$$f (run make protos)"; exit 1; }; \
 	done; rm -rf $$tmp; echo "generated code matches protos"

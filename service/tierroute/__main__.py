@@ -68,9 +68,9 @@ def _cmd_route(args: argparse.Namespace) -> int:
 
     request = pb.RouteRequest(
         query=args.text,
-        strategy=pb.Strategy.Value(f"STRATEGY_{args.strategy.upper()}") if args.strategy else 0,
+        strategy=pb.Strategy.Value(f"STRATEGY_{(args.strategy or 'unspecified').upper()}"),
         policy=pb.RoutingPolicy(
-            rule=pb.DecisionRule.Value(f"DECISION_RULE_{args.rule.upper()}") if args.rule else 0,
+            rule=pb.DecisionRule.Value(f"DECISION_RULE_{(args.rule or 'unspecified').upper()}"),
             quality_floor=args.quality_floor,
             max_cost_usd=args.max_cost,
         ),

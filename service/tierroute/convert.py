@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from tierroute.errors import InvalidRequest, QueryTooLong
 from tierroute.policy import ReasonNote
@@ -18,20 +18,20 @@ from tierroute.router import Decision, RouteQuery
 from tierroute.settings import LimitsConfig, Settings, TierConfig
 from tierroute.v1 import tierroute_pb2 as pb
 
-STRATEGY_NAMES: dict[int, str | None] = {
+STRATEGY_NAMES: dict[pb.Strategy.ValueType, str | None] = {
     pb.STRATEGY_UNSPECIFIED: None,
     pb.STRATEGY_HEURISTIC: "heuristic",
     pb.STRATEGY_CLASSIFIER: "classifier",
     pb.STRATEGY_SELF_ROUTING: "self_routing",
 }
 STRATEGY_ENUMS = {name: value for value, name in STRATEGY_NAMES.items() if name}
-RULE_NAMES: dict[int, str | None] = {
+RULE_NAMES: dict[pb.DecisionRule.ValueType, str | None] = {
     pb.DECISION_RULE_UNSPECIFIED: None,
     pb.DECISION_RULE_CALIBRATED: "calibrated",
     pb.DECISION_RULE_PUBLISHED: "published",
 }
 RULE_ENUMS = {name: value for value, name in RULE_NAMES.items() if name}
-_ROLES: dict[int, Literal["user", "assistant"] | None] = {
+_ROLES: dict[pb.Role.ValueType, Literal["user", "assistant"] | None] = {
     pb.ROLE_USER: "user",
     pb.ROLE_ASSISTANT: "assistant",
     pb.ROLE_SYSTEM: None,
@@ -100,7 +100,7 @@ def conversation(
     return turns[-1].content, tuple(turns[:-1]), "\n".join(system)
 
 
-def _enum(value: int, names: Mapping[int, str | None], field: str) -> str | None:
+def _enum(value: Any, names: Mapping[Any, str | None], field: str) -> str | None:
     if value not in names:
         raise InvalidRequest(f"{field} {value} is not a known value")
     return names[value]

@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from tierroute.router import Router, Scorer
 from tierroute.servicer import TierRouterServicer
 from tierroute.settings import Settings
-from tierroute.status import ErrorMappingInterceptor
+from tierroute.status import ErrorMappingInterceptor, ServerInterceptor
 from tierroute.v1 import tierroute_pb2 as pb
 from tierroute.v1 import tierroute_pb2_grpc as pb_grpc
 
@@ -44,13 +44,13 @@ class TierRouteServer:
         settings: Settings,
         *,
         scorer: Scorer | None = None,
-        interceptors: Sequence[aio.ServerInterceptor] = (),
+        interceptors: Sequence[ServerInterceptor] = (),
     ) -> None:
         self.settings = settings
         self._scorer = scorer
         self._extra_interceptors = tuple(interceptors)
         self._server: aio.Server | None = None
-        self._health = health.aio.HealthServicer()
+        self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.router: Router | None = None
         self.port = 0
 

@@ -1,0 +1,203 @@
+"""Route latency and throughput on loopback, against baselines measured in the same run.
+
+Measures: a bare gRPC echo round trip (the floor any RPC pays), the Route round trip with
+the bundled ONNX model, in-process onnxruntime predict, and in-process scikit-learn
+`predict_proba` of the same pipeline (refitted from the data file with the training code),
+each as median and p99 over sequential calls; then Route and echo throughput with 32 calls
+in flight. The servers run in a child process so client and server do not share a GIL.
+
+    .venv/bin/python bench/route_bench.py [--calls 3000] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc import aio
+
+ECHO_METHOD = "/bench.Echo/Echo"
+QUERIES = [
+    "What is the capital of France?",
+    "Question: A 0.5 kg ball is thrown upward at 12 m/s. How high does it rise?\nOptions: "
+    "A. 7.3 m B. 3.1 m C. 14 m D. 9.8 m\nAnswer: Let's think step by step.",
+    "You are given a Python function and an assertion containing an input to the function. "
+    "def f(x):\n    return sorted(x)[::-1]\nassert f([3, 1, 2]) == ??",
+    "Find the number of ordered pairs (a, b) of integers with 1 <= a, b <= 100 such that "
+    "a^2 + b^2 is divisible by 7.",
+]
+
+
+def _serve(ready: Any, stop: Any) -> None:
+    """Child process: an echo server and the real tierroute server, on ephemeral ports."""
+    from tierroute.server import TierRouteServer
+    from tierroute.settings import Settings
+
+    async def main() -> None:
+        echo = aio.server()
+        echo.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    "bench.Echo",
+                    {"Echo": grpc.unary_unary_rpc_method_handler(_echo)},
+                ),
+            )
+        )
+        echo_port = echo.add_insecure_port("127.0.0.1:0")
+        await echo.start()
+        server = TierRouteServer(Settings.from_env(os.environ))
+        route_port = await server.start("127.0.0.1", 0)
+        ready.send((echo_port, route_port))
+        await asyncio.get_running_loop().run_in_executor(None, stop.wait)
+        await server.stop(0)
+        await echo.stop(0)
+
+    asyncio.run(main())
+
+
+async def _echo(request: bytes, context: Any) -> bytes:
+    return request
+
+
+def _percentiles(samples_ns: list[int]) -> tuple[float, float]:
+    ordered = sorted(samples_ns)
+    p50 = statistics.median(ordered) / 1000
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] / 1000
+    return p50, p99
+
+
+def _time_calls(fn: Any, calls: int, warm: int = 200) -> tuple[float, float]:
+    for i in range(warm):
+        fn(i)
+    samples = []
+    for i in range(calls):
+        start = time.perf_counter_ns()
+        fn(i)
+        samples.append(time.perf_counter_ns() - start)
+    return _percentiles(samples)
+
+
+async def _throughput(target: str, make_call: Any, in_flight: int, seconds: float) -> float:
+    async with aio.insecure_channel(target) as channel:
+        call = make_call(channel)
+        done = 0
+        deadline = time.perf_counter() + seconds
+
+        async def worker(k: int) -> None:
+            nonlocal done
+            i = k
+            while time.perf_counter() < deadline:
+                await call(i)
+                done += 1
+                i += in_flight
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(in_flight)))
+        return done / (time.perf_counter() - start)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=3000, help="sequential calls per measure")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per throughput measure")
+    parser.add_argument("--in-flight", type=int, default=32)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    from tierroute.classifier import RouterModel
+    from tierroute.data import default_data_path, load_records
+    from tierroute.features import classifier_text
+    from tierroute.settings import Settings
+    from tierroute.training.dataset import build_dataset
+    from tierroute.training.model import fit_pipeline
+    from tierroute.v1 import tierroute_pb2 as pb
+    from tierroute.v1 import tierroute_pb2_grpc as pb_grpc
+
+    settings = Settings.from_env(os.environ)
+    model = RouterModel.load(settings.routing.model_dir, len(settings.tiers))
+    data = default_data_path(os.environ)
+    print(f"fitting the scikit-learn pipeline on {data} for the baseline...", file=sys.stderr)
+    dataset = build_dataset(load_records(Path(data)), prefix_chars=model.prefix_chars)
+    pipeline = fit_pipeline(dataset.texts, dataset.labels, len(model.labels))
+
+    texts = [classifier_text(q, model.prefix_chars) for q in QUERIES]
+    onnx_p50, onnx_p99 = _time_calls(lambda i: model.predict_proba(QUERIES[i % 4]), args.calls)
+    sk_p50, sk_p99 = _time_calls(lambda i: pipeline.predict_proba([texts[i % 4]]), args.calls)
+
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    stop = ctx.Event()
+    proc = ctx.Process(target=_serve, args=(child, stop), daemon=True)
+    proc.start()
+    echo_port, route_port = parent.recv()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{echo_port}") as ch:
+            echo = ch.unary_unary(ECHO_METHOD)
+            payload = b"x" * 64
+            echo_p50, echo_p99 = _time_calls(lambda i: echo(payload, timeout=5), args.calls)
+        with grpc.insecure_channel(f"127.0.0.1:{route_port}") as ch:
+            stub = pb_grpc.TierRouterStub(ch)
+            requests = [pb.RouteRequest(query=q) for q in QUERIES]
+            route_p50, route_p99 = _time_calls(
+                lambda i: stub.Route(requests[i % 4], timeout=5), args.calls
+            )
+
+        def echo_call(channel: aio.Channel) -> Any:
+            method = channel.unary_unary(ECHO_METHOD)
+            return lambda i: method(b"x" * 64, timeout=5)
+
+        def route_call(channel: aio.Channel) -> Any:
+            s = pb_grpc.TierRouterStub(channel)
+            reqs = [pb.RouteRequest(query=q) for q in QUERIES]
+            return lambda i: s.Route(reqs[i % 4], timeout=5)
+
+        echo_rps = asyncio.run(
+            _throughput(f"127.0.0.1:{echo_port}", echo_call, args.in_flight, args.seconds)
+        )
+        route_rps = asyncio.run(
+            _throughput(f"127.0.0.1:{route_port}", route_call, args.in_flight, args.seconds)
+        )
+    finally:
+        stop.set()
+        proc.join(10)
+
+    result = {
+        "echo_p50_us": round(echo_p50, 1),
+        "echo_p99_us": round(echo_p99, 1),
+        "route_p50_us": round(route_p50, 1),
+        "route_p99_us": round(route_p99, 1),
+        "onnx_p50_us": round(onnx_p50, 1),
+        "onnx_p99_us": round(onnx_p99, 1),
+        "sklearn_p50_us": round(sk_p50, 1),
+        "sklearn_p99_us": round(sk_p99, 1),
+        "route_rps": round(route_rps, 1),
+        "echo_rps": round(echo_rps, 1),
+        "calls": args.calls,
+        "in_flight": args.in_flight,
+        "model_version": model.version,
+        "ratios": {
+            "route_p50_over_sklearn_p50": round(route_p50 / sk_p50, 3),
+            "sklearn_p50_over_onnx_p50": round(sk_p50 / onnx_p50, 2),
+            "route_p50_over_echo_p50": round(route_p50 / echo_p50, 2),
+            "route_rps_over_echo_rps": round(route_rps / echo_rps, 3),
+        },
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:28} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
