@@ -82,6 +82,10 @@ class ServerConfig:
     max_receive_message_bytes: int = 4 * 1024 * 1024
     max_send_message_bytes: int = 4 * 1024 * 1024
     max_concurrent_rpcs: int = 512
+    # Admission control: calls in flight beyond this are refused at once with
+    # RESOURCE_EXHAUSTED (health and reflection exempt); 0 = no bound. Keep it below
+    # max_concurrent_rpcs, whose refusal is gRPC's own and does not spare health probes.
+    max_in_flight: int = 256
 
 
 @dataclass(frozen=True)
@@ -195,6 +199,62 @@ class ReplayConfig:
 
 
 @dataclass(frozen=True)
+class QueryLogConfig:
+    """The query log: where it is stored and how the writer batches, spools and retries."""
+
+    enabled: bool = True
+    # sqlite:///relative.sqlite3, sqlite:////absolute/path.sqlite3 or postgresql://...;
+    # a Secret because PostgreSQL URLs can carry a password.
+    url: Secret = field(default_factory=lambda: Secret("sqlite:///tierroute-querylog.sqlite3"))
+    # Query text is stored only when opted in; the SHA-256 of the query always is.
+    store_text: bool = False
+    queue_size: int = 10_000
+    batch_size: int = 200
+    flush_interval_s: float = 0.5
+    # Local append-only file that holds records while the database is unreachable.
+    spool_path: Path = Path("tierroute-querylog.spool.jsonl")
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 30.0
+    connect_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.queue_size < 1 or self.batch_size < 1:
+            raise ConfigError("querylog.queue_size and querylog.batch_size must be at least 1")
+        if self.flush_interval_s <= 0 or self.retry_initial_s <= 0:
+            raise ConfigError("querylog intervals must be positive")
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Per-tenant bearer tokens; authentication is off until a tokens file is named."""
+
+    # JSON or TOML mapping tenants to SHA-256 hex digests of their tokens, plus admin
+    # digests (format in docs/security.md); tokens themselves are never configured.
+    tokens_file: Path | None = None
+    # Full method names that need an admin token (refused when authentication is off).
+    admin_methods: tuple[str, ...] = (
+        "/tierroute.v1.TierRouter/ReloadModel",
+        "/tierroute.v1.TierRouter/RollbackModel",
+    )
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """Server TLS: PEM certificate chain and key; mutual TLS when a client CA is set."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    # Clients must present a certificate signed by this CA when set.
+    client_ca_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ConfigError("tls.cert_file and tls.key_file must be set together")
+        if self.client_ca_file is not None and self.cert_file is None:
+            raise ConfigError("tls.client_ca_file needs tls.cert_file and tls.key_file")
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything tierroute is configured with; built once in `__main__`."""
 
@@ -205,6 +265,9 @@ class Settings:
     cascade: CascadeConfig = field(default_factory=CascadeConfig)
     anthropic: AnthropicConfig = field(default_factory=AnthropicConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
+    querylog: QueryLogConfig = field(default_factory=QueryLogConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
     tiers: tuple[TierConfig, ...] = ()
 
     def tier(self, name: str) -> TierConfig:
@@ -269,6 +332,9 @@ class Settings:
                 raise ConfigError(f"cascade.{name} must be within [0, 1]")
         if self.routing.default_rule not in ("calibrated", "published"):
             raise ConfigError("routing.default_rule must be 'calibrated' or 'published'")
+        server = self.server
+        if server.max_concurrent_rpcs and server.max_in_flight >= server.max_concurrent_rpcs:
+            raise ConfigError("server.max_in_flight must be below server.max_concurrent_rpcs")
         for section in dataclasses.fields(self):
             value = getattr(self, section.name)
             if dataclasses.is_dataclass(value):
@@ -286,6 +352,7 @@ _ALIASES: dict[str, tuple[str, str]] = {
     "ANTHROPIC_API_KEY": ("anthropic", "api_key"),
     "ANTHROPIC_BASE_URL": ("anthropic", "base_url"),
     "TIERROUTE_REPLAY_DATA": ("replay", "data"),
+    "TIERROUTE_DB_URL": ("querylog", "url"),
 }
 
 

@@ -67,7 +67,7 @@ class ReplayRecord:
 
 
 def trio_key(tier_index: int, n_tiers: int) -> str:
-    """"cheap", "mid" or "expensive" for a configured tier position."""
+    """The trio key ("cheap", "mid" or "expensive") playing a configured tier position."""
     if tier_index <= 0:
         return TIER_KEYS[0]
     if tier_index >= n_tiers - 1:

@@ -1,0 +1,220 @@
+"""`AnthropicProvider`: the Provider Protocol over the official Anthropic SDK.
+
+The same class talks to Claude and to the replay backend (a base URL away). The SDK's own
+retries are off: the cascade owns retries, so one deadline and one attempt budget cover
+every call. SDK exceptions are translated here, at the edge, into `tierroute.errors`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import anthropic
+from anthropic.types import AssistantMessageParam, MessageParam, ToolParam, UserMessageParam
+
+from tierroute.errors import (
+    ConfigError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderOverloaded,
+    ProviderServerError,
+    ProviderTimeout,
+    RateLimited,
+    TerminalProviderError,
+)
+from tierroute.providers.base import Completion, Message, ToolSpec
+from tierroute.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+ANTHROPIC_API_URL = "https://api.anthropic.com"
+# The replay backend accepts any key unless it is configured with one.
+REPLAY_PLACEHOLDER_KEY = "replay-no-key"
+_HTTP_OVERLOADED = 529
+_HTTP_TOO_MANY_REQUESTS = 429
+_HTTP_REQUEST_TIMEOUT = 408
+_SPEND_LIMIT_WORDS = ("spend limit", "spend_limit", "billing", "credit balance", "usage limit")
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `retry-after` as seconds or an HTTP date."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    milliseconds = lowered.get("retry-after-ms")
+    if milliseconds:
+        try:
+            return max(0.0, float(milliseconds) / 1000)
+        except ValueError:
+            pass
+    value = lowered.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def _is_spend_limit(exc: anthropic.APIStatusError) -> bool:
+    # The SDK names spend-limit 429s by error code; older bodies only say so in words.
+    code = (exc.error_code or "").lower()
+    if "spend_limit" in code or exc.type == "billing_error":
+        return True
+    message = f"{exc.api_message or ''} {exc.message}".lower()
+    return any(word in message for word in _SPEND_LIMIT_WORDS)
+
+
+def translate_error(exc: anthropic.AnthropicError) -> ProviderError:
+    """The tierroute error for an SDK exception; the caller raises it `from exc`."""
+    if isinstance(exc, anthropic.APITimeoutError):
+        return ProviderTimeout("the provider did not answer in time")
+    if isinstance(exc, anthropic.APIConnectionError):
+        return ProviderConnectionError("the connection to the provider failed")
+    if isinstance(exc, anthropic.APIStatusError):
+        status = exc.status_code
+        detail = f"HTTP {status}: {exc.type or 'error'}"
+        if status == _HTTP_TOO_MANY_REQUESTS:
+            if _is_spend_limit(exc):
+                return TerminalProviderError(f"{detail} (spend limit)", status_code=status)
+            retry_after = parse_retry_after(exc.response.headers)
+            return RateLimited(detail, retry_after=retry_after, status_code=status)
+        if status == _HTTP_OVERLOADED or isinstance(exc, anthropic.OverloadedError):
+            return ProviderOverloaded(detail, status_code=status)
+        if status >= 500:
+            return ProviderServerError(detail, status_code=status)
+        if status == _HTTP_REQUEST_TIMEOUT:
+            return ProviderTimeout(detail, status_code=status)
+        return TerminalProviderError(detail, status_code=status)
+    if isinstance(exc, anthropic.APIResponseValidationError):
+        return ProviderServerError("the provider's response did not match its schema")
+    return ProviderError(f"provider error: {type(exc).__name__}")
+
+
+def _wire_message(message: Message) -> MessageParam:
+    if message.role == "assistant":
+        return AssistantMessageParam(role="assistant", content=message.content)
+    return UserMessageParam(role="user", content=message.content)
+
+
+class AnthropicProvider:
+    """Completes conversations with Anthropic's Messages API (or the replay backend)."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str = ANTHROPIC_API_URL,
+        connect_timeout_s: float = 5.0,
+        default_timeout_s: float = 60.0,
+    ) -> None:
+        self._connect_timeout_s = connect_timeout_s
+        self._client = anthropic.AsyncAnthropic(
+            api_key=api_key,
+            base_url=base_url,
+            # The cascade owns retries (one deadline, one attempt budget): none here.
+            max_retries=0,
+            timeout=anthropic.Timeout(default_timeout_s, connect=connect_timeout_s),
+            # tierroute makes its own span per tier call; the SDK's would duplicate them and
+            # could be switched to capture content by environment variables.
+            open_telemetry=False,
+        )
+
+    @property
+    def base_url(self) -> str:
+        """Where requests go."""
+        return str(self._client.base_url)
+
+    async def complete(
+        self,
+        *,
+        model: str,
+        messages: list[Message],
+        max_tokens: int,
+        timeout_s: float,
+        system: str | None = None,
+        tool: ToolSpec | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Completion:
+        """Call `model` once; raise a ProviderError subclass on failure, never retry."""
+        params: dict[str, Any] = {}
+        if system is not None:
+            params["system"] = system
+        if tool is not None:
+            tools: list[ToolParam] = [
+                {
+                    "name": tool.name,
+                    "description": tool.description,
+                    "input_schema": dict(tool.input_schema),
+                }
+            ]
+            params["tools"] = tools
+            params["tool_choice"] = {"type": "tool", "name": tool.name}
+        wire = [_wire_message(m) for m in messages]
+        timeout = anthropic.Timeout(timeout_s, connect=min(self._connect_timeout_s, timeout_s))
+        started = time.perf_counter()
+        try:
+            response = await self._client.messages.create(
+                model=model,
+                max_tokens=max_tokens,
+                messages=wire,
+                timeout=timeout,
+                extra_headers=dict(headers) if headers else None,
+                **params,
+            )
+        except anthropic.AnthropicError as exc:
+            error = translate_error(exc)
+            logger.debug("provider call to %s failed: %s", model, error)
+            raise error from exc
+        latency_s = time.perf_counter() - started
+        text = "".join(block.text for block in response.content if block.type == "text")
+        tool_input: Mapping[str, Any] | None = None
+        if tool is not None:
+            for block in response.content:
+                if block.type == "tool_use" and block.name == tool.name:
+                    tool_input = dict(block.input)
+                    break
+        return Completion(
+            text=text,
+            input_tokens=response.usage.input_tokens,
+            output_tokens=response.usage.output_tokens,
+            stop_reason=response.stop_reason or "",
+            latency_s=latency_s,
+            model=response.model,
+            tool_input=tool_input,
+            extra={"message_id": response.id},
+        )
+
+    async def aclose(self) -> None:
+        """Close the SDK client's connections."""
+        await self._client.close()
+
+
+def build_provider(settings: Settings, base_url: str | None = None) -> AnthropicProvider:
+    """The provider for these settings; `base_url` points it at a replay server instead.
+
+    Anthropic's key is only ever sent to Anthropic's URL (or `anthropic.base_url`): a
+    replay server gets `replay.api_key`, or a placeholder when that is unset.
+    """
+    if base_url is not None:
+        api_key = settings.replay.api_key.get() or REPLAY_PLACEHOLDER_KEY
+        target = base_url
+    else:
+        api_key = settings.anthropic.api_key.get()
+        if not api_key:
+            raise ConfigError("the Anthropic backend needs ANTHROPIC_API_KEY (anthropic.api_key)")
+        target = settings.anthropic.base_url or ANTHROPIC_API_URL
+    return AnthropicProvider(
+        api_key=api_key,
+        base_url=target,
+        connect_timeout_s=settings.anthropic.connect_timeout_s,
+        default_timeout_s=settings.cascade.per_call_timeout_s,
+    )
