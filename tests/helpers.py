@@ -34,7 +34,12 @@ class Running:
 async def running_server(
     settings: Settings | None = None, *, scorer: Scorer | None = None, **kwargs: Any
 ) -> AsyncIterator[Running]:
-    """Start the real server on 127.0.0.1:0 with the factory `tierroute serve` uses."""
+    """Start the real server on 127.0.0.1:0 with the factory `tierroute serve` uses.
+
+    Without an injected provider the server starts its own replay backend; unless the test
+    says otherwise it serves synthetic answers only (no data file), which starts fast.
+    """
+    kwargs.setdefault("environ", {"TIERROUTE_DATA": "/nonexistent/tierroute-test-data"})
     server = TierRouteServer(settings or make_settings(), scorer=scorer, **kwargs)
     port = await server.start("127.0.0.1", 0)
     channel = aio.insecure_channel(f"127.0.0.1:{port}")

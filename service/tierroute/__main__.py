@@ -121,9 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--json", action="store_true", help="print one JSON object")
     route.set_defaults(func=_cmd_route)
 
+    from tierroute.replay.cli import add_replay_parser
     from tierroute.training.cli import add_train_parser
 
     add_train_parser(sub)
+    add_replay_parser(sub)
     return parser
 
 

@@ -6,11 +6,13 @@ rejected cheaply with INVALID_ARGUMENT and a message that names the limit.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from tierroute.cascade import CascadeQuery, CascadeResult, JudgeMode, SpeculationMode
 from tierroute.errors import InvalidRequest, QueryTooLong
 from tierroute.policy import ReasonNote
 from tierroute.providers.base import Message
@@ -178,3 +180,115 @@ def route_response(
         estimated_cost_usd=decision.estimated_cost_usd,
         confidence=decision.confidence,
     )
+
+
+_SPECULATION: dict[pb.SpeculationMode.ValueType, SpeculationMode] = {
+    pb.SPECULATION_MODE_UNSPECIFIED: "default",
+    pb.SPECULATION_MODE_OFF: "off",
+    pb.SPECULATION_MODE_ON: "on",
+}
+_JUDGE_MODE: dict[pb.JudgeMode.ValueType, JudgeMode] = {
+    pb.JUDGE_MODE_UNSPECIFIED: "default",
+    pb.JUDGE_MODE_ALWAYS: "always",
+    pb.JUDGE_MODE_NEVER: "never",
+}
+_HOP_ROLE = {"answer": pb.HOP_ROLE_ANSWER, "judge": pb.HOP_ROLE_JUDGE}
+_HOP_OUTCOME = {
+    "ok": pb.HOP_OUTCOME_OK,
+    "error": pb.HOP_OUTCOME_ERROR,
+    "cancelled": pb.HOP_OUTCOME_CANCELLED,
+    "skipped": pb.HOP_OUTCOME_SKIPPED,
+}
+_VERDICT = {
+    None: pb.JUDGE_VERDICT_UNSPECIFIED,
+    "pass": pb.JUDGE_VERDICT_PASS,
+    "fail": pb.JUDGE_VERDICT_FAIL,
+    "unavailable": pb.JUDGE_VERDICT_UNAVAILABLE,
+}
+_JUDGE_STATUS = {
+    "passed": pb.JUDGE_STATUS_PASSED,
+    "not_required": pb.JUDGE_STATUS_NOT_REQUIRED,
+    "sampled_out": pb.JUDGE_STATUS_SAMPLED_OUT,
+    "unavailable": pb.JUDGE_STATUS_UNAVAILABLE,
+    "failed": pb.JUDGE_STATUS_FAILED,
+    "self_accepted": pb.JUDGE_STATUS_SELF_ACCEPTED,
+}
+
+
+def cascade_query(
+    request: pb.CascadeRequest, settings: Settings, headers: Mapping[str, str]
+) -> CascadeQuery:
+    """Validate a CascadeRequest into the cascade engine's query."""
+    route = route_query(request, settings)
+    if request.start_tier and all(t.name != request.start_tier for t in settings.tiers):
+        _unknown_tier(request.start_tier, settings)
+    if request.max_output_tokens < 0:
+        raise InvalidRequest("max_output_tokens must not be negative")
+    if request.max_output_tokens > settings.cascade.max_output_tokens:
+        raise InvalidRequest(
+            f"max_output_tokens {request.max_output_tokens} is above the server's limit "
+            f"of {settings.cascade.max_output_tokens}"
+        )
+    speculation = _SPECULATION.get(request.speculation)
+    judge_mode = _JUDGE_MODE.get(request.judge_mode)
+    if speculation is None:
+        raise InvalidRequest(f"speculation {request.speculation} is not a known value")
+    if judge_mode is None:
+        raise InvalidRequest(f"judge_mode {request.judge_mode} is not a known value")
+    self_routing = route.strategy == "self_routing"
+    if self_routing and request.start_tier:
+        raise InvalidRequest("self-routing starts on the cheapest tier; drop start_tier")
+    return CascadeQuery(
+        route=dataclasses.replace(route, strategy=None) if self_routing else route,
+        start_tier=request.start_tier or None,
+        self_routing=self_routing,
+        max_output_tokens=request.max_output_tokens or None,
+        speculation=speculation,
+        judge_mode=judge_mode,
+        headers=dict(headers),
+    )
+
+
+def _unknown_tier(name: str, settings: Settings) -> None:
+    raise InvalidRequest(
+        f"start_tier {name[:64]!r} is not a configured tier; "
+        f"use one of {[t.name for t in settings.tiers]}"
+    )
+
+
+def cascade_response(result: CascadeResult, tier_names: Sequence[str]) -> pb.CascadeResponse:
+    """A cascade result as the proto's CascadeResponse."""
+    response = pb.CascadeResponse(
+        request_id=result.request_id,
+        answer=result.answer,
+        tier=tier_info(result.tier, result.tier_index),
+        hops=[
+            pb.Hop(
+                tier=h.tier,
+                model=h.model,
+                role=_HOP_ROLE[h.role],
+                outcome=_HOP_OUTCOME[h.outcome],
+                input_tokens=h.input_tokens,
+                output_tokens=h.output_tokens,
+                cost_usd=h.cost_usd,
+                latency_ms=h.latency_ms,
+                verdict=_VERDICT[h.verdict],
+                issues=list(h.issues),
+                attempt=h.attempt,
+                speculative=h.speculative,
+                error_kind=h.error_kind,
+                stop_reason=h.stop_reason,
+            )
+            for h in result.hops
+        ],
+        total_cost_usd=result.total_cost_usd,
+        total_latency_ms=result.total_latency_ms,
+        escalated=result.escalated,
+        escalation_reasons=[reason(n) for n in result.escalation_reasons],
+        judge_status=_JUDGE_STATUS[result.judge_status],
+        degraded=result.degraded,
+        degraded_reasons=list(result.degraded_reasons),
+    )
+    if result.decision is not None:
+        response.route.CopyFrom(route_response(result.decision, result.request_id, tier_names))
+    return response

@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tierroute.admission import AdmissionInterceptor
+from tierroute.backend import Backend, build_backend
+from tierroute.cascade import CascadeEngine
+from tierroute.providers.base import Provider
 from tierroute.router import Router, Scorer
+from tierroute.security import AuthInterceptor, server_credentials
 from tierroute.servicer import TierRouterServicer
 from tierroute.settings import Settings
 from tierroute.status import ErrorMappingInterceptor, ServerInterceptor
@@ -44,15 +50,25 @@ class TierRouteServer:
         settings: Settings,
         *,
         scorer: Scorer | None = None,
+        provider: Provider | None = None,
+        forward_fault_headers: bool = False,
+        environ: Mapping[str, str] | None = None,
         interceptors: Sequence[ServerInterceptor] = (),
     ) -> None:
         self.settings = settings
         self._scorer = scorer
+        # An injected provider is the caller's to close; a built backend is ours.
+        self._provider = provider
+        self._forward_faults = forward_fault_headers
+        self._environ = dict(environ) if environ is not None else {}
+        self._backend: Backend | None = None
+        self.engine: CascadeEngine | None = None
         self._extra_interceptors = tuple(interceptors)
         self._server: aio.Server | None = None
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.router: Router | None = None
         self.port = 0
+        self.admission = AdmissionInterceptor(settings.server.max_in_flight)
 
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         """Bind, load and warm the model, then report SERVING; returns the bound port."""
@@ -62,7 +78,13 @@ class TierRouteServer:
         # Load and warm before binding: a bad model fails start-up before any port opens.
         self._warm_up(scorer)
         server = aio.server(
-            interceptors=[*self._extra_interceptors, ErrorMappingInterceptor()],
+            # Admission first (the cheapest refusal), then who is calling, then the rest.
+            interceptors=[
+                self.admission,
+                AuthInterceptor.from_settings(self.settings.auth),
+                *self._extra_interceptors,
+                ErrorMappingInterceptor(),
+            ],
             options=[
                 ("grpc.max_receive_message_length", cfg.max_receive_message_bytes),
                 ("grpc.max_send_message_length", cfg.max_send_message_bytes),
@@ -70,8 +92,16 @@ class TierRouteServer:
             ],
             maximum_concurrent_rpcs=cfg.max_concurrent_rpcs or None,
         )
+        provider, forward = self._provider, self._forward_faults
+        if provider is None:
+            self._backend = build_backend(self.settings, self._environ)
+            provider, forward = self._backend.provider, self._backend.forwards_fault_headers
+        self.engine = CascadeEngine(self.settings, self.router, provider)
         pb_grpc.add_TierRouterServicer_to_server(
-            TierRouterServicer(self.settings, self.router), server
+            TierRouterServicer(
+                self.settings, self.router, self.engine, forward_fault_headers=forward
+            ),
+            server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -79,7 +109,11 @@ class TierRouteServer:
         )
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         address = f"{host or cfg.host}:{cfg.port if port is None else port}"
-        self.port = server.add_insecure_port(address)
+        credentials = server_credentials(self.settings.tls)
+        if credentials is None:
+            self.port = server.add_insecure_port(address)
+        else:
+            self.port = server.add_secure_port(address, credentials)
         await server.start()
         self._server = server
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
@@ -106,6 +140,9 @@ class TierRouteServer:
         grace = self.settings.server.grace_period_s if grace_s is None else grace_s
         await self._server.stop(grace)
         self._server = None
+        if self._backend is not None:
+            await self._backend.aclose()
+            self._backend = None
 
     async def wait_for_termination(self) -> None:
         """Block until the server stops."""
@@ -115,7 +152,7 @@ class TierRouteServer:
 
 async def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
-    server = TierRouteServer(settings)
+    server = TierRouteServer(settings, environ=os.environ)
     bound = await server.start(host, port)
     print(f"tierroute serving on {host or settings.server.host}:{bound}", flush=True)
     stop = asyncio.Event()

@@ -13,6 +13,8 @@ import grpc
 from grpc import aio
 
 from tierroute import convert
+from tierroute.backend import FAULT_HEADERS
+from tierroute.cascade import CascadeEngine
 from tierroute.errors import InvalidRequest
 from tierroute.router import Router
 from tierroute.settings import Settings
@@ -27,9 +29,18 @@ Context = aio.ServicerContext[Any, Any]
 class TierRouterServicer(pb_grpc.TierRouterServicer):
     """Translates TierRouter calls to the router core."""
 
-    def __init__(self, settings: Settings, router: Router) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        router: Router,
+        engine: CascadeEngine | None,
+        *,
+        forward_fault_headers: bool = False,
+    ) -> None:
         self._settings = settings
         self._router = router
+        self._engine = engine
+        self._forward_faults = forward_fault_headers
         self._tier_names = tuple(t.name for t in settings.tiers)
 
     async def Route(self, request: pb.RouteRequest, context: Context) -> pb.RouteResponse:
@@ -42,8 +53,17 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
         return convert.route_response(decision, query.request_id, self._tier_names)
 
     async def Cascade(self, request: pb.CascadeRequest, context: Context) -> pb.CascadeResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Cascade is not available yet")
-        raise AssertionError("unreachable")  # abort raises
+        if self._engine is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "no model backend is configured")
+        headers: dict[str, str] = {}
+        if self._forward_faults:
+            for key, value in context.invocation_metadata() or ():
+                if key in FAULT_HEADERS and isinstance(value, str):
+                    headers[key] = value
+        query = convert.cascade_query(request, self._settings, headers)
+        # The caller's deadline flows down to every provider call; the engine caps it.
+        result = await self._engine.run(query, deadline_s=context.time_remaining())
+        return convert.cascade_response(result, self._tier_names)
 
     async def Feedback(self, request: pb.FeedbackRequest, context: Context) -> pb.FeedbackResponse:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Feedback is not available yet")

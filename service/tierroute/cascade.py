@@ -1,0 +1,793 @@
+"""The cascade engine: answer on a tier, have the tier above judge it, escalate with context.
+
+Transport-free: the gRPC servicer converts protobuf to `CascadeQuery` and `CascadeResult`
+back, and maps the errors `CascadeEngine.run` raises to status codes:
+
+- `InvalidRequest`: an unknown start tier, or self-routing with a start tier other than the
+  cheapest; routing errors pass through unchanged.
+- `DeadlineExceeded`: the request's deadline passed before any answer existed.
+- `BudgetExhausted`: the attempt budget was spent before any answer existed.
+- `AllTiersFailed`: every tier that could answer failed (`__cause__` is the last error).
+- `asyncio.CancelledError`: the caller went away; every provider call in flight is cancelled
+  before it propagates.
+
+When an answer exists but nothing better can be had (the tiers above failed, or the deadline
+or budget ran out), that answer is returned with `degraded=True` rather than an error. See
+docs/cascade.md for the whole set of rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from opentelemetry import trace
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
+
+from tierroute import prompts
+from tierroute.errors import (
+    AllTiersFailed,
+    BudgetExhausted,
+    ConfigError,
+    DeadlineExceeded,
+    InvalidRequest,
+    ProviderError,
+    ProviderTimeout,
+)
+from tierroute.features import query_type
+from tierroute.policy import Reason, ReasonNote
+from tierroute.providers.base import Completion, Message, Provider
+from tierroute.retry import AttemptBudget, Deadline, retry_delay
+from tierroute.router import Decision, RouteQuery, Router
+from tierroute.sampling import JudgeSampler, parse_rates
+from tierroute.settings import Settings, TierConfig
+
+logger = logging.getLogger(__name__)
+
+HopRole = Literal["answer", "judge"]
+HopOutcome = Literal["ok", "error", "cancelled", "skipped"]
+VerdictValue = Literal["pass", "fail", "unavailable"]
+JudgeStatus = Literal[
+    "passed", "not_required", "sampled_out", "unavailable", "failed", "self_accepted"
+]
+SpeculationMode = Literal["default", "on", "off"]
+JudgeMode = Literal["default", "always", "never"]
+
+# Span names; every span the cascade creates is made in `_Telemetry` below.
+SPAN_ROUTE = "tierroute.route"
+SPAN_ANSWER = "tierroute.answer"
+SPAN_JUDGE = "tierroute.judge"
+ATTR_TIER = "tierroute.tier"
+ATTR_ROLE = "tierroute.role"
+ATTR_ATTEMPT = "tierroute.attempt"
+ATTR_SPECULATIVE = "tierroute.speculative"
+ATTR_OUTCOME = "tierroute.outcome"
+ATTR_ERROR_KIND = "tierroute.error_kind"
+ATTR_VERDICT = "tierroute.verdict"
+ATTR_STRATEGY = "tierroute.strategy"
+ATTR_CONFIDENCE = "tierroute.confidence"
+
+
+@dataclass(frozen=True)
+class CascadeQuery:
+    """One Cascade request, already validated against the input limits."""
+
+    route: RouteQuery
+    start_tier: str | None = None
+    self_routing: bool = False
+    max_output_tokens: int | None = None
+    speculation: SpeculationMode = "default"
+    judge_mode: JudgeMode = "default"
+    # Sent with every provider call of the request (the replay backend's fault injection).
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HopRecord:
+    """One provider call of a cascade and how it ended; never holds prompt or answer text."""
+
+    tier: str
+    model: str
+    role: HopRole
+    outcome: HopOutcome
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    verdict: VerdictValue | None = None
+    issues: tuple[str, ...] = ()
+    attempt: int = 1
+    speculative: bool = False
+    error_kind: str = ""
+    stop_reason: str = ""
+
+
+@dataclass(frozen=True)
+class CascadeResult:
+    """The answer, the tier that produced it, and every hop that led there."""
+
+    request_id: str
+    answer: str
+    tier: TierConfig
+    tier_index: int
+    start_tier_index: int
+    hops: tuple[HopRecord, ...]
+    total_cost_usd: float
+    total_latency_ms: float
+    escalated: bool
+    escalation_reasons: tuple[ReasonNote, ...]
+    judge_status: JudgeStatus
+    degraded: bool
+    degraded_reasons: tuple[str, ...]
+    decision: Decision | None
+
+
+@dataclass
+class _HopDraft:
+    """A hop while its call is in flight; it reads as cancelled until the call ends."""
+
+    tier: TierConfig
+    role: HopRole
+    attempt: int
+    speculative: bool
+    started: float
+    outcome: HopOutcome = "cancelled"
+    model: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_s: float | None = None
+    verdict: VerdictValue | None = None
+    issues: tuple[str, ...] = ()
+    error_kind: str = ""
+    stop_reason: str = ""
+
+    def freeze(self, now: float) -> HopRecord:
+        latency = self.latency_s if self.latency_s is not None else now - self.started
+        return HopRecord(
+            tier=self.tier.name,
+            model=self.model or self.tier.model,
+            role=self.role,
+            outcome=self.outcome,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cost_usd=self.tier.cost_usd(self.input_tokens, self.output_tokens),
+            latency_ms=latency * 1000.0,
+            verdict=self.verdict,
+            issues=self.issues,
+            attempt=self.attempt,
+            speculative=self.speculative,
+            error_kind=self.error_kind,
+            stop_reason=self.stop_reason,
+        )
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """How one call ended: a completion, a provider error, or a stop (deadline, budget)."""
+
+    completion: Completion | None = None
+    error: ProviderError | None = None
+    stop: Literal["deadline", "budget"] | None = None
+    verdict: prompts.Verdict | None = None
+
+
+@dataclass
+class _Candidate:
+    """An answer held in reserve in case nothing better arrives."""
+
+    text: str
+    tier_index: int
+    status: JudgeStatus
+
+
+@dataclass
+class _Run:
+    """Everything one request shares: its limits, its hops and what it has learned."""
+
+    request_id: str
+    query: CascadeQuery
+    deadline: Deadline
+    budget: AttemptBudget
+    started: float
+    hops: list[_HopDraft] = field(default_factory=list)
+    attempts: dict[tuple[str, str], int] = field(default_factory=dict)
+    reasons: list[ReasonNote] = field(default_factory=list)
+    degraded: list[str] = field(default_factory=list)
+    tasks: set[asyncio.Task[_Outcome]] = field(default_factory=set)
+
+    def next_attempt(self, tier: str, role: str) -> int:
+        n = self.attempts.get((tier, role), 0) + 1
+        self.attempts[(tier, role)] = n
+        return n
+
+
+class _Telemetry:
+    """The cascade's spans, in one place: routing, each answer call, each judge call.
+
+    Spans carry GenAI semantic-convention attributes and tierroute's own, never prompt or
+    answer text.
+    """
+
+    def __init__(self, tracer: trace.Tracer | None, provider_name: str) -> None:
+        self._tracer = tracer if tracer is not None else trace.NoOpTracer()
+        self._provider_name = provider_name
+
+    @contextlib.contextmanager
+    def route_span(self) -> Iterator[trace.Span]:
+        with self._tracer.start_as_current_span(SPAN_ROUTE) as span:
+            yield span
+
+    def routed(self, span: trace.Span, decision: Decision) -> None:
+        span.set_attribute(ATTR_TIER, decision.tier.name)
+        span.set_attribute(ATTR_STRATEGY, decision.strategy)
+        span.set_attribute(ATTR_CONFIDENCE, decision.confidence)
+
+    @contextlib.contextmanager
+    def call_span(self, draft: _HopDraft) -> Iterator[trace.Span]:
+        name = SPAN_JUDGE if draft.role == "judge" else SPAN_ANSWER
+        attributes: dict[str, str | int | bool] = {
+            gen_ai.GEN_AI_OPERATION_NAME: "chat",
+            gen_ai.GEN_AI_SYSTEM: self._provider_name,
+            gen_ai.GEN_AI_PROVIDER_NAME: self._provider_name,
+            gen_ai.GEN_AI_REQUEST_MODEL: draft.tier.model,
+            ATTR_TIER: draft.tier.name,
+            ATTR_ROLE: draft.role,
+            ATTR_ATTEMPT: draft.attempt,
+            ATTR_SPECULATIVE: draft.speculative,
+        }
+        # Cancellation is an expected outcome here (speculation, client gone), not an error.
+        with self._tracer.start_as_current_span(
+            name, attributes=attributes, record_exception=False, set_status_on_exception=False
+        ) as span:
+            try:
+                yield span
+            finally:
+                self._finished(span, draft)
+
+    @staticmethod
+    def _finished(span: trace.Span, draft: _HopDraft) -> None:
+        span.set_attribute(ATTR_OUTCOME, draft.outcome)
+        if draft.outcome == "ok":
+            span.set_attribute(gen_ai.GEN_AI_RESPONSE_MODEL, draft.model or draft.tier.model)
+            span.set_attribute(gen_ai.GEN_AI_USAGE_INPUT_TOKENS, draft.input_tokens)
+            span.set_attribute(gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS, draft.output_tokens)
+            if draft.stop_reason:
+                span.set_attribute(gen_ai.GEN_AI_RESPONSE_FINISH_REASONS, [draft.stop_reason])
+        if draft.error_kind:
+            span.set_attribute(ATTR_ERROR_KIND, draft.error_kind)
+            span.set_status(trace.Status(trace.StatusCode.ERROR, draft.error_kind))
+        if draft.verdict is not None:
+            span.set_attribute(ATTR_VERDICT, draft.verdict)
+
+
+class CascadeEngine:
+    """Runs cascades over the configured tiers with one provider."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        router: Router,
+        provider: Provider,
+        *,
+        rng_seed: int = 0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        tracer: trace.Tracer | None = None,
+        provider_name: str = "anthropic",
+    ) -> None:
+        self._settings = settings
+        self._config = settings.cascade
+        self._tiers = settings.tiers
+        self._top = len(settings.tiers) - 1
+        self._router = router
+        self._provider = provider
+        self._rng = random.Random(rng_seed)
+        self._sleep = sleep
+        self._clock = clock
+        self._telemetry = _Telemetry(tracer, provider_name)
+        self._sampler = JudgeSampler(
+            self._config.judge_sample_rate, parse_rates(self._config.judge_sample_rates)
+        )
+
+    @property
+    def sampler(self) -> JudgeSampler:
+        """The judge sampler in use (for reports of the configured rates)."""
+        return self._sampler
+
+    async def run(self, query: CascadeQuery, *, deadline_s: float | None) -> CascadeResult:
+        """Answer `query` within `deadline_s` seconds (None: the configured default)."""
+        config = self._config
+        started = self._clock()
+        seconds = config.default_deadline_s if deadline_s is None else deadline_s
+        deadline = Deadline(self._clock, min(seconds, config.max_deadline_s))
+        start_index, decision = self._start(query)
+        run = _Run(
+            request_id=query.route.request_id or uuid.uuid4().hex,
+            query=query,
+            deadline=deadline,
+            budget=AttemptBudget(config.max_attempts),
+            started=started,
+        )
+        try:
+            result = await self._cascade(run, start_index, decision)
+        finally:
+            # No provider call outlives its request, whichever way the request ended.
+            await self._cancel_all(run)
+        logger.info(
+            "cascade %s: tier=%s start=%s judge=%s escalations=%d hops=%d cost_usd=%.6f "
+            "degraded=%s",
+            result.request_id,
+            result.tier.name,
+            self._tiers[result.start_tier_index].name,
+            result.judge_status,
+            len(result.escalation_reasons),
+            len(result.hops),
+            result.total_cost_usd,
+            ",".join(result.degraded_reasons) or "no",
+        )
+        return result
+
+    # -- the start tier ------------------------------------------------------------------
+
+    def _start(self, query: CascadeQuery) -> tuple[int, Decision | None]:
+        if query.speculation not in ("default", "on", "off"):
+            raise InvalidRequest(f"speculation mode {query.speculation!r} is unknown")
+        if query.judge_mode not in ("default", "always", "never"):
+            raise InvalidRequest(f"judge mode {query.judge_mode!r} is unknown")
+        if query.max_output_tokens is not None and query.max_output_tokens < 0:
+            raise InvalidRequest("max_output_tokens must not be negative")
+        override: int | None = None
+        if query.start_tier:
+            try:
+                override = self._settings.tier_index(query.start_tier)
+            except ConfigError as exc:
+                raise InvalidRequest(
+                    f"start tier {query.start_tier!r} is not configured; "
+                    f"use one of {[t.name for t in self._tiers]}"
+                ) from exc
+        if query.self_routing:
+            if override not in (None, 0):
+                raise InvalidRequest(
+                    "self-routing starts on the cheapest tier; "
+                    f"start tier {query.start_tier!r} contradicts it"
+                )
+            return 0, None
+        with self._telemetry.route_span() as span:
+            decision = self._router.route(query.route)
+            if override is not None:
+                note = ReasonNote(
+                    Reason.TIER_OVERRIDE,
+                    f"caller chose {self._tiers[override].name} over {decision.tier.name}",
+                )
+                decision = dataclasses.replace(
+                    decision,
+                    tier_index=override,
+                    tier=self._tiers[override],
+                    reasons=(*decision.reasons, note),
+                )
+            self._telemetry.routed(span, decision)
+        return decision.tier_index, decision
+
+    def _speculate(self, query: CascadeQuery, decision: Decision | None, judged: bool) -> bool:
+        if query.speculation == "off":
+            return False
+        if query.speculation == "on":
+            return True
+        # Speculation only pays when the cheap answer will be judged and may well fail.
+        return (
+            decision is not None and judged and decision.confidence < self._config.speculative_bound
+        )
+
+    # -- the cascade ---------------------------------------------------------------------
+
+    async def _cascade(
+        self, run: _Run, start_index: int, decision: Decision | None
+    ) -> CascadeResult:
+        query = run.query
+        question = query.route.text
+        history = list(query.route.history)
+        plain = [*history, Message("user", question)]
+        judged = self._judged(run)
+        self_routing = query.self_routing
+        index = start_index
+        messages = prompts.self_routing_messages(question, history) if self_routing else plain
+        fallback: _Candidate | None = None
+        speculative: asyncio.Task[_Outcome] | None = None
+        if index < self._top and self._speculate(query, decision, judged):
+            speculative = self._launch(run, index + 1, plain)
+
+        def finish(answer: str, at: int, status: JudgeStatus) -> CascadeResult:
+            return self._result(
+                run,
+                answer=answer,
+                index=at,
+                start_index=start_index,
+                status=status,
+                decision=decision,
+            )
+
+        while True:
+            prestarted = None
+            if speculative is not None and index == start_index + 1:
+                prestarted, speculative = speculative, None
+            outcome = await self._answer(run, index, messages, prestarted)
+            if outcome.stop is not None:
+                await self._cancel(speculative)
+                return self._stopped(run, outcome.stop, fallback, start_index, decision)
+            if outcome.completion is None:
+                error = outcome.error
+                assert error is not None  # an outcome is a completion, an error or a stop
+                if index == self._top:
+                    await self._cancel(speculative)
+                    if fallback is not None:
+                        run.degraded.append(f"tier_unavailable:{self._tiers[index].name}")
+                        return finish(fallback.text, fallback.tier_index, fallback.status)
+                    raise AllTiersFailed(
+                        f"no tier could answer; {self._tiers[index].name} failed with {error.kind}"
+                    ) from error
+                tier_name = self._tiers[index].name
+                run.reasons.append(
+                    ReasonNote(Reason.PROVIDER_ERROR, f"{tier_name} failed with {error.kind}")
+                )
+                run.degraded.append(f"provider_error:{tier_name}:{error.kind}")
+                if self_routing:
+                    self_routing, messages = False, plain
+                index += 1
+                continue
+            completion = outcome.completion
+            if self_routing:
+                answer, assessment = prompts.parse_self_assessment(completion.text)
+                confidence = assessment.confidence
+                if (
+                    confidence is not None
+                    and assessment.needs_escalation is False
+                    and confidence >= self._config.self_confidence_threshold
+                ):
+                    await self._cancel(speculative)
+                    return finish(answer, index, "self_accepted")
+                if confidence is None:
+                    detail = "confidence block missing or unparseable"
+                    fallback = _Candidate(answer, index, "unavailable")
+                else:
+                    detail = (
+                        f"stated confidence {confidence:.2f}, "
+                        f"needs_escalation={assessment.needs_escalation}"
+                    )
+                    fallback = _Candidate(answer, index, "failed")
+                run.reasons.append(ReasonNote(Reason.SELF_LOW_CONFIDENCE, detail))
+                self_routing, messages = False, plain
+                index += 1
+                continue
+            answer = completion.text
+            if index == self._top:
+                await self._cancel(speculative)
+                return finish(answer, index, "not_required")
+            if not judged:
+                await self._cancel(speculative)
+                return finish(answer, index, "sampled_out")
+            judge_index = index + 1
+            judge_name = self._tiers[judge_index].name
+            verdict_outcome = await self._judge(run, judge_index, question, answer)
+            if verdict_outcome.stop is not None:
+                await self._cancel(speculative)
+                fallback = _Candidate(answer, index, "unavailable")
+                return self._stopped(run, verdict_outcome.stop, fallback, start_index, decision)
+            verdict = verdict_outcome.verdict
+            if verdict is not None and verdict.passes is True:
+                await self._cancel(speculative)
+                return finish(answer, index, "passed")
+            if verdict is not None and verdict.passes is False:
+                run.reasons.append(
+                    ReasonNote(
+                        Reason.JUDGE_FAILED,
+                        f"{judge_name} failed the {self._tiers[index].name} answer "
+                        f"with {len(verdict.issues)} issue(s)",
+                    )
+                )
+                fallback = _Candidate(answer, index, "failed")
+                messages = prompts.escalation_messages(
+                    question, answer, list(verdict.issues), history
+                )
+            else:
+                why = (
+                    verdict.problem
+                    if verdict is not None
+                    else f"judge call failed with {self._error_kind(verdict_outcome)}"
+                )
+                run.reasons.append(
+                    ReasonNote(Reason.JUDGE_UNAVAILABLE, f"{judge_name} judge: {why}")
+                )
+                run.degraded.append(f"judge_unavailable:{judge_name}")
+                fallback = _Candidate(answer, index, "unavailable")
+                # No verdict means no issues to pass on: the next tier gets the plain question.
+                messages = plain
+            index += 1
+
+    def _judged(self, run: _Run) -> bool:
+        mode = run.query.judge_mode
+        if mode == "always":
+            return True
+        if mode == "never":
+            return False
+        return self._sampler.should_judge(run.request_id, query_type(run.query.route.text))
+
+    @staticmethod
+    def _error_kind(outcome: _Outcome) -> str:
+        return outcome.error.kind if outcome.error is not None else "unknown"
+
+    def _stopped(
+        self,
+        run: _Run,
+        stop: Literal["deadline", "budget"],
+        fallback: _Candidate | None,
+        start_index: int,
+        decision: Decision | None,
+    ) -> CascadeResult:
+        if fallback is None:
+            if stop == "deadline":
+                raise DeadlineExceeded("the request's deadline passed before any answer")
+            raise BudgetExhausted(
+                f"the attempt budget of {self._config.max_attempts} calls was spent "
+                "before any answer"
+            )
+        run.degraded.append(stop)
+        return self._result(
+            run,
+            answer=fallback.text,
+            index=fallback.tier_index,
+            start_index=start_index,
+            status=fallback.status,
+            decision=decision,
+        )
+
+    def _result(
+        self,
+        run: _Run,
+        *,
+        answer: str,
+        index: int,
+        start_index: int,
+        status: JudgeStatus,
+        decision: Decision | None,
+    ) -> CascadeResult:
+        now = self._clock()
+        hops = tuple(draft.freeze(now) for draft in run.hops)
+        return CascadeResult(
+            request_id=run.request_id,
+            answer=answer,
+            tier=self._tiers[index],
+            tier_index=index,
+            start_tier_index=start_index,
+            hops=hops,
+            total_cost_usd=sum(h.cost_usd for h in hops),
+            total_latency_ms=(now - run.started) * 1000.0,
+            escalated=index > start_index,
+            escalation_reasons=tuple(run.reasons),
+            judge_status=status,
+            degraded=bool(run.degraded),
+            degraded_reasons=tuple(run.degraded),
+            decision=decision,
+        )
+
+    # -- calls ---------------------------------------------------------------------------
+
+    def _max_tokens(self, query: CascadeQuery) -> int:
+        if query.max_output_tokens:
+            return min(query.max_output_tokens, self._config.max_output_tokens_limit)
+        return self._config.max_output_tokens
+
+    async def _answer(
+        self,
+        run: _Run,
+        index: int,
+        messages: list[Message],
+        prestarted: asyncio.Task[_Outcome] | None,
+    ) -> _Outcome:
+        """One tier's answer, retried with back-off only when no higher tier can serve."""
+        retries = 0
+        while True:
+            if prestarted is not None:
+                outcome = await prestarted
+                prestarted = None
+            else:
+                outcome = await self._call(run, index, "answer", messages, speculative=False)
+            error = outcome.error
+            if outcome.stop is not None or error is None:
+                return outcome
+            if not error.retryable or index < self._top:
+                # A higher tier serves instead of a back-off; terminal errors never retry.
+                return outcome
+            if retries >= self._config.max_retries_per_tier:
+                return outcome
+            retries += 1
+            delay = retry_delay(
+                error,
+                retries,
+                self._config.retry_base_delay_s,
+                self._config.retry_max_delay_s,
+                self._rng,
+            )
+            if delay >= run.deadline.remaining():
+                # Waiting would outlast the request: fail now rather than at the deadline.
+                logger.info(
+                    "cascade %s: %s retry in %.3fs would pass the deadline",
+                    run.request_id,
+                    self._tiers[index].name,
+                    delay,
+                )
+                return outcome
+            await self._sleep(delay)
+
+    async def _judge(self, run: _Run, index: int, question: str, answer: str) -> _Outcome:
+        return await self._call(
+            run,
+            index,
+            "judge",
+            prompts.judge_messages(question, answer),
+            speculative=False,
+        )
+
+    def _launch(self, run: _Run, index: int, messages: list[Message]) -> asyncio.Task[_Outcome]:
+        """Start `index`'s answer in parallel with the call about to be made.
+
+        The task first runs when the caller next suspends, that is once the primary call
+        has taken its place in the hop order and its attempt.
+        """
+        task = asyncio.create_task(self._call(run, index, "answer", messages, speculative=True))
+        run.tasks.add(task)
+        return task
+
+    async def _call(
+        self,
+        run: _Run,
+        index: int,
+        role: HopRole,
+        messages: list[Message],
+        *,
+        speculative: bool,
+    ) -> _Outcome:
+        draft, stop = self._prepare(run, index, role, speculative=speculative)
+        return await self._execute(run, draft, stop, messages)
+
+    def _prepare(
+        self, run: _Run, index: int, role: HopRole, *, speculative: bool
+    ) -> tuple[_HopDraft, Literal["deadline", "budget"] | None]:
+        """Reserve the call's hop (in start order) and charge it to the request's limits."""
+        tier = self._tiers[index]
+        draft = _HopDraft(
+            tier=tier,
+            role=role,
+            attempt=run.next_attempt(tier.name, role),
+            speculative=speculative,
+            started=self._clock(),
+        )
+        run.hops.append(draft)
+        stop: Literal["deadline", "budget"] | None = None
+        if run.deadline.expired():
+            stop = "deadline"
+        elif not run.budget.take():
+            stop = "budget"
+        if stop is not None:
+            draft.outcome, draft.error_kind, draft.latency_s = "skipped", stop, 0.0
+        if role == "judge" and stop is not None:
+            draft.verdict = "unavailable"
+        return draft, stop
+
+    async def _execute(
+        self,
+        run: _Run,
+        draft: _HopDraft,
+        stop: Literal["deadline", "budget"] | None,
+        messages: list[Message],
+    ) -> _Outcome:
+        """Make one provider call; never raises a ProviderError, only CancelledError."""
+        if stop is not None:
+            return _Outcome(stop=stop)
+        remaining = run.deadline.remaining()
+        per_call = self._config.per_call_timeout_s
+        timeout_s = min(per_call, remaining)
+        bound_by_deadline = remaining <= per_call
+        judge = draft.role == "judge"
+        draft.started = self._clock()
+        with self._telemetry.call_span(draft):
+            try:
+                async with asyncio.timeout(timeout_s) as scope:
+                    completion = await self._provider.complete(
+                        model=draft.tier.model,
+                        messages=messages,
+                        max_tokens=(
+                            self._config.judge_max_output_tokens
+                            if judge
+                            else self._max_tokens(run.query)
+                        ),
+                        timeout_s=timeout_s,
+                        system=prompts.JUDGE_SYSTEM if judge else None,
+                        tool=prompts.JUDGE_TOOL if judge else None,
+                        headers=run.query.headers,
+                    )
+            except TimeoutError:
+                if not scope.expired():
+                    raise
+                return self._failed(
+                    run, draft, ProviderTimeout("call timed out"), bound_by_deadline
+                )
+            except ProviderError as exc:
+                return self._failed(run, draft, exc, bound_by_deadline)
+            except asyncio.CancelledError:
+                # The draft already reads as cancelled: nothing returned, nothing billed.
+                draft.outcome = "cancelled"
+                raise
+            draft.outcome = "ok"
+            draft.model = completion.model
+            draft.input_tokens = completion.input_tokens
+            draft.output_tokens = completion.output_tokens
+            draft.stop_reason = completion.stop_reason
+            if completion.latency_s > 0:
+                draft.latency_s = completion.latency_s
+            else:
+                draft.latency_s = self._clock() - draft.started
+            verdict = None
+            if judge:
+                verdict = prompts.parse_verdict(completion.tool_input)
+                draft.verdict = (
+                    "unavailable"
+                    if verdict.passes is None
+                    else ("pass" if verdict.passes else "fail")
+                )
+                draft.issues = verdict.issues
+            return _Outcome(completion=completion, verdict=verdict)
+
+    def _failed(
+        self, run: _Run, draft: _HopDraft, error: ProviderError, bound_by_deadline: bool
+    ) -> _Outcome:
+        draft.outcome = "error"
+        draft.latency_s = self._clock() - draft.started
+        if draft.role == "judge":
+            draft.verdict = "unavailable"
+        if isinstance(error, ProviderTimeout) and bound_by_deadline:
+            draft.error_kind = "deadline"
+            return _Outcome(error=error, stop="deadline")
+        draft.error_kind = error.kind
+        logger.warning(
+            "cascade %s: %s %s call failed: %s",
+            run.request_id,
+            draft.tier.name,
+            draft.role,
+            error.kind,
+        )
+        return _Outcome(error=error)
+
+    # -- cancellation --------------------------------------------------------------------
+
+    @staticmethod
+    async def _cancel(task: asyncio.Task[_Outcome] | None) -> None:
+        """Cancel a call no longer needed and wait until it has recorded how it ended."""
+        if task is None or task.done():
+            return
+        task.cancel()
+        await asyncio.wait([task])
+
+    @staticmethod
+    async def _cancel_all(run: _Run) -> None:
+        pending = [task for task in run.tasks if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        for task in run.tasks:
+            # A call that ended in an unexpected error nobody awaited must not vanish.
+            if not task.cancelled() and task.exception() is not None:
+                logger.error(
+                    "cascade %s: a speculative call failed unexpectedly",
+                    run.request_id,
+                    exc_info=task.exception(),
+                )
+        run.tasks.clear()
