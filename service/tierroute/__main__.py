@@ -92,9 +92,89 @@ def _cmd_route(args: argparse.Namespace) -> int:
         print(f"reason    {r['code']}: {r['detail']}")
     if result["model_version"]:
         print(f"model     {result['model_version']}")
-    print(
-        f"decided   in {result['decision_time_us']} us; est. cost ${result['estimated_cost_usd']:.6f}"
+    cost = result["estimated_cost_usd"]
+    print(f"decided   in {result['decision_time_us']} us; est. cost ${cost:.6f}")
+    return 0
+
+
+def _cascade_json(response: Any) -> dict[str, Any]:
+    from tierroute.v1 import tierroute_pb2 as pb
+
+    def name(enum: Any, value: int, prefix: str) -> str:
+        return str(enum.Name(value)).removeprefix(prefix).lower()
+
+    return {
+        "request_id": response.request_id,
+        "answer": response.answer,
+        "tier": response.tier.name,
+        "model": response.tier.model,
+        "hops": [
+            {
+                "tier": h.tier,
+                "model": h.model,
+                "role": name(pb.HopRole, h.role, "HOP_ROLE_"),
+                "outcome": name(pb.HopOutcome, h.outcome, "HOP_OUTCOME_"),
+                "input_tokens": h.input_tokens,
+                "output_tokens": h.output_tokens,
+                "cost_usd": h.cost_usd,
+                "latency_ms": round(h.latency_ms, 3),
+                "verdict": name(pb.JudgeVerdict, h.verdict, "JUDGE_VERDICT_"),
+                "issues": list(h.issues),
+                "attempt": h.attempt,
+                "speculative": h.speculative,
+                "error_kind": h.error_kind,
+                "stop_reason": h.stop_reason,
+            }
+            for h in response.hops
+        ],
+        "total_cost_usd": response.total_cost_usd,
+        "total_latency_ms": round(response.total_latency_ms, 3),
+        "escalated": response.escalated,
+        "escalation_reasons": [
+            {"code": name(pb.ReasonCode, r.code, "REASON_CODE_").upper(), "detail": r.detail}
+            for r in response.escalation_reasons
+        ],
+        "judge_status": name(pb.JudgeStatus, response.judge_status, "JUDGE_STATUS_"),
+        "degraded": response.degraded,
+        "degraded_reasons": list(response.degraded_reasons),
+        "route": _route_json(response.route) if response.HasField("route") else None,
+    }
+
+
+def _cmd_cascade(args: argparse.Namespace) -> int:
+    from tierroute.v1 import tierroute_pb2 as pb
+    from tierroute.v1 import tierroute_pb2_grpc as pb_grpc
+
+    request = pb.CascadeRequest(
+        query=args.text,
+        strategy=pb.Strategy.Value(f"STRATEGY_{(args.strategy or 'unspecified').upper()}"),
+        start_tier=args.start_tier or "",
+        speculation=pb.SpeculationMode.Value(f"SPECULATION_MODE_{args.speculation.upper()}"),
+        judge_mode=pb.JudgeMode.Value(f"JUDGE_MODE_{args.judge.upper()}"),
+        session_id=args.session or "",
     )
+    with grpc.insecure_channel(args.target) as channel:
+        response = pb_grpc.TierRouterStub(channel).Cascade(request, timeout=args.timeout)
+    result = _cascade_json(response)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(result["answer"])
+    print()
+    status = result["judge_status"] + (" (degraded)" if result["degraded"] else "")
+    print(f"answered by {result['tier']} ({result['model']}); judge {status}")
+    for i, hop in enumerate(result["hops"], 1):
+        verdict = f" verdict={hop['verdict']}" if hop["role"] == "judge" else ""
+        error = f" error={hop['error_kind']}" if hop["error_kind"] else ""
+        spec = " speculative" if hop["speculative"] else ""
+        print(
+            f"  {i}. {hop['role']:6} {hop['tier']:10} {hop['outcome']:9}"
+            f" {hop['input_tokens']:>6}+{hop['output_tokens']:<5} tok"
+            f" ${hop['cost_usd']:.6f} {hop['latency_ms']:8.1f} ms{spec}{verdict}{error}"
+        )
+    for r in result["escalation_reasons"]:
+        print(f"  escalated: {r['code']}: {r['detail']}")
+    print(f"total ${result['total_cost_usd']:.6f} in {result['total_latency_ms']:.1f} ms")
     return 0
 
 
@@ -120,6 +200,22 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
     route.add_argument("--json", action="store_true", help="print one JSON object")
     route.set_defaults(func=_cmd_route)
+
+    cascade = sub.add_parser("cascade", help="answer a query through the judged cascade")
+    cascade.add_argument("text")
+    cascade.add_argument("--target", default=os.environ.get("TIERROUTE_TARGET", DEFAULT_TARGET))
+    cascade.add_argument("--strategy", choices=("heuristic", "classifier", "self_routing"))
+    cascade.add_argument("--start-tier", help="start on this tier instead of routing")
+    cascade.add_argument(
+        "--speculation", choices=("unspecified", "on", "off"), default="unspecified"
+    )
+    cascade.add_argument(
+        "--judge", choices=("unspecified", "always", "never"), default="unspecified"
+    )
+    cascade.add_argument("--session", help="session id")
+    cascade.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds")
+    cascade.add_argument("--json", action="store_true", help="print one JSON object")
+    cascade.set_defaults(func=_cmd_cascade)
 
     from tierroute.replay.cli import add_replay_parser
     from tierroute.training.cli import add_train_parser
