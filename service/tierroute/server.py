@@ -144,6 +144,11 @@ class TierRouteServer:
             await self._backend.aclose()
             self._backend = None
 
+    @property
+    def backend(self) -> Backend | None:
+        """The backend this server built (None when a provider was injected)."""
+        return self._backend
+
     async def wait_for_termination(self) -> None:
         """Block until the server stops."""
         if self._server is not None:
