@@ -218,10 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     cascade.set_defaults(func=_cmd_cascade)
 
     from tierroute.replay.cli import add_replay_parser
+    from tierroute.security import add_token_parser
     from tierroute.training.cli import add_train_parser
 
     add_train_parser(sub)
     add_replay_parser(sub)
+    add_token_parser(sub)
     return parser
 
 

@@ -16,10 +16,14 @@ from collections.abc import Mapping, Sequence
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
+from tierroute import telemetry
 from tierroute.admission import AdmissionInterceptor
 from tierroute.backend import Backend, build_backend
 from tierroute.cascade import CascadeEngine
+from tierroute.metrics import Metrics
 from tierroute.providers.base import Provider
 from tierroute.router import Router, Scorer
 from tierroute.security import AuthInterceptor, server_credentials
@@ -54,9 +58,15 @@ class TierRouteServer:
         forward_fault_headers: bool = False,
         environ: Mapping[str, str] | None = None,
         interceptors: Sequence[ServerInterceptor] = (),
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
         self.settings = settings
         self._scorer = scorer
+        # No tracer provider means no tracing at all: not even the RPC span's overhead.
+        self._tracer_provider = tracer_provider
+        self._tracer = telemetry.get_tracer(tracer_provider)
+        self.metrics = Metrics(meter_provider, provider_name="anthropic")
         # An injected provider is the caller's to close; a built backend is ours.
         self._provider = provider
         self._forward_faults = forward_fault_headers
@@ -74,12 +84,14 @@ class TierRouteServer:
         """Bind, load and warm the model, then report SERVING; returns the bound port."""
         cfg = self.settings.server
         scorer = self._scorer if self._scorer is not None else load_scorer(self.settings)
-        self.router = Router(self.settings, scorer)
+        self.router = Router(self.settings, scorer, tracer=self._tracer, metrics=self.metrics)
         # Load and warm before binding: a bad model fails start-up before any port opens.
         self._warm_up(scorer)
         server = aio.server(
-            # Admission first (the cheapest refusal), then who is calling, then the rest.
+            # The RPC span first, so it wraps (and times) everything, refusals included;
+            # then admission (the cheapest refusal), then who is calling, then the rest.
             interceptors=[
+                *self._tracing_interceptors(),
                 self.admission,
                 AuthInterceptor.from_settings(self.settings.auth),
                 *self._extra_interceptors,
@@ -96,7 +108,9 @@ class TierRouteServer:
         if provider is None:
             self._backend = build_backend(self.settings, self._environ)
             provider, forward = self._backend.provider, self._backend.forwards_fault_headers
-        self.engine = CascadeEngine(self.settings, self.router, provider)
+        self.engine = CascadeEngine(
+            self.settings, self.router, provider, tracer=self._tracer, metrics=self.metrics
+        )
         pb_grpc.add_TierRouterServicer_to_server(
             TierRouterServicer(
                 self.settings, self.router, self.engine, forward_fault_headers=forward
@@ -119,6 +133,20 @@ class TierRouteServer:
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         logger.info("serving on port %s (model %s)", self.port, self.router.model_version)
         return self.port
+
+    def _tracing_interceptors(self) -> list[ServerInterceptor]:
+        if self._tracer_provider is None:
+            return []
+        # Health probes and reflection would flood the trace store with empty traces.
+        untraced = filters.any_of(
+            filters.service_name(health.SERVICE_NAME),
+            filters.service_prefix("grpc.reflection."),
+        )
+        # The instrumentation package ships no type hints (see the mypy overrides).
+        interceptor: ServerInterceptor = aio_server_interceptor(  # type: ignore[no-untyped-call]
+            tracer_provider=self._tracer_provider, filter_=filters.negate(untraced)
+        )
+        return [interceptor]
 
     def _warm_up(self, scorer: Scorer) -> None:
         # The first onnxruntime run costs milliseconds; pay it before reporting SERVING.
@@ -157,13 +185,23 @@ class TierRouteServer:
 
 async def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
-    server = TierRouteServer(settings, environ=os.environ)
-    bound = await server.start(host, port)
-    print(f"tierroute serving on {host or settings.server.host}:{bound}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    logger.info("shutting down; grace period %ss", settings.server.grace_period_s)
-    await server.stop()
+    tel = telemetry.setup(settings, os.environ)
+    try:
+        server = TierRouteServer(
+            settings,
+            environ=os.environ,
+            tracer_provider=tel.tracer_provider,
+            meter_provider=tel.meter_provider,
+        )
+        bound = await server.start(host, port)
+        print(f"tierroute serving on {host or settings.server.host}:{bound}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        logger.info("shutting down; grace period %ss", settings.server.grace_period_s)
+        await server.stop()
+    finally:
+        # Flushing blocks on the exporter's network calls; keep the loop free meanwhile.
+        await asyncio.to_thread(tel.shutdown)

@@ -6,6 +6,7 @@ and `tierroute.status` maps them to status codes in one place.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -16,7 +17,8 @@ from tierroute import convert
 from tierroute.backend import FAULT_HEADERS
 from tierroute.cascade import CascadeEngine
 from tierroute.errors import InvalidRequest
-from tierroute.router import Router
+from tierroute.router import RouteQuery, Router
+from tierroute.security import current_tenant
 from tierroute.settings import Settings
 from tierroute.v1 import tierroute_pb2 as pb
 from tierroute.v1 import tierroute_pb2_grpc as pb_grpc
@@ -24,6 +26,14 @@ from tierroute.v1 import tierroute_pb2_grpc as pb_grpc
 logger = logging.getLogger(__name__)
 
 Context = aio.ServicerContext[Any, Any]
+
+
+def _with_tenant(query: RouteQuery) -> RouteQuery:
+    # With authentication on, a request that names no tenant is the token's tenant's.
+    tenant = current_tenant()
+    if query.tenant_id or not tenant:
+        return query
+    return dataclasses.replace(query, tenant_id=tenant)
 
 
 class TierRouterServicer(pb_grpc.TierRouterServicer):
@@ -44,7 +54,7 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
         self._tier_names = tuple(t.name for t in settings.tiers)
 
     async def Route(self, request: pb.RouteRequest, context: Context) -> pb.RouteResponse:
-        query = convert.route_query(request, self._settings)
+        query = _with_tenant(convert.route_query(request, self._settings))
         if query.strategy == "self_routing":
             raise InvalidRequest(
                 "self-routing calls a model; use Cascade for STRATEGY_SELF_ROUTING"
@@ -61,6 +71,7 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
                 if key in FAULT_HEADERS and isinstance(value, str):
                     headers[key] = value
         query = convert.cascade_query(request, self._settings, headers)
+        query = dataclasses.replace(query, route=_with_tenant(query.route))
         # The caller's deadline flows down to every provider call; the engine caps it.
         result = await self._engine.run(query, deadline_s=context.time_remaining())
         return convert.cascade_response(result, self._tier_names)

@@ -255,6 +255,27 @@ class TlsConfig:
 
 
 @dataclass(frozen=True)
+class TelemetryConfig:
+    """Tracing and metrics: where spans go, how many are kept, and the Prometheus endpoint.
+
+    OTLP details (endpoint, protocol, headers, timeout) come from the standard
+    `OTEL_EXPORTER_OTLP_*` variables; see docs/observability.md.
+    """
+
+    # off | console | otlp, or a comma list such as "otlp,console"; OTEL_TRACES_EXPORTER
+    # sets it too, where "none" means off.
+    mode: str = "off"
+    # Parent-based: a caller's sampling decision is kept; new traces are kept at this ratio.
+    sample_ratio: float = 1.0
+    # Records prompts and answers in spans. A privacy risk, so off unless asked for.
+    capture_content: bool = False
+    # The Prometheus scrape endpoint; port 0 = off.
+    prometheus_port: int = 0
+    prometheus_host: str = "127.0.0.1"
+    service_name: str = "tierroute"
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything tierroute is configured with; built once in `__main__`."""
 
@@ -268,6 +289,7 @@ class Settings:
     querylog: QueryLogConfig = field(default_factory=QueryLogConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     tiers: tuple[TierConfig, ...] = ()
 
     def tier(self, name: str) -> TierConfig:
@@ -335,6 +357,11 @@ class Settings:
         server = self.server
         if server.max_concurrent_rpcs and server.max_in_flight >= server.max_concurrent_rpcs:
             raise ConfigError("server.max_in_flight must be below server.max_concurrent_rpcs")
+        modes = {m.strip() for m in self.telemetry.mode.split(",")} - {""}
+        if not modes <= {"off", "none", "console", "otlp"}:
+            raise ConfigError("telemetry.mode must be off, console, otlp or a comma list of them")
+        if not 0.0 <= self.telemetry.sample_ratio <= 1.0:
+            raise ConfigError("telemetry.sample_ratio must be within [0, 1]")
         for section in dataclasses.fields(self):
             value = getattr(self, section.name)
             if dataclasses.is_dataclass(value):
@@ -353,6 +380,9 @@ _ALIASES: dict[str, tuple[str, str]] = {
     "ANTHROPIC_BASE_URL": ("anthropic", "base_url"),
     "TIERROUTE_REPLAY_DATA": ("replay", "data"),
     "TIERROUTE_DB_URL": ("querylog", "url"),
+    # The standard OpenTelemetry names; TIERROUTE_TELEMETRY_* still wins over them.
+    "OTEL_TRACES_EXPORTER": ("telemetry", "mode"),
+    "OTEL_SERVICE_NAME": ("telemetry", "service_name"),
 }
 
 

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc import aio
 
 from tierroute import errors
@@ -57,9 +58,32 @@ else:
     MethodHandler = grpc.RpcMethodHandler
 
 
+class UndecodableRequest:
+    """Stands in for request bytes that do not parse, so the call ends INVALID_ARGUMENT."""
+
+    __slots__ = ()
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    # gRPC turns a deserializer's exception into UNKNOWN and logs a traceback; bad bytes
+    # are the caller's error, so they reach the handler as a marker instead.
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError:
+            return UndecodableRequest()
+
+    return deserialize
+
+
 def _wrap(method: str, behaviour: Handler) -> Handler:
     async def guarded(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
         try:
+            if isinstance(request, UndecodableRequest):
+                raise errors.InvalidRequest("the request is not a valid message for this method")
             return await behaviour(request, context)
         except errors.TierrouteError as exc:
             code = status_for(exc)
@@ -90,6 +114,6 @@ class ErrorMappingInterceptor(ServerInterceptor):
             return handler
         return grpc.unary_unary_rpc_method_handler(
             _wrap(handler_call_details.method, handler.unary_unary),  # type: ignore[arg-type]
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+from grpc import aio
 
 from tierroute.policy import RiskThresholds
+from tierroute.status import MethodHandler, ServerInterceptor
 
 
 class StaticScorer:
@@ -53,3 +59,57 @@ class FailingScorer(StaticScorer):
     def predict_proba(self, text: str) -> list[float]:
         """Fail the way a broken model would."""
         raise RuntimeError("simulated classifier failure with secret internals")
+
+
+class CallGate(ServerInterceptor):
+    """Holds unary calls open until released, so tests can fill the server without sleeps.
+
+    Inject it with `TierRouteServer(..., interceptors=[gate])`; it sits inside admission
+    control and authentication, so the calls it holds count as in flight. Use it on the
+    event loop that runs the server.
+    """
+
+    def __init__(self, methods: Sequence[str] = ("/tierroute.v1.TierRouter/Route",)) -> None:
+        self._methods = frozenset(methods)
+        self._open = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self.held = 0
+
+    def release(self) -> None:
+        """Let every held call, and every later one, through."""
+        self._open.set()
+
+    async def wait_held(self, count: int) -> None:
+        """Return once at least `count` calls are being held."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.held >= count)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[MethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> MethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        if handler_call_details.method not in self._methods:
+            return handler
+        behaviour = handler.unary_unary
+
+        async def held(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+            async with self._changed:
+                self.held += 1
+                self._changed.notify_all()
+            try:
+                await self._open.wait()
+            finally:
+                async with self._changed:
+                    self.held -= 1
+                    self._changed.notify_all()
+            return await behaviour(request, context)  # type: ignore[arg-type]
+
+        return grpc.unary_unary_rpc_method_handler(
+            held,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
