@@ -16,8 +16,11 @@ from tierroute.v1 import tierroute_pb2_grpc as pb_grpc
 
 
 def make_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Settings from the bundled config plus `environ`, never the process environment."""
-    return Settings.from_env(dict(environ or {}))
+    """Settings from the bundled config plus `environ`, never the process environment.
+
+    The query log is off unless the test turns it on, so no test writes into the checkout.
+    """
+    return Settings.from_env({"TIERROUTE_QUERYLOG_ENABLED": "false", **(environ or {})})
 
 
 @dataclass

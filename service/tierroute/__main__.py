@@ -217,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     cascade.add_argument("--json", action="store_true", help="print one JSON object")
     cascade.set_defaults(func=_cmd_cascade)
 
+    from tierroute.querylog.cli import add_report_parser
     from tierroute.replay.cli import add_replay_parser
     from tierroute.security import add_token_parser
     from tierroute.training.cli import add_train_parser
@@ -224,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     add_replay_parser(sub)
     add_token_parser(sub)
+    add_report_parser(sub)
     return parser
 
 

@@ -25,6 +25,7 @@ from tierroute.backend import Backend, build_backend
 from tierroute.cascade import CascadeEngine
 from tierroute.metrics import Metrics
 from tierroute.providers.base import Provider
+from tierroute.querylog import QueryLogWriter
 from tierroute.router import Router, Scorer
 from tierroute.security import AuthInterceptor, server_credentials
 from tierroute.servicer import TierRouterServicer
@@ -60,8 +61,12 @@ class TierRouteServer:
         interceptors: Sequence[ServerInterceptor] = (),
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
+        querylog: QueryLogWriter | None = None,
     ) -> None:
         self.settings = settings
+        # An injected query-log writer is the caller's to start and close; a built one is ours.
+        self._querylog = querylog
+        self._own_querylog: QueryLogWriter | None = None
         self._scorer = scorer
         # No tracer provider means no tracing at all: not even the RPC span's overhead.
         self._tracer_provider = tracer_provider
@@ -104,6 +109,10 @@ class TierRouteServer:
             ],
             maximum_concurrent_rpcs=cfg.max_concurrent_rpcs or None,
         )
+        if self._querylog is None and self.settings.querylog.enabled:
+            self._own_querylog = QueryLogWriter.from_config(self.settings.querylog)
+            await self._own_querylog.start()
+            self._querylog = self._own_querylog
         provider, forward = self._provider, self._forward_faults
         if provider is None:
             self._backend = build_backend(self.settings, self._environ)
@@ -113,7 +122,11 @@ class TierRouteServer:
         )
         pb_grpc.add_TierRouterServicer_to_server(
             TierRouterServicer(
-                self.settings, self.router, self.engine, forward_fault_headers=forward
+                self.settings,
+                self.router,
+                self.engine,
+                querylog=self._querylog,
+                forward_fault_headers=forward,
             ),
             server,
         )
@@ -168,6 +181,10 @@ class TierRouteServer:
         grace = self.settings.server.grace_period_s if grace_s is None else grace_s
         await self._server.stop(grace)
         self._server = None
+        # After the drain: every call in flight has submitted its record by now.
+        if self._own_querylog is not None:
+            await self._own_querylog.close(self.settings.querylog.close_timeout_s)
+            self._own_querylog = None
         if self._backend is not None:
             await self._backend.aclose()
             self._backend = None

@@ -6,20 +6,25 @@ and `tierroute.status` maps them to status codes in one place.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+import uuid
 from typing import Any
 
 import grpc
 from grpc import aio
 
-from tierroute import convert
+from tierroute import convert, recording
 from tierroute.backend import FAULT_HEADERS
 from tierroute.cascade import CascadeEngine
-from tierroute.errors import InvalidRequest
+from tierroute.errors import ConfigError, InvalidRequest, NotFound, TierrouteError
+from tierroute.querylog import FeedbackRecord, QueryLogWriter, QueryRecord
+from tierroute.querylog.records import Kind
 from tierroute.router import RouteQuery, Router
 from tierroute.security import current_tenant
 from tierroute.settings import Settings
+from tierroute.status import status_for
 from tierroute.v1 import tierroute_pb2 as pb
 from tierroute.v1 import tierroute_pb2_grpc as pb_grpc
 
@@ -37,7 +42,7 @@ def _with_tenant(query: RouteQuery) -> RouteQuery:
 
 
 class TierRouterServicer(pb_grpc.TierRouterServicer):
-    """Translates TierRouter calls to the router core."""
+    """Translates TierRouter calls to the router core and records each call in the log."""
 
     def __init__(
         self,
@@ -45,37 +50,108 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
         router: Router,
         engine: CascadeEngine | None,
         *,
+        querylog: QueryLogWriter | None = None,
         forward_fault_headers: bool = False,
     ) -> None:
         self._settings = settings
         self._router = router
         self._engine = engine
+        self._log = querylog
+        self._store_text = settings.querylog.store_text
         self._forward_faults = forward_fault_headers
         self._tier_names = tuple(t.name for t in settings.tiers)
 
-    async def Route(self, request: pb.RouteRequest, context: Context) -> pb.RouteResponse:
-        query = _with_tenant(convert.route_query(request, self._settings))
-        if query.strategy == "self_routing":
-            raise InvalidRequest(
-                "self-routing calls a model; use Cascade for STRATEGY_SELF_ROUTING"
+    def _record(self, record: QueryRecord) -> None:
+        if self._log is not None:
+            self._log.submit(record)
+
+    def _record_failure(
+        self,
+        kind: Kind,
+        request: pb.RouteRequest | pb.CascadeRequest,
+        exc: BaseException,
+    ) -> None:
+        if self._log is None:
+            return
+        if isinstance(exc, TierrouteError):
+            status = status_for(exc).name
+        elif isinstance(exc, asyncio.CancelledError):
+            status = "CANCELLED"
+        elif isinstance(exc, aio.AbortError):
+            return  # aborted calls were recorded where they aborted
+        else:
+            status = "INTERNAL"
+        texts = [request.query] if request.query else [m.content for m in request.messages]
+        self._log.submit(
+            recording.failed_record(
+                kind,
+                request_id=request.request_id[:128] or uuid.uuid4().hex,
+                texts=texts,
+                status=status,
+                store_text=self._store_text,
+                tenant_id=request.tenant_id,
+                session_id=request.session_id,
             )
-        decision = self._router.route(query)
+        )
+
+    async def Route(self, request: pb.RouteRequest, context: Context) -> pb.RouteResponse:
+        try:
+            query = _with_tenant(convert.route_query(request, self._settings))
+            if query.strategy == "self_routing":
+                raise InvalidRequest(
+                    "self-routing calls a model; use Cascade for STRATEGY_SELF_ROUTING"
+                )
+            decision = self._router.route(query)
+        except BaseException as exc:
+            self._record_failure("route", request, exc)
+            raise
+        self._record(recording.route_record(query, decision, store_text=self._store_text))
         return convert.route_response(decision, query.request_id, self._tier_names)
 
     async def Cascade(self, request: pb.CascadeRequest, context: Context) -> pb.CascadeResponse:
         if self._engine is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "no model backend is configured")
-        headers: dict[str, str] = {}
-        if self._forward_faults:
-            for key, value in context.invocation_metadata() or ():
-                if key in FAULT_HEADERS and isinstance(value, str):
-                    headers[key] = value
-        query = convert.cascade_query(request, self._settings, headers)
-        query = dataclasses.replace(query, route=_with_tenant(query.route))
-        # The caller's deadline flows down to every provider call; the engine caps it.
-        result = await self._engine.run(query, deadline_s=context.time_remaining())
+        try:
+            headers: dict[str, str] = {}
+            if self._forward_faults:
+                for key, value in context.invocation_metadata() or ():
+                    if key in FAULT_HEADERS and isinstance(value, str):
+                        headers[key] = value
+            query = convert.cascade_query(request, self._settings, headers)
+            query = dataclasses.replace(query, route=_with_tenant(query.route))
+            # The caller's deadline flows down to every provider call; the engine caps it.
+            result = await self._engine.run(query, deadline_s=context.time_remaining())
+        except BaseException as exc:
+            self._record_failure("cascade", request, exc)
+            raise
+        strategy = "self_routing" if query.self_routing else ""
+        self._record(
+            recording.cascade_record(
+                query.route, result, strategy=strategy, store_text=self._store_text
+            )
+        )
         return convert.cascade_response(result, self._tier_names)
 
     async def Feedback(self, request: pb.FeedbackRequest, context: Context) -> pb.FeedbackResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Feedback is not available yet")
-        raise AssertionError("unreachable")
+        if not request.request_id or len(request.request_id) > self._settings.limits.max_id_chars:
+            raise InvalidRequest("request_id must name an earlier Route or Cascade call")
+        if request.rating and not 1 <= request.rating <= 5:
+            raise InvalidRequest(f"rating must be within 1-5 (or 0 for none), got {request.rating}")
+        correct = request.correct if request.HasField("correct") else None
+        if not request.rating and correct is None:
+            raise InvalidRequest("give a rating, a correct flag, or both")
+        if len(request.tenant_id) > self._settings.limits.max_id_chars:
+            raise InvalidRequest("tenant_id is too long")
+        if self._log is None:
+            raise ConfigError("the query log is disabled, so feedback cannot be recorded")
+        if not await self._log.has_request(request.request_id):
+            raise NotFound(f"no logged call has request_id {request.request_id!r}")
+        self._log.submit_feedback(
+            FeedbackRecord(
+                request_id=request.request_id,
+                rating=request.rating or None,
+                correct=correct,
+                tenant_id=request.tenant_id or current_tenant() or "",
+            )
+        )
+        return pb.FeedbackResponse(request_id=request.request_id)

@@ -216,6 +216,8 @@ class QueryLogConfig:
     retry_initial_s: float = 0.5
     retry_max_s: float = 30.0
     connect_timeout_s: float = 5.0
+    # How long shutdown waits to drain the queue to the database before spooling the rest.
+    close_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.queue_size < 1 or self.batch_size < 1:

@@ -1,0 +1,159 @@
+"""The one small Protocol every query-log store implements, its errors, and `open_store`.
+
+Store errors sit under `TierrouteError` (see `tierroute.errors`):
+
+    TierrouteError
+    └── QueryLogError
+        ├── StoreUnavailable   the database cannot be reached or used now; retry later
+        └── StoreRejected      the database refused these rows; retrying cannot help
+
+They never reach a gRPC caller: the writer turns them into spooling and retries, and the
+`report` command into an exit code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+from tierroute.errors import ConfigError, TierrouteError
+from tierroute.querylog.records import FeedbackRecord, QueryRecord
+
+DEFAULT_SQLITE_FILE = "tierroute-querylog.sqlite3"
+
+
+class QueryLogError(TierrouteError):
+    """Base of the query log's store errors."""
+
+
+class StoreUnavailable(QueryLogError):
+    """The database is unreachable or unusable right now; the same write may succeed later."""
+
+
+class StoreRejected(QueryLogError):
+    """The database refused the rows themselves (bad data); retrying them cannot help."""
+
+
+# Columns a drift check may count by; anything else is refused before it reaches SQL.
+COUNTABLE_COLUMNS = ("chosen_tier", "final_tier", "query_type", "strategy", "status", "kind")
+
+
+class Store(Protocol):
+    """Where query records and feedback are kept."""
+
+    @property
+    def display_url(self) -> str:
+        """The store's URL with any password removed, for logs and messages."""
+        ...
+
+    async def migrate(self) -> int:
+        """Apply missing migrations (safe to run from many processes at once); the version."""
+        ...
+
+    async def schema_version(self) -> int:
+        """The highest applied migration, 0 when the log has never been created."""
+        ...
+
+    async def write_batch(
+        self, queries: Sequence[QueryRecord], feedback: Sequence[FeedbackRecord]
+    ) -> None:
+        """Insert in one transaction; rows whose id is already stored are skipped."""
+        ...
+
+    async def has_request(self, request_id: str) -> bool:
+        """Whether a query record with this request id is stored."""
+        ...
+
+    async def fetch_queries(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        kind: str | None = None,
+        final_tier: str | None = None,
+        status: str | None = None,
+        tenant_id: str | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[QueryRecord]:
+        """Query records in [since, until), filtered, in insertion order (or newest first)."""
+        ...
+
+    def iter_queries(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        page_size: int = 5000,
+    ) -> AsyncIterator[QueryRecord]:
+        """Every query record in [since, until), page by page, in insertion order."""
+        ...
+
+    async def fetch_feedback(
+        self, *, since: datetime | None = None, until: datetime | None = None
+    ) -> list[FeedbackRecord]:
+        """Feedback in [since, until), in insertion order."""
+        ...
+
+    async def count_by(
+        self,
+        column: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        kind: str | None = None,
+    ) -> dict[str, int]:
+        """Query records per value of `column` (one of COUNTABLE_COLUMNS), e.g. tier mix."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and worker threads."""
+        ...
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password replaced, for logs and error messages."""
+    if "://" in url:
+        parts = urlsplit(url)
+        if parts.password is not None:
+            host = parts.netloc.rsplit("@", 1)[1]
+            netloc = f"{parts.username or ''}:***@{host}"
+            parts = parts._replace(netloc=netloc)
+        query = re.sub(r"(password=)[^&]*", r"\1***", parts.query)
+        return urlunsplit(parts._replace(query=query))
+    return re.sub(r"(password\s*=\s*)\S+", r"\1***", url)
+
+
+def sqlite_path(url: str) -> Path:
+    """The file of a `sqlite:///relative` or `sqlite:////absolute` URL (empty: the default)."""
+    rest = url[len("sqlite:") :]
+    if rest.startswith("//"):
+        rest = rest[2:]
+    else:
+        raise ConfigError(f"a SQLite URL looks like sqlite:///PATH, not {url!r}")
+    # sqlite:///x -> "/x" -> relative "x"; sqlite:////abs/x -> "//abs/x" -> "/abs/x".
+    path = rest[1:] if rest.startswith("/") else rest
+    if "?" in path or path == ":memory:":
+        raise ConfigError("the query log needs a SQLite file; options and :memory: are refused")
+    return Path(path or DEFAULT_SQLITE_FILE)
+
+
+def open_store(url: str, *, connect_timeout_s: float = 5.0) -> Store:
+    """The store for `url`: `sqlite:///PATH` or `postgresql://...` (`postgres://` too)."""
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "sqlite":
+        from tierroute.querylog.sqlite import SqliteStore
+
+        return SqliteStore(sqlite_path(url), busy_timeout_s=connect_timeout_s)
+    if scheme in ("postgresql", "postgres"):
+        # Imported here so that SQLite deployments never load psycopg.
+        from tierroute.querylog.postgres import PostgresStore
+
+        return PostgresStore(url, connect_timeout_s=connect_timeout_s)
+    raise ConfigError(
+        f"unsupported query log URL {redact_url(url)!r}: use sqlite:///PATH or postgresql://..."
+    )

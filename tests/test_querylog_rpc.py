@@ -1,0 +1,136 @@
+"""Every Route, Cascade and Feedback call lands in the query log, through the real server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc import aio
+
+from tests.helpers import make_settings, running_server
+from tierroute.querylog import QueryLogWriter, QueryRecord, hash_query, open_store
+from tierroute.settings import Settings
+from tierroute.testing import StaticScorer
+from tierroute.v1 import tierroute_pb2 as pb
+
+EASY = StaticScorer((0.9, 0.06, 0.04))
+
+
+def _settings(tmp_path: Path, **extra: str) -> Settings:
+    return make_settings(
+        {
+            "TIERROUTE_QUERYLOG_ENABLED": "true",
+            "TIERROUTE_DB_URL": f"sqlite:///{tmp_path / 'log.sqlite3'}",
+            "TIERROUTE_QUERYLOG_SPOOL_PATH": str(tmp_path / "log.spool.jsonl"),
+            "TIERROUTE_QUERYLOG_FLUSH_INTERVAL_S": "0.05",
+            "TIERROUTE_REPLAY_TIME_SCALE": "0",
+            **extra,
+        }
+    )
+
+
+async def _records(tmp_path: Path) -> list[QueryRecord]:
+    store = open_store(f"sqlite:///{tmp_path / 'log.sqlite3'}")
+    try:
+        return list(await store.fetch_queries())
+    finally:
+        await store.aclose()
+
+
+async def test_route_call_is_logged_without_its_text(tmp_path: Path) -> None:
+    """A Route call is logged with its decision and the query's hash, never its text."""
+    async with running_server(_settings(tmp_path), scorer=EASY) as s:
+        r = await s.stub.Route(pb.RouteRequest(query="What is 2+2?", tenant_id="acme"))
+    (record,) = await _records(tmp_path)
+    assert record.request_id == r.request_id
+    assert record.kind == "route"
+    assert record.chosen_tier == "cheap"
+    assert record.tenant_id == "acme"
+    assert record.query_sha256 == hash_query("What is 2+2?")
+    assert record.query_text is None
+    assert record.scores == pytest.approx([0.9, 0.06, 0.04])
+
+
+async def test_query_text_is_stored_only_when_opted_in(tmp_path: Path) -> None:
+    """With querylog.store_text on, the query text is kept."""
+    settings = _settings(tmp_path, TIERROUTE_QUERYLOG_STORE_TEXT="true")
+    async with running_server(settings, scorer=EASY) as s:
+        await s.stub.Route(pb.RouteRequest(query="What is 2+2?"))
+    (record,) = await _records(tmp_path)
+    assert record.query_text == "What is 2+2?"
+
+
+async def test_rejected_call_is_logged_with_its_status(tmp_path: Path) -> None:
+    """A call rejected as INVALID_ARGUMENT is still logged, with that status."""
+    async with running_server(_settings(tmp_path), scorer=EASY) as s:
+        with pytest.raises(aio.AioRpcError):
+            await s.stub.Route(pb.RouteRequest(query="   ", request_id="bad-1"))
+    (record,) = await _records(tmp_path)
+    assert (record.request_id, record.status) == ("bad-1", "INVALID_ARGUMENT")
+
+
+async def test_cascade_call_is_logged_with_every_hop(tmp_path: Path) -> None:
+    """A Cascade call is logged with its hops, costs, final tier and judge status."""
+    async with running_server(_settings(tmp_path), scorer=EASY) as s:
+        r = await s.stub.Cascade(
+            pb.CascadeRequest(query="Name a prime number.", judge_mode=pb.JUDGE_MODE_ALWAYS)
+        )
+    (record,) = await _records(tmp_path)
+    assert record.kind == "cascade"
+    assert len(record.hops) == len(r.hops)
+    assert record.total_cost_usd == pytest.approx(r.total_cost_usd)
+    assert record.final_tier == r.tier.name
+    assert record.judge_status
+
+
+async def test_feedback_is_recorded_against_a_logged_call(tmp_path: Path) -> None:
+    """Feedback on a logged request id is stored; an unknown id is NOT_FOUND."""
+    settings = _settings(tmp_path)
+    writer = QueryLogWriter.from_config(settings.querylog)
+    await writer.start()
+    try:
+        async with running_server(settings, scorer=EASY, querylog=writer) as s:
+            r = await s.stub.Route(pb.RouteRequest(query="What is 2+2?"))
+            ack = await s.stub.Feedback(pb.FeedbackRequest(request_id=r.request_id, rating=4))
+            # Once flushed, "unknown" is decided by the store, not by a slow-database guess.
+            await writer.flush()
+            with pytest.raises(aio.AioRpcError) as err:
+                await s.stub.Feedback(pb.FeedbackRequest(request_id="never-seen", correct=False))
+    finally:
+        await writer.close(10)
+    assert ack.request_id == r.request_id
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    store = open_store(f"sqlite:///{tmp_path / 'log.sqlite3'}")
+    try:
+        (feedback,) = await store.fetch_feedback()
+    finally:
+        await store.aclose()
+    assert (feedback.request_id, feedback.rating, feedback.correct) == (r.request_id, 4, None)
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (pb.FeedbackRequest(request_id="x", rating=9), "1-5"),
+        (pb.FeedbackRequest(request_id="x"), "rating, a correct flag"),
+        (pb.FeedbackRequest(rating=3), "request_id"),
+    ],
+)
+async def test_bad_feedback_is_invalid_argument(
+    tmp_path: Path, request_: pb.FeedbackRequest, message: str
+) -> None:
+    """Feedback without a usable rating, flag or id is INVALID_ARGUMENT."""
+    async with running_server(_settings(tmp_path), scorer=EASY) as s:
+        with pytest.raises(aio.AioRpcError) as err:
+            await s.stub.Feedback(request_)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in (err.value.details() or "")
+
+
+async def test_feedback_without_a_query_log_is_failed_precondition() -> None:
+    """With the query log disabled, feedback is refused as FAILED_PRECONDITION."""
+    async with running_server(scorer=EASY) as s:
+        with pytest.raises(aio.AioRpcError) as err:
+            await s.stub.Feedback(pb.FeedbackRequest(request_id="x", rating=3))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
