@@ -155,3 +155,15 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
             )
         )
         return pb.FeedbackResponse(request_id=request.request_id)
+
+    async def ReloadModel(
+        self, request: pb.ReloadModelRequest, context: Context
+    ) -> pb.ReloadModelResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "model reload is not available yet")
+        raise AssertionError("unreachable")
+
+    async def RollbackModel(
+        self, request: pb.RollbackModelRequest, context: Context
+    ) -> pb.RollbackModelResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "model rollback is not available yet")
+        raise AssertionError("unreachable")

@@ -50,6 +50,16 @@ class TierRouterStub:
                 request_serializer=tierroute_dot_v1_dot_tierroute__pb2.FeedbackRequest.SerializeToString,
                 response_deserializer=tierroute_dot_v1_dot_tierroute__pb2.FeedbackResponse.FromString,
                 _registered_method=True)
+        self.ReloadModel = channel.unary_unary(
+                '/tierroute.v1.TierRouter/ReloadModel',
+                request_serializer=tierroute_dot_v1_dot_tierroute__pb2.ReloadModelRequest.SerializeToString,
+                response_deserializer=tierroute_dot_v1_dot_tierroute__pb2.ReloadModelResponse.FromString,
+                _registered_method=True)
+        self.RollbackModel = channel.unary_unary(
+                '/tierroute.v1.TierRouter/RollbackModel',
+                request_serializer=tierroute_dot_v1_dot_tierroute__pb2.RollbackModelRequest.SerializeToString,
+                response_deserializer=tierroute_dot_v1_dot_tierroute__pb2.RollbackModelResponse.FromString,
+                _registered_method=True)
 
 
 class TierRouterServicer:
@@ -79,6 +89,22 @@ class TierRouterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReloadModel(self, request, context):
+        """ReloadModel loads a router model version from the model registry and swaps
+        it in without dropping calls. Admin only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackModel(self, request, context):
+        """RollbackModel swaps back to the model version served before the last
+        reload or promotion. Admin only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TierRouterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +122,16 @@ def add_TierRouterServicer_to_server(servicer, server):
                     servicer.Feedback,
                     request_deserializer=tierroute_dot_v1_dot_tierroute__pb2.FeedbackRequest.FromString,
                     response_serializer=tierroute_dot_v1_dot_tierroute__pb2.FeedbackResponse.SerializeToString,
+            ),
+            'ReloadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReloadModel,
+                    request_deserializer=tierroute_dot_v1_dot_tierroute__pb2.ReloadModelRequest.FromString,
+                    response_serializer=tierroute_dot_v1_dot_tierroute__pb2.ReloadModelResponse.SerializeToString,
+            ),
+            'RollbackModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackModel,
+                    request_deserializer=tierroute_dot_v1_dot_tierroute__pb2.RollbackModelRequest.FromString,
+                    response_serializer=tierroute_dot_v1_dot_tierroute__pb2.RollbackModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -180,6 +216,60 @@ class TierRouter:
             '/tierroute.v1.TierRouter/Feedback',
             tierroute_dot_v1_dot_tierroute__pb2.FeedbackRequest.SerializeToString,
             tierroute_dot_v1_dot_tierroute__pb2.FeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tierroute.v1.TierRouter/ReloadModel',
+            tierroute_dot_v1_dot_tierroute__pb2.ReloadModelRequest.SerializeToString,
+            tierroute_dot_v1_dot_tierroute__pb2.ReloadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tierroute.v1.TierRouter/RollbackModel',
+            tierroute_dot_v1_dot_tierroute__pb2.RollbackModelRequest.SerializeToString,
+            tierroute_dot_v1_dot_tierroute__pb2.RollbackModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,14 @@ class TierRouterStub:
     """
     Feedback: _grpc.UnaryUnaryMultiCallable[_tierroute_pb2.FeedbackRequest, _tierroute_pb2.FeedbackResponse]
     """Feedback records a user's rating or correctness flag against a request."""
+    ReloadModel: _grpc.UnaryUnaryMultiCallable[_tierroute_pb2.ReloadModelRequest, _tierroute_pb2.ReloadModelResponse]
+    """ReloadModel loads a router model version from the model registry and swaps
+    it in without dropping calls. Admin only.
+    """
+    RollbackModel: _grpc.UnaryUnaryMultiCallable[_tierroute_pb2.RollbackModelRequest, _tierroute_pb2.RollbackModelResponse]
+    """RollbackModel swaps back to the model version served before the last
+    reload or promotion. Admin only.
+    """
 
 @_typing.type_check_only
 class TierRouterAsyncStub(TierRouterStub):
@@ -61,6 +69,14 @@ class TierRouterAsyncStub(TierRouterStub):
     """
     Feedback: _aio.UnaryUnaryMultiCallable[_tierroute_pb2.FeedbackRequest, _tierroute_pb2.FeedbackResponse]  # type: ignore[assignment]
     """Feedback records a user's rating or correctness flag against a request."""
+    ReloadModel: _aio.UnaryUnaryMultiCallable[_tierroute_pb2.ReloadModelRequest, _tierroute_pb2.ReloadModelResponse]  # type: ignore[assignment]
+    """ReloadModel loads a router model version from the model registry and swaps
+    it in without dropping calls. Admin only.
+    """
+    RollbackModel: _aio.UnaryUnaryMultiCallable[_tierroute_pb2.RollbackModelRequest, _tierroute_pb2.RollbackModelResponse]  # type: ignore[assignment]
+    """RollbackModel swaps back to the model version served before the last
+    reload or promotion. Admin only.
+    """
 
 class TierRouterServicer(metaclass=_abc_1.ABCMeta):
     """TierRouter picks and calls model tiers, cheapest first."""
@@ -92,5 +108,25 @@ class TierRouterServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_tierroute_pb2.FeedbackResponse, _abc.Awaitable[_tierroute_pb2.FeedbackResponse]]:
         """Feedback records a user's rating or correctness flag against a request."""
+
+    @_abc_1.abstractmethod
+    def ReloadModel(
+        self,
+        request: _tierroute_pb2.ReloadModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tierroute_pb2.ReloadModelResponse, _abc.Awaitable[_tierroute_pb2.ReloadModelResponse]]:
+        """ReloadModel loads a router model version from the model registry and swaps
+        it in without dropping calls. Admin only.
+        """
+
+    @_abc_1.abstractmethod
+    def RollbackModel(
+        self,
+        request: _tierroute_pb2.RollbackModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tierroute_pb2.RollbackModelResponse, _abc.Awaitable[_tierroute_pb2.RollbackModelResponse]]:
+        """RollbackModel swaps back to the model version served before the last
+        reload or promotion. Admin only.
+        """
 
 def add_TierRouterServicer_to_server(servicer: TierRouterServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
