@@ -1,0 +1,33 @@
+"""`make model`: train the shipped router model on the dev data and write model_export/bundle.
+
+    python model_export/build.py --data ../shared/data/dev.jsonl.gz --out model_export/bundle
+
+Takes the same options as `tierroute train` (see `--help`); the defaults are the shipped
+ones. The bundle it writes is byte-for-byte reproducible from the data file and the code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from tierroute.training.cli import add_train_arguments, run_train
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the options, train, and return the exit code."""
+    parser = argparse.ArgumentParser(
+        prog="model_export/build.py",
+        description="Train, calibrate, export and verify the shipped router model bundle.",
+    )
+    add_train_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return run_train(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
