@@ -114,10 +114,10 @@ def main() -> int:
     args = parser.parse_args()
 
     from tierroute.classifier import RouterModel
-    from tierroute.data import default_data_path, load_records
+    from tierroute.data import default_data_path
     from tierroute.features import classifier_text
     from tierroute.settings import Settings
-    from tierroute.training.dataset import build_dataset
+    from tierroute.training.dataset import load_training_set, training_rows
     from tierroute.training.model import fit_pipeline
     from tierroute.v1 import tierroute_pb2 as pb
     from tierroute.v1 import tierroute_pb2_grpc as pb_grpc
@@ -126,8 +126,10 @@ def main() -> int:
     model = RouterModel.load(settings.routing.model_dir, len(settings.tiers))
     data = default_data_path(os.environ)
     print(f"fitting the scikit-learn pipeline on {data} for the baseline...", file=sys.stderr)
-    dataset = build_dataset(load_records(Path(data)), prefix_chars=model.prefix_chars)
-    pipeline = fit_pipeline(dataset.texts, dataset.labels, len(model.labels))
+    dataset = load_training_set(Path(data), model.prefix_chars)
+    keep, labels = training_rows(dataset.labels, model.metadata["none_label"]["policy"])
+    texts_fit = [t for t, k in zip(dataset.texts, keep, strict=True) if k]
+    pipeline = fit_pipeline(texts_fit, labels, len(model.labels))
 
     texts = [classifier_text(q, model.prefix_chars) for q in QUERIES]
     onnx_p50, onnx_p99 = _time_calls(lambda i: model.predict_proba(QUERIES[i % 4]), args.calls)
