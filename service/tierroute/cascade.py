@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import random
 import time
@@ -31,6 +32,7 @@ from typing import Literal
 
 from opentelemetry import trace
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 
 from tierroute import prompts
 from tierroute.errors import (
@@ -43,12 +45,53 @@ from tierroute.errors import (
     ProviderTimeout,
 )
 from tierroute.features import query_type
+from tierroute.metrics import Metrics
 from tierroute.policy import Reason, ReasonNote
 from tierroute.providers.base import Completion, Message, Provider
 from tierroute.retry import AttemptBudget, Deadline, retry_delay
 from tierroute.router import Decision, RouteQuery, Router
 from tierroute.sampling import JudgeSampler, parse_rates
 from tierroute.settings import Settings, TierConfig
+from tierroute.telemetry import (
+    ATTR_ATTEMPT,
+    ATTR_CANCEL_REASON,
+    ATTR_COST_USD,
+    ATTR_DEGRADED,
+    ATTR_DEGRADED_REASONS,
+    ATTR_DETAIL,
+    ATTR_ERROR_KIND,
+    ATTR_ESCALATED,
+    ATTR_FROM_TIER,
+    ATTR_HOPS,
+    ATTR_JUDGE_ISSUES,
+    ATTR_JUDGE_PARSE_FAILED,
+    ATTR_JUDGE_STATUS,
+    ATTR_OUTCOME,
+    ATTR_REASON,
+    ATTR_REQUEST_ID,
+    ATTR_RETRY_CAUSE,
+    ATTR_RETRY_DELAY_S,
+    ATTR_ROLE,
+    ATTR_SPECULATIVE,
+    ATTR_START_TIER,
+    ATTR_STRATEGY,
+    ATTR_TIER,
+    ATTR_TO_TIER,
+    ATTR_TOTAL_COST_USD,
+    ATTR_VERDICT,
+    CANCEL_CALLER,
+    CANCEL_NOT_NEEDED,
+    CANCEL_REQUEST_ENDED,
+    EVENT_CANCELLED,
+    EVENT_CONTENT,
+    EVENT_ESCALATION,
+    EVENT_RETRY,
+    EVENT_RETRY_ABANDONED,
+    SPAN_ANSWER,
+    SPAN_JUDGE,
+    SPAN_ROUTE,
+    annotate_route,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,20 +103,6 @@ JudgeStatus = Literal[
 ]
 SpeculationMode = Literal["default", "on", "off"]
 JudgeMode = Literal["default", "always", "never"]
-
-# Span names; every span the cascade creates is made in `_Telemetry` below.
-SPAN_ROUTE = "tierroute.route"
-SPAN_ANSWER = "tierroute.answer"
-SPAN_JUDGE = "tierroute.judge"
-ATTR_TIER = "tierroute.tier"
-ATTR_ROLE = "tierroute.role"
-ATTR_ATTEMPT = "tierroute.attempt"
-ATTR_SPECULATIVE = "tierroute.speculative"
-ATTR_OUTCOME = "tierroute.outcome"
-ATTR_ERROR_KIND = "tierroute.error_kind"
-ATTR_VERDICT = "tierroute.verdict"
-ATTR_STRATEGY = "tierroute.strategy"
-ATTR_CONFIDENCE = "tierroute.confidence"
 
 
 @dataclass(frozen=True)
@@ -210,15 +239,31 @@ class _Run:
 
 
 class _Telemetry:
-    """The cascade's spans, in one place: routing, each answer call, each judge call.
+    """The cascade's spans, events and metrics, in one place.
 
-    Spans carry GenAI semantic-convention attributes and tierroute's own, never prompt or
-    answer text.
+    Spans: routing, each answer call, each judge call; all are children of the span current
+    when `run` is called (the gRPC server span when served), which is the request span.
+    Escalations and retries are events on that request span, and its attributes sum the
+    request up when it ends. A cancelled call's span ends with outcome `cancelled` and a
+    `tierroute.cancelled` event saying why. Spans carry GenAI semantic-convention attributes
+    and tierroute's own, never prompt or answer text: with `capture_content` (an explicit
+    opt-in) that text is added as a GenAI content event.
     """
 
-    def __init__(self, tracer: trace.Tracer | None, provider_name: str) -> None:
+    def __init__(
+        self,
+        tracer: trace.Tracer | None,
+        provider_name: str,
+        metrics: Metrics,
+        tier_names: tuple[str, ...],
+        *,
+        capture_content: bool,
+    ) -> None:
         self._tracer = tracer if tracer is not None else trace.NoOpTracer()
         self._provider_name = provider_name
+        self._metrics = metrics
+        self._tier_names = tier_names
+        self._capture = capture_content
 
     @contextlib.contextmanager
     def route_span(self) -> Iterator[trace.Span]:
@@ -226,9 +271,13 @@ class _Telemetry:
             yield span
 
     def routed(self, span: trace.Span, decision: Decision) -> None:
-        span.set_attribute(ATTR_TIER, decision.tier.name)
-        span.set_attribute(ATTR_STRATEGY, decision.strategy)
-        span.set_attribute(ATTR_CONFIDENCE, decision.confidence)
+        annotate_route(span, decision, self._tier_names)
+        self._metrics.decision(
+            rpc="cascade",
+            strategy=decision.strategy,
+            tier=decision.tier.name,
+            seconds=decision.decision_time_us / 1e6,
+        )
 
     @contextlib.contextmanager
     def call_span(self, draft: _HopDraft) -> Iterator[trace.Span]:
@@ -247,14 +296,36 @@ class _Telemetry:
         with self._tracer.start_as_current_span(
             name, attributes=attributes, record_exception=False, set_status_on_exception=False
         ) as span:
+            unexpected = ""
             try:
                 yield span
+            except asyncio.CancelledError as exc:
+                # The engine cancels with a reason as the message; none means the caller left.
+                reason = exc.args[0] if exc.args and isinstance(exc.args[0], str) else ""
+                span.add_event(
+                    EVENT_CANCELLED,
+                    {
+                        ATTR_CANCEL_REASON: reason or CANCEL_CALLER,
+                        ATTR_SPECULATIVE: draft.speculative,
+                    },
+                )
+                raise
+            except Exception as exc:
+                # Not a provider error (those are outcomes): a bug, shown as one.
+                unexpected = type(exc).__qualname__
+                raise
             finally:
                 self._finished(span, draft)
+                if unexpected:
+                    span.set_attribute(ATTR_OUTCOME, "error")
+                    span.set_attribute(ERROR_TYPE, unexpected)
+                    span.set_status(trace.Status(trace.StatusCode.ERROR, unexpected))
 
-    @staticmethod
-    def _finished(span: trace.Span, draft: _HopDraft) -> None:
+    def _finished(self, span: trace.Span, draft: _HopDraft) -> None:
+        tier, role = draft.tier.name, draft.role
+        cost = draft.tier.cost_usd(draft.input_tokens, draft.output_tokens)
         span.set_attribute(ATTR_OUTCOME, draft.outcome)
+        span.set_attribute(ATTR_COST_USD, cost)
         if draft.outcome == "ok":
             span.set_attribute(gen_ai.GEN_AI_RESPONSE_MODEL, draft.model or draft.tier.model)
             span.set_attribute(gen_ai.GEN_AI_USAGE_INPUT_TOKENS, draft.input_tokens)
@@ -263,9 +334,131 @@ class _Telemetry:
                 span.set_attribute(gen_ai.GEN_AI_RESPONSE_FINISH_REASONS, [draft.stop_reason])
         if draft.error_kind:
             span.set_attribute(ATTR_ERROR_KIND, draft.error_kind)
+            span.set_attribute(ERROR_TYPE, draft.error_kind)
             span.set_status(trace.Status(trace.StatusCode.ERROR, draft.error_kind))
+            self._metrics.provider_error(tier=tier, role=role, kind=draft.error_kind)
         if draft.verdict is not None:
             span.set_attribute(ATTR_VERDICT, draft.verdict)
+            span.set_attribute(ATTR_JUDGE_ISSUES, len(draft.issues))
+            self._metrics.judge_verdict(tier=tier, verdict=draft.verdict)
+            if draft.outcome == "ok" and draft.verdict == "unavailable":
+                span.set_attribute(ATTR_JUDGE_PARSE_FAILED, True)
+                self._metrics.judge_parse_failure(tier=tier)
+        self._metrics.cost(tier=tier, role=role, usd=cost)
+        if draft.outcome in ("ok", "error") and draft.latency_s is not None:
+            self._metrics.provider_call(
+                model=draft.tier.model,
+                tier=tier,
+                role=role,
+                seconds=draft.latency_s,
+                input_tokens=draft.input_tokens,
+                output_tokens=draft.output_tokens,
+                error_kind=draft.error_kind,
+            )
+
+    def completed(
+        self,
+        span: trace.Span,
+        messages: list[Message],
+        system: str | None,
+        completion: Completion,
+    ) -> None:
+        """Opt-in only: the call's prompt and answer as a GenAI content event."""
+        if not self._capture or not span.is_recording():
+            return
+        parts: list[dict[str, object]] = []
+        if completion.text:
+            parts.append({"type": "text", "content": completion.text})
+        if completion.tool_input is not None:
+            parts.append(
+                {
+                    "type": "tool_call",
+                    "name": prompts.JUDGE_TOOL.name,
+                    "arguments": dict(completion.tool_input),
+                }
+            )
+        content = {
+            gen_ai.GEN_AI_INPUT_MESSAGES: json.dumps(
+                [
+                    {"role": m.role, "parts": [{"type": "text", "content": m.content}]}
+                    for m in messages
+                ]
+            ),
+            gen_ai.GEN_AI_OUTPUT_MESSAGES: json.dumps(
+                [{"role": "assistant", "parts": parts, "finish_reason": completion.stop_reason}]
+            ),
+        }
+        if system:
+            content[gen_ai.GEN_AI_SYSTEM_INSTRUCTIONS] = json.dumps(
+                [{"type": "text", "content": system}]
+            )
+        span.add_event(EVENT_CONTENT, content)
+
+    def escalated(self, note: ReasonNote, from_tier: str, to_tier: str) -> None:
+        # ReasonNote details never hold query text, so they may go on the span.
+        trace.get_current_span().add_event(
+            EVENT_ESCALATION,
+            {
+                ATTR_REASON: note.code.value,
+                ATTR_DETAIL: note.detail,
+                ATTR_FROM_TIER: from_tier,
+                ATTR_TO_TIER: to_tier,
+            },
+        )
+        self._metrics.escalation(reason=note.code.value, from_tier=from_tier)
+
+    def retry(self, tier: str, retry: int, cause: str, delay_s: float) -> None:
+        trace.get_current_span().add_event(
+            EVENT_RETRY,
+            {
+                ATTR_TIER: tier,
+                ATTR_ATTEMPT: retry + 1,
+                ATTR_RETRY_CAUSE: cause,
+                ATTR_RETRY_DELAY_S: delay_s,
+            },
+        )
+
+    def retry_abandoned(self, tier: str, cause: str, delay_s: float) -> None:
+        trace.get_current_span().add_event(
+            EVENT_RETRY_ABANDONED,
+            {
+                ATTR_TIER: tier,
+                ATTR_RETRY_CAUSE: cause,
+                ATTR_RETRY_DELAY_S: delay_s,
+                ATTR_REASON: "deadline",
+            },
+        )
+
+    def finished(self, result: CascadeResult, strategy: str) -> None:
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    ATTR_REQUEST_ID: result.request_id,
+                    ATTR_STRATEGY: strategy,
+                    ATTR_TIER: result.tier.name,
+                    ATTR_START_TIER: self._tier_names[result.start_tier_index],
+                    ATTR_JUDGE_STATUS: result.judge_status,
+                    ATTR_ESCALATED: result.escalated,
+                    ATTR_DEGRADED: result.degraded,
+                    ATTR_DEGRADED_REASONS: list(result.degraded_reasons),
+                    ATTR_TOTAL_COST_USD: result.total_cost_usd,
+                    ATTR_HOPS: len(result.hops),
+                }
+            )
+        self._metrics.request(
+            rpc="cascade",
+            tier=result.tier.name,
+            strategy=strategy,
+            outcome="degraded" if result.degraded else "ok",
+        )
+
+    def failed(self, request_id: str, strategy: str, error: BaseException) -> None:
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attributes({ATTR_REQUEST_ID: request_id, ATTR_STRATEGY: strategy})
+        outcome = "cancelled" if isinstance(error, asyncio.CancelledError) else "error"
+        self._metrics.request(rpc="cascade", tier="none", strategy=strategy, outcome=outcome)
 
 
 class CascadeEngine:
@@ -282,6 +475,7 @@ class CascadeEngine:
         clock: Callable[[], float] = time.monotonic,
         tracer: trace.Tracer | None = None,
         provider_name: str = "anthropic",
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
         self._config = settings.cascade
@@ -292,7 +486,13 @@ class CascadeEngine:
         self._rng = random.Random(rng_seed)
         self._sleep = sleep
         self._clock = clock
-        self._telemetry = _Telemetry(tracer, provider_name)
+        self._telemetry = _Telemetry(
+            tracer,
+            provider_name,
+            metrics if metrics is not None else Metrics(provider_name=provider_name),
+            tuple(t.name for t in settings.tiers),
+            capture_content=settings.telemetry.capture_content,
+        )
         self._sampler = JudgeSampler(
             self._config.judge_sample_rate, parse_rates(self._config.judge_sample_rates)
         )
@@ -309,6 +509,7 @@ class CascadeEngine:
         seconds = config.default_deadline_s if deadline_s is None else deadline_s
         deadline = Deadline(self._clock, min(seconds, config.max_deadline_s))
         start_index, decision = self._start(query)
+        strategy = decision.strategy if decision is not None else "self_routing"
         run = _Run(
             request_id=query.route.request_id or uuid.uuid4().hex,
             query=query,
@@ -318,9 +519,13 @@ class CascadeEngine:
         )
         try:
             result = await self._cascade(run, start_index, decision)
+        except BaseException as exc:
+            self._telemetry.failed(run.request_id, strategy, exc)
+            raise
         finally:
             # No provider call outlives its request, whichever way the request ended.
             await self._cancel_all(run)
+        self._telemetry.finished(result, strategy)
         logger.info(
             "cascade %s: tier=%s start=%s judge=%s escalations=%d hops=%d cost_usd=%.6f "
             "degraded=%s",
@@ -361,7 +566,8 @@ class CascadeEngine:
                 )
             return 0, None
         with self._telemetry.route_span() as span:
-            decision = self._router.route(query.route)
+            # `decide`, not `route`: this span is the request's one route span.
+            decision = self._router.decide(query.route)
             if override is not None:
                 note = ReasonNote(
                     Reason.TIER_OVERRIDE,
@@ -434,8 +640,10 @@ class CascadeEngine:
                         f"no tier could answer; {self._tiers[index].name} failed with {error.kind}"
                     ) from error
                 tier_name = self._tiers[index].name
-                run.reasons.append(
-                    ReasonNote(Reason.PROVIDER_ERROR, f"{tier_name} failed with {error.kind}")
+                self._escalate(
+                    run,
+                    ReasonNote(Reason.PROVIDER_ERROR, f"{tier_name} failed with {error.kind}"),
+                    index,
                 )
                 run.degraded.append(f"provider_error:{tier_name}:{error.kind}")
                 if self_routing:
@@ -462,7 +670,7 @@ class CascadeEngine:
                         f"needs_escalation={assessment.needs_escalation}"
                     )
                     fallback = _Candidate(answer, index, "failed")
-                run.reasons.append(ReasonNote(Reason.SELF_LOW_CONFIDENCE, detail))
+                self._escalate(run, ReasonNote(Reason.SELF_LOW_CONFIDENCE, detail), index)
                 self_routing, messages = False, plain
                 index += 1
                 continue
@@ -485,12 +693,14 @@ class CascadeEngine:
                 await self._cancel(speculative)
                 return finish(answer, index, "passed")
             if verdict is not None and verdict.passes is False:
-                run.reasons.append(
+                self._escalate(
+                    run,
                     ReasonNote(
                         Reason.JUDGE_FAILED,
                         f"{judge_name} failed the {self._tiers[index].name} answer "
                         f"with {len(verdict.issues)} issue(s)",
-                    )
+                    ),
+                    index,
                 )
                 fallback = _Candidate(answer, index, "failed")
                 messages = prompts.escalation_messages(
@@ -502,14 +712,19 @@ class CascadeEngine:
                     if verdict is not None
                     else f"judge call failed with {self._error_kind(verdict_outcome)}"
                 )
-                run.reasons.append(
-                    ReasonNote(Reason.JUDGE_UNAVAILABLE, f"{judge_name} judge: {why}")
+                self._escalate(
+                    run, ReasonNote(Reason.JUDGE_UNAVAILABLE, f"{judge_name} judge: {why}"), index
                 )
                 run.degraded.append(f"judge_unavailable:{judge_name}")
                 fallback = _Candidate(answer, index, "unavailable")
                 # No verdict means no issues to pass on: the next tier gets the plain question.
                 messages = plain
             index += 1
+
+    def _escalate(self, run: _Run, note: ReasonNote, index: int) -> None:
+        """Record why the cascade moves from tier `index` to the next one."""
+        run.reasons.append(note)
+        self._telemetry.escalated(note, self._tiers[index].name, self._tiers[index + 1].name)
 
     def _judged(self, run: _Run) -> bool:
         mode = run.query.judge_mode
@@ -617,6 +832,7 @@ class CascadeEngine:
             )
             if delay >= run.deadline.remaining():
                 # Waiting would outlast the request: fail now rather than at the deadline.
+                self._telemetry.retry_abandoned(self._tiers[index].name, error.kind, delay)
                 logger.info(
                     "cascade %s: %s retry in %.3fs would pass the deadline",
                     run.request_id,
@@ -624,6 +840,7 @@ class CascadeEngine:
                     delay,
                 )
                 return outcome
+            self._telemetry.retry(self._tiers[index].name, retries, error.kind, delay)
             await self._sleep(delay)
 
     async def _judge(self, run: _Run, index: int, question: str, answer: str) -> _Outcome:
@@ -696,8 +913,9 @@ class CascadeEngine:
         timeout_s = min(per_call, remaining)
         bound_by_deadline = remaining <= per_call
         judge = draft.role == "judge"
+        system = prompts.JUDGE_SYSTEM if judge else None
         draft.started = self._clock()
-        with self._telemetry.call_span(draft):
+        with self._telemetry.call_span(draft) as span:
             try:
                 async with asyncio.timeout(timeout_s) as scope:
                     completion = await self._provider.complete(
@@ -709,7 +927,7 @@ class CascadeEngine:
                             else self._max_tokens(run.query)
                         ),
                         timeout_s=timeout_s,
-                        system=prompts.JUDGE_SYSTEM if judge else None,
+                        system=system,
                         tool=prompts.JUDGE_TOOL if judge else None,
                         headers=run.query.headers,
                     )
@@ -734,6 +952,7 @@ class CascadeEngine:
                 draft.latency_s = completion.latency_s
             else:
                 draft.latency_s = self._clock() - draft.started
+            self._telemetry.completed(span, messages, system, completion)
             verdict = None
             if judge:
                 verdict = prompts.parse_verdict(completion.tool_input)
@@ -772,14 +991,15 @@ class CascadeEngine:
         """Cancel a call no longer needed and wait until it has recorded how it ended."""
         if task is None or task.done():
             return
-        task.cancel()
+        # The message tells the call's span why it was cancelled.
+        task.cancel(msg=CANCEL_NOT_NEEDED)
         await asyncio.wait([task])
 
     @staticmethod
     async def _cancel_all(run: _Run) -> None:
         pending = [task for task in run.tasks if not task.done()]
         for task in pending:
-            task.cancel()
+            task.cancel(msg=CANCEL_REQUEST_ENDED)
         if pending:
             await asyncio.wait(pending)
         for task in run.tasks:

@@ -11,12 +11,9 @@ from dataclasses import dataclass
 
 from tierroute.settings import HeuristicConfig
 
-CODE_FENCE = re.compile(r"```|~~~")
 MULTI_STEP = re.compile(
-    r"\b(then|after that|afterwards|next|finally|subsequently|step\s*\d+|first(ly)?,)\b",
-    re.IGNORECASE,
+    r"\b(then|after that|afterwards|next|finally|subsequently|step\s*\d+|first(ly)?,)\b"
 )
-_WORD = re.compile(r"\S+")
 
 # Keyword lists for the query-type classifier; the first type with the most hits wins,
 # ties go to the order below (coding before analytical before creative before factual).
@@ -47,7 +44,10 @@ QUERY_TYPE_KEYWORDS: dict[str, tuple[str, ...]] = {
     ),
     "analytical": (
         "why",
-        "analyse", "analyze", "analysis", "analytical",
+        "analyse",
+        "analyze",
+        "analysis",
+        "analytical",
         "compare",
         "evaluate",
         "explain",
@@ -84,17 +84,26 @@ QUERY_TYPE_KEYWORDS: dict[str, tuple[str, ...]] = {
 QUERY_TYPES = ("factual", "analytical", "creative", "coding")
 
 
-def _keyword_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
+def _keyword_alternatives(words: tuple[str, ...]) -> str:
     # Whole words only ("api" must not match "capital"); a keyword ending in punctuation or
-    # a space ("print(", "def ") is matched as written.
-    parts = [
-        re.escape(w.strip()) + (r"\b" if w[-1].isalnum() else "")
+    # a space ("print(", "def ") is matched as written. Longest first, so "how many" wins
+    # over a shorter keyword at the same place.
+    return "|".join(
+        re.escape(w) + (r"\b" if w[-1].isalnum() else "")
         for w in sorted(words, key=len, reverse=True)
-    ]
-    return re.compile(r"\b(?:" + "|".join(parts) + ")", re.IGNORECASE)
+    )
 
 
-_TYPE_PATTERNS = {kind: _keyword_pattern(words) for kind, words in QUERY_TYPE_KEYWORDS.items()}
+# One pass over the text finds every keyword of every type; the group name says which.
+_TYPE_PATTERN = re.compile(
+    r"\b(?:"
+    + "|".join(
+        f"(?P<{kind}>{_keyword_alternatives(words)})"
+        for kind, words in QUERY_TYPE_KEYWORDS.items()
+    )
+    + ")"
+)
+_TIE_ORDER = ("coding", "analytical", "creative")
 
 
 @dataclass(frozen=True)
@@ -109,26 +118,31 @@ class ShapeFeatures:
 
 def estimate_tokens(text: str, tokens_per_word: float = 1.3) -> int:
     """Rough token count: words x 1.3, as the published recipe does."""
-    return round(len(_WORD.findall(text)) * tokens_per_word)
+    return round(len(text.split()) * tokens_per_word)
 
 
 def query_type(text: str) -> str:
     """Keyword-classify a query as factual, analytical, creative or coding."""
-    best, best_hits = "factual", 0
-    for kind in ("coding", "analytical", "creative"):
-        hits = len(_TYPE_PATTERNS[kind].findall(text))
-        if hits > best_hits:
-            best, best_hits = kind, hits
-    return best
+    hits = dict.fromkeys(_TIE_ORDER, 0)
+    for match in _TYPE_PATTERN.finditer(text.lower()):
+        hits[match.lastgroup or "factual"] += 1
+    best = max(_TIE_ORDER, key=lambda kind: (hits[kind], -_TIE_ORDER.index(kind)))
+    return best if hits[best] else "factual"
 
 
 def shape_features(text: str, config: HeuristicConfig) -> ShapeFeatures:
-    """Compute the heuristic's shape signals for `text`."""
+    """Compute the heuristic's shape signals for `text`.
+
+    Length and code fences look at the whole text (C-speed scans); the keyword signals look
+    at a bounded prefix so that their cost per query is fixed however long the input.
+    """
+    # Lower-casing once lets the patterns run case-sensitively, which re does much faster.
+    head = text[: config.scan_chars].lower()
     return ShapeFeatures(
         estimated_tokens=estimate_tokens(text, config.tokens_per_word),
-        has_code_block=bool(CODE_FENCE.search(text)),
-        multi_step=bool(MULTI_STEP.search(text)),
-        query_type=query_type(text),
+        has_code_block="```" in text or "~~~" in text,
+        multi_step=bool(MULTI_STEP.search(head)),
+        query_type=query_type(head),  # lower() of lower-case text is a cheap copy
     )
 
 

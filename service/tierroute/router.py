@@ -14,8 +14,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tierroute.errors import InvalidRequest, ModelLoadError
-from tierroute.features import ShapeFeatures, estimate_tokens, shape_features
+from opentelemetry import trace
+
+from tierroute.errors import InvalidRequest, ModelLoadError, TierrouteError
+from tierroute.features import ShapeFeatures, shape_features
+from tierroute.metrics import Metrics
 from tierroute.policy import (
     PUBLISHED_THRESHOLDS,
     Reason,
@@ -26,6 +29,7 @@ from tierroute.policy import (
 )
 from tierroute.providers.base import Message
 from tierroute.settings import HeuristicConfig, Settings, TierConfig
+from tierroute.telemetry import SPAN_ROUTE, annotate_route
 
 STRATEGIES = ("heuristic", "classifier")
 RULES = ("calibrated", "published")
@@ -140,8 +144,17 @@ class SessionMemory:
 class Router:
     """Chooses a tier for a query by the heuristic or the classifier strategy."""
 
-    def __init__(self, settings: Settings, scorer: Scorer | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        scorer: Scorer | None,
+        *,
+        tracer: trace.Tracer | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._settings = settings
+        self._tracer = tracer if tracer is not None else trace.NoOpTracer()
+        self._metrics = metrics if metrics is not None else Metrics()
         self._tiers = settings.tiers
         self._names = tuple(t.name for t in settings.tiers)
         self._scorer = scorer
@@ -166,7 +179,32 @@ class Router:
         self._scorer = scorer
 
     def route(self, query: RouteQuery) -> Decision:
-        """Decide the tier for `query`; InvalidRequest for an unusable strategy or rule."""
+        """Decide the tier for `query` (the Route RPC) in a `tierroute.route` span, counted.
+
+        InvalidRequest for an unusable strategy or rule. The cascade calls `decide` inside
+        its own route span instead, so a request never has two.
+        """
+        with self._tracer.start_as_current_span(SPAN_ROUTE) as span:
+            try:
+                decision = self.decide(query)
+            except TierrouteError:
+                strategy = query.strategy or self._settings.routing.default_strategy
+                self._metrics.request(rpc="route", tier="none", strategy=strategy, outcome="error")
+                raise
+            annotate_route(span, decision, self._names)
+        self._metrics.decision(
+            rpc="route",
+            strategy=decision.strategy,
+            tier=decision.tier.name,
+            seconds=decision.decision_time_us / 1e6,
+        )
+        self._metrics.request(
+            rpc="route", tier=decision.tier.name, strategy=decision.strategy, outcome="ok"
+        )
+        return decision
+
+    def decide(self, query: RouteQuery) -> Decision:
+        """Decide the tier for `query` without a span; InvalidRequest for a bad strategy or rule."""
         start = time.perf_counter_ns()
         settings = self._settings
         strategy = query.strategy or settings.routing.default_strategy
@@ -221,7 +259,7 @@ class Router:
                     )
                 )
                 index = floor
-        input_tokens = estimate_tokens(text, settings.heuristic.tokens_per_word)
+        input_tokens = features.estimated_tokens
         output_tokens = settings.routing.expected_output_tokens
         if query.max_cost_usd > 0:
             thresholds["max_cost_usd"] = query.max_cost_usd

@@ -117,6 +117,11 @@ class RoutingConfig:
     session_cache_size: int = 10_000
     # Output tokens assumed when estimating the cost of a tier before calling it.
     expected_output_tokens: int = 400
+    # The versioned model registry (tierroute.registry, docs/operations.md); empty = serve
+    # model_dir only. An empty registry takes model_dir as its first version.
+    registry_dir: Path | None = Path("models")
+    # Seconds between checks of the registry's promoted version, for hot reload; 0 = off.
+    registry_poll_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,8 @@ class HeuristicConfig:
     tokens_per_word: float = 1.3
     long_input_tokens: int = 4000
     code_block_tokens: int = 500
+    # Keyword signals (query type, multi-step wording) scan at most this many characters.
+    scan_chars: int = 8192
 
 
 @dataclass(frozen=True)
@@ -208,6 +215,12 @@ class QueryLogConfig:
     url: Secret = field(default_factory=lambda: Secret("sqlite:///tierroute-querylog.sqlite3"))
     # Query text is stored only when opted in; the SHA-256 of the query always is.
     store_text: bool = False
+    # Fraction of answered Cascade calls whose question AND answer are stored, for audits
+    # and retraining (docs/operations.md); 0 = none, so privacy holds by default.
+    audit_sample_rate: float = 0.0
+    # Fraction of classifier-routed calls whose vocabulary coverage (a number, never text)
+    # is logged for drift checks; chosen by query hash, so the cost stays off most calls.
+    coverage_sample_rate: float = 0.2
     queue_size: int = 10_000
     batch_size: int = 200
     flush_interval_s: float = 0.5
@@ -354,6 +367,9 @@ class Settings:
         for name in ("judge_sample_rate", "speculative_bound", "self_confidence_threshold"):
             if not 0.0 <= getattr(self.cascade, name) <= 1.0:
                 raise ConfigError(f"cascade.{name} must be within [0, 1]")
+        for name in ("audit_sample_rate", "coverage_sample_rate"):
+            if not 0.0 <= getattr(self.querylog, name) <= 1.0:
+                raise ConfigError(f"querylog.{name} must be within [0, 1]")
         if self.routing.default_rule not in ("calibrated", "published"):
             raise ConfigError("routing.default_rule must be 'calibrated' or 'published'")
         server = self.server
