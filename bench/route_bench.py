@@ -18,6 +18,7 @@ import multiprocessing as mp
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,10 @@ def main() -> int:
     onnx_p50, onnx_p99 = _time_calls(lambda i: model.predict_proba(QUERIES[i % 4]), args.calls)
     sk_p50, sk_p99 = _time_calls(lambda i: pipeline.predict_proba([texts[i % 4]]), args.calls)
 
+    # The server runs as shipped, query log included; its files go to a scratch directory.
+    scratch = tempfile.mkdtemp(prefix="tierroute-bench-")
+    os.environ.setdefault("TIERROUTE_DB_URL", f"sqlite:///{scratch}/querylog.sqlite3")
+    os.environ.setdefault("TIERROUTE_QUERYLOG_SPOOL_PATH", f"{scratch}/querylog.spool.jsonl")
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     stop = ctx.Event()
