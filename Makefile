@@ -9,12 +9,13 @@ DATA ?= $(or $(TIERROUTE_DATA),../shared/data/dev.jsonl.gz)
 HOST ?= 127.0.0.1
 PORT ?= 50051
 
-.PHONY: venv install protos protos-check run test check fmt model bench eval clean
+.PHONY: venv install protos protos-check run test node-test check fmt model bench eval clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[train,dev]'
+	$(BIN)/pip install --quiet --no-deps -e clients/python
 	touch $(STAMP)
 
 venv install: $(STAMP)
@@ -39,17 +40,24 @@ protos-check: $(STAMP)
 run: $(STAMP)
 	$(BIN)/tierroute serve --host $(HOST) --port $(PORT)
 
-test: $(STAMP) protos-check
+# node-test runs first so that pytest's summary is the last line of the run.
+test: $(STAMP) protos-check node-test
 	$(BIN)/python -m pytest -q
 
+# The TypeScript client's tests start their own server from this virtualenv.
+node-test: $(STAMP)
+	cd clients/node && npm ci --no-audit --no-fund && npm test
+
 check: $(STAMP) protos-check
-	$(BIN)/ruff format --check service tests bench model_export
-	$(BIN)/ruff check service tests bench model_export
+	$(BIN)/ruff format --check service tests bench model_export clients/python
+	$(BIN)/ruff check service tests bench model_export clients/python
 	$(BIN)/mypy
+	$(BIN)/mypy --strict clients/python/src
+	$(BIN)/hadolint Dockerfile
 
 fmt: $(STAMP)
-	$(BIN)/ruff format service tests bench model_export
-	$(BIN)/ruff check --fix service tests bench model_export
+	$(BIN)/ruff format service tests bench model_export clients/python
+	$(BIN)/ruff check --fix service tests bench model_export clients/python
 
 # Train on the recorded outcomes, calibrate, export to ONNX, verify parity.
 model: $(STAMP)

@@ -1,0 +1,150 @@
+/** The TypeScript client against a real tierroute server that the tests start themselves. */
+import assert from "node:assert/strict";
+import { createServer } from "node:net";
+import { after, before, describe, test } from "node:test";
+
+import * as grpc from "@grpc/grpc-js";
+
+import {
+  DEFAULT_DEADLINE_MS,
+  DEFAULT_RETRY,
+  TierRouteClient,
+  TierRouteError,
+  resolveTarget,
+  serviceConfig,
+} from "../src/client";
+import { startServer, type RunningServer } from "./server";
+
+/** A loopback address nothing listens on: bound once, then closed. */
+async function deadAddress(): Promise<string> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (address === null || typeof address === "string") throw new Error("no port");
+  return `127.0.0.1:${address.port}`;
+}
+
+describe("channel configuration", () => {
+  test("a list of IPv4 addresses becomes one ipv4: target", () => {
+    assert.equal(
+      resolveTarget(["127.0.0.1:5001", "127.0.0.1:5002"]),
+      "ipv4:127.0.0.1:5001,127.0.0.1:5002",
+    );
+  });
+
+  test("host names cannot be listed", () => {
+    assert.throws(() => resolveTarget(["svc-a:1", "svc-b:1"]), /DNS name/);
+  });
+
+  test("the service config retries Route only, on UNAVAILABLE and RESOURCE_EXHAUSTED", () => {
+    const config = serviceConfig(DEFAULT_RETRY) as {
+      methodConfig: Array<{
+        name: Array<{ method: string }>;
+        retryPolicy: Record<string, unknown>;
+      }>;
+      loadBalancingConfig: unknown;
+    };
+    const [method] = config.methodConfig;
+    assert.deepEqual(method?.name.map((n) => n.method), ["Route"]);
+    assert.deepEqual(method?.retryPolicy.retryableStatusCodes, [
+      "UNAVAILABLE",
+      "RESOURCE_EXHAUSTED",
+    ]);
+    assert.equal(method?.retryPolicy.initialBackoff, "0.1s");
+    assert.deepEqual(config.loadBalancingConfig, [{ round_robin: {} }]);
+  });
+
+  test("a token over plain text needs explicit consent", () => {
+    assert.throws(() => new TierRouteClient("127.0.0.1:1", { token: "t" }), /tls: true/);
+  });
+});
+
+describe("against a running server", () => {
+  let server: RunningServer;
+  let client: TierRouteClient;
+
+  before(async () => {
+    server = await startServer();
+    client = new TierRouteClient(server.address);
+  });
+
+  after(async () => {
+    client?.close();
+    await server?.stop();
+  });
+
+  test("route with the heuristic sends a simple question to the cheap tier", async () => {
+    const r = await client.route("What is the capital of France?", { strategy: "heuristic" });
+    assert.equal(r.tier, "cheap");
+    assert.equal(r.strategy, "heuristic");
+    assert.deepEqual(r.reasons.map((x) => x.code), ["SIMPLE_QUERY"]);
+    assert.equal(r.features.queryType, "factual");
+    assert.ok(r.requestId);
+  });
+
+  test("route with the bundled classifier reports scores for every tier", async () => {
+    const r = await client.route("Prove that sqrt(2) is irrational.", { requestId: "node-1" });
+    assert.equal(r.strategy, "classifier");
+    assert.equal(r.requestId, "node-1");
+    assert.deepEqual(Object.keys(r.scores), ["cheap", "mid", "expensive"]);
+    const total = Object.values(r.scores).reduce((a, b) => a + b, 0);
+    assert.ok(Math.abs(total - 1) < 1e-6, `scores sum to ${total}`);
+    assert.ok(r.modelVersion);
+    assert.ok(r.rule === "calibrated" || r.rule === "published");
+  });
+
+  test("cascade answers and reports every hop", async () => {
+    const r = await client.cascade("Tell me about otters.", {
+      judge: "always",
+      startTier: "cheap",
+      speculation: false,
+    });
+    assert.ok(r.answer.length > 0);
+    assert.equal(r.hops[0]?.role, "answer");
+    assert.equal(r.hops[0]?.tier, "cheap");
+    assert.ok(r.hops.some((h) => h.role === "judge" && h.verdict !== null));
+    const cost = r.hops.reduce((sum, h) => sum + h.costUsd, 0);
+    assert.ok(Math.abs(cost - r.totalCostUsd) < 1e-12);
+    assert.ok(["passed", "failed", "not_required", "unavailable"].includes(r.judgeStatus));
+  });
+
+  test("a rejected request fails with TierRouteError carrying INVALID_ARGUMENT", async () => {
+    await assert.rejects(client.route("   "), (error: unknown) => {
+      assert.ok(error instanceof TierRouteError);
+      assert.equal(error.code, grpc.status.INVALID_ARGUMENT);
+      assert.equal(error.transient, false);
+      return true;
+    });
+  });
+
+  test("every call carries the default deadline", async () => {
+    const deadlines: Array<grpc.Deadline | undefined> = [];
+    const recorder: grpc.Interceptor = (options, next) => {
+      deadlines.push(options.deadline);
+      return new grpc.InterceptingCall(next(options));
+    };
+    const recorded = new TierRouteClient(server.address, { interceptors: [recorder] });
+    try {
+      const before = Date.now();
+      await recorded.route("hello");
+      const deadline = deadlines[0];
+      assert.ok(deadline instanceof Date);
+      assert.ok(deadline.getTime() >= before + DEFAULT_DEADLINE_MS);
+    } finally {
+      recorded.close();
+    }
+  });
+
+  test("round_robin over a dead and a live address answers every call", async () => {
+    const balanced = new TierRouteClient([await deadAddress(), server.address]);
+    try {
+      for (let i = 0; i < 20; i += 1) {
+        const r = await balanced.route("hello", { strategy: "heuristic" });
+        assert.equal(r.tier, "cheap");
+      }
+    } finally {
+      balanced.close();
+    }
+  });
+});

@@ -1,0 +1,148 @@
+"""The keyword options of `route` and `cascade`, and the protobuf requests built from them.
+
+The server validates every value (limits, tier names, ranges); the client only maps Python
+values onto the contract, so one set of rules lives in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal, TypedDict, TypeVar
+
+from tierroute.v1 import tierroute_pb2 as pb
+
+Role = Literal["system", "user", "assistant"]
+Strategy = Literal["heuristic", "classifier", "self_routing"]
+Rule = Literal["calibrated", "published"]
+JudgeMode = Literal["always", "never"]
+_V = TypeVar("_V")
+
+_ROLES: dict[str, pb.Role.ValueType] = {
+    "system": pb.ROLE_SYSTEM,
+    "user": pb.ROLE_USER,
+    "assistant": pb.ROLE_ASSISTANT,
+}
+_STRATEGIES: dict[str, pb.Strategy.ValueType] = {
+    "heuristic": pb.STRATEGY_HEURISTIC,
+    "classifier": pb.STRATEGY_CLASSIFIER,
+    "self_routing": pb.STRATEGY_SELF_ROUTING,
+}
+_RULES: dict[str, pb.DecisionRule.ValueType] = {
+    "calibrated": pb.DECISION_RULE_CALIBRATED,
+    "published": pb.DECISION_RULE_PUBLISHED,
+}
+_JUDGE: dict[str, pb.JudgeMode.ValueType] = {
+    "always": pb.JUDGE_MODE_ALWAYS,
+    "never": pb.JUDGE_MODE_NEVER,
+}
+
+
+class RouteOptions(TypedDict, total=False):
+    """Keyword options of `route`; every one may be left out."""
+
+    messages: Sequence[tuple[Role, str]]
+    strategy: Strategy
+    rule: Rule
+    quality_floor: float
+    max_cost_usd: float
+    tenant_id: str
+    session_id: str
+    metadata: Mapping[str, str]
+    request_id: str
+    timeout: float | None
+
+
+class FeedbackOptions(TypedDict, total=False):
+    """Keyword options of `feedback`."""
+
+    tenant_id: str
+    timeout: float | None
+
+
+class CascadeOptions(RouteOptions, total=False):
+    """Keyword options of `cascade`: those of `route` plus the cascade's own."""
+
+    start_tier: str
+    speculation: bool
+    judge: JudgeMode
+    max_output_tokens: int
+
+
+def _lookup(table: Mapping[str, _V], name: str, what: str) -> _V:
+    try:
+        return table[name]
+    except KeyError:
+        raise ValueError(f"unknown {what} {name!r}; expected one of {sorted(table)}") from None
+
+
+def _messages(options: RouteOptions) -> list[pb.ChatMessage]:
+    return [
+        pb.ChatMessage(role=_lookup(_ROLES, role, "role"), content=content)
+        for role, content in options.get("messages", ())
+    ]
+
+
+def _policy(options: RouteOptions) -> pb.RoutingPolicy | None:
+    if not {"rule", "quality_floor", "max_cost_usd"} & options.keys():
+        return None
+    rule = options.get("rule")
+    return pb.RoutingPolicy(
+        rule=_lookup(_RULES, rule, "rule") if rule else pb.DECISION_RULE_UNSPECIFIED,
+        quality_floor=options.get("quality_floor", 0.0),
+        max_cost_usd=options.get("max_cost_usd", 0.0),
+    )
+
+
+def _strategy(options: RouteOptions) -> pb.Strategy.ValueType:
+    name = options.get("strategy")
+    return _lookup(_STRATEGIES, name, "strategy") if name else pb.STRATEGY_UNSPECIFIED
+
+
+def route_request(text: str | None, options: RouteOptions) -> pb.RouteRequest:
+    """The RouteRequest for `route(text, **options)`."""
+    return pb.RouteRequest(
+        query=text or "",
+        messages=_messages(options),
+        strategy=_strategy(options),
+        tenant_id=options.get("tenant_id", ""),
+        session_id=options.get("session_id", ""),
+        policy=_policy(options),
+        metadata=dict(options.get("metadata", {})),
+        request_id=options.get("request_id", ""),
+    )
+
+
+def cascade_request(text: str | None, options: CascadeOptions) -> pb.CascadeRequest:
+    """The CascadeRequest for `cascade(text, **options)`."""
+    speculation = options.get("speculation")
+    judge = options.get("judge")
+    return pb.CascadeRequest(
+        query=text or "",
+        messages=_messages(options),
+        strategy=_strategy(options),
+        start_tier=options.get("start_tier", ""),
+        tenant_id=options.get("tenant_id", ""),
+        session_id=options.get("session_id", ""),
+        policy=_policy(options),
+        metadata=dict(options.get("metadata", {})),
+        request_id=options.get("request_id", ""),
+        max_output_tokens=options.get("max_output_tokens", 0),
+        speculation=(
+            pb.SPECULATION_MODE_UNSPECIFIED
+            if speculation is None
+            else pb.SPECULATION_MODE_ON
+            if speculation
+            else pb.SPECULATION_MODE_OFF
+        ),
+        judge_mode=_lookup(_JUDGE, judge, "judge mode") if judge else pb.JUDGE_MODE_UNSPECIFIED,
+    )
+
+
+def feedback_request(
+    request_id: str, rating: int | None, correct: bool | None, tenant_id: str
+) -> pb.FeedbackRequest:
+    """The FeedbackRequest; `correct` stays unset (not False) when not given."""
+    request = pb.FeedbackRequest(request_id=request_id, rating=rating or 0, tenant_id=tenant_id)
+    if correct is not None:
+        request.correct = correct
+    return request
