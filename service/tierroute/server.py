@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -22,10 +23,12 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from tierroute import telemetry
 from tierroute.admission import AdmissionInterceptor
 from tierroute.backend import Backend, build_backend
+from tierroute.breaker import BreakerBoard
 from tierroute.cascade import CascadeEngine
-from tierroute.metrics import Metrics
+from tierroute.metrics import BreakerState, Metrics
 from tierroute.providers.base import Provider
 from tierroute.querylog import QueryLogWriter
+from tierroute.registry import ModelRegistry, ModelReloader, startup_model
 from tierroute.router import Router, Scorer
 from tierroute.security import AuthInterceptor, server_credentials
 from tierroute.servicer import TierRouterServicer
@@ -38,6 +41,75 @@ logger = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TierRouter"].full_name
 WARM_UP_QUERY = "warm-up: what is the capital of France?"
+
+
+def tier_health_name(tier: str) -> str:
+    """The health service name that reports `tier`'s circuit breaker."""
+    return f"{SERVICE_NAME}/tier/{tier}"
+
+
+# grpc_health ships no type information, so its servicer is Any to mypy.
+class BreakerHealthServicer(health.aio.HealthServicer):  # type: ignore[misc,name-defined]
+    """Standard health checking, plus one service name per tier for its circuit breaker.
+
+    `tier_health_name(tier)` is NOT_SERVING while that tier's breaker is open and SERVING
+    otherwise (closed, or half-open and trying calls). The service's own status never
+    follows a breaker: one provider being down does not stop tierroute serving.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._board: BreakerBoard | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._syncs: set[asyncio.Task[None]] = set()
+
+    async def follow(self, board: BreakerBoard) -> None:
+        """Publish `board`'s states now and after every transition."""
+        self._board, self._loop = board, asyncio.get_running_loop()
+        board.subscribe(self._changed)
+        await self.sync()
+
+    def _changed(self, tier: str, state: BreakerState) -> None:
+        # Called on whichever thread moved the breaker; health is set on the server's loop.
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._spawn_sync)
+
+    def _spawn_sync(self) -> None:
+        if self._board is None:
+            return
+        task = asyncio.create_task(self.sync())
+        self._syncs.add(task)
+        task.add_done_callback(self._syncs.discard)
+
+    async def sync(self) -> None:
+        """Set every tier's health status from its breaker's state now."""
+        if self._board is None:
+            return
+        for tier, state in self._board.states().items():
+            status = (
+                health_pb2.HealthCheckResponse.NOT_SERVING
+                if state == "open"
+                else health_pb2.HealthCheckResponse.SERVING
+            )
+            await self.set(tier_health_name(tier), status)
+
+    async def Check(  # noqa: N802 - the gRPC method name
+        self, request: health_pb2.HealthCheckRequest, context: Any
+    ) -> health_pb2.HealthCheckResponse:
+        # An open breaker turns half-open when its cool-down passes, with no call to see it.
+        await self.sync()
+        response: health_pb2.HealthCheckResponse = await super().Check(request, context)
+        return response
+
+    async def close(self) -> None:
+        """Stop following the breakers and report every tier NOT_SERVING: the server stops."""
+        board, self._board, self._loop = self._board, None, None
+        if self._syncs:
+            await asyncio.wait(set(self._syncs))
+        if board is not None:
+            for tier in board.states():
+                await self.set(tier_health_name(tier), health_pb2.HealthCheckResponse.NOT_SERVING)
 
 
 def load_scorer(settings: Settings) -> Scorer:
@@ -80,16 +152,30 @@ class TierRouteServer:
         self.engine: CascadeEngine | None = None
         self._extra_interceptors = tuple(interceptors)
         self._server: aio.Server | None = None
-        self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self._health = BreakerHealthServicer()
         self.router: Router | None = None
+        # Hot reload and rollback of the router model (ReloadModel, RollbackModel, watcher).
+        self.models: ModelReloader | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self.port = 0
         self.admission = AdmissionInterceptor(settings.server.max_in_flight)
 
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         """Bind, load and warm the model, then report SERVING; returns the bound port."""
         cfg = self.settings.server
-        scorer = self._scorer if self._scorer is not None else load_scorer(self.settings)
+        # The registry's promoted version when a registry is configured, else model_dir.
+        registry = ModelRegistry.from_settings(self.settings)
+        initial = startup_model(self.settings, registry, self._scorer)
+        scorer = initial.scorer
         self.router = Router(self.settings, scorer, tracer=self._tracer, metrics=self.metrics)
+        self.models = ModelReloader(
+            self.router,
+            len(self.settings.tiers),
+            registry=registry,
+            static_dir=self.settings.routing.model_dir,
+            initial=initial,
+            coverage_sample_rate=self.settings.querylog.coverage_sample_rate,
+        )
         # Load and warm before binding: a bad model fails start-up before any port opens.
         self._warm_up(scorer)
         server = aio.server(
@@ -120,12 +206,14 @@ class TierRouteServer:
         self.engine = CascadeEngine(
             self.settings, self.router, provider, tracer=self._tracer, metrics=self.metrics
         )
+        await self._health.follow(self.engine.breakers)
         pb_grpc.add_TierRouterServicer_to_server(
             TierRouterServicer(
                 self.settings,
                 self.router,
                 self.engine,
                 querylog=self._querylog,
+                models=self.models,
                 forward_fault_headers=forward,
             ),
             server,
@@ -144,6 +232,11 @@ class TierRouteServer:
         await server.start()
         self._server = server
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        poll_s = self.settings.routing.registry_poll_s
+        if registry is not None and poll_s > 0:
+            self._watcher = asyncio.create_task(
+                self.models.watch(poll_s), name="tierroute-model-watcher"
+            )
         logger.info("serving on port %s (model %s)", self.port, self.router.model_version)
         return self.port
 
@@ -173,11 +266,23 @@ class TierRouteServer:
         for name in ("", SERVICE_NAME):
             await self._health.set(name, status)
 
-    async def stop(self, grace_s: float | None = None) -> None:
-        """NOT_SERVING, refuse new calls, let calls in flight finish within the grace period."""
+    async def stop(self, grace_s: float | None = None, drain_s: float = 0.0) -> None:
+        """NOT_SERVING, refuse new calls, let calls in flight finish within the grace period.
+
+        With `drain_s`, the server keeps serving for that long after reporting NOT_SERVING,
+        so that health-checking clients and load balancers move their new calls elsewhere
+        before this replica stops accepting them.
+        """
         if self._server is None:
             return
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.wait([self._watcher])
+            self._watcher = None
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if drain_s > 0:
+            await asyncio.sleep(drain_s)
+        await self._health.close()
         grace = self.settings.server.grace_period_s if grace_s is None else grace_s
         await self._server.stop(grace)
         self._server = None
@@ -217,8 +322,12 @@ async def serve(settings: Settings, host: str | None = None, port: int | None = 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        logger.info("shutting down; grace period %ss", settings.server.grace_period_s)
-        await server.stop()
+        logger.info(
+            "shutting down; drain %ss, grace period %ss",
+            settings.server.drain_delay_s,
+            settings.server.grace_period_s,
+        )
+        await server.stop(drain_s=settings.server.drain_delay_s)
     finally:
         # Flushing blocks on the exporter's network calls; keep the loop free meanwhile.
         await asyncio.to_thread(tel.shutdown)

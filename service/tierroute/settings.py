@@ -12,7 +12,7 @@ import dataclasses
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -79,6 +79,9 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 50051
     grace_period_s: float = 10.0
+    # After SIGTERM: keep serving this long while reporting NOT_SERVING, so clients and load
+    # balancers stop sending new calls here before the server stops accepting them.
+    drain_delay_s: float = 1.0
     max_receive_message_bytes: int = 4 * 1024 * 1024
     max_send_message_bytes: int = 4 * 1024 * 1024
     max_concurrent_rpcs: int = 512
@@ -117,9 +120,10 @@ class RoutingConfig:
     session_cache_size: int = 10_000
     # Output tokens assumed when estimating the cost of a tier before calling it.
     expected_output_tokens: int = 400
-    # The versioned model registry (tierroute.registry, docs/operations.md); empty = serve
-    # model_dir only. An empty registry takes model_dir as its first version.
-    registry_dir: Path | None = Path("models")
+    # The versioned model registry (tierroute.registry, docs/operations.md), e.g. "models";
+    # unset = serve model_dir only. An empty registry takes model_dir as its first version;
+    # after that the registry's promoted version is served and model_dir is not read.
+    registry_dir: Path | None = None
     # Seconds between checks of the registry's promoted version, for hot reload; 0 = off.
     registry_poll_s: float = 0.0
 
@@ -290,6 +294,60 @@ class TelemetryConfig:
     service_name: str = "tierroute"
 
 
+DEGRADE_ACTIONS = ("skip_to_next", "fall_back", "fail")
+
+
+@dataclass(frozen=True)
+class BreakerConfig:
+    """Per-tier circuit breakers, and what Cascade does while a tier's breaker is open.
+
+    A tier's breaker opens after `failure_threshold` retryable failures in a row, or when at
+    least `min_calls` calls in the last `window_s` seconds failed at `failure_rate` or more;
+    after `cooldown_s` it lets `half_open_max_calls` trial calls through: a success closes
+    it, a failure opens it again. Terminal errors and cancellations never count.
+    """
+
+    enabled: bool = True
+    # Retryable failures in a row that open the breaker; 0 turns this rule off.
+    failure_threshold: int = 5
+    # Share of failed calls in the window that opens the breaker; 0 turns this rule off.
+    failure_rate: float = 0.5
+    min_calls: int = 20
+    window_s: float = 30.0
+    cooldown_s: float = 10.0
+    half_open_max_calls: int = 1
+    # "tier=action" entries; action is skip_to_next (the next tier up answers), fall_back
+    # (the answer already held, else the nearest tier below, unjudged) or fail (UNAVAILABLE).
+    # Unlisted tiers skip to the next tier, and the top tier, which has none, falls back.
+    degrade: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.failure_rate <= 1.0:
+            raise ConfigError("breaker.failure_rate must be within [0, 1]")
+        if self.window_s <= 0 or self.half_open_max_calls < 1:
+            raise ConfigError(
+                "breaker.window_s must be positive and breaker.half_open_max_calls at least 1"
+            )
+
+    def actions(self, tier_names: Sequence[str]) -> dict[str, str]:
+        """The degradation action of every tier; ConfigError for an entry that cannot work."""
+        actions = dict.fromkeys(tier_names[:-1], "skip_to_next")
+        actions[tier_names[-1]] = "fall_back"
+        for entry in self.degrade:
+            tier, sep, action = (part.strip() for part in entry.partition("="))
+            if not sep or action not in DEGRADE_ACTIONS:
+                raise ConfigError(
+                    f"breaker.degrade entry {entry!r} must be TIER=ACTION with ACTION one of "
+                    f"{', '.join(DEGRADE_ACTIONS)}"
+                )
+            if tier not in actions:
+                raise ConfigError(f"breaker.degrade names unknown tier {tier!r}")
+            if tier == tier_names[-1] and action == "skip_to_next":
+                raise ConfigError(f"breaker.degrade: the top tier {tier!r} has no next tier")
+            actions[tier] = action
+        return actions
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything tierroute is configured with; built once in `__main__`."""
@@ -305,6 +363,7 @@ class Settings:
     auth: AuthConfig = field(default_factory=AuthConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
     tiers: tuple[TierConfig, ...] = ()
 
     def tier(self, name: str) -> TierConfig:
@@ -380,6 +439,7 @@ class Settings:
             raise ConfigError("telemetry.mode must be off, console, otlp or a comma list of them")
         if not 0.0 <= self.telemetry.sample_ratio <= 1.0:
             raise ConfigError("telemetry.sample_ratio must be within [0, 1]")
+        self.breaker.actions(names)
         for section in dataclasses.fields(self):
             value = getattr(self, section.name)
             if dataclasses.is_dataclass(value):

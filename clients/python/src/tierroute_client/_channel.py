@@ -63,7 +63,12 @@ def service_config(
     retry: RetryPolicy | None, *, retry_cascade: bool = False, load_balancing: str = "round_robin"
 ) -> dict[str, Any]:
     """The service config: a balancing policy, and retries for Route (and Cascade if asked)."""
-    config: dict[str, Any] = {"loadBalancingConfig": [{load_balancing: {}}]}
+    config: dict[str, Any] = {
+        "loadBalancingConfig": [{load_balancing: {}}],
+        # Client-side health checking: a replica that reports NOT_SERVING (draining on
+        # shutdown) gets no new calls, so a graceful stop loses none.
+        "healthCheckConfig": {"serviceName": SERVICE},
+    }
     if retry is not None:
         methods = [{"service": SERVICE, "method": "Route"}]
         if retry_cascade:
