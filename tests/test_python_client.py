@@ -217,8 +217,14 @@ def test_service_config_retries_cascade_when_asked() -> None:
 
 
 def test_service_config_without_retries_has_no_method_config() -> None:
-    """`retry=None` leaves balancing only."""
-    assert set(service_config(None)) == {"loadBalancingConfig"}
+    """`retry=None` leaves balancing and health checking only."""
+    assert set(service_config(None)) == {"loadBalancingConfig", "healthCheckConfig"}
+
+
+def test_service_config_checks_replica_health() -> None:
+    """The client skips replicas whose TierRouter health is NOT_SERVING (draining)."""
+    config = service_config(RetryPolicy())
+    assert config["healthCheckConfig"] == {"serviceName": "tierroute.v1.TierRouter"}
 
 
 def test_retry_policy_rejects_unknown_status_codes() -> None:
