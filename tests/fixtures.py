@@ -13,20 +13,37 @@ from pathlib import Path
 from typing import Any
 
 TRIO = {"cheap": "flash-model", "mid": "pro-model", "expensive": "big-model"}
-CLAUDE = {"cheap": "claude-3-haiku-20240307", "mid": "claude-3-sonnet-20240229",
-          "expensive": "claude-3-opus-20240229"}
-PRICES = {"flash-model": (0.075, 0.3), "pro-model": (1.25, 5.0), "big-model": (5.0, 15.0),
-          "claude-3-haiku-20240307": (0.25, 1.25), "claude-3-sonnet-20240229": (3.0, 15.0),
-          "claude-3-opus-20240229": (15.0, 75.0)}
+CLAUDE = {
+    "cheap": "claude-3-haiku-20240307",
+    "mid": "claude-3-sonnet-20240229",
+    "expensive": "claude-3-opus-20240229",
+}
+PRICES = {
+    "flash-model": (0.075, 0.3),
+    "pro-model": (1.25, 5.0),
+    "big-model": (5.0, 15.0),
+    "claude-3-haiku-20240307": (0.25, 1.25),
+    "claude-3-sonnet-20240229": (3.0, 15.0),
+    "claude-3-opus-20240229": (15.0, 75.0),
+}
 
 _TOPICS = {
     # task -> (task_type, easy words, hard words)
-    "toy_facts": ("knowledge_mcq", ["capital", "colour", "animal", "river"],
-                  ["quantum", "renormalization", "cohomology", "eigenvalue"]),
-    "toy_math": ("math", ["add", "sum", "apples", "total"],
-                 ["integral", "modular", "polynomial", "combinatorics"]),
-    "toy_code": ("code_reasoning", ["print", "list", "append", "len"],
-                 ["recursion", "bitmask", "generator", "closure"]),
+    "toy_facts": (
+        "knowledge_mcq",
+        ["capital", "colour", "animal", "river"],
+        ["quantum", "renormalization", "cohomology", "eigenvalue"],
+    ),
+    "toy_math": (
+        "math",
+        ["add", "sum", "apples", "total"],
+        ["integral", "modular", "polynomial", "combinatorics"],
+    ),
+    "toy_code": (
+        "code_reasoning",
+        ["print", "list", "append", "len"],
+        ["recursion", "bitmask", "generator", "closure"],
+    ),
 }
 
 
@@ -49,16 +66,26 @@ def make_record(index: int, rng: random.Random, *, claude: bool = False) -> dict
             in_tok, out_tok = 50 + len(prompt) // 4, 40 + 30 * rank
             price_in, price_out = PRICES[key]
             models[key] = {
-                "canonical_model": key, "correct": correct, "pred": pred,
-                "input_tokens": in_tok, "output_tokens": out_tok,
+                "canonical_model": key,
+                "correct": correct,
+                "pred": pred,
+                "input_tokens": in_tok,
+                "output_tokens": out_tok,
                 "cost_usd": round((in_tok * price_in + out_tok * price_out) / 1e6, 9),
                 "response": f"Reasoning by {key} about case {index}. The answer is ({pred}).",
             }
     labels = [t for r, t in enumerate(("cheap", "mid", "expensive")) if difficulty <= r]
     return {
-        "id": f"{task}/{index}", "task": task, "task_type": task_type, "category": task,
-        "prompt": prompt, "reference_answer": reference, "tiers": dict(TRIO), "models": models,
-        "min_tier_correct": labels[0] if labels else "none", "split": "dev",
+        "id": f"{task}/{index}",
+        "task": task,
+        "task_type": task_type,
+        "category": task,
+        "prompt": prompt,
+        "reference_answer": reference,
+        "tiers": dict(TRIO),
+        "models": models,
+        "min_tier_correct": labels[0] if labels else "none",
+        "split": "dev",
     }
 
 

@@ -55,8 +55,11 @@ def test_quality_floor_tightens_every_tier() -> None:
     [
         ("What is the capital of France?", 0, Reason.SIMPLE_QUERY),
         ("word " * 3100, 2, Reason.LONG_INPUT),
-        ("Analyze the data, then compare the results and finally explain why.", 2,
-         Reason.ANALYTICAL_MULTI_STEP),
+        (
+            "Analyze the data, then compare the results and finally explain why.",
+            2,
+            Reason.ANALYTICAL_MULTI_STEP,
+        ),
         ("Write a Python function that reverses a list.", 1, Reason.CODING_OR_ANALYTICAL),
     ],
 )

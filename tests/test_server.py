@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 
 import grpc
@@ -65,9 +67,7 @@ async def test_route_published_rule_on_request() -> None:
     """A request can ask for the published rule verbatim."""
     async with running_server(scorer=StaticScorer((0.6, 0.33, 0.07))) as s:
         r = await s.stub.Route(
-            pb.RouteRequest(
-                query="q", policy=pb.RoutingPolicy(rule=pb.DECISION_RULE_PUBLISHED)
-            )
+            pb.RouteRequest(query="q", policy=pb.RoutingPolicy(rule=pb.DECISION_RULE_PUBLISHED))
         )
     assert r.tier.name == "mid"
     assert r.rule == pb.DECISION_RULE_PUBLISHED
@@ -228,12 +228,20 @@ async def test_unexpected_failure_is_internal_without_details() -> None:
     assert "Traceback" not in (err.value.details() or "")
 
 
-async def test_health_is_not_serving_after_stop() -> None:
-    """Stopping the server first reports NOT_SERVING."""
+async def test_draining_server_reports_not_serving_but_still_answers() -> None:
+    """On stop the server reports NOT_SERVING first and keeps answering during the drain."""
     async with running_server(scorer=EASY) as s:
-        await s.server.stop(0)
-        statuses = {
-            name: status
-            for name, status in s.server._health._server_status.items()  # noqa: SLF001
-        }
-    assert set(statuses.values()) == {health_pb2.HealthCheckResponse.NOT_SERVING}
+        watch = health_pb2_grpc.HealthStub(s.channel).Watch(
+            health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+        )
+        first = await watch.read()
+        stopping = asyncio.create_task(s.server.stop(0, drain_s=3600))
+        second = await watch.read()
+        during_drain = await s.stub.Route(pb.RouteRequest(query="still there?"))
+        stopping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stopping
+        watch.cancel()
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+    assert second.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert during_drain.tier.name == "cheap"

@@ -20,9 +20,7 @@ def test_defaults_have_three_tiers_cheapest_first() -> None:
 
 def test_environment_overrides_any_field() -> None:
     """TIERROUTE_<SECTION>_<FIELD> and the short aliases override the file."""
-    s = Settings.from_env(
-        {"TIERROUTE_PORT": "6001", "TIERROUTE_CASCADE_JUDGE_SAMPLE_RATE": "0.5"}
-    )
+    s = Settings.from_env({"TIERROUTE_PORT": "6001", "TIERROUTE_CASCADE_JUDGE_SAMPLE_RATE": "0.5"})
     assert s.server.port == 6001
     assert s.cascade.judge_sample_rate == 0.5
 

@@ -98,8 +98,7 @@ def _keyword_alternatives(words: tuple[str, ...]) -> str:
 _TYPE_PATTERN = re.compile(
     r"\b(?:"
     + "|".join(
-        f"(?P<{kind}>{_keyword_alternatives(words)})"
-        for kind, words in QUERY_TYPE_KEYWORDS.items()
+        f"(?P<{kind}>{_keyword_alternatives(words)})" for kind, words in QUERY_TYPE_KEYWORDS.items()
     )
     + ")"
 )
