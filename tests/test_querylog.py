@@ -223,12 +223,15 @@ async def test_sqlite_file_is_in_wal_mode(sqlite_file: Path) -> None:
 async def test_sqlite_migrations_are_idempotent(sqlite_file: Path) -> None:
     """Migrating twice applies each version once."""
     store = SqliteStore(sqlite_file)
+    latest = load("sqlite")[-1].version
     assert await store.schema_version() == 0
-    assert await store.migrate() == 1
-    assert await store.migrate() == 1
+    assert await store.migrate() == latest
+    assert await store.migrate() == latest
     await store.aclose()
     with sqlite3.connect(sqlite_file) as conn:
-        assert conn.execute("SELECT version FROM schema_migrations").fetchall() == [(1,)]
+        assert conn.execute("SELECT version FROM schema_migrations").fetchall() == [
+            (m.version,) for m in load("sqlite")
+        ]
     conn.close()
 
 
@@ -236,12 +239,13 @@ def test_sqlite_concurrent_migrations_apply_once(sqlite_file: Path) -> None:
     """Two stores migrating one new file at the same moment both succeed, applying it once."""
     assert_concurrent_migrations(lambda: SqliteStore(sqlite_file, busy_timeout_s=30))
     with sqlite3.connect(sqlite_file) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone() == (1,)
+        count = conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()
+        assert count == (len(load("sqlite")),)
     conn.close()
 
 
 def assert_concurrent_migrations(make_store: object) -> None:
-    """Run migrate() on two threads released together; both must report version 1."""
+    """Run migrate() on two threads released together; both must report the latest version."""
     barrier = threading.Barrier(2)
     results: list[object] = []
 
@@ -259,7 +263,8 @@ def assert_concurrent_migrations(make_store: object) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert results == [1, 1]
+    latest = load("sqlite")[-1].version
+    assert results == [latest, latest]
 
 
 async def test_sqlite_skips_ids_it_already_holds(sqlite_file: Path) -> None:
@@ -565,16 +570,18 @@ def test_postgres_concurrent_migrations_apply_once(pg_url: str) -> None:
     """Two stores migrating one new schema at once both succeed, applying it once."""
     assert_concurrent_migrations(lambda: PostgresStore(pg_url))
     with psycopg.connect(pg_url) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone() == (1,)
+        count = conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()
+        assert count == (len(load("postgresql")),)
 
 
 @pytest.mark.postgres
 async def test_postgres_migrations_are_idempotent(pg_url: str) -> None:
     """Migrating an up-to-date schema changes nothing."""
     store = open_store(pg_url)
+    latest = load("postgresql")[-1].version
     assert await store.schema_version() == 0
-    assert await store.migrate() == 1
-    assert await store.migrate() == 1
+    assert await store.migrate() == latest
+    assert await store.migrate() == latest
     await store.aclose()
 
 
@@ -721,7 +728,7 @@ def test_two_writer_processes_lose_and_duplicate_nothing(pg_url: str, tmp_path: 
             "(SELECT COUNT(DISTINCT request_id) FROM query_log), "
             "(SELECT COUNT(*) FROM feedback), (SELECT COUNT(*) FROM schema_migrations)"
         ).fetchone()
-    assert counts == (900, 900, 800, 1)
+    assert counts == (900, 900, 800, len(load("postgresql")))
 
 
 async def test_nan_scores_survive_as_nan(sqlite_file: Path) -> None:

@@ -217,6 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     cascade.add_argument("--json", action="store_true", help="print one JSON object")
     cascade.set_defaults(func=_cmd_cascade)
 
+    from tierroute.ops_cli import (
+        add_audit_parser,
+        add_drift_parser,
+        add_models_parser,
+        add_retrain_parser,
+        add_rollback_parser,
+    )
     from tierroute.querylog.cli import add_report_parser
     from tierroute.replay.cli import add_replay_parser
     from tierroute.security import add_token_parser
@@ -226,6 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_replay_parser(sub)
     add_token_parser(sub)
     add_report_parser(sub)
+    for add in (
+        add_audit_parser,
+        add_drift_parser,
+        add_retrain_parser,
+        add_rollback_parser,
+        add_models_parser,
+    ):
+        add(sub)
     return parser
 
 

@@ -28,7 +28,7 @@ from tierroute.cascade import CascadeEngine
 from tierroute.metrics import BreakerState, Metrics
 from tierroute.providers.base import Provider
 from tierroute.querylog import QueryLogWriter
-from tierroute.registry import ModelRegistry, ModelReloader, startup_model
+from tierroute.registry import Loader, ModelRegistry, ModelReloader, load_model, startup_model
 from tierroute.router import Router, Scorer
 from tierroute.security import AuthInterceptor, server_credentials
 from tierroute.servicer import TierRouterServicer
@@ -112,13 +112,6 @@ class BreakerHealthServicer(health.aio.HealthServicer):  # type: ignore[misc,nam
                 await self.set(tier_health_name(tier), health_pb2.HealthCheckResponse.NOT_SERVING)
 
 
-def load_scorer(settings: Settings) -> Scorer:
-    """Load the ONNX router model named by the settings; ModelLoadError names a bad file."""
-    from tierroute.classifier import RouterModel
-
-    return RouterModel.load(settings.routing.model_dir, len(settings.tiers))
-
-
 class TierRouteServer:
     """The gRPC server with its health, reflection and error-mapping wiring."""
 
@@ -134,8 +127,10 @@ class TierRouteServer:
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
         querylog: QueryLogWriter | None = None,
+        model_loader: Loader = load_model,
     ) -> None:
         self.settings = settings
+        self._model_loader = model_loader
         # An injected query-log writer is the caller's to start and close; a built one is ours.
         self._querylog = querylog
         self._own_querylog: QueryLogWriter | None = None
@@ -174,6 +169,7 @@ class TierRouteServer:
             registry=registry,
             static_dir=self.settings.routing.model_dir,
             initial=initial,
+            loader=self._model_loader,
             coverage_sample_rate=self.settings.querylog.coverage_sample_rate,
         )
         # Load and warm before binding: a bad model fails start-up before any port opens.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import random
 import uuid
 from typing import Any
 
@@ -18,9 +19,16 @@ from grpc import aio
 from tierroute import convert, recording
 from tierroute.backend import FAULT_HEADERS
 from tierroute.cascade import CascadeEngine
-from tierroute.errors import ConfigError, InvalidRequest, NotFound, TierrouteError
+from tierroute.errors import (
+    ConfigError,
+    InvalidRequest,
+    ModelLoadError,
+    NotFound,
+    TierrouteError,
+)
 from tierroute.querylog import FeedbackRecord, QueryLogWriter, QueryRecord
 from tierroute.querylog.records import Kind
+from tierroute.registry import ModelReloader, valid_version_name
 from tierroute.router import RouteQuery, Router
 from tierroute.security import current_tenant
 from tierroute.settings import Settings
@@ -51,19 +59,33 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
         engine: CascadeEngine | None,
         *,
         querylog: QueryLogWriter | None = None,
+        models: ModelReloader | None = None,
         forward_fault_headers: bool = False,
     ) -> None:
         self._settings = settings
         self._router = router
         self._engine = engine
         self._log = querylog
+        self._models = models
         self._store_text = settings.querylog.store_text
+        self._audit_rate = settings.querylog.audit_sample_rate
+        self._rng = random.Random()
         self._forward_faults = forward_fault_headers
         self._tier_names = tuple(t.name for t in settings.tiers)
 
-    def _record(self, record: QueryRecord) -> None:
-        if self._log is not None:
-            self._log.submit(record)
+    def _record(self, record: QueryRecord, text: str, answer: str | None = None) -> None:
+        if self._log is None:
+            return
+        changes: dict[str, Any] = {}
+        if self._models is not None:
+            # A number for drift checks, for a sample of calls; never the text itself.
+            coverage = self._models.coverage(text, record.query_sha256, record.model_version)
+            if coverage is not None:
+                changes["vocab_coverage"] = coverage
+        if answer is not None and self._audit_rate > 0 and self._rng.random() < self._audit_rate:
+            # An opted-in audit sample: the question and answer an audit re-judges.
+            changes.update(query_text=text, answer_text=answer)
+        self._log.submit(dataclasses.replace(record, **changes) if changes else record)
 
     def _record_failure(
         self,
@@ -105,7 +127,9 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
         except BaseException as exc:
             self._record_failure("route", request, exc)
             raise
-        self._record(recording.route_record(query, decision, store_text=self._store_text))
+        self._record(
+            recording.route_record(query, decision, store_text=self._store_text), query.text
+        )
         return convert.route_response(decision, query.request_id, self._tier_names)
 
     async def Cascade(self, request: pb.CascadeRequest, context: Context) -> pb.CascadeResponse:
@@ -128,7 +152,9 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
         self._record(
             recording.cascade_record(
                 query.route, result, strategy=strategy, store_text=self._store_text
-            )
+            ),
+            query.route.text,
+            result.answer,
         )
         return convert.cascade_response(result, self._tier_names)
 
@@ -156,14 +182,31 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
         )
         return pb.FeedbackResponse(request_id=request.request_id)
 
+    def _reloader(self) -> ModelReloader:
+        if self._models is None:
+            raise ConfigError("this server cannot reload its model")
+        return self._models
+
     async def ReloadModel(
         self, request: pb.ReloadModelRequest, context: Context
     ) -> pb.ReloadModelResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "model reload is not available yet")
-        raise AssertionError("unreachable")
+        if request.version and not valid_version_name(request.version):
+            raise InvalidRequest("version must be a registry version name (letters, digits, ._-)")
+        serving = self._router.model_version
+        try:
+            swap = await self._reloader().reload(request.version)
+        except ModelLoadError as exc:
+            # At start-up a bad model means nothing can serve (UNAVAILABLE); here the old
+            # model keeps serving, so the call failed on the registry's state instead.
+            raise ConfigError(f"model not reloaded; still serving {serving}: {exc}") from exc
+        return pb.ReloadModelResponse(previous_version=swap.previous, version=swap.version)
 
     async def RollbackModel(
         self, request: pb.RollbackModelRequest, context: Context
     ) -> pb.RollbackModelResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "model rollback is not available yet")
-        raise AssertionError("unreachable")
+        serving = self._router.model_version
+        try:
+            swap = await self._reloader().rollback()
+        except ModelLoadError as exc:
+            raise ConfigError(f"not rolled back; still serving {serving}: {exc}") from exc
+        return pb.RollbackModelResponse(previous_version=swap.previous, version=swap.version)

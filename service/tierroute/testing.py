@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -113,3 +115,28 @@ class CallGate(ServerInterceptor):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+class HeldLoader:
+    """A model loader (`tierroute.registry.Loader`) that waits for a release before loading.
+
+    Inject it with `TierRouteServer(..., model_loader=loader)`. The wait is a
+    `threading.Event`, so it holds the reload's worker thread, never the event loop: while
+    it holds, the server must keep answering on the old model.
+    """
+
+    def __init__(self, inner: Callable[[Path, int], Any]) -> None:
+        self._inner = inner
+        self._release = threading.Event()
+        self.started = threading.Event()
+        self.loads: list[Path] = []
+
+    def release(self) -> None:
+        """Let the held load, and every later one, proceed."""
+        self._release.set()
+
+    def __call__(self, bundle: Path, n_tiers: int) -> Any:
+        self.loads.append(bundle)
+        self.started.set()
+        self._release.wait()
+        return self._inner(bundle, n_tiers)

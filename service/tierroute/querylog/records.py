@@ -1,8 +1,9 @@
 """What the query log stores: one `QueryRecord` per Route or Cascade call, and feedback.
 
-Records are plain frozen values built by the servicer; they never hold answer text, and hold
-query text only when `querylog.store_text` is opted in (the writer enforces that). The JSON
-form here is what the spool file holds, so it round-trips every field exactly.
+Records are plain frozen values built by the servicer; they hold query text only when
+`querylog.store_text` is opted in, and answer text only on opt-in audit samples
+(`querylog.audit_sample_rate`); the writer enforces both. The JSON form here is what the
+spool file holds, so it round-trips every field exactly.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def _utc(ts: datetime) -> datetime:
 
 @dataclass(frozen=True)
 class QueryRecord:
-    """Everything logged about one Route or Cascade call; never the answer text."""
+    """Everything logged about one Route or Cascade call; answer text only on audit samples."""
 
     request_id: str
     kind: Kind
@@ -91,6 +92,11 @@ class QueryRecord:
     # The gRPC status code name the call ended with: "OK", "INVALID_ARGUMENT", ...
     status: str = "OK"
     metadata: dict[str, str] = field(default_factory=dict)
+    # The answer, only on an audit sample (querylog.audit_sample_rate > 0, which also keeps
+    # the question); the writer clears it otherwise.
+    answer_text: str | None = None
+    # Share of the query's words in the routing model's vocabulary: a number, never text.
+    vocab_coverage: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ts", _utc(self.ts))
@@ -185,6 +191,8 @@ def query_to_json(record: QueryRecord) -> dict[str, Any]:
         "query_type": record.query_type,
         "status": record.status,
         "metadata": dict(record.metadata),
+        "answer_text": record.answer_text,
+        "vocab_coverage": record.vocab_coverage,
     }
 
 
@@ -196,6 +204,8 @@ def _float(value: Any) -> float:
 def query_from_json(data: Mapping[str, Any]) -> QueryRecord:
     """Rebuild a query record from `query_to_json` output or a stored row mapping."""
     text = data.get("query_text")
+    answer = data.get("answer_text")
+    coverage = data.get("vocab_coverage")
     return QueryRecord(
         request_id=str(data["request_id"]),
         kind="route" if data["kind"] == "route" else "cascade",
@@ -223,6 +233,8 @@ def query_from_json(data: Mapping[str, Any]) -> QueryRecord:
         query_type=str(data.get("query_type") or ""),
         status=str(data.get("status") or ""),
         metadata={str(k): str(v) for k, v in _json_field(data.get("metadata"), {}).items()},
+        answer_text=None if answer is None else str(answer),
+        vocab_coverage=None if coverage is None else float(coverage),
     )
 
 

@@ -120,7 +120,11 @@ class QueryLogWriter:
         True when the record is kept (queued, or spooled because the queue is full);
         False only when it could be kept nowhere, which is counted as `lost` and logged.
         """
-        if record.query_text is not None and not self._config.store_text:
+        # An audit sample keeps its question and answer only while audit sampling is on.
+        audit = record.answer_text is not None and self._config.audit_sample_rate > 0
+        if record.answer_text is not None and not audit:
+            record = dataclasses.replace(record, answer_text=None)
+        if record.query_text is not None and not (self._config.store_text or audit):
             record = dataclasses.replace(record, query_text=None)
         return self._submit(record)
 
