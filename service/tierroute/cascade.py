@@ -35,6 +35,7 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ge
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 
 from tierroute import prompts
+from tierroute.breaker import CIRCUIT_OPEN, BreakerBoard, Permit
 from tierroute.errors import (
     AllTiersFailed,
     BudgetExhausted,
@@ -206,6 +207,8 @@ class _Outcome:
     error: ProviderError | None = None
     stop: Literal["deadline", "budget"] | None = None
     verdict: prompts.Verdict | None = None
+    # The tier's circuit breaker refused the call: nothing was sent.
+    circuit_open: bool = False
 
 
 @dataclass
@@ -476,6 +479,7 @@ class CascadeEngine:
         tracer: trace.Tracer | None = None,
         provider_name: str = "anthropic",
         metrics: Metrics | None = None,
+        breakers: BreakerBoard | None = None,
     ) -> None:
         self._settings = settings
         self._config = settings.cascade
@@ -496,6 +500,16 @@ class CascadeEngine:
         self._sampler = JudgeSampler(
             self._config.judge_sample_rate, parse_rates(self._config.judge_sample_rates)
         )
+        self._breakers = (
+            breakers if breakers is not None else BreakerBoard.from_settings(settings, clock=clock)
+        )
+        if metrics is not None:
+            self._breakers.subscribe(metrics.set_breaker_state)
+
+    @property
+    def breakers(self) -> BreakerBoard:
+        """The per-tier circuit breakers consulted before every provider call."""
+        return self._breakers
 
     @property
     def sampler(self) -> JudgeSampler:
@@ -628,6 +642,27 @@ class CascadeEngine:
             if outcome.stop is not None:
                 await self._cancel(speculative)
                 return self._stopped(run, outcome.stop, fallback, start_index, decision)
+            if outcome.circuit_open:
+                # The tier's degradation policy decides (docs/RELIABILITY.md).
+                tier_name = self._tiers[index].name
+                _degrade(run, f"{CIRCUIT_OPEN}:{tier_name}")
+                action = self._breakers.action(tier_name)
+                if action == "skip_to_next" and index < self._top:
+                    note = ReasonNote(Reason.CIRCUIT_OPEN, f"{tier_name} circuit breaker is open")
+                    self._escalate(run, note, index)
+                    if self_routing:
+                        self_routing, messages = False, plain
+                    index += 1
+                    continue
+                await self._cancel(speculative)
+                if action == "fail":
+                    raise AllTiersFailed(
+                        f"the {tier_name} tier's circuit breaker is open and its degradation "
+                        "policy is to fail"
+                    )
+                return await self._fall_back(
+                    run, index, fallback, plain=plain, start_index=start_index, decision=decision
+                )
             if outcome.completion is None:
                 error = outcome.error
                 assert error is not None  # an outcome is a completion, an error or a stop
@@ -688,6 +723,22 @@ class CascadeEngine:
                 await self._cancel(speculative)
                 fallback = _Candidate(answer, index, "unavailable")
                 return self._stopped(run, verdict_outcome.stop, fallback, start_index, decision)
+            if verdict_outcome.circuit_open:
+                # Unjudged is not passed: escalate, holding the answer in case nothing better.
+                self._escalate(
+                    run,
+                    ReasonNote(
+                        Reason.CIRCUIT_OPEN,
+                        f"{judge_name} circuit breaker is open; "
+                        f"the {self._tiers[index].name} answer was not judged",
+                    ),
+                    index,
+                )
+                _degrade(run, f"{CIRCUIT_OPEN}:{judge_name}")
+                fallback = _Candidate(answer, index, "unavailable")
+                messages = plain
+                index += 1
+                continue
             verdict = verdict_outcome.verdict
             if verdict is not None and verdict.passes is True:
                 await self._cancel(speculative)
@@ -720,6 +771,67 @@ class CascadeEngine:
                 # No verdict means no issues to pass on: the next tier gets the plain question.
                 messages = plain
             index += 1
+
+    async def _fall_back(
+        self,
+        run: _Run,
+        index: int,
+        held: _Candidate | None,
+        *,
+        plain: list[Message],
+        start_index: int,
+        decision: Decision | None,
+    ) -> CascadeResult:
+        """Tier `index` is open and falls back: the answer held, else the nearest tier below.
+
+        An answer from below is returned unjudged (`judge_status = "unavailable"`): the
+        tier that would judge it is the one that is down, or sits above it.
+        """
+        name = self._tiers[index].name
+        if held is not None:
+            held_name = self._tiers[held.tier_index].name
+            run.reasons.append(
+                ReasonNote(
+                    Reason.CIRCUIT_OPEN,
+                    f"{name} circuit breaker is open; the {held_name} answer held is returned",
+                )
+            )
+            return self._result(
+                run,
+                answer=held.text,
+                index=held.tier_index,
+                start_index=start_index,
+                status=held.status,
+                decision=decision,
+            )
+        for lower in range(index - 1, -1, -1):
+            lower_name = self._tiers[lower].name
+            outcome = await self._answer(run, lower, plain, None)
+            if outcome.stop is not None:
+                return self._stopped(run, outcome.stop, None, start_index, decision)
+            if outcome.completion is not None:
+                run.reasons.append(
+                    ReasonNote(
+                        Reason.CIRCUIT_OPEN,
+                        f"{name} circuit breaker is open; {lower_name} answered instead, unjudged",
+                    )
+                )
+                run.degraded.append(f"fell_back:{lower_name}")
+                return self._result(
+                    run,
+                    answer=outcome.completion.text,
+                    index=lower,
+                    start_index=start_index,
+                    status="unavailable",
+                    decision=decision,
+                )
+            if outcome.error is not None:
+                run.degraded.append(f"provider_error:{lower_name}:{outcome.error.kind}")
+            else:
+                _degrade(run, f"{CIRCUIT_OPEN}:{lower_name}")
+        raise AllTiersFailed(
+            f"no tier could answer; the {name} circuit breaker is open and no tier below answered"
+        )
 
     def _escalate(self, run: _Run, note: ReasonNote, index: int) -> None:
         """Record why the cascade moves from tier `index` to the next one."""
@@ -871,13 +983,36 @@ class CascadeEngine:
         *,
         speculative: bool,
     ) -> _Outcome:
-        draft, stop = self._prepare(run, index, role, speculative=speculative)
-        return await self._execute(run, draft, stop, messages)
+        draft, stop, permit = self._prepare(run, index, role, speculative=speculative)
+        if permit is None:
+            if stop is None:
+                return _Outcome(circuit_open=True)
+            return await self._execute(run, draft, stop, messages)
+        try:
+            outcome = await self._execute(run, draft, None, messages)
+        except BaseException:
+            # Cancelled (or a bug): the call says nothing about the tier's health.
+            permit.release()
+            raise
+        if outcome.completion is not None:
+            permit.success()
+        elif outcome.error is not None and outcome.error.retryable and outcome.stop is None:
+            permit.failure()
+        else:
+            # Terminal errors are the request's fault, deadline cuts the caller's choice.
+            permit.release()
+        return outcome
 
     def _prepare(
         self, run: _Run, index: int, role: HopRole, *, speculative: bool
-    ) -> tuple[_HopDraft, Literal["deadline", "budget"] | None]:
-        """Reserve the call's hop (in start order) and charge it to the request's limits."""
+    ) -> tuple[_HopDraft, Literal["deadline", "budget"] | None, Permit | None]:
+        """Reserve the call's hop (in start order), ask the tier's circuit breaker, and
+        charge the call to the request's limits.
+
+        The permit is None when no call may be made: `stop` then says which limit refused
+        it, or is None when the breaker did (the hop is skipped as `circuit_open`, and
+        nothing is charged to the attempt budget).
+        """
         tier = self._tiers[index]
         draft = _HopDraft(
             tier=tier,
@@ -888,15 +1023,21 @@ class CascadeEngine:
         )
         run.hops.append(draft)
         stop: Literal["deadline", "budget"] | None = None
+        permit: Permit | None = None
         if run.deadline.expired():
             stop = "deadline"
-        elif not run.budget.take():
-            stop = "budget"
+        else:
+            permit = self._breakers.acquire(tier.name)
+            if permit is None:
+                draft.outcome, draft.error_kind, draft.latency_s = "skipped", CIRCUIT_OPEN, 0.0
+            elif not run.budget.take():
+                permit.release()
+                permit, stop = None, "budget"
         if stop is not None:
             draft.outcome, draft.error_kind, draft.latency_s = "skipped", stop, 0.0
-        if role == "judge" and stop is not None:
+        if role == "judge" and draft.outcome == "skipped":
             draft.verdict = "unavailable"
-        return draft, stop
+        return draft, stop, permit
 
     async def _execute(
         self,
@@ -1011,3 +1152,9 @@ class CascadeEngine:
                     exc_info=task.exception(),
                 )
         run.tasks.clear()
+
+
+def _degrade(run: _Run, reason: str) -> None:
+    """Add a degraded reason once (an open tier can be met as judge, then as answerer)."""
+    if reason not in run.degraded:
+        run.degraded.append(reason)

@@ -1,0 +1,394 @@
+"""Circuit breakers inside the cascade and the server: skipping, recovery, degradation, health.
+
+Engine tests script the provider (`ScriptedProvider`) and drive the breakers' clock by hand;
+server tests run the real server with the scripted provider injected and read the breaker
+state from gRPC health checking and from the metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from tests.helpers import make_settings as make_server_settings
+from tests.helpers import running_server
+from tierroute.breaker import BreakerBoard
+from tierroute.cascade import CascadeEngine, CascadeQuery, CascadeResult
+from tierroute.errors import AllTiersFailed, ProviderOverloaded, TerminalProviderError
+from tierroute.metrics import BREAKER_STATE, Metrics
+from tierroute.policy import Reason
+from tierroute.providers.scripted import Reply, ScriptedProvider
+from tierroute.router import RouteQuery, Router
+from tierroute.server import SERVICE_NAME, BreakerHealthServicer, tier_health_name
+from tierroute.settings import BreakerConfig, CascadeConfig, RoutingConfig, Settings, TierConfig
+from tierroute.testing import StaticScorer
+from tierroute.v1 import tierroute_pb2 as pb
+
+CHEAP, MID, TOP = "cheap-model", "mid-model", "top-model"
+TIERS = (
+    TierConfig("cheap", CHEAP, 1.0, 5.0),
+    TierConfig("mid", MID, 3.0, 15.0),
+    TierConfig("top", TOP, 15.0, 75.0),
+)
+QUESTION = "What is the capital of France?"
+COOLDOWN_S = 10.0
+
+
+class FakeClock:
+    """The breakers' clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 50.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def overloaded() -> Reply:
+    return Reply.fail(ProviderOverloaded("overloaded", status_code=529))
+
+
+def build(
+    provider: ScriptedProvider,
+    clock: FakeClock,
+    *,
+    metrics: Metrics | None = None,
+    board: BreakerBoard | None = None,
+    cascade: CascadeConfig | None = None,
+    **breaker: Any,
+) -> CascadeEngine:
+    breaker.setdefault("failure_threshold", 3)
+    breaker.setdefault("failure_rate", 0.0)
+    breaker.setdefault("cooldown_s", COOLDOWN_S)
+    settings = Settings(
+        tiers=TIERS,
+        routing=RoutingConfig(default_strategy="heuristic", session_sticky=False),
+        cascade=cascade or CascadeConfig(),
+        breaker=BreakerConfig(**breaker),
+    )
+    board = board or BreakerBoard.from_settings(settings, clock=clock)
+    return CascadeEngine(
+        settings, Router(settings, None), provider, metrics=metrics, breakers=board
+    )
+
+
+def query(**kwargs: Any) -> CascadeQuery:
+    kwargs.setdefault("judge_mode", "never")
+    kwargs.setdefault("speculation", "off")
+    return CascadeQuery(route=RouteQuery(text=QUESTION), **kwargs)
+
+
+def hops(result: CascadeResult) -> list[tuple[str, str, str, str]]:
+    return [(h.tier, h.role, h.outcome, h.error_kind) for h in result.hops]
+
+
+async def open_cheap(engine: CascadeEngine) -> None:
+    for _ in range(3):
+        await engine.run(query(), deadline_s=None)
+    assert engine.breakers.states()["cheap"] == "open"
+
+
+def cheap_down_provider(extra_cheap: list[Reply] | None = None) -> ScriptedProvider:
+    return ScriptedProvider(
+        answers={CHEAP: [overloaded()] * 3 + (extra_cheap or []), MID: [Reply.answer("m")] * 6}
+    )
+
+
+async def test_repeated_529s_on_cheap_open_its_breaker() -> None:
+    """Three 529s in a row on the cheap tier open its breaker; the others stay closed."""
+    engine = build(cheap_down_provider(), FakeClock())
+    for _ in range(3):
+        result = await engine.run(query(), deadline_s=None)
+        assert hops(result)[0] == ("cheap", "answer", "error", "overloaded")
+        assert result.tier.name == "mid"
+    assert engine.breakers.states() == {"cheap": "open", "mid": "closed", "top": "closed"}
+
+
+async def test_open_tier_is_skipped_without_calling_it() -> None:
+    """With cheap's breaker open the next request skips it: no call, a skipped hop, mid answers."""
+    provider = cheap_down_provider()
+    engine = build(provider, FakeClock())
+    await open_cheap(engine)
+    result = await engine.run(query(), deadline_s=None)
+    assert len(provider.calls_to(CHEAP)) == 3
+    assert hops(result) == [
+        ("cheap", "answer", "skipped", "circuit_open"),
+        ("mid", "answer", "ok", ""),
+    ]
+    assert result.tier.name == "mid"
+    assert [r.code for r in result.escalation_reasons] == [Reason.CIRCUIT_OPEN]
+    assert result.degraded_reasons == ("circuit_open:cheap",)
+
+
+async def test_skipped_call_is_not_charged_to_the_attempt_budget() -> None:
+    """A call the breaker refuses costs no attempt: a budget of one still reaches mid."""
+    provider, clock = cheap_down_provider(), FakeClock()
+    engine = build(provider, clock)
+    await open_cheap(engine)
+    one_attempt = CascadeConfig(max_attempts=1)
+    budget_one = build(provider, clock, board=engine.breakers, cascade=one_attempt)
+    result = await budget_one.run(query(), deadline_s=None)
+    assert result.tier.name == "mid"
+
+
+async def test_after_the_cooldown_a_trial_call_goes_through_and_success_closes() -> None:
+    """Once the cool-down passes one trial call reaches cheap; its success closes the breaker."""
+    clock = FakeClock()
+    provider = cheap_down_provider([Reply.answer("c")])
+    engine = build(provider, clock)
+    await open_cheap(engine)
+    clock.now += COOLDOWN_S
+    assert engine.breakers.states()["cheap"] == "half_open"
+    result = await engine.run(query(), deadline_s=None)
+    assert hops(result) == [("cheap", "answer", "ok", "")]
+    assert result.answer == "c"
+    assert engine.breakers.states()["cheap"] == "closed"
+
+
+async def test_failed_trial_reopens_the_breaker() -> None:
+    """A trial call that fails opens the breaker again, and the request is served by mid."""
+    clock = FakeClock()
+    engine = build(cheap_down_provider([overloaded()]), clock)
+    await open_cheap(engine)
+    clock.now += COOLDOWN_S
+    result = await engine.run(query(), deadline_s=None)
+    assert result.tier.name == "mid"
+    assert engine.breakers.states()["cheap"] == "open"
+
+
+async def test_terminal_errors_do_not_count_against_the_breaker() -> None:
+    """400s are the request's fault, not the tier's: five in a row leave cheap closed."""
+    terminal = Reply.fail(TerminalProviderError("bad request", status_code=400))
+    provider = ScriptedProvider(answers={CHEAP: [terminal] * 5, MID: [Reply.answer("m")] * 5})
+    engine = build(provider, FakeClock())
+    for _ in range(5):
+        await engine.run(query(), deadline_s=None)
+    assert engine.breakers.states()["cheap"] == "closed"
+
+
+async def test_cancelled_calls_do_not_count_against_the_breaker() -> None:
+    """A call cancelled because its caller left leaves the breaker closed, even at threshold 1."""
+    gate = asyncio.Event()
+    provider = ScriptedProvider(answers={CHEAP: [Reply.answer("c", gate=gate)]})
+    engine = build(provider, FakeClock(), failure_threshold=1)
+    task = asyncio.create_task(engine.run(query(), deadline_s=None))
+    await provider.wait_for_calls(1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert provider.calls_to(CHEAP)[0].cancelled
+    assert engine.breakers.states()["cheap"] == "closed"
+
+
+async def test_open_judge_tier_is_not_asked_and_the_answer_is_not_passed() -> None:
+    """With mid open, cheap's answer is not judged and not passed: mid is skipped, top answers."""
+    provider = ScriptedProvider(answers={CHEAP: [Reply.answer("c")], TOP: [Reply.answer("t")]})
+    engine = build(provider, FakeClock(), failure_threshold=1)
+    permit = engine.breakers.acquire("mid")
+    assert permit is not None
+    permit.failure()
+    result = await engine.run(query(judge_mode="always"), deadline_s=None)
+    assert hops(result) == [
+        ("cheap", "answer", "ok", ""),
+        ("mid", "judge", "skipped", "circuit_open"),
+        ("mid", "answer", "skipped", "circuit_open"),
+        ("top", "answer", "ok", ""),
+    ]
+    assert result.hops[1].verdict == "unavailable"
+    assert [r.code for r in result.escalation_reasons] == [Reason.CIRCUIT_OPEN] * 2
+    assert (result.answer, result.judge_status) == ("t", "not_required")
+    assert result.degraded_reasons == ("circuit_open:mid",)
+
+
+def open_tier(engine: CascadeEngine, tier: str) -> None:
+    permit = engine.breakers.acquire(tier)
+    assert permit is not None
+    permit.failure()
+    assert engine.breakers.states()[tier] == "open"
+
+
+async def test_open_top_tier_falls_back_to_the_answer_held() -> None:
+    """Top open (fall_back): mid's unjudged answer, already held, is returned as degraded."""
+    provider = ScriptedProvider(answers={MID: [Reply.answer("m")]})
+    engine = build(provider, FakeClock(), failure_threshold=1)
+    open_tier(engine, "top")
+    result = await engine.run(query(start_tier="mid", judge_mode="always"), deadline_s=None)
+    assert (result.answer, result.tier.name, result.judge_status) == ("m", "mid", "unavailable")
+    assert result.degraded
+    assert result.degraded_reasons == ("circuit_open:top",)
+    assert [r.code for r in result.escalation_reasons] == [Reason.CIRCUIT_OPEN] * 2
+
+
+async def test_open_top_tier_with_nothing_held_falls_back_to_the_tier_below() -> None:
+    """Routed to an open top tier, the request is answered by mid, unjudged and degraded."""
+    provider = ScriptedProvider(answers={MID: [Reply.answer("m")]})
+    engine = build(provider, FakeClock(), failure_threshold=1)
+    open_tier(engine, "top")
+    result = await engine.run(query(start_tier="top"), deadline_s=None)
+    assert hops(result) == [
+        ("top", "answer", "skipped", "circuit_open"),
+        ("mid", "answer", "ok", ""),
+    ]
+    assert (result.answer, result.judge_status, result.escalated) == ("m", "unavailable", False)
+    assert result.degraded_reasons == ("circuit_open:top", "fell_back:mid")
+
+
+async def test_fall_back_passes_over_open_tiers_below() -> None:
+    """Falling back skips lower tiers whose breakers are open too."""
+    provider = ScriptedProvider(answers={CHEAP: [Reply.answer("c")]})
+    engine = build(provider, FakeClock(), failure_threshold=1)
+    open_tier(engine, "top")
+    open_tier(engine, "mid")
+    result = await engine.run(query(start_tier="top"), deadline_s=None)
+    assert (result.answer, result.tier.name) == ("c", "cheap")
+    assert result.degraded_reasons == ("circuit_open:top", "circuit_open:mid", "fell_back:cheap")
+
+
+async def test_every_tier_open_is_all_tiers_failed() -> None:
+    """With every breaker open nothing is called and the request fails as unavailable."""
+    provider = ScriptedProvider()
+    engine = build(provider, FakeClock(), failure_threshold=1)
+    for tier in ("cheap", "mid", "top"):
+        open_tier(engine, tier)
+    with pytest.raises(AllTiersFailed, match="circuit breaker"):
+        await engine.run(query(), deadline_s=None)
+    assert provider.calls == []
+
+
+async def test_fail_policy_fails_the_request() -> None:
+    """A tier whose policy is `fail` ends the request instead of letting another tier stand in."""
+    provider = ScriptedProvider(answers={MID: [Reply.answer("m")]})
+    engine = build(provider, FakeClock(), failure_threshold=1, degrade=("top=fail",))
+    open_tier(engine, "top")
+    with pytest.raises(AllTiersFailed, match="policy is to fail"):
+        await engine.run(query(start_tier="top"), deadline_s=None)
+    assert provider.calls == []
+
+
+async def test_breaker_state_is_published_as_a_metric() -> None:
+    """The breaker gauge reads 2 (open) for cheap and 0 (closed) for the others."""
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    engine = build(cheap_down_provider(), FakeClock(), metrics=Metrics(meter_provider))
+    await open_cheap(engine)
+    data = reader.get_metrics_data()
+    assert data is not None
+    points = {
+        str(dict(p.attributes or {})["tier"]): int(p.value)  # type: ignore[union-attr]
+        for r in data.resource_metrics
+        for s in r.scope_metrics
+        for metric in s.metrics
+        if metric.name == BREAKER_STATE
+        for p in metric.data.data_points
+    }
+    assert points == {"cheap": 2, "mid": 0, "top": 0}
+    meter_provider.shutdown()
+
+
+# --- health detail ------------------------------------------------------------------------
+
+
+class _NoContext:
+    """Check only touches its context to abort on an unknown service name."""
+
+    async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
+        raise AssertionError(f"aborted with {code}: {details}")
+
+
+async def test_health_check_sees_the_cooldown_end_without_a_call() -> None:
+    """A tier's health turns back to SERVING once its cool-down passes, with no call made."""
+    clock = FakeClock()
+    board = BreakerBoard(["cheap", "mid"], BreakerConfig(failure_threshold=1), clock=clock)
+    servicer = BreakerHealthServicer()
+    await servicer.follow(board)
+    request = health_pb2.HealthCheckRequest(service=tier_health_name("cheap"))
+    permit = board.acquire("cheap")
+    assert permit is not None
+    permit.failure()
+    closed, not_serving = (
+        health_pb2.HealthCheckResponse.SERVING,
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+    )
+    assert (await servicer.Check(request, _NoContext())).status == not_serving
+    clock.now += BreakerConfig().cooldown_s
+    assert (await servicer.Check(request, _NoContext())).status == closed
+    await servicer.close()
+
+
+SERVER_EASY = StaticScorer((0.9, 0.05, 0.05))
+
+
+def _server_settings() -> Settings:
+    # A cool-down far longer than any test, so an open breaker stays open while it looks.
+    return make_server_settings(
+        {
+            "TIERROUTE_BREAKER_FAILURE_THRESHOLD": "2",
+            "TIERROUTE_BREAKER_COOLDOWN_S": "3600",
+            "TIERROUTE_BREAKER_FAILURE_RATE": "0",
+        }
+    )
+
+
+def _cascade_request() -> pb.CascadeRequest:
+    return pb.CascadeRequest(
+        query=QUESTION,
+        start_tier="cheap",
+        judge_mode=pb.JUDGE_MODE_NEVER,
+        speculation=pb.SPECULATION_MODE_OFF,
+    )
+
+
+def _server_provider() -> ScriptedProvider:
+    settings = _server_settings()
+    cheap, mid = settings.tiers[0].model, settings.tiers[1].model
+    return ScriptedProvider(answers={cheap: [overloaded()] * 2, mid: [Reply.answer("m")] * 3})
+
+
+async def _status(channel: Any, service: str) -> int:
+    stub = health_pb2_grpc.HealthStub(channel)
+    reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+    return int(reply.status)
+
+
+async def test_open_breaker_shows_in_health_detail_and_metrics_while_serving() -> None:
+    """Cheap's health name turns NOT_SERVING when its breaker opens; the service stays SERVING."""
+    serving = health_pb2.HealthCheckResponse.SERVING
+    async with running_server(
+        _server_settings(), scorer=SERVER_EASY, provider=_server_provider()
+    ) as s:
+        assert await _status(s.channel, tier_health_name("cheap")) == serving
+        for _ in range(2):
+            await s.stub.Cascade(_cascade_request(), timeout=10)
+        skipped = await s.stub.Cascade(_cascade_request(), timeout=10)
+        assert skipped.hops[0].outcome == pb.HOP_OUTCOME_SKIPPED
+        assert skipped.hops[0].error_kind == "circuit_open"
+        assert skipped.escalation_reasons[0].code == pb.REASON_CODE_CIRCUIT_OPEN
+        assert await _status(s.channel, tier_health_name("cheap")) == (
+            health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        assert await _status(s.channel, tier_health_name("mid")) == serving
+        assert await _status(s.channel, "") == serving
+        assert await _status(s.channel, SERVICE_NAME) == serving
+        assert s.server.metrics.breaker_state("cheap") == "open"
+
+
+async def test_health_watch_streams_the_breaker_opening() -> None:
+    """A Watch on cheap's health name sees SERVING, then NOT_SERVING when its breaker opens."""
+    async with running_server(
+        _server_settings(), scorer=SERVER_EASY, provider=_server_provider()
+    ) as s:
+        stub = health_pb2_grpc.HealthStub(s.channel)
+        watch = stub.Watch(health_pb2.HealthCheckRequest(service=tier_health_name("cheap")))
+        first = await watch.read()
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
+        for _ in range(2):
+            await s.stub.Cascade(_cascade_request(), timeout=10)
+        second = await asyncio.wait_for(watch.read(), timeout=10)
+        assert second.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        watch.cancel()
