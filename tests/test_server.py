@@ -245,3 +245,19 @@ async def test_draining_server_reports_not_serving_but_still_answers() -> None:
     assert first.status == health_pb2.HealthCheckResponse.SERVING
     assert second.status == health_pb2.HealthCheckResponse.NOT_SERVING
     assert during_drain.tier.name == "cheap"
+
+
+async def test_stop_ends_health_watch_streams() -> None:
+    """Stopping ends open health Watch streams, so shutdown need not wait out the grace."""
+    async with running_server(scorer=EASY) as s:
+        watch = health_pb2_grpc.HealthStub(s.channel).Watch(
+            health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+        )
+        await watch.read()
+        stopping = asyncio.create_task(s.server.stop(3600))
+        statuses = []
+        while (reply := await watch.read()) is not aio.EOF:
+            statuses.append(reply.status)
+        await stopping  # finished: no stream held the hour-long grace period open
+    assert statuses[-1] == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert await watch.code() == grpc.StatusCode.OK

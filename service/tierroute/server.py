@@ -62,6 +62,26 @@ class BreakerHealthServicer(health.aio.HealthServicer):  # type: ignore[misc,nam
         self._board: BreakerBoard | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._syncs: set[asyncio.Task[None]] = set()
+        self._ended = asyncio.Event()
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:  # noqa: N802
+        """The stock Watch stream, ended (with OK) when the server closes its health service.
+
+        Clients with client-side health checking hold a Watch stream open for as long as
+        they are connected; without ending them, every shutdown would wait out the whole
+        grace period for streams that will never finish on their own.
+        """
+        watch = asyncio.ensure_future(super().Watch(request, context))
+        ended = asyncio.ensure_future(self._ended.wait())
+        try:
+            await asyncio.wait({watch, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (watch, ended):
+                task.cancel()
+            await asyncio.gather(watch, ended, return_exceptions=True)
+        error = watch.exception() if watch.done() and not watch.cancelled() else None
+        if error is not None:
+            raise error
 
     async def follow(self, board: BreakerBoard) -> None:
         """Publish `board`'s states now and after every transition."""
@@ -103,13 +123,14 @@ class BreakerHealthServicer(health.aio.HealthServicer):  # type: ignore[misc,nam
         return response
 
     async def close(self) -> None:
-        """Stop following the breakers and report every tier NOT_SERVING: the server stops."""
+        """Stop following the breakers, report every tier NOT_SERVING, end Watch streams."""
         board, self._board, self._loop = self._board, None, None
         if self._syncs:
             await asyncio.wait(set(self._syncs))
         if board is not None:
             for tier in board.states():
                 await self.set(tier_health_name(tier), health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._ended.set()
 
 
 class TierRouteServer:
