@@ -62,6 +62,13 @@ fmt: $(STAMP)
 # Train on the recorded outcomes, calibrate, export to ONNX, verify parity.
 model: $(STAMP)
 	$(BIN)/python model_export/build.py --data $(DATA) --out model_export/bundle
+	$(BIN)/tierroute calibrate --data $(DATA) --model-dir model_export/bundle --target-quality 1.0x \
+		--out model_export/bundle/thresholds.json --report model_export/calibration_slices.json \
+		--workers 2 --quiet
+
+# Replay every record of the data through every strategy; writes out/eval/report.json and the plot.
+eval: $(STAMP)
+	$(BIN)/tierroute eval --data $(DATA) --out out/eval --workers 2
 
 bench: $(STAMP)
 	$(BIN)/python bench/route_bench.py

@@ -217,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     cascade.add_argument("--json", action="store_true", help="print one JSON object")
     cascade.set_defaults(func=_cmd_cascade)
 
+    from tierroute.evaluation.cli import add_calibrate_parser, add_eval_parser
     from tierroute.ops_cli import (
         add_audit_parser,
         add_drift_parser,
@@ -234,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_token_parser(sub)
     add_report_parser(sub)
     for add in (
+        add_eval_parser,
+        add_calibrate_parser,
         add_audit_parser,
         add_drift_parser,
         add_retrain_parser,

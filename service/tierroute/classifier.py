@@ -72,6 +72,7 @@ class RouterModel:
         thresholds: RiskThresholds,
         prefix_chars: int,
         metadata: Mapping[str, Any],
+        calibration: Mapping[str, Any] | None = None,
     ) -> None:
         self._session = session
         self._outputs = [PROBA_OUTPUT]
@@ -80,6 +81,8 @@ class RouterModel:
         self.thresholds = thresholds
         self.prefix_chars = prefix_chars
         self.metadata: dict[str, Any] = dict(metadata)
+        # The whole thresholds document: `tierroute calibrate` adds a `cascade` section.
+        self.calibration: dict[str, Any] = dict(calibration or {})
 
     @classmethod
     def load(cls, model_dir: Path, n_tiers: int) -> RouterModel:
@@ -131,6 +134,7 @@ class RouterModel:
             thresholds=thresholds,
             prefix_chars=prefix_chars,
             metadata=metadata,
+            calibration=thresholds_doc,
         )
 
     def predict_proba(self, text: str) -> list[float]:

@@ -8,6 +8,7 @@ are built from the settings.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -25,6 +26,7 @@ from tierroute.admission import AdmissionInterceptor
 from tierroute.backend import Backend, build_backend
 from tierroute.breaker import BreakerBoard
 from tierroute.cascade import CascadeEngine
+from tierroute.evaluation.thresholds import apply_cascade, cascade_overrides
 from tierroute.metrics import BreakerState, Metrics
 from tierroute.providers.base import Provider
 from tierroute.querylog import QueryLogWriter
@@ -221,7 +223,11 @@ class TierRouteServer:
             self._backend = build_backend(self.settings, self._environ)
             provider, forward = self._backend.provider, self._backend.forwards_fault_headers
         self.engine = CascadeEngine(
-            self.settings, self.router, provider, tracer=self._tracer, metrics=self.metrics
+            self._calibrated(scorer),
+            self.router,
+            provider,
+            tracer=self._tracer,
+            metrics=self.metrics,
         )
         await self._health.follow(self.engine.breakers)
         pb_grpc.add_TierRouterServicer_to_server(
@@ -270,6 +276,23 @@ class TierRouteServer:
             tracer_provider=self._tracer_provider, filter_=filters.negate(untraced)
         )
         return [interceptor]
+
+    def _calibrated(self, scorer: Scorer) -> Settings:
+        """The settings with the model bundle's calibrated cascade section applied.
+
+        `tierroute calibrate` chose the judge sampling rates and the speculative bound
+        together with the thresholds; `cascade.use_model_calibration = false` keeps the
+        configured values instead. Read at start-up: a hot reload swaps routing only.
+        """
+        document = getattr(scorer, "calibration", None)
+        if not self.settings.cascade.use_model_calibration or not document:
+            return self.settings
+        cascade = apply_cascade(self.settings.cascade, document)
+        if cascade != self.settings.cascade:
+            logger.info(
+                "cascade settings from the model's calibration: %s", cascade_overrides(document)
+            )
+        return dataclasses.replace(self.settings, cascade=cascade)
 
     def _warm_up(self, scorer: Scorer) -> None:
         # The first onnxruntime run costs milliseconds; pay it before reporting SERVING.

@@ -144,6 +144,9 @@ class CascadeConfig:
     """How Cascade calls, judges, escalates, speculates and retries."""
 
     # Fraction of non-top answers that are judged, stratified by query type.
+    # Use the judge sampling rates and speculative bound that `tierroute calibrate` wrote
+    # into the model bundle's thresholds.json (when it has them) over the values below.
+    use_model_calibration: bool = True
     judge_sample_rate: float = 0.2
     # Per-query-type rates as "type=rate" entries (e.g. "coding=0.5"); unlisted types use
     # judge_sample_rate.

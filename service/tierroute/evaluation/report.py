@@ -1,0 +1,174 @@
+"""Scored figures per strategy, and the `report.json` document built from them.
+
+Schema (stable; docs/EVALUATION.md documents every key):
+`{"n", "data_sha256", "strategies": {NAME: {"quality", "cost_per_query_usd",
+"judge_cost_per_query_usd", "tier_mix", "escalation_rate", "p50_latency_ms",
+"p95_latency_ms", "per_task": {TASK: {"quality", "cost_per_query_usd"}}, ...}}, "default"}`
+plus the comparison with always-expensive per strategy and, at the top level, how the data,
+prices and cross-validation were set up.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tierroute.evaluation.dataset import EvalData
+from tierroute.evaluation.harness import Outcome
+from tierroute.evaluation.scoring import NO_TIER, GroundTruth
+
+REPORT_FILE = "report.json"
+PLOT_FILE = "frontier.png"
+SCHEMA_VERSION = 1
+REFERENCE = "always_expensive"
+FLOOR = "always_cheap"
+GOAL_COST_RATIO = 1 / 3
+_Q, _USD, _MS = 6, 9, 1
+
+
+def correctness(
+    outcomes: Sequence[Outcome], data: EvalData, truth: GroundTruth, n_tiers: int
+) -> npt.NDArray[np.float64]:
+    """1/0 per record: whether the recorded model that gave the final answer was correct."""
+    return np.array(
+        [
+            truth.is_correct(record.replay_id, record.model_for(outcome.final_tier, n_tiers))
+            for record, outcome in zip(data.records, outcomes, strict=True)
+        ],
+        dtype=np.float64,
+    )
+
+
+def _mix(tiers: npt.NDArray[np.int64], names: Sequence[str]) -> dict[str, float]:
+    counts = np.bincount(tiers, minlength=len(names)) / max(len(tiers), 1)
+    return {name: round(float(v), _Q) for name, v in zip(names, counts, strict=True)}
+
+
+def strategy_metrics(
+    outcomes: Sequence[Outcome], data: EvalData, truth: GroundTruth, tier_names: Sequence[str]
+) -> dict[str, Any]:
+    """The report entry of one strategy (without the comparison with always-expensive)."""
+    correct = correctness(outcomes, data, truth, len(tier_names))
+    cost = np.array([o.cost_usd for o in outcomes])
+    judge = np.array([o.judge_cost_usd for o in outcomes])
+    latency = np.array([o.latency_ms for o in outcomes])
+    final = np.array([o.final_tier for o in outcomes], dtype=np.int64)
+    start = np.array([o.start_tier for o in outcomes], dtype=np.int64)
+    tasks = np.array([r.task for r in data.records])
+    per_task = {
+        task: {
+            "quality": round(float(correct[tasks == task].mean()), _Q),
+            "cost_per_query_usd": round(float(cost[tasks == task].mean()), _USD),
+        }
+        for task in data.tasks()
+    }
+    return {
+        "quality": round(float(correct.mean()), _Q),
+        "cost_per_query_usd": round(float(cost.mean()), _USD),
+        "judge_cost_per_query_usd": round(float(judge.mean()), _USD),
+        "tier_mix": _mix(final, tier_names),
+        "escalation_rate": round(float(np.mean([o.escalated for o in outcomes])), _Q),
+        "p50_latency_ms": round(float(np.percentile(latency, 50)), _MS),
+        "p95_latency_ms": round(float(np.percentile(latency, 95)), _MS),
+        "per_task": per_task,
+        "start_mix": _mix(start, tier_names),
+        "judged_rate": round(float(np.mean([o.judged for o in outcomes])), _Q),
+        "degraded_rate": round(float(np.mean([o.degraded for o in outcomes])), _Q),
+        "truncated_rate": round(float(np.mean([o.truncated for o in outcomes])), _Q),
+        "calls_per_query": round(float(np.mean([o.calls for o in outcomes])), _Q),
+    }
+
+
+def compare(
+    entry: Mapping[str, Any], reference: Mapping[str, Any], floor: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Cost ratio and quality difference against always-expensive, and the gap recovered.
+
+    gap_recovered = (quality - q_cheap) / (q_expensive - q_cheap): 0 is always-cheap's
+    quality, 1 is always-expensive's; above 1 beats always-expensive. None when the two
+    baselines have the same quality.
+    """
+    q, c = entry["quality"], entry["cost_per_query_usd"]
+    q_ref, c_ref, q_floor = reference["quality"], reference["cost_per_query_usd"], floor["quality"]
+    gap = q_ref - q_floor
+    return {
+        "cost_ratio_vs_always_expensive": round(c / c_ref, _Q) if c_ref else None,
+        "quality_diff_vs_always_expensive": round(q - q_ref, _Q),
+        "gap_recovered": round((q - q_floor) / gap, _Q) if gap else None,
+    }
+
+
+def goal(entry: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """Whether `entry` meets the product goal: always-expensive quality at <= 1/3 its cost."""
+    ratio = entry.get("cost_ratio_vs_always_expensive")
+    diff = entry["quality_diff_vs_always_expensive"]
+    return {
+        "strategy": name,
+        "statement": "quality >= always_expensive at cost <= 1/3 of always_expensive",
+        "quality_met": diff >= 0,
+        "cost_met": ratio is not None and ratio <= GOAL_COST_RATIO + 1e-12,
+        "met": diff >= 0 and ratio is not None and ratio <= GOAL_COST_RATIO + 1e-12,
+        "quality_diff_vs_always_expensive": diff,
+        "cost_ratio_vs_always_expensive": ratio,
+    }
+
+
+def misroutes(final: npt.NDArray[np.int64], labels: npt.NDArray[np.int64]) -> tuple[float, float]:
+    """(up, down): shares answered above / below the cheapest correct tier.
+
+    Records no tier got right count as neither: no tier was the right one for them.
+    """
+    known = labels != NO_TIER
+    n = max(len(final), 1)
+    up = float(np.sum(known & (final > labels))) / n
+    down = float(np.sum(known & (final < labels))) / n
+    return up, down
+
+
+def build_report(
+    data: EvalData,
+    outcomes: Mapping[str, Sequence[Outcome]],
+    truth: GroundTruth,
+    *,
+    tier_names: Sequence[str],
+    descriptions: Mapping[str, str],
+    default: str,
+    goal_strategy: str,
+    extra: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The whole report.json document."""
+    strategies: dict[str, Any] = {}
+    for name, items in outcomes.items():
+        strategies[name] = {
+            "description": descriptions.get(name, ""),
+            **strategy_metrics(items, data, truth, tier_names),
+        }
+    if REFERENCE in strategies and FLOOR in strategies:
+        for entry in strategies.values():
+            entry.update(compare(entry, strategies[REFERENCE], strategies[FLOOR]))
+    report: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "n": len(data.records),
+        "data_sha256": data.sha256,
+        "data_file": data.path.name,
+        "tiers": list(tier_names),
+        "strategies": strategies,
+        "default": default,
+        **extra,
+    }
+    if goal_strategy in strategies and REFERENCE in strategies:
+        report["goal"] = goal(strategies[goal_strategy], goal_strategy)
+    return report
+
+
+def write_json(path: Path, document: Any) -> None:
+    """Write `document` as stable, reviewable JSON (sorted keys, two-space indent)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
