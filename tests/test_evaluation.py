@@ -189,6 +189,16 @@ def test_report_and_plot_are_written(evaluated: tuple[dict[str, Any], Path]) -> 
     assert (out / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_summary_tables_quote_the_report(evaluated: tuple[dict[str, Any], Path]) -> None:
+    """DIR/summary.md has one row per strategy with the report's own figures."""
+    report, out = evaluated
+    summary = (out / "summary.md").read_text()
+    for name, s in report["strategies"].items():
+        row = next(line for line in summary.splitlines() if f"`{name}`" in line)
+        assert f"{s['quality']:.4f}" in row
+        assert f"{s['cost_per_query_usd']:.6f}" in row
+
+
 def test_report_states_the_cross_validation(report: dict[str, Any]) -> None:
     """The report says how many folds, how they were grouped and which thresholds per fold."""
     assert report["cv"]["folds"] == FOLDS

@@ -24,7 +24,9 @@ from tierroute.evaluation.harness import Outcome, Strategy, describe, run_strate
 from tierroute.evaluation.report import (
     PLOT_FILE,
     REPORT_FILE,
+    SUMMARY_FILE,
     build_report,
+    markdown_summary,
     strategy_metrics,
     write_json,
 )
@@ -229,6 +231,7 @@ def evaluate(
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / REPORT_FILE, report)
+    (out_dir / SUMMARY_FILE).write_text(markdown_summary(report), encoding="utf-8")
     from tierroute.evaluation.plot import plot_frontier
 
     plot_frontier(report, out_dir / PLOT_FILE)

@@ -24,6 +24,7 @@ from tierroute.evaluation.scoring import NO_TIER, GroundTruth
 
 REPORT_FILE = "report.json"
 PLOT_FILE = "frontier.png"
+SUMMARY_FILE = "summary.md"
 SCHEMA_VERSION = 1
 REFERENCE = "always_expensive"
 FLOOR = "always_cheap"
@@ -172,3 +173,53 @@ def write_json(path: Path, document: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     tmp.replace(path)
+
+
+def markdown_summary(report: Mapping[str, Any]) -> str:
+    """The report's headline tables as Markdown (written beside report.json as summary.md).
+
+    docs/EVALUATION.md quotes these tables, so its figures come from a command anyone can
+    rerun rather than from hand-copied numbers.
+    """
+    strategies: Mapping[str, Mapping[str, Any]] = report["strategies"]
+    default = report.get("default")
+    lines = [
+        f"n = {report['n']}, data SHA-256 {str(report['data_sha256'])[:12]}..., "
+        f"bundle {report.get('bundle')}",
+        "",
+        "| strategy | quality | $/query | judge $/query | x always-exp. "
+        "| quality vs always-exp. | gap recovered | final mix c/m/e | escalated "
+        "| p50 ms | p95 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for name, s in strategies.items():
+        mix = s["tier_mix"]
+        label = f"**`{name}`**" if name == default else f"`{name}`"
+        lines.append(
+            f"| {label} | {s['quality']:.4f} | {s['cost_per_query_usd']:.6f} "
+            f"| {s['judge_cost_per_query_usd']:.6f} "
+            f"| {s.get('cost_ratio_vs_always_expensive', float('nan')):.3f} "
+            f"| {s.get('quality_diff_vs_always_expensive', float('nan')):+.4f} "
+            f"| {s.get('gap_recovered', float('nan')):.3f} "
+            f"| {mix.get('cheap', 0):.2f}/{mix.get('mid', 0):.2f}/{mix.get('expensive', 0):.2f} "
+            f"| {s['escalation_rate']:.3f} | {s['p50_latency_ms']:.0f} "
+            f"| {s['p95_latency_ms']:.0f} |"
+        )
+    tasks = sorted({t for s in strategies.values() for t in s.get("per_task", {})})
+    lines += [
+        "",
+        "Per task, quality / cost per query:",
+        "",
+        "| strategy | " + " | ".join(tasks) + " |",
+        "|---|" + "---:|" * len(tasks),
+    ]
+    for name, s in strategies.items():
+        cells = []
+        for task in tasks:
+            t = s.get("per_task", {}).get(task)
+            cells.append(f"{t['quality']:.3f} / ${t['cost_per_query_usd']:.5f}" if t else "")
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    goal = report.get("goal")
+    if goal:
+        lines += ["", f"goal: {json.dumps(goal, sort_keys=True)}"]
+    return "\n".join(lines) + "\n"
