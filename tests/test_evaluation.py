@@ -304,6 +304,13 @@ def test_table_figures_equal_an_engine_run_of_the_same_configuration(
 
 
 @pytest.fixture(scope="module")
+def trained_thresholds(bundle_dir: Path) -> dict[str, Any]:
+    """The thresholds file as training wrote it, before any calibration."""
+    document: dict[str, Any] = json.loads((bundle_dir / THRESHOLDS_FILE).read_text())
+    return document
+
+
+@pytest.fixture(scope="module")
 def calibrated(
     small_data: Path, bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[cal.CalibrationTarget, Path, dict[str, Any], dict[str, Any]]:
@@ -330,12 +337,25 @@ def test_calibrate_writes_thresholds_the_router_loads(
     target, bundle, thresholds, _ = calibrated
     model = RouterModel.load(bundle, 3)
     assert list(model.thresholds.risk) == thresholds["risk"]
+    assert model.cascade_thresholds is not None
+    assert list(model.cascade_thresholds.risk) == thresholds["cascade"]["risk"]
     decision = Router(_settings(), model).route(RouteQuery(text="Question 1: add the apples?"))
     assert decision.tier.name in ("cheap", "mid", "expensive")
     document = json.loads((bundle / THRESHOLDS_FILE).read_text())
     cascade = apply_cascade(_settings().cascade, document)
     assert cascade.speculative_bound == document["cascade"]["speculative_bound"]
     assert shipped_target(Bundle.read(bundle)) == (target, cal.DEFAULT_SPECULATION_COST_SHARE)
+
+
+def test_calibrate_keeps_the_route_thresholds_from_training(
+    calibrated: tuple[cal.CalibrationTarget, Path, dict[str, Any], dict[str, Any]],
+    trained_thresholds: dict[str, Any],
+) -> None:
+    """Calibrating the cascade leaves Route's thresholds and target as training set them."""
+    thresholds = calibrated[2]
+    assert thresholds["risk"] == trained_thresholds["risk"]
+    assert thresholds["target"] == trained_thresholds["target"]
+    assert thresholds["cascade"]["target"] == calibrated[0].as_dict()
 
 
 def test_calibrate_meets_a_cost_budget_on_the_rows_it_searched(

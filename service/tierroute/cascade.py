@@ -581,7 +581,7 @@ class CascadeEngine:
             return 0, None
         with self._telemetry.route_span() as span:
             # `decide`, not `route`: this span is the request's one route span.
-            decision = self._router.decide(query.route)
+            decision = self._router.decide(query.route, for_cascade=True)
             if override is not None:
                 note = ReasonNote(
                     Reason.TIER_OVERRIDE,

@@ -73,6 +73,7 @@ class RouterModel:
         prefix_chars: int,
         metadata: Mapping[str, Any],
         calibration: Mapping[str, Any] | None = None,
+        cascade_thresholds: RiskThresholds | None = None,
     ) -> None:
         self._session = session
         self._outputs = [PROBA_OUTPUT]
@@ -83,6 +84,8 @@ class RouterModel:
         self.metadata: dict[str, Any] = dict(metadata)
         # The whole thresholds document: `tierroute calibrate` adds a `cascade` section.
         self.calibration: dict[str, Any] = dict(calibration or {})
+        # Where Cascade starts, when calibrated apart from the Route thresholds.
+        self.cascade_thresholds = cascade_thresholds
 
     @classmethod
     def load(cls, model_dir: Path, n_tiers: int) -> RouterModel:
@@ -120,6 +123,13 @@ class RouterModel:
             thresholds = RiskThresholds.from_json(thresholds_doc, n_tiers)
         except (ModelLoadError, TypeError, ValueError) as exc:
             raise ModelLoadError(f"{thresholds_path}: {exc}") from exc
+        cascade_section = thresholds_doc.get("cascade")
+        cascade_thresholds = None
+        if isinstance(cascade_section, dict) and "risk" in cascade_section:
+            try:
+                cascade_thresholds = RiskThresholds.from_json(cascade_section, n_tiers)
+            except (ModelLoadError, TypeError, ValueError) as exc:
+                raise ModelLoadError(f"{thresholds_path}: cascade: {exc}") from exc
         if thresholds_doc.get("version") != version:
             raise ModelLoadError(
                 f"{thresholds_path}: calibrated for model version "
@@ -135,6 +145,7 @@ class RouterModel:
             prefix_chars=prefix_chars,
             metadata=metadata,
             calibration=thresholds_doc,
+            cascade_thresholds=cascade_thresholds,
         )
 
     def predict_proba(self, text: str) -> list[float]:

@@ -203,8 +203,13 @@ class Router:
         )
         return decision
 
-    def decide(self, query: RouteQuery) -> Decision:
-        """Decide the tier for `query` without a span; InvalidRequest for a bad strategy or rule."""
+    def decide(self, query: RouteQuery, *, for_cascade: bool = False) -> Decision:
+        """Decide the tier for `query` without a span; InvalidRequest for a bad strategy or rule.
+
+        `for_cascade` picks the tier a Cascade starts on: with the model's cascade thresholds
+        when it has them (calibrated knowing a judge and escalation follow), else the same
+        thresholds as Route, whose callers get no judge behind the chosen tier.
+        """
         start = time.perf_counter_ns()
         settings = self._settings
         strategy = query.strategy or settings.routing.default_strategy
@@ -244,7 +249,10 @@ class Router:
                 index, notes = published_rule(probs, self._names)
                 thresholds = dict(PUBLISHED_THRESHOLDS)
             else:
-                risk = scorer.thresholds
+                cascade_risk = getattr(scorer, "cascade_thresholds", None) if for_cascade else None
+                risk = (
+                    cascade_risk if isinstance(cascade_risk, RiskThresholds) else scorer.thresholds
+                )
                 index, notes = calibrated_rule(probs, risk, self._names, query.quality_floor)
                 thresholds = risk.as_dict(self._names)
                 if query.quality_floor > 0:

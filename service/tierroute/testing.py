@@ -26,9 +26,12 @@ class StaticScorer:
         probs: Sequence[float] | Callable[[str], Sequence[float]],
         risk: Sequence[float] = (0.3, 0.15),
         version: str = "static-test",
+        cascade_risk: Sequence[float] | None = None,
     ) -> None:
         self._probs = probs
         self._thresholds = RiskThresholds(tuple(risk))
+        # Where Cascade starts, when it differs from Route's thresholds (as calibrated models do).
+        self.cascade_thresholds = RiskThresholds(tuple(cascade_risk)) if cascade_risk else None
         self._version = version
         self.calls = 0
 

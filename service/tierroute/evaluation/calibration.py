@@ -658,19 +658,37 @@ def thresholds_document(
     speculation_cost_share: float,
     sweep: Sequence[Mapping[str, Any]] = (),
     classifier_cv: Any = None,
+    static: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The reviewable thresholds file: values, what each means, and the CV figures."""
+    """The reviewable thresholds file: values, what each means, and the CV figures.
+
+    Two sets of risk limits ship: the top-level `risk` (with its `target`) is the static
+    router's, calibrated by training for callers of Route who call the chosen tier
+    themselves, with no judge behind it; `cascade.risk` (with `cascade.target`) is where
+    Cascade starts, searched here together with the judge rates, knowing that a judge and
+    escalation follow. `static` is the training document whose `risk` and `target` are kept.
+    """
+    static = static or {}
+    static_risk = list(static.get("risk", params.risk))
     document: dict[str, Any] = {
         "format": FORMAT,
         "version": version,
         "rule": "calibrated",
         "tiers": list(tier_names),
-        "risk": list(params.risk),
-        "cascade": params.cascade_section(),
-        "target": target.as_dict(),
+        "risk": static_risk,
+        "target": dict(static.get("target", {})),
+        "cascade": {
+            "risk": list(params.risk),
+            **params.cascade_section(),
+            "target": target.as_dict(),
+        },
         "explain": {
-            "risk": "calibrated rule: answer on the cheapest tier t whose risk "
-            "P(a tier above t was needed) is <= risk[t]; else the top tier. "
+            "risk": "the Route RPC's calibrated rule (set by training, kept here): answer on "
+            "the cheapest tier t whose risk P(a tier above t was needed) is <= risk[t]; else "
+            f"the top tier. {tier_names[0]} needs risk <= {static_risk[0]}, "
+            f"{tier_names[1]} <= {static_risk[1]}",
+            "cascade.risk": "the same rule for the tier Cascade starts on, searched with the "
+            "judge rates: a judge and escalation follow, so it can start lower. "
             f"{tier_names[0]} needs risk <= {params.risk[0]}, {tier_names[1]} <= {params.risk[1]}",
             "cascade.judge_sample_rates": "share of requests per query type whose non-top "
             "answers are judged by the tier above (the rest are returned unchecked, "

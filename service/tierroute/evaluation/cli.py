@@ -231,7 +231,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     held = doc["calibration"]["held_out"]
     print(
         f"wrote {args.out} and {report_path} in {time.perf_counter() - started:.1f} s\n"
-        f"risk {doc['risk']}, cascade {doc['cascade']} ({target.statement()})\n"
+        f"route risk {doc['risk']}, cascade {doc['cascade']} ({target.statement()})\n"
         f"held out: quality {held['quality']:.4f} "
         f"({held['quality_vs_always_expensive']:+.4f} vs always-expensive), cost "
         f"{held['cost_ratio_vs_always_expensive']:.3f} x always-expensive",

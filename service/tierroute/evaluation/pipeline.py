@@ -92,7 +92,8 @@ def classifier_target(bundle: Bundle | None) -> Target:
 
 def shipped_target(bundle: Bundle | None) -> tuple[cal.CalibrationTarget, float]:
     """The target and speculation share `tierroute calibrate` shipped with, else defaults."""
-    raw = (bundle.thresholds.get("target") if bundle else None) or {}
+    section = bundle.thresholds.get("cascade") if bundle else None
+    raw = (section.get("target") if isinstance(section, dict) else None) or {}
     share = cal.DEFAULT_SPECULATION_COST_SHARE
     calibration = bundle.thresholds.get("calibration") if bundle else None
     if isinstance(calibration, dict):
@@ -289,6 +290,7 @@ def calibrate(
         speculation_cost_share=share,
         sweep=cal.target_sweep(inputs, folds, names, speculation_cost_share=share),
         classifier_cv=bundle.thresholds.get("classifier_cv", bundle.thresholds.get("cv")),
+        static=bundle.thresholds,
     )
     slices = cal.slice_report(data, inputs, fit.columns, truth, names)
     write_json(out, document)

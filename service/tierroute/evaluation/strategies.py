@@ -189,12 +189,13 @@ def shipped_strategy(
     shipped = dataclasses.replace(
         settings, cascade=apply_cascade(settings.cascade, bundle.thresholds)
     )
-    risk = [bundle.risk] * cv.k
+    risk = [bundle.cascade_risk] * cv.k
     c = shipped.cascade
     return Strategy(
         SHIPPED,
         f"the shipped configuration: {strategy} routing ({settings.routing.default_rule} rule, "
-        f"bundle {bundle.version} thresholds {list(bundle.risk)}), judge sample rate "
+        f"bundle {bundle.version} cascade thresholds {list(bundle.cascade_risk)}), "
+        f"judge sample rate "
         f"{c.judge_sample_rate} {list(c.judge_sample_rates)}, speculative bound "
         f"{c.speculative_bound}; out-of-fold scores",
         _per_fold(cv, data, shipped, risk, rule=settings.routing.default_rule),

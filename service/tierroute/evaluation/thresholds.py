@@ -98,6 +98,17 @@ class Bundle:
             raise ConfigError(f"{self.path / THRESHOLDS_FILE}: no 'risk' list")
         return tuple(float(v) for v in risk)
 
+    @property
+    def cascade_risk(self) -> tuple[float, ...]:
+        """Where Cascade starts: `cascade.risk` once calibrated, else the Route thresholds."""
+        section = self.thresholds.get(CASCADE_SECTION)
+        risk = section.get("risk") if isinstance(section, Mapping) else None
+        if risk is None:
+            return self.risk
+        if not isinstance(risk, list):
+            raise ConfigError(f"{self.path / THRESHOLDS_FILE}: 'cascade.risk' is not a list")
+        return tuple(float(v) for v in risk)
+
     @classmethod
     def read(cls, model_dir: Path) -> Bundle:
         """Read the metadata and thresholds of the bundle in `model_dir` (no ONNX loading)."""
