@@ -254,6 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # The SDK's HTTP client logs every request at INFO; provider calls are already in spans,
+    # metrics and the query log, so keep the server log to what tierroute itself reports.
+    for noisy in ("httpx", "httpx2"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         code: int = args.func(args)
     except grpc.RpcError as exc:
