@@ -1,33 +1,27 @@
 """Property tests: arbitrary and hostile CascadeRequests against a running server.
 
-As in tests/test_fuzz_route.py (whose server thread and text strategies this reuses), the
-server runs on its own event loop in a background thread with authentication on; its
-Cascade calls go through the replay backend with no simulated latency and synthetic
-answers. Hostile fault-injection metadata makes the model backend fail in every way it
-can, so circuit breakers open and close along the way. The only outcomes allowed are a
-valid response or a clear status code, never INTERNAL or UNKNOWN, and the server must still
+As in tests/test_fuzz_route.py (both use the server thread and strategies of
+tests/fuzzing.py), the server runs on its own event loop in a background thread with
+authentication on; its Cascade calls go through the replay backend with no simulated latency
+and synthetic answers. Hostile fault-injection metadata makes the model backend fail in every
+way it can, so circuit breakers open and close along the way. The only outcomes allowed are
+a valid response or a clear status code, never INTERNAL or UNKNOWN, and the server must still
 report SERVING and answer afterwards.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Awaitable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
-from google.protobuf.message import DecodeError
-from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from hypothesis import HealthCheck, event, given, settings
+from grpc_health.v1 import health_pb2
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import make_settings
-from tests.test_fuzz_route import (
+from tests.fuzzing import (
     ACME_TOKEN,
     ADMIN_TOKEN,
     ASCII,
@@ -35,6 +29,7 @@ from tests.test_fuzz_route import (
     ID,
     MESSAGES,
     METADATA,
+    NONBLANK,
     OWN_TENANT,
     SHORT_ID,
     SHORT_TEXT,
@@ -42,17 +37,24 @@ from tests.test_fuzz_route import (
     TENANT,
     TEXT,
     UNICODE,
+    VALID_BODY,
     VALID_CREDENTIAL,
-    VALID_MESSAGES,
+    Outcome,
     ServerThread,
+    auth_status,
+    call,
+    enum_field,
+    fuzz_settings,
+    health_status,
+    mostly,
+    parses_as,
+    serving,
+    token_of,
 )
-from tierroute.classifier import MODEL_FILE
-from tierroute.errors import Unauthenticated
-from tierroute.security import bearer_metadata, bearer_token, hash_token
-from tierroute.testing import StaticScorer
+from tests.helpers import make_settings
+from tierroute.security import bearer_metadata
 from tierroute.v1 import tierroute_pb2 as pb
 
-CASCADE = "/tierroute.v1.TierRouter/Cascade"
 REFUSALS = {
     grpc.StatusCode.INVALID_ARGUMENT,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -71,12 +73,7 @@ PROVIDER_OUTCOMES = {
 }
 # Bounds a hung call so a broken server fails the test instead of stalling it.
 DEADLINE_S = 30
-FUZZ = settings(
-    max_examples=60,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+FUZZ = fuzz_settings(max_examples=60)
 SERVER_ENV = {
     "TIERROUTE_REPLAY_TIME_SCALE": "0",
     # Injected timeouts hold a connection this long, then drop it; 429s ask for no wait.
@@ -90,117 +87,58 @@ SERVER_ENV = {
 BASE = make_settings(SERVER_ENV)
 TIER_NAMES = [t.name for t in BASE.tiers]
 MAX_TOKENS = BASE.cascade.max_output_tokens
-
-
-def _server(tmp: Path) -> ServerThread:
-    tokens = tmp / "tokens.json"
-    tokens.write_text(
-        json.dumps(
-            {"tenants": {"acme": [hash_token(ACME_TOKEN)]}, "admin": [hash_token(ADMIN_TOKEN)]}
-        )
-    )
-    config = make_settings({**SERVER_ENV, "TIERROUTE_AUTH_TOKENS_FILE": str(tokens)})
-    # The real ONNX model routes the hostile text too, when a bundle has been built.
-    bundle = (config.routing.model_dir / MODEL_FILE).is_file()
-    thread = ServerThread(config, None if bundle else StaticScorer((0.5, 0.3, 0.2)))
-    thread.start()
-    return thread
+SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     """A server for calls without injected faults."""
-    thread = _server(tmp_path_factory.mktemp("auth"))
-    try:
+    with serving(tmp_path_factory.mktemp("auth"), SERVER_ENV) as thread:
         yield thread
-    finally:
-        thread.stop()
 
 
 @pytest.fixture(scope="module")
 def faulty_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     """A server of its own for calls that inject provider faults (and so open breakers)."""
-    thread = _server(tmp_path_factory.mktemp("auth"))
-    try:
+    with serving(tmp_path_factory.mktemp("auth"), SERVER_ENV) as thread:
         yield thread
-    finally:
-        thread.stop()
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """How one call ended: a status code, and the response when it was OK."""
-
-    code: grpc.StatusCode
-    details: str
-    response: pb.CascadeResponse | None
-
-
-def _call(
+def _cascade(
     server: ServerThread,
     request: pb.CascadeRequest | bytes,
     metadata: tuple[tuple[str, str], ...],
     timeout: float = DEADLINE_S,
-) -> Outcome:
+) -> Outcome[pb.CascadeResponse]:
     """One Cascade call; raw bytes are sent as they are."""
-    running = server.running
-    assert running is not None
-
-    async def call() -> Outcome:
-        try:
-            if isinstance(request, bytes):
-                raw = running.channel.unary_unary(CASCADE)
-                await raw(request, metadata=metadata, timeout=timeout)
-                return Outcome(grpc.StatusCode.OK, "", None)
-            response = await running.stub.Cascade(request, metadata=metadata, timeout=timeout)
-        except aio.AioRpcError as err:
-            return Outcome(err.code(), err.details() or "", None)
-        return Outcome(grpc.StatusCode.OK, "", response)
-
-    return server.run(call())
+    return call(server, "Cascade", request, metadata, timeout)
 
 
 def _health(server: ServerThread) -> int:
-    running = server.running
-    assert running is not None
-    stub = health_pb2_grpc.HealthStub(running.channel)
-
-    async def check() -> int:
-        reply: Awaitable[Any] = stub.Check(health_pb2.HealthCheckRequest(), timeout=DEADLINE_S)
-        return int((await reply).status)
-
-    return server.run(check())
+    """The server's health status, bounded by this module's deadline."""
+    return health_status(server, DEADLINE_S)
 
 
 # --- strategies -------------------------------------------------------------------------
 
 
-def _mostly(common: st.SearchStrategy[Any], rare: st.SearchStrategy[Any]) -> Any:
-    # Most examples draw from `common`, so enough requests get past one gate to the next.
-    return st.one_of(common, common, common, common, rare)
-
-
-def _enum(valid: list[int]) -> Any:
-    return _mostly(st.sampled_from(valid), st.integers(-(2**31), 2**31 - 1))
-
-
-START_TIER = _mostly(
+START_TIER = mostly(
     st.sampled_from(["", *TIER_NAMES]),
     st.one_of(ID, st.sampled_from(["CHEAP", " cheap", "gold", "cheap\x00", "mid\u200b"])),
 )
-OUTPUT_TOKENS = _mostly(
+OUTPUT_TOKENS = mostly(
     st.sampled_from([0, 1, 16, MAX_TOKENS]),
     st.one_of(st.integers(-(2**31), 2**31 - 1), st.sampled_from([-1, MAX_TOKENS + 1, 2**31 - 1])),
 )
-SPECULATION = _enum([0, pb.SPECULATION_MODE_OFF, pb.SPECULATION_MODE_ON])
-JUDGE_MODE = _enum([0, pb.JUDGE_MODE_ALWAYS, pb.JUDGE_MODE_NEVER])
-DOUBLE = _mostly(
+SPECULATION = enum_field([0, pb.SPECULATION_MODE_OFF, pb.SPECULATION_MODE_ON])
+JUDGE_MODE = enum_field([0, pb.JUDGE_MODE_ALWAYS, pb.JUDGE_MODE_NEVER])
+DOUBLE = mostly(
     st.floats(0.0, 1.0),
     st.sampled_from([-0.0, -1.0, 1.0 + 1e-12, math.nan, math.inf, -math.inf, 5e-324]),
 )
 POLICY = st.builds(
     pb.RoutingPolicy,
-    rule=_enum([0, pb.DECISION_RULE_CALIBRATED, pb.DECISION_RULE_PUBLISHED]),
+    rule=enum_field([0, pb.DECISION_RULE_CALIBRATED, pb.DECISION_RULE_PUBLISHED]),
     quality_floor=DOUBLE,
     max_cost_usd=DOUBLE,
 )
@@ -223,14 +161,11 @@ def _cascade_requests(tenant: st.SearchStrategy[str]) -> st.SearchStrategy[pb.Ca
         st.builds(pb.CascadeRequest, query=TEXT, **common),
         st.builds(
             pb.CascadeRequest,
-            query=_mostly(st.just(""), SHORT_TEXT),
+            query=mostly(st.just(""), SHORT_TEXT),
             messages=MESSAGES,
             **common,
         ),
     )
-
-
-NONBLANK = SHORT_TEXT.filter(str.strip)
 
 
 def _valid(body: dict[str, Any], start_tier: str, **fields: Any) -> pb.CascadeRequest:
@@ -244,10 +179,7 @@ def _valid(body: dict[str, Any], start_tier: str, **fields: Any) -> pb.CascadeRe
 # Requests valid in every field, with hostile text wherever text goes.
 VALID_WITH_TIER = st.builds(
     _valid,
-    st.one_of(
-        st.builds(lambda q: {"query": q}, NONBLANK),
-        st.builds(lambda m: {"messages": m}, VALID_MESSAGES),
-    ),
+    VALID_BODY,
     st.sampled_from(["", *TIER_NAMES]),
     strategy=st.sampled_from(
         [0, pb.STRATEGY_HEURISTIC, pb.STRATEGY_CLASSIFIER, pb.STRATEGY_SELF_ROUTING]
@@ -298,32 +230,20 @@ FAULTS = st.one_of(
 )
 
 
-def _parses(data: bytes) -> bool:
-    try:
-        pb.CascadeRequest.FromString(data)
-    except DecodeError:
-        return False
-    return True
-
-
-def _token(credential: tuple[tuple[str, str], ...]) -> str | None:
-    try:
-        return bearer_token(credential)
-    except Unauthenticated:
-        return None
+_parses = parses_as(pb.CascadeRequest)
 
 
 # --- properties -------------------------------------------------------------------------
 
 
-def _check(outcome: Outcome, credential: tuple[tuple[str, str], ...]) -> None:
+def _check(outcome: Outcome[pb.CascadeResponse], credential: tuple[tuple[str, str], ...]) -> None:
     # Shown by --hypothesis-show-statistics: how many examples ended each way.
     event(outcome.code.name)
     assert outcome.code == grpc.StatusCode.OK or outcome.code in REFUSALS, outcome
     if outcome.code != grpc.StatusCode.OK:
         assert "Traceback" not in outcome.details
         return
-    assert _token(credential) in (ACME_TOKEN, ADMIN_TOKEN)
+    assert token_of(credential) in (ACME_TOKEN, ADMIN_TOKEN)
     response = outcome.response
     if response is None:
         return
@@ -353,10 +273,10 @@ def test_hostile_cascade_requests_get_a_response_or_a_clear_status(
         credential: tuple[tuple[str, str], ...],
         faults: tuple[tuple[str, str], ...],
     ) -> None:
-        _check(_call(faulty_server, request, (*credential, *faults)), credential)
+        _check(_cascade(faulty_server, request, (*credential, *faults)), credential)
 
     property_()
-    assert _health(faulty_server) == health_pb2.HealthCheckResponse.SERVING
+    assert _health(faulty_server) == SERVING
 
 
 def test_provider_faults_end_in_an_answer_or_a_clear_status(faulty_server: ServerThread) -> None:
@@ -367,7 +287,7 @@ def test_provider_faults_end_in_an_answer_or_a_clear_status(faulty_server: Serve
     @given(request=VALID_WITH_TIER, faults=FAULTS)
     def property_(request: pb.CascadeRequest, faults: tuple[tuple[str, str], ...]) -> None:
         credential = bearer_metadata(ACME_TOKEN)
-        outcome = _call(faulty_server, request, (*credential, *faults))
+        outcome = _cascade(faulty_server, request, (*credential, *faults))
         assert outcome.code in PROVIDER_OUTCOMES, outcome
         _check(outcome, credential)
         if outcome.response is not None:
@@ -375,7 +295,7 @@ def test_provider_faults_end_in_an_answer_or_a_clear_status(faulty_server: Serve
                 event(f"hop {hop.error_kind or 'ok'}")
 
     property_()
-    assert _health(faulty_server) == health_pb2.HealthCheckResponse.SERVING
+    assert _health(faulty_server) == SERVING
 
 
 def test_valid_cascade_requests_with_hostile_text_are_answered(server: ServerThread) -> None:
@@ -384,12 +304,12 @@ def test_valid_cascade_requests_with_hostile_text_are_answered(server: ServerThr
     @FUZZ
     @given(request=VALID_WITH_TIER, credential=VALID_CREDENTIAL)
     def property_(request: pb.CascadeRequest, credential: tuple[tuple[str, str], ...]) -> None:
-        outcome = _call(server, request, credential)
+        outcome = _cascade(server, request, credential)
         assert outcome.code == grpc.StatusCode.OK, (outcome, request)
         _check(outcome, credential)
 
     property_()
-    assert _health(server) == health_pb2.HealthCheckResponse.SERVING
+    assert _health(server) == SERVING
 
 
 def test_hostile_credentials_never_get_a_cascade_answer(server: ServerThread) -> None:
@@ -400,21 +320,12 @@ def test_hostile_credentials_never_get_a_cascade_answer(server: ServerThread) ->
     @given(query=NONBLANK, tenant=TENANT, credential=CREDENTIAL)
     def property_(query: str, tenant: str, credential: tuple[tuple[str, str], ...]) -> None:
         request = pb.CascadeRequest(query=query, tenant_id=tenant, judge_mode=pb.JUDGE_MODE_NEVER)
-        outcome = _call(server, request, credential)
-        token = _token(credential)
-        if token not in (ACME_TOKEN, ADMIN_TOKEN):
-            expected = grpc.StatusCode.UNAUTHENTICATED
-        elif token == ACME_TOKEN and tenant not in ("", "acme"):
-            expected = grpc.StatusCode.PERMISSION_DENIED
-        elif len(tenant) > BASE.limits.max_id_chars:
-            expected = grpc.StatusCode.INVALID_ARGUMENT
-        else:
-            expected = grpc.StatusCode.OK
-        assert outcome.code == expected, outcome
+        outcome = _cascade(server, request, credential)
+        assert outcome.code == auth_status(credential, tenant), outcome
         _check(outcome, credential)
 
     property_()
-    assert _health(server) == health_pb2.HealthCheckResponse.SERVING
+    assert _health(server) == SERVING
 
 
 def test_random_bytes_that_parse_are_handled_like_any_request(server: ServerThread) -> None:
@@ -424,10 +335,10 @@ def test_random_bytes_that_parse_are_handled_like_any_request(server: ServerThre
     @given(data=st.binary(max_size=512).filter(_parses), credential=CREDENTIAL)
     def property_(data: bytes, credential: tuple[tuple[str, str], ...]) -> None:
         request = pb.CascadeRequest.FromString(data)
-        _check(_call(server, request, credential), credential)
+        _check(_cascade(server, request, credential), credential)
 
     property_()
-    assert _health(server) == health_pb2.HealthCheckResponse.SERVING
+    assert _health(server) == SERVING
 
 
 def test_undecodable_bytes_are_invalid_argument(server: ServerThread) -> None:
@@ -436,7 +347,7 @@ def test_undecodable_bytes_are_invalid_argument(server: ServerThread) -> None:
     @FUZZ
     @given(data=st.binary(min_size=1, max_size=512).filter(lambda d: not _parses(d)))
     def property_(data: bytes) -> None:
-        outcome = _call(server, data, bearer_metadata(ACME_TOKEN))
+        outcome = _cascade(server, data, bearer_metadata(ACME_TOKEN))
         assert outcome.code == grpc.StatusCode.INVALID_ARGUMENT, outcome
         assert "Traceback" not in outcome.details
 
@@ -452,7 +363,7 @@ def test_short_client_deadlines_end_ok_or_deadline_exceeded(server: ServerThread
         timeout=st.sampled_from([1e-6, 0.001, 0.005, 0.02, 0.1]),
     )
     def property_(request: pb.CascadeRequest, timeout: float) -> None:
-        outcome = _call(server, request, bearer_metadata(ACME_TOKEN), timeout=timeout)
+        outcome = _cascade(server, request, bearer_metadata(ACME_TOKEN), timeout=timeout)
         assert outcome.code in (grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED), outcome
         _check(outcome, bearer_metadata(ACME_TOKEN))
 
@@ -463,7 +374,7 @@ def test_short_client_deadlines_end_ok_or_deadline_exceeded(server: ServerThread
 def test_servers_still_serve_after_the_fuzzing(which: str, request: pytest.FixtureRequest) -> None:
     """After every hostile call above, health is SERVING and a plain Cascade is answered."""
     thread: ServerThread = request.getfixturevalue(which)
-    assert _health(thread) == health_pb2.HealthCheckResponse.SERVING
+    assert _health(thread) == SERVING
     plain = pb.CascadeRequest(query="What is the capital of France?", start_tier="expensive")
-    outcome = _call(thread, plain, bearer_metadata(ACME_TOKEN))
+    outcome = _cascade(thread, plain, bearer_metadata(ACME_TOKEN))
     assert outcome.code == grpc.StatusCode.OK, outcome

@@ -19,7 +19,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,23 @@ def _db_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _data_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help=f"{what} (default $TIERROUTE_DATA or ../shared/data/dev.jsonl.gz)",
+    )
+
+
+def _registry_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--registry", type=Path, default=None, help="model registry directory")
+
+
+def _json_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def _since_argument(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument(
         "--since",
@@ -95,6 +113,30 @@ async def open_log(url: str) -> Store:
         await store.aclose()
         raise
     return store
+
+
+@asynccontextmanager
+async def _reading(url: str) -> AsyncIterator[Store]:
+    """The query log at `url`, opened as `open_log` does and closed on the way out."""
+    store = await open_log(url)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+def _data_path(args: argparse.Namespace) -> Path:
+    return Path(args.data) if args.data is not None else default_data_path(_environ(args))
+
+
+def _fail(command: str, message: object, code: int = EXIT_USAGE) -> int:
+    """Say on stderr why `tierroute <command>` stopped; return its exit code."""
+    print(f"tierroute {command}: {message}", file=sys.stderr)
+    return code
+
+
+def _unreadable(command: str, url: str, exc: QueryLogError) -> int:
+    return _fail(command, f"cannot read {redact_url(url)}: {exc}", EXIT_UNREADABLE)
 
 
 def _print(document: Mapping[str, Any] | None, text: str, as_json: bool) -> None:
@@ -136,7 +178,7 @@ def add_audit_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--examples", type=int, default=DEFAULT_EXAMPLES, help="examples shown")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    _json_argument(parser)
     parser.set_defaults(func=run_audit_command)
 
 
@@ -144,15 +186,12 @@ async def _audit(url: str, settings: Settings, environ: Mapping[str, str], optio
     from tierroute.audit import run_audit
     from tierroute.backend import build_backend
 
-    store = await open_log(url)
-    try:
+    async with _reading(url) as store:
         backend = build_backend(settings, environ)
         try:
             return await run_audit(store, backend.provider, settings, options)
         finally:
             await backend.aclose()
-    finally:
-        await store.aclose()
 
 
 def run_audit_command(args: argparse.Namespace) -> int:
@@ -170,23 +209,18 @@ def run_audit_command(args: argparse.Namespace) -> int:
             examples=args.examples,
         )
     except ConfigError as exc:
-        print(f"tierroute audit: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail("audit", exc)
     try:
         report = asyncio.run(_audit(url, settings, _environ(args), options))
     except ConfigError as exc:
-        print(f"tierroute audit: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail("audit", exc)
     except QueryLogError as exc:
-        print(f"tierroute audit: cannot read {redact_url(url)}: {exc}", file=sys.stderr)
-        return EXIT_UNREADABLE
+        return _unreadable("audit", url, exc)
     except ProviderError as exc:
-        print(f"tierroute audit: the judge backend failed: {exc}", file=sys.stderr)
-        return EXIT_UNREADABLE
+        return _fail("audit", f"the judge backend failed: {exc}", EXIT_UNREADABLE)
     _print(report.as_dict(), format_report(report), args.json)
     if report.judged == 0:
-        print("tierroute audit: nothing was judged", file=sys.stderr)
-        return EXIT_NOTHING
+        return _fail("audit", "nothing was judged", EXIT_NOTHING)
     return EXIT_ALARM if report.above_threshold else EXIT_OK
 
 
@@ -205,17 +239,12 @@ def add_drift_parser(subparsers: Any) -> None:
         "something did, 1 when the log cannot be read, 2 on bad arguments.",
     )
     _db_argument(parser)
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        help="the training data (default $TIERROUTE_DATA or ../shared/data/dev.jsonl.gz)",
-    )
+    _data_argument(parser, "the training data")
     _since_argument(parser, DEFAULT_SINCE)
     parser.add_argument(
         "--model", type=Path, default=None, help="model bundle (default: the served one)"
     )
-    parser.add_argument("--registry", type=Path, default=None, help="model registry directory")
+    _registry_argument(parser)
     parser.add_argument("--max-tv", type=float, default=DEFAULT_MAX_TV, help="mix threshold")
     parser.add_argument(
         "--max-coverage-drop",
@@ -229,7 +258,7 @@ def add_drift_parser(subparsers: Any) -> None:
         default=DEFAULT_MIN_RECORDS,
         help="records a measure needs before it can say anything",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    _json_argument(parser)
     parser.set_defaults(func=run_drift_command)
 
 
@@ -249,16 +278,13 @@ async def _drift(url: str, settings: Settings, args: argparse.Namespace, thresho
     tier_names = [t.name for t in settings.tiers]
     # Reading the model and routing the training prompts take a second or two: off the loop.
     loaded = await asyncio.to_thread(load_model, model_dir, len(tier_names))
-    data = Path(args.data) if args.data is not None else default_data_path(_environ(args))
+    data = _data_path(args)
     reference = await asyncio.to_thread(
         reference_from_file, data, loaded.scorer, loaded.vocabulary, tier_names
     )
     since = _since(args.since)
-    store = await open_log(url)
-    try:
+    async with _reading(url) as store:
         recent = await recent_traffic(store, loaded.scorer, tier_names, since=since)
-    finally:
-        await store.aclose()
     return compare(reference, recent, thresholds, since=since)
 
 
@@ -272,16 +298,13 @@ def run_drift_command(args: argparse.Namespace) -> int:
         thresholds = DriftThresholds(args.max_tv, args.max_coverage_drop, args.min_records)
         _since(args.since)
     except ConfigError as exc:
-        print(f"tierroute drift: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail("drift", exc)
     try:
         report = asyncio.run(_drift(url, settings, args, thresholds))
     except (ConfigError, ModelLoadError, NotFound, OSError) as exc:
-        print(f"tierroute drift: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail("drift", exc)
     except QueryLogError as exc:
-        print(f"tierroute drift: cannot read {redact_url(url)}: {exc}", file=sys.stderr)
-        return EXIT_UNREADABLE
+        return _unreadable("drift", url, exc)
     _print(report.as_dict(), format_report(report), args.json)
     return EXIT_ALARM if report.shifted else EXIT_OK
 
@@ -303,13 +326,8 @@ def add_retrain_parser(subparsers: Any) -> None:
         "cannot be read, 2 on bad arguments. Needs the `train` extra.",
     )
     _db_argument(parser)
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        help="the original training data (default $TIERROUTE_DATA or ../shared/data/dev.jsonl.gz)",
-    )
-    parser.add_argument("--registry", type=Path, default=None, help="model registry directory")
+    _data_argument(parser, "the original training data")
+    _registry_argument(parser)
     _since_argument(parser, "all")
     parser.add_argument(
         "--margin-quality",
@@ -329,18 +347,15 @@ def add_retrain_parser(subparsers: Any) -> None:
     parser.add_argument("--folds", type=int, default=5, help="calibration folds")
     parser.add_argument("--seed", type=int, default=0, help="held-out split seed")
     parser.add_argument("--dry-run", action="store_true", help="compare, never promote")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    _json_argument(parser)
     parser.set_defaults(func=run_retrain_command)
 
 
 async def _labels(url: str, settings: Settings, since: datetime | None) -> Any:
     from tierroute.retrain import collect_labels
 
-    store = await open_log(url)
-    try:
+    async with _reading(url) as store:
         return await collect_labels(store, settings, since)
-    finally:
-        await store.aclose()
 
 
 def run_retrain_command(args: argparse.Namespace) -> int:
@@ -359,23 +374,19 @@ def run_retrain_command(args: argparse.Namespace) -> int:
             seed=args.seed,
             dry_run=args.dry_run,
         )
-        data = Path(args.data) if args.data is not None else default_data_path(_environ(args))
+        data = _data_path(args)
     except ConfigError as exc:
-        print(f"tierroute retrain: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail("retrain", exc)
     try:
         log = asyncio.run(_labels(url, settings, options.since))
     except QueryLogError as exc:
-        print(f"tierroute retrain: cannot read {redact_url(url)}: {exc}", file=sys.stderr)
-        return EXIT_UNREADABLE
+        return _unreadable("retrain", url, exc)
     try:
         result = retrain(settings, log, data, registry, options)
     except (ConfigError, ModelLoadError, NotFound, OSError) as exc:
-        print(f"tierroute retrain: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail("retrain", exc)
     except ImportError as exc:
-        print(f"tierroute retrain: needs the `train` extra: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail("retrain", f"needs the `train` extra: {exc}")
     _print(result.as_dict(), format_result(result), args.json)
     # A dry run answers the same question without acting on it.
     passed = result.promoted or (options.dry_run and result.decision.promote)
@@ -393,8 +404,8 @@ def add_rollback_parser(subparsers: Any) -> None:
         description="Pop the registry's last promotion. Servers pick the change up through "
         "their registry watcher (routing.registry_poll_s) or a ReloadModel call.",
     )
-    parser.add_argument("--registry", type=Path, default=None, help="model registry directory")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    _registry_argument(parser)
+    _json_argument(parser)
     parser.set_defaults(func=run_rollback_command)
 
 
@@ -407,8 +418,7 @@ def run_rollback_command(args: argparse.Namespace) -> int:
         before = registry.state().promoted
         after = registry.rollback(note="tierroute rollback").promoted
     except (ConfigError, NotFound) as exc:
-        print(f"tierroute rollback: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail("rollback", exc)
     _print(registry_summary(registry), f"rolled back {before} -> {after}", args.json)
     return EXIT_OK
 
@@ -421,10 +431,10 @@ def add_models_parser(subparsers: Any) -> None:
         description="Without options, list the registry's versions, the promoted one and "
         "the history. --add copies a bundle in; --promote makes a held version current.",
     )
-    parser.add_argument("--registry", type=Path, default=None, help="model registry directory")
+    _registry_argument(parser)
     parser.add_argument("--add", type=Path, default=None, metavar="BUNDLE", help="add a bundle")
     parser.add_argument("--promote", default=None, metavar="VERSION", help="promote a version")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    _json_argument(parser)
     parser.set_defaults(func=run_models_command)
 
 
@@ -440,8 +450,7 @@ def run_models_command(args: argparse.Namespace) -> int:
             registry.promote(args.promote, note="tierroute models --promote")
         summary = registry_summary(registry)
     except (ConfigError, ModelLoadError, NotFound) as exc:
-        print(f"tierroute models: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail("models", exc)
     lines = [f"registry {summary['registry']}", f"promoted {summary['promoted']}"]
     lines += [
         f"  {v}{'  (promoted)' if v == summary['promoted'] else ''}" for v in summary["versions"]
