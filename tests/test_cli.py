@@ -88,3 +88,16 @@ def _check_serving_then_stop(proc: subprocess.Popen[str], port: int) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_port_in_use_fails_start_up_with_a_clear_message() -> None:
+    """A port another process holds makes `serve` exit non-zero with a readable reason."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = _serve(_env(), port)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in err
+    assert "Traceback" not in err

@@ -26,6 +26,7 @@ from tierroute.admission import AdmissionInterceptor
 from tierroute.backend import Backend, build_backend
 from tierroute.breaker import BreakerBoard
 from tierroute.cascade import CascadeEngine
+from tierroute.errors import ConfigError
 from tierroute.evaluation.thresholds import apply_cascade, cascade_overrides
 from tierroute.metrics import BreakerState, Metrics
 from tierroute.providers.base import Provider
@@ -214,6 +215,20 @@ class TierRouteServer:
             ],
             maximum_concurrent_rpcs=cfg.max_concurrent_rpcs or None,
         )
+        # Bind before starting the query log and the backend: a port in use fails start-up
+        # with nothing left running.
+        address = f"{host or cfg.host}:{cfg.port if port is None else port}"
+        credentials = server_credentials(self.settings.tls)
+        try:
+            if credentials is None:
+                self.port = server.add_insecure_port(address)
+            else:
+                self.port = server.add_secure_port(address, credentials)
+        except RuntimeError as exc:
+            await server.stop(None)
+            raise ConfigError(
+                f"cannot listen on {address}: the port is in use or the address is not local"
+            ) from exc
         if self._querylog is None and self.settings.querylog.enabled:
             self._own_querylog = QueryLogWriter.from_config(self.settings.querylog)
             await self._own_querylog.start()
@@ -246,12 +261,6 @@ class TierRouteServer:
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        address = f"{host or cfg.host}:{cfg.port if port is None else port}"
-        credentials = server_credentials(self.settings.tls)
-        if credentials is None:
-            self.port = server.add_insecure_port(address)
-        else:
-            self.port = server.add_secure_port(address, credentials)
         await server.start()
         self._server = server
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
