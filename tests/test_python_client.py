@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import json
 import socket
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from grpc import aio
 from tierroute_client import (
     AsyncTierRouteClient,
@@ -33,6 +26,7 @@ from tierroute_client._channel import channel_spec
 from tierroute_client._results import RouteResult
 
 from tests.helpers import make_settings, running_server
+from tests.pki import Pki, make_pki
 from tierroute.security import hash_token
 from tierroute.server import TierRouteServer
 from tierroute.settings import Settings
@@ -452,63 +446,10 @@ async def test_async_feedback_sends_rating_and_correctness() -> None:
 # --- TLS and bearer tokens -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Pki:
-    """A CA and a server certificate for 127.0.0.1 signed by it."""
-
-    ca: bytes
-    cert: Path
-    key: Path
-
-
-def _cert(
-    name: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer[0].subject if issuer else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
-    )
-    if issuer is not None:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-    return builder.sign(issuer[1] if issuer else key, hashes.SHA256())
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """A throw-away CA and server certificate."""
-    directory = tmp_path_factory.mktemp("client-pki")
-    ca_key, server_key = (
-        ec.generate_private_key(ec.SECP256R1()),
-        ec.generate_private_key(ec.SECP256R1()),
-    )
-    ca = _cert("client test CA", ca_key, None)
-    server = _cert("127.0.0.1", server_key, (ca, ca_key))
-    (directory / "server.pem").write_bytes(server.public_bytes(serialization.Encoding.PEM))
-    (directory / "server.key").write_bytes(
-        server_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return Pki(
-        ca=ca.public_bytes(serialization.Encoding.PEM),
-        cert=directory / "server.pem",
-        key=directory / "server.key",
-    )
+    return make_pki(tmp_path_factory.mktemp("client-pki"))
 
 
 def _auth_settings(tmp_path: Path, pki: Pki | None) -> Settings:
@@ -516,7 +457,10 @@ def _auth_settings(tmp_path: Path, pki: Pki | None) -> Settings:
     tokens.write_text(json.dumps({"tenants": {"acme": [hash_token(TOKEN)]}}))
     env = {"TIERROUTE_AUTH_TOKENS_FILE": str(tokens)}
     if pki is not None:
-        env |= {"TIERROUTE_TLS_CERT_FILE": str(pki.cert), "TIERROUTE_TLS_KEY_FILE": str(pki.key)}
+        env |= {
+            "TIERROUTE_TLS_CERT_FILE": str(pki.server_cert),
+            "TIERROUTE_TLS_KEY_FILE": str(pki.server_key),
+        }
     return make_settings(env)
 
 
@@ -524,7 +468,7 @@ async def test_tls_and_token_reach_an_authenticating_server(pki: Pki, tmp_path: 
     """Over TLS the token travels as call credentials and the server accepts it."""
     async with (
         running_server(_auth_settings(tmp_path, pki), scorer=EASY) as s,
-        client_for(s.port, tls=True, root_certificates=pki.ca, token=TOKEN) as client,
+        client_for(s.port, tls=True, root_certificates=pki.ca.read_bytes(), token=TOKEN) as client,
     ):
         r = await client.route("hello", tenant_id="acme")
     assert r.tier == "cheap"
@@ -534,7 +478,7 @@ async def test_tls_without_token_is_unauthenticated(pki: Pki, tmp_path: Path) ->
     """Without a token the authenticating server refuses with UNAUTHENTICATED."""
     async with (
         running_server(_auth_settings(tmp_path, pki), scorer=EASY) as s,
-        client_for(s.port, tls=True, root_certificates=pki.ca) as client,
+        client_for(s.port, tls=True, root_certificates=pki.ca.read_bytes()) as client,
     ):
         with pytest.raises(TierRouteClientError) as err:
             await client.route("hello")

@@ -3,29 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 import hashlib
 import io
-import ipaddress
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.helpers import Running, make_settings, running_server
+from tests.pki import Pki, make_pki
 from tierroute import security
 from tierroute.errors import ConfigError, PermissionDenied, Unauthenticated
 from tierroute.security import (
@@ -339,92 +333,10 @@ async def test_refusals_never_log_the_token(
 # --- TLS and mutual TLS -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Pki:
-    """A throw-away CA with server and client certificates, as PEM files."""
-
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-    stranger_cert: Path
-    stranger_key: Path
-
-
-def _new_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _issue(
-    name: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
-    usage: x509.ObjectIdentifier | None,
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer[0].subject if issuer else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
-    )
-    if usage is not None:
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    if usage == ExtendedKeyUsageOID.SERVER_AUTH:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-    return builder.sign(issuer[1] if issuer else key, hashes.SHA256())
-
-
-def _write(directory: Path, name: str, cert: x509.Certificate, key: Any = None) -> Path:
-    path = directory / f"{name}.pem"
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    if key is not None:
-        (directory / f"{name}.key").write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    return path
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """A CA, a server certificate for 127.0.0.1, a client certificate and a stranger's."""
-    d = tmp_path_factory.mktemp("pki")
-    ca_key, server_key, client_key = _new_key(), _new_key(), _new_key()
-    ca = _issue("tierroute test CA", ca_key, None, None)
-    server = _issue("localhost", server_key, (ca, ca_key), ExtendedKeyUsageOID.SERVER_AUTH)
-    client = _issue("client", client_key, (ca, ca_key), ExtendedKeyUsageOID.CLIENT_AUTH)
-    other_ca_key, stranger_key = _new_key(), _new_key()
-    other_ca = _issue("another CA", other_ca_key, None, None)
-    stranger = _issue(
-        "stranger", stranger_key, (other_ca, other_ca_key), ExtendedKeyUsageOID.CLIENT_AUTH
-    )
-    _write(d, "server", server, server_key)
-    _write(d, "client", client, client_key)
-    _write(d, "stranger", stranger, stranger_key)
-    return Pki(
-        ca=_write(d, "ca", ca),
-        server_cert=d / "server.pem",
-        server_key=d / "server.key",
-        client_cert=d / "client.pem",
-        client_key=d / "client.key",
-        stranger_cert=d / "stranger.pem",
-        stranger_key=d / "stranger.key",
-    )
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def _tls_env(pki: Pki, *, mutual: bool) -> dict[str, str]:

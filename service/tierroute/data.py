@@ -11,12 +11,16 @@ import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tierroute.errors import ConfigError
 
+if TYPE_CHECKING:
+    import argparse
+
 TIER_KEYS = ("cheap", "mid", "expensive")
 DATA_ENV = "TIERROUTE_DATA"
+DEFAULT_FOLDS = 5
 
 
 def default_data_path(environ: Mapping[str, str]) -> Path:
@@ -24,6 +28,26 @@ def default_data_path(environ: Mapping[str, str]) -> Path:
     if environ.get(DATA_ENV):
         return Path(environ[DATA_ENV])
     return Path(__file__).resolve().parents[3] / "shared" / "data" / "dev.jsonl.gz"
+
+
+def add_data_argument(
+    parser: argparse.ArgumentParser,
+    *,
+    required: bool = False,
+    what: str = "recorded-outcome file (.jsonl or .jsonl.gz)",
+) -> None:
+    """Add `--data PATH`; left None when absent, for `default_data_path` to resolve later."""
+    default = "" if required else f" (default ${DATA_ENV} or ../shared/data/dev.jsonl.gz)"
+    parser.add_argument(
+        "--data", type=Path, default=None, required=required, help=f"{what}{default}"
+    )
+
+
+def add_folds_argument(parser: argparse.ArgumentParser, *, what: str) -> None:
+    """Add `--folds N` (default 5), the cross-validation folds over the data."""
+    parser.add_argument(
+        "--folds", type=int, default=DEFAULT_FOLDS, help=f"{what} (default %(default)s)"
+    )
 
 
 def _open(path: Path) -> Any:

@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tierroute.data import default_data_path
+from tierroute.data import add_data_argument, add_folds_argument, default_data_path
 from tierroute.errors import ConfigError, ModelLoadError, NotFound, ProviderError
 from tierroute.querylog.records import utc_now
 from tierroute.querylog.store import QueryLogError, Store, open_store, redact_url
@@ -63,15 +63,6 @@ def _db_argument(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         default=None,
         help="sqlite:///PATH or postgresql://... (default: TIERROUTE_DB_URL or the config)",
-    )
-
-
-def _data_argument(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        help=f"{what} (default $TIERROUTE_DATA or ../shared/data/dev.jsonl.gz)",
     )
 
 
@@ -239,7 +230,7 @@ def add_drift_parser(subparsers: Any) -> None:
         "something did, 1 when the log cannot be read, 2 on bad arguments.",
     )
     _db_argument(parser)
-    _data_argument(parser, "the training data")
+    add_data_argument(parser, what="the training data")
     _since_argument(parser, DEFAULT_SINCE)
     parser.add_argument(
         "--model", type=Path, default=None, help="model bundle (default: the served one)"
@@ -326,7 +317,7 @@ def add_retrain_parser(subparsers: Any) -> None:
         "cannot be read, 2 on bad arguments. Needs the `train` extra.",
     )
     _db_argument(parser)
-    _data_argument(parser, "the original training data")
+    add_data_argument(parser, what="the original training data")
     _registry_argument(parser)
     _since_argument(parser, "all")
     parser.add_argument(
@@ -344,7 +335,7 @@ def add_retrain_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--holdout", type=float, default=DEFAULT_HOLDOUT, help="held-out share of the data"
     )
-    parser.add_argument("--folds", type=int, default=5, help="calibration folds")
+    add_folds_argument(parser, what="calibration folds")
     parser.add_argument("--seed", type=int, default=0, help="held-out split seed")
     parser.add_argument("--dry-run", action="store_true", help="compare, never promote")
     _json_argument(parser)

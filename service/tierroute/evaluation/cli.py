@@ -15,27 +15,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tierroute.data import default_data_path
+from tierroute.data import add_data_argument, add_folds_argument, default_data_path
 from tierroute.errors import ConfigError, ModelLoadError
 from tierroute.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_FOLDS = 5
-
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        help="recorded-outcome file (.jsonl or .jsonl.gz); default $TIERROUTE_DATA or "
-        "../shared/data/dev.jsonl.gz",
-    )
+    add_data_argument(parser)
     parser.add_argument("--limit", type=int, default=None, help="evaluate the first N records")
-    parser.add_argument(
-        "--folds", type=int, default=DEFAULT_FOLDS, help="cross-validation folds (default 5)"
-    )
+    add_folds_argument(parser, what="cross-validation folds")
     parser.add_argument(
         "--workers", type=int, default=1, help="worker processes (default 1: in-process)"
     )

@@ -12,27 +12,17 @@ import sys
 import time
 from pathlib import Path
 
-from tierroute.data import default_data_path
+from tierroute.data import add_data_argument, add_folds_argument, default_data_path
 from tierroute.errors import ConfigError, ModelLoadError
 from tierroute.settings import RoutingConfig
 from tierroute.training.calibrate import DEFAULT_MAX_COST_RATIO
 
-DEFAULT_FOLDS = 5
-
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """The training options, shared by `tierroute train` and `model_export/build.py`."""
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        help="recorded-outcome file (.jsonl or .jsonl.gz); default $TIERROUTE_DATA or "
-        "../shared/data/dev.jsonl.gz",
-    )
+    add_data_argument(parser)
     parser.add_argument("--out", type=Path, required=True, help="bundle directory to write")
-    parser.add_argument(
-        "--folds", type=int, default=DEFAULT_FOLDS, help="cross-validation folds (default 5)"
-    )
+    add_folds_argument(parser, what="cross-validation folds")
     target = parser.add_mutually_exclusive_group()
     target.add_argument(
         "--max-cost-ratio",
