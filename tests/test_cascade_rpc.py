@@ -234,8 +234,26 @@ async def test_cascade_starts_on_its_own_thresholds_while_route_keeps_its_own(
     async with running_server(settings, scorer=scorer, environ={}) as s:
         routed = await s.stub.Route(pb.RouteRequest(query=query))
         answered = await s.stub.Cascade(
-            pb.CascadeRequest(query=query, judge_mode=pb.JUDGE_MODE_NEVER)
+            pb.CascadeRequest(query=query, judge_mode=pb.JUDGE_MODE_ALWAYS)
         )
     assert routed.tier.name == "mid"  # risk 0.5 > 0.1 on cheap; 0.2 <= 0.3 on mid
     assert answered.route.tier.name == "cheap"  # risk 0.5 <= 0.9 on cheap
     assert answered.route.thresholds["max_risk_cheap"] == pytest.approx(0.9)
+
+
+async def test_cascade_without_a_judge_starts_where_route_would(data_file: Path) -> None:
+    """With judging turned off, Cascade starts on Route's thresholds, not the cascade's."""
+    scorer = StaticScorer((0.5, 0.3, 0.2), risk=(0.1, 0.3), cascade_risk=(0.9, 0.9))
+    settings = make_settings(
+        {"TIERROUTE_REPLAY_DATA": str(data_file), "TIERROUTE_REPLAY_TIME_SCALE": "0"}
+    )
+    query = str(_record("cheap")["prompt"])
+    async with running_server(settings, scorer=scorer, environ={}) as s:
+        judged = await s.stub.Cascade(
+            pb.CascadeRequest(query=query, judge_mode=pb.JUDGE_MODE_ALWAYS)
+        )
+        unjudged = await s.stub.Cascade(
+            pb.CascadeRequest(query=query, judge_mode=pb.JUDGE_MODE_NEVER)
+        )
+    assert judged.route.tier.name == "cheap"
+    assert unjudged.route.tier.name == "mid"

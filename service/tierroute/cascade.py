@@ -580,8 +580,10 @@ class CascadeEngine:
                 )
             return 0, None
         with self._telemetry.route_span() as span:
-            # `decide`, not `route`: this span is the request's one route span.
-            decision = self._router.decide(query.route, for_cascade=True)
+            # `decide`, not `route`: this span is the request's one route span. The cascade
+            # thresholds assume a judge may check the answer; a request that turns judging
+            # off starts where Route would, with nothing behind the start tier.
+            decision = self._router.decide(query.route, for_cascade=query.judge_mode != "never")
             if override is not None:
                 note = ReasonNote(
                     Reason.TIER_OVERRIDE,
