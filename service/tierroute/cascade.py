@@ -116,6 +116,8 @@ class CascadeQuery:
     max_output_tokens: int | None = None
     speculation: SpeculationMode = "default"
     judge_mode: JudgeMode = "default"
+    # The caller's system instruction (ROLE_SYSTEM messages), sent with every answer call.
+    system: str = ""
     # Sent with every provider call of the request (the replay backend's fault injection).
     headers: Mapping[str, str] = field(default_factory=dict)
 
@@ -1056,7 +1058,7 @@ class CascadeEngine:
         timeout_s = min(per_call, remaining)
         bound_by_deadline = remaining <= per_call
         judge = draft.role == "judge"
-        system = prompts.JUDGE_SYSTEM if judge else None
+        system = prompts.JUDGE_SYSTEM if judge else (run.query.system or None)
         draft.started = self._clock()
         with self._telemetry.call_span(draft) as span:
             try:

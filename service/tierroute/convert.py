@@ -91,6 +91,9 @@ def conversation(
         if message.role not in _ROLES:
             raise InvalidRequest(f"messages[{i}].role {message.role} is not a known role")
         role = _ROLES[message.role]
+        if role is not None and not message.content.strip():
+            # Model APIs refuse empty turns; say so now rather than fail on every tier.
+            raise InvalidRequest(f"messages[{i}] is empty")
         if role is None:
             system.append(message.content)
         else:
@@ -220,6 +223,7 @@ def cascade_query(
 ) -> CascadeQuery:
     """Validate a CascadeRequest into the cascade engine's query."""
     route = route_query(request, settings)
+    _, _, system = conversation(request.query, request.messages, settings.limits)
     if request.start_tier and all(t.name != request.start_tier for t in settings.tiers):
         _unknown_tier(request.start_tier, settings)
     if request.max_output_tokens < 0:
@@ -245,6 +249,7 @@ def cascade_query(
         max_output_tokens=request.max_output_tokens or None,
         speculation=speculation,
         judge_mode=judge_mode,
+        system=system,
         headers=dict(headers),
     )
 

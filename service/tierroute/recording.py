@@ -100,7 +100,9 @@ def cascade_record(
             "cost_usd": h.cost_usd,
             "latency_ms": h.latency_ms,
             "verdict": h.verdict or "",
-            "issues": list(h.issues),
+            # Judge issues are free text that often quotes the question or the answer:
+            # kept only when query text is opted in.
+            "issues": list(h.issues) if store_text else [],
             "attempt": h.attempt,
             "speculative": h.speculative,
             "error_kind": h.error_kind,

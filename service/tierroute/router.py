@@ -113,6 +113,11 @@ def heuristic_decision(
     return 0, [ReasonNote(Reason.SIMPLE_QUERY, f"query type {features.query_type}, no rule fired")]
 
 
+def _session_key(query: RouteQuery) -> str:
+    # Sessions are per tenant: two tenants' "chat-1" are different conversations.
+    return f"{query.tenant_id}\x00{query.session_id}"
+
+
 class SessionMemory:
     """The highest tier each recent session used, so a conversation never routes down.
 
@@ -172,6 +177,12 @@ class Router:
                 f"the model's thresholds cover {len(scorer.thresholds.risk) + 1} tiers; "
                 f"{len(self._tiers)} are configured"
             )
+
+    def remember(self, query: RouteQuery, tier_index: int) -> None:
+        """Record the tier that finally answered in `query`'s session (after an escalation),
+        so that the conversation's later turns do not route below it."""
+        if query.session_id and self._settings.routing.session_sticky:
+            self._sessions.record(_session_key(query), tier_index)
 
     def swap_scorer(self, scorer: Scorer) -> None:
         """Replace the classifier (hot reload); a call in flight keeps the one it started with."""
@@ -258,7 +269,7 @@ class Router:
                 if query.quality_floor > 0:
                     thresholds["quality_floor"] = query.quality_floor
         if query.session_id and settings.routing.session_sticky:
-            floor = self._sessions.floor(query.session_id)
+            floor = self._sessions.floor(_session_key(query))
             if floor > index:
                 notes.append(
                     ReasonNote(
@@ -286,7 +297,7 @@ class Router:
                 )
                 index = capped
         if query.session_id and settings.routing.session_sticky:
-            self._sessions.record(query.session_id, index)
+            self._sessions.record(_session_key(query), index)
         tier = self._tiers[index]
         return Decision(
             tier_index=index,

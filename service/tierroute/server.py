@@ -229,39 +229,44 @@ class TierRouteServer:
             raise ConfigError(
                 f"cannot listen on {address}: the port is in use or the address is not local"
             ) from exc
-        if self._querylog is None and self.settings.querylog.enabled:
-            self._own_querylog = QueryLogWriter.from_config(self.settings.querylog)
-            await self._own_querylog.start()
-            self._querylog = self._own_querylog
-        provider, forward = self._provider, self._forward_faults
-        if provider is None:
-            self._backend = build_backend(self.settings, self._environ)
-            provider, forward = self._backend.provider, self._backend.forwards_fault_headers
-        self.engine = CascadeEngine(
-            self._calibrated(scorer),
-            self.router,
-            provider,
-            tracer=self._tracer,
-            metrics=self.metrics,
-        )
-        await self._health.follow(self.engine.breakers)
-        pb_grpc.add_TierRouterServicer_to_server(
-            TierRouterServicer(
-                self.settings,
+        try:
+            if self._querylog is None and self.settings.querylog.enabled:
+                self._own_querylog = QueryLogWriter.from_config(self.settings.querylog)
+                await self._own_querylog.start()
+                self._querylog = self._own_querylog
+            provider, forward = self._provider, self._forward_faults
+            if provider is None:
+                self._backend = build_backend(self.settings, self._environ)
+                provider, forward = self._backend.provider, self._backend.forwards_fault_headers
+            self.engine = CascadeEngine(
+                self._calibrated(scorer),
                 self.router,
-                self.engine,
-                querylog=self._querylog,
-                models=self.models,
-                forward_fault_headers=forward,
-            ),
-            server,
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
-        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        await server.start()
+                provider,
+                tracer=self._tracer,
+                metrics=self.metrics,
+            )
+            await self._health.follow(self.engine.breakers)
+            pb_grpc.add_TierRouterServicer_to_server(
+                TierRouterServicer(
+                    self.settings,
+                    self.router,
+                    self.engine,
+                    querylog=self._querylog,
+                    models=self.models,
+                    forward_fault_headers=forward,
+                ),
+                server,
+            )
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+            reflection.enable_server_reflection(
+                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            )
+            await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+            await server.start()
+        except BaseException:
+            # Nothing started here may outlive a failed start-up: port, writer, backend.
+            await self._abandon(server)
+            raise
         self._server = server
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         poll_s = self.settings.routing.registry_poll_s
@@ -271,6 +276,15 @@ class TierRouteServer:
             )
         logger.info("serving on port %s (model %s)", self.port, self.router.model_version)
         return self.port
+
+    async def _abandon(self, server: aio.Server) -> None:
+        await server.stop(None)
+        if self._own_querylog is not None:
+            await self._own_querylog.close(self.settings.querylog.close_timeout_s)
+            self._own_querylog = self._querylog = None
+        if self._backend is not None:
+            await self._backend.aclose()
+            self._backend = None
 
     def _tracing_interceptors(self) -> list[ServerInterceptor]:
         if self._tracer_provider is None:

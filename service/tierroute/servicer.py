@@ -41,6 +41,18 @@ logger = logging.getLogger(__name__)
 Context = aio.ServicerContext[Any, Any]
 
 
+def _engine_deadline(remaining: float | None) -> float | None:
+    """The engine's share of the caller's remaining time.
+
+    A margin (5 %, at least 50 ms, at most 1 s) is held back so that an answer already in
+    hand when the engine's deadline passes (returned degraded) still reaches the caller
+    before gRPC cancels the call at the caller's own deadline.
+    """
+    if remaining is None:
+        return None
+    return max(0.0, remaining - min(1.0, max(0.05, 0.05 * remaining)))
+
+
 def _with_tenant(query: RouteQuery) -> RouteQuery:
     # With authentication on, a request that names no tenant is the token's tenant's.
     tenant = current_tenant()
@@ -103,7 +115,11 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
             return  # aborted calls were recorded where they aborted
         else:
             status = "INTERNAL"
-        texts = [request.query] if request.query else [m.content for m in request.messages]
+        texts = (
+            [request.query]
+            if request.query
+            else [m.content for m in request.messages if m.role == pb.ROLE_USER]
+        )
         self._log.submit(
             recording.failed_record(
                 kind,
@@ -111,7 +127,7 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
                 texts=texts,
                 status=status,
                 store_text=self._store_text,
-                tenant_id=request.tenant_id,
+                tenant_id=request.tenant_id or current_tenant() or "",
                 session_id=request.session_id,
             )
         )
@@ -144,10 +160,13 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
             query = convert.cascade_query(request, self._settings, headers)
             query = dataclasses.replace(query, route=_with_tenant(query.route))
             # The caller's deadline flows down to every provider call; the engine caps it.
-            result = await self._engine.run(query, deadline_s=context.time_remaining())
+            result = await self._engine.run(
+                query, deadline_s=_engine_deadline(context.time_remaining())
+            )
         except BaseException as exc:
             self._record_failure("cascade", request, exc)
             raise
+        self._router.remember(query.route, result.tier_index)
         strategy = "self_routing" if query.self_routing else ""
         self._record(
             recording.cascade_record(

@@ -39,6 +39,12 @@ _STATUS: tuple[tuple[type[errors.TierrouteError], grpc.StatusCode], ...] = (
 
 def status_for(exc: errors.TierrouteError) -> grpc.StatusCode:
     """The gRPC status code for one of tierroute's exceptions."""
+    if isinstance(exc, errors.AllTiersFailed) and isinstance(
+        exc.__cause__, errors.TerminalProviderError
+    ):
+        # Every tier refused the request itself (400, 413, ...): retrying cannot help, so
+        # it must not look like UNAVAILABLE, which clients retry.
+        return grpc.StatusCode.FAILED_PRECONDITION
     for kind, code in _STATUS:
         if isinstance(exc, kind):
             return code

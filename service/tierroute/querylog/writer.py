@@ -399,15 +399,16 @@ class QueryLogWriter:
                     await self.store.write_batch([], [item])
             except StoreRejected:
                 refused.append(item_to_line(item))
-            except Exception:
-                logger.exception("query log store failed unexpectedly on one record")
-                refused.append(item_to_line(item))
             except StoreUnavailable as exc:
+                # Before the catch-all: an outage mid-way spools the rest, it rejects nothing.
                 self._mark_down(exc)
                 if not from_spool:
                     await self._spool_items(items[index:])
                 await self._reject(refused)
                 return False
+            except Exception:
+                logger.exception("query log store failed unexpectedly on one record")
+                refused.append(item_to_line(item))
             else:
                 if not from_spool:
                     self._counts["written"] += 1
