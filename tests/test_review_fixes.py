@@ -185,3 +185,41 @@ async def test_judge_issue_text_stays_out_of_the_query_log(tmp_path: Path) -> No
         await store.aclose()
     assert any(h["verdict"] == "fail" for h in record.hops)
     assert "SECRET-42" not in str(record)
+
+
+async def test_feedback_only_on_the_callers_own_requests(tmp_path: Path) -> None:
+    """With authentication on, a tenant cannot rate (or probe for) another tenant's call."""
+    import json
+
+    from tierroute.security import bearer_metadata, hash_token
+
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(
+        json.dumps({"tenants": {"acme": [hash_token("acme-t")], "globex": [hash_token("gx-t")]}})
+    )
+    settings = make_settings(
+        {
+            "TIERROUTE_AUTH_TOKENS_FILE": str(tokens),
+            "TIERROUTE_QUERYLOG_ENABLED": "true",
+            "TIERROUTE_DB_URL": f"sqlite:///{tmp_path / 'log.sqlite3'}",
+            "TIERROUTE_QUERYLOG_SPOOL_PATH": str(tmp_path / "spool.jsonl"),
+        }
+    )
+    acme, globex = bearer_metadata("acme-t"), bearer_metadata("gx-t")
+    writer = QueryLogWriter.from_config(settings.querylog)
+    await writer.start()
+    try:
+        async with running_server(settings, scorer=EASY, querylog=writer) as s:
+            r = await s.stub.Route(pb.RouteRequest(query="What is 2+2?"), metadata=acme)
+            feedback = pb.FeedbackRequest(request_id=r.request_id, rating=5)
+            with pytest.raises(aio.AioRpcError) as unflushed:
+                await s.stub.Feedback(feedback, metadata=globex)
+            await writer.flush()  # now the store, not the writer's memory, decides
+            with pytest.raises(aio.AioRpcError) as stored:
+                await s.stub.Feedback(feedback, metadata=globex)
+            ack = await s.stub.Feedback(feedback, metadata=acme)
+    finally:
+        await writer.close(10)
+    assert unflushed.value.code() == grpc.StatusCode.NOT_FOUND
+    assert stored.value.code() == grpc.StatusCode.NOT_FOUND
+    assert ack.request_id == r.request_id

@@ -189,7 +189,8 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
             raise InvalidRequest("tenant_id is too long")
         if self._log is None:
             raise ConfigError("the query log is disabled, so feedback cannot be recorded")
-        if not await self._log.has_request(request.request_id):
+        # With authentication on, a tenant may only give feedback on its own calls.
+        if not await self._log.has_request(request.request_id, tenant_id=current_tenant()):
             raise NotFound(f"no logged call has request_id {request.request_id!r}")
         self._log.submit_feedback(
             FeedbackRecord(

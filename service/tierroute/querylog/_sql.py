@@ -252,10 +252,14 @@ class SqlStore(abc.ABC):
 
     # -- reads -------------------------------------------------------------------------------
 
-    async def has_request(self, request_id: str) -> bool:
-        """Whether a query record with this request id is stored."""
+    async def has_request(self, request_id: str, tenant_id: str | None = None) -> bool:
+        """Whether a query record with this request id (and, if given, tenant) is stored."""
         sql = f"SELECT 1 FROM query_log WHERE request_id = {self.param}"
-        row = await self._run(self._read_pool, lambda c: c.execute(sql, (request_id,)).fetchone())
+        params: tuple[str, ...] = (request_id,)
+        if tenant_id is not None:
+            sql += f" AND tenant_id = {self.param}"
+            params = (request_id, tenant_id)
+        row = await self._run(self._read_pool, lambda c: c.execute(sql, params).fetchone())
         return row is not None
 
     def _where(

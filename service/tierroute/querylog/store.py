@@ -64,8 +64,8 @@ class Store(Protocol):
         """Insert in one transaction; rows whose id is already stored are skipped."""
         ...
 
-    async def has_request(self, request_id: str) -> bool:
-        """Whether a query record with this request id is stored."""
+    async def has_request(self, request_id: str, tenant_id: str | None = None) -> bool:
+        """Whether a query record with this request id (and, if given, tenant) is stored."""
         ...
 
     async def fetch_queries(

@@ -96,7 +96,7 @@ class QueryLogWriter:
         # Spool appends under way; close waits for them before closing the file.
         self._spooling: set[asyncio.Future[None]] = set()
         # Request ids not yet known to be stored, so Feedback can find them before a flush.
-        self._recent: dict[str, None] = {}
+        self._recent: dict[str, str] = {}
         self._recent_cap = max(1024, 2 * config.queue_size + 2 * config.batch_size)
         self._counts = dict.fromkeys(
             (
@@ -140,7 +140,7 @@ class QueryLogWriter:
                     logger.error("query log writer is closed; a record was not kept")
                     return False
                 if isinstance(item, QueryRecord):
-                    self._remember(item.request_id)
+                    self._remember(item.request_id, item.tenant_id)
                 full = len(self._queue) >= self._config.queue_size
                 if full:
                     self._counts["queue_full"] += 1
@@ -176,8 +176,8 @@ class QueryLogWriter:
             self._counts["spilled"] += 1
         return True
 
-    def _remember(self, request_id: str) -> None:
-        self._recent[request_id] = None
+    def _remember(self, request_id: str, tenant_id: str) -> None:
+        self._recent[request_id] = tenant_id
         if len(self._recent) > self._recent_cap:
             del self._recent[next(iter(self._recent))]
 
@@ -268,22 +268,25 @@ class QueryLogWriter:
             database_up=not self._down,
         )
 
-    async def has_request(self, request_id: str, *, timeout_s: float = 1.0) -> bool:
+    async def has_request(
+        self, request_id: str, *, tenant_id: str | None = None, timeout_s: float = 1.0
+    ) -> bool:
         """Whether a Route or Cascade call with this id was logged (for Feedback's NOT_FOUND).
 
-        False only when the id is in none of this writer's unflushed records, the spool
-        is empty and the store answers within `timeout_s` that it does not hold it. While
-        the store is down, slow or failing, the answer is True: accepting feedback beats a
-        false NOT_FOUND.
+        With `tenant_id`, only a call of that tenant counts, so that one tenant can neither
+        rate nor probe for another's request ids. False only when the id is in none of this
+        writer's unflushed records, the spool is empty and the store answers within
+        `timeout_s` that it does not hold it. While the store is down, slow or failing, the
+        answer is True: accepting feedback beats a false NOT_FOUND.
         """
         with self._lock:
             if request_id in self._recent:
-                return True
+                return tenant_id is None or self._recent[request_id] == tenant_id
         if self._down:
             return True
         try:
             async with asyncio.timeout(timeout_s):
-                if await self.store.has_request(request_id):
+                if await self.store.has_request(request_id, tenant_id):
                     return True
         except (QueryLogError, TimeoutError):
             return True
