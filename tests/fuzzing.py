@@ -284,7 +284,8 @@ VALID_MESSAGES = st.builds(
         st.builds(
             pb.ChatMessage,
             role=st.sampled_from([pb.ROLE_SYSTEM, pb.ROLE_USER, pb.ROLE_ASSISTANT]),
-            content=SHORT_TEXT,
+            # Blank turns are refused by contract (models reject them); valid ones have text.
+            content=NONBLANK,
         ),
         max_size=6,
     ),
