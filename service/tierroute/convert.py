@@ -113,8 +113,15 @@ def _enum(value: Any, names: Mapping[Any, str | None], field: str) -> str | None
 
 def route_query(request: pb.RouteRequest | pb.CascadeRequest, settings: Settings) -> RouteQuery:
     """Validate a Route or Cascade request into a RouteQuery (strategy may be self_routing)."""
+    return _route_query(request, settings)[0]
+
+
+def _route_query(
+    request: pb.RouteRequest | pb.CascadeRequest, settings: Settings
+) -> tuple[RouteQuery, str]:
+    """The RouteQuery and the system instruction, from one pass over the conversation."""
     limits = settings.limits
-    text, history, _system = conversation(request.query, request.messages, limits)
+    text, history, system = conversation(request.query, request.messages, limits)
     for field in ("request_id", "tenant_id", "session_id"):
         _check_id(getattr(request, field), field, limits)
     strategy = _enum(request.strategy, STRATEGY_NAMES, "strategy")
@@ -126,7 +133,7 @@ def route_query(request: pb.RouteRequest | pb.CascadeRequest, settings: Settings
             raise InvalidRequest(f"policy.{field} must be a finite number >= 0")
     if policy.quality_floor > 1:
         raise InvalidRequest("policy.quality_floor must be within [0, 1]")
-    return RouteQuery(
+    query = RouteQuery(
         text=text,
         history=history,
         strategy=strategy,
@@ -138,6 +145,7 @@ def route_query(request: pb.RouteRequest | pb.CascadeRequest, settings: Settings
         request_id=request.request_id or uuid.uuid4().hex,
         metadata=_check_metadata(request.metadata, limits),
     )
+    return query, system
 
 
 def tier_info(tier: TierConfig, index: int) -> pb.TierInfo:
@@ -222,8 +230,7 @@ def cascade_query(
     request: pb.CascadeRequest, settings: Settings, headers: Mapping[str, str]
 ) -> CascadeQuery:
     """Validate a CascadeRequest into the cascade engine's query."""
-    route = route_query(request, settings)
-    _, _, system = conversation(request.query, request.messages, settings.limits)
+    route, system = _route_query(request, settings)
     if request.start_tier and all(t.name != request.start_tier for t in settings.tiers):
         _unknown_tier(request.start_tier, settings)
     if request.max_output_tokens < 0:
