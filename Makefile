@@ -62,7 +62,7 @@ fmt: $(STAMP)
 # Train on the recorded outcomes, calibrate, export to ONNX, verify parity.
 model: $(STAMP)
 	$(BIN)/python model_export/build.py --data $(DATA) --out model_export/bundle
-	$(BIN)/tierroute calibrate --data $(DATA) --model-dir model_export/bundle --target-quality 1.0x \
+	$(BIN)/tierroute calibrate --data $(DATA) --model-dir model_export/bundle --max-cost-per-query 0.3333x \
 		--out model_export/bundle/thresholds.json --report model_export/calibration_slices.json \
 		--workers 2 --quiet
 

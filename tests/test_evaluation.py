@@ -19,13 +19,20 @@ import pytest
 
 from tests.fixtures import make_records, write_dataset
 from tierroute.classifier import THRESHOLDS_FILE, RouterModel
+from tierroute.data import file_sha256
 from tierroute.errors import ConfigError, RateLimited
 from tierroute.evaluation import calibration as cal
 from tierroute.evaluation.cli import add_calibrate_parser, add_eval_parser
 from tierroute.evaluation.crossval import CrossValidation
 from tierroute.evaluation.dataset import EvalData, load_eval_data, load_store
 from tierroute.evaluation.harness import run_strategies
-from tierroute.evaluation.pipeline import Options, calibrate, evaluate, shipped_target
+from tierroute.evaluation.pipeline import (
+    Options,
+    calibrate,
+    evaluate,
+    shipped_target,
+    value_estimates,
+)
 from tierroute.evaluation.report import REPORT_FILE, strategy_metrics
 from tierroute.evaluation.scoring import GroundTruth
 from tierroute.evaluation.strategies import (
@@ -45,6 +52,7 @@ from tierroute.router import RouteQuery, Router
 from tierroute.settings import ReplayConfig, Settings, TierConfig
 from tierroute.training.bundle import TrainOptions, train_bundle
 from tierroute.training.calibrate import Target
+from tierroute.value import ACTIONS, ValueModel
 
 FOLDS = 3
 STRATEGIES = {
@@ -303,6 +311,33 @@ def test_table_figures_equal_an_engine_run_of_the_same_configuration(
         assert actual[key] == predicted[key], key
 
 
+def test_value_policy_table_figures_equal_an_engine_run(
+    cv: tuple[EvalData, CrossValidation],
+) -> None:
+    """With the value policy, the table lookups also predict exactly what the engine does:
+    the router's plan (start tier and judging) through the harness lands on the same column.
+    """
+    data, folds = cv
+    settings = eval_settings(_settings(), data)
+    truth = GroundTruth.load(data.path)
+    tables = cal.build_tables(data, settings, truth)
+    value = value_estimates(data, folds, tables, Options(folds=FOLDS))
+    inputs, fold_array = cal.fold_inputs(folds, data, tables, value)
+    target = cal.CalibrationTarget("max_cost_per_query", 0.5, relative=True)
+    fit = cal.cross_fit(inputs, fold_array, target)
+    assert all(p.policy == "value" for p in fit.params)
+    # More than one action is taken, or the comparison would prove little.
+    assert len(set(fit.columns.tolist())) > 1
+    predicted = cal.figures(inputs, fit.columns, np.ones(len(data), dtype=bool), ["c", "m", "e"])
+    tuned = cal.tuned_strategy(
+        "tuned", "under test", settings=settings, data=data, cv=folds, fit=fit, inputs=inputs
+    )
+    outcomes = run_strategies(data, [tuned], folds=folds.fold_of)["tuned"]
+    actual = strategy_metrics(outcomes, data, truth, ["c", "m", "e"])
+    for key in ("quality", "cost_per_query_usd", "judge_cost_per_query_usd", "p95_latency_ms"):
+        assert actual[key] == predicted[key], key
+
+
 @pytest.fixture(scope="module")
 def trained_thresholds(bundle_dir: Path) -> dict[str, Any]:
     """The thresholds file as training wrote it, before any calibration."""
@@ -345,6 +380,56 @@ def test_calibrate_writes_thresholds_the_router_loads(
     cascade = apply_cascade(_settings().cascade, document)
     assert cascade.speculative_bound == document["cascade"]["speculative_bound"]
     assert shipped_target(Bundle.read(bundle)) == (target, cal.DEFAULT_SPECULATION_COST_SHARE)
+
+
+def test_calibrate_ships_the_value_policy_beside_the_thresholds(
+    calibrated: tuple[cal.CalibrationTarget, Path, dict[str, Any], dict[str, Any]],
+) -> None:
+    """By default calibrate fits the value model, writes value.onnx into the bundle, and
+    the thresholds file names it with its hash and the searched price.
+    """
+    _, bundle, thresholds, _ = calibrated
+    cascade = thresholds["cascade"]
+    assert cascade["policy"] == "value"
+    section = cascade["value"]
+    assert (bundle / section["model"]).is_file()
+    assert section["sha256"] == file_sha256(bundle / section["model"])
+    assert section["price_per_correct_usd"] > 0
+    assert section["parity"]["max_abs_diff_p_correct"] < 1e-4
+    assert all("price_per_correct_usd" in fold for fold in thresholds["calibration"]["per_fold"])
+    loaded = ValueModel.load(bundle, section, n_tiers=3, prefix_chars=4096, where="test")
+    assert loaded.plan("Question 1: add the apples?").action in ACTIONS
+
+
+def test_calibrate_with_the_thresholds_policy_writes_no_value_model(
+    small_data: Path, bundle_dir: Path, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, bundle)
+    result = calibrate(
+        small_data,
+        bundle / THRESHOLDS_FILE,
+        _settings(),
+        cal.CalibrationTarget.parse("max_cost_per_query", "0.5x"),
+        Options(folds=FOLDS, model_dir=bundle, policy="thresholds"),
+    )
+    assert "policy" not in result.thresholds["cascade"]
+    assert not (bundle / "value.onnx").exists()
+
+
+def test_evaluating_a_value_bundle_routes_shipped_with_the_value_policy(
+    calibrated: tuple[cal.CalibrationTarget, Path, dict[str, Any], dict[str, Any]],
+    small_data: Path,
+    tmp_path: Path,
+) -> None:
+    """`shipped` and `shipped_cv` of a value bundle use its price and per-fold prices."""
+    _, bundle, thresholds, _ = calibrated
+    report = evaluate(small_data, tmp_path, _settings(), Options(folds=FOLDS, model_dir=bundle))
+    price = thresholds["cascade"]["value"]["price_per_correct_usd"]
+    assert f"value policy at ${price:g}" in report["strategies"]["shipped"]["description"]
+    per_fold = report["cv"]["shipped_cv"]["per_fold"]
+    assert all(fold["policy"] == "value" for fold in per_fold)
+    assert report["strategies"]["shipped"]["judged_rate"] >= 0
 
 
 def test_calibrate_keeps_the_route_thresholds_from_training(

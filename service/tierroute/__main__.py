@@ -210,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--speculation", choices=("unspecified", "on", "off"), default="unspecified"
     )
     cascade.add_argument(
-        "--judge", choices=("unspecified", "always", "never"), default="unspecified"
+        "--judge",
+        choices=("unspecified", "always", "never", "start_only"),
+        default="unspecified",
     )
     cascade.add_argument("--session", help="session id")
     cascade.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds")

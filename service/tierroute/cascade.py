@@ -50,7 +50,7 @@ from tierroute.metrics import Metrics
 from tierroute.policy import Reason, ReasonNote
 from tierroute.providers.base import Completion, Message, Provider
 from tierroute.retry import AttemptBudget, Deadline, retry_delay
-from tierroute.router import Decision, RouteQuery, Router
+from tierroute.router import PLAN_DROPPED, Decision, RouteQuery, Router
 from tierroute.sampling import JudgeSampler, parse_rates
 from tierroute.settings import Settings, TierConfig
 from tierroute.telemetry import (
@@ -100,10 +100,11 @@ HopRole = Literal["answer", "judge"]
 HopOutcome = Literal["ok", "error", "cancelled", "skipped"]
 VerdictValue = Literal["pass", "fail", "unavailable"]
 JudgeStatus = Literal[
-    "passed", "not_required", "sampled_out", "unavailable", "failed", "self_accepted"
+    "passed", "not_required", "sampled_out", "unavailable", "failed", "self_accepted", "skipped"
 ]
 SpeculationMode = Literal["default", "on", "off"]
-JudgeMode = Literal["default", "always", "never"]
+JudgeMode = Literal["default", "always", "never", "start_only"]
+JUDGE_MODES: tuple[JudgeMode, ...] = ("default", "always", "never", "start_only")
 
 
 @dataclass(frozen=True)
@@ -213,6 +214,32 @@ class _Outcome:
     circuit_open: bool = False
 
 
+@dataclass(frozen=True)
+class _Judging:
+    """Which answers of one request are judged, and what an unjudged one is called.
+
+    `start` covers the start tier's answer, `escalated` every answer after an escalation.
+    An answer left unjudged by the sampler (or JUDGE_MODE_NEVER) is `sampled_out`; one left
+    unjudged by the request's or the value policy's choice is `skipped`.
+    """
+
+    start: bool
+    escalated: bool
+    unjudged: JudgeStatus
+
+    def judges(self, index: int, start_index: int) -> bool:
+        """Whether the answer of tier `index` is judged."""
+        return self.start if index == start_index else self.escalated
+
+
+# The value policy's judge plans (`tierroute.value.JudgePlan`) as judging decisions.
+_PLAN_JUDGING: dict[str, _Judging] = {
+    "none": _Judging(False, False, "skipped"),
+    "all": _Judging(True, True, "skipped"),
+    "start_only": _Judging(True, False, "skipped"),
+}
+
+
 @dataclass
 class _Candidate:
     """An answer held in reserve in case nothing better arrives."""
@@ -283,6 +310,8 @@ class _Telemetry:
             tier=decision.tier.name,
             seconds=decision.decision_time_us / 1e6,
         )
+        if decision.plan is not None:
+            self._metrics.cascade_plan(action=decision.plan.action.name(self._tier_names))
 
     @contextlib.contextmanager
     def call_span(self, draft: _HopDraft) -> Iterator[trace.Span]:
@@ -561,7 +590,7 @@ class CascadeEngine:
     def _start(self, query: CascadeQuery) -> tuple[int, Decision | None]:
         if query.speculation not in ("default", "on", "off"):
             raise InvalidRequest(f"speculation mode {query.speculation!r} is unknown")
-        if query.judge_mode not in ("default", "always", "never"):
+        if query.judge_mode not in JUDGE_MODES:
             raise InvalidRequest(f"judge mode {query.judge_mode!r} is unknown")
         if query.max_output_tokens is not None and query.max_output_tokens < 0:
             raise InvalidRequest("max_output_tokens must not be negative")
@@ -587,15 +616,19 @@ class CascadeEngine:
             # off starts where Route would, with nothing behind the start tier.
             decision = self._router.decide(query.route, for_cascade=query.judge_mode != "never")
             if override is not None:
+                # The value policy's plan holds for the start tier it chose, and no other.
+                dropped = decision.plan is not None and override != decision.tier_index
                 note = ReasonNote(
                     Reason.TIER_OVERRIDE,
-                    f"caller chose {self._tiers[override].name} over {decision.tier.name}",
+                    f"caller chose {self._tiers[override].name} over {decision.tier.name}"
+                    + (PLAN_DROPPED if dropped else ""),
                 )
                 decision = dataclasses.replace(
                     decision,
                     tier_index=override,
                     tier=self._tiers[override],
                     reasons=(*decision.reasons, note),
+                    plan=None if dropped else decision.plan,
                 )
             self._telemetry.routed(span, decision)
         return decision.tier_index, decision
@@ -619,13 +652,13 @@ class CascadeEngine:
         question = query.route.text
         history = list(query.route.history)
         plain = [*history, Message("user", question)]
-        judged = self._judged(run)
+        judging = self._judging(run, decision)
         self_routing = query.self_routing
         index = start_index
         messages = prompts.self_routing_messages(question, history) if self_routing else plain
         fallback: _Candidate | None = None
         speculative: asyncio.Task[_Outcome] | None = None
-        if index < self._top and self._speculate(query, decision, judged):
+        if index < self._top and self._speculate(query, decision, judging.start):
             speculative = self._launch(run, index + 1, plain)
 
         def finish(answer: str, at: int, status: JudgeStatus) -> CascadeResult:
@@ -717,9 +750,9 @@ class CascadeEngine:
             if index == self._top:
                 await self._cancel(speculative)
                 return finish(answer, index, "not_required")
-            if not judged:
+            if not judging.judges(index, start_index):
                 await self._cancel(speculative)
-                return finish(answer, index, "sampled_out")
+                return finish(answer, index, judging.unjudged)
             judge_index = index + 1
             judge_name = self._tiers[judge_index].name
             verdict_outcome = await self._judge(run, judge_index, question, answer)
@@ -842,13 +875,20 @@ class CascadeEngine:
         run.reasons.append(note)
         self._telemetry.escalated(note, self._tiers[index].name, self._tiers[index + 1].name)
 
-    def _judged(self, run: _Run) -> bool:
+    def _judging(self, run: _Run, decision: Decision | None) -> _Judging:
+        """The request's judge mode decides; by default the value policy's plan, else the
+        sampler, whose one draw covers every answer of the request."""
         mode = run.query.judge_mode
         if mode == "always":
-            return True
+            return _Judging(True, True, "sampled_out")
         if mode == "never":
-            return False
-        return self._sampler.should_judge(run.request_id, query_type(run.query.route.text))
+            return _Judging(False, False, "sampled_out")
+        if mode == "start_only":
+            return _Judging(True, False, "skipped")
+        if decision is not None and decision.plan is not None:
+            return _PLAN_JUDGING[decision.plan.judge]
+        sampled = self._sampler.should_judge(run.request_id, query_type(run.query.route.text))
+        return _Judging(sampled, sampled, "sampled_out")
 
     @staticmethod
     def _error_kind(outcome: _Outcome) -> str:

@@ -2,7 +2,9 @@
 
 A bundle is a directory with `model.onnx` (TF-IDF + logistic regression exported by
 `tierroute.training`), `metadata.json` (version, label order, hashes, training figures) and
-`thresholds.json` (the calibrated risk limits). Loading checks every file and names the one at
+`thresholds.json` (the calibrated risk limits). When `thresholds.json` sets
+`cascade.policy = "value"`, the bundle also holds the Cascade's expected-value model
+(`cascade.value.model`, `tierroute.value`). Loading checks every file and names the one at
 fault. This module needs onnxruntime and numpy only: scikit-learn never loads when serving.
 """
 
@@ -22,6 +24,7 @@ from tierroute.data import file_sha256
 from tierroute.errors import ModelLoadError
 from tierroute.features import classifier_text
 from tierroute.policy import RiskThresholds
+from tierroute.value import POLICY_VALUE, CascadePlan, ValueModel
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +35,13 @@ THRESHOLDS_FILE = "thresholds.json"
 # Graph names fixed by the exporter; the loader checks them so a foreign model fails early.
 INPUT_NAME = "text"
 PROBA_OUTPUT = "probabilities"
+# The Cascade policies a thresholds file may name (`cascade.policy`); absent = "risk".
+POLICY_RISK = "risk"
+CASCADE_POLICIES = (POLICY_RISK, POLICY_VALUE)
 
 # onnxruntime raises its own exception classes, none of them derived from a common base
 # other than Exception; these are the ones session creation can raise for a bad file.
-_ORT_LOAD_ERRORS: tuple[type[Exception], ...] = (
+ORT_LOAD_ERRORS: tuple[type[Exception], ...] = (
     ort_state.Fail,
     ort_state.InvalidArgument,
     ort_state.InvalidGraph,
@@ -74,6 +80,7 @@ class RouterModel:
         metadata: Mapping[str, Any],
         calibration: Mapping[str, Any] | None = None,
         cascade_thresholds: RiskThresholds | None = None,
+        value_model: ValueModel | None = None,
     ) -> None:
         self._session = session
         self._outputs = [PROBA_OUTPUT]
@@ -86,6 +93,8 @@ class RouterModel:
         self.calibration: dict[str, Any] = dict(calibration or {})
         # Where Cascade starts, when calibrated apart from the Route thresholds.
         self.cascade_thresholds = cascade_thresholds
+        # The Cascade's expected-value policy, when the bundle's policy is "value".
+        self.value_model = value_model
 
     @classmethod
     def load(cls, model_dir: Path, n_tiers: int) -> RouterModel:
@@ -113,7 +122,7 @@ class RouterModel:
             )
         try:
             session = create_session(model_path.read_bytes())
-        except _ORT_LOAD_ERRORS as exc:
+        except ORT_LOAD_ERRORS as exc:
             raise ModelLoadError(f"{model_path}: onnxruntime cannot load it: {exc}") from exc
         _check_signature(session, model_path, n_tiers)
 
@@ -135,6 +144,9 @@ class RouterModel:
                 f"{thresholds_path}: calibrated for model version "
                 f"{thresholds_doc.get('version')!r}, not {version!r} of {metadata_path}"
             )
+        value_model = _load_policy(
+            model_dir, cascade_section, thresholds_path, n_tiers=n_tiers, prefix_chars=prefix_chars
+        )
 
         logger.info("loaded router model %s from %s", version, model_dir)
         return cls(
@@ -146,6 +158,7 @@ class RouterModel:
             metadata=metadata,
             calibration=thresholds_doc,
             cascade_thresholds=cascade_thresholds,
+            value_model=value_model,
         )
 
     def predict_proba(self, text: str) -> list[float]:
@@ -155,9 +168,49 @@ class RouterModel:
         result: list[float] = probs[0].tolist()
         return result
 
+    def cascade_plan(self, text: str) -> CascadePlan | None:
+        """The value policy's plan for a Cascade of `text`, or None without a value model."""
+        if self.value_model is None:
+            return None
+        return self.value_model.plan(text)
+
     def warm_up(self) -> None:
-        """Run the model once: the first run after loading is much slower than the rest."""
+        """Run the models once: the first run after loading is much slower than the rest."""
         self.predict_proba("warm up the router model")
+        self.cascade_plan("warm up the value model")
+
+
+def _load_policy(
+    model_dir: Path,
+    section: Any,
+    thresholds_path: Path,
+    *,
+    n_tiers: int,
+    prefix_chars: int,
+) -> ValueModel | None:
+    """The value model when the thresholds file's `cascade.policy` is "value", else None."""
+    if not isinstance(section, dict) or section.get("policy", POLICY_RISK) == POLICY_RISK:
+        return None
+    policy = section["policy"]
+    if policy != POLICY_VALUE:
+        raise ModelLoadError(
+            f"{thresholds_path}: cascade.policy {policy!r} is not one of {list(CASCADE_POLICIES)}"
+        )
+    value = section.get("value")
+    if not isinstance(value, dict):
+        raise ModelLoadError(
+            f"{thresholds_path}: cascade.policy is {POLICY_VALUE!r} but cascade.value is "
+            "missing or not an object"
+        )
+    # The value model reads the prompt prefix it was fitted on, recorded beside it.
+    prefix = value.get("prefix_chars", prefix_chars)
+    if isinstance(prefix, bool) or not isinstance(prefix, int) or prefix < 1:
+        raise ModelLoadError(
+            f"{thresholds_path}: cascade.value.prefix_chars must be an integer >= 1"
+        )
+    return ValueModel.load(
+        model_dir, value, n_tiers=n_tiers, prefix_chars=prefix, where=str(thresholds_path)
+    )
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -202,6 +202,7 @@ _JUDGE_MODE: dict[pb.JudgeMode.ValueType, JudgeMode] = {
     pb.JUDGE_MODE_UNSPECIFIED: "default",
     pb.JUDGE_MODE_ALWAYS: "always",
     pb.JUDGE_MODE_NEVER: "never",
+    pb.JUDGE_MODE_START_ONLY: "start_only",
 }
 _HOP_ROLE = {"answer": pb.HOP_ROLE_ANSWER, "judge": pb.HOP_ROLE_JUDGE}
 _HOP_OUTCOME = {
@@ -223,6 +224,7 @@ _JUDGE_STATUS = {
     "unavailable": pb.JUDGE_STATUS_UNAVAILABLE,
     "failed": pb.JUDGE_STATUS_FAILED,
     "self_accepted": pb.JUDGE_STATUS_SELF_ACCEPTED,
+    "skipped": pb.JUDGE_STATUS_SKIPPED,
 }
 
 

@@ -10,6 +10,7 @@ Prometheus names (dots become underscores, counters gain `_total`, units a suffi
 
     tierroute_requests_total{rpc,tier,strategy,outcome}
     tierroute_escalations_total{reason,from_tier}
+    tierroute_cascade_plans_total{action}
     tierroute_judge_verdicts_total{tier,verdict}
     tierroute_judge_parse_failures_total{tier}
     tierroute_cost_usd_total{tier,role}
@@ -48,6 +49,7 @@ BREAKER_VALUES: dict[BreakerState, int] = {"closed": 0, "half_open": 1, "open": 
 
 REQUESTS = "tierroute.requests"
 ESCALATIONS = "tierroute.escalations"
+CASCADE_PLANS = "tierroute.cascade.plans"
 JUDGE_VERDICTS = "tierroute.judge.verdicts"
 JUDGE_PARSE_FAILURES = "tierroute.judge.parse_failures"
 COST = "tierroute.cost.usd"
@@ -89,6 +91,11 @@ class Metrics:
         )
         self._escalations = meter.create_counter(
             ESCALATIONS, unit="{escalation}", description="Escalations to a higher tier, by reason"
+        )
+        self._plans = meter.create_counter(
+            CASCADE_PLANS,
+            unit="{plan}",
+            description="Cascades started on the value policy's plan, by action",
         )
         self._verdicts = meter.create_counter(
             JUDGE_VERDICTS, unit="{verdict}", description="Judge verdicts by judging tier"
@@ -143,6 +150,10 @@ class Metrics:
     def escalation(self, *, reason: str, from_tier: str) -> None:
         """Count one escalation away from `from_tier`."""
         self._escalations.add(1, {"reason": reason, "from_tier": from_tier})
+
+    def cascade_plan(self, *, action: str) -> None:
+        """Count one Cascade started on the value policy's plan (`cheap+judge`, ...)."""
+        self._plans.add(1, {"action": action})
 
     def judge_verdict(self, *, tier: str, verdict: str) -> None:
         """Count one verdict (pass, fail or unavailable) given by the judging `tier`."""

@@ -54,6 +54,9 @@ MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
 THRESHOLDS_FILE = "thresholds.json"
 BUNDLE_FILES = (MODEL_FILE, THRESHOLDS_FILE, METADATA_FILE)
+# Copied along when present: the Cascade's value model, which thresholds.json names (always
+# by this name: tierroute.value.VALUE_FILE, not imported here to keep numpy out).
+OPTIONAL_FILES = ("value.onnx",)
 # A version names a directory: no separators, no dot-files, bounded.
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -285,7 +288,7 @@ class ModelRegistry:
         incoming = self.root / f".incoming-{uuid.uuid4().hex}"
         incoming.mkdir()
         try:
-            for name in BUNDLE_FILES:
+            for name in (*BUNDLE_FILES, *(n for n in OPTIONAL_FILES if (bundle / n).is_file())):
                 shutil.copyfile(bundle / name, incoming / name)
                 with (incoming / name).open("rb") as fh:
                     os.fsync(fh.fileno())

@@ -3,6 +3,10 @@
 Transport-free: the gRPC servicer converts protobuf to `RouteQuery` and `Decision` back.
 Routing is synchronous and fast (tens of microseconds for the classifier), so it runs
 inline on the event loop; onnxruntime via a thread was measured slower.
+
+A Cascade's start tier comes from the model's value policy when it has one
+(`tierroute.value`): the decision then carries the `CascadePlan`, which also says which
+answers the cascade engine judges. Everything else routes on risk thresholds.
 """
 
 from __future__ import annotations
@@ -30,13 +34,21 @@ from tierroute.policy import (
 from tierroute.providers.base import Message
 from tierroute.settings import HeuristicConfig, Settings, TierConfig
 from tierroute.telemetry import SPAN_ROUTE, annotate_route
+from tierroute.value import CascadePlan
 
 STRATEGIES = ("heuristic", "classifier")
 RULES = ("calibrated", "published")
+# Appended to the reason that moved a Cascade off the value policy's start tier.
+PLAN_DROPPED = "; value plan dropped, judge sampling decides"
 
 
 class Scorer(Protocol):
-    """What the router needs of a classifier: probabilities per tier, and its identity."""
+    """What the router needs of a classifier: probabilities per tier, and its identity.
+
+    Two members are optional and looked up when present: `cascade_thresholds` (where a
+    Cascade starts, calibrated apart from Route's) and `cascade_plan(text)` (the value
+    policy's `CascadePlan` for a Cascade, or None).
+    """
 
     @property
     def version(self) -> str: ...
@@ -79,6 +91,9 @@ class Decision:
     features: ShapeFeatures
     estimated_cost_usd: float
     confidence: float
+    # The value policy's plan (start tier and which answers to judge), Cascade only; None
+    # when the risk thresholds decided or stickiness or a cost ceiling moved the tier.
+    plan: CascadePlan | None = None
 
 
 def routing_text(text: str, history: Sequence[Message], turns: int, chars: int) -> str:
@@ -111,6 +126,12 @@ def heuristic_decision(
             )
         ]
     return 0, [ReasonNote(Reason.SIMPLE_QUERY, f"query type {features.query_type}, no rule fired")]
+
+
+def _risk_thresholds(scorer: Scorer, *, for_cascade: bool) -> RiskThresholds:
+    """The model's cascade thresholds for a Cascade when it has them, else Route's."""
+    cascade_risk = getattr(scorer, "cascade_thresholds", None) if for_cascade else None
+    return cascade_risk if isinstance(cascade_risk, RiskThresholds) else scorer.thresholds
 
 
 def _session_key(query: RouteQuery) -> str:
@@ -217,9 +238,12 @@ class Router:
     def decide(self, query: RouteQuery, *, for_cascade: bool = False) -> Decision:
         """Decide the tier for `query` without a span; InvalidRequest for a bad strategy or rule.
 
-        `for_cascade` picks the tier a Cascade starts on: with the model's cascade thresholds
-        when it has them (calibrated knowing a judge and escalation follow), else the same
-        thresholds as Route, whose callers get no judge behind the chosen tier.
+        `for_cascade` picks the tier a Cascade starts on: by the model's value policy when
+        it has one and the request sets no quality floor (the decision then carries the
+        plan), else with the model's cascade thresholds when it has them (calibrated
+        knowing a judge and escalation follow), else the same thresholds as Route, whose
+        callers get no judge behind the chosen tier. The classifier's probabilities are
+        computed either way: they are the decision's scores and confidence.
         """
         start = time.perf_counter_ns()
         settings = self._settings
@@ -242,6 +266,7 @@ class Router:
         features = shape_features(text, settings.heuristic)
         thresholds: dict[str, float]
         scorer = self._scorer
+        plan: CascadePlan | None = None
         if strategy == "heuristic":
             index, notes = heuristic_decision(features, settings.heuristic, len(self._tiers))
             scores = tuple(1.0 if i == index else 0.0 for i in range(len(self._tiers)))
@@ -260,24 +285,30 @@ class Router:
                 index, notes = published_rule(probs, self._names)
                 thresholds = dict(PUBLISHED_THRESHOLDS)
             else:
-                cascade_risk = getattr(scorer, "cascade_thresholds", None) if for_cascade else None
-                risk = (
-                    cascade_risk if isinstance(cascade_risk, RiskThresholds) else scorer.thresholds
-                )
-                index, notes = calibrated_rule(probs, risk, self._names, query.quality_floor)
-                thresholds = risk.as_dict(self._names)
-                if query.quality_floor > 0:
-                    thresholds["quality_floor"] = query.quality_floor
+                # A quality floor is a promise about the start tier itself, which the value
+                # policy does not make: those requests keep the risk thresholds.
+                if for_cascade and query.quality_floor == 0:
+                    plan = self._plan(scorer, text)
+                if plan is not None:
+                    index, notes = plan.start, [self._plan_note(plan)]
+                    thresholds = {"price_per_correct_usd": plan.price_per_correct_usd}
+                else:
+                    risk = _risk_thresholds(scorer, for_cascade=for_cascade)
+                    index, notes = calibrated_rule(probs, risk, self._names, query.quality_floor)
+                    thresholds = risk.as_dict(self._names)
+                    if query.quality_floor > 0:
+                        thresholds["quality_floor"] = query.quality_floor
         if query.session_id and settings.routing.session_sticky:
             floor = self._sessions.floor(_session_key(query))
             if floor > index:
                 notes.append(
                     ReasonNote(
                         Reason.SESSION_STICKY,
-                        f"session already used {self._names[floor]}; not routing down",
+                        f"session already used {self._names[floor]}; not routing down"
+                        + (PLAN_DROPPED if plan is not None else ""),
                     )
                 )
-                index = floor
+                index, plan = floor, None
         input_tokens = features.estimated_tokens
         output_tokens = settings.routing.expected_output_tokens
         if query.max_cost_usd > 0:
@@ -292,10 +323,10 @@ class Router:
                     ReasonNote(
                         Reason.COST_CEILING,
                         f"{self._names[index]} estimated above ${query.max_cost_usd:g}; "
-                        f"using {self._names[capped]}",
+                        f"using {self._names[capped]}" + (PLAN_DROPPED if plan is not None else ""),
                     )
                 )
-                index = capped
+                index, plan = capped, None
         if query.session_id and settings.routing.session_sticky:
             self._sessions.record(_session_key(query), index)
         tier = self._tiers[index]
@@ -312,4 +343,34 @@ class Router:
             features=features,
             estimated_cost_usd=tier.cost_usd(input_tokens, output_tokens),
             confidence=confidence,
+            plan=plan,
+        )
+
+    def _plan(self, scorer: Scorer, text: str) -> CascadePlan | None:
+        """The value policy's plan for a Cascade, or None when there is no policy to ask.
+
+        `cascade.use_model_calibration = false` turns the policy off along with the rest
+        of the model's cascade calibration.
+        """
+        if not self._settings.cascade.use_model_calibration:
+            return None
+        planner = getattr(scorer, "cascade_plan", None)
+        if not callable(planner):
+            return None
+        plan = planner(text)
+        if not isinstance(plan, CascadePlan):
+            return None
+        if not 0 <= plan.start < len(self._tiers):
+            raise ModelLoadError(
+                f"the value policy chose start tier {plan.start}; "
+                f"{len(self._tiers)} tiers are configured"
+            )
+        return plan
+
+    def _plan_note(self, plan: CascadePlan) -> ReasonNote:
+        p, cost = plan.p_correct[plan.index], plan.cost_usd[plan.index]
+        return ReasonNote(
+            Reason.EXPECTED_VALUE,
+            f"{plan.action.name(self._names)}: P(correct) {p:.2f} at ~${cost:.2g}; "
+            f"price of a correct answer ${plan.price_per_correct_usd:.2g}",
         )

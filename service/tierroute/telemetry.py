@@ -80,6 +80,10 @@ ATTR_DECISION_TIME_US = "tierroute.route.decision_time_us"
 ATTR_ESTIMATED_COST_USD = "tierroute.route.estimated_cost_usd"
 ATTR_QUERY_TYPE = "tierroute.route.query_type"
 ATTR_ESTIMATED_TOKENS = "tierroute.route.estimated_tokens"
+# The value policy's plan for a Cascade: its action, and what it expected of that action.
+ATTR_PLAN = "tierroute.route.plan"
+ATTR_PLAN_P_CORRECT = "tierroute.route.plan.p_correct"
+ATTR_PLAN_COST_USD = "tierroute.route.plan.cost_usd"
 # On the request (RPC) span, set when a cascade ends.
 ATTR_REQUEST_ID = "tierroute.request_id"
 ATTR_START_TIER = "tierroute.start_tier"
@@ -119,7 +123,8 @@ _TRACES_PATH = "/v1/traces"
 
 
 def annotate_route(span: trace.Span, decision: Decision, tier_names: Sequence[str]) -> None:
-    """Describe a routing decision on `span`: tier, strategy, scores, thresholds, reasons.
+    """Describe a routing decision on `span`: tier, strategy, scores, thresholds, reasons,
+    and the value policy's plan when a Cascade has one.
 
     Scores are keyed by tier name (`tier_names`, cheapest first); reason codes, never their
     details, are recorded.
@@ -141,6 +146,11 @@ def annotate_route(span: trace.Span, decision: Decision, tier_names: Sequence[st
         span.set_attribute(f"{ATTR_SCORE_PREFIX}{name}", score)
     for name, value in decision.thresholds.items():
         span.set_attribute(f"{ATTR_THRESHOLD_PREFIX}{name}", value)
+    plan = decision.plan
+    if plan is not None:
+        span.set_attribute(ATTR_PLAN, plan.action.name(tier_names))
+        span.set_attribute(ATTR_PLAN_P_CORRECT, plan.p_correct[plan.index])
+        span.set_attribute(ATTR_PLAN_COST_USD, plan.cost_usd[plan.index])
 
 
 def get_tracer(provider: trace.TracerProvider | None) -> trace.Tracer | None:

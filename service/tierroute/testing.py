@@ -13,12 +13,15 @@ from grpc import aio
 
 from tierroute.policy import RiskThresholds
 from tierroute.status import MethodHandler, ServerInterceptor
+from tierroute.value import CascadePlan
 
 
 class StaticScorer:
     """A router classifier that answers fixed probabilities, or computes them from the text.
 
     `probs` may be a sequence (the same for every query) or a function of the routed text.
+    `plan` is the value policy's answer for a Cascade (`cascade_plan`): a fixed
+    `CascadePlan`, a function of the routed text, or None for a bundle without the policy.
     """
 
     def __init__(
@@ -27,8 +30,11 @@ class StaticScorer:
         risk: Sequence[float] = (0.3, 0.15),
         version: str = "static-test",
         cascade_risk: Sequence[float] | None = None,
+        plan: CascadePlan | Callable[[str], CascadePlan | None] | None = None,
     ) -> None:
         self._probs = probs
+        self._plan = plan
+        self.plan_calls = 0
         self._thresholds = RiskThresholds(tuple(risk))
         # Where Cascade starts, when it differs from Route's thresholds (as calibrated models do).
         self.cascade_thresholds = RiskThresholds(tuple(cascade_risk)) if cascade_risk else None
@@ -50,6 +56,13 @@ class StaticScorer:
         self.calls += 1
         probs = self._probs(text) if callable(self._probs) else self._probs
         return [float(p) for p in probs]
+
+    def cascade_plan(self, text: str) -> CascadePlan | None:
+        """The fixed or computed value-policy plan for `text` (None: no value policy)."""
+        self.plan_calls += 1
+        if callable(self._plan):
+            return self._plan(text)
+        return self._plan
 
 
 class FailingScorer(StaticScorer):

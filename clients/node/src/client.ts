@@ -48,7 +48,7 @@ export const LOADER_OPTIONS: protoLoader.Options = {
 export type Role = "system" | "user" | "assistant";
 export type Strategy = "heuristic" | "classifier" | "self_routing";
 export type Rule = "calibrated" | "published";
-export type JudgeMode = "always" | "never";
+export type JudgeMode = "always" | "never" | "start_only";
 
 /** A machine-readable reason code (`RISK_ABOVE_THRESHOLD`) and a short detail. */
 export interface Reason {
@@ -304,6 +304,7 @@ const ROLES: Record<Role, ChatMessage["role"]> = {
 const JUDGE: Record<JudgeMode, CascadeRequest["judgeMode"]> = {
   always: "JUDGE_MODE_ALWAYS",
   never: "JUDGE_MODE_NEVER",
+  start_only: "JUDGE_MODE_START_ONLY",
 };
 
 function routeFields(text: string | undefined, o: RouteOptions): RouteRequest {

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from tierroute.cascade import JudgeMode
 from tierroute.errors import ConfigError
 from tierroute.evaluation.crossval import GROUPING, CrossValidation
 from tierroute.evaluation.dataset import EvalData
@@ -51,20 +52,32 @@ logger = logging.getLogger(__name__)
 
 TargetKind = Literal["max_cost_per_query", "min_quality"]
 FORMAT = 1
-# (start tier index, judged, speculative) of each table column; the top tier is never judged.
-COLUMNS: tuple[tuple[int, bool, bool], ...] = (
-    (0, False, False),
-    (0, True, False),
-    (0, True, True),
-    (1, False, False),
-    (1, True, False),
-    (1, True, True),
-    (2, False, False),
+# (start tier index, judge mode, speculative) of each table column; the top tier is never
+# judged. "start_only" judges the first answer and returns an escalated one unjudged.
+COLUMNS: tuple[tuple[int, JudgeMode, bool], ...] = (
+    (0, "never", False),
+    (0, "always", False),
+    (0, "always", True),
+    (1, "never", False),
+    (1, "always", False),
+    (1, "always", True),
+    (2, "never", False),
+    (0, "start_only", False),
+    (0, "start_only", True),
 )
 COLUMNS_TIERS = 3
+TOP_COLUMN = 6
 _PLAIN = np.array([0, 3, 6])
 _JUDGED = np.array([1, 4, 6])
 _SPECULATIVE = np.array([2, 5, 6])
+# The value policy's actions (tierroute.value.ACTIONS) as table columns, serial and
+# speculative (the speculative column is used when the start answer is judged and the
+# classifier's confidence is below the speculative bound).
+ACTION_COLUMNS = np.array([0, 1, 7, 3, 4, 6])
+_ACTION_SPECULATIVE = np.array([0, 2, 8, 3, 5, 6])
+_ACTION_JUDGED = np.array([False, True, True, False, True, False])
+# Price-of-a-correct-answer grid, relative to always-top's cost per query: geometric.
+PRICE_GRID_RELATIVE = np.geomspace(0.01, 100.0, 601)
 RISK_COARSE = np.round(np.arange(51) * 0.02, 4)
 RISK_FINE_STEP = 0.0025
 RATE_GRID = np.round(np.arange(11) * 0.1, 4)
@@ -149,18 +162,18 @@ def table_strategies(settings: Settings) -> list[Strategy]:
     if len(settings.tiers) != 3:
         raise ConfigError("calibration searches three-tier configurations only")
     out = []
-    for start, judged, speculative in COLUMNS:
+    for start, judge_mode, speculative in COLUMNS:
         tier = settings.tiers[start].name
+        judged = {"never": "plain", "always": "judged", "start_only": "judged_start_only"}
         out.append(
             Strategy(
-                f"table:{tier}:{'judged' if judged else 'plain'}:"
-                f"{'speculative' if speculative else 'serial'}",
+                f"table:{tier}:{judged[judge_mode]}:{'speculative' if speculative else 'serial'}",
                 "calibration table column",
                 (
                     RunPlan(
                         settings,
                         start_tier=tier,
-                        judge_mode="always" if judged else "never",
+                        judge_mode=judge_mode,
                         speculation="on" if speculative else "off",
                     ),
                 ),
@@ -212,10 +225,20 @@ class Inputs:
     type_index: npt.NDArray[np.int64]
     draw: npt.NDArray[np.float64]
     tables: Tables
+    # Out-of-fold value-model estimates per action (tierroute.value.ACTIONS), when the
+    # value policy is calibrated: P(correct) and cost in USD.
+    value_p: npt.NDArray[np.float64] | None = None
+    value_cost: npt.NDArray[np.float64] | None = None
 
     @classmethod
-    def build(cls, data: EvalData, proba: npt.NDArray[np.float64], tables: Tables) -> Inputs:
-        """From out-of-fold probabilities (record order) and the tables."""
+    def build(
+        cls,
+        data: EvalData,
+        proba: npt.NDArray[np.float64],
+        tables: Tables,
+        value: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None,
+    ) -> Inputs:
+        """From out-of-fold probabilities (record order), the tables and value estimates."""
         types = [r.query_type for r in data.records]
         return cls(
             risks=risk_columns(proba),
@@ -224,7 +247,16 @@ class Inputs:
             # The cascade's own draw: request id = record id, stratum = query type.
             draw=np.array([uniform_draw(r.id, r.query_type) for r in data.records]),
             tables=tables,
+            value_p=value[0] if value is not None else None,
+            value_cost=value[1] if value is not None else None,
         )
+
+    def action_index(self, rows: npt.NDArray[np.bool_], price: float) -> npt.NDArray[np.int64]:
+        """The value policy's action per row at `price` (ties to the cheaper action)."""
+        if self.value_p is None or self.value_cost is None:
+            raise ConfigError("the value policy needs value-model estimates")
+        value = self.value_cost[rows] - price * self.value_p[rows]
+        return np.asarray(value.argmin(axis=1), dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -236,6 +268,14 @@ class Params:
     speculative_bound: float
     # Types without calibration rows use this rate (the traffic-weighted mean of the rest).
     default_rate: float
+    # The value policy's price of a correct answer (USD); None: start on `risk` and judge
+    # by the sampling rates.
+    price_per_correct_usd: float | None = None
+
+    @property
+    def policy(self) -> str:
+        """`value` or `thresholds`: what decides where a Cascade starts and what is judged."""
+        return "thresholds" if self.price_per_correct_usd is None else "value"
 
     def judge_sample_rates(self) -> list[str]:
         """As `cascade.judge_sample_rates` entries."""
@@ -251,13 +291,21 @@ class Params:
 
     def as_dict(self) -> dict[str, Any]:
         """For per-fold listings."""
-        return {"risk": list(self.risk), **self.cascade_section()}
+        out: dict[str, Any] = {"risk": list(self.risk), **self.cascade_section()}
+        if self.price_per_correct_usd is not None:
+            out["policy"] = self.policy
+            out["price_per_correct_usd"] = self.price_per_correct_usd
+        return out
 
 
 def columns_for(
     inputs: Inputs, params: Params, rows: npt.NDArray[np.bool_]
 ) -> npt.NDArray[np.int64]:
     """The table column each of `rows` uses under `params` (mirrors router and cascade)."""
+    if params.price_per_correct_usd is not None:
+        action = inputs.action_index(rows, params.price_per_correct_usd)
+        speculate = _ACTION_JUDGED[action] & (inputs.confidence[rows] < params.speculative_bound)
+        return np.where(speculate, _ACTION_SPECULATIVE[action], ACTION_COLUMNS[action])
     r = inputs.risks[rows]
     start = np.where(r[:, 0] <= params.risk[0], 0, np.where(r[:, 1] <= params.risk[1], 1, 2))
     rates = np.array([params.default_rate if v < 0 else v for v in params.rates])
@@ -300,8 +348,8 @@ class _Search:
             )
             self.groups.append((order, counts))
             self.present.append(len(order) >= MIN_TYPE_ROWS)
-        self.top_quality = float(self.q[:, 6].mean()) if self.n else 0.0
-        self.top_cost = float(self.c[:, 6].mean()) if self.n else 0.0
+        self.top_quality = float(self.q[:, TOP_COLUMN].mean()) if self.n else 0.0
+        self.top_cost = float(self.c[:, TOP_COLUMN].mean()) if self.n else 0.0
 
     def start(self, a: float, b: float) -> npt.NDArray[np.int8]:
         """The start tier of every row under risk thresholds (a, b)."""
@@ -420,8 +468,43 @@ def search(
     # the default rate (the mean of the others, weighted by traffic).
     rates = tuple(r if present else -1.0 for r, present in zip(rates, engine.present, strict=True))
     base = Params((round(a, 4), round(b, 4)), rates, 0.0, default_rate)
+    if inputs.value_p is not None:
+        price = _search_price(inputs, rows, target, search_limit, engine.top_cost)
+        base = dataclasses.replace(base, price_per_correct_usd=price)
     bound = _choose_bound(inputs, rows, base, target, limit=limit, share=speculation_cost_share)
-    return Params(base.risk, base.rates, bound, base.default_rate)
+    return dataclasses.replace(base, speculative_bound=bound)
+
+
+def _search_price(
+    inputs: Inputs,
+    rows: npt.NDArray[np.bool_],
+    target: CalibrationTarget,
+    limit: float,
+    top_cost: float,
+) -> float:
+    """The value policy's price of a correct answer that best meets `target` on `rows`.
+
+    Prices run over a geometric grid relative to always-top's cost per query; the policy's
+    serial columns give each price's quality and cost. Ties go to the lower cost, then the
+    lower price.
+    """
+    n = int(rows.sum())
+    quality, cost = inputs.tables.quality[rows], inputs.tables.cost[rows]
+    arange = np.arange(n)
+    prices = [float(f"{rel * top_cost:.6g}") for rel in PRICE_GRID_RELATIVE]
+    q = np.empty(len(prices))
+    c = np.empty(len(prices))
+    for i, price in enumerate(prices):
+        cols = ACTION_COLUMNS[inputs.action_index(rows, price)]
+        q[i], c[i] = quality[arange, cols].sum(), cost[arange, cols].sum()
+    found = _choose(q, c, target.kind, limit, n)
+    if found is None:
+        raise ConfigError(
+            f"no price of a correct answer meets the target ({target.statement()}) on {n} rows "
+            f"with the value policy: quality {q.min() / n:.4f}..{q.max() / n:.4f}, cost "
+            f"${c.min() / n:.6f}..${c.max() / n:.6f} per query"
+        )
+    return prices[found[1]]
 
 
 def _choose_bound(
@@ -443,7 +526,7 @@ def _choose_bound(
     arange = np.arange(n)
 
     def figures(bound: float) -> tuple[float, float, float]:
-        cols = columns_for(inputs, Params(base.risk, base.rates, bound, base.default_rate), rows)
+        cols = columns_for(inputs, dataclasses.replace(base, speculative_bound=bound), rows)
         return (
             float(cost[arange, cols].sum()),
             float(quality[arange, cols].sum()),
@@ -629,15 +712,25 @@ def tuned_strategy(
     data: EvalData,
     cv: CrossValidation,
     fit: CrossFit,
+    inputs: Inputs | None = None,
 ) -> Strategy:
     """Run the cross-fitted configurations through the harness (one per fold)."""
     plans = []
+    value = None
+    if inputs is not None and inputs.value_p is not None and inputs.value_cost is not None:
+        value = (inputs.value_p, inputs.value_cost)
     for fold, params in enumerate(fit.params):
         cascade = apply_cascade(settings.cascade, {"cascade": params.cascade_section()})
         plans.append(
             RunPlan(
                 dataclasses.replace(settings, cascade=cascade),
-                scorer=cv.scorer(fold, data, RiskThresholds(params.risk)),
+                scorer=cv.scorer(
+                    fold,
+                    data,
+                    RiskThresholds(params.risk),
+                    value=value if params.price_per_correct_usd is not None else None,
+                    price_per_correct_usd=params.price_per_correct_usd,
+                ),
                 route_strategy="classifier",
             )
         )
@@ -659,6 +752,7 @@ def thresholds_document(
     sweep: Sequence[Mapping[str, Any]] = (),
     classifier_cv: Any = None,
     static: Mapping[str, Any] | None = None,
+    value_section: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The reviewable thresholds file: values, what each means, and the CV figures.
 
@@ -726,19 +820,47 @@ def thresholds_document(
         "data": {"file": data.path.name, "sha256": data.sha256, "records": len(data.records)},
         "pricing": data.pricing.as_dict(),
     }
+    if value_section is not None:
+        document["cascade"]["policy"] = "value"
+        document["cascade"]["value"] = dict(value_section)
+        document["explain"].update(
+            {
+                "cascade.policy": "'value': a Cascade starts, and judges, by the value policy; "
+                "'thresholds' (or absent): it starts on cascade.risk and judges by the sampling "
+                "rates. Requests with a quality floor use cascade.risk either way",
+                "cascade.value.price_per_correct_usd": "the price of a correct answer: per "
+                "request the action with the lowest expected cost - price x P(correct) is "
+                "taken, over the actions listed (start tier; judge none, all answers below the "
+                "top, or only the first)",
+                "cascade.value.model": "value.onnx beside this file: per action, the logit of "
+                "P(correct) and the log of the expected cost (USD at the calibration prices)",
+            }
+        )
+        document["calibration"]["search"]["price_grid"] = (
+            "always-top's cost per query x 0.01..100, 601 geometric steps"
+        )
+        document["calibration"]["search"]["tables"] = (
+            "every record answered by the cascade engine over the in-process replay backend "
+            f"under the {len(COLUMNS)} fixed settings (start tier x judge mode x speculative); "
+            "a configuration selects one per record"
+        )
     if classifier_cv is not None:
         document["classifier_cv"] = classifier_cv
     return document
 
 
 def fold_inputs(
-    cv: CrossValidation, data: EvalData, tables: Tables
+    cv: CrossValidation,
+    data: EvalData,
+    tables: Tables,
+    value: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None,
 ) -> tuple[Inputs, npt.NDArray[np.int64]]:
-    """Search inputs and fold array in record order."""
-    return Inputs.build(data, cv.proba_matrix(data), tables), cv.fold_array(data)
+    """Search inputs (with out-of-fold value estimates, if given) and folds, record order."""
+    return Inputs.build(data, cv.proba_matrix(data), tables, value), cv.fold_array(data)
 
 
 __all__ = [
+    "ACTION_COLUMNS",
     "COLUMNS",
     "CalibrationTarget",
     "CrossFit",

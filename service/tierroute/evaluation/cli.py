@@ -96,6 +96,14 @@ def add_calibrate_parser(
         default=None,
         help="most extra cost speculation may add, as a share (default 0.02)",
     )
+    parser.add_argument(
+        "--policy",
+        choices=("value", "thresholds"),
+        default="value",
+        help="what decides a Cascade's start tier and judging: 'value' fits the value model "
+        "(value.onnx, written beside --out) and searches its price of a correct answer; "
+        "'thresholds' ships risk thresholds and judge sampling rates only (default: value)",
+    )
     parser.set_defaults(func=run_calibrate)
 
 
@@ -204,6 +212,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
             if not 0 <= args.speculation_cost_share <= 1:
                 raise ConfigError("--speculation-cost-share must be within [0, 1]")
             extra["speculation_cost_share"] = args.speculation_cost_share
+        extra["policy"] = args.policy
         report_path = args.report or args.out.with_name(f"{args.out.stem}.slices.json")
         result = calibrate(
             data,
@@ -221,7 +230,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
     held = doc["calibration"]["held_out"]
     print(
         f"wrote {args.out} and {report_path} in {time.perf_counter() - started:.1f} s\n"
-        f"route risk {doc['risk']}, cascade {doc['cascade']} ({target.statement()})\n"
+        f"route risk {doc['risk']}, cascade "
+        f"{ {k: v for k, v in doc['cascade'].items() if k != 'value'} } "
+        f"({target.statement()})\n"
         f"held out: quality {held['quality']:.4f} "
         f"({held['quality_vs_always_expensive']:+.4f} vs always-expensive), cost "
         f"{held['cost_ratio_vs_always_expensive']:.3f} x always-expensive",

@@ -41,6 +41,7 @@ from tierroute.training.dataset import (
     training_rows,
 )
 from tierroute.training.model import RANDOM_STATE, fit_pipeline
+from tierroute.value import CascadePlan, plan_from
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,9 @@ class PrecomputedScorer:
         thresholds: RiskThresholds,
         probabilities: Mapping[str, Sequence[float]],
         prefix_chars: int,
+        *,
+        value: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+        price_per_correct_usd: float | None = None,
     ) -> None:
         self.version = version
         self.thresholds = thresholds
@@ -72,6 +76,29 @@ class PrecomputedScorer:
         self._table = {
             _key(classifier_text(text, prefix_chars)): tuple(p) for text, p in probabilities.items()
         }
+        # The value policy's out-of-fold estimates (P(correct), cost) per action, if any.
+        self._value = (
+            {
+                _key(classifier_text(text, prefix_chars)): (tuple(p), tuple(c))
+                for text, (p, c) in value.items()
+            }
+            if value is not None and price_per_correct_usd is not None
+            else None
+        )
+        self._price = price_per_correct_usd
+
+    def cascade_plan(self, text: str) -> CascadePlan | None:
+        """The value policy's plan from the record's held-out estimates (None: no policy)."""
+        if self._value is None or self._price is None:
+            return None
+        try:
+            p, c = self._value[_key(classifier_text(text, self._prefix_chars))]
+        except KeyError as exc:
+            raise ConfigError(
+                f"{self.version} has no out-of-fold value estimate for this query: it is not "
+                "one of the fold's held-out records"
+            ) from exc
+        return plan_from(p, c, self._price)
 
     def predict_proba(self, text: str) -> list[float]:
         """The held-out probabilities of the record whose prompt is `text`."""
@@ -99,10 +126,34 @@ class CrossValidation:
     fold_risk: tuple[tuple[float, ...], ...]
     target: calibrate.Target
 
-    def scorer(self, fold: int, data: EvalData, thresholds: RiskThresholds) -> PrecomputedScorer:
-        """The fold's scorer: its held-out rows' probabilities, with `thresholds`."""
+    def scorer(
+        self,
+        fold: int,
+        data: EvalData,
+        thresholds: RiskThresholds,
+        *,
+        value: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None,
+        price_per_correct_usd: float | None = None,
+    ) -> PrecomputedScorer:
+        """The fold's scorer: its held-out rows' probabilities, with `thresholds`; with
+        `value` (out-of-fold estimates in record order) and a price, the value policy too.
+        """
         rows = {r.prompt: self.proba[r.id] for r in data.records if self.fold_of[r.id] == fold}
-        return PrecomputedScorer(f"cv-fold-{fold}", thresholds, rows, self.prefix_chars)
+        estimates = None
+        if value is not None:
+            estimates = {
+                r.prompt: (value[0][i], value[1][i])
+                for i, r in enumerate(data.records)
+                if self.fold_of[r.id] == fold
+            }
+        return PrecomputedScorer(
+            f"cv-fold-{fold}",
+            thresholds,
+            rows,
+            self.prefix_chars,
+            value=estimates,
+            price_per_correct_usd=price_per_correct_usd,
+        )
 
     def proba_matrix(self, data: EvalData) -> npt.NDArray[np.float64]:
         """Out-of-fold probabilities in record order."""

@@ -18,6 +18,7 @@ import numpy as np
 from tierroute.classifier import THRESHOLDS_FILE
 from tierroute.errors import ConfigError
 from tierroute.evaluation import calibration as cal
+from tierroute.evaluation import valuefit
 from tierroute.evaluation.crossval import CrossValidation, cross_validate
 from tierroute.evaluation.dataset import EvalData, load_eval_data, load_store
 from tierroute.evaluation.harness import Outcome, Strategy, describe, run_strategies
@@ -44,6 +45,7 @@ from tierroute.evaluation.strategies import (
 from tierroute.evaluation.thresholds import Bundle
 from tierroute.settings import Settings
 from tierroute.training.calibrate import DEFAULT_MAX_COST_RATIO, Target
+from tierroute.training.value import write_value_model
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ SHIPPED_CV = "shipped_cv"
 DEFAULT_FOLDS = 5
 DEFAULT_TARGET = cal.CalibrationTarget("max_cost_per_query", DEFAULT_MAX_COST_RATIO, relative=True)
 N_TABLE_COLUMNS = len(cal.COLUMNS)
+POLICIES = ("value", "thresholds")
 
 Progress = Callable[[int], None]
 
@@ -66,6 +69,9 @@ class Options:
     prices: Path | None = None
     model_dir: Path | None = None
     speculation_cost_share: float = cal.DEFAULT_SPECULATION_COST_SHARE
+    # calibrate: "value" fits the value model and searches its price; "thresholds" ships
+    # risk thresholds and judge sampling rates only.
+    policy: str = "value"
 
 
 def read_bundle(settings: Settings, options: Options) -> Bundle | None:
@@ -153,17 +159,28 @@ def evaluate(
         )
     cv = _cross_validate(data, bundle, options)
     names = [t.name for t in settings.tiers]
+    n_runs = len(data) * (len(ORDER) + N_TABLE_COLUMNS)
+    tick = progress(n_runs) if progress is not None else None
+    store = load_store(data.path, data.limit) if options.workers <= 1 else None
+    # The shipped procedure cross-fitted: calibrate on the other folds, answer the fold. Its
+    # tables (and, for the value policy, out-of-fold value estimates) come first, because
+    # the shipped strategy routes with the same estimates.
+    target, share = shipped_target(bundle)
+    tables = cal.build_tables(
+        data, settings, truth, workers=options.workers, progress=tick, store=store
+    )
+    value = None
+    if bundle is not None and bundle.cascade_policy == "value":
+        value = value_estimates(data, cv, tables, options)
+    inputs, folds = cal.fold_inputs(cv, data, tables, value)
     strategies: list[Strategy] = [
         *baseline_strategies(settings),
         oracle_strategy(
             settings, oracle_start_tiers(truth, {r.id: r.replay_id for r in data.records}, names)
         ),
         *routed_strategies(settings, data, cv),
-        shipped_strategy(settings, data, cv, bundle),
+        shipped_strategy(settings, data, cv, bundle, value),
     ]
-    n_runs = len(data) * (len(strategies) + N_TABLE_COLUMNS + 2)
-    tick = progress(n_runs) if progress is not None else None
-    store = load_store(data.path, data.limit) if options.workers <= 1 else None
 
     def run(items: list[Strategy]) -> dict[str, tuple[Outcome, ...]]:
         return run_strategies(
@@ -177,22 +194,22 @@ def evaluate(
         )
 
     outcomes = run(strategies)
-    # The shipped procedure cross-fitted: calibrate on the other folds, answer the fold.
-    target, share = shipped_target(bundle)
-    tables = cal.build_tables(
-        data, settings, truth, workers=options.workers, progress=tick, store=store
-    )
-    inputs, folds = cal.fold_inputs(cv, data, tables)
     fit = cal.cross_fit(inputs, folds, target, speculation_cost_share=share)
+    searched = (
+        "the value policy's price of a correct answer (with risk thresholds and judge rates "
+        "as its fallback)"
+        if value is not None
+        else "risk thresholds, judge rates"
+    )
     tuned = cal.tuned_strategy(
         SHIPPED_CV,
-        "the shipped configuration's calibration procedure, cross-fitted: per fold, risk "
-        "thresholds, judge rates and speculative bound searched on the other folds toward: "
-        f"{target.statement()}",
+        f"the shipped configuration's calibration procedure, cross-fitted: per fold, {searched} "
+        f"and speculative bound searched on the other folds toward: {target.statement()}",
         settings=settings,
         data=data,
         cv=cv,
         fit=fit,
+        inputs=inputs,
     )
     shipped_mix = strategy_metrics(outcomes[SHIPPED], data, truth, names)["tier_mix"]
     random = random_strategy(settings, data, [shipped_mix[n] for n in names], options.seed)
@@ -239,6 +256,20 @@ def evaluate(
     return report
 
 
+def value_estimates(
+    data: EvalData, cv: CrossValidation, tables: cal.Tables, options: Options
+) -> valuefit.Estimates:
+    """Out-of-fold value-model estimates per action, in record order (the CV folds)."""
+    quality, cost = valuefit.action_targets(tables.quality, tables.cost, cal.ACTION_COLUMNS)
+    return valuefit.out_of_fold(
+        valuefit.featurised(data, cv.prefix_chars),
+        quality,
+        cost,
+        cv.fold_array(data),
+        options.workers,
+    )
+
+
 @dataclass(frozen=True)
 class CalibrationResult:
     """What `calibrate` wrote."""
@@ -269,7 +300,12 @@ def calibrate(
     tables = cal.build_tables(
         data, settings, truth, workers=options.workers, progress=tick, store=store
     )
-    inputs, folds = cal.fold_inputs(cv, data, tables)
+    if options.policy not in POLICIES:
+        raise ConfigError(
+            f"calibration policy {options.policy!r} is unknown; use one of {POLICIES}"
+        )
+    value = value_estimates(data, cv, tables, options) if options.policy == "value" else None
+    inputs, folds = cal.fold_inputs(cv, data, tables, value)
     share = options.speculation_cost_share
     fit = cal.cross_fit(inputs, folds, target, speculation_cost_share=share)
     everything = np.ones(len(data), dtype=bool)
@@ -277,6 +313,17 @@ def calibrate(
     held_out = cal.figures(inputs, fit.columns, everything, names)
     params = cal.search(inputs, everything, target, speculation_cost_share=share)
     in_sample = cal.figures(inputs, cal.columns_for(inputs, params, everything), everything, names)
+    value_section = None
+    if params.price_per_correct_usd is not None:
+        texts = valuefit.featurised(data, cv.prefix_chars)
+        quality, cost = valuefit.action_targets(tables.quality, tables.cost, cal.ACTION_COLUMNS)
+        value_section = write_value_model(
+            out.parent,
+            valuefit.fit_all(texts, quality, cost),
+            price_per_correct_usd=params.price_per_correct_usd,
+            prefix_chars=cv.prefix_chars,
+            parity_texts=[r.prompt for r in data.records],
+        )
     document = cal.thresholds_document(
         version=bundle.version,
         tier_names=names,
@@ -291,6 +338,7 @@ def calibrate(
         sweep=cal.target_sweep(inputs, folds, names, speculation_cost_share=share),
         classifier_cv=bundle.thresholds.get("classifier_cv", bundle.thresholds.get("cv")),
         static=bundle.thresholds,
+        value_section=value_section,
     )
     slices = cal.slice_report(data, inputs, fit.columns, truth, names)
     write_json(out, document)

@@ -16,10 +16,12 @@ import numpy as np
 
 from tierroute.cascade import SpeculationMode
 from tierroute.data import TIER_KEYS
+from tierroute.errors import ConfigError
 from tierroute.evaluation.crossval import CrossValidation
 from tierroute.evaluation.dataset import EvalData, eval_tiers
 from tierroute.evaluation.harness import RunPlan, Strategy
 from tierroute.evaluation.thresholds import Bundle, apply_cascade
+from tierroute.evaluation.valuefit import Estimates
 from tierroute.policy import RiskThresholds
 from tierroute.settings import Settings
 
@@ -112,11 +114,19 @@ def _per_fold(
     rule: str = "calibrated",
     one_call: bool = False,
     speculation: SpeculationMode = "default",
+    value: Estimates | None = None,
+    prices: Sequence[float | None] | None = None,
 ) -> tuple[RunPlan, ...]:
     return tuple(
         RunPlan(
             settings,
-            scorer=cv.scorer(fold, data, RiskThresholds(tuple(risk[fold]))),
+            scorer=cv.scorer(
+                fold,
+                data,
+                RiskThresholds(tuple(risk[fold])),
+                value=value,
+                price_per_correct_usd=prices[fold] if prices is not None else None,
+            ),
             route_strategy="classifier",
             rule=rule,
             judge_mode="never" if one_call else "default",
@@ -174,10 +184,15 @@ def routed_strategies(settings: Settings, data: EvalData, cv: CrossValidation) -
 
 
 def shipped_strategy(
-    settings: Settings, data: EvalData, cv: CrossValidation | None, bundle: Bundle | None
+    settings: Settings,
+    data: EvalData,
+    cv: CrossValidation | None,
+    bundle: Bundle | None,
+    value: Estimates | None = None,
 ) -> Strategy:
     """What `make run` serves: the configured strategy and cascade settings, the bundle's
-    thresholds and the cascade settings calibrated into them, on out-of-fold scores.
+    thresholds and the cascade settings calibrated into them, on out-of-fold scores (and,
+    when the bundle ships the value policy, out-of-fold value estimates at its price).
     """
     strategy = settings.routing.default_strategy
     if strategy == "heuristic" or bundle is None or cv is None:
@@ -191,13 +206,29 @@ def shipped_strategy(
     )
     risk = [bundle.cascade_risk] * cv.k
     c = shipped.cascade
+    price = bundle.price_per_correct_usd
+    if price is not None and value is None:
+        raise ConfigError("the bundle ships the value policy: evaluating it needs value estimates")
+    how = (
+        f"value policy at ${price:g} per correct answer (fallback: cascade thresholds "
+        f"{list(bundle.cascade_risk)})"
+        if price is not None
+        else f"cascade thresholds {list(bundle.cascade_risk)}"
+    )
     return Strategy(
         SHIPPED,
         f"the shipped configuration: {strategy} routing ({settings.routing.default_rule} rule, "
-        f"bundle {bundle.version} cascade thresholds {list(bundle.cascade_risk)}), "
-        f"judge sample rate "
+        f"bundle {bundle.version} {how}), judge sample rate "
         f"{c.judge_sample_rate} {list(c.judge_sample_rates)}, speculative bound "
         f"{c.speculative_bound}; out-of-fold scores",
-        _per_fold(cv, data, shipped, risk, rule=settings.routing.default_rule),
+        _per_fold(
+            cv,
+            data,
+            shipped,
+            risk,
+            rule=settings.routing.default_rule,
+            value=value if price is not None else None,
+            prices=[price] * cv.k if price is not None else None,
+        ),
         per_fold=True,
     )

@@ -109,6 +109,27 @@ class Bundle:
             raise ConfigError(f"{self.path / THRESHOLDS_FILE}: 'cascade.risk' is not a list")
         return tuple(float(v) for v in risk)
 
+    @property
+    def cascade_policy(self) -> str:
+        """`value` when calibration shipped the value policy, else `thresholds`."""
+        section = self.thresholds.get(CASCADE_SECTION)
+        policy = section.get("policy") if isinstance(section, Mapping) else None
+        return str(policy) if policy else "thresholds"
+
+    @property
+    def price_per_correct_usd(self) -> float | None:
+        """The value policy's price of a correct answer, when it ships."""
+        if self.cascade_policy != "value":
+            return None
+        section = self.thresholds[CASCADE_SECTION]
+        value = section.get("value") if isinstance(section, Mapping) else None
+        price = value.get("price_per_correct_usd") if isinstance(value, Mapping) else None
+        if isinstance(price, bool) or not isinstance(price, int | float):
+            raise ConfigError(
+                f"{self.path / THRESHOLDS_FILE}: cascade.value.price_per_correct_usd is missing"
+            )
+        return float(price)
+
     @classmethod
     def read(cls, model_dir: Path) -> Bundle:
         """Read the metadata and thresholds of the bundle in `model_dir` (no ONNX loading)."""

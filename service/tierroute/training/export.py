@@ -44,8 +44,17 @@ GRAPH_NAME = "tierroute_router"
 PARITY_TOLERANCE = 1e-5
 
 
-def to_onnx(pipeline: Pipeline) -> bytes:
-    """The fitted pipeline as a serialised ONNX model, identical bytes for identical input."""
+def to_onnx(
+    pipeline: Pipeline,
+    *,
+    output: str = PROBA_OUTPUT,
+    doc: str = "tierroute router: tf-idf + logistic regression, per-tier probabilities",
+) -> bytes:
+    """The fitted pipeline as a serialised ONNX model, identical bytes for identical input.
+
+    The pipeline is TF-IDF followed by a logistic regression (the router classifier) or a
+    linear regression (the Cascade's value model); `output` is the graph output to check.
+    """
     _check_bigram_words(pipeline.named_steps["tfidf"].vocabulary_)
     model = convert_sklearn(
         pipeline,
@@ -60,7 +69,7 @@ def to_onnx(pipeline: Pipeline) -> bytes:
     _fix_sublinear_tf(model.graph)
     model.graph.name = GRAPH_NAME
     model.graph.doc_string = ""
-    model.doc_string = "tierroute router: tf-idf + logistic regression, per-tier probabilities"
+    model.doc_string = doc
     model.producer_name = "tierroute"
     model.producer_version = "1"
     model.domain = "tierroute"
@@ -73,8 +82,8 @@ def to_onnx(pipeline: Pipeline) -> bytes:
     model.opset_import.extend(helper.make_opsetid(domain, version) for domain, version in opsets)
     onnx.checker.check_model(model)
     outputs = [o.name for o in model.graph.output]
-    if PROBA_OUTPUT not in outputs:
-        raise ModelLoadError(f"exported graph lacks output {PROBA_OUTPUT!r}: {outputs}")
+    if output not in outputs:
+        raise ModelLoadError(f"exported graph lacks output {output!r}: {outputs}")
     data: bytes = model.SerializeToString(deterministic=True)
     return data
 

@@ -153,6 +153,11 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     """Cascade: the tier failed with a provider error and the next tier served."""
     REASON_CODE_CIRCUIT_OPEN: _ReasonCode.ValueType  # 16
     """Cascade: the tier's circuit breaker is open."""
+    REASON_CODE_EXPECTED_VALUE: _ReasonCode.ValueType  # 17
+    """Cascade routing by the value policy: the start tier and judging with the
+    lowest expected cost minus the calibrated price of a correct answer times
+    P(correct).
+    """
 
 class ReasonCode(_ReasonCode, metaclass=_ReasonCodeEnumTypeWrapper):
     """ReasonCode says, machine-readably, why a decision was made."""
@@ -191,6 +196,11 @@ REASON_CODE_PROVIDER_ERROR: ReasonCode.ValueType  # 15
 """Cascade: the tier failed with a provider error and the next tier served."""
 REASON_CODE_CIRCUIT_OPEN: ReasonCode.ValueType  # 16
 """Cascade: the tier's circuit breaker is open."""
+REASON_CODE_EXPECTED_VALUE: ReasonCode.ValueType  # 17
+"""Cascade routing by the value policy: the start tier and judging with the
+lowest expected cost minus the calibrated price of a correct answer times
+P(correct).
+"""
 Global___ReasonCode: _TypeAlias = ReasonCode  # noqa: Y015
 
 class _SpeculationMode:
@@ -224,21 +234,35 @@ class _JudgeMode:
 class _JudgeModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JudgeMode.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     JUDGE_MODE_UNSPECIFIED: _JudgeMode.ValueType  # 0
-    """Server default: judge a stratified sample of answers."""
+    """Server default: the model's value policy chooses (when the bundle has one
+    and the request is covered by it), otherwise judge a stratified sample of
+    answers.
+    """
     JUDGE_MODE_ALWAYS: _JudgeMode.ValueType  # 1
     """Judge every non-top-tier answer."""
     JUDGE_MODE_NEVER: _JudgeMode.ValueType  # 2
     """Never judge; answers come back SAMPLED_OUT."""
+    JUDGE_MODE_START_ONLY: _JudgeMode.ValueType  # 3
+    """Judge the starting tier's answer only; answers after an escalation are
+    returned unjudged (SKIPPED).
+    """
 
 class JudgeMode(_JudgeMode, metaclass=_JudgeModeEnumTypeWrapper):
-    """JudgeMode controls judge sampling for one request."""
+    """JudgeMode controls which answers of one request are judged."""
 
 JUDGE_MODE_UNSPECIFIED: JudgeMode.ValueType  # 0
-"""Server default: judge a stratified sample of answers."""
+"""Server default: the model's value policy chooses (when the bundle has one
+and the request is covered by it), otherwise judge a stratified sample of
+answers.
+"""
 JUDGE_MODE_ALWAYS: JudgeMode.ValueType  # 1
 """Judge every non-top-tier answer."""
 JUDGE_MODE_NEVER: JudgeMode.ValueType  # 2
 """Never judge; answers come back SAMPLED_OUT."""
+JUDGE_MODE_START_ONLY: JudgeMode.ValueType  # 3
+"""Judge the starting tier's answer only; answers after an escalation are
+returned unjudged (SKIPPED).
+"""
 Global___JudgeMode: _TypeAlias = JudgeMode  # noqa: Y015
 
 class _HopRole:
@@ -349,6 +373,12 @@ class _JudgeStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JudgeStat
     """The final answer failed its judge and no higher tier could serve."""
     JUDGE_STATUS_SELF_ACCEPTED: _JudgeStatus.ValueType  # 6
     """Self-routing: the model's own confidence accepted the answer."""
+    JUDGE_STATUS_SKIPPED: _JudgeStatus.ValueType  # 7
+    """The request or the routing policy chose not to judge this answer: it was
+    not checked (not passed). Used for an answer left unjudged by
+    JUDGE_MODE_START_ONLY after an escalation, or by the value policy's
+    "none" and "start_only" plans.
+    """
 
 class JudgeStatus(_JudgeStatus, metaclass=_JudgeStatusEnumTypeWrapper):
     """JudgeStatus is what became of the final answer's check."""
@@ -367,6 +397,12 @@ JUDGE_STATUS_FAILED: JudgeStatus.ValueType  # 5
 """The final answer failed its judge and no higher tier could serve."""
 JUDGE_STATUS_SELF_ACCEPTED: JudgeStatus.ValueType  # 6
 """Self-routing: the model's own confidence accepted the answer."""
+JUDGE_STATUS_SKIPPED: JudgeStatus.ValueType  # 7
+"""The request or the routing policy chose not to judge this answer: it was
+not checked (not passed). Used for an answer left unjudged by
+JUDGE_MODE_START_ONLY after an escalation, or by the value policy's
+"none" and "start_only" plans.
+"""
 Global___JudgeStatus: _TypeAlias = JudgeStatus  # noqa: Y015
 
 @_typing.final
@@ -786,7 +822,9 @@ class CascadeRequest(_message.Message):
     speculation: Global___SpeculationMode.ValueType
     """Speculative execution of the next tier."""
     judge_mode: Global___JudgeMode.ValueType
-    """Judge sampling for this request."""
+    """Which answers are judged for this request; UNSPECIFIED lets the server
+    decide (value policy or judge sampling).
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
         """A conversation whose last turn is the user's. Exactly one of query and

@@ -14,7 +14,7 @@ from tierroute.v1 import tierroute_pb2 as pb
 Role = Literal["system", "user", "assistant"]
 Strategy = Literal["heuristic", "classifier", "self_routing"]
 Rule = Literal["calibrated", "published"]
-JudgeMode = Literal["always", "never"]
+JudgeMode = Literal["always", "never", "start_only"]
 _V = TypeVar("_V")
 
 _ROLES: dict[str, pb.Role.ValueType] = {
@@ -34,6 +34,7 @@ _RULES: dict[str, pb.DecisionRule.ValueType] = {
 _JUDGE: dict[str, pb.JudgeMode.ValueType] = {
     "always": pb.JUDGE_MODE_ALWAYS,
     "never": pb.JUDGE_MODE_NEVER,
+    "start_only": pb.JUDGE_MODE_START_ONLY,
 }
 
 

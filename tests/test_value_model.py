@@ -1,0 +1,200 @@
+"""The Cascade's value model: training, ONNX export and parity, and its calibration search."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tierroute.errors import ConfigError, ModelLoadError
+from tierroute.evaluation import calibration as cal
+from tierroute.features import classifier_text
+from tierroute.training.value import (
+    check_parity,
+    export,
+    fit_value_pipeline,
+    predict,
+    write_value_model,
+)
+from tierroute.value import ACTIONS, CascadeAction, ValueModel, choose, parse_actions, plan_from
+
+N_ACTIONS = len(ACTIONS)
+
+
+def _training_table(n: int = 240) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Texts whose topic decides which actions end correct and what they cost."""
+    rng = np.random.default_rng(7)
+    texts, quality, cost = [], [], []
+    for i in range(n):
+        hard = i % 3 == 0
+        texts.append(
+            f"question {i}: {'prove the integral of the polynomial' if hard else 'name the river'}"
+        )
+        # Hard queries: only the judged or top actions tend to be right; easy: all are.
+        p = np.array([0.2, 0.7, 0.6, 0.4, 0.8, 0.85]) if hard else np.full(N_ACTIONS, 0.9)
+        quality.append((rng.random(N_ACTIONS) < p).astype(float))
+        base = np.array([1.0, 6.0, 4.0, 15.0, 40.0, 90.0]) * 1e-5
+        cost.append(base * (3.0 if hard else 1.0) * np.exp(rng.normal(0, 0.1, N_ACTIONS)))
+    return [classifier_text(t, 4096) for t in texts], np.array(quality), np.array(cost)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[object, list[str]]:
+    texts, quality, cost = _training_table()
+    return fit_value_pipeline(texts, quality, cost), texts
+
+
+def test_the_exported_model_reproduces_scikit_learn(fitted: tuple[object, list[str]]) -> None:
+    """onnxruntime, through the serving call, matches the pipeline on data and hostile text."""
+    pipeline, texts = fitted
+    report = check_parity(
+        pipeline,  # type: ignore[arg-type]
+        export(pipeline),  # type: ignore[arg-type]
+        texts,
+        prefix_chars=4096,
+        price_per_correct_usd=1e-3,
+    )
+    assert report.max_abs_diff_p < 1e-4
+    assert report.max_rel_diff_cost < 1e-4
+    assert report.rows > len(texts)
+
+
+def test_the_export_is_byte_for_byte_deterministic(fitted: tuple[object, list[str]]) -> None:
+    pipeline, _ = fitted
+    assert export(pipeline) == export(pipeline)  # type: ignore[arg-type]
+
+
+def test_the_model_learns_which_queries_need_a_judge(fitted: tuple[object, list[str]]) -> None:
+    """Hard queries get a lower P(correct) for the unjudged cheap action and a higher cost."""
+    pipeline, texts = fitted
+    p, c = predict(pipeline, texts)  # type: ignore[arg-type]
+    hard = np.arange(len(texts)) % 3 == 0
+    assert p[hard, 0].mean() < p[~hard, 0].mean() - 0.3
+    assert c[hard, 5].mean() > 2 * c[~hard, 5].mean()
+
+
+def test_write_and_load_round_trip(tmp_path: Path, fitted: tuple[object, list[str]]) -> None:
+    """The section written names a model ValueModel.load accepts and plans with."""
+    pipeline, texts = fitted
+    section = write_value_model(
+        tmp_path, pipeline, price_per_correct_usd=2e-3, prefix_chars=4096, parity_texts=texts[:20]
+    )  # type: ignore[arg-type]
+    model = ValueModel.load(tmp_path, section, n_tiers=3, prefix_chars=4096, where="t.json")
+    plan = model.plan("question 3: prove the integral of the polynomial")
+    p, cost = model.estimate("question 3: prove the integral of the polynomial")
+    assert plan.index == choose(p, cost, 2e-3)
+    assert plan.action == ACTIONS[plan.index]
+    assert json.loads(json.dumps(section)) == section
+
+
+def test_loading_refuses_a_changed_model_file(
+    tmp_path: Path, fitted: tuple[object, list[str]]
+) -> None:
+    pipeline, _ = fitted
+    section = write_value_model(tmp_path, pipeline, price_per_correct_usd=1e-3, prefix_chars=4096)  # type: ignore[arg-type]
+    (tmp_path / "value.onnx").write_bytes(b"not a model")
+    with pytest.raises(ModelLoadError, match="SHA-256"):
+        ValueModel.load(tmp_path, section, n_tiers=3, prefix_chars=4096, where="t.json")
+
+
+def test_loading_refuses_a_missing_model_file(tmp_path: Path) -> None:
+    section = {"model": "value.onnx", "sha256": "0", "actions": [], "price_per_correct_usd": 1}
+    section["actions"] = [a.as_dict() for a in ACTIONS]
+    with pytest.raises(ModelLoadError, match="value model file not found"):
+        ValueModel.load(tmp_path, section, n_tiers=3, prefix_chars=4096, where="t.json")
+
+
+@pytest.mark.parametrize(
+    "actions",
+    [[], [{"start": 3, "judge": "none"}], [{"start": 0, "judge": "sometimes"}], "cheap"],
+)
+def test_bad_action_lists_are_refused(actions: object) -> None:
+    with pytest.raises(ModelLoadError):
+        parse_actions(actions, 3, "t.json")
+
+
+def test_training_refuses_inconsistent_tables() -> None:
+    texts, quality, cost = _training_table(30)
+    with pytest.raises(ConfigError, match="shapes disagree"):
+        fit_value_pipeline(texts[:-1], quality, cost)
+    with pytest.raises(ConfigError, match="positive"):
+        fit_value_pipeline(texts, quality, np.zeros_like(cost))
+
+
+def test_the_policy_trades_cost_against_quality_at_its_price() -> None:
+    """Price 0 takes the cheapest action; a high price the most likely correct one."""
+    p = (0.5, 0.8, 0.7, 0.6, 0.85, 0.9)
+    cost = (1e-5, 6e-5, 4e-5, 1.5e-4, 4e-4, 9e-4)
+    assert plan_from(p, cost, 0.0).action == CascadeAction(0, "none")
+    assert plan_from(p, cost, 10.0).action == CascadeAction(2, "none")
+    # At $1e-3 per correct answer, judging the cheap answer (0.3 more correct for 5e-5)
+    # pays, and the top tier (0.1 more for 8.4e-4) does not.
+    assert plan_from(p, cost, 1e-3).action == CascadeAction(0, "all")
+
+
+def _inputs(n: int = 400) -> cal.Inputs:
+    """Search inputs whose value estimates are the truth plus noise."""
+    rng = np.random.default_rng(3)
+    n_cols = len(cal.COLUMNS)
+    quality = (rng.random((n, n_cols)) < 0.5 + 0.05 * np.arange(n_cols) % 0.4).astype(float)
+    cost = np.tile(np.array([1, 6, 6, 15, 40, 40, 90, 4, 4], dtype=float) * 1e-5, (n, 1))
+    tables = cal.Tables(
+        quality=quality,
+        cost=cost,
+        judge_cost=cost * 0.1,
+        latency_ms=rng.random((n, n_cols)) * 1000,
+        final=np.zeros((n, n_cols), dtype=np.int64),
+        escalated=np.zeros((n, n_cols), dtype=bool),
+    )
+    value_p = np.clip(quality[:, cal.ACTION_COLUMNS] + rng.normal(0, 0.3, (n, N_ACTIONS)), 0, 1)
+    value_cost = cost[:, cal.ACTION_COLUMNS]
+    proba = rng.dirichlet(np.ones(3), size=n)
+    return cal.Inputs(
+        risks=np.column_stack([proba[:, 1] + proba[:, 2], proba[:, 2], np.zeros(n)]),
+        confidence=proba.max(axis=1),
+        type_index=rng.integers(0, 4, n),
+        draw=rng.random(n),
+        tables=tables,
+        value_p=value_p,
+        value_cost=value_cost,
+    )
+
+
+def test_value_columns_follow_the_per_row_choice() -> None:
+    """A record's table column is the column playing its chosen action (serial, no bound)."""
+    inputs = _inputs()
+    rows = np.ones(400, dtype=bool)
+    params = cal.Params((0.5, 0.5), (1.0, 1.0, 1.0, 1.0), 0.0, 1.0, price_per_correct_usd=5e-4)
+    cols = cal.columns_for(inputs, params, rows)
+    assert inputs.value_p is not None
+    assert inputs.value_cost is not None
+    for i in range(400):
+        action = choose(inputs.value_p[i], inputs.value_cost[i], 5e-4)
+        assert cols[i] == cal.ACTION_COLUMNS[action]
+
+
+def test_value_columns_speculate_only_on_judged_actions_below_the_bound() -> None:
+    inputs = _inputs()
+    rows = np.ones(400, dtype=bool)
+    params = cal.Params((0.5, 0.5), (1.0, 1.0, 1.0, 1.0), 1.01, 1.0, price_per_correct_usd=5e-4)
+    cols = cal.columns_for(inputs, params, rows)
+    speculative = {c for c, (_, _, spec) in enumerate(cal.COLUMNS) if spec}
+    judged_start = {c for c, (_, mode, _) in enumerate(cal.COLUMNS) if mode != "never"}
+    assert set(cols.tolist()) & judged_start <= speculative
+
+
+def test_the_price_search_meets_a_cost_budget() -> None:
+    """Toward a budget, the searched price's configuration stays within it on its rows."""
+    inputs = _inputs()
+    rows = np.ones(400, dtype=bool)
+    target = cal.CalibrationTarget("max_cost_per_query", 0.3, relative=True)
+    params = cal.search(inputs, rows, target)
+    assert params.policy == "value"
+    figures = cal.figures(inputs, cal.columns_for(inputs, params, rows), rows, ["c", "m", "e"])
+    assert figures["cost_ratio_vs_always_expensive"] <= 0.3
+    # A bigger budget buys at least as many correct answers.
+    bigger = cal.search(inputs, rows, cal.CalibrationTarget("max_cost_per_query", 0.6, True))
+    more = cal.figures(inputs, cal.columns_for(inputs, bigger, rows), rows, ["c", "m", "e"])
+    assert more["quality"] >= figures["quality"]
