@@ -23,12 +23,13 @@ from tierroute.data import file_sha256
 from tierroute.errors import ConfigError, RateLimited
 from tierroute.evaluation import calibration as cal
 from tierroute.evaluation.cli import add_calibrate_parser, add_eval_parser
-from tierroute.evaluation.crossval import CrossValidation
+from tierroute.evaluation.crossval import CrossValidation, cross_validate
 from tierroute.evaluation.dataset import EvalData, load_eval_data, load_store
 from tierroute.evaluation.harness import run_strategies
 from tierroute.evaluation.pipeline import (
     Options,
     calibrate,
+    classifier_target,
     evaluate,
     shipped_target,
     value_estimates,
@@ -404,6 +405,7 @@ def test_calibrate_ships_the_value_policy_beside_the_thresholds(
 def test_calibrate_with_the_thresholds_policy_writes_no_value_model(
     small_data: Path, bundle_dir: Path, tmp_path: Path
 ) -> None:
+    """`--policy thresholds` ships risk thresholds and judge rates only, as before."""
     bundle = tmp_path / "bundle"
     shutil.copytree(bundle_dir, bundle)
     result = calibrate(
@@ -425,11 +427,29 @@ def test_evaluating_a_value_bundle_routes_shipped_with_the_value_policy(
     """`shipped` and `shipped_cv` of a value bundle use its price and per-fold prices."""
     _, bundle, thresholds, _ = calibrated
     report = evaluate(small_data, tmp_path, _settings(), Options(folds=FOLDS, model_dir=bundle))
-    price = thresholds["cascade"]["value"]["price_per_correct_usd"]
-    assert f"value policy at ${price:g}" in report["strategies"]["shipped"]["description"]
+    cascade = thresholds["cascade"]
+    price = cascade["value"]["price_per_correct_usd"]
+    shipped = report["strategies"]["shipped"]
+    assert f"value policy at ${price:g}" in shipped["description"]
     per_fold = report["cv"]["shipped_cv"]["per_fold"]
     assert all(fold["policy"] == "value" for fold in per_fold)
-    assert report["strategies"]["shipped"]["judged_rate"] >= 0
+    # What `shipped` did is what the value policy at the bundle's price predicts from the
+    # tables and the out-of-fold estimates (the thresholds policy would differ).
+    data = load_eval_data(small_data)
+    cv = cross_validate(
+        data, k=FOLDS, target=classifier_target(Bundle.read(bundle)), prefix_chars=4096
+    )
+    tables = cal.build_tables(data, eval_settings(_settings(), data), GroundTruth.load(small_data))
+    inputs, _ = cal.fold_inputs(cv, data, tables, value_estimates(data, cv, tables, Options()))
+    params = cal.Params(
+        tuple(cascade["risk"]), (1.0,) * 4, cascade["speculative_bound"], 1.0, price
+    )
+    everything = np.ones(len(data), dtype=bool)
+    predicted = cal.figures(
+        inputs, cal.columns_for(inputs, params, everything), everything, ["c", "m", "e"]
+    )
+    assert shipped["quality"] == predicted["quality"]
+    assert shipped["cost_per_query_usd"] == predicted["cost_per_query_usd"]
 
 
 def test_calibrate_keeps_the_route_thresholds_from_training(

@@ -7,6 +7,7 @@ import asyncio
 import gzip
 import json
 import random
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import pytest
 
 from tests.fixtures import make_records, write_dataset
 from tests.helpers import make_settings
+from tierroute.classifier import RouterModel
 from tierroute.data import iter_records
 from tierroute.ops_cli import add_retrain_parser
 from tierroute.querylog import FeedbackRecord, hash_query, open_store
@@ -301,6 +303,40 @@ def test_retrain_promotes_a_better_candidate(bundles: Bundles, tmp_path: Path) -
     assert state.history == (current, decision.candidate.version)
     assert state.events[-1].action == "promote"
     assert "1 logged questions are held-out prompts" in result.notes
+
+
+def test_a_promoted_candidate_gets_the_served_bundles_cascade_calibration(
+    bundles: Bundles, tmp_path: Path
+) -> None:
+    """Over a served bundle with the value policy, the promoted candidate ships one too,
+    calibrated toward the same target, so promotion does not silently change Cascade.
+    """
+    from tierroute.evaluation.calibration import CalibrationTarget
+    from tierroute.evaluation.pipeline import Options, calibrate
+
+    served = tmp_path / "served"
+    shutil.copytree(bundles.shuffled, served)
+    target = CalibrationTarget.parse("max_cost_per_query", "0.6x")
+    calibrate(
+        bundles.shuffled_data,
+        served / "thresholds.json",
+        make_settings(),
+        target,
+        Options(folds=3, model_dir=served),
+    )
+    registry = ModelRegistry(tmp_path / "models", seed=served)
+    result = retrain(
+        make_settings(), _log_labels(bundles.data), bundles.data, registry, RetrainOptions(folds=3)
+    )
+    assert result.promoted
+    promoted = registry.promoted_dir()
+    cascade = json.loads((promoted / "thresholds.json").read_text())["cascade"]
+    assert cascade["policy"] == "value"
+    assert cascade["target"] == target.as_dict()
+    assert (promoted / "value.onnx").is_file()
+    assert any("Cascade was calibrated" in note for note in result.notes)
+    # And the server loads what the registry now serves.
+    assert RouterModel.load(promoted, 3).cascade_plan("Question 1: add the apples?") is not None
 
 
 def test_retrain_refuses_a_worse_candidate_and_keeps_the_current(

@@ -10,6 +10,7 @@ import pytest
 
 from tierroute.errors import ConfigError, ModelLoadError
 from tierroute.evaluation import calibration as cal
+from tierroute.evaluation import valuefit
 from tierroute.features import classifier_text
 from tierroute.training.value import (
     check_parity,
@@ -62,6 +63,7 @@ def test_the_exported_model_reproduces_scikit_learn(fitted: tuple[object, list[s
 
 
 def test_the_export_is_byte_for_byte_deterministic(fitted: tuple[object, list[str]]) -> None:
+    """The same fitted model exports to the same bytes (the bundle is reproducible)."""
     pipeline, _ = fitted
     assert export(pipeline) == export(pipeline)  # type: ignore[arg-type]
 
@@ -92,6 +94,7 @@ def test_write_and_load_round_trip(tmp_path: Path, fitted: tuple[object, list[st
 def test_loading_refuses_a_changed_model_file(
     tmp_path: Path, fitted: tuple[object, list[str]]
 ) -> None:
+    """A value.onnx whose hash is not the recorded one is refused, naming the mismatch."""
     pipeline, _ = fitted
     section = write_value_model(tmp_path, pipeline, price_per_correct_usd=1e-3, prefix_chars=4096)  # type: ignore[arg-type]
     (tmp_path / "value.onnx").write_bytes(b"not a model")
@@ -100,6 +103,7 @@ def test_loading_refuses_a_changed_model_file(
 
 
 def test_loading_refuses_a_missing_model_file(tmp_path: Path) -> None:
+    """A section naming a file the bundle lacks is a ModelLoadError naming it."""
     section = {"model": "value.onnx", "sha256": "0", "actions": [], "price_per_correct_usd": 1}
     section["actions"] = [a.as_dict() for a in ACTIONS]
     with pytest.raises(ModelLoadError, match="value model file not found"):
@@ -111,11 +115,13 @@ def test_loading_refuses_a_missing_model_file(tmp_path: Path) -> None:
     [[], [{"start": 3, "judge": "none"}], [{"start": 0, "judge": "sometimes"}], "cheap"],
 )
 def test_bad_action_lists_are_refused(actions: object) -> None:
+    """Empty, out-of-range and unknown actions are load errors, not routing surprises."""
     with pytest.raises(ModelLoadError):
         parse_actions(actions, 3, "t.json")
 
 
 def test_training_refuses_inconsistent_tables() -> None:
+    """Mismatched shapes and non-positive costs (whose log is fitted) are refused."""
     texts, quality, cost = _training_table(30)
     with pytest.raises(ConfigError, match="shapes disagree"):
         fit_value_pipeline(texts[:-1], quality, cost)
@@ -176,13 +182,36 @@ def test_value_columns_follow_the_per_row_choice() -> None:
 
 
 def test_value_columns_speculate_only_on_judged_actions_below_the_bound() -> None:
+    """Judged starts speculate exactly when the classifier's confidence is below the bound."""
     inputs = _inputs()
     rows = np.ones(400, dtype=bool)
-    params = cal.Params((0.5, 0.5), (1.0, 1.0, 1.0, 1.0), 1.01, 1.0, price_per_correct_usd=5e-4)
+    bound = float(np.median(inputs.confidence))
+    params = cal.Params((0.5, 0.5), (1.0, 1.0, 1.0, 1.0), bound, 1.0, price_per_correct_usd=5e-4)
     cols = cal.columns_for(inputs, params, rows)
-    speculative = {c for c, (_, _, spec) in enumerate(cal.COLUMNS) if spec}
-    judged_start = {c for c, (_, mode, _) in enumerate(cal.COLUMNS) if mode != "never"}
-    assert set(cols.tolist()) & judged_start <= speculative
+    serial = cal.columns_for(inputs, cal.Params((0.5, 0.5), (1.0,) * 4, 0.0, 1.0, 5e-4), rows)
+    judged = np.array([cal.COLUMNS[c][1] != "never" for c in serial])
+    speculative = np.array([cal.COLUMNS[c][2] for c in cols])
+    below = inputs.confidence < bound
+    assert (judged & below).any()
+    assert (judged & ~below).any()
+    np.testing.assert_array_equal(speculative, judged & below)
+    # Speculation changes the column, never the action (start tier and judge mode).
+    assert [cal.COLUMNS[c][:2] for c in cols] == [cal.COLUMNS[c][:2] for c in serial]
+
+
+def test_value_estimates_are_out_of_fold() -> None:
+    """A fold's estimates come from a model that never saw its outcomes: changing them moves
+    every other fold's estimates and none of its own.
+    """
+    texts, quality, cost = _training_table(150)
+    folds = np.arange(150) % 3
+    p, c = valuefit.out_of_fold(texts, quality, cost, folds)
+    changed = quality.copy()
+    changed[folds == 0] = 1 - changed[folds == 0]
+    p2, c2 = valuefit.out_of_fold(texts, changed, cost, folds)
+    np.testing.assert_array_equal(p[folds == 0], p2[folds == 0])
+    np.testing.assert_array_equal(c[folds == 0], c2[folds == 0])
+    assert np.abs(p[folds != 0] - p2[folds != 0]).max() > 0.01
 
 
 def test_the_price_search_meets_a_cost_budget() -> None:

@@ -28,7 +28,7 @@ from tierroute_client import AsyncTierRouteClient
 from tests.fixtures import make_records, write_dataset
 from tests.helpers import Running, make_settings, running_server
 from tierroute.classifier import RouterModel
-from tierroute.errors import ModelLoadError
+from tierroute.errors import ConfigError, ModelLoadError
 from tierroute.features import classifier_text
 from tierroute.metrics import CASCADE_PLANS
 from tierroute.providers.scripted import Reply, ScriptedProvider
@@ -545,8 +545,8 @@ def test_bundle_without_the_section_has_no_plan(trained: Trained) -> None:
 
 
 def test_risk_policy_is_the_default(trained: Trained, tmp_path: Path) -> None:
-    """`cascade.policy = "risk"` names the thresholds path: no value model is loaded."""
-    bundle = value_bundle(trained, tmp_path / "bundle", edit={"policy": "risk"})
+    """`cascade.policy = "thresholds"` names the thresholds path: no value model is loaded."""
+    bundle = value_bundle(trained, tmp_path / "bundle", edit={"policy": "thresholds"})
     assert RouterModel.load(bundle, 3).cascade_plan("anything") is None
 
 
@@ -677,3 +677,35 @@ async def test_registry_version_with_a_value_model_reloads(
         await s.stub.ReloadModel(pb.ReloadModelRequest(version=version), metadata=ADMIN)
         reasons = await start_reason(s, trained.prompts[0])
     assert reasons == [pb.REASON_CODE_EXPECTED_VALUE]
+
+
+def test_the_registry_refuses_a_value_bundle_without_its_value_model(
+    trained: Trained, tmp_path: Path
+) -> None:
+    """What every server would refuse at load is refused at the registry's door."""
+    seed = copy_bundle(trained.bundle, tmp_path / "seed", "plain-v1")
+    registry = ModelRegistry(tmp_path / "models", seed=seed)
+    bundle = value_bundle(trained, tmp_path / "value", version="value-v3")
+    (bundle / "value.onnx").unlink()
+    with pytest.raises(ModelLoadError, match="value model file not found"):
+        registry.add(bundle)
+    bundle = value_bundle(trained, tmp_path / "changed", version="value-v4")
+    (bundle / "value.onnx").write_bytes(b"something else")
+    with pytest.raises(ModelLoadError, match="SHA-256"):
+        registry.add(bundle)
+
+
+def test_a_recalibrated_bundle_cannot_replace_a_published_version(
+    trained: Trained, tmp_path: Path
+) -> None:
+    """A version is immutable: the same model with other thresholds is refused, not ignored."""
+    seed = copy_bundle(trained.bundle, tmp_path / "seed", "plain-v1")
+    registry = ModelRegistry(tmp_path / "models", seed=seed)
+    registry.add(value_bundle(trained, tmp_path / "first", version="value-v5"))
+    again = value_bundle(
+        trained, tmp_path / "second", version="value-v5", edit={"speculative_bound": 0.1}
+    )
+    with pytest.raises(ConfigError, match=r"already holds a different value-v5: .*thresholds"):
+        registry.add(again)
+    # The identical bundle is still accepted (idempotent).
+    assert registry.add(value_bundle(trained, tmp_path / "third", version="value-v5"))

@@ -35,8 +35,8 @@ THRESHOLDS_FILE = "thresholds.json"
 # Graph names fixed by the exporter; the loader checks them so a foreign model fails early.
 INPUT_NAME = "text"
 PROBA_OUTPUT = "probabilities"
-# The Cascade policies a thresholds file may name (`cascade.policy`); absent = "risk".
-POLICY_RISK = "risk"
+# The Cascade policies a thresholds file may name (`cascade.policy`); absent = "thresholds".
+POLICY_RISK = "thresholds"
 CASCADE_POLICIES = (POLICY_RISK, POLICY_VALUE)
 
 # onnxruntime raises its own exception classes, none of them derived from a common base

@@ -277,13 +277,16 @@ class ModelRegistry:
         _check_bundle_files(bundle)
         target = self.root / version
         if target.exists():
-            ours = file_sha256(target / MODEL_FILE)
-            theirs = file_sha256(bundle / MODEL_FILE)
-            if ours != theirs:
-                raise ConfigError(
-                    f"model registry {self.root} already holds a different {version}: "
-                    f"{target / MODEL_FILE} differs from {bundle / MODEL_FILE}"
-                )
+            # A published version is immutable: the same files, or a refusal naming the first
+            # that differs (a recalibrated thresholds.json or value.onnx included).
+            for name in (*BUNDLE_FILES, *OPTIONAL_FILES):
+                ours = file_sha256(target / name) if (target / name).is_file() else None
+                theirs = file_sha256(bundle / name) if (bundle / name).is_file() else None
+                if ours != theirs:
+                    raise ConfigError(
+                        f"model registry {self.root} already holds a different {version}: "
+                        f"{target / name} differs from {bundle / name}"
+                    )
             return version
         incoming = self.root / f".incoming-{uuid.uuid4().hex}"
         incoming.mkdir()
@@ -357,6 +360,29 @@ def _check_bundle_files(bundle: Path) -> None:
         raise ModelLoadError(
             f"{bundle / MODEL_FILE}: SHA-256 {actual} does not match {recorded!r} "
             f"recorded in {bundle / METADATA_FILE}"
+        )
+    _check_value_model(bundle)
+
+
+def _check_value_model(bundle: Path) -> None:
+    """A bundle whose Cascade policy is `value` must hold the value model it names."""
+    try:
+        thresholds = json.loads((bundle / THRESHOLDS_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{bundle / THRESHOLDS_FILE}: not readable JSON: {exc}") from exc
+    cascade = thresholds.get("cascade") if isinstance(thresholds, dict) else None
+    if not isinstance(cascade, dict) or cascade.get("policy") != "value":
+        return
+    value = cascade.get("value")
+    recorded = value.get("sha256") if isinstance(value, dict) else None
+    path = bundle / OPTIONAL_FILES[0]
+    if not path.is_file():
+        raise ModelLoadError(f"value model file not found: {path} (named by {THRESHOLDS_FILE})")
+    actual = file_sha256(path)
+    if actual != recorded:
+        raise ModelLoadError(
+            f"{path}: SHA-256 {actual} does not match {recorded!r} recorded in "
+            f"{bundle / THRESHOLDS_FILE}"
         )
 
 

@@ -584,10 +584,25 @@ def retrain(
         )
         promoted = False
         if decision.promote and not options.dry_run:
-            version = registry.add(candidate_dir)
-            note = "; ".join(decision.reasons())
-            registry.promote(version, note=f"tierroute retrain: {note}")
-            promoted = True
+            try:
+                cascade_note = calibrate_cascade(
+                    settings,
+                    train,
+                    candidate_dir=candidate_dir,
+                    current_dir=current_dir,
+                    work=work,
+                    options=options,
+                )
+            except ConfigError as exc:
+                # Promoting it uncalibrated would silently change every Cascade's routing.
+                notes.append(f"not promoted: the candidate's Cascade cannot be calibrated: {exc}")
+            else:
+                if cascade_note is not None:
+                    notes.append(cascade_note)
+                version = registry.add(candidate_dir)
+                note = "; ".join(decision.reasons())
+                registry.promote(version, note=f"tierroute retrain: {note}")
+                promoted = True
         elif decision.promote:
             notes.append("dry run: the candidate would have been promoted")
     logger.info(
@@ -606,6 +621,50 @@ def retrain(
         baseline="refit" if in_sample else "served",
         served=figures["current"] if in_sample else None,
         notes=tuple(notes),
+    )
+
+
+def calibrate_cascade(
+    settings: Settings,
+    train: Sequence[Mapping[str, Any]],
+    *,
+    candidate_dir: Path,
+    current_dir: Path,
+    work: Path,
+    options: RetrainOptions,
+) -> str | None:
+    """Give the candidate the Cascade calibration the served bundle has; a note, or None.
+
+    `train_bundle` calibrates Route's thresholds only. When the served bundle also ships a
+    Cascade calibration (`cascade` section, and the value policy's `value.onnx`), the
+    candidate gets the same procedure toward the same target, on the original training
+    split: calibration replays recorded answers, which logged calls do not have. Without
+    this, promoting the candidate would quietly change how every Cascade is routed.
+    """
+    from tierroute.evaluation.pipeline import Options, calibrate, shipped_target
+    from tierroute.evaluation.thresholds import Bundle
+
+    current = Bundle.read(current_dir)
+    if not isinstance(current.thresholds.get("cascade"), Mapping):
+        return None
+    target, share = shipped_target(current)
+    data = work / "cascade.jsonl.gz"
+    write_training_file(data, train, [], len(settings.tiers))
+    calibrate(
+        data,
+        candidate_dir / THRESHOLDS_FILE,
+        settings,
+        target,
+        Options(
+            folds=options.folds,
+            model_dir=candidate_dir,
+            speculation_cost_share=share,
+            policy=current.cascade_policy,
+        ),
+    )
+    return (
+        f"the candidate's Cascade was calibrated like the served bundle's "
+        f"({current.cascade_policy} policy; {target.statement()}) on the training split"
     )
 
 

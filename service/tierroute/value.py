@@ -211,11 +211,13 @@ class ValueModel:
                 f"{path}: expected input {VALUE_INPUT!r} and output {VALUE_OUTPUT!r}, "
                 f"found {inputs} -> {sorted(outputs)}"
             )
-        width = outputs[VALUE_OUTPUT][-1]
-        if isinstance(width, int) and width != 2 * len(actions):
+        shape = outputs[VALUE_OUTPUT]
+        width = shape[-1] if isinstance(shape, list) and len(shape) == 2 else None
+        if width != 2 * len(actions):
+            # A symbolic or wrong width would fail every Cascade later: refuse it now.
             raise ModelLoadError(
-                f"{path}: {width} outputs, but {where} lists {len(actions)} actions "
-                f"(two outputs each)"
+                f"{path}: output {VALUE_OUTPUT!r} has shape {shape}, but {where} lists "
+                f"{len(actions)} actions: expected [batch, {2 * len(actions)}]"
             )
         return cls(
             session, actions=actions, price_per_correct_usd=float(price), prefix_chars=prefix_chars

@@ -1,15 +1,19 @@
-"""Calibrate the shipped configuration: risk thresholds, judge sampling and speculation.
+"""Calibrate the shipped configuration: the value policy's price, risk thresholds, judge
+sampling and speculation.
 
 Every record is first answered by the real cascade engine (over the in-process replay
-backend, on virtual time) under the seven fixed settings that any configuration reduces
-to for it: start on cheap, mid or expensive; below the top, judged or not; when judged,
-with or without the next tier speculating. Which of the seven a configuration uses for a
-record is known before anything is called: the start tier is the calibrated rule on the
-record's out-of-fold classifier probabilities, the judge draw is the sampler's
-`uniform_draw(request id, query type)` against the type's rate, and speculation needs the
-classifier confidence below the bound. So a configuration's quality, cost and latency are
-table lookups, exact for what the engine would do, and a grid search over
-(risk thresholds x per-type judge rates x speculative bound) is fast.
+backend, on virtual time) under the nine fixed settings (COLUMNS) that any configuration
+reduces to for it: start on cheap, mid or expensive; below the top, judged (every answer,
+or the first only) or not; when judged, with or without the next tier speculating. Which
+column a configuration uses for a record is known before anything is called. Under the
+thresholds policy the start tier is the calibrated rule on the record's out-of-fold
+classifier probabilities and the judge draw is the sampler's `uniform_draw(request id,
+query type)` against the type's rate; under the value policy the action is the one with
+the best expected value under the record's out-of-fold value estimates at the price.
+Speculation needs a judged start and the classifier confidence below the bound. So a
+configuration's quality, cost and latency are table lookups, exact for what the engine
+would do, and a grid search over (price, or risk thresholds x per-type judge rates) x
+speculative bound is fast.
 
 Search, for a cost budget: the most correct answers with cost per query within the budget
 (less a reserve for speculation); for a quality floor: the cheapest configuration at or
@@ -158,7 +162,7 @@ class Tables:
 
 
 def table_strategies(settings: Settings) -> list[Strategy]:
-    """The seven fixed settings as harness strategies (routing is overridden by start tier)."""
+    """The fixed settings (COLUMNS) as harness strategies (routing overridden by start tier)."""
     if len(settings.tiers) != 3:
         raise ConfigError("calibration searches three-tier configurations only")
     out = []
@@ -502,7 +506,8 @@ def _search_price(
         raise ConfigError(
             f"no price of a correct answer meets the target ({target.statement()}) on {n} rows "
             f"with the value policy: quality {q.min() / n:.4f}..{q.max() / n:.4f}, cost "
-            f"${c.min() / n:.6f}..${c.max() / n:.6f} per query"
+            f"${c.min() / n:.6f}..${c.max() / n:.6f} per query (--policy thresholds searches "
+            "risk thresholds and judge rates instead)"
         )
     return prices[found[1]]
 
@@ -813,8 +818,8 @@ def thresholds_document(
                 "speculative_bound_grid": [float(v) for v in BOUND_GRID],
                 "speculation_cost_share": speculation_cost_share,
                 "tables": "every record answered by the cascade engine over the in-process "
-                "replay backend under the 7 fixed settings (start tier x judged x "
-                "speculative); a configuration selects one per record",
+                f"replay backend under the {len(COLUMNS)} fixed settings (start tier x judge "
+                "mode x speculative); a configuration selects one per record",
             },
         },
         "data": {"file": data.path.name, "sha256": data.sha256, "records": len(data.records)},
@@ -838,11 +843,6 @@ def thresholds_document(
         )
         document["calibration"]["search"]["price_grid"] = (
             "always-top's cost per query x 0.01..100, 601 geometric steps"
-        )
-        document["calibration"]["search"]["tables"] = (
-            "every record answered by the cascade engine over the in-process replay backend "
-            f"under the {len(COLUMNS)} fixed settings (start tier x judge mode x speculative); "
-            "a configuration selects one per record"
         )
     if classifier_cv is not None:
         document["classifier_cv"] = classifier_cv

@@ -45,7 +45,7 @@ from tierroute.evaluation.strategies import (
 from tierroute.evaluation.thresholds import Bundle
 from tierroute.settings import Settings
 from tierroute.training.calibrate import DEFAULT_MAX_COST_RATIO, Target
-from tierroute.training.value import write_value_model
+from tierroute.training.value import prepare_value_model, write_model_file
 
 logger = logging.getLogger(__name__)
 
@@ -314,11 +314,11 @@ def calibrate(
     params = cal.search(inputs, everything, target, speculation_cost_share=share)
     in_sample = cal.figures(inputs, cal.columns_for(inputs, params, everything), everything, names)
     value_section = None
+    value_bytes = b""
     if params.price_per_correct_usd is not None:
         texts = valuefit.featurised(data, cv.prefix_chars)
         quality, cost = valuefit.action_targets(tables.quality, tables.cost, cal.ACTION_COLUMNS)
-        value_section = write_value_model(
-            out.parent,
+        value_bytes, value_section = prepare_value_model(
             valuefit.fit_all(texts, quality, cost),
             price_per_correct_usd=params.price_per_correct_usd,
             prefix_chars=cv.prefix_chars,
@@ -341,6 +341,10 @@ def calibrate(
         value_section=value_section,
     )
     slices = cal.slice_report(data, inputs, fit.columns, truth, names)
+    # The value model and the file naming its hash are written back to back, after all the
+    # work, so a reader never waits through a search with one of them stale.
+    if value_section is not None:
+        write_model_file(out.parent, value_bytes)
     write_json(out, document)
     if report_path is not None:
         write_json(report_path, {"target": target.as_dict(), "folds": cv.k, **slices})

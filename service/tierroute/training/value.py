@@ -192,17 +192,16 @@ def check_parity(
     return report
 
 
-def write_value_model(
-    model_dir: Path,
+def prepare_value_model(
     pipeline: Pipeline,
     *,
     price_per_correct_usd: float,
     prefix_chars: int,
     parity_texts: Sequence[str] = (),
     actions: Sequence[CascadeAction] = ACTIONS,
-) -> dict[str, Any]:
-    """Export `pipeline` to `model_dir/value.onnx`, check parity, and return the thresholds
-    file's `cascade.value` section naming it (set `cascade.policy` to `value` to use it).
+) -> tuple[bytes, dict[str, Any]]:
+    """Export `pipeline`, check parity, and return the ONNX bytes with the thresholds file's
+    `cascade.value` section naming them (set `cascade.policy` to `value` to use it).
     """
     data = export(pipeline)
     parity = check_parity(
@@ -213,11 +212,7 @@ def write_value_model(
         price_per_correct_usd=price_per_correct_usd,
         actions=actions,
     )
-    path = model_dir / VALUE_FILE
-    partial = path.with_suffix(".onnx.partial")
-    partial.write_bytes(data)
-    partial.replace(path)
-    return {
+    section = {
         "model": VALUE_FILE,
         "sha256": hashlib.sha256(data).hexdigest(),
         "actions": [a.as_dict() for a in actions],
@@ -227,6 +222,37 @@ def write_value_model(
         "hyperparameters": hyperparameters(),
         "parity": parity.as_dict(),
     }
+    return data, section
+
+
+def write_model_file(model_dir: Path, data: bytes) -> Path:
+    """Write the value model into `model_dir` atomically (rename over the old one)."""
+    path = model_dir / VALUE_FILE
+    partial = path.with_suffix(".onnx.partial")
+    partial.write_bytes(data)
+    partial.replace(path)
+    return path
+
+
+def write_value_model(
+    model_dir: Path,
+    pipeline: Pipeline,
+    *,
+    price_per_correct_usd: float,
+    prefix_chars: int,
+    parity_texts: Sequence[str] = (),
+    actions: Sequence[CascadeAction] = ACTIONS,
+) -> dict[str, Any]:
+    """`prepare_value_model`, then write the file: the section naming it is returned."""
+    data, section = prepare_value_model(
+        pipeline,
+        price_per_correct_usd=price_per_correct_usd,
+        prefix_chars=prefix_chars,
+        parity_texts=parity_texts,
+        actions=actions,
+    )
+    write_model_file(model_dir, data)
+    return section
 
 
 __all__ = [
@@ -236,5 +262,7 @@ __all__ = [
     "export",
     "fit_value_pipeline",
     "predict",
+    "prepare_value_model",
+    "write_model_file",
     "write_value_model",
 ]
