@@ -2,8 +2,9 @@
 
 Training data is a table: per record and per action of `tierroute.value.ACTIONS`, whether
 the cascade engine's final answer was correct and what it cost (judges included), as
-`tierroute calibrate` measures them. The features are the router classifier's: TF-IDF over
-word 1-2 grams of the lower-cased prompt prefix, vocabulary chosen the same way. On them:
+`tierroute calibrate` measures them. The features are the router classifier's kind: TF-IDF
+over word 1-2 grams of the lower-cased prompt prefix, vocabulary chosen the same way, but
+MAX_FEATURES of them. On them:
 
 - per action, a logistic regression (C = 1, unweighted: these are probabilities, not
   decisions) for P(correct);
@@ -46,6 +47,9 @@ logger = logging.getLogger(__name__)
 
 QUALITY_C = 1.0
 COST_ALPHA = 1.0
+# More 1-2 grams than the classifier's 10,000: out-of-fold log loss of the heads on dev
+# fell with the vocabulary (5k 0.5411, 10k 0.5389, 20k 0.5379, 40k 0.5373; docs/EVALUATION.md).
+MAX_FEATURES = 40_000
 # Probabilities are clipped here when an action's training labels are all equal.
 _CLIP = 1e-4
 PARITY_TOLERANCE = 1e-4
@@ -59,7 +63,8 @@ OUTPUTS_DOC = (
 def hyperparameters() -> dict[str, Any]:
     """The value model's settings, as recorded in the thresholds file."""
     return {
-        "features": "the router classifier's TF-IDF (word 1-2 grams, 10,000, sublinear tf)",
+        "features": "TF-IDF as the router classifier's (word 1-2 grams, sublinear tf), "
+        f"{MAX_FEATURES:,} features",
         "quality": f"logistic regression per action, C={QUALITY_C}, unweighted, lbfgs",
         "cost": f"ridge regression of log(cost USD) per action, alpha={COST_ALPHA}",
     }
@@ -83,7 +88,7 @@ def fit_value_pipeline(
         )
     if not np.all(cost > 0):
         raise ConfigError("value training costs must be positive (a log is fitted)")
-    tfidf = build_pipeline(select_vocabulary(texts)).named_steps["tfidf"]
+    tfidf = build_pipeline(select_vocabulary(texts, MAX_FEATURES)).named_steps["tfidf"]
     features = tfidf.fit_transform(list(texts))
     weights = np.zeros((2 * n_actions, features.shape[1]))
     bias = np.zeros(2 * n_actions)
