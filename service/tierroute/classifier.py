@@ -36,8 +36,8 @@ THRESHOLDS_FILE = "thresholds.json"
 INPUT_NAME = "text"
 PROBA_OUTPUT = "probabilities"
 # The Cascade policies a thresholds file may name (`cascade.policy`); absent = "thresholds".
-POLICY_RISK = "thresholds"
-CASCADE_POLICIES = (POLICY_RISK, POLICY_VALUE)
+POLICY_THRESHOLDS = "thresholds"
+CASCADE_POLICIES = (POLICY_THRESHOLDS, POLICY_VALUE)
 
 # onnxruntime raises its own exception classes, none of them derived from a common base
 # other than Exception; these are the ones session creation can raise for a bad file.
@@ -189,7 +189,10 @@ def _load_policy(
     prefix_chars: int,
 ) -> ValueModel | None:
     """The value model when the thresholds file's `cascade.policy` is "value", else None."""
-    if not isinstance(section, dict) or section.get("policy", POLICY_RISK) == POLICY_RISK:
+    if (
+        not isinstance(section, dict)
+        or section.get("policy", POLICY_THRESHOLDS) == POLICY_THRESHOLDS
+    ):
         return None
     policy = section["policy"]
     if policy != POLICY_VALUE:
