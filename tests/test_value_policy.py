@@ -709,3 +709,68 @@ def test_a_recalibrated_bundle_cannot_replace_a_published_version(
         registry.add(again)
     # The identical bundle is still accepted (idempotent).
     assert registry.add(value_bundle(trained, tmp_path / "third", version="value-v5"))
+
+
+def _with_judge_rate(bundle: Path, rate: float) -> Path:
+    """`bundle` with a calibrated cascade section that judges a `rate` share (no value)."""
+    thresholds = read_json(bundle / "thresholds.json")
+    section = dict(thresholds.get("cascade") or {})
+    section.pop("policy", None)
+    section.pop("value", None)
+    section.update(judge_sample_rate=rate, judge_sample_rates=[], speculative_bound=0.0)
+    thresholds["cascade"] = section
+    (bundle / "thresholds.json").write_text(json.dumps(thresholds))
+    return bundle
+
+
+async def test_a_hot_reload_brings_the_new_bundles_judge_rates(
+    trained: Trained, tmp_path: Path
+) -> None:
+    """Judge sampling follows the model serving the call: a reloaded bundle's calibrated
+    rates apply at once, and a rollback brings the old ones back, with no restart.
+    """
+    served = _with_judge_rate(copy_bundle(trained.bundle, tmp_path / "served", "rate-0"), 0.0)
+    provider = ScriptedProvider(
+        answers={model: [Reply.answer("Paris")] * 3 for model in (CHEAP, MID, TOP)},
+        judges={model: [Reply.verdict(True)] * 3 for model in (MID, TOP)},
+    )
+    # The configured rate (1) is what the bundle's calibration overrides.
+    settings = admin_settings(tmp_path, served, TIERROUTE_CASCADE_JUDGE_SAMPLE_RATE="1")
+    request = cascade(query=trained.prompts[0], start_tier="cheap")
+    async with running_server(settings, provider=provider) as s:
+        before = await s.stub.Cascade(request, metadata=ADMIN)
+        shutil.rmtree(served)
+        _with_judge_rate(copy_bundle(trained.bundle, served, "rate-1"), 1.0)
+        await s.stub.ReloadModel(pb.ReloadModelRequest(), metadata=ADMIN)
+        during = await s.stub.Cascade(request, metadata=ADMIN)
+        await s.stub.RollbackModel(pb.RollbackModelRequest(), metadata=ADMIN)
+        after = await s.stub.Cascade(request, metadata=ADMIN)
+    assert before.judge_status == pb.JUDGE_STATUS_SAMPLED_OUT
+    assert during.judge_status == pb.JUDGE_STATUS_PASSED
+    assert after.judge_status == pb.JUDGE_STATUS_SAMPLED_OUT
+
+
+async def test_use_model_calibration_false_keeps_the_configured_rates_across_reloads(
+    trained: Trained, tmp_path: Path
+) -> None:
+    """With the switch off, neither the served nor a reloaded bundle's rates apply."""
+    served = _with_judge_rate(copy_bundle(trained.bundle, tmp_path / "served", "rate-0"), 0.0)
+    provider = ScriptedProvider(
+        answers={model: [Reply.answer("Paris")] * 2 for model in (CHEAP, MID, TOP)},
+        judges={model: [Reply.verdict(True)] * 2 for model in (MID, TOP)},
+    )
+    settings = admin_settings(
+        tmp_path,
+        served,
+        TIERROUTE_CASCADE_JUDGE_SAMPLE_RATE="1",
+        TIERROUTE_CASCADE_USE_MODEL_CALIBRATION="false",
+    )
+    request = cascade(query=trained.prompts[0], start_tier="cheap")
+    async with running_server(settings, provider=provider) as s:
+        before = await s.stub.Cascade(request, metadata=ADMIN)
+        shutil.rmtree(served)
+        _with_judge_rate(copy_bundle(trained.bundle, served, "rate-0b"), 0.0)
+        await s.stub.ReloadModel(pb.ReloadModelRequest(), metadata=ADMIN)
+        after = await s.stub.Cascade(request, metadata=ADMIN)
+    assert before.judge_status == pb.JUDGE_STATUS_PASSED
+    assert after.judge_status == pb.JUDGE_STATUS_PASSED

@@ -45,6 +45,7 @@ from tierroute.errors import (
     ProviderError,
     ProviderTimeout,
 )
+from tierroute.evaluation.thresholds import apply_cascade, cascade_overrides
 from tierroute.features import query_type
 from tierroute.metrics import Metrics
 from tierroute.policy import Reason, ReasonNote
@@ -212,6 +213,17 @@ class _Outcome:
     verdict: prompts.Verdict | None = None
     # The tier's circuit breaker refused the call: nothing was sent.
     circuit_open: bool = False
+
+
+@dataclass(frozen=True)
+class _ModelCascade:
+    """The cascade settings a model's calibration decides: judge sampling, speculation."""
+
+    sampler: JudgeSampler
+    speculative_bound: float
+
+
+_PER_MODEL_CACHE = 4
 
 
 @dataclass(frozen=True)
@@ -528,9 +540,9 @@ class CascadeEngine:
             tuple(t.name for t in settings.tiers),
             capture_content=settings.telemetry.capture_content,
         )
-        self._sampler = JudgeSampler(
-            self._config.judge_sample_rate, parse_rates(self._config.judge_sample_rates)
-        )
+        # Judge sampling and the speculative bound per model version: a bundle's calibrated
+        # `cascade` section applies to the calls that model routes, hot reloads included.
+        self._per_model: dict[str, _ModelCascade] = {}
         self._breakers = (
             breakers if breakers is not None else BreakerBoard.from_settings(settings, clock=clock)
         )
@@ -544,8 +556,47 @@ class CascadeEngine:
 
     @property
     def sampler(self) -> JudgeSampler:
-        """The judge sampler in use (for reports of the configured rates)."""
-        return self._sampler
+        """The judge sampler of the model now serving (for reports of the rates in use)."""
+        return self._model_cascade().sampler
+
+    def _model_cascade(self) -> _ModelCascade:
+        """Judge sampling and speculative bound for the router's current model.
+
+        The configured `cascade` settings, with the model bundle's calibrated `cascade`
+        section applied over them unless `cascade.use_model_calibration = false`. Built once
+        per model version; a section that does not validate is logged and ignored (the
+        configured values serve), never an error on the request path.
+        """
+        scorer = self._router.scorer
+        document = getattr(scorer, "calibration", None) if scorer is not None else None
+        if not self._config.use_model_calibration or not isinstance(document, Mapping):
+            document = None
+        key = str(getattr(scorer, "version", "")) if document else ""
+        found = self._per_model.get(key)
+        if found is not None:
+            return found
+        config = self._config
+        if document is not None:
+            try:
+                config = apply_cascade(self._config, document)
+            except ConfigError as exc:
+                logger.warning("model %s: cascade calibration ignored: %s", key, exc)
+            else:
+                if config != self._config:
+                    logger.info(
+                        "model %s: cascade settings from its calibration: %s",
+                        key,
+                        cascade_overrides(document),
+                    )
+        found = _ModelCascade(
+            JudgeSampler(config.judge_sample_rate, parse_rates(config.judge_sample_rates)),
+            config.speculative_bound,
+        )
+        if len(self._per_model) >= _PER_MODEL_CACHE:
+            # Reloads are rare; the current and previous models are what calls ask for.
+            self._per_model.clear()
+        self._per_model[key] = found
+        return found
 
     async def run(self, query: CascadeQuery, *, deadline_s: float | None) -> CascadeResult:
         """Answer `query` within `deadline_s` seconds (None: the configured default)."""
@@ -633,15 +684,16 @@ class CascadeEngine:
             self._telemetry.routed(span, decision)
         return decision.tier_index, decision
 
-    def _speculate(self, query: CascadeQuery, decision: Decision | None, judged: bool) -> bool:
+    @staticmethod
+    def _speculate(
+        query: CascadeQuery, decision: Decision | None, judged: bool, bound: float
+    ) -> bool:
         if query.speculation == "off":
             return False
         if query.speculation == "on":
             return True
         # Speculation only pays when the cheap answer will be judged and may well fail.
-        return (
-            decision is not None and judged and decision.confidence < self._config.speculative_bound
-        )
+        return decision is not None and judged and decision.confidence < bound
 
     # -- the cascade ---------------------------------------------------------------------
 
@@ -652,13 +704,16 @@ class CascadeEngine:
         question = query.route.text
         history = list(query.route.history)
         plain = [*history, Message("user", question)]
-        judging = self._judging(run, decision)
+        model = self._model_cascade()
+        judging = self._judging(run, decision, model.sampler)
         self_routing = query.self_routing
         index = start_index
         messages = prompts.self_routing_messages(question, history) if self_routing else plain
         fallback: _Candidate | None = None
         speculative: asyncio.Task[_Outcome] | None = None
-        if index < self._top and self._speculate(query, decision, judging.start):
+        if index < self._top and self._speculate(
+            query, decision, judging.start, model.speculative_bound
+        ):
             speculative = self._launch(run, index + 1, plain)
 
         def finish(answer: str, at: int, status: JudgeStatus) -> CascadeResult:
@@ -875,7 +930,7 @@ class CascadeEngine:
         run.reasons.append(note)
         self._telemetry.escalated(note, self._tiers[index].name, self._tiers[index + 1].name)
 
-    def _judging(self, run: _Run, decision: Decision | None) -> _Judging:
+    def _judging(self, run: _Run, decision: Decision | None, sampler: JudgeSampler) -> _Judging:
         """The request's judge mode decides; by default the value policy's plan, else the
         sampler, whose one draw covers every answer of the request."""
         mode = run.query.judge_mode
@@ -887,7 +942,7 @@ class CascadeEngine:
             return _Judging(True, False, "skipped")
         if decision is not None and decision.plan is not None:
             return _PLAN_JUDGING[decision.plan.judge]
-        sampled = self._sampler.should_judge(run.request_id, query_type(run.query.route.text))
+        sampled = sampler.should_judge(run.request_id, query_type(run.query.route.text))
         return _Judging(sampled, sampled, "sampled_out")
 
     @staticmethod

@@ -188,6 +188,11 @@ class Router:
         self._check(scorer)
 
     @property
+    def scorer(self) -> Scorer | None:
+        """The classifier in use (swapped whole by a hot reload), or None."""
+        return self._scorer
+
+    @property
     def model_version(self) -> str:
         """Version of the classifier in use, or "" when there is none."""
         return self._scorer.version if self._scorer is not None else ""

@@ -8,7 +8,6 @@ are built from the settings.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import signal
@@ -27,7 +26,6 @@ from tierroute.backend import Backend, build_backend
 from tierroute.breaker import BreakerBoard
 from tierroute.cascade import CascadeEngine
 from tierroute.errors import ConfigError
-from tierroute.evaluation.thresholds import apply_cascade, cascade_overrides
 from tierroute.metrics import BreakerState, Metrics
 from tierroute.providers.base import Provider
 from tierroute.querylog import QueryLogWriter
@@ -238,8 +236,10 @@ class TierRouteServer:
             if provider is None:
                 self._backend = build_backend(self.settings, self._environ)
                 provider, forward = self._backend.provider, self._backend.forwards_fault_headers
+            # The engine applies each model's calibrated cascade section itself, per model
+            # version, so a hot reload brings its judge rates and speculative bound along.
             self.engine = CascadeEngine(
-                self._calibrated(scorer),
+                self.settings,
                 self.router,
                 provider,
                 tracer=self._tracer,
@@ -299,23 +299,6 @@ class TierRouteServer:
             tracer_provider=self._tracer_provider, filter_=filters.negate(untraced)
         )
         return [interceptor]
-
-    def _calibrated(self, scorer: Scorer) -> Settings:
-        """The settings with the model bundle's calibrated cascade section applied.
-
-        `tierroute calibrate` chose the judge sampling rates and the speculative bound
-        together with the thresholds; `cascade.use_model_calibration = false` keeps the
-        configured values instead. Read at start-up: a hot reload swaps routing only.
-        """
-        document = getattr(scorer, "calibration", None)
-        if not self.settings.cascade.use_model_calibration or not document:
-            return self.settings
-        cascade = apply_cascade(self.settings.cascade, document)
-        if cascade != self.settings.cascade:
-            logger.info(
-                "cascade settings from the model's calibration: %s", cascade_overrides(document)
-            )
-        return dataclasses.replace(self.settings, cascade=cascade)
 
     def _warm_up(self, scorer: Scorer) -> None:
         # The first onnxruntime run costs milliseconds; pay it before reporting SERVING.
