@@ -774,3 +774,25 @@ async def test_use_model_calibration_false_keeps_the_configured_rates_across_rel
         after = await s.stub.Cascade(request, metadata=ADMIN)
     assert before.judge_status == pb.JUDGE_STATUS_PASSED
     assert after.judge_status == pb.JUDGE_STATUS_PASSED
+
+
+async def test_a_bundle_recalibrated_in_place_under_its_version_reloads_its_rates(
+    trained: Trained, tmp_path: Path
+) -> None:
+    """Same version, new calibration (calibrate run in model_dir, then ReloadModel): the new
+    rates apply; the engine does not mistake it for the model it already knows.
+    """
+    served = _with_judge_rate(copy_bundle(trained.bundle, tmp_path / "served", "same-v1"), 0.0)
+    provider = ScriptedProvider(
+        answers={model: [Reply.answer("Paris")] * 2 for model in (CHEAP, MID, TOP)},
+        judges={model: [Reply.verdict(True)] * 2 for model in (MID, TOP)},
+    )
+    settings = admin_settings(tmp_path, served, TIERROUTE_CASCADE_JUDGE_SAMPLE_RATE="1")
+    request = cascade(query=trained.prompts[0], start_tier="cheap")
+    async with running_server(settings, provider=provider) as s:
+        before = await s.stub.Cascade(request, metadata=ADMIN)
+        _with_judge_rate(served, 1.0)
+        await s.stub.ReloadModel(pb.ReloadModelRequest(), metadata=ADMIN)
+        after = await s.stub.Cascade(request, metadata=ADMIN)
+    assert before.judge_status == pb.JUDGE_STATUS_SAMPLED_OUT
+    assert after.judge_status == pb.JUDGE_STATUS_PASSED

@@ -540,9 +540,11 @@ class CascadeEngine:
             tuple(t.name for t in settings.tiers),
             capture_content=settings.telemetry.capture_content,
         )
-        # Judge sampling and the speculative bound per model version: a bundle's calibrated
+        # Judge sampling and the speculative bound per loaded model: a bundle's calibrated
         # `cascade` section applies to the calls that model routes, hot reloads included.
-        self._per_model: dict[str, _ModelCascade] = {}
+        # Keyed by the calibration document itself (held here, so compared by identity): a
+        # bundle recalibrated in place and reloaded under the same version is a new document.
+        self._per_model: list[tuple[object, _ModelCascade]] = []
         self._breakers = (
             breakers if breakers is not None else BreakerBoard.from_settings(settings, clock=clock)
         )
@@ -564,17 +566,17 @@ class CascadeEngine:
 
         The configured `cascade` settings, with the model bundle's calibrated `cascade`
         section applied over them unless `cascade.use_model_calibration = false`. Built once
-        per model version; a section that does not validate is logged and ignored (the
+        per loaded model; a section that does not validate is logged and ignored (the
         configured values serve), never an error on the request path.
         """
         scorer = self._router.scorer
         document = getattr(scorer, "calibration", None) if scorer is not None else None
         if not self._config.use_model_calibration or not isinstance(document, Mapping):
             document = None
-        key = str(getattr(scorer, "version", "")) if document else ""
-        found = self._per_model.get(key)
-        if found is not None:
-            return found
+        for known, cached in self._per_model:
+            if known is document:
+                return cached
+        key = str(getattr(scorer, "version", ""))
         config = self._config
         if document is not None:
             try:
@@ -592,10 +594,8 @@ class CascadeEngine:
             JudgeSampler(config.judge_sample_rate, parse_rates(config.judge_sample_rates)),
             config.speculative_bound,
         )
-        if len(self._per_model) >= _PER_MODEL_CACHE:
-            # Reloads are rare; the current and previous models are what calls ask for.
-            self._per_model.clear()
-        self._per_model[key] = found
+        # Reloads are rare; the current and previous models are what calls ask for.
+        self._per_model = [*self._per_model[-(_PER_MODEL_CACHE - 1) :], (document, found)]
         return found
 
     async def run(self, query: CascadeQuery, *, deadline_s: float | None) -> CascadeResult:
