@@ -659,3 +659,24 @@ def test_eval_refuses_a_classifier_configuration_without_a_bundle(
     """The shipped classifier strategy cannot be evaluated without the model it serves."""
     with pytest.raises(ConfigError, match="no model bundle"):
         evaluate(small_data, tmp_path, _settings(), Options(folds=FOLDS, model_dir=tmp_path))
+
+
+def test_the_goal_states_the_noise_of_the_quality_difference(report: dict[str, Any]) -> None:
+    """The goal entry carries the paired standard error and a bootstrap interval around the
+    point estimate it judges.
+    """
+    goal = report["goal"]
+    low, high = goal["quality_diff_ci95"]
+    assert low <= goal["quality_diff_vs_always_expensive"] <= high
+    assert goal["quality_diff_se"] > 0
+
+
+def test_paired_noise_by_hand() -> None:
+    """Differences (0, -1, 1, 0): mean 0, sample sd sqrt(2/3), SE sqrt(2/3) / 2."""
+    from tierroute.evaluation.report import paired_noise
+
+    noise = paired_noise(np.array([1.0, 0.0, 1.0, 1.0]), np.array([1.0, 1.0, 0.0, 1.0]))
+    assert noise["quality_diff_se"] == pytest.approx(np.sqrt(2 / 3) / 2, abs=1e-6)
+    low, high = noise["quality_diff_ci95"]
+    assert -0.75 <= low < 0 < high <= 0.75
+    assert paired_noise(np.array([1.0]), np.array([0.0]))["quality_diff_se"] is None

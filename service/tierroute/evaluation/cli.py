@@ -188,7 +188,8 @@ def _summary(report: dict[str, Any]) -> str:
         lines.append(
             f"goal ({goal['statement']}) on {goal['strategy']}: "
             f"{'met' if goal['met'] else 'not met'} (quality "
-            f"{goal['quality_diff_vs_always_expensive']:+.4f}, cost "
+            f"{goal['quality_diff_vs_always_expensive']:+.4f}, SE "
+            f"{goal.get('quality_diff_se') or 0:.4f}, cost "
             f"{goal['cost_ratio_vs_always_expensive']:.3f} x)"
         )
     return "\n".join(lines)

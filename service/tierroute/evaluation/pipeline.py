@@ -114,16 +114,18 @@ def shipped_target(bundle: Bundle | None) -> tuple[cal.CalibrationTarget, float]
     return DEFAULT_TARGET, share
 
 
-def _prepare(
+def prepare(
     data_path: Path, settings: Settings, options: Options
 ) -> tuple[EvalData, GroundTruth, Bundle | None, Settings]:
+    """The data (without ground truth), the ground truth, the bundle and the eval settings."""
     data = load_eval_data(data_path, prices=options.prices, limit=options.limit)
     truth = GroundTruth.load(data_path, options.limit)
     bundle = read_bundle(settings, options)
     return data, truth, bundle, eval_settings(settings, data)
 
 
-def _cross_validate(data: EvalData, bundle: Bundle | None, options: Options) -> CrossValidation:
+def cross_validate_for(data: EvalData, bundle: Bundle | None, options: Options) -> CrossValidation:
+    """The classifier's fold models and out-of-fold probabilities, as the bundle was trained."""
     none_label = bundle.none_label if bundle else "cheap"
     if none_label not in ("cheap", "drop"):
         raise ConfigError(f"bundle none-label policy {none_label!r} is unknown")
@@ -151,13 +153,13 @@ def evaluate(
     `progress(total)` is called once with the number of record answers to come and returns
     the callback the harness calls as they finish.
     """
-    data, truth, bundle, settings = _prepare(data_path, settings, options)
+    data, truth, bundle, settings = prepare(data_path, settings, options)
     if bundle is None and settings.routing.default_strategy == "classifier":
         raise ConfigError(
             "the shipped configuration routes with the classifier, but there is no model "
             "bundle to evaluate (run `make model` or pass --model-dir)"
         )
-    cv = _cross_validate(data, bundle, options)
+    cv = cross_validate_for(data, bundle, options)
     names = [t.name for t in settings.tiers]
     n_runs = len(data) * (len(ORDER) + N_TABLE_COLUMNS)
     tick = progress(n_runs) if progress is not None else None
@@ -289,12 +291,12 @@ def calibrate(
     progress: Callable[[int], Progress] | None = None,
 ) -> CalibrationResult:
     """Search the shipped configuration toward `target` and write the thresholds file."""
-    data, truth, bundle, settings = _prepare(data_path, settings, options)
+    data, truth, bundle, settings = prepare(data_path, settings, options)
     if bundle is None:
         raise ConfigError(
             "calibrate needs the model bundle whose thresholds it writes (--model-dir)"
         )
-    cv = _cross_validate(data, bundle, options)
+    cv = cross_validate_for(data, bundle, options)
     tick = progress(len(data) * N_TABLE_COLUMNS) if progress is not None else None
     store = load_store(data.path, data.limit) if options.workers <= 1 else None
     tables = cal.build_tables(

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -47,8 +48,9 @@ def _fit_and_estimate(
     quality: npt.NDArray[np.float64],
     cost: npt.NDArray[np.float64],
     held_out: list[str],
+    hyper: Mapping[str, Any],
 ) -> Estimates:
-    pipeline = fit_value_pipeline(texts, quality, cost)
+    pipeline = fit_value_pipeline(texts, quality, cost, **hyper)
     return predict(pipeline, held_out)
 
 
@@ -58,15 +60,19 @@ def out_of_fold(
     cost: npt.NDArray[np.float64],
     folds: npt.NDArray[np.int64],
     workers: int = 1,
+    **hyper: Any,
 ) -> Estimates:
-    """Per-action P(correct) and cost for every row, from the model fitted without its fold."""
+    """Per-action P(correct) and cost for every row, from the model fitted without its fold.
+
+    `hyper` goes to `fit_value_pipeline` (quality_c, max_features) for model selection.
+    """
     n_folds = int(folds.max()) + 1
     jobs = []
     for fold in range(n_folds):
         held_out = folds == fold
         train = [t for t, h in zip(texts, held_out, strict=True) if not h]
         test = [t for t, h in zip(texts, held_out, strict=True) if h]
-        jobs.append((held_out, (train, quality[~held_out], cost[~held_out], test)))
+        jobs.append((held_out, (train, quality[~held_out], cost[~held_out], test, hyper)))
     p = np.zeros(quality.shape, dtype=np.float64)
     c = np.zeros(cost.shape, dtype=np.float64)
     logger.info("value model: fitting %s fold models on %s records", n_folds, len(texts))

@@ -74,6 +74,9 @@ def fit_value_pipeline(
     texts: Sequence[str],
     quality: npt.NDArray[np.float64],
     cost: npt.NDArray[np.float64],
+    *,
+    quality_c: float = QUALITY_C,
+    max_features: int = MAX_FEATURES,
 ) -> Pipeline:
     """TF-IDF plus one linear layer of 2 x A outputs, from per-action quality and cost.
 
@@ -88,7 +91,7 @@ def fit_value_pipeline(
         )
     if not np.all(cost > 0):
         raise ConfigError("value training costs must be positive (a log is fitted)")
-    tfidf = build_pipeline(select_vocabulary(texts, MAX_FEATURES)).named_steps["tfidf"]
+    tfidf = build_pipeline(select_vocabulary(texts, max_features)).named_steps["tfidf"]
     features = tfidf.fit_transform(list(texts))
     weights = np.zeros((2 * n_actions, features.shape[1]))
     bias = np.zeros(2 * n_actions)
@@ -99,7 +102,7 @@ def fit_value_pipeline(
             p = float(np.clip(labels[0], _CLIP, 1 - _CLIP))
             bias[a] = np.log(p / (1 - p))
         else:
-            model = LogisticRegression(C=QUALITY_C, max_iter=MAX_ITER, random_state=RANDOM_STATE)
+            model = LogisticRegression(C=quality_c, max_iter=MAX_ITER, random_state=RANDOM_STATE)
             model.fit(features, labels)
             weights[a], bias[a] = model.coef_[0], model.intercept_[0]
         ridge = Ridge(alpha=COST_ALPHA)
