@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing as mp
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -25,6 +23,8 @@ from typing import Any
 
 import grpc
 from grpc import aio
+
+from timing import print_result, time_calls
 
 ECHO_METHOD = "/bench.Echo/Echo"
 QUERIES = [
@@ -67,24 +67,6 @@ def _serve(ready: Any, stop: Any) -> None:
 
 async def _echo(request: bytes, context: Any) -> bytes:
     return request
-
-
-def _percentiles(samples_ns: list[int]) -> tuple[float, float]:
-    ordered = sorted(samples_ns)
-    p50 = statistics.median(ordered) / 1000
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] / 1000
-    return p50, p99
-
-
-def _time_calls(fn: Any, calls: int, warm: int = 200) -> tuple[float, float]:
-    for i in range(warm):
-        fn(i)
-    samples = []
-    for i in range(calls):
-        start = time.perf_counter_ns()
-        fn(i)
-        samples.append(time.perf_counter_ns() - start)
-    return _percentiles(samples)
 
 
 async def _throughput(target: str, make_call: Any, in_flight: int, seconds: float) -> float:
@@ -133,8 +115,8 @@ def main() -> int:
     pipeline = fit_pipeline(texts_fit, labels, len(model.labels))
 
     texts = [classifier_text(q, model.prefix_chars) for q in QUERIES]
-    onnx_p50, onnx_p99 = _time_calls(lambda i: model.predict_proba(QUERIES[i % 4]), args.calls)
-    sk_p50, sk_p99 = _time_calls(lambda i: pipeline.predict_proba([texts[i % 4]]), args.calls)
+    onnx_p50, onnx_p99 = time_calls(lambda i: model.predict_proba(QUERIES[i % 4]), args.calls)
+    sk_p50, sk_p99 = time_calls(lambda i: pipeline.predict_proba([texts[i % 4]]), args.calls)
 
     # The server runs as shipped, query log included; its files go to a scratch directory.
     scratch = tempfile.mkdtemp(prefix="tierroute-bench-")
@@ -150,11 +132,11 @@ def main() -> int:
         with grpc.insecure_channel(f"127.0.0.1:{echo_port}") as ch:
             echo = ch.unary_unary(ECHO_METHOD)
             payload = b"x" * 64
-            echo_p50, echo_p99 = _time_calls(lambda i: echo(payload, timeout=5), args.calls)
+            echo_p50, echo_p99 = time_calls(lambda i: echo(payload, timeout=5), args.calls)
         with grpc.insecure_channel(f"127.0.0.1:{route_port}") as ch:
             stub = pb_grpc.TierRouterStub(ch)
             requests = [pb.RouteRequest(query=q) for q in QUERIES]
-            route_p50, route_p99 = _time_calls(
+            route_p50, route_p99 = time_calls(
                 lambda i: stub.Route(requests[i % 4], timeout=5), args.calls
             )
 
@@ -198,11 +180,7 @@ def main() -> int:
             "route_rps_over_echo_rps": round(route_rps / echo_rps, 3),
         },
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:28} {value}")
+    print_result(result, args.json)
     return 0
 
 

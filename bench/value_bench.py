@@ -6,7 +6,7 @@ plan). Both run inline on the event loop. This times each in process, over the s
 sequential queries, as median and p99, and reports the value model's cost as a ratio of
 the classifier's.
 
-    .venv/bin/python bench/value_bench.py [--calls 3000] [--json]
+    .venv/bin/python bench/value_bench.py [--calls 3000] [--json] [--profile]
 """
 
 from __future__ import annotations
@@ -14,13 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
-from typing import Any
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
 
 from tierroute.classifier import RouterModel
+from tierroute.features import classifier_text
 from tierroute.settings import Settings
+from tierroute.value import VALUE_FILE
+from timing import print_result, time_calls
 
 QUERIES = [
     "What is the capital of France?",
@@ -33,17 +38,33 @@ QUERIES = [
 ]
 
 
-def _time_calls(fn: Any, calls: int, warm: int = 200) -> tuple[float, float]:
-    for i in range(warm):
-        fn(i)
-    samples = []
-    for i in range(calls):
-        start = time.perf_counter_ns()
-        fn(i)
-        samples.append(time.perf_counter_ns() - start)
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] / 1000
-    return statistics.median(ordered) / 1000, p99
+def profile(model_dir: Path, runs: int, prefix_chars: int) -> dict[str, float]:
+    """Mean microseconds per run of each node of value.onnx, from onnxruntime's profiler."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.enable_profiling = True
+    options.profile_file_prefix = str(Path(tempfile.mkdtemp(prefix="tierroute-prof-")) / "value")
+    session = ort.InferenceSession(
+        (model_dir / VALUE_FILE).read_bytes(), options, providers=["CPUExecutionProvider"]
+    )
+    feeds = [
+        {"text": np.array([[classifier_text(q, prefix_chars)]], dtype=object)} for q in QUERIES
+    ]
+    for i in range(runs):
+        session.run(None, feeds[i % len(feeds)])
+    events = json.loads(Path(session.end_profiling()).read_text(encoding="utf-8"))
+    total: dict[str, float] = defaultdict(float)
+    count: dict[str, int] = defaultdict(int)
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            key = f"{event['args']['op_name']} ({event['name'].removesuffix('_kernel_time')})"
+            total[key] += event["dur"]
+            count[key] += 1
+    means = {key: total[key] / count[key] for key in total}
+    return dict(sorted(((k, round(v, 1)) for k, v in means.items()), key=lambda kv: -kv[1]))
 
 
 def main() -> int:
@@ -51,6 +72,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--profile", action="store_true", help="also: mean microseconds per value.onnx node"
+    )
     args = parser.parse_args()
     settings = Settings.from_env(os.environ)
     model = RouterModel.load(settings.routing.model_dir, len(settings.tiers))
@@ -58,8 +82,8 @@ def main() -> int:
         print("the bundle has no value model (cascade.policy is not 'value')", file=sys.stderr)
         return 2
     model.warm_up()
-    cls_p50, cls_p99 = _time_calls(lambda i: model.predict_proba(QUERIES[i % 4]), args.calls)
-    val_p50, val_p99 = _time_calls(lambda i: model.cascade_plan(QUERIES[i % 4]), args.calls)
+    cls_p50, cls_p99 = time_calls(lambda i: model.predict_proba(QUERIES[i % 4]), args.calls)
+    val_p50, val_p99 = time_calls(lambda i: model.cascade_plan(QUERIES[i % 4]), args.calls)
     result = {
         "classifier_p50_us": round(cls_p50, 1),
         "classifier_p99_us": round(cls_p99, 1),
@@ -69,11 +93,11 @@ def main() -> int:
         "model_version": model.version,
         "ratios": {"value_plan_p50_over_classifier_p50": round(val_p50 / cls_p50, 2)},
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:28} {value}")
+    if args.profile:
+        result["value_onnx_node_us"] = profile(
+            settings.routing.model_dir, args.calls, model.value_model.prefix_chars
+        )
+    print_result(result, args.json)
     return 0
 
 

@@ -402,6 +402,22 @@ def test_calibrate_ships_the_value_policy_beside_the_thresholds(
     assert loaded.plan("Question 1: add the apples?").action in ACTIONS
 
 
+def test_calibrate_lists_every_fixed_setting_overall_and_per_task(
+    calibrated: tuple[cal.CalibrationTarget, Path, dict[str, Any], dict[str, Any]],
+) -> None:
+    """The file shows what each of the nine settings does, so the policy's trade-offs can be
+    reviewed; always-top is the unit of cost.
+    """
+    settings = calibrated[2]["calibration"]["settings"]
+    assert len(settings) == len(cal.COLUMNS)
+    top = settings["expensive:plain:serial"]
+    assert top["cost_ratio_vs_always_expensive"] == 1.0
+    assert top["judge_cost_ratio_vs_always_expensive"] == 0.0
+    judged = settings["cheap:judged:serial"]
+    assert judged["judge_cost_ratio_vs_always_expensive"] > 0
+    assert set(judged["per_task"]) == {"toy_code", "toy_facts", "toy_math"}
+
+
 def test_calibrate_with_the_thresholds_policy_writes_no_value_model(
     small_data: Path, bundle_dir: Path, tmp_path: Path
 ) -> None:

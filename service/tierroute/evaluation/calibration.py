@@ -165,13 +165,13 @@ def table_strategies(settings: Settings) -> list[Strategy]:
     """The fixed settings (COLUMNS) as harness strategies (routing overridden by start tier)."""
     if len(settings.tiers) != 3:
         raise ConfigError("calibration searches three-tier configurations only")
+    names = [t.name for t in settings.tiers]
     out = []
-    for start, judge_mode, speculative in COLUMNS:
+    for column, (start, judge_mode, speculative) in enumerate(COLUMNS):
         tier = settings.tiers[start].name
-        judged = {"never": "plain", "always": "judged", "start_only": "judged_start_only"}
         out.append(
             Strategy(
-                f"table:{tier}:{judged[judge_mode]}:{'speculative' if speculative else 'serial'}",
+                f"table:{column_name(column, names)}",
                 "calibration table column",
                 (
                     RunPlan(
@@ -664,6 +664,44 @@ def target_sweep(
     return rows
 
 
+def column_name(column: int, tier_names: Sequence[str]) -> str:
+    """A fixed setting's readable name, e.g. `cheap:judged:serial`."""
+    start, mode, speculative = COLUMNS[column]
+    judged = {"never": "plain", "always": "judged", "start_only": "judged_start_only"}[mode]
+    return f"{tier_names[start]}:{judged}:{'speculative' if speculative else 'serial'}"
+
+
+def settings_table(
+    inputs: Inputs, data: EvalData, tier_names: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Every fixed setting's quality and cost (as a multiple of always-top's), overall and
+    per task: what each choice a configuration makes would do to every record.
+    """
+    t = inputs.tables
+    tasks = np.array([r.task for r in data.records])
+
+    def entry(rows: npt.NDArray[np.bool_], column: int) -> dict[str, float]:
+        top = float(t.cost[rows, TOP_COLUMN].mean())
+        return {
+            "quality": round(float(t.quality[rows, column].mean()), _DIGITS),
+            "cost_ratio_vs_always_expensive": round(
+                float(t.cost[rows, column].mean()) / top, _DIGITS
+            ),
+            "judge_cost_ratio_vs_always_expensive": round(
+                float(t.judge_cost[rows, column].mean()) / top, _DIGITS
+            ),
+        }
+
+    everything = np.ones(len(tasks), dtype=bool)
+    return {
+        column_name(column, tier_names): {
+            **entry(everything, column),
+            "per_task": {task: entry(tasks == task, column) for task in sorted(set(tasks))},
+        }
+        for column in range(len(COLUMNS))
+    }
+
+
 def slice_report(
     data: EvalData,
     inputs: Inputs,
@@ -758,6 +796,7 @@ def thresholds_document(
     classifier_cv: Any = None,
     static: Mapping[str, Any] | None = None,
     value_section: Mapping[str, Any] | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The reviewable thresholds file: values, what each means, and the CV figures.
 
@@ -802,6 +841,8 @@ def thresholds_document(
             "on the other folds, the fold answered with them",
             "calibration.in_sample": "the values above on all rows they were searched on "
             "(optimistic)",
+            "calibration.settings": "every fixed setting (start tier:judging:speculation) on "
+            "every record, overall and per task: quality and cost as a multiple of always-top's",
         },
         "calibration": {
             "folds": cv.k,
@@ -812,6 +853,7 @@ def thresholds_document(
             "in_sample": dict(in_sample),
             "per_fold": [p.as_dict() for p in fit.params],
             "target_sweep": [dict(row) for row in sweep],
+            "settings": dict(settings or {}),
             "search": {
                 "risk_grid": "0..1 step 0.02, then step 0.0025 within 0.02 of the best",
                 "judge_rate_grid": [float(v) for v in RATE_GRID],

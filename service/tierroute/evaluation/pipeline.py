@@ -341,6 +341,7 @@ def calibrate(
         classifier_cv=bundle.thresholds.get("classifier_cv", bundle.thresholds.get("cv")),
         static=bundle.thresholds,
         value_section=value_section,
+        settings=cal.settings_table(inputs, data, names),
     )
     slices = cal.slice_report(data, inputs, fit.columns, truth, names)
     # The value model and the file naming its hash are written back to back, after all the
