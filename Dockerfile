@@ -14,10 +14,11 @@ RUN python -m venv /opt/venv
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY service ./service
+COPY clients/python ./clients/python
 # A regular (not editable) install copies the package into the virtualenv, so the final
 # stage needs no source tree. pip and setuptools are removed after: installers are build
 # tools, and nothing installs anything at run time.
-RUN /opt/venv/bin/pip install . \
+RUN /opt/venv/bin/pip install ./clients/python . \
     && /opt/venv/bin/pip uninstall --yes pip setuptools
 
 FROM ${PYTHON_IMAGE}

@@ -5,36 +5,64 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTO_SRC := $(wildcard protos/tierroute/v1/*.proto)
 GEN_OUT := service
+CLIENT_GEN_OUT := clients/python/src/tierroute_client/v1
 DATA ?= $(or $(TIERROUTE_DATA),../shared/data/dev.jsonl.gz)
 HOST ?= 127.0.0.1
 PORT ?= 50051
 
 .PHONY: venv install protos protos-check run test node-test check fmt model bench eval clean
 
+# The server and the client install in one resolver run: the client's grpcio and protobuf
+# ranges meet the root's pins, and neither install has to come first.
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[train,dev]'
-	$(BIN)/pip install --quiet --no-deps -e clients/python
+	$(BIN)/pip install --quiet -e '.[train,dev]' -e clients/python
 	touch $(STAMP)
 
 venv install: $(STAMP)
 
-# Regenerate Python code from the contract. Output paths mirror the proto
-# package, so the generated imports need no rewriting.
+# protoc writing its four outputs under $(1). Output paths mirror the proto package, so the
+# server's code (under $(GEN_OUT)) is this output as it is and its imports need no rewriting.
+protoc = PATH=$(BIN):$$PATH $(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$(1) \
+	--mypy_out=$(1) --grpc_python_out=$(1) --mypy_grpc_out=$(1) $(PROTO_SRC)
+
+# The client's copy, written to $(1): the same protoc run (-Iprotos, so its descriptors match
+# the server's byte for byte and both copies load in one process), its `from tierroute.v1
+# import` made relative and its messages' module name the client's, so the client needs no
+# server package. (protoletariat does this import rewrite, but its release needs protobuf<6.)
+# An import of the tierroute package left after the rewrite fails the run.
+client_stubs = ( gen=$$(mktemp -d) && trap 'rm -rf "$$gen"' EXIT && \
+	$(call protoc,$$gen) && mkdir -p $(1) && \
+	rm -f $(1)/*_pb2.py $(1)/*_pb2.pyi $(1)/*_pb2_grpc.py $(1)/*_pb2_grpc.pyi && \
+	for f in $$gen/tierroute/v1/*_pb2*.py*; do \
+		sed -e 's/^from tierroute\.v1 import /from . import /' \
+			-e "s/(DESCRIPTOR, 'tierroute\.v1\./(DESCRIPTOR, 'tierroute_client.v1./" \
+			"$$f" > $(1)/$$(basename "$$f") || exit 1; \
+	done && \
+	if grep -nE '^ *(from|import) tierroute([. ]|$$)' $(1)/*.py $(1)/*.pyi; then \
+		echo "$(1) still imports the tierroute package: extend client_stubs"; exit 1; fi )
+
+# Regenerate Python code from the contract: the server's, and the client's copy of it.
 protos: $(STAMP)
-	PATH=$(BIN):$$PATH $(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$(GEN_OUT) \
-		--mypy_out=$(GEN_OUT) --grpc_python_out=$(GEN_OUT) --mypy_grpc_out=$(GEN_OUT) $(PROTO_SRC)
+	$(call protoc,$(GEN_OUT))
+	$(call client_stubs,$(CLIENT_GEN_OUT))
 	cd protos && ../$(BIN)/buf lint
 
-# Fails when the committed generated code differs from what the protos produce.
+# Fails when the committed generated code (the server's or the client's) differs from what the
+# protos produce, when a committed client stub has no proto left, or when protoc fails.
 protos-check: $(STAMP)
-	@tmp=$$(mktemp -d); \
-	PATH=$(BIN):$$PATH $(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$$tmp \
-		--mypy_out=$$tmp --grpc_python_out=$$tmp --mypy_grpc_out=$$tmp $(PROTO_SRC) && \
-	for f in $$(cd $$tmp && find . -name '*.py*' -type f); do \
-		cmp -s $$tmp/$$f $(GEN_OUT)/$$f || { echo "generated code is stale: $(GEN_OUT)/$$f (run make protos)"; exit 1; }; \
-	done; rm -rf $$tmp; echo "generated code matches protos"
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && mkdir "$$tmp/server" && \
+	$(call protoc,$$tmp/server) && $(call client_stubs,$$tmp/client) && \
+	for f in $$(cd $$tmp/server && find . -name '*.py*' -type f); do \
+		cmp -s $$tmp/server/$$f $(GEN_OUT)/$$f || { echo "generated code is stale: $(GEN_OUT)/$$f (run make protos)"; exit 1; }; \
+	done && \
+	for f in $$(cd $$tmp/client && ls); do \
+		cmp -s $$tmp/client/$$f $(CLIENT_GEN_OUT)/$$f || { echo "generated code is stale: $(CLIENT_GEN_OUT)/$$f (run make protos)"; exit 1; }; \
+	done && \
+	for f in $(CLIENT_GEN_OUT)/*_pb2*.py*; do \
+		test -e $$tmp/client/$$(basename $$f) || { echo "generated code is stale: $$f has no proto (run make protos)"; exit 1; }; \
+	done && echo "generated code matches protos"
 	cd protos && ../$(BIN)/buf lint
 
 run: $(STAMP)

@@ -43,9 +43,9 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from tierroute.classifier import RouterModel
-    from tierroute.data import default_data_path, iter_records
-    from tierroute.drift import Vocabulary
+    from tierroute.model.classifier import RouterModel
+    from tierroute.model.vocabulary import Vocabulary
+    from tierroute.outcomes import default_data_path, iter_records
     from tierroute.settings import Settings
 
     settings = Settings.from_env(os.environ)

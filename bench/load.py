@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 from grpc import aio
 
-from tierroute.data import default_data_path, iter_records
+from tierroute.outcomes import default_data_path, iter_records
 from tierroute.querylog import open_store
 from tierroute.v1 import tierroute_pb2 as pb
 from tierroute.v1 import tierroute_pb2_grpc as pb_grpc

@@ -92,7 +92,7 @@ def _fresh_store(kind: str, scratch: Path, name: str) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{scratch / name}.sqlite3"
         return
-    from tierroute.querylog.testing import reachable_postgres_url, temporary_schema
+    from tierroute.querylog.doubles import reachable_postgres_url, temporary_schema
 
     base = reachable_postgres_url()
     if base is None:
@@ -119,7 +119,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from tierroute.querylog.testing import sample_record
+    from tierroute.querylog.doubles import sample_record
 
     records = [sample_record(f"bench-{i}") for i in range(args.records)]
     floor_us = statistics.median([_submit_floor_us(records) for _ in range(5)])

@@ -40,7 +40,7 @@ QUERIES = [
 
 def _serve(ready: Any, stop: Any) -> None:
     """Child process: an echo server and the real tierroute server, on ephemeral ports."""
-    from tierroute.server import TierRouteServer
+    from tierroute.api.server import TierRouteServer
     from tierroute.settings import Settings
 
     async def main() -> None:
@@ -96,12 +96,12 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from tierroute.classifier import RouterModel
-    from tierroute.data import default_data_path
-    from tierroute.features import classifier_text
+    from tierroute.model.classifier import RouterModel
+    from tierroute.offline.training.labels import load_training_set, training_rows
+    from tierroute.offline.training.model import fit_pipeline
+    from tierroute.outcomes import default_data_path
+    from tierroute.routing.features import classifier_text
     from tierroute.settings import Settings
-    from tierroute.training.dataset import load_training_set, training_rows
-    from tierroute.training.model import fit_pipeline
     from tierroute.v1 import tierroute_pb2 as pb
     from tierroute.v1 import tierroute_pb2_grpc as pb_grpc
 

@@ -2,7 +2,7 @@
 
 For each mode (tracing off, OTLP keeping every trace, OTLP with a sample ratio) a fresh
 server runs in a child process, set up the way `tierroute serve` sets it up
-(`telemetry.setup`, then `TierRouteServer`) from TIERROUTE_TELEMETRY_* and OTEL_* variables.
+(`observability.setup`, then `TierRouteServer`) from TIERROUTE_TELEMETRY_* and OTEL_* variables.
 It exports over OTLP/gRPC to a sink collector in the same child process, as a local
 collector would receive it. The query log is off, so only tracing differs between modes. Each
 mode gets Route median and p99 over sequential calls, then throughput with 32 calls in
@@ -56,8 +56,8 @@ def _serve(overrides: dict[str, str], ready: Any, stop: Any) -> None:
     """Child process: a sink OTLP collector and the real server, on ephemeral ports."""
     from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-    from tierroute import telemetry
-    from tierroute.server import TierRouteServer
+    from tierroute import observability
+    from tierroute.api.server import TierRouteServer
     from tierroute.settings import Settings
 
     received = 0
@@ -85,7 +85,7 @@ def _serve(overrides: dict[str, str], ready: Any, stop: Any) -> None:
         **overrides,
     }
     settings = Settings.from_env(environ)
-    tel = telemetry.setup(settings, environ)
+    tel = observability.setup(settings, environ)
 
     async def main() -> None:
         server = TierRouteServer(settings, environ=environ, tracer_provider=tel.tracer_provider)

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tierroute.classifier import RouterModel
-from tierroute.features import classifier_text
+from tierroute.model.bundle import VALUE_FILE
+from tierroute.model.classifier import RouterModel
+from tierroute.routing.features import classifier_text
 from tierroute.settings import Settings
-from tierroute.value import VALUE_FILE
 from timing import print_result, time_calls
 
 QUERIES = [

@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 
-from tierroute.training.cli import add_train_arguments, run_train
+from tierroute.offline.cli.modelling import add_train_arguments, run_train
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tierroute.data import default_data_path
-from tierroute.evaluation import calibration as cal
-from tierroute.evaluation import pipeline, valuefit
+from tierroute.offline.evaluation import calibration as cal
+from tierroute.offline.evaluation import pipeline, valuefit
+from tierroute.offline.training.value_fit import MAX_FEATURES, QUALITY_C
+from tierroute.outcomes import default_data_path
 from tierroute.settings import Settings
-from tierroute.training.value import MAX_FEATURES, QUALITY_C
 
 # (quality C, vocabulary size): the shipped setting and its neighbours.
 CANDIDATES = (

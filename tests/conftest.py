@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures import make_records, write_dataset
-from tierroute.data import default_data_path
+from tierroute.outcomes import default_data_path
 
 
 @pytest.fixture(scope="session")

@@ -24,10 +24,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from tests.helpers import Running, make_settings, running_server
-from tierroute.classifier import MODEL_FILE
+from tierroute.api.security import bearer_metadata, bearer_token, hash_token
 from tierroute.errors import Unauthenticated
-from tierroute.router import Scorer
-from tierroute.security import bearer_metadata, bearer_token, hash_token
+from tierroute.model.bundle import MODEL_FILE
+from tierroute.routing.router import Scorer
 from tierroute.settings import Settings
 from tierroute.testing import StaticScorer
 from tierroute.v1 import tierroute_pb2 as pb

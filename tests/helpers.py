@@ -9,8 +9,8 @@ from typing import Any
 
 from grpc import aio
 
-from tierroute.router import Scorer
-from tierroute.server import TierRouteServer
+from tierroute.api.server import TierRouteServer
+from tierroute.routing.router import Scorer
 from tierroute.settings import Settings
 from tierroute.v1 import tierroute_pb2_grpc as pb_grpc
 

@@ -14,9 +14,9 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.helpers import Running, make_settings, running_server
-from tierroute.admission import AdmissionInterceptor
+from tierroute.api.admission import AdmissionInterceptor
+from tierroute.api.security import hash_token
 from tierroute.errors import ConfigError
-from tierroute.security import hash_token
 from tierroute.testing import CallGate, StaticScorer
 from tierroute.v1 import tierroute_pb2 as pb
 

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from tests.fixtures import TRIO, make_records
-from tierroute import prompts
 from tierroute.errors import (
     ConfigError,
     ProviderConnectionError,
@@ -20,9 +19,10 @@ from tierroute.errors import (
     RateLimited,
     TerminalProviderError,
 )
+from tierroute.providers import prompts
 from tierroute.providers.anthropic import AnthropicProvider, build_provider, parse_retry_after
 from tierroute.providers.base import Message, Provider, ToolSpec
-from tierroute.replay import ReplayServer, ReplayStore
+from tierroute.providers.replay import ReplayServer, ReplayStore
 from tierroute.settings import ReplayConfig, Settings, TierConfig
 
 TIERS = (

@@ -15,14 +15,14 @@ import pytest
 
 from tests.fixtures import make_records, write_dataset
 from tests.helpers import make_settings, running_server
-from tierroute.audit import AuditOptions, allocate, run_audit, stratified_sample
-from tierroute.ops_cli import add_audit_parser
-from tierroute.providers.replay import ReplayProvider
+from tierroute.offline.audit import AuditOptions, allocate, run_audit, stratified_sample
+from tierroute.offline.cli.operations import add_audit_parser
+from tierroute.providers.replay.messages import ReplayEngine
+from tierroute.providers.replay.provider import ReplayProvider
+from tierroute.providers.replay.recorded import ReplayStore
 from tierroute.providers.scripted import Reply, ScriptedProvider
 from tierroute.querylog import QueryLogWriter, QueryRecord, hash_query, open_store
-from tierroute.querylog.testing import reachable_postgres_url, sample_record, temporary_schema
-from tierroute.replay.engine import ReplayEngine
-from tierroute.replay.store import ReplayStore
+from tierroute.querylog.doubles import reachable_postgres_url, sample_record, temporary_schema
 from tierroute.settings import QueryLogConfig, Settings
 from tierroute.testing import StaticScorer
 from tierroute.v1 import tierroute_pb2 as pb
@@ -194,9 +194,7 @@ def _run_cli(argv: list[str], settings: Settings) -> int:
     parser = argparse.ArgumentParser()
     add_audit_parser(parser.add_subparsers())
     args = parser.parse_args(["audit", *argv])
-    args.settings = settings
-    args.environ = {}
-    code: int = args.func(args)
+    code: int = args.func(args, settings, {})
     return code
 
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from tierroute.breaker import BreakerBoard, CircuitBreaker, Permit
+from tierroute.cascade.breaker import BreakerBoard, CircuitBreaker, Permit
 from tierroute.errors import ConfigError
-from tierroute.metrics import BreakerState
+from tierroute.observability.metrics import BreakerState
 from tierroute.settings import BreakerConfig, Settings
 
 

@@ -18,14 +18,15 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from tests.helpers import make_settings as make_server_settings
 from tests.helpers import running_server
-from tierroute.breaker import BreakerBoard
-from tierroute.cascade import CascadeEngine, CascadeQuery, CascadeResult
+from tierroute.api.health import BreakerHealthServicer, tier_health_name
+from tierroute.api.server import SERVICE_NAME
+from tierroute.cascade.breaker import BreakerBoard
+from tierroute.cascade.engine import CascadeEngine, CascadeQuery, CascadeResult
 from tierroute.errors import AllTiersFailed, ProviderOverloaded, TerminalProviderError
-from tierroute.metrics import BREAKER_STATE, Metrics
-from tierroute.policy import Reason
+from tierroute.observability.metrics import BREAKER_STATE, Metrics
 from tierroute.providers.scripted import Reply, ScriptedProvider
-from tierroute.router import RouteQuery, Router
-from tierroute.server import SERVICE_NAME, BreakerHealthServicer, tier_health_name
+from tierroute.routing.policy import Reason
+from tierroute.routing.router import RouteQuery, Router
 from tierroute.settings import BreakerConfig, CascadeConfig, RoutingConfig, Settings, TierConfig
 from tierroute.testing import StaticScorer
 from tierroute.v1 import tierroute_pb2 as pb

@@ -12,8 +12,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tierroute import prompts
-from tierroute.cascade import CascadeEngine, CascadeQuery
+from tierroute.cascade.engine import CascadeEngine, CascadeQuery
+from tierroute.cascade.sampling import JudgeSampler, parse_rates
 from tierroute.errors import (
     AllTiersFailed,
     BudgetExhausted,
@@ -25,11 +25,11 @@ from tierroute.errors import (
     RateLimited,
     TerminalProviderError,
 )
-from tierroute.features import QUERY_TYPES
-from tierroute.policy import Reason, RiskThresholds
+from tierroute.providers import prompts
 from tierroute.providers.scripted import Reply, ScriptedProvider
-from tierroute.router import RouteQuery, Router
-from tierroute.sampling import JudgeSampler, parse_rates
+from tierroute.routing.features import QUERY_TYPES
+from tierroute.routing.policy import Reason, RiskThresholds
+from tierroute.routing.router import RouteQuery, Router
 from tierroute.settings import CascadeConfig, RoutingConfig, Settings, TierConfig
 
 CHEAP, MID, TOP = "cheap-model", "mid-model", "top-model"

@@ -13,13 +13,19 @@ from typing import Any
 import pytest
 
 from tests.fixtures import TRIO, make_record, write_dataset
-from tierroute.cascade import CascadeEngine, CascadeQuery
+from tierroute.cascade.engine import CascadeEngine, CascadeQuery
 from tierroute.errors import DeadlineExceeded
-from tierroute.policy import Reason
 from tierroute.providers.anthropic import build_provider
+from tierroute.providers.replay import (
+    FAULT_HEADER,
+    FAULT_KEY_HEADER,
+    ReplayServer,
+    ReplayStats,
+    ReplayStore,
+)
 from tierroute.providers.scripted import RecordingProvider
-from tierroute.replay import FAULT_HEADER, FAULT_KEY_HEADER, ReplayServer, ReplayStats, ReplayStore
-from tierroute.router import RouteQuery, Router
+from tierroute.routing.policy import Reason
+from tierroute.routing.router import RouteQuery, Router
 from tierroute.settings import CascadeConfig, ReplayConfig, RoutingConfig, Settings, TierConfig
 
 CHEAP, MID, TOP = "cheap-model", "mid-model", "top-model"

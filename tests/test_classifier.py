@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from tierroute.classifier import METADATA_FILE, MODEL_FILE, THRESHOLDS_FILE, RouterModel
-from tierroute.data import file_sha256
 from tierroute.errors import ModelLoadError
+from tierroute.model.bundle import METADATA_FILE, MODEL_FILE, THRESHOLDS_FILE
+from tierroute.model.classifier import RouterModel
+from tierroute.outcomes import file_sha256
 from tierroute.settings import RoutingConfig
 
 BUNDLE = RoutingConfig().model_dir
@@ -143,7 +144,7 @@ def test_thresholds_of_another_model_are_named(bundle_copy: Path) -> None:
 def test_serving_module_does_not_import_sklearn() -> None:
     """Importing and loading the serving classifier never imports scikit-learn."""
     code = (
-        "import sys; from pathlib import Path; import tierroute.classifier as c; "
+        "import sys; from pathlib import Path; import tierroute.model.classifier as c; "
         f"c.RouterModel.load(Path({str(BUNDLE)!r}), 3).predict_proba('x'); "
         "assert 'sklearn' not in sys.modules and 'skl2onnx' not in sys.modules"
     )

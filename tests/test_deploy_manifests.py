@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tierroute.security import TokenStore
-from tierroute.server import SERVICE_NAME
+from tierroute.api.security import TokenStore
+from tierroute.api.server import SERVICE_NAME
 from tierroute.settings import ServerConfig, Settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,21 +13,20 @@ import pytest
 
 from tests.fixtures import make_records, write_dataset
 from tests.helpers import make_settings, running_server
-from tierroute.data import iter_records
-from tierroute.drift import (
+from tierroute.model.reload import LoadedModel, load_model
+from tierroute.model.vocabulary import Vocabulary, onnx_unigrams
+from tierroute.offline.cli.operations import add_drift_parser
+from tierroute.offline.drift import (
     DriftThresholds,
     RecentTraffic,
-    Vocabulary,
     compare,
-    onnx_unigrams,
     reference_from_file,
     total_variation,
 )
-from tierroute.features import query_type
-from tierroute.ops_cli import add_drift_parser
+from tierroute.outcomes import iter_records
 from tierroute.querylog import QueryRecord, hash_query, open_store
-from tierroute.querylog.testing import sample_record
-from tierroute.registry import LoadedModel, load_model
+from tierroute.querylog.doubles import sample_record
+from tierroute.routing.features import query_type
 from tierroute.settings import Settings
 from tierroute.v1 import tierroute_pb2 as pb
 
@@ -47,7 +46,7 @@ class Trained:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     """Train on 300 synthetic records (2 folds) and load the bundle as the server does."""
-    from tierroute.training.bundle import TrainOptions, train_bundle
+    from tierroute.offline.training.trainer import TrainOptions, train_bundle
 
     root = tmp_path_factory.mktemp("drift")
     data = write_dataset(root / "small.jsonl.gz", make_records(300))
@@ -187,9 +186,7 @@ def _run_cli(argv: list[str], settings: Settings) -> int:
     parser = argparse.ArgumentParser()
     add_drift_parser(parser.add_subparsers())
     args = parser.parse_args(["drift", *argv])
-    args.settings = settings
-    args.environ = {}
-    code: int = args.func(args)
+    code: int = args.func(args, settings, {})
     return code
 
 

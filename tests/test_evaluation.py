@@ -18,15 +18,17 @@ import numpy as np
 import pytest
 
 from tests.fixtures import make_records, write_dataset
-from tierroute.classifier import THRESHOLDS_FILE, RouterModel
-from tierroute.data import file_sha256
+from tierroute.cascade.calibrated import apply_cascade
 from tierroute.errors import ConfigError, RateLimited
-from tierroute.evaluation import calibration as cal
-from tierroute.evaluation.cli import add_calibrate_parser, add_eval_parser
-from tierroute.evaluation.crossval import CrossValidation, cross_validate
-from tierroute.evaluation.dataset import EvalData, load_eval_data, load_store
-from tierroute.evaluation.harness import run_strategies
-from tierroute.evaluation.pipeline import (
+from tierroute.model.bundle import THRESHOLDS_FILE, Bundle
+from tierroute.model.classifier import RouterModel
+from tierroute.model.value import ValueModel
+from tierroute.offline.cli.modelling import add_calibrate_parser, add_eval_parser
+from tierroute.offline.evaluation import calibration as cal
+from tierroute.offline.evaluation.crossval import CrossValidation, cross_validate
+from tierroute.offline.evaluation.eval_data import EvalData, load_eval_data, load_store
+from tierroute.offline.evaluation.harness import run_strategies
+from tierroute.offline.evaluation.pipeline import (
     Options,
     calibrate,
     classifier_target,
@@ -34,26 +36,26 @@ from tierroute.evaluation.pipeline import (
     shipped_target,
     value_estimates,
 )
-from tierroute.evaluation.report import REPORT_FILE, strategy_metrics
-from tierroute.evaluation.scoring import GroundTruth
-from tierroute.evaluation.strategies import (
+from tierroute.offline.evaluation.scoring import GroundTruth
+from tierroute.offline.evaluation.strategies import (
     baseline_strategies,
     eval_settings,
     routed_strategies,
 )
-from tierroute.evaluation.thresholds import Bundle, apply_cascade
-from tierroute.evaluation.vclock import VirtualTimeLoop
-from tierroute.policy import RiskThresholds
-from tierroute.prompts import JUDGE_SYSTEM, JUDGE_TOOL
+from tierroute.offline.evaluation.summary import REPORT_FILE, strategy_metrics
+from tierroute.offline.evaluation.vclock import VirtualTimeLoop
+from tierroute.offline.training.calibrate import Target
+from tierroute.offline.training.trainer import TrainOptions, train_bundle
+from tierroute.outcomes import file_sha256
 from tierroute.providers.base import Message
-from tierroute.providers.replay import ReplayProvider
-from tierroute.replay.engine import ReplayEngine
-from tierroute.replay.faults import FAULT_HEADER
-from tierroute.router import RouteQuery, Router
+from tierroute.providers.prompts import JUDGE_SYSTEM, JUDGE_TOOL
+from tierroute.providers.replay.faults import FAULT_HEADER
+from tierroute.providers.replay.messages import ReplayEngine
+from tierroute.providers.replay.provider import ReplayProvider
+from tierroute.routing.plan import ACTIONS
+from tierroute.routing.policy import RiskThresholds
+from tierroute.routing.router import RouteQuery, Router
 from tierroute.settings import ReplayConfig, Settings, TierConfig
-from tierroute.training.bundle import TrainOptions, train_bundle
-from tierroute.training.calibrate import Target
-from tierroute.value import ACTIONS, ValueModel
 
 FOLDS = 3
 STRATEGIES = {
@@ -117,7 +119,7 @@ def report(evaluated: tuple[dict[str, Any], Path]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def cv(small_data: Path, bundle_dir: Path) -> tuple[EvalData, CrossValidation]:
     """The fixture's evaluation data and its cross-validation fold models."""
-    from tierroute.evaluation.crossval import cross_validate
+    from tierroute.offline.evaluation.crossval import cross_validate
 
     data = load_eval_data(small_data)
     return data, cross_validate(
@@ -264,11 +266,11 @@ def test_scoring_is_a_separate_step_that_needs_the_ground_truth(
 @pytest.mark.parametrize(
     "module",
     [
-        "evaluation/harness.py",
-        "evaluation/dataset.py",
-        "evaluation/strategies.py",
-        "evaluation/vclock.py",
-        "providers/replay.py",
+        "offline/evaluation/harness.py",
+        "offline/evaluation/eval_data.py",
+        "offline/evaluation/strategies.py",
+        "offline/evaluation/vclock.py",
+        "providers/replay/provider.py",
     ],
 )
 def test_answering_code_never_names_ground_truth_fields(module: str) -> None:
@@ -610,33 +612,13 @@ def _test_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_CLI = (
-    "import sys\n"
-    "from tests.test_evaluation import _test_parser\n"
-    "args = _test_parser().parse_args(sys.argv[1:])\n"
-    "sys.exit(args.func(args))\n"
-)
-
-
-def _cli_argv() -> list[str]:
-    from tierroute.__main__ import build_parser
-
-    subcommands = next(
-        a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
-    ).choices
-    if "eval" in subcommands:
-        return [sys.executable, "-m", "tierroute"]
-    # Until __main__ registers the subcommand, a test-only parser wires the same function.
-    return [sys.executable, "-c", _CLI]
-
-
 def test_cli_eval_runs_as_a_subprocess(small_data: Path, bundle_dir: Path, tmp_path: Path) -> None:
     """`tierroute eval --data F --out D` exits 0 and writes the report and the plot."""
     out = tmp_path / "out"
     env = {**os.environ, "TIERROUTE_MODEL_DIR": str(bundle_dir)}
     done = subprocess.run(
         [
-            *_cli_argv(),
+            *[sys.executable, "-m", "tierroute"],
             "eval",
             "--data",
             str(small_data),
@@ -666,7 +648,7 @@ def test_cli_eval_refuses_a_missing_data_file(tmp_path: Path) -> None:
     args = _test_parser().parse_args(
         ["eval", "--data", str(tmp_path / "absent.jsonl.gz"), "--out", str(tmp_path), "--quiet"]
     )
-    assert args.func(args) == 2
+    assert args.func(args, Settings.from_env({}), {}) == 2
 
 
 def test_eval_refuses_a_classifier_configuration_without_a_bundle(
@@ -689,7 +671,7 @@ def test_the_goal_states_the_noise_of_the_quality_difference(report: dict[str, A
 
 def test_paired_noise_by_hand() -> None:
     """Differences (0, -1, 1, 0): mean 0, sample sd sqrt(2/3), SE sqrt(2/3) / 2."""
-    from tierroute.evaluation.report import paired_noise
+    from tierroute.offline.evaluation.summary import paired_noise
 
     noise = paired_noise(np.array([1.0, 0.0, 1.0, 1.0]), np.array([1.0, 1.0, 0.0, 1.0]))
     assert noise["quality_diff_se"] == pytest.approx(np.sqrt(2 / 3) / 2, abs=1e-6)

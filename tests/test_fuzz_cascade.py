@@ -52,7 +52,7 @@ from tests.fuzzing import (
     token_of,
 )
 from tests.helpers import make_settings
-from tierroute.security import bearer_metadata
+from tierroute.api.security import bearer_metadata
 from tierroute.v1 import tierroute_pb2 as pb
 
 REFUSALS = {

@@ -49,7 +49,7 @@ from tests.fuzzing import (
     serving,
     token_of,
 )
-from tierroute.security import bearer_metadata
+from tierroute.api.security import bearer_metadata
 from tierroute.v1 import tierroute_pb2 as pb
 
 REFUSALS = {

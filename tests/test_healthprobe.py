@@ -11,7 +11,7 @@ import pytest
 
 from tests.helpers import running_server
 from tierroute import healthprobe
-from tierroute.server import SERVICE_NAME
+from tierroute.api.server import SERVICE_NAME
 from tierroute.testing import StaticScorer
 
 EASY = StaticScorer((0.9, 0.07, 0.03))

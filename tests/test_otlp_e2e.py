@@ -2,7 +2,7 @@
 
 The collector implements OpenTelemetry's `TraceService` (the protocol Jaeger receives) from
 the `opentelemetry-proto` package; the tests read the spans off the wire. Telemetry is built
-by `telemetry.setup`, the same path `tierroute serve` takes, with a BatchSpanProcessor that
+by `observability.setup`, the same path `tierroute serve` takes, with a BatchSpanProcessor that
 the tests force-flush.
 """
 
@@ -23,7 +23,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from tests.helpers import make_settings, running_server
-from tierroute import telemetry
+from tierroute import observability
+from tierroute.observability.names import SPAN_ROUTE
 from tierroute.providers.scripted import Reply, ScriptedProvider
 from tierroute.testing import StaticScorer
 from tierroute.v1 import tierroute_pb2 as pb
@@ -138,7 +139,7 @@ def describe(span: trace_pb2.Span) -> str:
         text = (
             f"{span.name} [server] tier={a['tierroute.tier']} judge={a['tierroute.judge_status']}"
         )
-    elif span.name == telemetry.SPAN_ROUTE:
+    elif span.name == SPAN_ROUTE:
         text = f"{span.name} tier={a['tierroute.tier']} strategy={a['tierroute.strategy']}"
     else:
         text = (
@@ -225,10 +226,10 @@ def scripted() -> ScriptedProvider:
 @asynccontextmanager
 async def exporting_server(
     environ: dict[str, str],
-) -> AsyncIterator[tuple[Any, telemetry.Telemetry]]:
-    """A real server whose tracer provider comes from `telemetry.setup` in otlp mode."""
+) -> AsyncIterator[tuple[Any, observability.Telemetry]]:
+    """A real server whose tracer provider comes from `observability.setup` in otlp mode."""
     settings = make_settings({"TIERROUTE_TELEMETRY_MODE": "otlp"})
-    tel = telemetry.setup(settings, environ)
+    tel = observability.setup(settings, environ)
     assert tel.tracer_provider is not None
     try:
         async with running_server(

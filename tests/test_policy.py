@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tierroute.features import shape_features
-from tierroute.policy import Reason, RiskThresholds, calibrated_rule, published_rule, risks
-from tierroute.router import heuristic_decision
+from tierroute.routing.features import shape_features
+from tierroute.routing.policy import Reason, RiskThresholds, calibrated_rule, published_rule, risks
+from tierroute.routing.router import heuristic_decision
 from tierroute.settings import HeuristicConfig
 
 NAMES = ("cheap", "mid", "expensive")

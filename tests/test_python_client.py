@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
+import re
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
+import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -23,14 +29,16 @@ from tierroute_client import (
     service_config,
 )
 from tierroute_client._channel import channel_spec
-from tierroute_client._results import RouteResult
+from tierroute_client._requests import route_request
+from tierroute_client._results import CascadeResult, RouteResult
+from tierroute_client.v1 import tierroute_pb2 as client_pb
 
 from tests.helpers import make_settings, running_server
 from tests.pki import Pki, make_pki
-from tierroute.security import hash_token
-from tierroute.server import TierRouteServer
+from tierroute.api.security import hash_token
+from tierroute.api.server import TierRouteServer
+from tierroute.api.status import MethodHandler, ServerInterceptor
 from tierroute.settings import Settings
-from tierroute.status import MethodHandler, ServerInterceptor
 from tierroute.testing import CallGate, StaticScorer
 from tierroute.v1 import tierroute_pb2 as pb
 
@@ -567,3 +575,178 @@ def test_caller_channel_options_replace_the_defaults() -> None:
     )
     values = [v for k, v in spec.options if k == "grpc.service_config"]
     assert values == ["{}"]
+
+
+CLIENT = Path(__file__).resolve().parents[1] / "clients" / "python"
+
+# Run in a fresh interpreter where the server package cannot be imported: a meta-path finder
+# refuses `tierroute` and everything under it (the editable install puts service/ on sys.path,
+# so only a finder keeps it out). The client then builds requests and converts responses
+# with its own generated code, opens a channel with its stub, and prints what it saw.
+_WITHOUT_SERVER = textwrap.dedent(
+    """
+    import importlib.abc
+    import importlib.util
+    import json
+    import sys
+
+    # The server is installed here, so refusing it below is what the run proves.
+    assert importlib.util.find_spec("tierroute") is not None
+
+
+    class NoServer(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "tierroute" or name.startswith("tierroute."):
+                raise ModuleNotFoundError(f"no server package here: {name}", name=name)
+            return None
+
+
+    sys.meta_path.insert(0, NoServer())
+    try:
+        import tierroute
+    except ModuleNotFoundError:
+        pass
+    else:
+        raise AssertionError("the finder let the server package through")
+
+    import tierroute_client
+    from tierroute_client._requests import cascade_request, route_request
+    from tierroute_client._results import CascadeResult, RouteResult
+    from tierroute_client.v1 import tierroute_pb2 as pb
+
+    request = route_request("What is 2 + 2?", {"strategy": "classifier", "tenant_id": "t1"})
+    wire = pb.RouteRequest.FromString(request.SerializeToString())
+    cascade = cascade_request("Why?", {"judge": "always", "speculation": False})
+    route = pb.RouteResponse(
+        request_id="r1",
+        tier=pb.TierInfo(name="mid", model="claude-sonnet-4-6", index=1),
+        strategy=pb.STRATEGY_CLASSIFIER,
+        rule=pb.DECISION_RULE_CALIBRATED,
+        scores=[
+            pb.TierScore(tier="cheap", probability=0.3),
+            pb.TierScore(tier="mid", probability=0.7),
+        ],
+        reasons=[pb.Reason(code=pb.REASON_CODE_RISK_WITHIN_THRESHOLD, detail="ok")],
+    )
+    answer = pb.CascadeResponse(
+        answer="4",
+        tier=route.tier,
+        hops=[pb.Hop(tier="mid", role=pb.HOP_ROLE_JUDGE, verdict=pb.JUDGE_VERDICT_PASS)],
+        judge_status=pb.JUDGE_STATUS_PASSED,
+        route=route,
+    )
+    result = RouteResult.from_pb(route)
+    cascaded = CascadeResult.from_pb(answer)
+    # The constructor opens a channel and builds the generated stub; nothing is called.
+    with tierroute_client.TierRouteClient("127.0.0.1:1"):
+        pass
+    print(json.dumps({
+        "query": wire.query,
+        "tenant": wire.tenant_id,
+        "strategy": pb.Strategy.Name(wire.strategy),
+        "judge_mode": pb.JudgeMode.Name(cascade.judge_mode),
+        "tier": result.tier,
+        "rule": result.rule,
+        "scores": result.scores,
+        "reasons": [r.code for r in result.reasons],
+        "judge_status": cascaded.judge_status,
+        "hops": [[h.role, h.verdict] for h in cascaded.hops],
+        "module": pb.RouteRequest.__module__,
+        "loaded": sorted(m for m in sys.modules if m.split(".")[0] == "tierroute"),
+    }))
+    """
+)
+
+
+def test_client_works_without_the_server_package(tmp_path: Path) -> None:
+    """With `tierroute` unimportable, the client builds requests and reads responses."""
+    # -I: no PYTHONPATH, no user site, no working directory on sys.path.
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", _WITHOUT_SERVER],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=LONG,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "query": "What is 2 + 2?",
+        "tenant": "t1",
+        "strategy": "STRATEGY_CLASSIFIER",
+        "judge_mode": "JUDGE_MODE_ALWAYS",
+        "tier": "mid",
+        "rule": "calibrated",
+        "scores": {"cheap": 0.3, "mid": 0.7},
+        "reasons": ["RISK_WITHIN_THRESHOLD"],
+        "judge_status": "passed",
+        "hops": [["judge", "pass"]],
+        "module": "tierroute_client.v1.tierroute_pb2",
+        "loaded": [],
+    }
+
+
+def test_client_declares_and_imports_only_grpcio_and_protobuf() -> None:
+    """The client's dependencies are grpcio and protobuf, and its code imports nothing else."""
+    project = tomllib.loads((CLIENT / "pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[ <>=!~;\[]", d, maxsplit=1)[0] for d in project["dependencies"]}
+    assert declared == {"grpcio", "protobuf"}
+    imported: set[str] = set()
+    for path in (CLIENT / "src").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module)
+    outside = {m for m in imported if m.split(".")[0] not in sys.stdlib_module_names}
+    assert {m.split(".")[0] for m in outside} == {"grpc", "google", "tierroute_client"}
+    assert {m for m in outside if m.startswith("google")} <= {
+        m for m in outside if m.startswith("google.protobuf")
+    }
+
+
+def test_client_dependency_floors_are_what_its_generated_code_checks() -> None:
+    """grpcio and protobuf lower bounds match the versions the generated code refuses below."""
+    project = tomllib.loads((CLIENT / "pyproject.toml").read_text())["project"]
+    floors = {}
+    for requirement in project["dependencies"]:
+        match = re.fullmatch(r"([a-z]+)>=([0-9.]+),<[0-9]+", requirement)
+        assert match, requirement
+        floors[match[1]] = match[2]
+    generated = CLIENT / "src" / "tierroute_client" / "v1"
+    grpc_floor = re.search(
+        r"^GRPC_GENERATED_VERSION = '([0-9.]+)'$",
+        (generated / "tierroute_pb2_grpc.py").read_text(),
+        re.MULTILINE,
+    )
+    protobuf_floor = re.search(
+        r"^# Protobuf Python Version: ([0-9.]+)$",
+        (generated / "tierroute_pb2.py").read_text(),
+        re.MULTILINE,
+    )
+    assert grpc_floor
+    assert protobuf_floor
+    assert floors == {"grpcio": grpc_floor[1], "protobuf": protobuf_floor[1]}
+
+
+def test_client_and_server_generated_code_share_one_contract() -> None:
+    """Both copies load in one process: one registered file, one class per message."""
+    assert client_pb.DESCRIPTOR.name == pb.DESCRIPTOR.name == "tierroute/v1/tierroute.proto"
+    assert client_pb.DESCRIPTOR.serialized_pb == pb.DESCRIPTOR.serialized_pb
+    assert client_pb.RouteRequest is pb.RouteRequest
+    assert client_pb.CascadeResponse is pb.CascadeResponse
+    sent = route_request("hello", {"strategy": "heuristic", "metadata": {"k": "v"}})
+    received = pb.RouteRequest.FromString(sent.SerializeToString())
+    assert received == sent
+    assert received.strategy == pb.STRATEGY_HEURISTIC
+    assert dict(received.metadata) == {"k": "v"}
+    # A response the server's code built reads the same through the client's class.
+    response = pb.CascadeResponse(
+        answer="4",
+        tier=pb.TierInfo(name="cheap", model="claude-haiku-4-5"),
+        judge_status=pb.JUDGE_STATUS_SAMPLED_OUT,
+        degraded_reasons=["judge_sampled_out"],
+    )
+    parsed = client_pb.CascadeResponse.FromString(response.SerializeToString())
+    assert CascadeResult.from_pb(parsed) == CascadeResult.from_pb(response)
+    assert CascadeResult.from_pb(parsed).judge_status == "sampled_out"

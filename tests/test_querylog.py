@@ -31,12 +31,7 @@ from tierroute.querylog import (
     hash_query,
     open_store,
 )
-from tierroute.querylog.migrations import load, split_statements
-from tierroute.querylog.postgres import PostgresStore
-from tierroute.querylog.records import item_from_line, item_to_line
-from tierroute.querylog.spool import Spool
-from tierroute.querylog.store import redact_url, sqlite_path
-from tierroute.querylog.testing import (
+from tierroute.querylog.doubles import (
     ToggleProxy,
     reachable_postgres_url,
     sample_record,
@@ -44,6 +39,12 @@ from tierroute.querylog.testing import (
     with_port,
     write_records_process,
 )
+from tierroute.querylog.factory import sqlite_path
+from tierroute.querylog.migrations import load, split_statements
+from tierroute.querylog.postgres import PostgresStore
+from tierroute.querylog.records import item_from_line, item_to_line
+from tierroute.querylog.spool import Spool
+from tierroute.querylog.store import redact_url
 from tierroute.settings import QueryLogConfig, Settings
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

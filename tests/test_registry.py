@@ -13,8 +13,8 @@ import pytest
 
 from tests.fixtures import make_records, write_dataset
 from tierroute.errors import ConfigError, ModelLoadError, NotFound
-from tierroute.ops_cli import add_models_parser, add_rollback_parser
-from tierroute.registry import REGISTRY_FILE, ModelRegistry, bundle_version
+from tierroute.model.registry import REGISTRY_FILE, ModelRegistry, bundle_version
+from tierroute.offline.cli.operations import add_models_parser, add_rollback_parser
 from tierroute.settings import Settings
 
 
@@ -33,7 +33,7 @@ def make_variant(bundle: Path, version: str, dest: Path) -> Path:
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny trained bundle (300 synthetic records, 2 folds)."""
-    from tierroute.training.bundle import TrainOptions, train_bundle
+    from tierroute.offline.training.trainer import TrainOptions, train_bundle
 
     root = tmp_path_factory.mktemp("registry-bundle")
     data = write_dataset(root / "small.jsonl.gz", make_records(300))
@@ -201,8 +201,7 @@ def _cli(add: object, argv: list[str], settings: Settings) -> int:
     parser = argparse.ArgumentParser()
     add(parser.add_subparsers())  # type: ignore[operator]
     args = parser.parse_args(argv)
-    args.settings = settings
-    code: int = args.func(args)
+    code: int = args.func(args, settings, {})
     return code
 
 

@@ -16,17 +16,12 @@ from grpc import aio
 from tests.fixtures import make_records, write_dataset
 from tests.helpers import Running, make_settings, running_server
 from tests.test_registry import make_variant
+from tierroute.api.security import hash_token
 from tierroute.errors import ModelLoadError
+from tierroute.model.registry import ModelRegistry, bundle_version
+from tierroute.model.reload import LoadedModel, ModelReloader, load_model
 from tierroute.providers.scripted import Reply, ScriptedProvider
-from tierroute.registry import (
-    LoadedModel,
-    ModelRegistry,
-    ModelReloader,
-    bundle_version,
-    load_model,
-)
-from tierroute.router import RouteQuery, Router
-from tierroute.security import hash_token
+from tierroute.routing.router import RouteQuery, Router
 from tierroute.settings import Settings
 from tierroute.testing import HeldLoader, StaticScorer
 from tierroute.v1 import tierroute_pb2 as pb
@@ -41,7 +36,7 @@ IN_FLIGHT = 40
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny trained bundle (300 synthetic records, 2 folds): the seed, v1."""
-    from tierroute.training.bundle import TrainOptions, train_bundle
+    from tierroute.offline.training.trainer import TrainOptions, train_bundle
 
     root = tmp_path_factory.mktemp("reload-bundle")
     data = write_dataset(root / "small.jsonl.gz", make_records(300))

@@ -20,19 +20,19 @@ import anthropic
 import pytest
 
 from tests.fixtures import CLAUDE, TRIO, make_records, write_dataset
-from tierroute import prompts
-from tierroute.data import iter_records
+from tierroute.api.serve_commands import add_replay_parser, run_replay_server
 from tierroute.errors import (
     ConfigError,
     ProviderConnectionError,
     RateLimited,
     TerminalProviderError,
 )
+from tierroute.outcomes import iter_records
+from tierroute.providers import prompts
 from tierroute.providers.anthropic import AnthropicProvider
 from tierroute.providers.base import Completion, Message
-from tierroute.replay import ReplayEngine, ReplayServer, ReplayStore, synthetic_answer
-from tierroute.replay.answers import answers_agree, estimate_tokens, extract_answer
-from tierroute.replay.cli import add_replay_parser, run_replay_server
+from tierroute.providers.replay import ReplayEngine, ReplayServer, ReplayStore, synthetic_answer
+from tierroute.providers.replay.answers import answers_agree, estimate_tokens, extract_answer
 from tierroute.settings import ReplayConfig, Secret, Settings, TierConfig
 
 # Model ids of our own: the SDK warns (an error under pytest) on deprecated Claude ids.
@@ -44,7 +44,9 @@ TIERS = (
 CHEAP, MID, TOP = (t.model for t in TIERS)
 RECORDS = make_records(40, claude=True)
 FAST = ReplayConfig(time_scale=0.0)
-REPLAY_PACKAGE = Path(__file__).resolve().parents[1] / "service" / "tierroute" / "replay"
+REPLAY_PACKAGE = (
+    Path(__file__).resolve().parents[1] / "service" / "tierroute" / "providers" / "replay"
+)
 
 
 def record_where(predicate: Any) -> dict[str, Any]:
@@ -571,15 +573,7 @@ def test_cli_registers_replay_server() -> None:
 def test_replay_server_command_serves_until_sigterm(tmp_path: Path) -> None:
     """`replay-server` prints its URL, answers requests and exits 0 on SIGTERM."""
     data = write_dataset(tmp_path / "d.jsonl.gz", RECORDS[:3])
-    script = (
-        "import argparse, sys\n"
-        "from tierroute.replay.cli import add_replay_parser\n"
-        "parser = argparse.ArgumentParser()\n"
-        "add_replay_parser(parser.add_subparsers())\n"
-        "args = parser.parse_args(sys.argv[1:])\n"
-        "sys.exit(args.func(args))\n"
-    )
-    argv = [sys.executable, "-c", script, "replay-server", "--data", str(data), "--port", "0"]
+    argv = [sys.executable, "-m", "tierroute", "replay-server", "--data", str(data), "--port", "0"]
     env = {**os.environ, "TIERROUTE_REPLAY_TIME_SCALE": "0"}
     with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env) as process:
         assert process.stdout is not None

@@ -35,12 +35,12 @@ from typing import Any
 import pytest
 
 from tierroute.errors import ConfigError
+from tierroute.offline.cli.operations import add_report_parser, parse_since
 from tierroute.querylog import FeedbackRecord, HopRecord, QueryRecord, summarize
-from tierroute.querylog.cli import add_report_parser, parse_since
+from tierroute.querylog.doubles import reachable_postgres_url, sample_record, temporary_schema
+from tierroute.querylog.factory import open_store
 from tierroute.querylog.report import is_cheap_opportunity, p95
 from tierroute.querylog.sqlite import SqliteStore
-from tierroute.querylog.store import open_store
-from tierroute.querylog.testing import reachable_postgres_url, sample_record, temporary_schema
 from tierroute.settings import Settings
 
 TIERS = ("cheap", "mid", "expensive")
@@ -326,7 +326,7 @@ def test_report_json_from_sqlite(
     url = f"sqlite:///{tmp_path}/log.sqlite3"
     asyncio.run(write_log(url))
     args = report_args(["report", "--db", url, "--json"], settings)
-    assert args.func(args) == 0
+    assert args.func(args, args.settings, {}) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == approx({"since": None, "until": None, **expected_json()})
 
@@ -338,7 +338,7 @@ def test_report_reads_db_url_from_settings(
     url = f"sqlite:///{tmp_path}/log.sqlite3"
     asyncio.run(write_log(url))
     args = report_args(["report", "--json"], Settings.from_env({"TIERROUTE_DB_URL": url}))
-    assert args.func(args) == 0
+    assert args.func(args, args.settings, {}) == 0
     assert json.loads(capsys.readouterr().out)["total_queries"] == 6
 
 
@@ -351,7 +351,7 @@ def test_report_since_narrows_the_window(
     args = report_args(
         ["report", "--db", url, "--since", "2025-03-01T12:04:00", "--json"], settings
     )
-    assert args.func(args) == 0
+    assert args.func(args, args.settings, {}) == 0
     printed = json.loads(capsys.readouterr().out)
     assert (printed["total_queries"], printed["total_cost_usd"]) == (3, pytest.approx(0.085))
 
@@ -363,7 +363,7 @@ def test_report_table_is_readable(
     url = f"sqlite:///{tmp_path}/log.sqlite3"
     asyncio.run(write_log(url))
     args = report_args(["report", "--db", url], settings)
-    assert args.func(args) == 0
+    assert args.func(args, args.settings, {}) == 0
     out = capsys.readouterr().out
     tables = out.split("SPEND BY MODEL")[0]
     lines = {line.split()[0]: line.split() for line in tables.splitlines() if line.strip()}
@@ -377,14 +377,14 @@ def test_report_on_missing_log_exits_1(
 ) -> None:
     """A database without a query log is reported on stderr with exit code 1."""
     args = report_args(["report", "--db", f"sqlite:///{tmp_path}/empty.sqlite3"], settings)
-    assert args.func(args) == 1
+    assert args.func(args, args.settings, {}) == 1
     assert "no query log" in capsys.readouterr().err
 
 
 def test_report_bad_since_exits_2(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     """An unreadable --since exits 2 with the reason."""
     args = report_args(["report", "--db", "sqlite:///x.sqlite3", "--since", "soon"], settings)
-    assert args.func(args) == 2
+    assert args.func(args, args.settings, {}) == 2
     assert "--since" in capsys.readouterr().err
 
 
@@ -401,7 +401,7 @@ def test_report_on_postgres_equals_sqlite(
     with temporary_schema(base) as url:
         asyncio.run(write_log(url))
         args = report_args(["report", "--db", url, "--json"], settings)
-        assert args.func(args) == 0
+        assert args.func(args, args.settings, {}) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == approx({"since": None, "until": None, **expected_json()})
 

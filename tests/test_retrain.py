@@ -8,8 +8,6 @@ import gzip
 import json
 import random
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,14 +17,10 @@ import pytest
 
 from tests.fixtures import make_records, write_dataset
 from tests.helpers import make_settings
-from tierroute.classifier import RouterModel
-from tierroute.data import iter_records
-from tierroute.ops_cli import add_retrain_parser
-from tierroute.querylog import FeedbackRecord, hash_query, open_store
-from tierroute.querylog.records import HopRecord
-from tierroute.querylog.testing import sample_record
-from tierroute.registry import ModelRegistry, bundle_version
-from tierroute.retrain import (
+from tierroute.model.classifier import RouterModel
+from tierroute.model.registry import ModelRegistry, bundle_version
+from tierroute.offline.cli.operations import add_retrain_parser
+from tierroute.offline.retrain import (
     NO_TIER,
     LoggedExample,
     LogLabels,
@@ -42,6 +36,10 @@ from tierroute.retrain import (
     split_records,
     write_training_file,
 )
+from tierroute.outcomes import iter_records
+from tierroute.querylog import FeedbackRecord, hash_query, open_store
+from tierroute.querylog.doubles import sample_record
+from tierroute.querylog.records import HopRecord
 
 TIERS = ("cheap", "mid", "expensive")
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
@@ -188,8 +186,8 @@ class Bundles:
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> Bundles:
     """Train the good and the shuffled-label model once for the module (3 folds each)."""
-    from tierroute.training.bundle import TrainOptions, train_bundle
-    from tierroute.training.calibrate import Target
+    from tierroute.offline.training.calibrate import Target
+    from tierroute.offline.training.trainer import TrainOptions, train_bundle
 
     root = tmp_path_factory.mktemp("retrain")
     data = write_dataset(root / "small.jsonl.gz", RECORDS)
@@ -230,7 +228,7 @@ def test_the_gate_refuses_a_candidate_trained_on_shuffled_labels(bundles: Bundle
 
 def test_the_gate_allows_the_margins_and_nothing_beyond() -> None:
     """Quality may drop by the quality margin and cost rise by the cost margin, no more."""
-    from tierroute.retrain import Figures
+    from tierroute.offline.retrain import Figures
 
     current = Figures("cur", 0.80, 0.001000, {}, {})
     within = Figures("new", 0.79, 0.001050, {}, {})
@@ -311,8 +309,8 @@ def test_a_promoted_candidate_gets_the_served_bundles_cascade_calibration(
     """Over a served bundle with the value policy, the promoted candidate ships one too,
     calibrated toward the same target, so promotion does not silently change Cascade.
     """
-    from tierroute.evaluation.calibration import CalibrationTarget
-    from tierroute.evaluation.pipeline import Options, calibrate
+    from tierroute.offline.evaluation.calibration import CalibrationTarget
+    from tierroute.offline.evaluation.pipeline import Options, calibrate
 
     served = tmp_path / "served"
     shutil.copytree(bundles.shuffled, served)
@@ -359,9 +357,7 @@ def _run_cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     add_retrain_parser(parser.add_subparsers())
     args = parser.parse_args(["retrain", *argv])
-    args.settings = make_settings()
-    args.environ = {}
-    code: int = args.func(args)
+    code: int = args.func(args, make_settings(), {})
     return code
 
 
@@ -420,21 +416,3 @@ def test_training_file_is_gzip_json_lines(tmp_path: Path) -> None:
     write_training_file(path, RECORDS[:3], [], n_tiers=3)
     with gzip.open(path, "rt", encoding="utf-8") as fh:
         assert [json.loads(line)["id"] for line in fh] == [r["id"] for r in RECORDS[:3]]
-
-
-def test_registering_the_operator_commands_loads_no_heavy_library() -> None:
-    """`tierroute --help` stays fast: registering audit/drift/retrain/rollback/models is light."""
-    code = (
-        "import argparse, sys\n"
-        "from tierroute import ops_cli\n"
-        "sub = argparse.ArgumentParser().add_subparsers()\n"
-        "for add in (ops_cli.add_audit_parser, ops_cli.add_drift_parser, "
-        "ops_cli.add_retrain_parser, ops_cli.add_rollback_parser, ops_cli.add_models_parser):\n"
-        "    add(sub)\n"
-        "heavy = {'sklearn', 'onnxruntime', 'skl2onnx', 'onnx'} & set(sys.modules)\n"
-        "print(sorted(heavy))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
-    )
-    assert out.stdout.strip() == "[]"

@@ -12,14 +12,14 @@ from grpc import aio
 
 from tests.helpers import make_settings, running_server
 from tierroute import errors
+from tierroute.api.server import TierRouteServer
+from tierroute.api.status import status_for
 from tierroute.errors import ConfigError
 from tierroute.providers.scripted import Reply, ScriptedProvider
 from tierroute.querylog import QueryLogWriter
+from tierroute.querylog.doubles import sample_record
 from tierroute.querylog.store import StoreRejected, StoreUnavailable
-from tierroute.querylog.testing import sample_record
-from tierroute.server import TierRouteServer
 from tierroute.settings import QueryLogConfig
-from tierroute.status import status_for
 from tierroute.testing import StaticScorer
 from tierroute.v1 import tierroute_pb2 as pb
 
@@ -191,7 +191,7 @@ async def test_feedback_only_on_the_callers_own_requests(tmp_path: Path) -> None
     """With authentication on, a tenant cannot rate (or probe for) another tenant's call."""
     import json
 
-    from tierroute.security import bearer_metadata, hash_token
+    from tierroute.api.security import bearer_metadata, hash_token
 
     tokens = tmp_path / "tokens.json"
     tokens.write_text(

@@ -23,7 +23,7 @@ import pytest
 from tierroute_client import RetryPolicy, TierRouteClient, TierRouteClientError
 
 from tierroute.querylog import open_store
-from tierroute.querylog.testing import reachable_postgres_url, temporary_schema
+from tierroute.querylog.doubles import reachable_postgres_url, temporary_schema
 
 CALLS = 400
 STOP_AFTER = 120

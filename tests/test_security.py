@@ -20,9 +20,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.helpers import Running, make_settings, running_server
 from tests.pki import Pki, make_pki
-from tierroute import security
-from tierroute.errors import ConfigError, PermissionDenied, Unauthenticated
-from tierroute.security import (
+from tierroute.api import security
+from tierroute.api.security import (
     Authenticator,
     Principal,
     TokenStore,
@@ -31,8 +30,10 @@ from tierroute.security import (
     hash_token,
     server_credentials,
 )
-from tierroute.settings import TlsConfig
-from tierroute.status import MethodHandler, ServerInterceptor
+from tierroute.api.serve_commands import add_token_parser
+from tierroute.api.status import MethodHandler, ServerInterceptor
+from tierroute.errors import ConfigError, PermissionDenied, Unauthenticated
+from tierroute.settings import Settings, TlsConfig
 from tierroute.testing import StaticScorer
 from tierroute.v1 import tierroute_pb2 as pb
 from tierroute.v1 import tierroute_pb2_grpc as pb_grpc
@@ -164,19 +165,19 @@ def test_hash_token_command_reads_stdin(
 ) -> None:
     """`tierroute hash-token` prints the digest of the token on standard input."""
     parser = argparse.ArgumentParser()
-    security.add_token_parser(parser.add_subparsers())
+    add_token_parser(parser.add_subparsers())
     args = parser.parse_args(["hash-token"])
     monkeypatch.setattr("sys.stdin", io.StringIO(f"{ACME_TOKEN}\n"))
-    assert args.func(args) == 0
+    assert args.func(args, Settings.from_env({}), {}) == 0
     assert capsys.readouterr().out.strip() == hash_token(ACME_TOKEN)
 
 
 def test_hash_token_command_generates_a_new_token(capsys: pytest.CaptureFixture[str]) -> None:
     """`tierroute hash-token --new` prints a fresh random token and its matching digest."""
     parser = argparse.ArgumentParser()
-    security.add_token_parser(parser.add_subparsers())
+    add_token_parser(parser.add_subparsers())
     args = parser.parse_args(["hash-token", "--new"])
-    assert args.func(args) == 0
+    assert args.func(args, Settings.from_env({}), {}) == 0
     token_line, digest_line = capsys.readouterr().out.splitlines()
     token = token_line.split()[1]
     assert len(token) >= 40

@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.helpers import make_settings, running_server
-from tierroute.server import SERVICE_NAME
+from tierroute.api.server import SERVICE_NAME
 from tierroute.testing import FailingScorer, StaticScorer
 from tierroute.v1 import tierroute_pb2 as pb
 

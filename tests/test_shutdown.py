@@ -26,9 +26,9 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.helpers import make_settings
+from tierroute.providers.replay.http_server import ReplayServer
+from tierroute.providers.replay.recorded import ReplayStore
 from tierroute.querylog import open_store
-from tierroute.replay.server import ReplayServer
-from tierroute.replay.store import ReplayStore
 from tierroute.v1 import tierroute_pb2 as pb
 from tierroute.v1 import tierroute_pb2_grpc as pb_grpc
 

@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from tierroute import errors
-from tierroute.status import status_for
+from tierroute.api.status import status_for
 
 EXPECTED = {
     errors.TierrouteError: grpc.StatusCode.INTERNAL,

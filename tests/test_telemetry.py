@@ -32,13 +32,13 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from tests.fixtures import TRIO, make_record, write_dataset
 from tests.helpers import Running, make_settings, running_server
-from tierroute import metrics as m
-from tierroute import telemetry
+from tierroute import observability
 from tierroute.errors import ConfigError, ProviderOverloaded, RateLimited
+from tierroute.observability import metrics as m
 from tierroute.providers.anthropic import build_provider
 from tierroute.providers.base import Provider
+from tierroute.providers.replay import FAULT_HEADER, ReplayServer, ReplayStore
 from tierroute.providers.scripted import RecordingProvider, Reply, ScriptedProvider
-from tierroute.replay import FAULT_HEADER, ReplayServer, ReplayStore
 from tierroute.settings import Settings
 from tierroute.testing import StaticScorer
 from tierroute.v1 import tierroute_pb2 as pb
@@ -152,20 +152,20 @@ def settings_with(**telemetry_env: str) -> Settings:
 
 def test_mode_off_builds_no_providers() -> None:
     """Mode off (the default) builds no tracer or meter provider at all."""
-    tel = telemetry.setup(settings_with(), {})
+    tel = observability.setup(settings_with(), {})
     assert (tel.tracer_provider, tel.meter_provider, tel.prometheus) == (None, None, None)
 
 
 def test_sdk_disabled_overrides_the_mode() -> None:
     """OTEL_SDK_DISABLED=true turns tracing off whatever the mode says."""
-    tel = telemetry.setup(settings_with(mode="console"), {"OTEL_SDK_DISABLED": "true"})
+    tel = observability.setup(settings_with(mode="console"), {"OTEL_SDK_DISABLED": "true"})
     assert tel.tracer_provider is None
 
 
 def test_console_mode_writes_spans_to_the_stream() -> None:
     """Console mode prints finished spans, as JSON, to the stream it is given."""
     out = io.StringIO()
-    tel = telemetry.setup(settings_with(mode="console"), {}, console_out=out)
+    tel = observability.setup(settings_with(mode="console"), {}, console_out=out)
     assert tel.tracer_provider is not None
     with tel.tracer_provider.get_tracer("t").start_as_current_span("console-probe"):
         pass
@@ -189,7 +189,7 @@ def test_unknown_mode_is_a_config_error() -> None:
 
 def test_otlp_defaults_to_grpc_on_localhost() -> None:
     """With no OTEL_EXPORTER_OTLP_* set, spans go over gRPC to localhost:4317, insecure."""
-    options = telemetry.OtlpOptions.from_environ({})
+    options = observability.OtlpOptions.from_environ({})
     assert (options.protocol, options.endpoint, options.insecure) == (
         "grpc",
         "http://localhost:4317",
@@ -199,7 +199,7 @@ def test_otlp_defaults_to_grpc_on_localhost() -> None:
 
 def test_otlp_http_appends_the_traces_path() -> None:
     """Over HTTP the general endpoint gets /v1/traces appended."""
-    options = telemetry.OtlpOptions.from_environ(
+    options = observability.OtlpOptions.from_environ(
         {
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
             "OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector:4318/",
@@ -210,7 +210,7 @@ def test_otlp_http_appends_the_traces_path() -> None:
 
 def test_traces_specific_variables_win() -> None:
     """OTEL_EXPORTER_OTLP_TRACES_* override the general names, and its endpoint is kept as is."""
-    options = telemetry.OtlpOptions.from_environ(
+    options = observability.OtlpOptions.from_environ(
         {
             "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
@@ -223,7 +223,7 @@ def test_traces_specific_variables_win() -> None:
 
 def test_otlp_timeout_is_milliseconds_and_headers_are_parsed() -> None:
     """The timeout is read in milliseconds and headers as comma-separated key=value pairs."""
-    options = telemetry.OtlpOptions.from_environ(
+    options = observability.OtlpOptions.from_environ(
         {"OTEL_EXPORTER_OTLP_TIMEOUT": "2500", "OTEL_EXPORTER_OTLP_HEADERS": "a=1,b=x%20y"}
     )
     assert options.timeout_s == 2.5
@@ -235,12 +235,12 @@ def test_otlp_timeout_is_milliseconds_and_headers_are_parsed() -> None:
 def test_unsupported_otlp_protocol_is_a_config_error(protocol: str) -> None:
     """A protocol other than grpc or http/protobuf is refused with a readable error."""
     with pytest.raises(ConfigError, match="not supported"):
-        telemetry.OtlpOptions.from_environ({"OTEL_EXPORTER_OTLP_PROTOCOL": protocol})
+        observability.OtlpOptions.from_environ({"OTEL_EXPORTER_OTLP_PROTOCOL": protocol})
 
 
 def test_parent_based_sampling_keeps_a_sampled_callers_trace() -> None:
     """At ratio 0 new traces are dropped, but a sampled caller's trace is still continued."""
-    sampler = telemetry.build_sampler(settings_with(sample_ratio="0").telemetry, {})
+    sampler = observability.build_sampler(settings_with(sample_ratio="0").telemetry, {})
     tracer = TracerProvider(sampler=sampler).get_tracer("t")
     with tracer.start_as_current_span("root") as root:
         assert not root.is_recording()
@@ -255,7 +255,7 @@ def test_parent_based_sampling_keeps_a_sampled_callers_trace() -> None:
 
 def test_otel_traces_sampler_overrides_the_ratio() -> None:
     """OTEL_TRACES_SAMPLER=always_off wins over a configured ratio of 1."""
-    sampler = telemetry.build_sampler(
+    sampler = observability.build_sampler(
         settings_with(sample_ratio="1").telemetry, {"OTEL_TRACES_SAMPLER": "always_off"}
     )
     with TracerProvider(sampler=sampler).get_tracer("t").start_as_current_span("s") as span:
@@ -265,7 +265,7 @@ def test_otel_traces_sampler_overrides_the_ratio() -> None:
 def test_resource_names_the_service() -> None:
     """OTEL_SERVICE_NAME names the service; OTEL_RESOURCE_ATTRIBUTES adds attributes."""
     environ = {"OTEL_SERVICE_NAME": "router-eu", "OTEL_RESOURCE_ATTRIBUTES": "env=prod,team=ml"}
-    resource = telemetry.build_resource(make_settings(environ).telemetry, environ)
+    resource = observability.build_resource(make_settings(environ).telemetry, environ)
     assert resource.attributes["service.name"] == "router-eu"
     assert (resource.attributes["env"], resource.attributes["team"]) == ("prod", "ml")
 
@@ -743,7 +743,7 @@ def free_port() -> int:
 def test_setup_starts_prometheus_on_the_configured_port() -> None:
     """A non-zero prometheus_port makes setup serve metrics there, closed by shutdown."""
     port = free_port()
-    tel = telemetry.setup(settings_with(prometheus_port=str(port)), {})
+    tel = observability.setup(settings_with(prometheus_port=str(port)), {})
     try:
         assert tel.prometheus is not None
         assert tel.meter_provider is not None

@@ -15,21 +15,23 @@ import numpy as np
 import pytest
 
 from tests.fixtures import make_records, write_dataset
-from tierroute.classifier import METADATA_FILE, MODEL_FILE, THRESHOLDS_FILE, RouterModel
-from tierroute.data import file_sha256, load_records
 from tierroute.errors import ConfigError, ModelLoadError
-from tierroute.features import classifier_text
-from tierroute.training import calibrate, export
-from tierroute.training.bundle import TrainOptions, TrainResult, train_bundle
-from tierroute.training.cli import add_train_parser
-from tierroute.training.crossval import make_folds
-from tierroute.training.dataset import (
+from tierroute.model.bundle import METADATA_FILE, MODEL_FILE, THRESHOLDS_FILE
+from tierroute.model.classifier import RouterModel
+from tierroute.offline.cli.modelling import add_train_parser
+from tierroute.offline.training import calibrate, export
+from tierroute.offline.training.folds import make_folds
+from tierroute.offline.training.labels import (
     NO_TIER,
     build_training_set,
     check_trainable,
     training_rows,
 )
-from tierroute.training.model import build_pipeline, fit_pipeline, select_vocabulary
+from tierroute.offline.training.model import build_pipeline, fit_pipeline, select_vocabulary
+from tierroute.offline.training.trainer import TrainOptions, TrainResult, train_bundle
+from tierroute.outcomes import file_sha256, load_records
+from tierroute.routing.features import classifier_text
+from tierroute.settings import Settings
 
 PREFIX = 4096
 BUNDLE_FILES = (MODEL_FILE, METADATA_FILE, THRESHOLDS_FILE)
@@ -139,7 +141,7 @@ def test_training_is_byte_identical_across_processes(small_data: Path, tmp_path:
     """Whole bundles trained in processes with different string-hash seeds are identical."""
     script = (
         "import sys; from pathlib import Path; "
-        "from tierroute.training.bundle import TrainOptions, train_bundle; "
+        "from tierroute.offline.training.trainer import TrainOptions, train_bundle; "
         "train_bundle(Path(sys.argv[1]), Path(sys.argv[2]), "
         "TrainOptions(folds=2, compare_none_labels=False, progress=False))"
     )
@@ -293,7 +295,7 @@ def test_cli_train_writes_a_loadable_bundle(small_data: Path, tmp_path: Path) ->
         ["train", "--data", str(small_data), "--out", str(out), "--folds", "2", "--quiet",
          "--target-quality", "0.9", "--none-label", "drop", "--no-compare"]
     )  # fmt: skip
-    assert args.func(args) == 0
+    assert args.func(args, Settings.from_env({}), {}) == 0
     model = RouterModel.load(out, 3)
     assert model.metadata["none_label"]["policy"] == "drop"
     assert model.metadata["cv"]["target"]["kind"] == "min_quality_ratio"
@@ -305,19 +307,9 @@ def test_cli_train_reports_data_too_small(
     """Training on a handful of records exits 2 with a readable reason on stderr."""
     data = write_dataset(tmp_path / "tiny.jsonl.gz", make_records(6))
     args = _cli(["train", "--data", str(data), "--out", str(tmp_path / "m"), "--quiet"])
-    assert args.func(args) == 2
+    assert args.func(args, Settings.from_env({}), {}) == 2
     assert "too few" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
-
-
-def test_registering_the_train_command_does_not_load_sklearn() -> None:
-    """The serving CLI can register `train` without importing scikit-learn."""
-    code = (
-        "import sys, argparse, tierroute.training.cli as c; "
-        "c.add_train_parser(argparse.ArgumentParser().add_subparsers()); "
-        "assert 'sklearn' not in sys.modules and 'skl2onnx' not in sys.modules"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 @pytest.mark.realdata

@@ -9,17 +9,18 @@ import numpy as np
 import pytest
 
 from tierroute.errors import ConfigError, ModelLoadError
-from tierroute.evaluation import calibration as cal
-from tierroute.evaluation import valuefit
-from tierroute.features import classifier_text
-from tierroute.training.value import (
+from tierroute.model.value import ValueModel, parse_actions
+from tierroute.offline.evaluation import calibration as cal
+from tierroute.offline.evaluation import valuefit
+from tierroute.offline.training.value_fit import (
     check_parity,
     export,
     fit_value_pipeline,
     predict,
     write_value_model,
 )
-from tierroute.value import ACTIONS, CascadeAction, ValueModel, choose, parse_actions, plan_from
+from tierroute.routing.features import classifier_text
+from tierroute.routing.plan import ACTIONS, CascadeAction, choose, plan_from
 
 N_ACTIONS = len(ACTIONS)
 

@@ -27,18 +27,19 @@ from tierroute_client import AsyncTierRouteClient
 
 from tests.fixtures import make_records, write_dataset
 from tests.helpers import Running, make_settings, running_server
-from tierroute.classifier import RouterModel
+from tierroute.api.security import hash_token
 from tierroute.errors import ConfigError, ModelLoadError
-from tierroute.features import classifier_text
-from tierroute.metrics import CASCADE_PLANS
+from tierroute.model.bundle import VALUE_FILE
+from tierroute.model.classifier import RouterModel
+from tierroute.model.registry import ModelRegistry
+from tierroute.observability.metrics import CASCADE_PLANS
+from tierroute.observability.names import ATTR_PLAN, SPAN_ROUTE
 from tierroute.providers.scripted import Reply, ScriptedProvider
-from tierroute.registry import ModelRegistry
-from tierroute.security import hash_token
+from tierroute.routing.features import classifier_text
+from tierroute.routing.plan import ACTIONS, CascadePlan
 from tierroute.settings import Settings
-from tierroute.telemetry import ATTR_PLAN, SPAN_ROUTE
 from tierroute.testing import StaticScorer
 from tierroute.v1 import tierroute_pb2 as pb
-from tierroute.value import ACTIONS, VALUE_FILE, CascadePlan
 
 CHEAP, MID, TOP = "claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-8"
 QUESTION = "What is the capital of France?"
@@ -439,7 +440,7 @@ class Trained:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     """Train a classifier bundle on 300 synthetic records (2 folds)."""
-    from tierroute.training.bundle import TrainOptions, train_bundle
+    from tierroute.offline.training.trainer import TrainOptions, train_bundle
 
     root = tmp_path_factory.mktemp("value-policy")
     records = make_records(300)
@@ -479,7 +480,7 @@ def value_bundle(
     action costs the same, so it plans `cheap+judge` for every text. `edit` updates the
     `cascade` section after it is written.
     """
-    from tierroute.training.value import fit_value_pipeline, write_value_model
+    from tierroute.offline.training.value_fit import fit_value_pipeline, write_value_model
 
     copy_bundle(trained.bundle, dest, version)
     prefix = int(read_json(dest / "metadata.json")["prefix_chars"])

@@ -11,9 +11,8 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from tierroute.policy import RiskThresholds
-from tierroute.status import MethodHandler, ServerInterceptor
-from tierroute.value import CascadePlan
+from tierroute.api import MethodHandler, ServerInterceptor
+from tierroute.routing import CascadePlan, RiskThresholds
 
 
 class StaticScorer:

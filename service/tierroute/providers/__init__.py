@@ -1,5 +1,18 @@
-"""Model providers behind one small Protocol; see `base`."""
+"""Model providers behind one small Protocol (`base`): Anthropic through the real SDK, the
+scripted test double, and the replay backend (`replay`: a local Messages API serving recorded
+answers). `backend` chooses between Anthropic and replay; `prompts` holds the judge and
+self-routing prompts every provider is sent.
+"""
 
+from tierroute.providers.backend import Backend, build_backend, uses_anthropic
 from tierroute.providers.base import Completion, Message, Provider, ToolSpec
 
-__all__ = ["Completion", "Message", "Provider", "ToolSpec"]
+__all__ = [
+    "Backend",
+    "Completion",
+    "Message",
+    "Provider",
+    "ToolSpec",
+    "build_backend",
+    "uses_anthropic",
+]

@@ -14,16 +14,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from tierroute.querylog.factory import open_store
 from tierroute.querylog.records import FeedbackRecord, HopRecord, QueryRecord, hash_query
 from tierroute.querylog.report import Report, ReportBuilder, summarize
 from tierroute.querylog.sqlite import SqliteStore
-from tierroute.querylog.store import (
-    QueryLogError,
-    Store,
-    StoreRejected,
-    StoreUnavailable,
-    open_store,
-)
+from tierroute.querylog.store import QueryLogError, Store, StoreRejected, StoreUnavailable
 from tierroute.querylog.writer import QueryLogWriter, WriterStats
 
 if TYPE_CHECKING:

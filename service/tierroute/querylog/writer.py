@@ -28,6 +28,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from tierroute.querylog.factory import open_store
 from tierroute.querylog.records import (
     FeedbackRecord,
     LogItem,
@@ -36,13 +37,7 @@ from tierroute.querylog.records import (
     item_to_line,
 )
 from tierroute.querylog.spool import Spool
-from tierroute.querylog.store import (
-    QueryLogError,
-    Store,
-    StoreRejected,
-    StoreUnavailable,
-    open_store,
-)
+from tierroute.querylog.store import QueryLogError, Store, StoreRejected, StoreUnavailable
 from tierroute.settings import QueryLogConfig
 
 logger = logging.getLogger(__name__)

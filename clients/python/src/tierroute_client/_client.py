@@ -14,7 +14,6 @@ from typing import Self, Unpack
 import grpc
 from grpc import aio
 
-from tierroute.v1 import tierroute_pb2_grpc as pb_grpc
 from tierroute_client._channel import ChannelOption, ChannelSpec, RetryPolicy, channel_spec
 from tierroute_client._errors import TierRouteClientError
 from tierroute_client._requests import (
@@ -26,6 +25,7 @@ from tierroute_client._requests import (
     route_request,
 )
 from tierroute_client._results import CascadeResult, RouteResult
+from tierroute_client.v1 import tierroute_pb2_grpc as pb_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 # Route calls no model and answers in milliseconds; Cascade waits for model calls,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Literal, TypedDict, TypeVar
 
-from tierroute.v1 import tierroute_pb2 as pb
+from tierroute_client.v1 import tierroute_pb2 as pb
 
 Role = Literal["system", "user", "assistant"]
 Strategy = Literal["heuristic", "classifier", "self_routing"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tierroute.v1 import tierroute_pb2 as pb
+from tierroute_client.v1 import tierroute_pb2 as pb
 
 
 def _enum_name(enum: Any, value: int, prefix: str, *, upper: bool = False) -> str:

@@ -1,0 +1,17 @@
+"""The gRPC edge: the server and its lifecycle, the servicer that translates protobuf to the
+core and back, health, TLS and bearer tokens, admission control, error-to-status mapping and
+the query-log records of each call. The only wing that imports grpc.
+"""
+
+from tierroute.api.health import tier_health_name
+from tierroute.api.server import TierRouteServer, serve
+from tierroute.api.status import MethodHandler, ServerInterceptor, status_for
+
+__all__ = [
+    "MethodHandler",
+    "ServerInterceptor",
+    "TierRouteServer",
+    "serve",
+    "status_for",
+    "tier_health_name",
+]

@@ -1,0 +1,290 @@
+"""Builds and runs the tierroute gRPC server: load -> warm up -> SERVING -> drain -> stop.
+
+`TierRouteServer` is the one factory that `tierroute serve` and the tests both use. Its
+collaborators (router model, provider, tracer provider) can be injected; by default they
+are built from the settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Mapping, Sequence
+
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+
+from tierroute import observability
+from tierroute.api.admission import AdmissionInterceptor
+from tierroute.api.health import SERVICE_NAME, BreakerHealthServicer
+from tierroute.api.security import AuthInterceptor, server_credentials
+from tierroute.api.servicer import TierRouterServicer
+from tierroute.api.status import ErrorMappingInterceptor, ServerInterceptor
+from tierroute.cascade import CascadeEngine
+from tierroute.errors import ConfigError
+from tierroute.model import Loader, ModelRegistry, ModelReloader, load_model, startup_model
+from tierroute.observability import Metrics
+from tierroute.providers import Backend, Provider, build_backend
+from tierroute.querylog import QueryLogWriter
+from tierroute.routing import Router, Scorer
+from tierroute.settings import Settings
+from tierroute.v1 import tierroute_pb2_grpc as pb_grpc
+
+logger = logging.getLogger(__name__)
+
+WARM_UP_QUERY = "warm-up: what is the capital of France?"
+
+
+class TierRouteServer:
+    """The gRPC server with its health, reflection and error-mapping wiring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        scorer: Scorer | None = None,
+        provider: Provider | None = None,
+        forward_fault_headers: bool = False,
+        environ: Mapping[str, str] | None = None,
+        interceptors: Sequence[ServerInterceptor] = (),
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+        querylog: QueryLogWriter | None = None,
+        model_loader: Loader = load_model,
+    ) -> None:
+        self.settings = settings
+        self._model_loader = model_loader
+        # An injected query-log writer is the caller's to start and close; a built one is ours.
+        self._querylog = querylog
+        self._own_querylog: QueryLogWriter | None = None
+        self._scorer = scorer
+        # No tracer provider means no tracing at all: not even the RPC span's overhead.
+        self._tracer_provider = tracer_provider
+        self._tracer = observability.get_tracer(tracer_provider)
+        self.metrics = Metrics(meter_provider, provider_name="anthropic")
+        # An injected provider is the caller's to close; a built backend is ours.
+        self._provider = provider
+        self._forward_faults = forward_fault_headers
+        self._environ = dict(environ) if environ is not None else {}
+        self._backend: Backend | None = None
+        self.engine: CascadeEngine | None = None
+        self._extra_interceptors = tuple(interceptors)
+        self._server: aio.Server | None = None
+        self._health = BreakerHealthServicer()
+        self.router: Router | None = None
+        # Hot reload and rollback of the router model (ReloadModel, RollbackModel, watcher).
+        self.models: ModelReloader | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self.port = 0
+        self.admission = AdmissionInterceptor(settings.server.max_in_flight)
+
+    async def start(self, host: str | None = None, port: int | None = None) -> int:
+        """Bind, load and warm the model, then report SERVING; returns the bound port."""
+        cfg = self.settings.server
+        # The registry's promoted version when a registry is configured, else model_dir.
+        registry = ModelRegistry.from_settings(self.settings)
+        initial = startup_model(self.settings, registry, self._scorer)
+        scorer = initial.scorer
+        self.router = Router(self.settings, scorer, tracer=self._tracer, metrics=self.metrics)
+        self.models = ModelReloader(
+            self.router,
+            len(self.settings.tiers),
+            registry=registry,
+            static_dir=self.settings.routing.model_dir,
+            initial=initial,
+            loader=self._model_loader,
+            coverage_sample_rate=self.settings.querylog.coverage_sample_rate,
+        )
+        # Load and warm before binding: a bad model fails start-up before any port opens.
+        self._warm_up(scorer)
+        server = aio.server(
+            # The RPC span first, so it wraps (and times) everything, refusals included;
+            # then admission (the cheapest refusal), then who is calling, then the rest.
+            interceptors=[
+                *self._tracing_interceptors(),
+                self.admission,
+                AuthInterceptor.from_settings(self.settings.auth),
+                *self._extra_interceptors,
+                ErrorMappingInterceptor(),
+            ],
+            options=[
+                ("grpc.max_receive_message_length", cfg.max_receive_message_bytes),
+                ("grpc.max_send_message_length", cfg.max_send_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+            maximum_concurrent_rpcs=cfg.max_concurrent_rpcs or None,
+        )
+        # Bind before starting the query log and the backend: a port in use fails start-up
+        # with nothing left running.
+        address = f"{host or cfg.host}:{cfg.port if port is None else port}"
+        credentials = server_credentials(self.settings.tls)
+        try:
+            if credentials is None:
+                self.port = server.add_insecure_port(address)
+            else:
+                self.port = server.add_secure_port(address, credentials)
+        except RuntimeError as exc:
+            await server.stop(None)
+            raise ConfigError(
+                f"cannot listen on {address}: the port is in use or the address is not local"
+            ) from exc
+        try:
+            if self._querylog is None and self.settings.querylog.enabled:
+                self._own_querylog = QueryLogWriter.from_config(self.settings.querylog)
+                await self._own_querylog.start()
+                self._querylog = self._own_querylog
+            provider, forward = self._provider, self._forward_faults
+            if provider is None:
+                self._backend = build_backend(self.settings, self._environ)
+                provider, forward = self._backend.provider, self._backend.forwards_fault_headers
+            # The engine applies each model's calibrated cascade section itself, per model
+            # version, so a hot reload brings its judge rates and speculative bound along.
+            self.engine = CascadeEngine(
+                self.settings,
+                self.router,
+                provider,
+                tracer=self._tracer,
+                metrics=self.metrics,
+            )
+            await self._health.follow(self.engine.breakers)
+            pb_grpc.add_TierRouterServicer_to_server(
+                TierRouterServicer(
+                    self.settings,
+                    self.router,
+                    self.engine,
+                    querylog=self._querylog,
+                    models=self.models,
+                    forward_fault_headers=forward,
+                ),
+                server,
+            )
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+            reflection.enable_server_reflection(
+                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            )
+            await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+            await server.start()
+        except BaseException:
+            # Nothing started here may outlive a failed start-up: port, writer, backend.
+            await self._abandon(server)
+            raise
+        self._server = server
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        poll_s = self.settings.routing.registry_poll_s
+        if registry is not None and poll_s > 0:
+            self._watcher = asyncio.create_task(
+                self.models.watch(poll_s), name="tierroute-model-watcher"
+            )
+        logger.info("serving on port %s (model %s)", self.port, self.router.model_version)
+        return self.port
+
+    async def _abandon(self, server: aio.Server) -> None:
+        await server.stop(None)
+        if self._own_querylog is not None:
+            await self._own_querylog.close(self.settings.querylog.close_timeout_s)
+            self._own_querylog = self._querylog = None
+        if self._backend is not None:
+            await self._backend.aclose()
+            self._backend = None
+
+    def _tracing_interceptors(self) -> list[ServerInterceptor]:
+        if self._tracer_provider is None:
+            return []
+        # Health probes and reflection would flood the trace store with empty traces.
+        untraced = filters.any_of(
+            filters.service_name(health.SERVICE_NAME),
+            filters.service_prefix("grpc.reflection."),
+        )
+        # The instrumentation package ships no type hints (see the mypy overrides).
+        interceptor: ServerInterceptor = aio_server_interceptor(  # type: ignore[no-untyped-call]
+            tracer_provider=self._tracer_provider, filter_=filters.negate(untraced)
+        )
+        return [interceptor]
+
+    def _warm_up(self, scorer: Scorer) -> None:
+        # The first onnxruntime run costs milliseconds; pay it before reporting SERVING.
+        warm = getattr(scorer, "warm_up", None)
+        if callable(warm):
+            warm()
+        else:
+            scorer.predict_proba(WARM_UP_QUERY)
+
+    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, status)
+
+    async def stop(self, grace_s: float | None = None, drain_s: float = 0.0) -> None:
+        """NOT_SERVING, refuse new calls, let calls in flight finish within the grace period.
+
+        With `drain_s`, the server keeps serving for that long after reporting NOT_SERVING,
+        so that health-checking clients and load balancers move their new calls elsewhere
+        before this replica stops accepting them.
+        """
+        if self._server is None:
+            return
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.wait([self._watcher])
+            self._watcher = None
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if drain_s > 0:
+            await asyncio.sleep(drain_s)
+        await self._health.close()
+        grace = self.settings.server.grace_period_s if grace_s is None else grace_s
+        await self._server.stop(grace)
+        self._server = None
+        # After the drain: every call in flight has submitted its record by now.
+        if self._own_querylog is not None:
+            await self._own_querylog.close(self.settings.querylog.close_timeout_s)
+            self._own_querylog = None
+        if self._backend is not None:
+            await self._backend.aclose()
+            self._backend = None
+
+    @property
+    def backend(self) -> Backend | None:
+        """The backend this server built (None when a provider was injected)."""
+        return self._backend
+
+    async def wait_for_termination(self) -> None:
+        """Block until the server stops."""
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+async def serve(
+    settings: Settings,
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    environ: Mapping[str, str],
+) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    tel = observability.setup(settings, environ)
+    try:
+        server = TierRouteServer(
+            settings,
+            environ=environ,
+            tracer_provider=tel.tracer_provider,
+            meter_provider=tel.meter_provider,
+        )
+        bound = await server.start(host, port)
+        print(f"tierroute serving on {host or settings.server.host}:{bound}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        logger.info(
+            "shutting down; drain %ss, grace period %ss",
+            settings.server.drain_delay_s,
+            settings.server.grace_period_s,
+        )
+        await server.stop(drain_s=settings.server.drain_delay_s)
+    finally:
+        # Flushing blocks on the exporter's network calls; keep the loop free meanwhile.
+        await asyncio.to_thread(tel.shutdown)

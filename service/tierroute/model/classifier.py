@@ -1,0 +1,238 @@
+"""The serving side of the router classifier: load a model bundle, validate it, predict.
+
+A bundle is a directory with `model.onnx` (TF-IDF + logistic regression exported by
+`tierroute.training`), `metadata.json` (version, label order, hashes, training figures) and
+`thresholds.json` (the calibrated risk limits). When `thresholds.json` sets
+`cascade.policy = "value"`, the bundle also holds the Cascade's expected-value model
+(`cascade.value.model`, `tierroute.value`). Loading checks every file and names the one at
+fault. This module needs onnxruntime and numpy only: scikit-learn never loads when serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tierroute.errors import ModelLoadError
+from tierroute.model.bundle import (
+    CASCADE_POLICIES,
+    METADATA_FILE,
+    MODEL_FILE,
+    POLICY_THRESHOLDS,
+    POLICY_VALUE,
+    THRESHOLDS_FILE,
+)
+from tierroute.model.onnx_session import ORT_LOAD_ERRORS, create_session
+from tierroute.model.value import ValueModel
+from tierroute.outcomes import file_sha256
+from tierroute.routing import CascadePlan, RiskThresholds, classifier_text
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+# Graph names fixed by the exporter; the loader checks them so a foreign model fails early.
+INPUT_NAME = "text"
+PROBA_OUTPUT = "probabilities"
+
+
+class RouterModel:
+    """A loaded router classifier: per-tier probabilities for a query, plus its thresholds."""
+
+    def __init__(
+        self,
+        session: Any,
+        *,
+        version: str,
+        labels: tuple[str, ...],
+        thresholds: RiskThresholds,
+        prefix_chars: int,
+        metadata: Mapping[str, Any],
+        calibration: Mapping[str, Any] | None = None,
+        cascade_thresholds: RiskThresholds | None = None,
+        value_model: ValueModel | None = None,
+    ) -> None:
+        self._session = session
+        self._outputs = [PROBA_OUTPUT]
+        self.version = version
+        self.labels = labels
+        self.thresholds = thresholds
+        self.prefix_chars = prefix_chars
+        self.metadata: dict[str, Any] = dict(metadata)
+        # The whole thresholds document: `tierroute calibrate` adds a `cascade` section.
+        self.calibration: dict[str, Any] = dict(calibration or {})
+        # Where Cascade starts, when calibrated apart from the Route thresholds.
+        self.cascade_thresholds = cascade_thresholds
+        # The Cascade's expected-value policy, when the bundle's policy is "value".
+        self.value_model = value_model
+
+    @classmethod
+    def load(cls, model_dir: Path, n_tiers: int) -> RouterModel:
+        """Load and validate the bundle in `model_dir` for `n_tiers` configured tiers.
+
+        Raises ModelLoadError naming the missing, corrupt or mismatched file.
+        """
+        metadata_path = model_dir / METADATA_FILE
+        metadata = _read_json(metadata_path)
+        version, labels, prefix_chars, onnx_sha = _check_metadata(metadata, metadata_path)
+        if len(labels) != n_tiers:
+            raise ModelLoadError(
+                f"{metadata_path}: the model predicts {len(labels)} tiers {list(labels)} "
+                f"but {n_tiers} tiers are configured"
+            )
+
+        model_path = model_dir / MODEL_FILE
+        if not model_path.is_file():
+            raise ModelLoadError(f"router model file not found: {model_path}")
+        actual_sha = file_sha256(model_path)
+        if actual_sha != onnx_sha:
+            raise ModelLoadError(
+                f"{model_path}: SHA-256 {actual_sha} does not match {onnx_sha} "
+                f"recorded in {metadata_path}"
+            )
+        try:
+            session = create_session(model_path.read_bytes())
+        except ORT_LOAD_ERRORS as exc:
+            raise ModelLoadError(f"{model_path}: onnxruntime cannot load it: {exc}") from exc
+        _check_signature(session, model_path, n_tiers)
+
+        thresholds_path = model_dir / THRESHOLDS_FILE
+        thresholds_doc = _read_json(thresholds_path)
+        try:
+            thresholds = RiskThresholds.from_json(thresholds_doc, n_tiers)
+        except (ModelLoadError, TypeError, ValueError) as exc:
+            raise ModelLoadError(f"{thresholds_path}: {exc}") from exc
+        cascade_section = thresholds_doc.get("cascade")
+        cascade_thresholds = None
+        if isinstance(cascade_section, dict) and "risk" in cascade_section:
+            try:
+                cascade_thresholds = RiskThresholds.from_json(cascade_section, n_tiers)
+            except (ModelLoadError, TypeError, ValueError) as exc:
+                raise ModelLoadError(f"{thresholds_path}: cascade: {exc}") from exc
+        if thresholds_doc.get("version") != version:
+            raise ModelLoadError(
+                f"{thresholds_path}: calibrated for model version "
+                f"{thresholds_doc.get('version')!r}, not {version!r} of {metadata_path}"
+            )
+        value_model = _load_policy(
+            model_dir, cascade_section, thresholds_path, n_tiers=n_tiers, prefix_chars=prefix_chars
+        )
+
+        logger.info("loaded router model %s from %s", version, model_dir)
+        return cls(
+            session,
+            version=version,
+            labels=labels,
+            thresholds=thresholds,
+            prefix_chars=prefix_chars,
+            metadata=metadata,
+            calibration=thresholds_doc,
+            cascade_thresholds=cascade_thresholds,
+            value_model=value_model,
+        )
+
+    def predict_proba(self, text: str) -> list[float]:
+        """Per-tier probabilities (label order) that each tier is the cheapest one needed."""
+        feed = {INPUT_NAME: np.array([[classifier_text(text, self.prefix_chars)]], dtype=object)}
+        (probs,) = self._session.run(self._outputs, feed)
+        result: list[float] = probs[0].tolist()
+        return result
+
+    def cascade_plan(self, text: str) -> CascadePlan | None:
+        """The value policy's plan for a Cascade of `text`, or None without a value model."""
+        if self.value_model is None:
+            return None
+        return self.value_model.plan(text)
+
+    def warm_up(self) -> None:
+        """Run the models once: the first run after loading is much slower than the rest."""
+        self.predict_proba("warm up the router model")
+        self.cascade_plan("warm up the value model")
+
+
+def _load_policy(
+    model_dir: Path,
+    section: Any,
+    thresholds_path: Path,
+    *,
+    n_tiers: int,
+    prefix_chars: int,
+) -> ValueModel | None:
+    """The value model when the thresholds file's `cascade.policy` is "value", else None."""
+    if (
+        not isinstance(section, dict)
+        or section.get("policy", POLICY_THRESHOLDS) == POLICY_THRESHOLDS
+    ):
+        return None
+    policy = section["policy"]
+    if policy != POLICY_VALUE:
+        raise ModelLoadError(
+            f"{thresholds_path}: cascade.policy {policy!r} is not one of {list(CASCADE_POLICIES)}"
+        )
+    value = section.get("value")
+    if not isinstance(value, dict):
+        raise ModelLoadError(
+            f"{thresholds_path}: cascade.policy is {POLICY_VALUE!r} but cascade.value is "
+            "missing or not an object"
+        )
+    # The value model reads the prompt prefix it was fitted on, recorded beside it.
+    prefix = value.get("prefix_chars", prefix_chars)
+    if isinstance(prefix, bool) or not isinstance(prefix, int) or prefix < 1:
+        raise ModelLoadError(
+            f"{thresholds_path}: cascade.value.prefix_chars must be an integer >= 1"
+        )
+    return ValueModel.load(
+        model_dir, value, n_tiers=n_tiers, prefix_chars=prefix, where=str(thresholds_path)
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ModelLoadError(f"router model file not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{path}: not readable JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path}: expected a JSON object")
+    return data
+
+
+def _check_metadata(
+    metadata: Mapping[str, Any], path: Path
+) -> tuple[str, tuple[str, ...], int, str]:
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise ModelLoadError(
+            f"{path}: format_version {metadata.get('format_version')!r} is not "
+            f"{FORMAT_VERSION}, the one this server reads"
+        )
+    version = metadata.get("model_version")
+    labels = metadata.get("labels")
+    prefix_chars = metadata.get("prefix_chars")
+    onnx_sha = metadata.get("onnx_sha256")
+    if not isinstance(version, str) or not version:
+        raise ModelLoadError(f"{path}: 'model_version' must be a non-empty string")
+    if not isinstance(labels, list) or not all(isinstance(v, str) for v in labels):
+        raise ModelLoadError(f"{path}: 'labels' must be a list of tier names")
+    if not isinstance(prefix_chars, int) or isinstance(prefix_chars, bool) or prefix_chars < 1:
+        raise ModelLoadError(f"{path}: 'prefix_chars' must be a positive integer")
+    if not isinstance(onnx_sha, str) or len(onnx_sha) != 64:
+        raise ModelLoadError(f"{path}: 'onnx_sha256' must be a SHA-256 hex digest")
+    return version, tuple(labels), prefix_chars, onnx_sha
+
+
+def _check_signature(session: Any, path: Path, n_tiers: int) -> None:
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = {o.name: o.shape for o in session.get_outputs()}
+    if inputs != [INPUT_NAME] or PROBA_OUTPUT not in outputs:
+        raise ModelLoadError(
+            f"{path}: expected input {INPUT_NAME!r} and output {PROBA_OUTPUT!r}, "
+            f"found inputs {inputs} and outputs {sorted(outputs)}"
+        )
+    width = outputs[PROBA_OUTPUT][-1]
+    if isinstance(width, int) and width != n_tiers:
+        raise ModelLoadError(f"{path}: outputs {width} probabilities, expected {n_tiers}")

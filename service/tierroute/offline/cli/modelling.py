@@ -1,0 +1,337 @@
+"""The `tierroute eval` and `tierroute calibrate` subcommands.
+
+Registering them imports nothing heavy: scikit-learn and matplotlib load only when a
+command runs, so the serving CLI can offer both without paying for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from tierroute.errors import ConfigError, ModelLoadError
+from tierroute.offline.cli.args import add_data_argument, add_folds_argument
+from tierroute.offline.training.calibrate import DEFAULT_MAX_COST_RATIO
+from tierroute.outcomes import default_data_path
+from tierroute.settings import RoutingConfig, Settings
+
+logger = logging.getLogger(__name__)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    add_data_argument(parser)
+    parser.add_argument("--limit", type=int, default=None, help="evaluate the first N records")
+    add_folds_argument(parser, what="cross-validation folds")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes (default 1: in-process)"
+    )
+    parser.add_argument(
+        "--prices",
+        type=Path,
+        default=None,
+        help="prices CSV of the shared data schema (default: prices.csv beside the data)",
+    )
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="model bundle of the shipped configuration (default: routing.model_dir)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of random routing (default 0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_eval_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `eval` on the main CLI's subparsers."""
+    parser = subparsers.add_parser(
+        "eval",
+        help="replay a recorded-outcome file through every strategy; write the frontier",
+        description="Answer every record of a recorded-outcome file with every routing "
+        "strategy through the server's router and cascade (replay backend, in-process, on "
+        "virtual time), score the answers, and write DIR/report.json and DIR/frontier.png.",
+    )
+    _common(parser)
+    parser.add_argument("--out", type=Path, required=True, help="directory to write into")
+    parser.set_defaults(func=run_eval)
+
+
+def add_calibrate_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """Register `calibrate` on the main CLI's subparsers."""
+    parser = subparsers.add_parser(
+        "calibrate",
+        help="search thresholds, judge sampling and speculation toward a target",
+        description="Search the classifier risk thresholds, the judge sample rate per query "
+        "type and the speculative bound with k-fold cross-validation, toward a quality floor "
+        "or a cost budget, and write a reviewable thresholds file plus a per-slice report. "
+        "A value ending in x is relative to always using the top tier (e.g. 0.3333x).",
+    )
+    _common(parser)
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument(
+        "--target-quality",
+        metavar="Q",
+        help="minimise cost with quality >= Q (0-1, or Qx times always-top's quality)",
+    )
+    target.add_argument(
+        "--max-cost-per-query",
+        metavar="C",
+        help="maximise quality with cost per query <= C USD (or Cx times always-top's cost)",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="thresholds file to write")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="per-slice error report to write (default: OUT with .slices.json)",
+    )
+    parser.add_argument(
+        "--speculation-cost-share",
+        type=float,
+        default=None,
+        help="most extra cost speculation may add, as a share (default 0.02)",
+    )
+    parser.add_argument(
+        "--policy",
+        choices=("value", "thresholds"),
+        default="value",
+        help="what decides a Cascade's start tier and judging: 'value' fits the value model "
+        "(value.onnx, written beside --out) and searches its price of a correct answer; "
+        "'thresholds' ships risk thresholds and judge sampling rates only (default: value)",
+    )
+    parser.set_defaults(func=run_calibrate)
+
+
+def _options(args: argparse.Namespace, **extra: Any) -> Any:
+    from tierroute.offline.evaluation.pipeline import Options
+
+    if args.folds < 2:
+        raise ConfigError("--folds must be at least 2")
+    if args.workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError("--limit must be positive")
+    return Options(
+        folds=args.folds,
+        workers=args.workers,
+        seed=args.seed,
+        limit=args.limit,
+        prices=args.prices,
+        model_dir=args.model_dir,
+        **extra,
+    )
+
+
+def _progress(quiet: bool, desc: str) -> Callable[[int], Callable[[int], None]] | None:
+    if quiet:
+        return None
+
+    def start(total: int) -> Callable[[int], None]:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=desc, unit="answer", file=sys.stderr, smoothing=0.1)
+
+        def update(n: int) -> None:
+            bar.update(n)
+            if bar.n >= total:
+                bar.close()
+
+        return update
+
+    return start
+
+
+def _quiet_cascade_log() -> None:
+    # The cascade logs one INFO line per request; over a whole file that is noise.
+    logging.getLogger("tierroute.cascade").setLevel(logging.WARNING)
+
+
+def run_eval(args: argparse.Namespace, settings: Settings, environ: Mapping[str, str]) -> int:
+    """Run `tierroute eval`; 0 on success, 2 when the input cannot work."""
+    from tierroute.offline.evaluation.pipeline import evaluate
+
+    _quiet_cascade_log()
+    started = time.perf_counter()
+    data = args.data or default_data_path(environ)
+    try:
+        report = evaluate(
+            data,
+            args.out,
+            settings,
+            _options(args),
+            progress=_progress(args.quiet, "eval"),
+        )
+    except (ConfigError, ModelLoadError) as exc:
+        print(f"tierroute eval: error: {exc}", file=sys.stderr)
+        return 2
+    elapsed = time.perf_counter() - started
+    print(_summary(report), file=sys.stderr)
+    print(f"wrote {args.out}/report.json and frontier.png in {elapsed:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _summary(report: dict[str, Any]) -> str:
+    lines = [f"{'strategy':22} {'quality':>8} {'$/query':>10} {'x top':>7} {'p95 ms':>8}"]
+    for name, s in report["strategies"].items():
+        ratio = s.get("cost_ratio_vs_always_expensive")
+        lines.append(
+            f"{name:22} {s['quality']:8.4f} {s['cost_per_query_usd']:10.6f} "
+            f"{ratio if ratio is not None else float('nan'):7.3f} {s['p95_latency_ms']:8.0f}"
+        )
+    goal = report.get("goal")
+    if goal:
+        lines.append(
+            f"goal ({goal['statement']}) on {goal['strategy']}: "
+            f"{'met' if goal['met'] else 'not met'} (quality "
+            f"{goal['quality_diff_vs_always_expensive']:+.4f}, SE "
+            f"{goal.get('quality_diff_se') or 0:.4f}, cost "
+            f"{goal['cost_ratio_vs_always_expensive']:.3f} x)"
+        )
+    return "\n".join(lines)
+
+
+def run_calibrate(args: argparse.Namespace, settings: Settings, environ: Mapping[str, str]) -> int:
+    """Run `tierroute calibrate`; 0 on success, 2 when the input or target cannot work."""
+    from tierroute.offline.evaluation.calibration import CalibrationTarget
+    from tierroute.offline.evaluation.pipeline import calibrate
+
+    _quiet_cascade_log()
+    started = time.perf_counter()
+    data = args.data or default_data_path(environ)
+    try:
+        if args.target_quality is not None:
+            target = CalibrationTarget.parse("min_quality", args.target_quality)
+        else:
+            target = CalibrationTarget.parse("max_cost_per_query", args.max_cost_per_query)
+        extra = {}
+        if args.speculation_cost_share is not None:
+            if not 0 <= args.speculation_cost_share <= 1:
+                raise ConfigError("--speculation-cost-share must be within [0, 1]")
+            extra["speculation_cost_share"] = args.speculation_cost_share
+        extra["policy"] = args.policy
+        report_path = args.report or args.out.with_name(f"{args.out.stem}.slices.json")
+        result = calibrate(
+            data,
+            args.out,
+            settings,
+            target,
+            _options(args, **extra),
+            report_path=report_path,
+            progress=_progress(args.quiet, "calibrate"),
+        )
+    except (ConfigError, ModelLoadError) as exc:
+        print(f"tierroute calibrate: error: {exc}", file=sys.stderr)
+        return 2
+    doc = result.thresholds
+    held = doc["calibration"]["held_out"]
+    print(
+        f"wrote {args.out} and {report_path} in {time.perf_counter() - started:.1f} s\n"
+        f"route risk {doc['risk']}, cascade "
+        f"{ {k: v for k, v in doc['cascade'].items() if k != 'value'} } "
+        f"({target.statement()})\n"
+        f"held out: quality {held['quality']:.4f} "
+        f"({held['quality_vs_always_expensive']:+.4f} vs always-expensive), cost "
+        f"{held['cost_ratio_vs_always_expensive']:.3f} x always-expensive",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """The training options, shared by `tierroute train` and `model_export/build.py`."""
+    add_data_argument(parser)
+    parser.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    add_folds_argument(parser, what="cross-validation folds")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument(
+        "--max-cost-ratio",
+        type=float,
+        default=None,
+        metavar="R",
+        help="calibration target: maximise quality with average cost <= R x always-top-tier "
+        "(default 1/3)",
+    )
+    target.add_argument(
+        "--target-quality",
+        type=float,
+        default=None,
+        metavar="Q",
+        help="calibration target instead: minimise cost with quality >= Q x always-top-tier",
+    )
+    parser.add_argument(
+        "--none-label",
+        choices=("cheap", "drop"),
+        default="cheap",
+        help="records no tier got right: train them as cheap (default) or drop them",
+    )
+    parser.add_argument(
+        "--prefix-chars",
+        type=int,
+        default=RoutingConfig().featurize_prefix_chars,
+        help="characters of each prompt the classifier reads (default %(default)s)",
+    )
+    parser.add_argument(
+        "--no-compare",
+        action="store_true",
+        help="skip cross-validating the other none-label policy for the report",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_train_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `train` on the main CLI's subparsers."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train, calibrate and export a router model bundle",
+        description="Train the router classifier on a recorded-outcome file, calibrate its "
+        "thresholds by cross-validation, export it to ONNX and verify parity.",
+    )
+    add_train_arguments(parser)
+    parser.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace, settings: Settings, environ: Mapping[str, str]) -> int:
+    """Run a training from parsed arguments; 0 on success, 2 when the input cannot work."""
+    from tierroute.offline.training.calibrate import Target
+    from tierroute.offline.training.trainer import TrainOptions, train_bundle
+
+    data_path: Path = args.data or default_data_path(environ)
+    started = time.perf_counter()
+    try:
+        if args.target_quality is not None:
+            target = Target("min_quality_ratio", args.target_quality)
+        else:
+            ratio = args.max_cost_ratio
+            target = Target("max_cost_ratio", DEFAULT_MAX_COST_RATIO if ratio is None else ratio)
+        if args.prefix_chars < 1:
+            raise ConfigError("--prefix-chars must be positive")
+        options = TrainOptions(
+            folds=args.folds,
+            target=target,
+            none_label=args.none_label,
+            prefix_chars=args.prefix_chars,
+            compare_none_labels=not args.no_compare,
+            progress=not args.quiet,
+        )
+        result = train_bundle(data_path, args.out, options)
+    except (ConfigError, ModelLoadError) as exc:
+        print(f"tierroute train: error: {exc}", file=sys.stderr)
+        return 2
+    cv = result.metadata["cv"]
+    honest = cv["calibrated_cross_fitted"]
+    print(
+        f"wrote {result.metadata['model_version']} to {args.out} in "
+        f"{time.perf_counter() - started:.1f} s\n"
+        f"thresholds {cv['risk']} ({cv['target']['statement']})\n"
+        f"cross-fitted: quality {honest['quality']:.4f} "
+        f"({honest['quality_vs_top']:.3f} x top), cost {honest['cost_vs_top']:.3f} x top, "
+        f"mix {honest['mix']}",
+        file=sys.stderr,
+    )
+    return 0

@@ -1,0 +1,244 @@
+"""What the evaluation harness knows about a recorded-outcome file, with no ground truth in it.
+
+`load_eval_data` keeps, per record, the id, task, prompt, query type and duplicate group;
+the replay store keeps the recorded answers (it copies no ground truth either). Scoring
+reads the truth separately (`tierroute.evaluation.scoring`), after the strategies answered.
+
+Tier prices for the report are the recorded trio's: `prices.csv` beside the data file (or
+one named explicitly), else fitted from each record's recorded cost and token counts.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tierroute.errors import ConfigError
+from tierroute.outcomes import TIER_KEYS, file_sha256, iter_records, trio_key
+from tierroute.providers.replay.recorded import ReplayStore
+from tierroute.routing import query_type
+from tierroute.settings import Settings, TierConfig
+
+logger = logging.getLogger(__name__)
+
+PRICES_FILE = "prices.csv"
+
+
+@dataclass(frozen=True)
+class EvalRecord:
+    """One prompt to answer, and which recorded record the replay backend answers it from."""
+
+    id: str
+    task: str
+    prompt: str
+    # The judge sampler's stratum, as the cascade computes it from the query text.
+    query_type: str
+    # Records sharing a group (MMLU-Pro duplicates) share a cross-validation fold.
+    group: str
+    # The replay store keeps the first record of a prompt recorded twice; that record's
+    # answers are the ones served, so scoring looks its outcomes up.
+    replay_id: str
+    # The served record's recorded models playing cheap, mid and expensive (the key names
+    # differ between sources, e.g. "gpt4o" and "gpt-4o-2024-05-13").
+    models: tuple[str, ...]
+
+    def model_for(self, tier_index: int, n_tiers: int) -> str:
+        """The recorded model whose answer the replay backend serves for tier `tier_index`."""
+        return self.models[TIER_KEYS.index(trio_key(tier_index, n_tiers))]
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """USD per million input and output tokens for each trio key, and where they came from."""
+
+    usd_per_mtok: Mapping[str, tuple[float, float]]
+    source: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """For the report."""
+        return {
+            "source": self.source,
+            "usd_per_mtok": {
+                key: {"input": round(p[0], 6), "output": round(p[1], 6)}
+                for key, p in self.usd_per_mtok.items()
+            },
+        }
+
+
+@dataclass(frozen=True)
+class EvalData:
+    """A recorded-outcome file as the harness sees it."""
+
+    path: Path
+    sha256: str
+    records: tuple[EvalRecord, ...]
+    # Trio key ("cheap", "mid", "expensive") -> the name its tier is shown under (the most
+    # common recorded model key playing it).
+    trio: Mapping[str, str]
+    pricing: Pricing
+    # Only the first `limit` records of the file are evaluated (None: all).
+    limit: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def tasks(self) -> list[str]:
+        """The tasks present, sorted."""
+        return sorted({r.task for r in self.records})
+
+
+def load_eval_data(path: Path, *, prices: Path | None = None, limit: int | None = None) -> EvalData:
+    """Read `path` (the first `limit` records) into an EvalData; no ground truth is kept."""
+    raw = _read(path, limit)
+    store = ReplayStore(raw)
+    records = []
+    for position, record in enumerate(raw):
+        prompt = record["prompt"]
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ConfigError(f"{path}: record {position} has no prompt text")
+        record_id = str(record.get("id") or f"#{position}")
+        served = store.lookup(prompt)
+        assert served is not None  # the store indexed this very prompt
+        records.append(
+            EvalRecord(
+                id=record_id,
+                task=str(record.get("task") or "all"),
+                prompt=prompt,
+                query_type=query_type(prompt),
+                group=str(record.get("dup_group") or record_id),
+                replay_id=served.id,
+                models=tuple(served.trio[key] for key in TIER_KEYS),
+            )
+        )
+    ids = [r.id for r in records]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{path}: record ids must be unique")
+    return EvalData(
+        path=path,
+        sha256=file_sha256(path),
+        records=tuple(records),
+        trio=_trio_labels(records),
+        pricing=load_pricing(raw, prices if prices is not None else path.parent / PRICES_FILE),
+        limit=limit,
+    )
+
+
+def load_store(path: Path, limit: int | None = None) -> ReplayStore:
+    """The replay store of the same records `load_eval_data` reads."""
+    return ReplayStore(_read(path, limit))
+
+
+def _read(path: Path, limit: int | None) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    for record in iter_records(path):
+        if limit is not None and len(records) >= limit:
+            break
+        records.append(record)
+    if not records:
+        raise ConfigError(f"{path}: no records to evaluate")
+    return records
+
+
+def _trio_labels(records: Sequence[EvalRecord]) -> dict[str, str]:
+    labels = {}
+    for position, key in enumerate(TIER_KEYS):
+        counts = Counter(r.models[position] for r in records)
+        labels[key] = min(counts, key=lambda m: (-counts[m], m))
+    return labels
+
+
+def _trio_models(raw: Sequence[Mapping[str, Any]], key: str) -> list[str]:
+    models = []
+    for record in raw:
+        trio = record.get("tiers")
+        if not isinstance(trio, Mapping) or not isinstance(trio.get(key), str):
+            raise ConfigError(f"record {record.get('id')!r}: 'tiers' must name a {key} model")
+        models.append(str(trio[key]))
+    return models
+
+
+def load_pricing(raw: Sequence[Mapping[str, Any]], prices: Path) -> Pricing:
+    """Each trio key's price: from `prices` when it prices every model playing the key,
+    else fitted from the records' recorded cost and token counts.
+
+    The models playing one key must share a price (they do in the shared data: the same
+    model under two source names), since one tier has one price.
+    """
+    table = _read_prices(prices) if prices.is_file() else {}
+    out: dict[str, tuple[float, float]] = {}
+    sources = set()
+    for key in TIER_KEYS:
+        models = sorted(set(_trio_models(raw, key)))
+        if table and all(m in table for m in models):
+            found = {table[m] for m in models}
+            sources.add(prices.name)
+        else:
+            if table:
+                logger.warning("%s does not price every %s model; fitting", prices, key)
+            found = {_fit_price(raw, key)}
+            sources.add("fitted: recorded cost_usd against input and output tokens")
+        if len(found) != 1:
+            raise ConfigError(f"the models playing {key} ({models}) have different prices")
+        out[key] = found.pop()
+    return Pricing(out, " + ".join(sorted(sources)))
+
+
+def _read_prices(path: Path) -> dict[str, tuple[float, float]]:
+    table: dict[str, tuple[float, float]] = {}
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                price = (
+                    float(row["usd_per_1m_input_tokens"]),
+                    float(row["usd_per_1m_output_tokens"]),
+                )
+                for name in (row.get("source_model_name"), row.get("canonical_model")):
+                    if name:
+                        table.setdefault(name, price)
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"{path}: not a prices file of the shared data schema ({exc})") from exc
+    return table
+
+
+def _fit_price(raw: Sequence[Mapping[str, Any]], key: str) -> tuple[float, float]:
+    rows, costs = [], []
+    for record in raw:
+        outcome = record["models"].get(record["tiers"][key])
+        if outcome and outcome.get("cost_usd") is not None:
+            rows.append([float(outcome["input_tokens"]), float(outcome["output_tokens"])])
+            costs.append(float(outcome["cost_usd"]))
+    if len(rows) < 2:
+        raise ConfigError(f"cannot price the {key} tier: too few records with cost and tokens")
+    solution, *_ = np.linalg.lstsq(np.array(rows), np.array(costs), rcond=None)
+    usd_in, usd_out = (max(float(v) * 1e6, 0.0) for v in solution)
+    return usd_in, usd_out
+
+
+def eval_tiers(settings: Settings, data: EvalData) -> tuple[TierConfig, ...]:
+    """The configured tiers, played and priced by the recorded models that answer for them.
+
+    The replay backend maps tier positions to trio keys the same way (`trio_key`), so each
+    tier is priced as the model whose recorded answers it serves.
+    """
+    n = len(settings.tiers)
+    tiers = []
+    for index, tier in enumerate(settings.tiers):
+        key = trio_key(index, n)
+        price_in, price_out = data.pricing.usd_per_mtok[key]
+        tiers.append(
+            TierConfig(
+                name=tier.name,
+                model=data.trio[key],
+                input_usd_per_mtok=price_in,
+                output_usd_per_mtok=price_out,
+                context_window=tier.context_window,
+            )
+        )
+    return tuple(tiers)

@@ -1,0 +1,266 @@
+"""The evaluation harness: every record through the server's own Router and CascadeEngine.
+
+Each strategy is a `RunPlan` (settings, classifier scorer, routing strategy and rule, and
+the Cascade request's knobs) per cross-validation fold, plus optional forced start tiers per
+record. The harness answers each record with `CascadeEngine.run` over a `ReplayProvider`
+(the replay server's engine, in-process) on a virtual-time event loop, so the latency
+model's waits take no real time and latency figures are simulated seconds: parallel
+(speculative) calls overlap, sequential hops add up.
+
+Nothing here reads ground truth: outcomes record which tier and recorded model produced the
+final answer and what it cost; `tierroute.evaluation.scoring` scores them afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Any
+
+from tierroute.cascade import (
+    CascadeEngine,
+    CascadeQuery,
+    CascadeResult,
+    JudgeMode,
+    SpeculationMode,
+)
+from tierroute.offline.evaluation.eval_data import EvalData, load_store
+from tierroute.offline.evaluation.vclock import VirtualTimeLoop
+from tierroute.providers.replay.messages import ReplayEngine
+from tierroute.providers.replay.provider import ReplayProvider
+from tierroute.providers.replay.recorded import ReplayStore
+from tierroute.routing import RouteQuery, Router, Scorer
+from tierroute.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# Records per unit of work: large enough to amortise building an engine, small enough to
+# keep both cores busy to the end and the progress bar moving.
+CHUNK = 400
+ALL_FOLDS = -1
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """How a strategy asks the cascade engine to answer the records of one fold."""
+
+    settings: Settings
+    scorer: Scorer | None = None
+    route_strategy: str = "heuristic"
+    rule: str = "calibrated"
+    # Forced start tier for every record (the always-one-tier strategies).
+    start_tier: str | None = None
+    self_routing: bool = False
+    judge_mode: JudgeMode = "default"
+    speculation: SpeculationMode = "default"
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A named way of answering: one plan for every record, or one plan per fold."""
+
+    name: str
+    description: str
+    plans: tuple[RunPlan, ...]
+    # Forced start tier per record id (oracle, random routing); overrides the plan's.
+    start_tiers: Mapping[str, str] | None = None
+    # Whether plans are per fold (models and thresholds that never saw the fold).
+    per_fold: bool = False
+
+    def plan(self, fold: int) -> RunPlan:
+        """The plan for records of `fold`."""
+        return self.plans[fold] if self.per_fold else self.plans[0]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one strategy answered one record; no answer text and no ground truth."""
+
+    record_id: str
+    start_tier: int
+    final_tier: int
+    cost_usd: float
+    judge_cost_usd: float
+    latency_ms: float
+    escalated: bool
+    judged: bool
+    judge_status: str
+    degraded: bool
+    truncated: bool
+    calls: int
+
+
+def outcome_of(record_id: str, result: CascadeResult) -> Outcome:
+    """Summarise a cascade result for scoring."""
+    hops = result.hops
+    final = [
+        h for h in hops if h.role == "answer" and h.outcome == "ok" and h.tier == result.tier.name
+    ]
+    return Outcome(
+        record_id=record_id,
+        start_tier=result.start_tier_index,
+        final_tier=result.tier_index,
+        cost_usd=result.total_cost_usd,
+        judge_cost_usd=sum(h.cost_usd for h in hops if h.role == "judge"),
+        latency_ms=result.total_latency_ms,
+        escalated=result.escalated,
+        judged=any(h.role == "judge" and h.outcome == "ok" for h in hops),
+        judge_status=result.judge_status,
+        degraded=result.degraded,
+        truncated=bool(final) and final[-1].stop_reason == "max_tokens",
+        calls=sum(1 for h in hops if h.outcome in ("ok", "error")),
+    )
+
+
+@dataclass(frozen=True)
+class _Unit:
+    strategy: int
+    fold: int
+    indices: tuple[int, ...]
+
+
+@dataclass
+class _State:
+    data: EvalData
+    strategies: Sequence[Strategy]
+    seed: int
+    store: ReplayStore | None = None
+
+    def replay_store(self) -> ReplayStore:
+        if self.store is None:
+            self.store = load_store(self.data.path, self.data.limit)
+        return self.store
+
+
+def _units(
+    data: EvalData, strategies: Sequence[Strategy], folds: Mapping[str, int] | None
+) -> list[_Unit]:
+    units = []
+    for s, strategy in enumerate(strategies):
+        groups: dict[int, list[int]] = {}
+        for i, record in enumerate(data.records):
+            fold = ALL_FOLDS
+            if strategy.per_fold:
+                if folds is None:
+                    raise ValueError(f"strategy {strategy.name} needs cross-validation folds")
+                fold = folds[record.id]
+            groups.setdefault(fold, []).append(i)
+        for fold, indices in sorted(groups.items()):
+            for start in range(0, len(indices), CHUNK):
+                units.append(_Unit(s, fold, tuple(indices[start : start + CHUNK])))
+    return units
+
+
+def _run_unit(state: _State, unit: _Unit) -> list[Outcome]:
+    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+        return runner.run(_answer(state, unit))
+
+
+async def _answer(state: _State, unit: _Unit) -> list[Outcome]:
+    strategy = state.strategies[unit.strategy]
+    plan = strategy.plan(unit.fold)
+    settings = plan.settings
+    loop = asyncio.get_running_loop()
+    replay = ReplayEngine(state.replay_store(), settings.tiers, settings.replay)
+    engine = CascadeEngine(
+        settings,
+        Router(settings, plan.scorer),
+        ReplayProvider(replay),
+        rng_seed=state.seed,
+        # The loop's clock is virtual: deadlines and latencies are in simulated seconds.
+        clock=loop.time,
+    )
+    forced = strategy.start_tiers or {}
+    outcomes = []
+    for index in unit.indices:
+        record = state.data.records[index]
+        query = CascadeQuery(
+            route=RouteQuery(
+                text=record.prompt,
+                strategy=plan.route_strategy,
+                rule=plan.rule,
+                # The record id makes judge sampling reproducible run to run.
+                request_id=record.id,
+            ),
+            start_tier=forced.get(record.id, plan.start_tier),
+            self_routing=plan.self_routing,
+            judge_mode=plan.judge_mode,
+            speculation=plan.speculation,
+        )
+        result = await engine.run(query, deadline_s=None)
+        outcomes.append(outcome_of(record.id, result))
+    return outcomes
+
+
+_WORKER_STATE: _State | None = None
+
+
+def _init_worker(data: EvalData, strategies: Sequence[Strategy], seed: int) -> None:
+    # A process pool's initializer can only hand state to later tasks through a global.
+    global _WORKER_STATE  # noqa: PLW0603
+    logging.getLogger("tierroute.cascade").setLevel(logging.WARNING)
+    _WORKER_STATE = _State(data, strategies, seed)
+
+
+def _run_in_worker(unit: _Unit) -> list[Outcome]:
+    assert _WORKER_STATE is not None  # set by _init_worker
+    return _run_unit(_WORKER_STATE, unit)
+
+
+def run_strategies(
+    data: EvalData,
+    strategies: Sequence[Strategy],
+    *,
+    folds: Mapping[str, int] | None = None,
+    workers: int = 1,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+    store: ReplayStore | None = None,
+) -> dict[str, tuple[Outcome, ...]]:
+    """Answer every record with every strategy; outcomes in record order, per strategy.
+
+    `folds` maps record ids to cross-validation folds (needed by per-fold strategies);
+    `progress` is called with the number of records just finished. The result does not
+    depend on `workers`.
+    """
+    names = [s.name for s in strategies]
+    if len(set(names)) != len(names):
+        raise ValueError(f"strategy names must be unique: {names}")
+    units = _units(data, strategies, folds)
+    results: dict[tuple[int, int], Outcome] = {}
+
+    def collect(unit: _Unit, outcomes: list[Outcome]) -> None:
+        for index, outcome in zip(unit.indices, outcomes, strict=True):
+            results[(unit.strategy, index)] = outcome
+        if progress is not None:
+            progress(len(unit.indices))
+
+    if workers <= 1:
+        state = _State(data, strategies, seed, store=store)
+        for unit in units:
+            collect(unit, _run_unit(state, unit))
+    else:
+        # spawn, not fork: the parent may hold BLAS or tqdm threads a fork would copy mid-lock.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(data, tuple(strategies), seed),
+        ) as pool:
+            futures = {pool.submit(_run_in_worker, unit): unit for unit in units}
+            for future in as_completed(futures):
+                collect(futures[future], future.result())
+    return {
+        strategy.name: tuple(results[(s, i)] for i in range(len(data.records)))
+        for s, strategy in enumerate(strategies)
+    }
+
+
+def describe(strategies: Sequence[Strategy]) -> dict[str, Any]:
+    """Strategy name -> its one-line description, for the report."""
+    return {s.name: s.description for s in strategies}

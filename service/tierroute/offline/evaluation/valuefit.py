@@ -1,0 +1,99 @@
+"""The value policy's training step inside calibration and evaluation: out-of-fold estimates.
+
+Training rows are the calibration tables (what the cascade engine did per record under each
+fixed setting, scored): per action of `tierroute.value.ACTIONS`, whether the final answer
+was correct and what it cost. Like the classifier's, every record's estimates come from a
+model fitted on the other folds only (the same folds), so no record is routed by a model
+that saw its outcome. This reads ground truth (through the tables), as training does.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.pipeline import Pipeline
+
+from tierroute.offline.evaluation.eval_data import EvalData
+from tierroute.offline.training.value_fit import fit_value_pipeline, predict
+from tierroute.routing import classifier_text
+
+logger = logging.getLogger(__name__)
+
+Estimates = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
+
+
+def action_targets(
+    quality: npt.NDArray[np.float64],
+    cost: npt.NDArray[np.float64],
+    columns: npt.NDArray[np.int64] | Sequence[int],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Per-action training targets: the tables' columns that play each action, serially."""
+    index = [int(c) for c in columns]
+    return quality[:, index], cost[:, index]
+
+
+def featurised(data: EvalData, prefix_chars: int) -> list[str]:
+    """The classifier's text of every record, in record order."""
+    return [classifier_text(r.prompt, prefix_chars) for r in data.records]
+
+
+def _fit_and_estimate(
+    texts: list[str],
+    quality: npt.NDArray[np.float64],
+    cost: npt.NDArray[np.float64],
+    held_out: list[str],
+    hyper: Mapping[str, Any],
+) -> Estimates:
+    pipeline = fit_value_pipeline(texts, quality, cost, **hyper)
+    return predict(pipeline, held_out)
+
+
+def out_of_fold(
+    texts: Sequence[str],
+    quality: npt.NDArray[np.float64],
+    cost: npt.NDArray[np.float64],
+    folds: npt.NDArray[np.int64],
+    workers: int = 1,
+    **hyper: Any,
+) -> Estimates:
+    """Per-action P(correct) and cost for every row, from the model fitted without its fold.
+
+    `hyper` goes to `fit_value_pipeline` (quality_c, max_features) for model selection.
+    """
+    n_folds = int(folds.max()) + 1
+    jobs = []
+    for fold in range(n_folds):
+        held_out = folds == fold
+        train = [t for t, h in zip(texts, held_out, strict=True) if not h]
+        test = [t for t, h in zip(texts, held_out, strict=True) if h]
+        jobs.append((held_out, (train, quality[~held_out], cost[~held_out], test, hyper)))
+    p = np.zeros(quality.shape, dtype=np.float64)
+    c = np.zeros(cost.shape, dtype=np.float64)
+    logger.info("value model: fitting %s fold models on %s records", n_folds, len(texts))
+    if workers <= 1:
+        for held_out, args in jobs:
+            p[held_out], c[held_out] = _fit_and_estimate(*args)
+        return p, c
+    # spawn, not fork: a fork would copy the parent's BLAS threads mid-lock.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, n_folds), mp_context=context) as pool:
+        futures = [(held_out, pool.submit(_fit_and_estimate, *args)) for held_out, args in jobs]
+        for held_out, future in futures:
+            p[held_out], c[held_out] = future.result()
+    return p, c
+
+
+def fit_all(
+    texts: Sequence[str], quality: npt.NDArray[np.float64], cost: npt.NDArray[np.float64]
+) -> Pipeline:
+    """The model that ships: fitted on every row."""
+    return fit_value_pipeline(texts, quality, cost)
+
+
+__all__ = ["Estimates", "action_targets", "featurised", "fit_all", "out_of_fold"]

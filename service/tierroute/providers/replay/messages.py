@@ -1,0 +1,489 @@
+"""The replay backend's transport-free core: one Messages API request in, one reply out.
+
+Requests are matched to recorded prompts through the question the cascade sends (alone,
+or inside `<question>` tags), and answered with what the recorded model for the
+requested tier said. Judge verdicts come from the judging model's own recorded answer;
+the rules for verdicts, self-assessments and unknown prompts are in docs/replay.md.
+The HTTP layer (`tierroute.replay.server`) only moves bytes and waits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from tierroute.errors import ConfigError
+from tierroute.providers.prompts import (
+    JUDGE_TOOL,
+    SELF_ROUTING_INSTRUCTION,
+    extract_candidate,
+    extract_question,
+)
+from tierroute.providers.replay.answers import answers_agree, estimate_tokens, extract_answer
+from tierroute.providers.replay.faults import FaultPlan, FaultSpec
+from tierroute.providers.replay.latency import LatencyModel
+from tierroute.providers.replay.recorded import TRIOS, ReplayRecord, ReplayStore
+from tierroute.settings import ReplayConfig, TierConfig
+
+logger = logging.getLogger(__name__)
+
+MESSAGES_PATH = "/v1/messages"
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
+# Output tokens of the tool-call envelope around a verdict's JSON.
+_TOOL_CALL_OVERHEAD_TOKENS = 12
+# Self-assessment: phrases that make the replayed model sound less sure of itself.
+_HEDGES = (
+    "not sure",
+    "unsure",
+    "uncertain",
+    "unclear",
+    "i think",
+    "perhaps",
+    "possibly",
+    "might be",
+    "may be",
+    "probably",
+    "approximately",
+    "cannot determine",
+    "can't determine",
+    "assume",
+    "guess",
+    "it seems",
+)
+_LONG_REASONING_TOKENS = 700
+_STATUS_ERRORS: Mapping[str, tuple[int, str, str]] = {
+    "429": (429, "rate_limit_error", "Number of requests has exceeded your rate limit."),
+    "spend_limit": (
+        429,
+        "rate_limit_error",
+        "You have reached your specified workspace API usage limits (spend limit).",
+    ),
+    "529": (529, "overloaded_error", "Overloaded"),
+    "500": (500, "api_error", "Internal server error"),
+    "400": (400, "invalid_request_error", "Invalid request (injected fault)."),
+    "401": (401, "authentication_error", "invalid x-api-key"),
+    "403": (403, "permission_error", "Your API key does not have permission to use this."),
+    "404": (404, "not_found_error", "Not found (injected fault)."),
+    "413": (413, "request_too_large", "Request exceeds the maximum allowed size."),
+}
+
+Action = Literal["respond", "drop", "hold"]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the HTTP layer should do: wait `delay_s`, then respond, drop or hold."""
+
+    status: int
+    body: Mapping[str, Any] | None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+    action: Action = "respond"
+    # For statistics and logs: answer, judge, self_routing, count_tokens, error or fault.
+    kind: str = "answer"
+
+
+class _BadRequest(ValueError):
+    """A request the Messages API would refuse with 400."""
+
+
+@dataclass(frozen=True)
+class _Request:
+    model: str
+    max_tokens: int
+    system: str
+    turns: tuple[tuple[str, str], ...]
+    tools: tuple[Mapping[str, Any], ...]
+    stream: bool
+
+    @property
+    def last_user_text(self) -> str:
+        for role, text in reversed(self.turns):
+            if role == "user":
+                return text
+        return ""
+
+    @property
+    def prompt_text(self) -> str:
+        """Everything the model reads, for token counting: system, turns, tool schemas."""
+        parts = [self.system, *(text for _, text in self.turns)]
+        parts.extend(json.dumps(tool, sort_keys=True) for tool in self.tools)
+        return "\n".join(p for p in parts if p)
+
+    @property
+    def is_judge(self) -> bool:
+        return any(tool.get("name") == JUDGE_TOOL.name for tool in self.tools)
+
+
+def _content_text(content: Any, where: str) -> str:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise _BadRequest(f"{where}: content must be a string or a list of content blocks")
+    texts = []
+    for block in content:
+        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+            raise _BadRequest(f"{where}: every content block needs a 'type'")
+        # Only text is replayed; other blocks (images, tool results) carry no prompt text.
+        if block["type"] == "text":
+            if not isinstance(block.get("text"), str):
+                raise _BadRequest(f"{where}: a text block needs 'text'")
+            texts.append(block["text"])
+    return "\n".join(texts)
+
+
+def _parse(payload: Any, *, need_max_tokens: bool) -> _Request:
+    if not isinstance(payload, dict):
+        raise _BadRequest("request body must be a JSON object")
+    model = payload.get("model")
+    if not isinstance(model, str) or not model:
+        raise _BadRequest("model: Field required")
+    max_tokens = payload.get("max_tokens", 1 if not need_max_tokens else None)
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise _BadRequest("max_tokens: must be an integer of at least 1")
+    messages = payload.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _BadRequest("messages: at least one message is required")
+    turns = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            raise _BadRequest(f"messages.{i}.role: must be 'user' or 'assistant'")
+        turns.append((str(message["role"]), _content_text(message.get("content"), f"messages.{i}")))
+    system = payload.get("system")
+    tools = payload.get("tools") or []
+    if not isinstance(tools, list) or not all(
+        isinstance(t, dict) and isinstance(t.get("name"), str) for t in tools
+    ):
+        raise _BadRequest("tools: every tool needs a 'name'")
+    return _Request(
+        model=model,
+        max_tokens=max_tokens,
+        system="" if system is None else _content_text(system, "system"),
+        turns=tuple(turns),
+        tools=tuple(tools),
+        stream=payload.get("stream") is True,
+    )
+
+
+def _presented_keys(headers: Mapping[str, str]) -> set[str]:
+    # SDKs send the key as x-api-key or, in newer versions, as a bearer token.
+    keys = {headers.get("x-api-key", "")}
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        keys.add(token.strip())
+    return keys - {""}
+
+
+def _digest(*parts: str) -> int:
+    # hashlib, not hash(): Python salts str hashes per process, and replies must be stable.
+    joined = "\x00".join(parts).encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.sha256(joined).digest()[:8], "big")
+
+
+def synthetic_answer(question: str, model: str) -> str:
+    """The deterministic stand-in answer of `model` to a prompt the data does not hold."""
+    h = _digest("answer", question, model)
+    letter = "ABCDEFGHIJ"[h % 10]
+    return (
+        f"This prompt is not in the replay data, so {model} gives a synthetic answer "
+        f"(replay reference {h % 16**8:08x}). The answer is ({letter})."
+    )
+
+
+def self_assessment(
+    response: str, pred: str | None, output_tokens: int, question: str, model: str
+) -> dict[str, Any]:
+    """The confidence block a replayed model appends under self-routing.
+
+    Decided from the response alone, never from ground truth: start at 0.9; no final
+    answer -0.35; -0.1 per hedging phrase (at most -0.3); over 700 output tokens -0.1;
+    then a deterministic jitter in [-0.06, +0.06] from a hash of question and model;
+    clamped to [0.05, 0.99]. It asks for escalation when it reached no final answer or its
+    confidence is under 0.5. Like real models, it is overconfident: most answers,
+    right or wrong, land above 0.75.
+    """
+    lowered = response.lower()
+    hedges = sum(lowered.count(h) for h in _HEDGES)
+    confidence = 0.9
+    reasons = []
+    if not pred:
+        confidence -= 0.35
+        reasons.append("no clear final answer")
+    if hedges:
+        confidence -= min(0.3, 0.1 * hedges)
+        reasons.append("some steps are uncertain")
+    if output_tokens > _LONG_REASONING_TOKENS:
+        confidence -= 0.1
+        reasons.append("long derivation")
+    jitter = (_digest("confidence", question, model) % 121 - 60) / 1000
+    confidence = round(min(0.99, max(0.05, confidence + jitter)), 2)
+    needs = not pred or confidence < 0.5
+    reason = "; ".join(reasons) or "worked the problem directly"
+    return {"confidence": confidence, "needs_escalation": needs, "reason": reason}
+
+
+def _message(
+    model: str, content: list[dict[str, Any]], stop_reason: str, usage: tuple[int, int]
+) -> dict[str, Any]:
+    return {
+        "id": f"msg_{uuid.uuid4().hex[:24]}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": {"input_tokens": usage[0], "output_tokens": usage[1]},
+    }
+
+
+def error_body(error_type: str, message: str, request_id: str) -> dict[str, Any]:
+    """Anthropic's error body."""
+    return {
+        "type": "error",
+        "error": {"type": error_type, "message": message},
+        "request_id": request_id,
+    }
+
+
+class ReplayEngine:
+    """Answers Messages API requests from a ReplayStore. Thread-safe."""
+
+    def __init__(
+        self, store: ReplayStore, tiers: Sequence[TierConfig], config: ReplayConfig
+    ) -> None:
+        if not tiers:
+            raise ConfigError("the replay backend needs at least one tier")
+        if config.trio not in TRIOS:
+            raise ConfigError(f"replay.trio must be one of {TRIOS}")
+        if not config.synthetic_pass_rates or not all(
+            0.0 <= r <= 1.0 for r in config.synthetic_pass_rates
+        ):
+            raise ConfigError("replay.synthetic_pass_rates needs values within [0, 1]")
+        self._store = store
+        self._tiers = tuple(tiers)
+        self._config = config
+        self._tier_by_model = {t.model: i for i, t in enumerate(self._tiers)}
+        self._latency = LatencyModel(config.ttft_s, config.tokens_per_s, config.time_scale)
+        self._faults = FaultPlan(
+            config.faults, config.fault_seed, allow_headers=config.allow_fault_headers
+        )
+
+    def handle(self, path: str, body: bytes, headers: Mapping[str, str]) -> Reply:
+        """Answer one HTTP request (header names in any case)."""
+        request_id = f"req_{uuid.uuid4().hex[:24]}"
+        lowered = {name.lower(): value for name, value in headers.items()}
+        reply = self._handle(path.split("?", 1)[0], body, lowered, request_id)
+        return Reply(
+            reply.status,
+            reply.body,
+            {"request-id": request_id, **reply.headers},
+            reply.delay_s,
+            reply.action,
+            reply.kind,
+        )
+
+    def _error(self, status: int, error_type: str, message: str, request_id: str) -> Reply:
+        return Reply(status, error_body(error_type, message, request_id), kind="error")
+
+    def _handle(self, path: str, body: bytes, headers: dict[str, str], request_id: str) -> Reply:
+        key = self._config.api_key.get()
+        if key and key not in _presented_keys(headers):
+            return self._error(401, "authentication_error", "invalid x-api-key", request_id)
+        if path not in (MESSAGES_PATH, COUNT_TOKENS_PATH):
+            return self._error(404, "not_found_error", f"Not found: {path}", request_id)
+        try:
+            payload = json.loads(body or b"null")
+            request = _parse(payload, need_max_tokens=path == MESSAGES_PATH)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return self._error(
+                400, "invalid_request_error", "request body is not valid JSON", request_id
+            )
+        except _BadRequest as exc:
+            return self._error(400, "invalid_request_error", str(exc), request_id)
+        tier = self._tier_by_model.get(request.model)
+        if tier is None:
+            return self._error(404, "not_found_error", f"model: {request.model}", request_id)
+        if path == COUNT_TOKENS_PATH:
+            count = {"input_tokens": estimate_tokens(request.prompt_text)}
+            return Reply(200, count, kind="count_tokens")
+        if request.stream:
+            return self._error(
+                400,
+                "invalid_request_error",
+                "streaming is not supported by the replay backend",
+                request_id,
+            )
+        try:
+            fault = self._faults.choose(
+                headers,
+                tier_index=tier,
+                tier_name=self._tiers[tier].name,
+                model=request.model,
+                is_judge=request.is_judge,
+            )
+        except ValueError as exc:
+            return self._error(
+                400, "invalid_request_error", f"x-tierroute-fault: {exc}", request_id
+            )
+        if fault is not None and fault.kind != "malformed_judge":
+            return self._fault_reply(fault, request_id)
+        if request.is_judge:
+            return self._judge(request, tier, fault)
+        return self._answer(request, tier)
+
+    def _fault_reply(self, fault: FaultSpec, request_id: str) -> Reply:
+        logger.debug("replay injects fault %s", fault.text)
+        if fault.kind == "timeout":
+            return Reply(0, None, action="hold", kind="fault")
+        if fault.kind == "drop":
+            return Reply(0, None, action="drop", kind="fault")
+        status, error_type, message = _STATUS_ERRORS[fault.kind]
+        body = error_body(error_type, message, request_id)
+        headers: dict[str, str] = {}
+        if fault.kind == "spend_limit":
+            body["error"]["details"] = {"error_code": "enforced_spend_limit_reached"}
+        elif fault.kind == "429":
+            seconds = float(fault.arg) if fault.arg else self._config.retry_after_s
+            headers["retry-after"] = (
+                str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"
+            )
+        return Reply(status, body, headers, kind="fault")
+
+    def _answer(self, request: _Request, tier: int) -> Reply:
+        user_text = request.last_user_text
+        question = extract_question(user_text).strip()
+        record, matched = self._match(question, user_text)
+        self_routing = SELF_ROUTING_INSTRUCTION in user_text
+        prompt_tokens = estimate_tokens(request.prompt_text)
+        if record is not None:
+            model_key = record.model_key(tier, len(self._tiers), self._config.trio)
+            recorded = record.answers[model_key]
+            text, pred = recorded.response, recorded.pred
+            output_tokens = recorded.output_tokens
+            # The recorded count covers the recorded prompt; anything the cascade wrapped
+            # around it (tags, a failed attempt, history, a system prompt) is added on top.
+            input_tokens = recorded.input_tokens + max(0, prompt_tokens - estimate_tokens(matched))
+            source = "recorded"
+        else:
+            model_key = request.model
+            text = synthetic_answer(question, request.model)
+            pred = extract_answer(text)
+            output_tokens = estimate_tokens(text)
+            input_tokens = prompt_tokens
+            source = "synthetic"
+        kind = "answer"
+        if self_routing:
+            block = json.dumps(self_assessment(text, pred, output_tokens, question, request.model))
+            text = f"{text.rstrip()}\n{block}"
+            output_tokens += estimate_tokens(block)
+            kind = "self_routing"
+        stop_reason = "end_turn"
+        if output_tokens > request.max_tokens:
+            # Cut the text in proportion, as a model stopped at max_tokens would be.
+            text = text[: len(text) * request.max_tokens // output_tokens]
+            output_tokens = request.max_tokens
+            stop_reason = "max_tokens"
+        body = _message(
+            request.model,
+            [{"type": "text", "text": text}],
+            stop_reason,
+            (input_tokens, output_tokens),
+        )
+        headers = {"x-tierroute-replay": source, "x-tierroute-recorded-model": model_key}
+        return Reply(200, body, headers, self._latency.seconds(tier, output_tokens), kind=kind)
+
+    def _match(self, question: str, user_text: str) -> tuple[ReplayRecord | None, str]:
+        record = self._store.lookup(question)
+        if record is not None:
+            return record, question
+        record = self._store.lookup(user_text)
+        return record, user_text
+
+    def _judge(self, request: _Request, tier: int, fault: FaultSpec | None) -> Reply:
+        user_text = request.last_user_text
+        question = extract_question(user_text).strip()
+        candidate = extract_candidate(user_text)
+        input_tokens = estimate_tokens(request.prompt_text)
+        record = self._store.lookup(question)
+        if fault is not None:
+            if fault.arg == "text":
+                return self._judge_text(request, tier, input_tokens, "malformed")
+            return self._verdict(request, tier, input_tokens, {"passes": "maybe", "issues": "?"})
+        if candidate is None:
+            return self._judge_text(request, tier, input_tokens, "unavailable")
+        if record is None:
+            passes = self._synthetic_verdict(question, candidate, tier)
+            found = [] if passes else ["The grader's own solution disagrees with this answer."]
+            return self._verdict(request, tier, input_tokens, {"passes": passes, "issues": found})
+        judge_pred = record.answer(tier, len(self._tiers), self._config.trio).pred
+        if not judge_pred:
+            # The judging model reached no answer of its own: it cannot grade.
+            return self._judge_text(request, tier, input_tokens, "unavailable")
+        candidate_pred = self._candidate_pred(record, candidate)
+        passes = answers_agree(candidate_pred, judge_pred)
+        issues: list[str]
+        if passes:
+            issues = []
+        elif not candidate_pred:
+            issues = ["The candidate answer states no final answer."]
+        else:
+            issues = [
+                f"The final answer ({candidate_pred}) disagrees with the grader's own "
+                f"solution ({judge_pred})."
+            ]
+        return self._verdict(request, tier, input_tokens, {"passes": passes, "issues": issues})
+
+    @staticmethod
+    def _candidate_pred(record: ReplayRecord, candidate: str) -> str | None:
+        stripped = candidate.strip()
+        for recorded in record.answers.values():
+            if recorded.response.strip() == stripped:
+                return recorded.pred
+        return extract_answer(candidate)
+
+    def _synthetic_verdict(self, question: str, candidate: str, judge_tier: int) -> bool:
+        # The candidate's tier: the tier whose synthetic answer it is, else one below the judge.
+        candidate_tier = max(0, judge_tier - 1)
+        for i, tier in enumerate(self._tiers):
+            if candidate.strip() == synthetic_answer(question, tier.model).strip():
+                candidate_tier = i
+                break
+        rates = self._config.synthetic_pass_rates
+        rate = rates[min(candidate_tier, len(rates) - 1)]
+        return _digest("verdict", question, str(judge_tier)) % 100 < round(rate * 100)
+
+    def _verdict(
+        self, request: _Request, tier: int, input_tokens: int, tool_input: dict[str, Any]
+    ) -> Reply:
+        output_tokens = estimate_tokens(json.dumps(tool_input)) + _TOOL_CALL_OVERHEAD_TOKENS
+        block = {
+            "type": "tool_use",
+            "id": f"toolu_{uuid.uuid4().hex[:24]}",
+            "name": JUDGE_TOOL.name,
+            "input": tool_input,
+        }
+        body = _message(request.model, [block], "tool_use", (input_tokens, output_tokens))
+        delay = self._latency.seconds(tier, output_tokens)
+        return Reply(200, body, delay_s=delay, kind="judge")
+
+    def _judge_text(self, request: _Request, tier: int, input_tokens: int, why: str) -> Reply:
+        text = (
+            "The answer looks mostly fine to me, I think."
+            if why == "malformed"
+            else "I cannot grade this answer: I could not reach a final answer of my own."
+        )
+        output_tokens = estimate_tokens(text)
+        body = _message(
+            request.model,
+            [{"type": "text", "text": text}],
+            "end_turn",
+            (input_tokens, output_tokens),
+        )
+        delay = self._latency.seconds(tier, output_tokens)
+        return Reply(200, body, delay_s=delay, kind="judge")

@@ -1,0 +1,430 @@
+"""The routing core: from a query to a tier, with every reason on record.
+
+Transport-free: the gRPC servicer converts protobuf to `RouteQuery` and `Decision` back.
+Routing is synchronous and fast (tens of microseconds for the classifier), so it runs
+inline on the event loop; onnxruntime via a thread was measured slower.
+
+A Cascade's start tier comes from the model's value policy when it has one
+(`tierroute.value`): the decision then carries the `CascadePlan`, which also says which
+answers the cascade engine judges. Everything else routes on risk thresholds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from opentelemetry import trace
+
+from tierroute.errors import InvalidRequest, ModelLoadError, TierrouteError
+from tierroute.observability import Metrics
+from tierroute.observability.names import (
+    ATTR_CONFIDENCE,
+    ATTR_DECISION_TIME_US,
+    ATTR_ESTIMATED_COST_USD,
+    ATTR_ESTIMATED_TOKENS,
+    ATTR_MODEL_VERSION,
+    ATTR_PLAN,
+    ATTR_PLAN_COST_USD,
+    ATTR_PLAN_P_CORRECT,
+    ATTR_QUERY_TYPE,
+    ATTR_REASONS,
+    ATTR_RULE,
+    ATTR_SCORE_PREFIX,
+    ATTR_STRATEGY,
+    ATTR_THRESHOLD_PREFIX,
+    ATTR_TIER,
+    ATTR_TIER_INDEX,
+    SPAN_ROUTE,
+)
+from tierroute.providers import Message
+from tierroute.routing.features import ShapeFeatures, shape_features
+from tierroute.routing.plan import CascadePlan
+from tierroute.routing.policy import (
+    PUBLISHED_THRESHOLDS,
+    Reason,
+    ReasonNote,
+    RiskThresholds,
+    calibrated_rule,
+    published_rule,
+)
+from tierroute.settings import HeuristicConfig, Settings, TierConfig
+
+STRATEGIES = ("heuristic", "classifier")
+RULES = ("calibrated", "published")
+# Appended to the reason that moved a Cascade off the value policy's start tier.
+PLAN_DROPPED = "; value plan dropped, judge sampling decides"
+
+
+class Scorer(Protocol):
+    """What the router needs of a classifier: probabilities per tier, and its identity.
+
+    Two members are optional and looked up when present: `cascade_thresholds` (where a
+    Cascade starts, calibrated apart from Route's) and `cascade_plan(text)` (the value
+    policy's `CascadePlan` for a Cascade, or None).
+    """
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def thresholds(self) -> RiskThresholds: ...
+
+    def predict_proba(self, text: str) -> list[float]: ...
+
+
+@dataclass(frozen=True)
+class RouteQuery:
+    """A query to route, already validated against the input limits."""
+
+    text: str
+    history: tuple[Message, ...] = ()
+    strategy: str | None = None
+    rule: str | None = None
+    quality_floor: float = 0.0
+    max_cost_usd: float = 0.0
+    tenant_id: str = ""
+    session_id: str = ""
+    request_id: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A routing decision and everything that explains it."""
+
+    tier_index: int
+    tier: TierConfig
+    strategy: str
+    scores: tuple[float, ...]
+    thresholds: Mapping[str, float]
+    reasons: tuple[ReasonNote, ...]
+    model_version: str
+    decision_time_us: int
+    rule: str
+    features: ShapeFeatures
+    estimated_cost_usd: float
+    confidence: float
+    # The value policy's plan (start tier and which answers to judge), Cascade only; None
+    # when the risk thresholds decided or stickiness or a cost ceiling moved the tier.
+    plan: CascadePlan | None = None
+
+
+def routing_text(text: str, history: Sequence[Message], turns: int, chars: int) -> str:
+    """The last user turn plus a bounded window of earlier context, context first."""
+    if not history or turns <= 0 or chars <= 0:
+        return text
+    context = "\n".join(m.content for m in history[-turns:])
+    return f"{context[-chars:]}\n{text}"
+
+
+def heuristic_decision(
+    features: ShapeFeatures, config: HeuristicConfig, n_tiers: int
+) -> tuple[int, list[ReasonNote]]:
+    """The published shape rules; 'top' is the last tier and 'mid' the one below it."""
+    top, mid = n_tiers - 1, max(n_tiers - 2, 0)
+    tokens = features.estimated_tokens
+    if tokens > config.long_input_tokens:
+        return top, [
+            ReasonNote(Reason.LONG_INPUT, f"~{tokens} tokens > {config.long_input_tokens}")
+        ]
+    if features.query_type == "analytical" and features.multi_step:
+        return top, [ReasonNote(Reason.ANALYTICAL_MULTI_STEP, "analytical, multi-step")]
+    if features.query_type in ("coding", "analytical"):
+        return mid, [ReasonNote(Reason.CODING_OR_ANALYTICAL, f"query type {features.query_type}")]
+    if features.has_code_block and tokens > config.code_block_tokens:
+        return mid, [
+            ReasonNote(
+                Reason.LARGE_CODE_BLOCK,
+                f"code block, ~{tokens} tokens > {config.code_block_tokens}",
+            )
+        ]
+    return 0, [ReasonNote(Reason.SIMPLE_QUERY, f"query type {features.query_type}, no rule fired")]
+
+
+def _risk_thresholds(scorer: Scorer, *, for_cascade: bool) -> RiskThresholds:
+    """The model's cascade thresholds for a Cascade when it has them, else Route's."""
+    cascade_risk = getattr(scorer, "cascade_thresholds", None) if for_cascade else None
+    return cascade_risk if isinstance(cascade_risk, RiskThresholds) else scorer.thresholds
+
+
+def _session_key(query: RouteQuery) -> str:
+    # Sessions are per tenant: two tenants' "chat-1" are different conversations.
+    return f"{query.tenant_id}\x00{query.session_id}"
+
+
+class SessionMemory:
+    """The highest tier each recent session used, so a conversation never routes down.
+
+    Bounded LRU; thread-safe because the sync and asyncio servers may both call it.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._tiers: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def floor(self, session_id: str) -> int:
+        """The session's highest tier so far, or 0."""
+        with self._lock:
+            tier = self._tiers.get(session_id, 0)
+            if session_id in self._tiers:
+                self._tiers.move_to_end(session_id)
+            return tier
+
+    def record(self, session_id: str, tier_index: int) -> None:
+        """Remember that the session used `tier_index`."""
+        with self._lock:
+            self._tiers[session_id] = max(tier_index, self._tiers.get(session_id, 0))
+            self._tiers.move_to_end(session_id)
+            while len(self._tiers) > self._capacity:
+                self._tiers.popitem(last=False)
+
+
+class Router:
+    """Chooses a tier for a query by the heuristic or the classifier strategy."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        scorer: Scorer | None,
+        *,
+        tracer: trace.Tracer | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._settings = settings
+        self._tracer = tracer if tracer is not None else trace.NoOpTracer()
+        self._metrics = metrics if metrics is not None else Metrics()
+        self._tiers = settings.tiers
+        self._names = tuple(t.name for t in settings.tiers)
+        self._scorer = scorer
+        self._sessions = SessionMemory(settings.routing.session_cache_size)
+        self._check(scorer)
+
+    @property
+    def scorer(self) -> Scorer | None:
+        """The classifier in use (swapped whole by a hot reload), or None."""
+        return self._scorer
+
+    @property
+    def model_version(self) -> str:
+        """Version of the classifier in use, or "" when there is none."""
+        return self._scorer.version if self._scorer is not None else ""
+
+    def _check(self, scorer: Scorer | None) -> None:
+        if scorer is not None and len(scorer.thresholds.risk) != len(self._tiers) - 1:
+            raise ModelLoadError(
+                f"the model's thresholds cover {len(scorer.thresholds.risk) + 1} tiers; "
+                f"{len(self._tiers)} are configured"
+            )
+
+    def remember(self, query: RouteQuery, tier_index: int) -> None:
+        """Record the tier that finally answered in `query`'s session (after an escalation),
+        so that the conversation's later turns do not route below it."""
+        if query.session_id and self._settings.routing.session_sticky:
+            self._sessions.record(_session_key(query), tier_index)
+
+    def swap_scorer(self, scorer: Scorer) -> None:
+        """Replace the classifier (hot reload); a call in flight keeps the one it started with."""
+        self._check(scorer)
+        self._scorer = scorer
+
+    def route(self, query: RouteQuery) -> Decision:
+        """Decide the tier for `query` (the Route RPC) in a `tierroute.route` span, counted.
+
+        InvalidRequest for an unusable strategy or rule. The cascade calls `decide` inside
+        its own route span instead, so a request never has two.
+        """
+        with self._tracer.start_as_current_span(SPAN_ROUTE) as span:
+            try:
+                decision = self.decide(query)
+            except TierrouteError:
+                strategy = query.strategy or self._settings.routing.default_strategy
+                self._metrics.request(rpc="route", tier="none", strategy=strategy, outcome="error")
+                raise
+            annotate_route(span, decision, self._names)
+        self._metrics.decision(
+            rpc="route",
+            strategy=decision.strategy,
+            tier=decision.tier.name,
+            seconds=decision.decision_time_us / 1e6,
+        )
+        self._metrics.request(
+            rpc="route", tier=decision.tier.name, strategy=decision.strategy, outcome="ok"
+        )
+        return decision
+
+    def decide(self, query: RouteQuery, *, for_cascade: bool = False) -> Decision:
+        """Decide the tier for `query` without a span; InvalidRequest for a bad strategy or rule.
+
+        `for_cascade` picks the tier a Cascade starts on: by the model's value policy when
+        it has one and the request sets no quality floor (the decision then carries the
+        plan), else with the model's cascade thresholds when it has them (calibrated
+        knowing a judge and escalation follow), else the same thresholds as Route, whose
+        callers get no judge behind the chosen tier. The classifier's probabilities are
+        computed either way: they are the decision's scores and confidence.
+        """
+        start = time.perf_counter_ns()
+        settings = self._settings
+        strategy = query.strategy or settings.routing.default_strategy
+        rule = query.rule or settings.routing.default_rule
+        if strategy not in STRATEGIES:
+            raise InvalidRequest(f"strategy {strategy!r} cannot route; use one of {STRATEGIES}")
+        if rule not in RULES:
+            raise InvalidRequest(f"decision rule {rule!r} is unknown; use one of {RULES}")
+        if not 0.0 <= query.quality_floor <= 1.0:
+            raise InvalidRequest("policy.quality_floor must be within [0, 1]")
+        if query.max_cost_usd < 0:
+            raise InvalidRequest("policy.max_cost_usd must not be negative")
+        text = routing_text(
+            query.text,
+            query.history,
+            settings.routing.context_turns,
+            settings.routing.context_chars,
+        )
+        features = shape_features(text, settings.heuristic)
+        thresholds: dict[str, float]
+        scorer = self._scorer
+        plan: CascadePlan | None = None
+        if strategy == "heuristic":
+            index, notes = heuristic_decision(features, settings.heuristic, len(self._tiers))
+            scores = tuple(1.0 if i == index else 0.0 for i in range(len(self._tiers)))
+            thresholds = {
+                "long_input_tokens": float(settings.heuristic.long_input_tokens),
+                "code_block_tokens": float(settings.heuristic.code_block_tokens),
+            }
+            confidence, version, rule = 1.0, "", ""
+        else:
+            if scorer is None:
+                raise InvalidRequest("the classifier strategy is not available: no model loaded")
+            probs = scorer.predict_proba(text)
+            scores = tuple(probs)
+            confidence, version = max(probs), scorer.version
+            if rule == "published":
+                index, notes = published_rule(probs, self._names)
+                thresholds = dict(PUBLISHED_THRESHOLDS)
+            else:
+                # A quality floor is a promise about the start tier itself, which the value
+                # policy does not make: those requests keep the risk thresholds.
+                if for_cascade and query.quality_floor == 0:
+                    plan = self._plan(scorer, text)
+                if plan is not None:
+                    index, notes = plan.start, [self._plan_note(plan)]
+                    thresholds = {"price_per_correct_usd": plan.price_per_correct_usd}
+                else:
+                    risk = _risk_thresholds(scorer, for_cascade=for_cascade)
+                    index, notes = calibrated_rule(probs, risk, self._names, query.quality_floor)
+                    thresholds = risk.as_dict(self._names)
+                    if query.quality_floor > 0:
+                        thresholds["quality_floor"] = query.quality_floor
+        if query.session_id and settings.routing.session_sticky:
+            floor = self._sessions.floor(_session_key(query))
+            if floor > index:
+                notes.append(
+                    ReasonNote(
+                        Reason.SESSION_STICKY,
+                        f"session already used {self._names[floor]}; not routing down"
+                        + (PLAN_DROPPED if plan is not None else ""),
+                    )
+                )
+                index, plan = floor, None
+        input_tokens = features.estimated_tokens
+        output_tokens = settings.routing.expected_output_tokens
+        if query.max_cost_usd > 0:
+            thresholds["max_cost_usd"] = query.max_cost_usd
+            capped = index
+            while capped > 0 and (
+                self._tiers[capped].cost_usd(input_tokens, output_tokens) > query.max_cost_usd
+            ):
+                capped -= 1
+            if capped != index:
+                notes.append(
+                    ReasonNote(
+                        Reason.COST_CEILING,
+                        f"{self._names[index]} estimated above ${query.max_cost_usd:g}; "
+                        f"using {self._names[capped]}" + (PLAN_DROPPED if plan is not None else ""),
+                    )
+                )
+                index, plan = capped, None
+        if query.session_id and settings.routing.session_sticky:
+            self._sessions.record(_session_key(query), index)
+        tier = self._tiers[index]
+        return Decision(
+            tier_index=index,
+            tier=tier,
+            strategy=strategy,
+            scores=scores,
+            thresholds=thresholds,
+            reasons=tuple(notes),
+            model_version=version,
+            decision_time_us=(time.perf_counter_ns() - start) // 1000,
+            rule=rule,
+            features=features,
+            estimated_cost_usd=tier.cost_usd(input_tokens, output_tokens),
+            confidence=confidence,
+            plan=plan,
+        )
+
+    def _plan(self, scorer: Scorer, text: str) -> CascadePlan | None:
+        """The value policy's plan for a Cascade, or None when there is no policy to ask.
+
+        `cascade.use_model_calibration = false` turns the policy off along with the rest
+        of the model's cascade calibration.
+        """
+        if not self._settings.cascade.use_model_calibration:
+            return None
+        planner = getattr(scorer, "cascade_plan", None)
+        if not callable(planner):
+            return None
+        plan = planner(text)
+        if not isinstance(plan, CascadePlan):
+            return None
+        if not 0 <= plan.start < len(self._tiers):
+            raise ModelLoadError(
+                f"the value policy chose start tier {plan.start}; "
+                f"{len(self._tiers)} tiers are configured"
+            )
+        return plan
+
+    def _plan_note(self, plan: CascadePlan) -> ReasonNote:
+        p, cost = plan.p_correct[plan.index], plan.cost_usd[plan.index]
+        return ReasonNote(
+            Reason.EXPECTED_VALUE,
+            f"{plan.action.name(self._names)}: P(correct) {p:.2f} at ~${cost:.2g}; "
+            f"price of a correct answer ${plan.price_per_correct_usd:.2g}",
+        )
+
+
+def annotate_route(span: trace.Span, decision: Decision, tier_names: Sequence[str]) -> None:
+    """Describe a routing decision on `span`: tier, strategy, scores, thresholds, reasons,
+    and the value policy's plan when a Cascade has one.
+
+    Scores are keyed by tier name (`tier_names`, cheapest first); reason codes, never their
+    details, are recorded.
+    """
+    if not span.is_recording():
+        return
+    span.set_attribute(ATTR_TIER, decision.tier.name)
+    span.set_attribute(ATTR_TIER_INDEX, decision.tier_index)
+    span.set_attribute(ATTR_STRATEGY, decision.strategy)
+    span.set_attribute(ATTR_CONFIDENCE, decision.confidence)
+    span.set_attribute(ATTR_RULE, decision.rule)
+    span.set_attribute(ATTR_MODEL_VERSION, decision.model_version)
+    span.set_attribute(ATTR_REASONS, [note.code.value for note in decision.reasons])
+    span.set_attribute(ATTR_DECISION_TIME_US, decision.decision_time_us)
+    span.set_attribute(ATTR_ESTIMATED_COST_USD, decision.estimated_cost_usd)
+    span.set_attribute(ATTR_QUERY_TYPE, decision.features.query_type)
+    span.set_attribute(ATTR_ESTIMATED_TOKENS, decision.features.estimated_tokens)
+    for name, score in zip(tier_names, decision.scores, strict=False):
+        span.set_attribute(f"{ATTR_SCORE_PREFIX}{name}", score)
+    for name, value in decision.thresholds.items():
+        span.set_attribute(f"{ATTR_THRESHOLD_PREFIX}{name}", value)
+    plan = decision.plan
+    if plan is not None:
+        span.set_attribute(ATTR_PLAN, plan.action.name(tier_names))
+        span.set_attribute(ATTR_PLAN_P_CORRECT, plan.p_correct[plan.index])
+        span.set_attribute(ATTR_PLAN_COST_USD, plan.cost_usd[plan.index])
