@@ -12,7 +12,7 @@ import dataclasses
 import tomllib
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -420,26 +420,16 @@ class Settings:
         names = [t.name for t in self.tiers]
         if len(set(names)) != len(names):
             raise ConfigError(f"tier names must be unique: {names}")
-        if self.routing.default_strategy not in ("heuristic", "classifier"):
-            raise ConfigError("routing.default_strategy must be 'heuristic' or 'classifier'")
-        if self.anthropic.backend not in ("auto", "anthropic", "replay"):
-            raise ConfigError("anthropic.backend must be 'auto', 'anthropic' or 'replay'")
-        if self.replay.trio not in ("default", "claude"):
-            raise ConfigError("replay.trio must be 'default' or 'claude'")
+        self._validate_choices()
         for name in ("judge_sample_rate", "speculative_bound", "self_confidence_threshold"):
             if not 0.0 <= getattr(self.cascade, name) <= 1.0:
                 raise ConfigError(f"cascade.{name} must be within [0, 1]")
         for name in ("audit_sample_rate", "coverage_sample_rate"):
             if not 0.0 <= getattr(self.querylog, name) <= 1.0:
                 raise ConfigError(f"querylog.{name} must be within [0, 1]")
-        if self.routing.default_rule not in ("calibrated", "published"):
-            raise ConfigError("routing.default_rule must be 'calibrated' or 'published'")
         server = self.server
         if server.max_concurrent_rpcs and server.max_in_flight >= server.max_concurrent_rpcs:
             raise ConfigError("server.max_in_flight must be below server.max_concurrent_rpcs")
-        modes = {m.strip() for m in self.telemetry.mode.split(",")} - {""}
-        if not modes <= {"off", "none", "console", "otlp"}:
-            raise ConfigError("telemetry.mode must be off, console, otlp or a comma list of them")
         if not 0.0 <= self.telemetry.sample_ratio <= 1.0:
             raise ConfigError("telemetry.sample_ratio must be within [0, 1]")
         self.breaker.actions(names)
@@ -450,6 +440,20 @@ class Settings:
                     v = getattr(value, f.name)
                     if isinstance(v, int | float) and not isinstance(v, bool) and v < 0:
                         raise ConfigError(f"{section.name}.{f.name} must not be negative")
+
+    def _validate_choices(self) -> None:
+        """ConfigError for a setting that names none of the values it may take."""
+        if self.routing.default_strategy not in ("heuristic", "classifier"):
+            raise ConfigError("routing.default_strategy must be 'heuristic' or 'classifier'")
+        if self.routing.default_rule not in ("calibrated", "published"):
+            raise ConfigError("routing.default_rule must be 'calibrated' or 'published'")
+        if self.anthropic.backend not in ("auto", "anthropic", "replay"):
+            raise ConfigError("anthropic.backend must be 'auto', 'anthropic' or 'replay'")
+        if self.replay.trio not in ("default", "claude"):
+            raise ConfigError("replay.trio must be 'default' or 'claude'")
+        modes = {m.strip() for m in self.telemetry.mode.split(",")} - {""}
+        if not modes <= {"off", "none", "console", "otlp"}:
+            raise ConfigError("telemetry.mode must be off, console, otlp or a comma list of them")
 
 
 # Short environment names for the settings people set most.
@@ -510,6 +514,27 @@ def _build(kind: type[Any], values: Any, where: str) -> Any:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
+def _as_bool(raw: Any) -> bool:
+    if isinstance(raw, str):
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(raw)
+    return bool(raw)
+
+
+# How a raw TOML or environment value becomes each scalar type a setting may have.
+_SCALARS: dict[Any, Callable[[Any], Any]] = {
+    bool: _as_bool,
+    int: int,
+    float: float,
+    Path: Path,
+    Secret: lambda raw: Secret(str(raw)),
+    str: str,
+}
+
+
 def _coerce(hint: Any, raw: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
@@ -518,24 +543,8 @@ def _coerce(hint: Any, raw: Any, where: str) -> Any:
             return None
         return _coerce(args[0], raw, where)
     try:
-        if hint is bool:
-            if isinstance(raw, str):
-                if raw.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if raw.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(raw)
-            return bool(raw)
-        if hint is int:
-            return int(raw)
-        if hint is float:
-            return float(raw)
-        if hint is Path:
-            return Path(raw)
-        if hint is Secret:
-            return Secret(str(raw))
-        if hint is str:
-            return str(raw)
+        if hint in _SCALARS:
+            return _SCALARS[hint](raw)
         if origin is tuple:
             items = raw.split(",") if isinstance(raw, str) else list(raw)
             return tuple(_coerce(typing.get_args(hint)[0], i, where) for i in items if i != "")

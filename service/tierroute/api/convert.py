@@ -84,6 +84,16 @@ def conversation(
     total = sum(len(m.content) for m in messages)
     if total > limits.max_query_chars:
         raise QueryTooLong(total, limits.max_query_chars)
+    system, turns = _turns(messages)
+    if not turns or turns[-1].role != "user":
+        raise InvalidRequest("the last non-system message must be the user's")
+    if not turns[-1].content.strip():
+        raise InvalidRequest("the last user message is empty")
+    return turns[-1].content, tuple(turns[:-1]), "\n".join(system)
+
+
+def _turns(messages: Sequence[pb.ChatMessage]) -> tuple[list[str], list[Message]]:
+    """The system instructions and the conversation turns, each turn checked."""
     system: list[str] = []
     turns: list[Message] = []
     for i, message in enumerate(messages):
@@ -97,11 +107,7 @@ def conversation(
             system.append(message.content)
         else:
             turns.append(Message(role, message.content))
-    if not turns or turns[-1].role != "user":
-        raise InvalidRequest("the last non-system message must be the user's")
-    if not turns[-1].content.strip():
-        raise InvalidRequest("the last user message is empty")
-    return turns[-1].content, tuple(turns[:-1]), "\n".join(system)
+    return system, turns
 
 
 def _enum(value: Any, names: Mapping[Any, str | None], field: str) -> str | None:

@@ -1,8 +1,11 @@
-"""The model bundle's format in one place: its file names, and reading its metadata and thresholds.
+"""The model bundle's format in one place: its file names, metadata and thresholds.
 
 A bundle is a directory with `model.onnx` (the router classifier), `metadata.json`
 (version, label order, hashes, training figures), `thresholds.json` (the calibrated risk
-limits and the Cascade's settings) and, when the Cascade's value policy ships, `value.onnx`."""
+limits and the Cascade's settings) and, when the Cascade's value policy ships, `value.onnx`.
+Reading it needs no onnxruntime: the evaluation and the registry read bundles they do not
+serve.
+"""
 
 from __future__ import annotations
 
@@ -14,37 +17,21 @@ from typing import Any
 
 from tierroute.errors import ConfigError
 
-VALUE_FILE = "value.onnx"
-
-
-POLICY_VALUE = "value"
-
-
 MODEL_FILE = "model.onnx"
-
-
 METADATA_FILE = "metadata.json"
-
-
 THRESHOLDS_FILE = "thresholds.json"
-
-
-# The Cascade policies a thresholds file may name (`cascade.policy`); absent = "thresholds".
-POLICY_THRESHOLDS = "thresholds"
-
-
-CASCADE_POLICIES = (POLICY_THRESHOLDS, POLICY_VALUE)
-
-
+# The Cascade's value model, present when thresholds.json ships the value policy.
+VALUE_FILE = "value.onnx"
+# Every bundle has these; a registry copies the optional ones along when present.
 BUNDLE_FILES = (MODEL_FILE, THRESHOLDS_FILE, METADATA_FILE)
+OPTIONAL_FILES = (VALUE_FILE,)
 
-
-# Copied along when present: the Cascade's value model, which thresholds.json names (always
-# by this name: tierroute.value.VALUE_FILE, not imported here to keep numpy out).
-OPTIONAL_FILES = ("value.onnx",)
-
-
+# thresholds.json: the Cascade's section, and the policies it may name (`cascade.policy`;
+# absent means "thresholds").
 CASCADE_SECTION = "cascade"
+POLICY_THRESHOLDS = "thresholds"
+POLICY_VALUE = "value"
+CASCADE_POLICIES = (POLICY_THRESHOLDS, POLICY_VALUE)
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from tierroute.errors import ConfigError
 from tierroute.model import ModelRegistry, bundle_version
-from tierroute.model.bundle import THRESHOLDS_FILE
+from tierroute.model.bundle import METADATA_FILE, THRESHOLDS_FILE
 from tierroute.outcomes import TIER_KEYS, file_sha256, iter_records, tier_model, trio_key
 from tierroute.querylog import FeedbackRecord, QueryRecord, Store
 from tierroute.settings import Settings
@@ -363,7 +363,7 @@ class Margins:
 
 
 @dataclass(frozen=True)
-class Decision:
+class GateDecision:
     """The gate's verdict on a candidate, with the figures it compared."""
 
     candidate: Figures
@@ -431,13 +431,13 @@ def gate(
     *,
     served_version: str = "",
     logged_examples: int = 1,
-) -> Decision:
+) -> GateDecision:
     """Not worse by the margins: quality >= current - margin, cost <= current x (1 + margin)."""
     quality_ok = candidate.quality >= current.quality - margins.quality - 1e-12
     cost_ok = (
         candidate.cost_per_query_usd <= current.cost_per_query_usd * (1 + margins.cost) + 1e-15
     )
-    return Decision(
+    return GateDecision(
         candidate, current, margins, quality_ok, cost_ok, served_version, logged_examples
     )
 
@@ -469,7 +469,7 @@ class RetrainResult:
     log: LogLabels
     train_records: int
     held_out_records: int
-    decision: Decision
+    decision: GateDecision
     promoted: bool
     registry: str
     # "served": the served model itself; "refit": its recipe refitted on the training split,
@@ -513,7 +513,7 @@ def train_candidate(
     """Train, calibrate (to the current model's target) and export a candidate bundle."""
     from tierroute.offline.training.trainer import TrainOptions, train_bundle
 
-    prefix = json.loads((current_bundle / "metadata.json").read_text(encoding="utf-8"))
+    prefix = json.loads((current_bundle / METADATA_FILE).read_text(encoding="utf-8"))
     train_bundle(
         train_file,
         out_dir,
@@ -670,7 +670,7 @@ def calibrate_cascade(
 
 def _training_data_sha(bundle: Path) -> str | None:
     try:
-        metadata = json.loads((bundle / "metadata.json").read_text(encoding="utf-8"))
+        metadata = json.loads((bundle / METADATA_FILE).read_text(encoding="utf-8"))
         sha = metadata["data"]["sha256"]
     except (OSError, KeyError, TypeError, json.JSONDecodeError):
         return None

@@ -73,6 +73,24 @@ def _is_spend_limit(exc: anthropic.APIStatusError) -> bool:
     return any(word in message for word in _SPEND_LIMIT_WORDS)
 
 
+def _status_error(exc: anthropic.APIStatusError) -> ProviderError:
+    """The tierroute error for an HTTP error status: retryable or not, and why."""
+    status = exc.status_code
+    detail = f"HTTP {status}: {exc.type or 'error'}"
+    if status == _HTTP_TOO_MANY_REQUESTS:
+        if _is_spend_limit(exc):
+            return TerminalProviderError(f"{detail} (spend limit)", status_code=status)
+        retry_after = parse_retry_after(exc.response.headers)
+        return RateLimited(detail, retry_after=retry_after, status_code=status)
+    if status == _HTTP_OVERLOADED or isinstance(exc, anthropic.OverloadedError):
+        return ProviderOverloaded(detail, status_code=status)
+    if status >= 500:
+        return ProviderServerError(detail, status_code=status)
+    if status == _HTTP_REQUEST_TIMEOUT:
+        return ProviderTimeout(detail, status_code=status)
+    return TerminalProviderError(detail, status_code=status)
+
+
 def translate_error(exc: anthropic.AnthropicError) -> ProviderError:
     """The tierroute error for an SDK exception; the caller raises it `from exc`."""
     if isinstance(exc, anthropic.APITimeoutError):
@@ -80,20 +98,7 @@ def translate_error(exc: anthropic.AnthropicError) -> ProviderError:
     if isinstance(exc, anthropic.APIConnectionError):
         return ProviderConnectionError("the connection to the provider failed")
     if isinstance(exc, anthropic.APIStatusError):
-        status = exc.status_code
-        detail = f"HTTP {status}: {exc.type or 'error'}"
-        if status == _HTTP_TOO_MANY_REQUESTS:
-            if _is_spend_limit(exc):
-                return TerminalProviderError(f"{detail} (spend limit)", status_code=status)
-            retry_after = parse_retry_after(exc.response.headers)
-            return RateLimited(detail, retry_after=retry_after, status_code=status)
-        if status == _HTTP_OVERLOADED or isinstance(exc, anthropic.OverloadedError):
-            return ProviderOverloaded(detail, status_code=status)
-        if status >= 500:
-            return ProviderServerError(detail, status_code=status)
-        if status == _HTTP_REQUEST_TIMEOUT:
-            return ProviderTimeout(detail, status_code=status)
-        return TerminalProviderError(detail, status_code=status)
+        return _status_error(exc)
     if isinstance(exc, anthropic.APIResponseValidationError):
         return ProviderServerError("the provider's response did not match its schema")
     return ProviderError(f"provider error: {type(exc).__name__}")

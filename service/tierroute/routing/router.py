@@ -157,6 +157,32 @@ def _session_key(query: RouteQuery) -> str:
     return f"{query.tenant_id}\x00{query.session_id}"
 
 
+def _check(query: RouteQuery, strategy: str, rule: str) -> None:
+    """InvalidRequest naming what is wrong with the request's strategy or policy."""
+    if strategy not in STRATEGIES:
+        raise InvalidRequest(f"strategy {strategy!r} cannot route; use one of {STRATEGIES}")
+    if rule not in RULES:
+        raise InvalidRequest(f"decision rule {rule!r} is unknown; use one of {RULES}")
+    if not 0.0 <= query.quality_floor <= 1.0:
+        raise InvalidRequest("policy.quality_floor must be within [0, 1]")
+    if query.max_cost_usd < 0:
+        raise InvalidRequest("policy.max_cost_usd must not be negative")
+
+
+@dataclass
+class _Pick:
+    """A decision while it is being made: the strategy's tier, then the policy's limits."""
+
+    index: int
+    notes: list[ReasonNote]
+    scores: tuple[float, ...]
+    thresholds: dict[str, float]
+    confidence: float
+    version: str
+    rule: str
+    plan: CascadePlan | None = None
+
+
 class SessionMemory:
     """The highest tier each recent session used, so a conversation never routes down.
 
@@ -272,14 +298,7 @@ class Router:
         settings = self._settings
         strategy = query.strategy or settings.routing.default_strategy
         rule = query.rule or settings.routing.default_rule
-        if strategy not in STRATEGIES:
-            raise InvalidRequest(f"strategy {strategy!r} cannot route; use one of {STRATEGIES}")
-        if rule not in RULES:
-            raise InvalidRequest(f"decision rule {rule!r} is unknown; use one of {RULES}")
-        if not 0.0 <= query.quality_floor <= 1.0:
-            raise InvalidRequest("policy.quality_floor must be within [0, 1]")
-        if query.max_cost_usd < 0:
-            raise InvalidRequest("policy.max_cost_usd must not be negative")
+        _check(query, strategy, rule)
         text = routing_text(
             query.text,
             query.history,
@@ -287,87 +306,117 @@ class Router:
             settings.routing.context_chars,
         )
         features = shape_features(text, settings.heuristic)
-        thresholds: dict[str, float]
-        scorer = self._scorer
-        plan: CascadePlan | None = None
         if strategy == "heuristic":
-            index, notes = heuristic_decision(features, settings.heuristic, len(self._tiers))
-            scores = tuple(1.0 if i == index else 0.0 for i in range(len(self._tiers)))
-            thresholds = {
-                "long_input_tokens": float(settings.heuristic.long_input_tokens),
-                "code_block_tokens": float(settings.heuristic.code_block_tokens),
-            }
-            confidence, version, rule = 1.0, "", ""
+            pick = self._heuristic_pick(features)
         else:
-            if scorer is None:
-                raise InvalidRequest("the classifier strategy is not available: no model loaded")
-            probs = scorer.predict_proba(text)
-            scores = tuple(probs)
-            confidence, version = max(probs), scorer.version
-            if rule == "published":
-                index, notes = published_rule(probs, self._names)
-                thresholds = dict(PUBLISHED_THRESHOLDS)
-            else:
-                # A quality floor is a promise about the start tier itself, which the value
-                # policy does not make: those requests keep the risk thresholds.
-                if for_cascade and query.quality_floor == 0:
-                    plan = self._plan(scorer, text)
-                if plan is not None:
-                    index, notes = plan.start, [self._plan_note(plan)]
-                    thresholds = {"price_per_correct_usd": plan.price_per_correct_usd}
-                else:
-                    risk = _risk_thresholds(scorer, for_cascade=for_cascade)
-                    index, notes = calibrated_rule(probs, risk, self._names, query.quality_floor)
-                    thresholds = risk.as_dict(self._names)
-                    if query.quality_floor > 0:
-                        thresholds["quality_floor"] = query.quality_floor
-        if query.session_id and settings.routing.session_sticky:
-            floor = self._sessions.floor(_session_key(query))
-            if floor > index:
-                notes.append(
-                    ReasonNote(
-                        Reason.SESSION_STICKY,
-                        f"session already used {self._names[floor]}; not routing down"
-                        + (PLAN_DROPPED if plan is not None else ""),
-                    )
-                )
-                index, plan = floor, None
+            pick = self._scored_pick(text, rule, query, for_cascade=for_cascade)
+        sticky = bool(query.session_id) and settings.routing.session_sticky
+        if sticky:
+            self._session_floor(pick, _session_key(query))
         input_tokens = features.estimated_tokens
         output_tokens = settings.routing.expected_output_tokens
         if query.max_cost_usd > 0:
-            thresholds["max_cost_usd"] = query.max_cost_usd
-            capped = index
-            while capped > 0 and (
-                self._tiers[capped].cost_usd(input_tokens, output_tokens) > query.max_cost_usd
-            ):
-                capped -= 1
-            if capped != index:
-                notes.append(
-                    ReasonNote(
-                        Reason.COST_CEILING,
-                        f"{self._names[index]} estimated above ${query.max_cost_usd:g}; "
-                        f"using {self._names[capped]}" + (PLAN_DROPPED if plan is not None else ""),
-                    )
-                )
-                index, plan = capped, None
-        if query.session_id and settings.routing.session_sticky:
-            self._sessions.record(_session_key(query), index)
-        tier = self._tiers[index]
+            self._cost_ceiling(pick, query.max_cost_usd, input_tokens, output_tokens)
+        if sticky:
+            self._sessions.record(_session_key(query), pick.index)
+        tier = self._tiers[pick.index]
         return Decision(
-            tier_index=index,
+            tier_index=pick.index,
             tier=tier,
             strategy=strategy,
-            scores=scores,
-            thresholds=thresholds,
-            reasons=tuple(notes),
-            model_version=version,
+            scores=pick.scores,
+            thresholds=pick.thresholds,
+            reasons=tuple(pick.notes),
+            model_version=pick.version,
             decision_time_us=(time.perf_counter_ns() - start) // 1000,
-            rule=rule,
+            rule=pick.rule,
             features=features,
             estimated_cost_usd=tier.cost_usd(input_tokens, output_tokens),
-            confidence=confidence,
-            plan=plan,
+            confidence=pick.confidence,
+            plan=pick.plan,
         )
+
+    def _heuristic_pick(self, features: ShapeFeatures) -> _Pick:
+        heuristic = self._settings.heuristic
+        index, notes = heuristic_decision(features, heuristic, len(self._tiers))
+        return _Pick(
+            index=index,
+            notes=notes,
+            scores=tuple(1.0 if i == index else 0.0 for i in range(len(self._tiers))),
+            thresholds={
+                "long_input_tokens": float(heuristic.long_input_tokens),
+                "code_block_tokens": float(heuristic.code_block_tokens),
+            },
+            confidence=1.0,
+            version="",
+            rule="",
+        )
+
+    def _scored_pick(self, text: str, rule: str, query: RouteQuery, *, for_cascade: bool) -> _Pick:
+        scorer = self._scorer
+        if scorer is None:
+            raise InvalidRequest("the classifier strategy is not available: no model loaded")
+        probs = scorer.predict_proba(text)
+        pick = _Pick(
+            index=0,
+            notes=[],
+            scores=tuple(probs),
+            thresholds={},
+            confidence=max(probs),
+            version=scorer.version,
+            rule=rule,
+        )
+        if rule == "published":
+            pick.index, pick.notes = published_rule(probs, self._names)
+            pick.thresholds = dict(PUBLISHED_THRESHOLDS)
+            return pick
+        # A quality floor is a promise about the start tier itself, which the value policy
+        # does not make: those requests keep the risk thresholds.
+        plan = self._plan(scorer, text) if for_cascade and query.quality_floor == 0 else None
+        if plan is not None:
+            pick.index, pick.notes, pick.plan = plan.start, [self._plan_note(plan)], plan
+            pick.thresholds = {"price_per_correct_usd": plan.price_per_correct_usd}
+            return pick
+        risk = _risk_thresholds(scorer, for_cascade=for_cascade)
+        pick.index, pick.notes = calibrated_rule(probs, risk, self._names, query.quality_floor)
+        pick.thresholds = risk.as_dict(self._names)
+        if query.quality_floor > 0:
+            pick.thresholds["quality_floor"] = query.quality_floor
+        return pick
+
+    def _session_floor(self, pick: _Pick, key: str) -> None:
+        """Never route a session below a tier it already needed."""
+        floor = self._sessions.floor(key)
+        if floor > pick.index:
+            pick.notes.append(
+                ReasonNote(
+                    Reason.SESSION_STICKY,
+                    f"session already used {self._names[floor]}; not routing down"
+                    + (PLAN_DROPPED if pick.plan is not None else ""),
+                )
+            )
+            pick.index, pick.plan = floor, None
+
+    def _cost_ceiling(
+        self, pick: _Pick, max_cost_usd: float, input_tokens: int, output_tokens: int
+    ) -> None:
+        """Step down to the highest tier whose estimated cost is within the ceiling."""
+        pick.thresholds["max_cost_usd"] = max_cost_usd
+        capped = pick.index
+        while capped > 0 and (
+            self._tiers[capped].cost_usd(input_tokens, output_tokens) > max_cost_usd
+        ):
+            capped -= 1
+        if capped != pick.index:
+            pick.notes.append(
+                ReasonNote(
+                    Reason.COST_CEILING,
+                    f"{self._names[pick.index]} estimated above ${max_cost_usd:g}; "
+                    f"using {self._names[capped]}"
+                    + (PLAN_DROPPED if pick.plan is not None else ""),
+                )
+            )
+            pick.index, pick.plan = capped, None
 
     def _plan(self, scorer: Scorer, text: str) -> CascadePlan | None:
         """The value policy's plan for a Cascade, or None when there is no policy to ask.

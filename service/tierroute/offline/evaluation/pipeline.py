@@ -19,7 +19,7 @@ from tierroute.errors import ConfigError
 from tierroute.model import Bundle
 from tierroute.model.bundle import THRESHOLDS_FILE
 from tierroute.offline.evaluation import calibration as cal
-from tierroute.offline.evaluation import valuefit
+from tierroute.offline.evaluation import calibration_output, valuefit
 from tierroute.offline.evaluation.crossval import CrossValidation, cross_validate
 from tierroute.offline.evaluation.eval_data import EvalData, load_eval_data, load_store
 from tierroute.offline.evaluation.harness import Outcome, Strategy, describe, run_strategies
@@ -326,7 +326,7 @@ def calibrate(
             prefix_chars=cv.prefix_chars,
             parity_texts=[r.prompt for r in data.records],
         )
-    document = cal.thresholds_document(
+    document = calibration_output.thresholds_document(
         version=bundle.version,
         tier_names=names,
         params=params,
@@ -341,9 +341,9 @@ def calibrate(
         classifier_cv=bundle.thresholds.get("classifier_cv", bundle.thresholds.get("cv")),
         static=bundle.thresholds,
         value_section=value_section,
-        settings=cal.settings_table(inputs, data, names),
+        settings=calibration_output.settings_table(inputs, data, names),
     )
-    slices = cal.slice_report(data, inputs, fit.columns, truth, names)
+    slices = calibration_output.slice_report(data, inputs, fit.columns, truth, names)
     # The value model and the file naming its hash are written back to back, after all the
     # work, so a reader never waits through a search with one of them stale.
     if value_section is not None:

@@ -68,6 +68,22 @@ class FaultSpec:
         return is_judge or self.kind not in JUDGE_ONLY_KINDS
 
 
+def _check_argument(kind: str, arg: str) -> None:
+    """ValueError unless `arg` is what fault `kind` takes after its colon."""
+    if kind == "429":
+        try:
+            seconds = float(arg)
+        except ValueError:
+            raise ValueError(f"429 retry-after must be seconds, not {arg!r}") from None
+        if not seconds >= 0:
+            raise ValueError("429 retry-after must not be negative")
+    elif kind == "malformed_judge":
+        if arg not in ("maybe", "text"):
+            raise ValueError("malformed_judge takes 'maybe' or 'text'")
+    else:
+        raise ValueError(f"fault {kind!r} takes no argument")
+
+
 def parse_spec(text: str, *, with_rate: bool) -> FaultSpec:
     """Parse one spec; ValueError says what is wrong with it."""
     text = text.strip()
@@ -78,18 +94,7 @@ def parse_spec(text: str, *, with_rate: bool) -> FaultSpec:
     if kind not in FAULT_KINDS:
         raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(FAULT_KINDS)}")
     if arg is not None:
-        if kind == "429":
-            try:
-                seconds = float(arg)
-            except ValueError:
-                raise ValueError(f"429 retry-after must be seconds, not {arg!r}") from None
-            if not seconds >= 0:
-                raise ValueError("429 retry-after must not be negative")
-        elif kind == "malformed_judge":
-            if arg not in ("maybe", "text"):
-                raise ValueError("malformed_judge takes 'maybe' or 'text'")
-        else:
-            raise ValueError(f"fault {kind!r} takes no argument")
+        _check_argument(kind, arg)
     if with_rate:
         if rate is None or count is not None:
             raise ValueError(f"configured fault {text!r} needs '=RATE' and no '*N'")

@@ -291,7 +291,10 @@ class ReplayEngine:
     def _error(self, status: int, error_type: str, message: str, request_id: str) -> Reply:
         return Reply(status, error_body(error_type, message, request_id), kind="error")
 
-    def _handle(self, path: str, body: bytes, headers: dict[str, str], request_id: str) -> Reply:
+    # One early error reply per check, in the order the Messages API applies them.
+    def _handle(  # noqa: PLR0911
+        self, path: str, body: bytes, headers: dict[str, str], request_id: str
+    ) -> Reply:
         key = self._config.api_key.get()
         if key and key not in _presented_keys(headers):
             return self._error(401, "authentication_error", "invalid x-api-key", request_id)
