@@ -81,6 +81,7 @@ check: $(STAMP) protos-check
 	$(BIN)/ruff check service tests bench model_export clients/python
 	$(BIN)/mypy
 	$(BIN)/mypy --strict clients/python/src
+	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 
 fmt: $(STAMP)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from tierroute.offline.cli.modelling import add_train_arguments, run_train
+from tierroute.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    return run_train(args)
+    # An entry point like `tierroute train`: settings are built here, from the environment.
+    return run_train(args, Settings.from_env(os.environ), os.environ)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures import make_records, write_dataset
+from tests.fixtures import cascade_records, make_records, write_dataset
 from tierroute.outcomes import default_data_path
 
 
@@ -27,3 +27,9 @@ def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 300-record synthetic file in the shared schema (both trios on every record)."""
     path = tmp_path_factory.mktemp("data") / "small.jsonl.gz"
     return write_dataset(path, make_records(300, claude=True))
+
+
+@pytest.fixture
+def replay_data(tmp_path: Path) -> Path:
+    """A 60-record file for a server's replay backend, each wrong tier with its own answer."""
+    return write_dataset(tmp_path / "replay.jsonl.gz", cascade_records())

@@ -101,3 +101,24 @@ def write_dataset(path: Path, records: list[dict[str, Any]]) -> Path:
         for record in records:
             fh.write(json.dumps(record) + "\n")
     return path
+
+
+def cascade_records(n: int = 60, seed: int = 7) -> list[dict[str, Any]]:
+    """`make_records(n, seed)` in which each wrong tier gives a wrong answer of its own.
+
+    The synthetic wrong tiers share one wrong answer, which the replay judge (agreement with
+    its own answer) would pass; real models often differ, as here, so cascades escalate.
+    """
+    records = make_records(n, seed)
+    for record in records:
+        for key, letter in (("flash-model", "X"), ("pro-model", "Y")):
+            outcome = record["models"][key]
+            if not outcome["correct"]:
+                outcome["pred"] = letter
+                outcome["response"] = f"Reasoning by {key}. The answer is ({letter})."
+    return records
+
+
+def labelled(records: list[dict[str, Any]], min_tier_correct: str) -> dict[str, Any]:
+    """The first record whose cheapest correct tier is `min_tier_correct`."""
+    return next(r for r in records if r["min_tier_correct"] == min_tier_correct)

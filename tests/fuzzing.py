@@ -1,4 +1,5 @@
-"""Shared machinery for the property tests that fuzz a running server (tests/test_fuzz_*.py).
+"""Shared machinery for the property tests that fuzz a running server
+(tests/system/test_fuzz_*.py).
 
 A server with bearer tokens on, running on an event loop of its own in a background thread;
 one helper that makes a call and says how it ended; a health probe; and the Hypothesis

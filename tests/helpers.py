@@ -1,15 +1,23 @@
-"""Test helpers: settings for tests and a real server on port 0 behind a real channel."""
+"""Test helpers: settings for tests, a real server on port 0 behind a real channel, a
+hand-driven clock for the circuit breakers, copies of a model bundle under another version,
+and numbered query-log records and their reading."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from grpc import aio
 
 from tierroute.api.server import TierRouteServer
+from tierroute.querylog import QueryRecord, SqliteStore, Store
+from tierroute.querylog.doubles import sample_record
 from tierroute.routing.router import Scorer
 from tierroute.settings import Settings
 from tierroute.v1 import tierroute_pb2_grpc as pb_grpc
@@ -51,3 +59,52 @@ async def running_server(
     finally:
         await channel.close()
         await server.stop(0)
+
+
+class FakeClock:
+    """A clock that moves only when told to (the circuit breakers' injectable clock)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def numbered_records(prefix: str, n: int, start: int = 0) -> list[QueryRecord]:
+    """n sample records with ids prefix-<i>, one second apart from T0."""
+    return [
+        sample_record(f"{prefix}-{i}", ts=T0 + timedelta(seconds=i))
+        for i in range(start, start + n)
+    ]
+
+
+async def read_all(store: Store) -> list[QueryRecord]:
+    """Every stored query record in insertion order, read in small pages; closes the store."""
+    try:
+        return [r async for r in store.iter_queries(page_size=7)]
+    finally:
+        await store.aclose()
+
+
+async def stored_ids(path: Path) -> list[str]:
+    """Request ids stored in the SQLite log at `path`, in insertion order."""
+    return [r.request_id for r in await read_all(SqliteStore(path))]
+
+
+def make_variant(bundle: Path, version: str, dest: Path) -> Path:
+    """A copy of `bundle` that calls itself `version` (same model bytes, a loadable bundle)."""
+    dest.mkdir(parents=True)
+    shutil.copyfile(bundle / "model.onnx", dest / "model.onnx")
+    metadata = json.loads((bundle / "metadata.json").read_text())
+    thresholds = json.loads((bundle / "thresholds.json").read_text())
+    metadata["model_version"] = thresholds["version"] = version
+    (dest / "metadata.json").write_text(json.dumps(metadata))
+    (dest / "thresholds.json").write_text(json.dumps(thresholds))
+    return dest

@@ -111,7 +111,11 @@ def chosen_command(argv: Sequence[str]) -> str | None:
 
 def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     """The command line: every subcommand is listed, only `chosen` is loaded and complete."""
-    parser = argparse.ArgumentParser(prog="tierroute", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="tierroute",
+        description="Route each LLM query to the cheapest model tier that answers it; serve, "
+        "call, train, evaluate and operate the router.",
+    )
     parser.add_argument(
         "--log-level", default=None, help="log level (default $TIERROUTE_LOG_LEVEL or INFO)"
     )

@@ -1,4 +1,4 @@
-"""The one exception tree of tierroute; `tierroute.status` maps it to gRPC codes.
+"""The one exception tree of tierroute; `tierroute.api.status` maps it to gRPC codes.
 
 TierrouteError
 ├── InvalidRequest            bad input from the caller

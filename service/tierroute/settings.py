@@ -120,7 +120,7 @@ class RoutingConfig:
     session_cache_size: int = 10_000
     # Output tokens assumed when estimating the cost of a tier before calling it.
     expected_output_tokens: int = 400
-    # The versioned model registry (tierroute.registry, docs/operations.md), e.g. "models";
+    # The versioned model registry (tierroute.model.registry, docs/operations.md), e.g. "models";
     # unset = serve model_dir only. An empty registry takes model_dir as its first version;
     # after that the registry's promoted version is served and model_dir is not read.
     registry_dir: Path | None = None

@@ -133,7 +133,7 @@ class CallGate(ServerInterceptor):
 
 
 class HeldLoader:
-    """A model loader (`tierroute.registry.Loader`) that waits for a release before loading.
+    """A model loader (`tierroute.model.reload.Loader`) that waits for a release before loading.
 
     Inject it with `TierRouteServer(..., model_loader=loader)`. The wait is a
     `threading.Event`, so it holds the reload's worker thread, never the event loop: while

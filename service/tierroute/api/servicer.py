@@ -1,7 +1,7 @@
 """The gRPC servicer: validate, convert to domain objects, call the core, convert back.
 
 It holds no routing or cascade logic of its own; errors propagate as tierroute exceptions
-and `tierroute.status` maps them to status codes in one place.
+and `tierroute.api.status` maps them to status codes in one place.
 """
 
 from __future__ import annotations

@@ -1,20 +1,25 @@
 """The Cascade: answer a query by calling a tier, having the tier above judge, and escalating
-with context when the judge fails it. `CascadeEngine` decides what happens next; circuit
-breakers, judge sampling, retry budgets and deadlines keep each call safe.
+with context when the judge fails it. `CascadeEngine` decides what happens next; `TierCaller`
+makes each call safely, within the circuit breakers, judge sampling, attempt budget and
+deadline of its request.
 """
 
 from tierroute.cascade.breaker import BreakerBoard, CircuitBreaker, Permit
 from tierroute.cascade.calibrated import apply_cascade, cascade_overrides
-from tierroute.cascade.engine import (
-    JUDGE_MODES,
-    CascadeEngine,
-    CascadeQuery,
-    CascadeResult,
-    JudgeMode,
-    SpeculationMode,
-)
+from tierroute.cascade.caller import TierCaller
+from tierroute.cascade.engine import CascadeEngine
 from tierroute.cascade.limits import AttemptBudget, Deadline, retry_delay
 from tierroute.cascade.sampling import JudgeSampler, parse_rates, uniform_draw
+from tierroute.cascade.telemetry import CascadeTelemetry
+from tierroute.cascade.types import (
+    JUDGE_MODES,
+    CascadeQuery,
+    CascadeResult,
+    Hop,
+    JudgeMode,
+    JudgeStatus,
+    SpeculationMode,
+)
 
 __all__ = [
     "JUDGE_MODES",
@@ -23,12 +28,16 @@ __all__ = [
     "CascadeEngine",
     "CascadeQuery",
     "CascadeResult",
+    "CascadeTelemetry",
     "CircuitBreaker",
     "Deadline",
+    "Hop",
     "JudgeMode",
     "JudgeSampler",
+    "JudgeStatus",
     "Permit",
     "SpeculationMode",
+    "TierCaller",
     "apply_cascade",
     "cascade_overrides",
     "parse_rates",

@@ -1,10 +1,10 @@
 """The serving side of the router classifier: load a model bundle, validate it, predict.
 
 A bundle is a directory with `model.onnx` (TF-IDF + logistic regression exported by
-`tierroute.training`), `metadata.json` (version, label order, hashes, training figures) and
+`tierroute.offline.training`), `metadata.json` (version, label order, hashes, training figures) and
 `thresholds.json` (the calibrated risk limits). When `thresholds.json` sets
 `cascade.policy = "value"`, the bundle also holds the Cascade's expected-value model
-(`cascade.value.model`, `tierroute.value`). Loading checks every file and names the one at
+(`cascade.value.model`, `tierroute.model.value`). Loading checks every file and names the one at
 fault. This module needs onnxruntime and numpy only: scikit-learn never loads when serving.
 """
 

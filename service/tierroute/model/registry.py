@@ -52,8 +52,6 @@ logger = logging.getLogger(__name__)
 REGISTRY_FORMAT = 1
 REGISTRY_FILE = "registry.json"
 LOCK_FILE = ".registry.lock"
-# The bundle files, as `tierroute.classifier` names them (not imported: onnxruntime is heavy
-# and `tierroute rollback` needs none of it).
 # A version names a directory: no separators, no dot-files, bounded.
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 

@@ -11,7 +11,7 @@ from tierroute.errors import ModelLoadError
 from tierroute.model.bundle import MODEL_FILE
 from tierroute.routing import classifier_text
 
-# scikit-learn's default token, as the model was trained with (tierroute.training.model).
+# scikit-learn's default token, as the model was trained with (tierroute.offline.training.model).
 WORD = re.compile(r"(?u)\b\w\w+\b")
 
 

@@ -5,7 +5,7 @@ the server; nothing here reads `os.environ` or installs a global provider. Trace
 are off, console and otlp (OTLP over gRPC or HTTP/protobuf, chosen by
 `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` or `OTEL_EXPORTER_OTLP_PROTOCOL`). Sampling is
 parent-based with a ratio for new traces, unless `OTEL_TRACES_SAMPLER` names another sampler.
-Metrics are scraped from a Prometheus endpoint (`tierroute.metrics`).
+Metrics are scraped from a Prometheus endpoint (`tierroute.observability.metrics`).
 
 The span and attribute names every module uses live here too, with `annotate_route`, which
 describes a routing decision on a span. No span attribute carries prompt or answer text;

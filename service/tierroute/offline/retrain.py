@@ -15,8 +15,8 @@ The steps of `retrain`:
 2. A fixed held-out split of the original data (20 % of duplicate groups by default, chosen
    by a hash of the group id, so the split is the same on every run). The candidate trains
    on the rest plus the logged examples (minus any whose text is a held-out prompt) with
-   `tierroute.training`, calibrated to the same target as the current model.
-3. The offline evaluation harness (`tierroute.evaluation`) routes every held-out record with
+   `tierroute.offline.training`, calibrated to the same target as the current model.
+3. The offline evaluation harness (`tierroute.offline.evaluation`) routes every held-out record with
    each model (classifier strategy, calibrated rule, one call, no judge) over the replay
    backend and scores quality and cost per query.
 4. Promotion when quality is not lower than the current model's by more than
@@ -220,7 +220,7 @@ def logged_record(
     tier_costs: Mapping[str, float],
     n_tiers: int,
 ) -> dict[str, Any]:
-    """A logged example in the recorded-outcome schema that `tierroute.training` reads.
+    """A logged example in the recorded-outcome schema that `tierroute.offline.training` reads.
 
     Correctness per tier follows from the label (the tiers from it up are right); cost per
     tier is the original data's mean, since the log prices the configured models instead.

@@ -5,7 +5,7 @@ Routing is synchronous and fast (tens of microseconds for the classifier), so it
 inline on the event loop; onnxruntime via a thread was measured slower.
 
 A Cascade's start tier comes from the model's value policy when it has one
-(`tierroute.value`): the decision then carries the `CascadePlan`, which also says which
+(`tierroute.model.value`): the decision then carries the `CascadePlan`, which also says which
 answers the cascade engine judges. Everything else routes on risk thresholds.
 """
 

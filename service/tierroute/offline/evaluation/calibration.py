@@ -70,7 +70,7 @@ TOP_COLUMN = 6
 _PLAIN = np.array([0, 3, 6])
 _JUDGED = np.array([1, 4, 6])
 _SPECULATIVE = np.array([2, 5, 6])
-# The value policy's actions (tierroute.value.ACTIONS) as table columns, serial and
+# The value policy's actions (tierroute.routing.plan.ACTIONS) as table columns, serial and
 # speculative (the speculative column is used when the start answer is judged and the
 # classifier's confidence is below the speculative bound).
 ACTION_COLUMNS = np.array([0, 1, 7, 3, 4, 6])
@@ -225,7 +225,7 @@ class Inputs:
     type_index: npt.NDArray[np.int64]
     draw: npt.NDArray[np.float64]
     tables: Tables
-    # Out-of-fold value-model estimates per action (tierroute.value.ACTIONS), when the
+    # Out-of-fold value-model estimates per action (tierroute.routing.plan.ACTIONS), when the
     # value policy is calibrated: P(correct) and cost in USD.
     value_p: npt.NDArray[np.float64] | None = None
     value_cost: npt.NDArray[np.float64] | None = None

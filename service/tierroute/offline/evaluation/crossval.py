@@ -1,8 +1,8 @@
 """Out-of-fold classifier scores, so no record is routed by a model that was trained on it.
 
-The folds are the training code's own (`tierroute.training.crossval.make_folds`: stratified
+The folds are the training code's own (`tierroute.offline.training.folds.make_folds`: stratified
 by label, `dup_group` kept in one fold), and each fold's model is the training code's
-pipeline (`tierroute.training.model.fit_pipeline`) fitted on the other folds. Held-out rows
+pipeline (`tierroute.offline.training.model.fit_pipeline`) fitted on the other folds. Held-out rows
 are scored with that fold's scikit-learn pipeline rather than an ONNX export of it: the
 ONNX graph reproduces the pipeline (parity is tested in tests/test_training.py), and
 scikit-learn scores a whole fold in one call.

@@ -2,7 +2,7 @@
 
 `load_eval_data` keeps, per record, the id, task, prompt, query type and duplicate group;
 the replay store keeps the recorded answers (it copies no ground truth either). Scoring
-reads the truth separately (`tierroute.evaluation.scoring`), after the strategies answered.
+reads the truth separately (`tierroute.offline.evaluation.scoring`), after the strategies answered.
 
 Tier prices for the report are the recorded trio's: `prices.csv` beside the data file (or
 one named explicitly), else fitted from each record's recorded cost and token counts.

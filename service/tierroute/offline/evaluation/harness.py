@@ -8,7 +8,7 @@ model's waits take no real time and latency figures are simulated seconds: paral
 (speculative) calls overlap, sequential hops add up.
 
 Nothing here reads ground truth: outcomes record which tier and recorded model produced the
-final answer and what it cost; `tierroute.evaluation.scoring` scores them afterwards.
+final answer and what it cost; `tierroute.offline.evaluation.scoring` scores them afterwards.
 """
 
 from __future__ import annotations

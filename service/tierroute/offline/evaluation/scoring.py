@@ -1,6 +1,6 @@
 """The scoring step: the only part of the evaluation that reads ground truth.
 
-Strategies answer first (`tierroute.evaluation.harness`), from data with no ground truth in
+Strategies answer first (`tierroute.offline.evaluation.harness`), from data with no ground truth in
 it; only then does `GroundTruth` look up whether the recorded model that produced each final
 answer was correct. The one exception is the oracle, whose definition is "the cheapest tier
 that was correct": its start tiers are computed here, from the truth, and nowhere else.

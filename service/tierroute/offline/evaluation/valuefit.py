@@ -1,7 +1,7 @@
 """The value policy's training step inside calibration and evaluation: out-of-fold estimates.
 
 Training rows are the calibration tables (what the cascade engine did per record under each
-fixed setting, scored): per action of `tierroute.value.ACTIONS`, whether the final answer
+fixed setting, scored): per action of `tierroute.routing.plan.ACTIONS`, whether the final answer
 was correct and what it cost. Like the classifier's, every record's estimates come from a
 model fitted on the other folds only (the same folds), so no record is routed by a model
 that saw its outcome. This reads ground truth (through the tables), as training does.

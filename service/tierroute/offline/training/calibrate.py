@@ -1,4 +1,4 @@
-"""Calibrate the risk thresholds of `tierroute.policy.calibrated_rule` toward a stated target.
+"""Calibrate the risk thresholds of `routing.policy.calibrated_rule` toward a stated target.
 
 The target is relative to always using the top tier, on the recorded outcomes: either a cost
 ceiling (maximise quality while the average cost per query stays within a share of
@@ -73,7 +73,7 @@ class Calibration:
 
 
 def risk_columns(proba: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """risk[:, t] = P(a tier above t was needed), summed as `tierroute.policy.risks` does."""
+    """risk[:, t] = P(a tier above t was needed), summed as `routing.policy.risks` does."""
     out = np.zeros_like(proba)
     above = np.zeros(len(proba), dtype=proba.dtype)
     for t in range(proba.shape[1] - 1, -1, -1):

@@ -102,7 +102,7 @@ def _check_bigram_words(vocabulary: dict[str, int]) -> None:
     if orphans:
         raise ModelLoadError(
             f"{len(orphans)} bigrams lack one of their words in the vocabulary, e.g. "
-            f"{orphans[:3]}; select the vocabulary with tierroute.training.model"
+            f"{orphans[:3]}; select the vocabulary with tierroute.offline.training.model"
         )
 
 

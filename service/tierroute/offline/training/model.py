@@ -1,7 +1,7 @@
 """The classifier pipeline: TF-IDF over word 1-2 grams and a balanced logistic regression.
 
 Text reaches the pipeline already lower-cased and cut to a prefix by
-`tierroute.features.classifier_text`, so the vectorizer does not lower-case again: the ONNX
+`tierroute.routing.features.classifier_text`, so the vectorizer does not lower-case again: the ONNX
 graph then needs no StringNormalizer, whose locale handling differs from Python's.
 
 The 10,000 features are the most frequent 1-2 grams, as `max_features` would pick them, but

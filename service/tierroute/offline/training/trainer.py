@@ -1,7 +1,7 @@
 """Train, cross-validate, calibrate, export and verify: everything `tierroute train` does.
 
 The output is a model bundle directory (`model.onnx`, `metadata.json`, `thresholds.json`)
-that `tierroute.classifier.RouterModel.load` reads. Every byte of it is a function of the
+that `tierroute.model.classifier.RouterModel.load` reads. Every byte of it is a function of the
 data file and this code: no clocks, paths or random ids go in, so `make model` reproduces the
 committed bundle exactly.
 """

@@ -1,6 +1,6 @@
-"""Fit, export and check the Cascade's expected-value model (`tierroute.value`).
+"""Fit, export and check the Cascade's expected-value model (`tierroute.model.value`).
 
-Training data is a table: per record and per action of `tierroute.value.ACTIONS`, whether
+Training data is a table: per record and per action of `tierroute.routing.plan.ACTIONS`, whether
 the cascade engine's final answer was correct and what it cost (judges included), as
 `tierroute calibrate` measures them. The features are the router classifier's kind: TF-IDF
 over word 1-2 grams of the lower-cased prompt prefix, vocabulary chosen the same way, but

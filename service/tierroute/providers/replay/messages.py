@@ -4,7 +4,7 @@ Requests are matched to recorded prompts through the question the cascade sends 
 or inside `<question>` tags), and answered with what the recorded model for the
 requested tier said. Judge verdicts come from the judging model's own recorded answer;
 the rules for verdicts, self-assessments and unknown prompts are in docs/replay.md.
-The HTTP layer (`tierroute.replay.server`) only moves bytes and waits.
+The HTTP layer (`tierroute.providers.replay.http_server`) only moves bytes and waits.
 """
 
 from __future__ import annotations

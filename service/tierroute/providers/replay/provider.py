@@ -5,7 +5,7 @@ waits the reply's simulated latency on the injected `sleep`, and translates erro
 into the same `tierroute.errors` classes `AnthropicProvider` raises for those statuses. The
 offline evaluation runs the server's `Router` and `CascadeEngine` over it, so evaluation and
 serving share every line of routing, cascade and replay logic; only the transport differs.
-Under a virtual-time event loop (`tierroute.evaluation.vclock`) the waits cost no real time.
+Under a virtual-time event loop (`tierroute.offline.evaluation.vclock`) the waits cost no real time.
 """
 
 from __future__ import annotations

@@ -301,6 +301,20 @@ def test_cli_train_writes_a_loadable_bundle(small_data: Path, tmp_path: Path) ->
     assert model.metadata["cv"]["target"]["kind"] == "min_quality_ratio"
 
 
+def test_make_models_build_script_writes_a_loadable_bundle(
+    small_data: Path, tmp_path: Path
+) -> None:
+    """`model_export/build.py` (what `make model` runs) trains a bundle that loads."""
+    out = tmp_path / "bundle"
+    script = Path(__file__).resolve().parents[2] / "model_export" / "build.py"
+    argv = [sys.executable, str(script), "--data", str(small_data), "--out", str(out),
+            "--folds", "2", "--quiet", "--no-compare"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERROUTE_")}
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert RouterModel.load(out, 3).version
+
+
 def test_cli_train_reports_data_too_small(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

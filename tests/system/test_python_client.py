@@ -577,7 +577,7 @@ def test_caller_channel_options_replace_the_defaults() -> None:
     assert values == ["{}"]
 
 
-CLIENT = Path(__file__).resolve().parents[1] / "clients" / "python"
+CLIENT = Path(__file__).resolve().parents[2] / "clients" / "python"
 
 # Run in a fresh interpreter where the server package cannot be imported: a meta-path finder
 # refuses `tierroute` and everything under it (the editable install puts service/ on sys.path,

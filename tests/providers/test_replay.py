@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import copy
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +14,6 @@ import anthropic
 import pytest
 
 from tests.fixtures import CLAUDE, TRIO, make_records, write_dataset
-from tierroute.api.serve_commands import add_replay_parser, run_replay_server
 from tierroute.errors import (
     ConfigError,
     ProviderConnectionError,
@@ -45,7 +38,7 @@ CHEAP, MID, TOP = (t.model for t in TIERS)
 RECORDS = make_records(40, claude=True)
 FAST = ReplayConfig(time_scale=0.0)
 REPLAY_PACKAGE = (
-    Path(__file__).resolve().parents[1] / "service" / "tierroute" / "providers" / "replay"
+    Path(__file__).resolve().parents[2] / "service" / "tierroute" / "providers" / "replay"
 )
 
 
@@ -557,34 +550,6 @@ def test_answers_agree_normalises_numbers() -> None:
     assert answers_agree("1,000", "1000")
     assert not answers_agree("18", "19")
     assert not answers_agree(None, None)
-
-
-def test_cli_registers_replay_server() -> None:
-    """`replay-server` parses its options and dispatches to run_replay_server."""
-    parser = argparse.ArgumentParser()
-    add_replay_parser(parser.add_subparsers())
-    args = parser.parse_args(
-        ["replay-server", "--port", "0", "--time-scale", "0", "--trio", "claude"]
-    )
-    assert args.func is run_replay_server
-    assert (args.port, args.time_scale, args.trio) == (0, 0.0, "claude")
-
-
-def test_replay_server_command_serves_until_sigterm(tmp_path: Path) -> None:
-    """`replay-server` prints its URL, answers requests and exits 0 on SIGTERM."""
-    data = write_dataset(tmp_path / "d.jsonl.gz", RECORDS[:3])
-    argv = [sys.executable, "-m", "tierroute", "replay-server", "--data", str(data), "--port", "0"]
-    env = {**os.environ, "TIERROUTE_REPLAY_TIME_SCALE": "0"}
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env) as process:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        url = line.rsplit(" ", 1)[-1].strip()
-        with urllib.request.urlopen(f"{url}/healthz", timeout=30) as response:  # noqa: S310
-            health = json.load(response)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 0
-    assert url.startswith("http://127.0.0.1:")
-    assert health == {"status": "ok"}
 
 
 def test_replay_package_never_mentions_ground_truth_fields() -> None:

@@ -8,23 +8,11 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import FakeClock
 from tierroute.cascade.breaker import BreakerBoard, CircuitBreaker, Permit
 from tierroute.errors import ConfigError
 from tierroute.observability.metrics import BreakerState
 from tierroute.settings import BreakerConfig, Settings
-
-
-class FakeClock:
-    """A clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def make(clock: FakeClock | None = None, **config: Any) -> CircuitBreaker:

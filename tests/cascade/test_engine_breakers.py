@@ -1,8 +1,7 @@
-"""Circuit breakers inside the cascade and the server: skipping, recovery, degradation, health.
+"""Circuit breakers inside the cascade engine: skipping, recovery, degradation, the metric.
 
-Engine tests script the provider (`ScriptedProvider`) and drive the breakers' clock by hand;
-server tests run the real server with the scripted provider injected and read the breaker
-state from gRPC health checking and from the metrics.
+The provider is scripted (`ScriptedProvider`) and the breakers' clock is driven by hand; the
+breaker states as the server's health checking reports them are in tests/api/test_health.py.
 """
 
 from __future__ import annotations
@@ -10,16 +9,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from tests.helpers import make_settings as make_server_settings
-from tests.helpers import running_server
-from tierroute.api.health import BreakerHealthServicer, tier_health_name
-from tierroute.api.server import SERVICE_NAME
+from tests.helpers import FakeClock
 from tierroute.cascade.breaker import BreakerBoard
 from tierroute.cascade.engine import CascadeEngine, CascadeQuery, CascadeResult
 from tierroute.errors import AllTiersFailed, ProviderOverloaded, TerminalProviderError
@@ -28,8 +22,6 @@ from tierroute.providers.scripted import Reply, ScriptedProvider
 from tierroute.routing.policy import Reason
 from tierroute.routing.router import RouteQuery, Router
 from tierroute.settings import BreakerConfig, CascadeConfig, RoutingConfig, Settings, TierConfig
-from tierroute.testing import StaticScorer
-from tierroute.v1 import tierroute_pb2 as pb
 
 CHEAP, MID, TOP = "cheap-model", "mid-model", "top-model"
 TIERS = (
@@ -39,16 +31,6 @@ TIERS = (
 )
 QUESTION = "What is the capital of France?"
 COOLDOWN_S = 10.0
-
-
-class FakeClock:
-    """The breakers' clock, moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 50.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def overloaded() -> Reply:
@@ -290,106 +272,3 @@ async def test_breaker_state_is_published_as_a_metric() -> None:
     }
     assert points == {"cheap": 2, "mid": 0, "top": 0}
     meter_provider.shutdown()
-
-
-# --- health detail ------------------------------------------------------------------------
-
-
-class _NoContext:
-    """Check only touches its context to abort on an unknown service name."""
-
-    async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
-        raise AssertionError(f"aborted with {code}: {details}")
-
-
-async def test_health_check_sees_the_cooldown_end_without_a_call() -> None:
-    """A tier's health turns back to SERVING once its cool-down passes, with no call made."""
-    clock = FakeClock()
-    board = BreakerBoard(["cheap", "mid"], BreakerConfig(failure_threshold=1), clock=clock)
-    servicer = BreakerHealthServicer()
-    await servicer.follow(board)
-    request = health_pb2.HealthCheckRequest(service=tier_health_name("cheap"))
-    permit = board.acquire("cheap")
-    assert permit is not None
-    permit.failure()
-    closed, not_serving = (
-        health_pb2.HealthCheckResponse.SERVING,
-        health_pb2.HealthCheckResponse.NOT_SERVING,
-    )
-    assert (await servicer.Check(request, _NoContext())).status == not_serving
-    clock.now += BreakerConfig().cooldown_s
-    assert (await servicer.Check(request, _NoContext())).status == closed
-    await servicer.close()
-
-
-SERVER_EASY = StaticScorer((0.9, 0.05, 0.05))
-
-
-def _server_settings() -> Settings:
-    # A cool-down far longer than any test, so an open breaker stays open while it looks.
-    return make_server_settings(
-        {
-            "TIERROUTE_BREAKER_FAILURE_THRESHOLD": "2",
-            "TIERROUTE_BREAKER_COOLDOWN_S": "3600",
-            "TIERROUTE_BREAKER_FAILURE_RATE": "0",
-        }
-    )
-
-
-def _cascade_request() -> pb.CascadeRequest:
-    return pb.CascadeRequest(
-        query=QUESTION,
-        start_tier="cheap",
-        judge_mode=pb.JUDGE_MODE_NEVER,
-        speculation=pb.SPECULATION_MODE_OFF,
-    )
-
-
-def _server_provider() -> ScriptedProvider:
-    settings = _server_settings()
-    cheap, mid = settings.tiers[0].model, settings.tiers[1].model
-    return ScriptedProvider(answers={cheap: [overloaded()] * 2, mid: [Reply.answer("m")] * 3})
-
-
-async def _status(channel: Any, service: str) -> int:
-    stub = health_pb2_grpc.HealthStub(channel)
-    reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
-    return int(reply.status)
-
-
-async def test_open_breaker_shows_in_health_detail_and_metrics_while_serving() -> None:
-    """Cheap's health name turns NOT_SERVING when its breaker opens; the service stays SERVING."""
-    serving = health_pb2.HealthCheckResponse.SERVING
-    async with running_server(
-        _server_settings(), scorer=SERVER_EASY, provider=_server_provider()
-    ) as s:
-        assert await _status(s.channel, tier_health_name("cheap")) == serving
-        for _ in range(2):
-            await s.stub.Cascade(_cascade_request(), timeout=10)
-        skipped = await s.stub.Cascade(_cascade_request(), timeout=10)
-        assert skipped.hops[0].outcome == pb.HOP_OUTCOME_SKIPPED
-        assert skipped.hops[0].error_kind == "circuit_open"
-        assert skipped.escalation_reasons[0].code == pb.REASON_CODE_CIRCUIT_OPEN
-        assert await _status(s.channel, tier_health_name("cheap")) == (
-            health_pb2.HealthCheckResponse.NOT_SERVING
-        )
-        assert await _status(s.channel, tier_health_name("mid")) == serving
-        assert await _status(s.channel, "") == serving
-        assert await _status(s.channel, SERVICE_NAME) == serving
-        assert s.server.metrics.breaker_state("cheap") == "open"
-
-
-async def test_health_watch_streams_the_breaker_opening() -> None:
-    """A Watch on cheap's health name sees SERVING, then NOT_SERVING when its breaker opens."""
-    async with running_server(
-        _server_settings(), scorer=SERVER_EASY, provider=_server_provider()
-    ) as s:
-        stub = health_pb2_grpc.HealthStub(s.channel)
-        watch = stub.Watch(health_pb2.HealthCheckRequest(service=tier_health_name("cheap")))
-        first = await watch.read()
-        assert first.status == health_pb2.HealthCheckResponse.SERVING
-        for _ in range(2):
-            await s.stub.Cascade(_cascade_request(), timeout=10)
-        second = await asyncio.wait_for(watch.read(), timeout=10)
-        assert second.status == health_pb2.HealthCheckResponse.NOT_SERVING
-        watch.cancel()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import io
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,10 +28,9 @@ from tierroute.api.security import (
     hash_token,
     server_credentials,
 )
-from tierroute.api.serve_commands import add_token_parser
 from tierroute.api.status import MethodHandler, ServerInterceptor
 from tierroute.errors import ConfigError, PermissionDenied, Unauthenticated
-from tierroute.settings import Settings, TlsConfig
+from tierroute.settings import TlsConfig
 from tierroute.testing import StaticScorer
 from tierroute.v1 import tierroute_pb2 as pb
 from tierroute.v1 import tierroute_pb2_grpc as pb_grpc
@@ -158,30 +155,6 @@ def test_default_admin_methods_are_reload_and_rollback() -> None:
         "/tierroute.v1.TierRouter/ReloadModel",
         "/tierroute.v1.TierRouter/RollbackModel",
     }
-
-
-def test_hash_token_command_reads_stdin(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """`tierroute hash-token` prints the digest of the token on standard input."""
-    parser = argparse.ArgumentParser()
-    add_token_parser(parser.add_subparsers())
-    args = parser.parse_args(["hash-token"])
-    monkeypatch.setattr("sys.stdin", io.StringIO(f"{ACME_TOKEN}\n"))
-    assert args.func(args, Settings.from_env({}), {}) == 0
-    assert capsys.readouterr().out.strip() == hash_token(ACME_TOKEN)
-
-
-def test_hash_token_command_generates_a_new_token(capsys: pytest.CaptureFixture[str]) -> None:
-    """`tierroute hash-token --new` prints a fresh random token and its matching digest."""
-    parser = argparse.ArgumentParser()
-    add_token_parser(parser.add_subparsers())
-    args = parser.parse_args(["hash-token", "--new"])
-    assert args.func(args, Settings.from_env({}), {}) == 0
-    token_line, digest_line = capsys.readouterr().out.splitlines()
-    token = token_line.split()[1]
-    assert len(token) >= 40
-    assert digest_line.split()[1] == hash_token(token)
 
 
 # --- authentication through the running server -----------------------------------------

@@ -1,7 +1,9 @@
-"""Every Route, Cascade and Feedback call lands in the query log, through the real server."""
+"""Every Route, Cascade and Feedback call lands in the query log, through the real server:
+what each record holds, what it leaves out, and whose calls feedback may name."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import grpc
@@ -9,12 +11,15 @@ import pytest
 from grpc import aio
 
 from tests.helpers import make_settings, running_server
+from tierroute.api.security import bearer_metadata, hash_token
+from tierroute.providers.scripted import Reply, ScriptedProvider
 from tierroute.querylog import QueryLogWriter, QueryRecord, hash_query, open_store
 from tierroute.settings import Settings
 from tierroute.testing import StaticScorer
 from tierroute.v1 import tierroute_pb2 as pb
 
 EASY = StaticScorer((0.9, 0.06, 0.04))
+CHEAP, MID, TOP = "claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-8"
 
 
 def _settings(tmp_path: Path, **extra: str) -> Settings:
@@ -134,3 +139,61 @@ async def test_feedback_without_a_query_log_is_failed_precondition() -> None:
         with pytest.raises(aio.AioRpcError) as err:
             await s.stub.Feedback(pb.FeedbackRequest(request_id="x", rating=3))
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_judge_issue_text_stays_out_of_the_query_log(tmp_path: Path) -> None:
+    """Judge issues (free text quoting the answer) are not logged unless text is opted in."""
+    settings = make_settings(
+        {
+            "TIERROUTE_QUERYLOG_ENABLED": "true",
+            "TIERROUTE_DB_URL": f"sqlite:///{tmp_path / 'log.sqlite3'}",
+            "TIERROUTE_QUERYLOG_SPOOL_PATH": str(tmp_path / "spool.jsonl"),
+        }
+    )
+    provider = ScriptedProvider(
+        answers={CHEAP: [Reply.answer("wrong")], MID: [Reply.answer("right")]},
+        judges={MID: [Reply.verdict(False, ["it says SECRET-42"])], TOP: [Reply.verdict(True)]},
+    )
+    async with running_server(settings, scorer=EASY, provider=provider) as s:
+        await s.stub.Cascade(pb.CascadeRequest(query="q", judge_mode=pb.JUDGE_MODE_ALWAYS))
+    store = open_store(f"sqlite:///{tmp_path / 'log.sqlite3'}")
+    try:
+        (record,) = await store.fetch_queries()
+    finally:
+        await store.aclose()
+    assert any(h["verdict"] == "fail" for h in record.hops)
+    assert "SECRET-42" not in str(record)
+
+
+async def test_feedback_only_on_the_callers_own_requests(tmp_path: Path) -> None:
+    """With authentication on, a tenant cannot rate (or probe for) another tenant's call."""
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(
+        json.dumps({"tenants": {"acme": [hash_token("acme-t")], "globex": [hash_token("gx-t")]}})
+    )
+    settings = make_settings(
+        {
+            "TIERROUTE_AUTH_TOKENS_FILE": str(tokens),
+            "TIERROUTE_QUERYLOG_ENABLED": "true",
+            "TIERROUTE_DB_URL": f"sqlite:///{tmp_path / 'log.sqlite3'}",
+            "TIERROUTE_QUERYLOG_SPOOL_PATH": str(tmp_path / "spool.jsonl"),
+        }
+    )
+    acme, globex = bearer_metadata("acme-t"), bearer_metadata("gx-t")
+    writer = QueryLogWriter.from_config(settings.querylog)
+    await writer.start()
+    try:
+        async with running_server(settings, scorer=EASY, querylog=writer) as s:
+            r = await s.stub.Route(pb.RouteRequest(query="What is 2+2?"), metadata=acme)
+            feedback = pb.FeedbackRequest(request_id=r.request_id, rating=5)
+            with pytest.raises(aio.AioRpcError) as unflushed:
+                await s.stub.Feedback(feedback, metadata=globex)
+            await writer.flush()  # now the store, not the writer's memory, decides
+            with pytest.raises(aio.AioRpcError) as stored:
+                await s.stub.Feedback(feedback, metadata=globex)
+            ack = await s.stub.Feedback(feedback, metadata=acme)
+    finally:
+        await writer.close(10)
+    assert unflushed.value.code() == grpc.StatusCode.NOT_FOUND
+    assert stored.value.code() == grpc.StatusCode.NOT_FOUND
+    assert ack.request_id == r.request_id

@@ -1,4 +1,5 @@
-"""Every exception class maps to its documented gRPC status code."""
+"""Every exception class maps to its documented gRPC status code, in one place; anything
+unexpected reaches the caller as INTERNAL without details."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ import inspect
 
 import grpc
 import pytest
+from grpc import aio
 
+from tests.helpers import running_server
 from tierroute import errors
 from tierroute.api.status import status_for
+from tierroute.testing import FailingScorer
+from tierroute.v1 import tierroute_pb2 as pb
 
 EXPECTED = {
     errors.TierrouteError: grpc.StatusCode.INTERNAL,
@@ -53,3 +58,21 @@ def test_every_exception_class_is_covered() -> None:
 def test_status_for_each_class(kind: type[errors.TierrouteError]) -> None:
     """Each class maps to its status code."""
     assert status_for(_instance(kind)) is EXPECTED[kind]
+
+
+async def test_unexpected_failure_is_internal_without_details() -> None:
+    """An unexpected exception reaches the caller as INTERNAL with a generic message."""
+    async with running_server(scorer=FailingScorer()) as s:
+        with pytest.raises(aio.AioRpcError) as err:
+            await s.stub.Route(pb.RouteRequest(query="a", strategy=pb.STRATEGY_CLASSIFIER))
+    assert err.value.code() == grpc.StatusCode.INTERNAL
+    assert "secret internals" not in (err.value.details() or "")
+    assert "Traceback" not in (err.value.details() or "")
+
+
+def test_request_refused_by_every_tier_is_not_retryable() -> None:
+    """All tiers refusing the request itself maps to FAILED_PRECONDITION, not UNAVAILABLE."""
+    failure = errors.AllTiersFailed("no tier could answer")
+    failure.__cause__ = errors.TerminalProviderError("bad request", status_code=400)
+    assert status_for(failure) is grpc.StatusCode.FAILED_PRECONDITION
+    assert status_for(errors.AllTiersFailed("down")) is grpc.StatusCode.UNAVAILABLE

@@ -1,19 +1,32 @@
-"""The `tierroute` command as a user runs it: start-up failures and a clean stop."""
+"""The server-side commands as a user runs them: `serve` (start-up failures, a clean stop),
+`replay-server` (serves until SIGTERM) and `hash-token`."""
 
 from __future__ import annotations
 
+import argparse
+import io
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-BUNDLE = Path(__file__).resolve().parents[1] / "model_export" / "bundle"
+from tests.fixtures import make_records, write_dataset
+from tierroute.api.security import hash_token
+from tierroute.api.serve_commands import add_replay_parser, add_token_parser, run_replay_server
+from tierroute.settings import Settings
+
+ACME_TOKEN = "acme-token-5b1f0c"
+RECORDS = make_records(40, claude=True)
+BUNDLE = Path(__file__).resolve().parents[2] / "model_export" / "bundle"
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -101,3 +114,55 @@ def test_port_in_use_fails_start_up_with_a_clear_message() -> None:
     assert proc.returncode != 0
     assert f"cannot listen on 127.0.0.1:{port}" in err
     assert "Traceback" not in err
+
+
+def test_cli_registers_replay_server() -> None:
+    """`replay-server` parses its options and dispatches to run_replay_server."""
+    parser = argparse.ArgumentParser()
+    add_replay_parser(parser.add_subparsers())
+    args = parser.parse_args(
+        ["replay-server", "--port", "0", "--time-scale", "0", "--trio", "claude"]
+    )
+    assert args.func is run_replay_server
+    assert (args.port, args.time_scale, args.trio) == (0, 0.0, "claude")
+
+
+def test_replay_server_command_serves_until_sigterm(tmp_path: Path) -> None:
+    """`replay-server` prints its URL, answers requests and exits 0 on SIGTERM."""
+    data = write_dataset(tmp_path / "d.jsonl.gz", RECORDS[:3])
+    argv = [sys.executable, "-m", "tierroute", "replay-server", "--data", str(data), "--port", "0"]
+    env = {**os.environ, "TIERROUTE_REPLAY_TIME_SCALE": "0"}
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env) as process:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        url = line.rsplit(" ", 1)[-1].strip()
+        with urllib.request.urlopen(f"{url}/healthz", timeout=30) as response:  # noqa: S310
+            health = json.load(response)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    assert url.startswith("http://127.0.0.1:")
+    assert health == {"status": "ok"}
+
+
+def test_hash_token_command_reads_stdin(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`tierroute hash-token` prints the digest of the token on standard input."""
+    parser = argparse.ArgumentParser()
+    add_token_parser(parser.add_subparsers())
+    args = parser.parse_args(["hash-token"])
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{ACME_TOKEN}\n"))
+    assert args.func(args, Settings.from_env({}), {}) == 0
+    assert capsys.readouterr().out.strip() == hash_token(ACME_TOKEN)
+
+
+def test_hash_token_command_generates_a_new_token(capsys: pytest.CaptureFixture[str]) -> None:
+    """`tierroute hash-token --new` prints a fresh random token and its matching digest."""
+    parser = argparse.ArgumentParser()
+    add_token_parser(parser.add_subparsers())
+    args = parser.parse_args(["hash-token", "--new"])
+    assert args.func(args, Settings.from_env({}), {}) == 0
+    token_line, digest_line = capsys.readouterr().out.splitlines()
+    token = token_line.split()[1]
+    assert len(token) >= 40
+    assert digest_line.split()[1] == hash_token(token)

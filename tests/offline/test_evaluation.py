@@ -84,7 +84,7 @@ ENTRY_KEYS = {
     "per_task",
 }
 GROUND_TRUTH_FIELDS = ("correct", "reference_answer", "min_tier_correct")
-PACKAGE = Path(__file__).resolve().parents[1] / "service" / "tierroute"
+PACKAGE = Path(__file__).resolve().parents[2] / "service" / "tierroute"
 
 
 def _settings() -> Settings:
@@ -633,7 +633,7 @@ def test_cli_eval_runs_as_a_subprocess(small_data: Path, bundle_dir: Path, tmp_p
         capture_output=True,
         text=True,
         env=env,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
         check=False,
     )
     assert done.returncode == 0, done.stderr

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,11 +12,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tierroute.cascade.engine import CascadeEngine, CascadeQuery
-from tierroute.cascade.sampling import JudgeSampler, parse_rates
 from tierroute.errors import (
     AllTiersFailed,
     BudgetExhausted,
-    ConfigError,
     DeadlineExceeded,
     InvalidRequest,
     ProviderOverloaded,
@@ -27,7 +24,6 @@ from tierroute.errors import (
 )
 from tierroute.providers import prompts
 from tierroute.providers.scripted import Reply, ScriptedProvider
-from tierroute.routing.features import QUERY_TYPES
 from tierroute.routing.policy import Reason, RiskThresholds
 from tierroute.routing.router import RouteQuery, Router
 from tierroute.settings import CascadeConfig, RoutingConfig, Settings, TierConfig
@@ -281,25 +277,6 @@ async def test_sampling_is_deterministic_per_request_id() -> None:
         result = await engine.run(query(judge_mode="default", request_id="r-42"), deadline_s=None)
         outcomes.add(result.judge_status)
     assert len(outcomes) == 1
-
-
-@pytest.mark.parametrize("query_type", QUERY_TYPES)
-def test_each_query_type_gets_its_own_sample_rate(query_type: str) -> None:
-    """Over 2000 request ids each query type's judged share matches its configured rate."""
-    rates = {"factual": 0.2, "analytical": 0.5, "creative": 0.05, "coding": 0.8}
-    sampler = JudgeSampler(0.2, rates)
-    n = 2000
-    judged = sum(sampler.should_judge(f"req-{i}", query_type) for i in range(n))
-    p = rates[query_type]
-    # Four binomial standard deviations: fails by chance far less than once in 10,000 runs.
-    assert abs(judged - n * p) <= 4 * math.sqrt(n * p * (1 - p))
-
-
-def test_sample_rates_config_parses_and_rejects_unknown_types() -> None:
-    """Per-type rates read from "type=rate" entries; unknown types are configuration errors."""
-    assert parse_rates(["coding=0.5", "factual = 0.1"]) == {"coding": 0.5, "factual": 0.1}
-    with pytest.raises(ConfigError):
-        parse_rates(["poetry=0.5"])
 
 
 async def test_speculative_call_cancelled_when_cheap_answer_passes() -> None:

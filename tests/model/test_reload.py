@@ -14,8 +14,7 @@ import pytest
 from grpc import aio
 
 from tests.fixtures import make_records, write_dataset
-from tests.helpers import Running, make_settings, running_server
-from tests.test_registry import make_variant
+from tests.helpers import Running, make_settings, make_variant, running_server
 from tierroute.api.security import hash_token
 from tierroute.errors import ModelLoadError
 from tierroute.model.registry import ModelRegistry, bundle_version

@@ -6,28 +6,16 @@ import argparse
 import hashlib
 import json
 import multiprocessing
-import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures import make_records, write_dataset
+from tests.helpers import make_variant
 from tierroute.errors import ConfigError, ModelLoadError, NotFound
 from tierroute.model.registry import REGISTRY_FILE, ModelRegistry, bundle_version
 from tierroute.offline.cli.operations import add_models_parser, add_rollback_parser
 from tierroute.settings import Settings
-
-
-def make_variant(bundle: Path, version: str, dest: Path) -> Path:
-    """A copy of `bundle` that calls itself `version` (same model bytes, a loadable bundle)."""
-    dest.mkdir(parents=True)
-    shutil.copyfile(bundle / "model.onnx", dest / "model.onnx")
-    metadata = json.loads((bundle / "metadata.json").read_text())
-    thresholds = json.loads((bundle / "thresholds.json").read_text())
-    metadata["model_version"] = thresholds["version"] = version
-    (dest / "metadata.json").write_text(json.dumps(metadata))
-    (dest / "thresholds.json").write_text(json.dumps(thresholds))
-    return dest
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Property tests: arbitrary and hostile CascadeRequests against a running server.
 
-As in tests/test_fuzz_route.py (both use the server thread and strategies of
+As in tests/system/test_fuzz_route.py (both use the server thread and strategies of
 tests/fuzzing.py), the server runs on its own event loop in a background thread with
 authentication on; its Cascade calls go through the replay backend with no simulated latency
 and synthetic answers. Hostile fault-injection metadata makes the model backend fail in every

@@ -18,7 +18,7 @@ from tierroute.api.security import TokenStore
 from tierroute.api.server import SERVICE_NAME
 from tierroute.settings import ServerConfig, Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 ENVOY = DEPLOY / "envoy"

@@ -1,0 +1,331 @@
+"""One provider call to one tier, made safely, and the speculative call that may run ahead.
+
+`TierCaller` asks the tier's circuit breaker for a permit, charges the request's attempt
+budget, gives the provider the per-call timeout cut by the request's deadline, retries the
+top tier's retryable errors after `retry_delay`, and records every call as a hop with its
+span. Provider errors come back as outcomes; only `asyncio.CancelledError` is raised.
+`Speculation` owns the one call a request may start ahead of need and cancels it on the way
+out, whichever way out the cascade takes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+
+from tierroute.cascade.breaker import CIRCUIT_OPEN, BreakerBoard, Permit
+from tierroute.cascade.limits import retry_delay
+from tierroute.cascade.telemetry import CascadeTelemetry
+from tierroute.cascade.types import CallOutcome, HopDraft, HopRole, RunState, Stop
+from tierroute.errors import ProviderError, ProviderTimeout
+from tierroute.observability.names import CANCEL_NOT_NEEDED, CANCEL_REQUEST_ENDED
+from tierroute.providers import Completion, Message, Provider, prompts
+from tierroute.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class TierCaller:
+    """Makes each provider call of a cascade within its request's limits, and records it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        provider: Provider,
+        *,
+        breakers: BreakerBoard | None = None,
+        telemetry: CascadeTelemetry | None = None,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._config = settings.cascade
+        self._tiers = settings.tiers
+        self._top = len(settings.tiers) - 1
+        self._provider = provider
+        self._breakers = (
+            breakers if breakers is not None else BreakerBoard.from_settings(settings, clock=clock)
+        )
+        self._telemetry = (
+            telemetry if telemetry is not None else CascadeTelemetry.from_settings(settings)
+        )
+        # Only back-off jitter draws on it; seeded so that runs repeat.
+        self._rng = rng if rng is not None else random.Random(0)
+        self._sleep = sleep
+        self._clock = clock
+
+    async def answer(
+        self,
+        run: RunState,
+        index: int,
+        messages: list[Message],
+        *,
+        prestarted: asyncio.Task[CallOutcome] | None = None,
+    ) -> CallOutcome:
+        """Tier `index`'s answer, retried with back-off only when no higher tier can serve.
+
+        `prestarted` is the tier's speculative call, already under way: its outcome is the
+        first attempt's.
+        """
+        retries = 0
+        while True:
+            if prestarted is not None:
+                outcome = await prestarted
+                prestarted = None
+            else:
+                outcome = await self.call(run, index, "answer", messages, speculative=False)
+            delay = self._backoff(run, index, outcome, retries + 1)
+            if delay is None:
+                return outcome
+            retries += 1
+            await self._sleep(delay)
+
+    async def judge(self, run: RunState, index: int, question: str, answer: str) -> CallOutcome:
+        """Tier `index`'s verdict on `answer`; never retried (an unjudged answer escalates)."""
+        return await self.call(
+            run, index, "judge", prompts.judge_messages(question, answer), speculative=False
+        )
+
+    def speculate(self, run: RunState, index: int | None, messages: list[Message]) -> Speculation:
+        """The block within which tier `index`'s answer runs ahead (None: no call ahead)."""
+        return Speculation(self, run, index, messages)
+
+    async def call(
+        self,
+        run: RunState,
+        index: int,
+        role: HopRole,
+        messages: list[Message],
+        *,
+        speculative: bool,
+    ) -> CallOutcome:
+        """One call to tier `index`, settled with its tier's circuit breaker."""
+        draft, stop, permit = self._prepare(run, index, role, speculative=speculative)
+        if permit is None:
+            if stop is None:
+                return CallOutcome(circuit_open=True)
+            return CallOutcome(stop=stop)
+        try:
+            outcome = await self._execute(run, draft, messages)
+        except BaseException:
+            # Cancelled (or a bug): the call says nothing about the tier's health.
+            permit.release()
+            raise
+        if outcome.completion is not None:
+            permit.success()
+        elif outcome.error is not None and outcome.error.retryable and outcome.stop is None:
+            permit.failure()
+        else:
+            # Terminal errors are the request's fault, deadline cuts the caller's choice.
+            permit.release()
+        return outcome
+
+    def _backoff(self, run: RunState, index: int, outcome: CallOutcome, retry: int) -> float | None:
+        """The wait before the `retry`-th retry of `outcome`, or None when it is not retried."""
+        error = outcome.error
+        if outcome.stop is not None or error is None:
+            return None
+        if not error.retryable or index < self._top:
+            # A higher tier serves instead of a back-off; terminal errors never retry.
+            return None
+        if retry > self._config.max_retries_per_tier:
+            return None
+        tier = self._tiers[index].name
+        delay = retry_delay(
+            error, retry, self._config.retry_base_delay_s, self._config.retry_max_delay_s, self._rng
+        )
+        if delay >= run.deadline.remaining():
+            # Waiting would outlast the request: fail now rather than at the deadline.
+            self._telemetry.retry_abandoned(tier, error.kind, delay)
+            logger.info(
+                "cascade %s: %s retry in %.3fs would pass the deadline", run.request_id, tier, delay
+            )
+            return None
+        self._telemetry.retry(tier, retry, error.kind, delay)
+        return delay
+
+    def _prepare(
+        self, run: RunState, index: int, role: HopRole, *, speculative: bool
+    ) -> tuple[HopDraft, Stop | None, Permit | None]:
+        """Reserve the call's hop (in start order), ask the tier's circuit breaker, and
+        charge the call to the request's limits.
+
+        The permit is None when no call may be made: `stop` then says which limit refused
+        it, or is None when the breaker did (the hop is skipped as `circuit_open`, and
+        nothing is charged to the attempt budget).
+        """
+        tier = self._tiers[index]
+        draft = HopDraft(
+            tier=tier,
+            role=role,
+            attempt=run.next_attempt(tier.name, role),
+            speculative=speculative,
+            started=self._clock(),
+        )
+        run.hops.append(draft)
+        stop: Stop | None = None
+        permit: Permit | None = None
+        if run.deadline.expired():
+            stop = "deadline"
+        else:
+            permit = self._breakers.acquire(tier.name)
+            if permit is None:
+                draft.outcome, draft.error_kind, draft.latency_s = "skipped", CIRCUIT_OPEN, 0.0
+            elif not run.budget.take():
+                permit.release()
+                permit, stop = None, "budget"
+        if stop is not None:
+            draft.outcome, draft.error_kind, draft.latency_s = "skipped", stop, 0.0
+        if role == "judge" and draft.outcome == "skipped":
+            draft.verdict = "unavailable"
+        return draft, stop, permit
+
+    async def _execute(
+        self, run: RunState, draft: HopDraft, messages: list[Message]
+    ) -> CallOutcome:
+        """Make one provider call; never raises a ProviderError, only CancelledError."""
+        remaining = run.deadline.remaining()
+        per_call = self._config.per_call_timeout_s
+        timeout_s = min(per_call, remaining)
+        bound_by_deadline = remaining <= per_call
+        judge = draft.role == "judge"
+        system = prompts.JUDGE_SYSTEM if judge else (run.query.system or None)
+        draft.started = self._clock()
+        with self._telemetry.call_span(draft) as span:
+            try:
+                async with asyncio.timeout(timeout_s) as scope:
+                    completion = await self._provider.complete(
+                        model=draft.tier.model,
+                        messages=messages,
+                        max_tokens=self._max_tokens(run, judge=judge),
+                        timeout_s=timeout_s,
+                        system=system,
+                        tool=prompts.JUDGE_TOOL if judge else None,
+                        headers=run.query.headers,
+                    )
+            except TimeoutError:
+                if not scope.expired():
+                    raise
+                return self._failed(
+                    run, draft, ProviderTimeout("call timed out"), bound_by_deadline
+                )
+            except ProviderError as exc:
+                return self._failed(run, draft, exc, bound_by_deadline)
+            except asyncio.CancelledError:
+                # The draft already reads as cancelled: nothing returned, nothing billed.
+                draft.outcome = "cancelled"
+                raise
+            self._telemetry.completed(span, messages, system, completion)
+            return self._completed(draft, completion)
+
+    def _max_tokens(self, run: RunState, *, judge: bool) -> int:
+        if judge:
+            return self._config.judge_max_output_tokens
+        asked = run.query.max_output_tokens
+        if asked:
+            return min(asked, self._config.max_output_tokens_limit)
+        return self._config.max_output_tokens
+
+    def _completed(self, draft: HopDraft, completion: Completion) -> CallOutcome:
+        """Record an answered call on its hop; a judge's reply is parsed into its verdict."""
+        draft.outcome = "ok"
+        draft.model = completion.model
+        draft.input_tokens = completion.input_tokens
+        draft.output_tokens = completion.output_tokens
+        draft.stop_reason = completion.stop_reason
+        if completion.latency_s > 0:
+            draft.latency_s = completion.latency_s
+        else:
+            draft.latency_s = self._clock() - draft.started
+        if draft.role != "judge":
+            return CallOutcome(completion=completion)
+        verdict = prompts.parse_verdict(completion.tool_input)
+        draft.verdict = (
+            "unavailable" if verdict.passes is None else ("pass" if verdict.passes else "fail")
+        )
+        draft.issues = verdict.issues
+        return CallOutcome(completion=completion, verdict=verdict)
+
+    def _failed(
+        self, run: RunState, draft: HopDraft, error: ProviderError, bound_by_deadline: bool
+    ) -> CallOutcome:
+        draft.outcome = "error"
+        draft.latency_s = self._clock() - draft.started
+        if draft.role == "judge":
+            draft.verdict = "unavailable"
+        if isinstance(error, ProviderTimeout) and bound_by_deadline:
+            draft.error_kind = "deadline"
+            return CallOutcome(error=error, stop="deadline")
+        draft.error_kind = error.kind
+        logger.warning(
+            "cascade %s: %s %s call failed: %s",
+            run.request_id,
+            draft.tier.name,
+            draft.role,
+            error.kind,
+        )
+        return CallOutcome(error=error)
+
+
+class Speculation:
+    """The answer call a request starts on the next tier ahead of need, from start to end.
+
+    Entering the block starts the call (when there is one to make); `take` hands it to the
+    cascade once it reaches that tier; leaving the block cancels it if it is still in
+    flight. The cancellation says why: `CANCEL_NOT_NEEDED` when the block ends normally
+    (the cascade settled on its end without it), `CANCEL_REQUEST_ENDED` when an exception
+    ends it (the caller went away, or a bug). No call outlives the block, and one that failed
+    unexpectedly is logged rather than lost.
+    """
+
+    def __init__(
+        self, caller: TierCaller, run: RunState, index: int | None, messages: list[Message]
+    ) -> None:
+        self._caller = caller
+        self._run = run
+        self._index = index
+        self._messages = messages
+        self._task: asyncio.Task[CallOutcome] | None = None
+        self._taken = False
+
+    async def __aenter__(self) -> Speculation:
+        # Nothing here suspends: the task first runs when the cascade next does, that is
+        # once the primary call has taken its place in the hop order and its attempt.
+        if self._index is not None:
+            self._task = asyncio.create_task(
+                self._caller.call(
+                    self._run, self._index, "answer", self._messages, speculative=True
+                )
+            )
+        return self
+
+    def take(self, index: int) -> asyncio.Task[CallOutcome] | None:
+        """The call, once, when the cascade reaches its tier `index`; None otherwise."""
+        if self._task is None or self._taken or index != self._index:
+            return None
+        self._taken = True
+        return self._task
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        task = self._task
+        if task is None:
+            return
+        if not task.done():
+            # The message tells the call's span why it was cancelled.
+            task.cancel(msg=CANCEL_NOT_NEEDED if exc_type is None else CANCEL_REQUEST_ENDED)
+            await asyncio.wait([task])
+        if not task.cancelled() and task.exception() is not None:
+            logger.error(
+                "cascade %s: a speculative call failed unexpectedly",
+                self._run.request_id,
+                exc_info=task.exception(),
+            )

@@ -1,0 +1,162 @@
+"""The Cascade's values: the query and result the servicer converts, the hops in between, and
+the per-request state the engine and the tier caller share.
+
+The bottom floor of the wing: it imports no other cascade module except `limits`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from tierroute.cascade.limits import AttemptBudget, Deadline
+from tierroute.errors import ProviderError
+from tierroute.providers import Completion, prompts
+from tierroute.routing import Decision, ReasonNote, RouteQuery
+from tierroute.settings import TierConfig
+
+HopRole = Literal["answer", "judge"]
+HopOutcome = Literal["ok", "error", "cancelled", "skipped"]
+VerdictValue = Literal["pass", "fail", "unavailable"]
+JudgeStatus = Literal[
+    "passed", "not_required", "sampled_out", "unavailable", "failed", "self_accepted", "skipped"
+]
+SpeculationMode = Literal["default", "on", "off"]
+JudgeMode = Literal["default", "always", "never", "start_only"]
+JUDGE_MODES: tuple[JudgeMode, ...] = ("default", "always", "never", "start_only")
+# The request limit that refused or cut a call.
+Stop = Literal["deadline", "budget"]
+
+
+@dataclass(frozen=True)
+class CascadeQuery:
+    """One Cascade request, already validated against the input limits."""
+
+    route: RouteQuery
+    start_tier: str | None = None
+    self_routing: bool = False
+    max_output_tokens: int | None = None
+    speculation: SpeculationMode = "default"
+    judge_mode: JudgeMode = "default"
+    # The caller's system instruction (ROLE_SYSTEM messages), sent with every answer call.
+    system: str = ""
+    # Sent with every provider call of the request (the replay backend's fault injection).
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One provider call of a cascade and how it ended; never holds prompt or answer text."""
+
+    tier: str
+    model: str
+    role: HopRole
+    outcome: HopOutcome
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    verdict: VerdictValue | None = None
+    issues: tuple[str, ...] = ()
+    attempt: int = 1
+    speculative: bool = False
+    error_kind: str = ""
+    stop_reason: str = ""
+
+
+@dataclass(frozen=True)
+class CascadeResult:
+    """The answer, the tier that produced it, and every hop that led there."""
+
+    request_id: str
+    answer: str
+    tier: TierConfig
+    tier_index: int
+    start_tier_index: int
+    hops: tuple[Hop, ...]
+    total_cost_usd: float
+    total_latency_ms: float
+    escalated: bool
+    escalation_reasons: tuple[ReasonNote, ...]
+    judge_status: JudgeStatus
+    degraded: bool
+    degraded_reasons: tuple[str, ...]
+    decision: Decision | None
+
+
+@dataclass
+class HopDraft:
+    """A hop while its call is in flight; it reads as cancelled until the call ends."""
+
+    tier: TierConfig
+    role: HopRole
+    attempt: int
+    speculative: bool
+    started: float
+    outcome: HopOutcome = "cancelled"
+    model: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_s: float | None = None
+    verdict: VerdictValue | None = None
+    issues: tuple[str, ...] = ()
+    error_kind: str = ""
+    stop_reason: str = ""
+
+    def freeze(self, now: float) -> Hop:
+        """The hop as it reads at `now` (a call still in flight reads as cancelled)."""
+        latency = self.latency_s if self.latency_s is not None else now - self.started
+        return Hop(
+            tier=self.tier.name,
+            model=self.model or self.tier.model,
+            role=self.role,
+            outcome=self.outcome,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cost_usd=self.tier.cost_usd(self.input_tokens, self.output_tokens),
+            latency_ms=latency * 1000.0,
+            verdict=self.verdict,
+            issues=self.issues,
+            attempt=self.attempt,
+            speculative=self.speculative,
+            error_kind=self.error_kind,
+            stop_reason=self.stop_reason,
+        )
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    """How one call ended: a completion, a provider error, or a stop (deadline, budget)."""
+
+    completion: Completion | None = None
+    error: ProviderError | None = None
+    stop: Stop | None = None
+    verdict: prompts.Verdict | None = None
+    # The tier's circuit breaker refused the call: nothing was sent.
+    circuit_open: bool = False
+
+
+@dataclass
+class RunState:
+    """Everything one request shares: its limits, its hops and what it has learned.
+
+    The tier caller charges `deadline` and `budget`, numbers attempts and appends `hops`;
+    the engine adds `reasons` and `degraded` as it decides.
+    """
+
+    request_id: str
+    query: CascadeQuery
+    deadline: Deadline
+    budget: AttemptBudget
+    started: float
+    hops: list[HopDraft] = field(default_factory=list)
+    attempts: dict[tuple[str, str], int] = field(default_factory=dict)
+    reasons: list[ReasonNote] = field(default_factory=list)
+    degraded: list[str] = field(default_factory=list)
+
+    def next_attempt(self, tier: str, role: str) -> int:
+        """Number the next call of `tier` in `role` (1 = first), per request."""
+        n = self.attempts.get((tier, role), 0) + 1
+        self.attempts[(tier, role)] = n
+        return n

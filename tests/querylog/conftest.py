@@ -1,0 +1,37 @@
+"""Fixtures of the query-log tests: a SQLite file and a fresh PostgreSQL schema per test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tierroute.querylog.doubles import reachable_postgres_url, temporary_schema
+
+
+@pytest.fixture
+def sqlite_file(tmp_path: Path) -> Path:
+    """A query-log file path in its own directory (which a test may take away)."""
+    folder = tmp_path / "db"
+    folder.mkdir()
+    return folder / "querylog.sqlite3"
+
+
+@pytest.fixture(scope="module")
+def pg_base_url() -> str:
+    """The test PostgreSQL; skipped when unreachable, except under CI where that fails."""
+    url = reachable_postgres_url()
+    if url is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI needs PostgreSQL at 127.0.0.1:5432 (database test)")
+        pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable")
+    return url
+
+
+@pytest.fixture
+def pg_url(pg_base_url: str) -> Iterator[str]:
+    """A URL bound to a fresh schema that is dropped after the test."""
+    with temporary_schema(pg_base_url) as url:
+        yield url
