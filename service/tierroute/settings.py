@@ -167,7 +167,8 @@ class CascadeConfig:
     max_output_tokens: int = 1024
     # The most output tokens a request may ask for per answer call.
     max_output_tokens_limit: int = 4096
-    judge_max_output_tokens: int = 256
+    # Room for the judge's own working before its verdict (prompts.JUDGE_SYSTEM).
+    judge_max_output_tokens: int = 4096
     per_call_timeout_s: float = 60.0
 
 
@@ -179,6 +180,9 @@ class AnthropicConfig:
     api_key: Secret = field(default_factory=lambda: Secret(""))
     base_url: str = ""
     connect_timeout_s: float = 5.0
+
+
+JUDGE_BILLING_MODES = ("reasoning", "verdict_only")
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,10 @@ class ReplayConfig:
     timeout_hold_s: float = 300.0
     # Unknown prompts: chance that a judge passes an answer from tier i, cheapest first.
     synthetic_pass_rates: tuple[float, ...] = (0.6, 0.8, 0.95)
+    # What a simulated judge call is billed. "reasoning": the judging model's own recorded
+    # answer to the question (the working its verdict rests on, written before the verdict)
+    # plus the verdict; "verdict_only": the verdict's tokens alone, an optimistic bound.
+    judge_billing: str = "reasoning"
 
 
 @dataclass(frozen=True)
@@ -451,6 +459,11 @@ class Settings:
             raise ConfigError("anthropic.backend must be 'auto', 'anthropic' or 'replay'")
         if self.replay.trio not in ("default", "claude"):
             raise ConfigError("replay.trio must be 'default' or 'claude'")
+        if self.replay.judge_billing not in JUDGE_BILLING_MODES:
+            raise ConfigError(
+                f"replay.judge_billing must be one of {', '.join(JUDGE_BILLING_MODES)}, "
+                f"not {self.replay.judge_billing!r}"
+            )
         modes = {m.strip() for m in self.telemetry.mode.split(",")} - {""}
         if not modes <= {"off", "none", "console", "otlp"}:
             raise ConfigError("telemetry.mode must be off, console, otlp or a comma list of them")

@@ -22,7 +22,7 @@ from tierroute.errors import (
     RateLimited,
     TerminalProviderError,
 )
-from tierroute.providers import prompts
+from tierroute.providers import prompt_tokens, prompts
 from tierroute.providers.scripted import Reply, ScriptedProvider
 from tierroute.routing.policy import Reason, RiskThresholds
 from tierroute.routing.router import RouteQuery, Router
@@ -280,7 +280,8 @@ async def test_sampling_is_deterministic_per_request_id() -> None:
 
 
 async def test_speculative_call_cancelled_when_cheap_answer_passes() -> None:
-    """When the cheap answer passes, the mid call in flight is cancelled and costs nothing."""
+    """When the cheap answer passes, the mid call in flight is cancelled; it is billed the
+    prompt it was sent (a provider that read it bills it) and no output."""
     held = asyncio.Event()
     provider = ScriptedProvider(
         answers={CHEAP: [Reply.answer("Paris")], MID: [Reply.answer("unused", gate=held)]},
@@ -291,12 +292,17 @@ async def test_speculative_call_cancelled_when_cheap_answer_passes() -> None:
     (spec_call,) = provider.calls_to(MID, "answer")
     assert spec_call.cancelled
     spec = next(h for h in result.hops if h.speculative)
-    assert (spec.tier, spec.outcome, spec.cost_usd, spec.output_tokens) == (
+    read = prompt_tokens(spec_call.messages, spec_call.system, spec_call.tool)
+    assert read > 0
+    assert (spec.tier, spec.outcome, spec.input_tokens, spec.output_tokens) == (
         "mid",
         "cancelled",
-        0.0,
+        read,
         0,
     )
+    mid = next(t for t in make_settings().tiers if t.name == "mid")
+    assert spec.cost_usd == pytest.approx(mid.cost_usd(read, 0))
+    assert result.total_cost_usd == pytest.approx(sum(h.cost_usd for h in result.hops))
 
 
 async def test_speculative_call_used_when_cheap_answer_fails() -> None:

@@ -196,7 +196,8 @@ async def test_sampled_out_answer_is_not_judged(case_data: Path) -> None:
 
 
 async def test_speculative_call_cancelled_when_cheap_passes(case_data: Path) -> None:
-    """The mid answer held open at the server is cancelled once the cheap answer passes."""
+    """The mid answer held open at the server is cancelled once the cheap answer passes, and
+    billed the prompt it was sent."""
     judge_gate = asyncio.Event()
     async with replay_stack(
         case_data,
@@ -211,7 +212,9 @@ async def test_speculative_call_cancelled_when_cheap_passes(case_data: Path) -> 
         await stack.wait_for(lambda s: s.disconnected >= 1)
     assert result.judge_status == "passed"
     spec = next(h for h in result.hops if h.speculative)
-    assert (spec.tier, spec.outcome, spec.cost_usd) == ("mid", "cancelled", 0.0)
+    assert (spec.tier, spec.outcome, spec.output_tokens) == ("mid", "cancelled", 0)
+    assert spec.input_tokens > 0  # the server read the prompt: billed as read, never free
+    assert spec.cost_usd > 0
     assert stack.provider.calls_to(MID, "answer")[0].cancelled
 
 

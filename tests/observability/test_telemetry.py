@@ -430,11 +430,9 @@ async def test_cancelled_speculative_call_ends_cancelled_with_an_event() -> None
         await o.running.stub.Cascade(cascade(speculation=pb.SPECULATION_MODE_ON))
     spec = next(s for s in o.named("tierroute.answer") if attrs(s)["tierroute.speculative"])
     a = attrs(spec)
-    assert (a["tierroute.tier"], a["tierroute.outcome"], a["tierroute.cost_usd"]) == (
-        "mid",
-        "cancelled",
-        0.0,
-    )
+    assert (a["tierroute.tier"], a["tierroute.outcome"]) == ("mid", "cancelled")
+    # Billed the prompt it read, as its hop is; it returned no output.
+    assert a["tierroute.cost_usd"] > 0
     assert "gen_ai.usage.output_tokens" not in a
     assert spec.status.status_code is StatusCode.UNSET
     assert events(spec, "tierroute.cancelled") == [

@@ -40,6 +40,7 @@ from tierroute.offline.evaluation.scoring import GroundTruth
 from tierroute.offline.evaluation.strategies import (
     baseline_strategies,
     eval_settings,
+    random_strategy,
     routed_strategies,
 )
 from tierroute.offline.evaluation.summary import REPORT_FILE, strategy_metrics
@@ -157,6 +158,35 @@ def test_report_compares_every_strategy_with_always_expensive(report: dict[str, 
     shipped = strategies["shipped"]
     expected = (shipped["quality"] - cheap["quality"]) / (top["quality"] - cheap["quality"])
     assert shipped["gap_recovered"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_random_baseline_spends_what_the_shipped_strategy_spends(report: dict[str, Any]) -> None:
+    """`random_at_equal_cost` matches the shipped strategy's cost per query, not its tier mix."""
+    s = report["strategies"]
+    shipped, random = s["shipped"]["cost_per_query_usd"], s["random_at_equal_cost"]
+    step = s["always_expensive"]["cost_per_query_usd"] * 2 / report["n"]
+    assert abs(random["cost_per_query_usd"] - shipped) <= step
+
+
+def test_random_baseline_moves_records_up_only_within_the_budget() -> None:
+    """The cost-matched draw mixes the two tiers around the target at random and spends at most
+    the target, within one record's step of it."""
+    settings = _settings()
+    n = 200
+    rng = np.random.default_rng(3)
+    cheap = rng.uniform(0.001, 0.002, n)
+    costs = [cheap, cheap * 10, cheap * 60]
+    ids = [f"r{i}" for i in range(n)]
+    target = float(np.mean(costs[1]) + np.mean(costs[2])) / 2
+    strategy = random_strategy(settings, ids, costs, target, seed=1)
+    names = [t.name for t in settings.tiers]
+    chosen = [names.index(strategy.start_tiers[f"r{i}"]) for i in range(n)]
+    spent = float(np.mean([costs[t][i] for i, t in enumerate(chosen)]))
+    assert spent <= target
+    assert target - spent <= float(np.max(costs[2] - costs[1])) / n
+    assert set(chosen) == {1, 2}
+    again = random_strategy(settings, ids, costs, target, seed=1)
+    assert again.start_tiers == strategy.start_tiers
 
 
 def test_oracle_quality_is_at_least_every_strategys(report: dict[str, Any]) -> None:

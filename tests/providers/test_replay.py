@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import json
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -23,9 +24,9 @@ from tierroute.errors import (
 from tierroute.outcomes import iter_records
 from tierroute.providers import prompts
 from tierroute.providers.anthropic import AnthropicProvider
-from tierroute.providers.base import Completion, Message
+from tierroute.providers.base import Completion, Message, estimate_tokens
 from tierroute.providers.replay import ReplayEngine, ReplayServer, ReplayStore, synthetic_answer
-from tierroute.providers.replay.answers import answers_agree, estimate_tokens, extract_answer
+from tierroute.providers.replay.answers import answers_agree, extract_answer
 from tierroute.settings import ReplayConfig, Secret, Settings, TierConfig
 
 # Model ids of our own: the SDK warns (an error under pytest) on deprecated Claude ids.
@@ -84,7 +85,7 @@ async def judge(
         messages=prompts.judge_messages(question, candidate),
         system=prompts.JUDGE_SYSTEM,
         tool=prompts.JUDGE_TOOL,
-        max_tokens=256,
+        max_tokens=kwargs.pop("max_tokens", 4096),
         timeout_s=10.0,
         **kwargs,
     )
@@ -206,7 +207,60 @@ async def test_judge_usage_grows_with_prompt_length(provider: AnthropicProvider)
     short = await judge(provider, MID, record["prompt"], candidate)
     long = await judge(provider, MID, "Five worked examples. " * 200 + record["prompt"], candidate)
     assert long.input_tokens > short.input_tokens
-    assert 10 <= short.output_tokens <= 60
+
+
+async def test_a_judge_is_billed_its_own_solution_before_its_verdict(
+    provider: AnthropicProvider,
+) -> None:
+    """Under `judge_billing = "reasoning"` (the default) the judge first writes the judging
+    model's recorded answer, then calls the tool; it is billed both."""
+    assert FAST.judge_billing == "reasoning"
+    record = RECORDS[6]
+    own = record["models"][TRIO["mid"]]
+    verdict = await judge(
+        provider, MID, record["prompt"], record["models"][TRIO["cheap"]]["response"]
+    )
+    assert verdict.text == own["response"]
+    assert verdict.tool_input is not None
+    assert 10 <= verdict.output_tokens - own["output_tokens"] <= 60
+    assert verdict.stop_reason == "tool_use"
+
+
+async def test_verdict_only_billing_bills_the_verdict_alone() -> None:
+    """`judge_billing = "verdict_only"` (the optimistic bound) bills only the verdict's tokens."""
+    record = RECORDS[6]
+    config = dataclasses.replace(FAST, judge_billing="verdict_only")
+    with ReplayServer(ReplayStore(RECORDS), TIERS, config) as running:
+        client = AnthropicProvider(api_key="test-key", base_url=running.base_url)
+        try:
+            verdict = await judge(
+                client, MID, record["prompt"], record["models"][TRIO["cheap"]]["response"]
+            )
+        finally:
+            await client.aclose()
+    assert verdict.text == ""
+    assert verdict.tool_input is not None
+    assert 10 <= verdict.output_tokens <= 60
+
+
+async def test_a_judge_out_of_room_for_its_working_gives_no_verdict(
+    provider: AnthropicProvider,
+) -> None:
+    """A judge whose own solution does not fit max_tokens stops there: no tool call, so the
+    cascade reads it as unavailable, and it is billed the tokens it wrote."""
+    record = RECORDS[6]
+    room = record["models"][TRIO["mid"]]["output_tokens"] // 2
+    assert room > 0
+    cut = await judge(
+        provider,
+        MID,
+        record["prompt"],
+        record["models"][TRIO["cheap"]]["response"],
+        max_tokens=room,
+    )
+    assert cut.tool_input is None
+    assert prompts.parse_verdict(cut.tool_input).passes is None
+    assert (cut.output_tokens, cut.stop_reason) == (room, "max_tokens")
 
 
 async def test_judge_without_its_own_answer_calls_no_tool() -> None:
@@ -332,7 +386,7 @@ def test_unknown_prompt_verdict_is_the_same_on_every_server() -> None:
     for _ in range(2):
         engine = ReplayEngine(ReplayStore(), TIERS, FAST)
         runs.append(
-            [engine.handle("/v1/messages", b, {}).body["content"][0]["input"] for b in bodies]
+            [engine.handle("/v1/messages", b, {}).body["content"][-1]["input"] for b in bodies]
         )
     assert runs[0] == runs[1]
     assert {v["passes"] for v in runs[0]} == {True, False}

@@ -23,7 +23,7 @@ from tierroute.cascade.telemetry import CascadeTelemetry
 from tierroute.cascade.types import CallOutcome, HopDraft, HopRole, RunState, Stop
 from tierroute.errors import ProviderError, ProviderTimeout
 from tierroute.observability.names import CANCEL_NOT_NEEDED, CANCEL_REQUEST_ENDED
-from tierroute.providers import Completion, Message, Provider, prompts
+from tierroute.providers import Completion, Message, Provider, prompt_tokens, prompts
 from tierroute.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -216,8 +216,12 @@ class TierCaller:
             except ProviderError as exc:
                 return self._failed(run, draft, exc, bound_by_deadline)
             except asyncio.CancelledError:
-                # The draft already reads as cancelled: nothing returned, nothing billed.
+                # A provider that has read the prompt bills it, answered or not: the hop is
+                # billed its (estimated) input tokens, and the output it returned, none.
                 draft.outcome = "cancelled"
+                draft.input_tokens = prompt_tokens(
+                    messages, system, prompts.JUDGE_TOOL if judge else None
+                )
                 raise
             self._telemetry.completed(span, messages, system, completion)
             return self._completed(draft, completion)

@@ -5,7 +5,14 @@ self-routing prompts every provider is sent.
 """
 
 from tierroute.providers.backend import Backend, build_backend, uses_anthropic
-from tierroute.providers.base import Completion, Message, Provider, ToolSpec
+from tierroute.providers.base import (
+    Completion,
+    Message,
+    Provider,
+    ToolSpec,
+    estimate_tokens,
+    prompt_tokens,
+)
 
 __all__ = [
     "Backend",
@@ -14,5 +21,7 @@ __all__ = [
     "Provider",
     "ToolSpec",
     "build_backend",
+    "estimate_tokens",
+    "prompt_tokens",
     "uses_anthropic",
 ]

@@ -162,7 +162,10 @@ class AnthropicProvider:
                 }
             ]
             params["tools"] = tools
-            params["tool_choice"] = {"type": "tool", "name": tool.name}
+            # `auto`, not a forced tool: a forced call is prefilled, so the model could not
+            # write its working before the verdict (prompts.JUDGE_SYSTEM asks for it). A
+            # reply without the tool call parses as no verdict: judge unavailable, never a pass.
+            params["tool_choice"] = {"type": "auto"}
         wire = [_wire_message(m) for m in messages]
         timeout = anthropic.Timeout(timeout_s, connect=min(self._connect_timeout_s, timeout_s))
         started = time.perf_counter()

@@ -7,9 +7,34 @@ library's errors into `tierroute.errors.ProviderError` subclasses at this edge.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+_WORD = re.compile(r"\S+")
+
+
+def estimate_tokens(text: str) -> int:
+    """Token estimate of a text: the larger of words x 1.3 and characters / 4.
+
+    Words x 1.3 is the project's rough rule; characters / 4 keeps dense text without
+    spaces (code, JSON, formulas) from counting as a handful of words. Both grow with
+    the text, so a shorter prompt always costs less.
+    """
+    if not text:
+        return 0
+    return max(math.ceil(len(_WORD.findall(text)) * 1.3), math.ceil(len(text) / 4))
+
+
+def prompt_tokens(messages: Sequence[Message], system: str | None, tool: ToolSpec | None) -> int:
+    """Estimated input tokens of a call: what a provider bills for reading the prompt, even
+    when the call is cancelled before it answers."""
+    parts = [system or "", *(m.content for m in messages)]
+    if tool is not None:
+        parts.append(f"{tool.name} {tool.description} {dict(tool.input_schema)}")
+    return estimate_tokens("\n".join(p for p in parts if p))
 
 
 @dataclass(frozen=True)

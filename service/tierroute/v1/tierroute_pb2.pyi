@@ -303,7 +303,8 @@ class _HopOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HopOutcome
     """The call failed with a provider error (see error_kind)."""
     HOP_OUTCOME_CANCELLED: _HopOutcome.ValueType  # 3
     """The call was cancelled (a speculative call no longer needed, or the
-    client went away); it is billed for nothing it did not return.
+    client went away). It is billed its input tokens, since a provider that
+    has read the prompt bills it, plus whatever output it returned.
     """
     HOP_OUTCOME_SKIPPED: _HopOutcome.ValueType  # 4
     """The call was skipped (circuit open, budget exhausted)."""
@@ -319,7 +320,8 @@ HOP_OUTCOME_ERROR: HopOutcome.ValueType  # 2
 """The call failed with a provider error (see error_kind)."""
 HOP_OUTCOME_CANCELLED: HopOutcome.ValueType  # 3
 """The call was cancelled (a speculative call no longer needed, or the
-client went away); it is billed for nothing it did not return.
+client went away). It is billed its input tokens, since a provider that
+has read the prompt bills it, plus whatever output it returned.
 """
 HOP_OUTCOME_SKIPPED: HopOutcome.ValueType  # 4
 """The call was skipped (circuit open, budget exhausted)."""

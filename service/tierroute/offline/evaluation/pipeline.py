@@ -27,6 +27,7 @@ from tierroute.offline.evaluation.scoring import GroundTruth, oracle_start_tiers
 from tierroute.offline.evaluation.strategies import (
     ORDER,
     SHIPPED,
+    always_name,
     baseline_strategies,
     eval_settings,
     oracle_strategy,
@@ -40,7 +41,6 @@ from tierroute.offline.evaluation.summary import (
     SUMMARY_FILE,
     build_report,
     markdown_summary,
-    strategy_metrics,
     write_json,
 )
 from tierroute.offline.training.calibrate import DEFAULT_MAX_COST_RATIO, Target
@@ -213,8 +213,15 @@ def evaluate(
         fit=fit,
         inputs=inputs,
     )
-    shipped_mix = strategy_metrics(outcomes[SHIPPED], data, truth, names)["tier_mix"]
-    random = random_strategy(settings, data, [shipped_mix[n] for n in names], options.seed)
+    # Random routing at the shipped strategy's cost: each tier's one-call cost per record is
+    # what its always-tier baseline paid.
+    tier_costs = [
+        [o.cost_usd for o in outcomes[always_name(i, len(names))]] for i in range(len(names))
+    ]
+    shipped_cost = float(np.mean([o.cost_usd for o in outcomes[SHIPPED]]))
+    random = random_strategy(
+        settings, [r.id for r in data.records], tier_costs, shipped_cost, options.seed
+    )
     outcomes.update(run([tuned, random]))
     strategies += [tuned, random]
     ordered = {name: outcomes[name] for name in ORDER if name in outcomes}
@@ -246,6 +253,8 @@ def evaluate(
                 },
                 "max_output_tokens": settings.cascade.max_output_tokens,
                 "judge_max_output_tokens": settings.cascade.judge_max_output_tokens,
+                # What each judge call is billed (settings.replay.judge_billing).
+                "judge_billing": settings.replay.judge_billing,
             },
         },
     )

@@ -57,7 +57,8 @@ def eval_settings(settings: Settings, data: EvalData) -> Settings:
     return dataclasses.replace(settings, tiers=eval_tiers(settings, data), replay=replay)
 
 
-def _always_name(index: int, n_tiers: int) -> str:
+def always_name(index: int, n_tiers: int) -> str:
+    """The always-one-tier baseline's name for tier `index` of `n_tiers`."""
     if index == 0:
         return ALWAYS[0]
     return ALWAYS[-1] if index == n_tiers - 1 else ALWAYS[1]
@@ -69,7 +70,7 @@ def baseline_strategies(settings: Settings) -> list[Strategy]:
     for index, tier in enumerate(settings.tiers):
         out.append(
             Strategy(
-                _always_name(index, len(settings.tiers)),
+                always_name(index, len(settings.tiers)),
                 f"every query to {tier.name} ({tier.model}), one call, no judge",
                 (RunPlan(settings, start_tier=tier.name, judge_mode="never", speculation="off"),),
             )
@@ -88,20 +89,41 @@ def oracle_strategy(settings: Settings, start_tiers: Mapping[str, str]) -> Strat
 
 
 def random_strategy(
-    settings: Settings, data: EvalData, mix: Sequence[float], seed: int
+    settings: Settings,
+    record_ids: Sequence[str],
+    tier_costs: Sequence[Sequence[float]],
+    target_cost_usd: float,
+    seed: int,
 ) -> Strategy:
-    """Random routing with a given tier mix (the shipped strategy's), seeded, one call."""
-    weights = np.array(mix, dtype=np.float64)
-    weights = weights / weights.sum()
-    rng = np.random.default_rng(seed)
-    draws = rng.choice(len(settings.tiers), size=len(data.records), p=weights)
+    """Random routing that spends what the strategy it is compared with spends, one call.
+
+    `tier_costs[t][i]` is what record i costs answered once by tier t (the always-t
+    baseline's cost). In a seeded random order, records move up from the cheapest tier one
+    tier at a time while the total stays within `target_cost_usd` per query, so the realised
+    cost matches the target to within one record's step (not just in expectation).
+    """
+    costs = np.array(tier_costs, dtype=np.float64)
+    n_tiers, n = costs.shape
+    budget = target_cost_usd * n
+    tiers = np.zeros(n, dtype=np.int64)
+    spent = float(costs[0].sum())
+    order = np.random.default_rng(seed).permutation(n)
+    for level in range(1, n_tiers):
+        for i in order:
+            if tiers[i] != level - 1:
+                continue
+            step = float(costs[level, i] - costs[level - 1, i])
+            if spent + step <= budget:
+                tiers[i] = level
+                spent += step
     names = [t.name for t in settings.tiers]
-    mix_text = ", ".join(f"{n} {w:.3f}" for n, w in zip(names, weights, strict=True))
+    mix = ", ".join(f"{m} {np.mean(tiers == k):.3f}" for k, m in enumerate(names))
     return Strategy(
         RANDOM,
-        f"each query to a random tier drawn with the shipped tier mix ({mix_text}), seed {seed}",
+        f"each query to a random tier, drawn so the total cost matches the shipped "
+        f"strategy's (${target_cost_usd:.6f} per query; mix {mix}), one call, seed {seed}",
         (RunPlan(settings, judge_mode="never", speculation="off"),),
-        start_tiers={r.id: names[int(d)] for r, d in zip(data.records, draws, strict=True)},
+        start_tiers={r: names[int(t)] for r, t in zip(record_ids, tiers, strict=True)},
     )
 
 

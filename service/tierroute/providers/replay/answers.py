@@ -8,28 +8,15 @@ recorded response uses that model's recorded `pred`; any other text goes through
 from __future__ import annotations
 
 import json
-import math
 import re
 
-_WORD = re.compile(r"\S+")
 # The option letter is matched case-sensitively so "the answer is a list" is not option A.
 _MCQ = re.compile(r"(?i:answer is):?\s*\(?([A-J])\)?(?![A-Za-z])")
 _JSON_ANSWER = re.compile(r'"answer"\s*:\s*("(?:[^"\\]|\\.)*"|[^,}\n]+)')
 _BOXED = "\\boxed{"
 _INTEGER = re.compile(r"[-+]?\d+")
+
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?")
-
-
-def estimate_tokens(text: str) -> int:
-    """Token estimate of a text: the larger of words x 1.3 and characters / 4.
-
-    Words x 1.3 is the project's rough rule; characters / 4 keeps dense text without
-    spaces (code, JSON, formulas) from counting as a handful of words. Both grow with
-    the text, so a shorter prompt always costs less.
-    """
-    if not text:
-        return 0
-    return max(math.ceil(len(_WORD.findall(text)) * 1.3), math.ceil(len(text) / 4))
 
 
 def _last_boxed(text: str) -> str | None:

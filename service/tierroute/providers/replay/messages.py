@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tierroute.errors import ConfigError
+from tierroute.providers.base import estimate_tokens
 from tierroute.providers.prompts import (
     JUDGE_TOOL,
     SELF_ROUTING_INSTRUCTION,
     extract_candidate,
     extract_question,
 )
-from tierroute.providers.replay.answers import answers_agree, estimate_tokens, extract_answer
+from tierroute.providers.replay.answers import answers_agree, extract_answer
 from tierroute.providers.replay.faults import FaultPlan, FaultSpec
 from tierroute.providers.replay.latency import LatencyModel
 from tierroute.providers.replay.recorded import TRIOS, ReplayRecord, ReplayStore
@@ -90,6 +91,14 @@ class Reply:
 
 class _BadRequest(ValueError):
     """A request the Messages API would refuse with 400."""
+
+
+@dataclass(frozen=True)
+class _Working:
+    """A simulated judge's own solution, written before its verdict, and its tokens."""
+
+    text: str
+    tokens: int
 
 
 @dataclass(frozen=True)
@@ -423,11 +432,16 @@ class ReplayEngine:
         if record is None:
             passes = self._synthetic_verdict(question, candidate, tier)
             found = [] if passes else ["The grader's own solution disagrees with this answer."]
-            return self._verdict(request, tier, input_tokens, {"passes": passes, "issues": found})
-        judge_pred = record.answer(tier, len(self._tiers), self._config.trio).pred
+            working = self._working(synthetic_answer(question, request.model), None)
+            return self._verdict(
+                request, tier, input_tokens, {"passes": passes, "issues": found}, working
+            )
+        own = record.answer(tier, len(self._tiers), self._config.trio)
+        working = self._working(own.response, own.output_tokens)
+        judge_pred = own.pred
         if not judge_pred:
             # The judging model reached no answer of its own: it cannot grade.
-            return self._judge_text(request, tier, input_tokens, "unavailable")
+            return self._judge_text(request, tier, input_tokens, "unavailable", working)
         candidate_pred = self._candidate_pred(record, candidate)
         passes = answers_agree(candidate_pred, judge_pred)
         issues: list[str]
@@ -440,7 +454,16 @@ class ReplayEngine:
                 f"The final answer ({candidate_pred}) disagrees with the grader's own "
                 f"solution ({judge_pred})."
             ]
-        return self._verdict(request, tier, input_tokens, {"passes": passes, "issues": issues})
+        return self._verdict(
+            request, tier, input_tokens, {"passes": passes, "issues": issues}, working
+        )
+
+    def _working(self, text: str, tokens: int | None) -> _Working | None:
+        """The judge's own solution, written before its verdict: what reaching the verdict
+        takes, billed under `judge_billing = "reasoning"` (None under "verdict_only")."""
+        if self._config.judge_billing != "reasoning":
+            return None
+        return _Working(text, estimate_tokens(text) if tokens is None else tokens)
 
     @staticmethod
     def _candidate_pred(record: ReplayRecord, candidate: str) -> str | None:
@@ -462,26 +485,67 @@ class ReplayEngine:
         return _digest("verdict", question, str(judge_tier)) % 100 < round(rate * 100)
 
     def _verdict(
-        self, request: _Request, tier: int, input_tokens: int, tool_input: dict[str, Any]
+        self,
+        request: _Request,
+        tier: int,
+        input_tokens: int,
+        tool_input: dict[str, Any],
+        working: _Working | None = None,
     ) -> Reply:
-        output_tokens = estimate_tokens(json.dumps(tool_input)) + _TOOL_CALL_OVERHEAD_TOKENS
-        block = {
-            "type": "tool_use",
-            "id": f"toolu_{uuid.uuid4().hex[:24]}",
-            "name": JUDGE_TOOL.name,
-            "input": tool_input,
-        }
-        body = _message(request.model, [block], "tool_use", (input_tokens, output_tokens))
+        verdict_tokens = estimate_tokens(json.dumps(tool_input)) + _TOOL_CALL_OVERHEAD_TOKENS
+        blocks: list[dict[str, Any]] = []
+        output_tokens = verdict_tokens
+        if working is not None:
+            if working.tokens + verdict_tokens > request.max_tokens:
+                # Out of room before the verdict: the working is cut and no tool call comes,
+                # as a model stopped at max_tokens would end.
+                return self._cut_judge(request, tier, input_tokens, working)
+            blocks.append({"type": "text", "text": working.text})
+            output_tokens += working.tokens
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": f"toolu_{uuid.uuid4().hex[:24]}",
+                "name": JUDGE_TOOL.name,
+                "input": tool_input,
+            }
+        )
+        body = _message(request.model, blocks, "tool_use", (input_tokens, output_tokens))
         delay = self._latency.seconds(tier, output_tokens)
         return Reply(200, body, delay_s=delay, kind="judge")
 
-    def _judge_text(self, request: _Request, tier: int, input_tokens: int, why: str) -> Reply:
+    def _cut_judge(
+        self, request: _Request, tier: int, input_tokens: int, working: _Working
+    ) -> Reply:
+        cut = working.text[: len(working.text) * request.max_tokens // max(1, working.tokens)]
+        body = _message(
+            request.model,
+            [{"type": "text", "text": cut}],
+            "max_tokens",
+            (input_tokens, request.max_tokens),
+        )
+        delay = self._latency.seconds(tier, request.max_tokens)
+        return Reply(200, body, delay_s=delay, kind="judge")
+
+    def _judge_text(
+        self,
+        request: _Request,
+        tier: int,
+        input_tokens: int,
+        why: str,
+        working: _Working | None = None,
+    ) -> Reply:
         text = (
             "The answer looks mostly fine to me, I think."
             if why == "malformed"
             else "I cannot grade this answer: I could not reach a final answer of my own."
         )
         output_tokens = estimate_tokens(text)
+        if working is not None:
+            if working.tokens + output_tokens > request.max_tokens:
+                return self._cut_judge(request, tier, input_tokens, working)
+            text = f"{working.text.rstrip()}\n\n{text}"
+            output_tokens += working.tokens
         body = _message(
             request.model,
             [{"type": "text", "text": text}],
