@@ -142,6 +142,11 @@ def test_report_has_the_documented_schema(report: dict[str, Any]) -> None:
             assert set(task) == {"quality", "cost_per_query_usd"}
 
 
+def test_report_states_how_judges_are_billed(report: dict[str, Any]) -> None:
+    """The report records the judge billing its figures use: the honest default, reasoning."""
+    assert report["simulation"]["judge_billing"] == "reasoning"
+
+
 def test_report_lists_every_strategy(report: dict[str, Any]) -> None:
     """Every strategy of the issue, the shipped one and its cross-fitted twin are reported."""
     assert set(report["strategies"]) == STRATEGIES
