@@ -5,14 +5,29 @@ self-routing prompts every provider is sent.
 """
 
 from tierroute.providers.backend import Backend, build_backend, uses_anthropic
-from tierroute.providers.base import Completion, Message, Provider, ToolSpec
+from tierroute.providers.base import (
+    AnswerParams,
+    Block,
+    Completion,
+    Message,
+    Provider,
+    StreamItem,
+    TextDelta,
+    ToolSpec,
+    message_body,
+)
 
 __all__ = [
+    "AnswerParams",
     "Backend",
+    "Block",
     "Completion",
     "Message",
     "Provider",
+    "StreamItem",
+    "TextDelta",
     "ToolSpec",
     "build_backend",
+    "message_body",
     "uses_anthropic",
 ]
