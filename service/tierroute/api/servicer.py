@@ -110,7 +110,8 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
             return
         if isinstance(exc, TierrouteError):
             status = status_for(exc).name
-        elif isinstance(exc, asyncio.CancelledError):
+        elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
+            # Cancelled, or a stream the client left (gRPC closes its generator).
             status = "CANCELLED"
         elif isinstance(exc, aio.AbortError):
             return  # aborted calls were recorded where they aborted

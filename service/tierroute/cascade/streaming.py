@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -85,18 +85,21 @@ CascadeEvent: TypeAlias = (
 
 
 class EventStream:
-    """The events of one streamed Cascade, in order; read them with `until`.
+    """The events of one streamed Cascade, in order; read them with `until_closed`.
 
     Writers never wait: the queue is unbounded, and what it can hold is bounded by the
     request (its hops and its answers' text).
     """
 
-    def __init__(self, *, drafts: bool = False) -> None:
+    def __init__(self, *, drafts: bool = False, clock: Callable[[], float] | None = None) -> None:
         self.drafts = drafts
         self._queue: asyncio.Queue[CascadeEvent | None] = asyncio.Queue()
         # The text the caller holds since the last retract.
         self._delivered: list[str] = []
         self.retracts = 0
+        self._clock = clock
+        # When the first piece of text went out, on `clock` (time to first token).
+        self.first_text_at: float | None = None
 
     def emit(self, event: CascadeEvent) -> None:
         """Queue one event."""
@@ -105,6 +108,8 @@ class EventStream:
     def text(self, piece: str) -> None:
         """Send a piece of answer text."""
         if piece:
+            if self.first_text_at is None and self._clock is not None:
+                self.first_text_at = self._clock()
             self._delivered.append(piece)
             self.emit(TextEvent(piece))
 
