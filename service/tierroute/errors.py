@@ -18,6 +18,7 @@ TierrouteError
 │   ├── ProviderServerError   HTTP 5xx
 │   ├── ProviderConnectionError
 │   └── TerminalProviderError HTTP 400/401/403/404/413: never retried
+├── AnswerInterrupted         a streamed answer broke off after its text was sent
 └── AllTiersFailed            no tier could answer
 """
 
@@ -125,6 +126,14 @@ class TerminalProviderError(ProviderError):
 
     kind = "terminal"
     retryable = False
+
+
+class AnswerInterrupted(TierrouteError):
+    """A streamed, committed answer failed after part of its text reached the caller.
+
+    Nothing may replace text the caller was told is final, so the call fails; a retry of
+    the whole request starts afresh.
+    """
 
 
 class AllTiersFailed(TierrouteError):

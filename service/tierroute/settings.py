@@ -57,18 +57,34 @@ class Secret:
 
 @dataclass(frozen=True)
 class TierConfig:
-    """One model tier: its name, provider model id, prices and context window."""
+    """One model tier: its name, provider model id, prices, context window and output limit."""
 
     name: str
     model: str
     input_usd_per_mtok: float
     output_usd_per_mtok: float
     context_window: int = 200_000
+    # The most output tokens one answer call on this tier may ask for.
+    max_output_tokens: int = 8192
+    # Prompt caching, as multiples of the input price: writing a cache entry, reading one.
+    cache_write_multiplier: float = 1.25
+    cache_read_multiplier: float = 0.1
 
-    def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
-        """Price a call on this tier."""
+    def cost_usd(
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        cache_creation_tokens: int = 0,
+        cache_read_tokens: int = 0,
+    ) -> float:
+        """Price a call on this tier; cache tokens are billed apart from `input_tokens`."""
+        cached = (
+            cache_creation_tokens * self.cache_write_multiplier
+            + cache_read_tokens * self.cache_read_multiplier
+        )
         return (
-            input_tokens * self.input_usd_per_mtok + output_tokens * self.output_usd_per_mtok
+            (input_tokens + cached) * self.input_usd_per_mtok
+            + output_tokens * self.output_usd_per_mtok
         ) / 1e6
 
 
@@ -101,6 +117,14 @@ class LimitsConfig:
     max_metadata_key_chars: int = 128
     max_metadata_value_chars: int = 1024
     max_id_chars: int = 128
+    # The Messages API surface of a Cascade request.
+    max_blocks_per_message: int = 64
+    max_tools: int = 64
+    max_tool_schema_chars: int = 32_768
+    max_stop_sequences: int = 16
+    max_stop_sequence_chars: int = 256
+    # cache_control marks per request, tools included (Anthropic accepts four).
+    max_cache_breakpoints: int = 4
 
 
 @dataclass(frozen=True)
@@ -164,11 +188,17 @@ class CascadeConfig:
     max_retries_per_tier: int = 2
     retry_base_delay_s: float = 0.2
     retry_max_delay_s: float = 5.0
+    # Output tokens of an answer call when the request names none; each tier's own
+    # `max_output_tokens` caps this and what a request asks for.
     max_output_tokens: int = 1024
-    # The most output tokens a request may ask for per answer call.
-    max_output_tokens_limit: int = 4096
     # Room for the judge's own working before its verdict (prompts.JUDGE_SYSTEM).
     judge_max_output_tokens: int = 4096
+    # What the judge sees besides the question and the answer: the last turns of the
+    # conversation (at most this many, within this many characters) and the system prompt
+    # (cut to its last judge_system_chars), all fenced as untrusted data.
+    judge_context_turns: int = 6
+    judge_context_chars: int = 6000
+    judge_system_chars: int = 2000
     per_call_timeout_s: float = 60.0
 
 
@@ -423,11 +453,7 @@ class Settings:
 
     def validate(self) -> None:
         """Raise ConfigError when the settings cannot work."""
-        if len(self.tiers) < 2:
-            raise ConfigError("configure at least two tiers, cheapest first")
-        names = [t.name for t in self.tiers]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"tier names must be unique: {names}")
+        names = self._validate_tiers()
         self._validate_choices()
         for name in ("judge_sample_rate", "speculative_bound", "self_confidence_threshold"):
             if not 0.0 <= getattr(self.cascade, name) <= 1.0:
@@ -448,6 +474,18 @@ class Settings:
                     v = getattr(value, f.name)
                     if isinstance(v, int | float) and not isinstance(v, bool) and v < 0:
                         raise ConfigError(f"{section.name}.{f.name} must not be negative")
+
+    def _validate_tiers(self) -> list[str]:
+        """The tier names; ConfigError for too few tiers, a repeated name or no output."""
+        if len(self.tiers) < 2:
+            raise ConfigError("configure at least two tiers, cheapest first")
+        names = [t.name for t in self.tiers]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"tier names must be unique: {names}")
+        for tier in self.tiers:
+            if tier.max_output_tokens < 1:
+                raise ConfigError(f"tiers.{tier.name}.max_output_tokens must be at least 1")
+        return names
 
     def _validate_choices(self) -> None:
         """ConfigError for a setting that names none of the values it may take."""

@@ -137,16 +137,16 @@ def test_conversation_splits_system_turns_history_and_the_last_user_turn() -> No
         pb.ChatMessage(role=pb.ROLE_SYSTEM, content="answer in French"),
         pb.ChatMessage(role=pb.ROLE_USER, content="what is 2+2?"),
     ]
-    text, history, system = convert.conversation("", messages, make_settings().limits)
-    assert text == "what is 2+2?"
-    assert history == (Message("user", "hi"), Message("assistant", "hello"))
-    assert system == "be brief\nanswer in French"
+    talk = convert.conversation("", messages, make_settings().limits)
+    assert talk.text == "what is 2+2?"
+    assert talk.history == (Message("user", "hi"), Message("assistant", "hello"))
+    assert talk.system == "be brief\nanswer in French"
 
 
 def test_every_turn_counts_toward_the_length_limit() -> None:
     """The character limit applies to all turns together, not to each one."""
     limits = make_settings({"TIERROUTE_LIMITS_MAX_QUERY_CHARS": "10"}).limits
-    assert convert.conversation("x" * 10, [], limits)[0] == "x" * 10
+    assert convert.conversation("x" * 10, [], limits).text == "x" * 10
     turns = [pb.ChatMessage(role=pb.ROLE_USER, content="x" * 6)] * 2
     with pytest.raises(QueryTooLong):
         convert.conversation("", turns, limits)

@@ -197,3 +197,30 @@ async def test_feedback_only_on_the_callers_own_requests(tmp_path: Path) -> None
     assert unflushed.value.code() == grpc.StatusCode.NOT_FOUND
     assert stored.value.code() == grpc.StatusCode.NOT_FOUND
     assert ack.request_id == r.request_id
+
+
+async def test_cache_tokens_and_the_stop_reason_are_logged(tmp_path: Path) -> None:
+    """Each hop keeps its cache writes and reads; the record sums them and keeps the stop."""
+    provider = ScriptedProvider(
+        answers={
+            CHEAP: [
+                Reply.tool_call(
+                    "lookup",
+                    {"q": "x"},
+                    cache_creation_input_tokens=300,
+                    cache_read_input_tokens=0,
+                )
+            ]
+        }
+    )
+    async with running_server(_settings(tmp_path), scorer=EASY, provider=provider) as s:
+        await s.stub.Cascade(pb.CascadeRequest(query="Look it up.", tools=[pb.Tool(name="lookup")]))
+    (record,) = await _records(tmp_path)
+    assert [
+        (h["cache_creation_input_tokens"], h["cache_read_input_tokens"]) for h in record.hops
+    ] == [(300, 0)]
+    assert (record.cache_creation_tokens, record.cache_read_tokens) == (300, 0)
+    assert (record.stop_reason, record.judge_status) == ("tool_use", "tool_use")
+    assert record.hops[0]["cost_usd"] == pytest.approx(
+        (100 + 300 * 1.25) * 1.0 / 1e6 + 20 * 5.0 / 1e6
+    )

@@ -35,6 +35,7 @@ EXPECTED = {
     errors.ProviderConnectionError: grpc.StatusCode.UNAVAILABLE,
     errors.TerminalProviderError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.AllTiersFailed: grpc.StatusCode.UNAVAILABLE,
+    errors.AnswerInterrupted: grpc.StatusCode.UNAVAILABLE,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -581,12 +582,17 @@ async def test_start_tier_override_is_a_recorded_reason() -> None:
     assert not result.escalated
 
 
-async def test_request_output_tokens_bounded_by_config_limit() -> None:
-    """A request's max_output_tokens applies to answers, capped by the configured limit."""
-    provider = ScriptedProvider(answers={TOP: [Reply.answer("ok")]})
-    engine = make_engine(provider, max_output_tokens_limit=500)
-    await engine.run(query(start_tier="top", max_output_tokens=9000), deadline_s=None)
-    assert provider.calls[0].max_tokens == 500
+async def test_request_output_tokens_bounded_by_the_tiers_limit() -> None:
+    """A request's max_output_tokens applies to answers, capped by each tier's own limit."""
+    provider = ScriptedProvider(answers={CHEAP: [Reply.answer("ok")], TOP: [Reply.answer("ok")]})
+    tiers = (dataclasses.replace(TIERS[0], max_output_tokens=500), *TIERS[1:])
+    settings = dataclasses.replace(make_settings(judge_sample_rate=0.0), tiers=tiers)
+    engine = CascadeEngine(settings, Router(settings, None), provider)
+    await engine.run(query(start_tier="top", max_output_tokens=6000), deadline_s=None)
+    await engine.run(
+        query(start_tier="cheap", max_output_tokens=6000, judge_mode="never"), deadline_s=None
+    )
+    assert [c.max_tokens for c in provider.calls] == [6000, 500]
 
 
 async def test_headers_are_sent_with_every_call() -> None:

@@ -15,8 +15,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from tierroute.cascade.breaker import BreakerBoard
 from tierroute.cascade.caller import TierCaller
 from tierroute.cascade.limits import AttemptBudget, Deadline
+from tierroute.cascade.run import RunState
 from tierroute.cascade.telemetry import CascadeTelemetry
-from tierroute.cascade.types import CascadeQuery, RunState
+from tierroute.cascade.types import CascadeQuery
 from tierroute.errors import (
     ProviderOverloaded,
     ProviderServerError,

@@ -228,6 +228,21 @@ def test_latency_is_simulated_from_the_replay_latency_model(report: dict[str, An
     assert cheap["p50_latency_ms"] == pytest.approx(expected_ms, abs=0.1)
 
 
+def test_time_to_first_token_is_measured_streamed_against_unary(report: dict[str, Any]) -> None:
+    """The shipped strategy streamed: first tokens never later, whole answers as long."""
+    section = report["time_to_first_token"]
+    assert section["strategy"] == "shipped"
+    groups = section["all"], section["escalated"], section["not_escalated"]
+    assert groups[0]["n"] == report["n"] == groups[1]["n"] + groups[2]["n"]
+    assert groups[1]["n"] > 0
+    for group in groups:
+        for p in ("p50_ms", "p95_ms"):
+            assert group["stream"][p] <= group["unary"][p]
+            assert group["stream_total"][p] == pytest.approx(group["unary"][p], abs=0.2)
+    # Unjudged answers stream from their first delta: well before the whole answer.
+    assert section["all"]["ratio_p50"] < 1
+
+
 def test_report_and_plot_are_written(evaluated: tuple[dict[str, Any], Path]) -> None:
     """DIR/report.json holds the returned report and DIR/frontier.png is a PNG image."""
     report, out = evaluated

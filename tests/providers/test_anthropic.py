@@ -136,9 +136,10 @@ async def test_tool_input_is_none_without_a_tool_use_block(provider: AnthropicPr
     assert completion.text
 
 
-async def test_a_differently_named_tool_gives_no_tool_input(provider: AnthropicProvider) -> None:
-    """Only a tool_use block for the requested tool counts."""
-    other = ToolSpec("something_else", "Another tool.", {"type": "object", "properties": {}})
+async def test_a_forced_tool_comes_back_as_its_tool_use_block(provider: AnthropicProvider) -> None:
+    """A forced tool's call is the completion's tool input and one of its content blocks."""
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    other = ToolSpec("lookup", "Look a city up.", schema)
     completion = await provider.complete(
         model=MID,
         messages=[Message("user", RECORDS[4]["prompt"])],
@@ -146,7 +147,9 @@ async def test_a_differently_named_tool_gives_no_tool_input(provider: AnthropicP
         timeout_s=10.0,
         tool=other,
     )
-    assert completion.tool_input is None
+    assert completion.tool_input == {"city": RECORDS[4]["prompt"][:200]}
+    assert [b["name"] for b in completion.tool_calls] == ["lookup"]
+    assert completion.stop_reason == "tool_use"
 
 
 @pytest.mark.parametrize(

@@ -500,23 +500,6 @@ async def test_stop_releases_a_held_connection() -> None:
             await client.aclose()
 
 
-async def test_streaming_is_refused(server: ReplayServer) -> None:
-    """A streaming request is answered 400 invalid_request_error, which the SDK parses."""
-    client = anthropic.AsyncAnthropic(api_key="k", base_url=server.base_url, max_retries=0)
-    try:
-        with pytest.raises(anthropic.BadRequestError) as caught:
-            await client.messages.create(
-                model=CHEAP,
-                max_tokens=10,
-                messages=[{"role": "user", "content": "hi"}],
-                stream=True,
-            )
-    finally:
-        await client.close()
-    assert caught.value.type == "invalid_request_error"
-    assert "streaming" in (caught.value.api_message or "")
-
-
 async def test_count_tokens_answers(server: ReplayServer) -> None:
     """count_tokens answers with the replay's token estimate of the prompt."""
     client = anthropic.AsyncAnthropic(api_key="k", base_url=server.base_url, max_retries=0)

@@ -2,7 +2,8 @@
  * TypeScript client for the tierroute gRPC service, on @grpc/grpc-js.
  *
  * `TierRouteClient` offers `route`, `cascade` and `feedback` as promises returning small
- * typed results, with a default deadline per call (gRPC has none of its own),
+ * typed results, and `cascadeStream` as an async iterable of a cascade's events, each with
+ * a default deadline per call (gRPC has none of its own),
  * `round_robin` over every address the target resolves to, and retries of the idempotent
  * `Route` through the gRPC service config. Failed calls reject with `TierRouteError`,
  * which carries the gRPC status code. Message types come from `npm run gen`, which
@@ -16,9 +17,17 @@ import * as protoLoader from "@grpc/proto-loader";
 import { service as healthService } from "grpc-health-check";
 
 import type { ProtoGrpcType } from "./generated/tierroute";
+import type { CascadeEvent__Output } from "./generated/tierroute/v1/CascadeEvent";
 import type { CascadeRequest } from "./generated/tierroute/v1/CascadeRequest";
 import type { CascadeResponse__Output } from "./generated/tierroute/v1/CascadeResponse";
 import type { ChatMessage } from "./generated/tierroute/v1/ChatMessage";
+import type {
+  ContentBlock,
+  ContentBlock__Output,
+} from "./generated/tierroute/v1/ContentBlock";
+import type { MediaSource } from "./generated/tierroute/v1/MediaSource";
+import type { Tool } from "./generated/tierroute/v1/Tool";
+import type { ToolChoice } from "./generated/tierroute/v1/ToolChoice";
 import type { FeedbackRequest } from "./generated/tierroute/v1/FeedbackRequest";
 import type { Hop__Output } from "./generated/tierroute/v1/Hop";
 import type { Reason__Output } from "./generated/tierroute/v1/Reason";
@@ -82,6 +91,17 @@ export interface RouteResult {
   features: Features;
 }
 
+/** A Messages API content block, as the Anthropic SDK writes it (`{type: "image", ...}`). */
+export type Block = Record<string, unknown> & { type: string };
+
+/** A Messages API tool definition: name, description, input_schema (and cache_control). */
+export interface ToolDefinition {
+  name: string;
+  description?: string;
+  input_schema?: Record<string, unknown>;
+  cache_control?: { type?: string; ttl?: string };
+}
+
 /** One model call inside a cascade: an answer or a judge verdict. */
 export interface Hop {
   tier: string;
@@ -98,6 +118,8 @@ export interface Hop {
   speculative: boolean;
   errorKind: string | null;
   stopReason: string | null;
+  cacheCreationInputTokens: number;
+  cacheReadInputTokens: number;
 }
 
 /** The answer, the tier that gave it, and every hop, cost and verdict on the way. */
@@ -115,11 +137,41 @@ export interface CascadeResult {
   degraded: boolean;
   degradedReasons: string[];
   route: RouteResult | null;
+  /** The answer's content blocks (text, and tool_use for a tool call), as Messages API objects. */
+  content: Block[];
+  stopReason: string;
 }
+
+/**
+ * One event of `cascadeStream`. The text of the `text` events after the last `retract`
+ * joins to the `final` event's answer; `retract` comes only with `streamDrafts`.
+ */
+export type CascadeEvent =
+  | {
+      type: "hopStarted";
+      index: number;
+      tier: string;
+      model: string;
+      role: string;
+      attempt: number;
+      speculative: boolean;
+    }
+  | { type: "hopFinished"; index: number; hop: Hop }
+  | {
+      type: "verdict";
+      answerTier: string;
+      judgeTier: string;
+      verdict: string;
+      issues: string[];
+    }
+  | { type: "text"; text: string }
+  | { type: "retract"; tier: string; reason: string }
+  | { type: "final"; result: CascadeResult };
 
 /** Per-call options of `route`; every one may be left out. */
 export interface RouteOptions {
-  messages?: Array<[Role, string]>;
+  /** (role, content) pairs; content is a string or a list of Messages API blocks. */
+  messages?: Array<[Role, string | Block[]]>;
   strategy?: Strategy;
   rule?: Rule;
   qualityFloor?: number;
@@ -138,6 +190,17 @@ export interface CascadeOptions extends RouteOptions {
   speculation?: boolean;
   judge?: JudgeMode;
   maxOutputTokens?: number;
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  stopSequences?: string[];
+  /** Sent as the Messages API's metadata.user_id. */
+  userId?: string;
+  tools?: ToolDefinition[];
+  /** "auto", "any", "none", a tool's name, or the Messages API's tool_choice object. */
+  toolChoice?: string | { type: string; name?: string; disable_parallel_tool_use?: boolean };
+  /** cascadeStream only: stream drafts, with a retract event when one is withdrawn. */
+  streamDrafts?: boolean;
 }
 
 /** Options of `feedback`. */
@@ -307,13 +370,127 @@ const JUDGE: Record<JudgeMode, CascadeRequest["judgeMode"]> = {
   start_only: "JUDGE_MODE_START_ONLY",
 };
 
+const TOOL_CHOICES: Record<string, NonNullable<ToolChoice["type"]>> = {
+  auto: "TOOL_CHOICE_TYPE_AUTO",
+  any: "TOOL_CHOICE_TYPE_ANY",
+  tool: "TOOL_CHOICE_TYPE_TOOL",
+  none: "TOOL_CHOICE_TYPE_NONE",
+};
+
+function cacheControl(value: unknown): { type: string; ttl: string } | undefined {
+  if (value === undefined || value === null) return undefined;
+  const control = value as { type?: string; ttl?: string };
+  return { type: control.type ?? "", ttl: control.ttl ?? "" };
+}
+
+function mediaSource(value: unknown): MediaSource {
+  const source = value as { type?: string; media_type?: string; data?: string; url?: string };
+  if (source.type === "url") return { url: source.url ?? "" };
+  if (source.type === "base64") {
+    return { mediaType: source.media_type ?? "", data: Buffer.from(source.data ?? "", "base64") };
+  }
+  if (source.type === "text") {
+    return { mediaType: source.media_type ?? "text/plain", data: Buffer.from(source.data ?? "") };
+  }
+  throw new Error(`unknown source type '${source.type}'; expected base64, url or text`);
+}
+
+/** One Messages API block as the contract's ContentBlock. */
+export function blockToProto(block: Block): ContentBlock {
+  const b = block as Record<string, unknown>;
+  const out: ContentBlock = {};
+  switch (block.type) {
+    case "text":
+      out.text = { text: String(b.text ?? "") };
+      break;
+    case "image":
+      out.image = { source: mediaSource(b.source) };
+      break;
+    case "document": {
+      const citations = b.citations as { enabled?: boolean } | undefined;
+      out.document = {
+        source: mediaSource(b.source),
+        title: String(b.title ?? ""),
+        context: String(b.context ?? ""),
+        citations: Boolean(citations?.enabled),
+      };
+      break;
+    }
+    case "tool_use":
+      out.toolUse = {
+        id: String(b.id ?? ""),
+        name: String(b.name ?? ""),
+        inputJson: JSON.stringify(b.input ?? {}),
+      };
+      break;
+    case "tool_result": {
+      const content = typeof b.content === "string" ? [{ type: "text", text: b.content }] : b.content;
+      out.toolResult = {
+        toolUseId: String(b.tool_use_id ?? ""),
+        content: ((content as Block[] | undefined) ?? []).map(blockToProto),
+        isError: Boolean(b.is_error),
+      };
+      break;
+    }
+    default:
+      throw new Error(
+        `unknown block type '${block.type}'; expected text, image, document, tool_use or tool_result`,
+      );
+  }
+  const control = cacheControl(b.cache_control);
+  if (control) out.cacheControl = control;
+  return out;
+}
+
+function blockFromProto(block: ContentBlock__Output): Block {
+  if (block.block === "toolUse" && block.toolUse) {
+    return {
+      type: "tool_use",
+      id: block.toolUse.id,
+      name: block.toolUse.name,
+      input: JSON.parse(block.toolUse.inputJson || "{}") as unknown,
+    };
+  }
+  if (block.block === "text" && block.text) return { type: "text", text: block.text.text };
+  return { type: String(block.block) };
+}
+
+function toolToProto(tool: ToolDefinition): Tool {
+  const out: Tool = {
+    name: tool.name,
+    description: tool.description ?? "",
+    inputSchemaJson: JSON.stringify(tool.input_schema ?? { type: "object" }),
+  };
+  const control = cacheControl(tool.cache_control);
+  if (control) out.cacheControl = control;
+  return out;
+}
+
+function toolChoiceToProto(choice: NonNullable<CascadeOptions["toolChoice"]>): ToolChoice {
+  const spec =
+    typeof choice === "string"
+      ? choice in TOOL_CHOICES
+        ? { type: choice }
+        : { type: "tool", name: choice }
+      : choice;
+  return {
+    type: lookup(TOOL_CHOICES, spec.type, "tool choice"),
+    name: spec.name ?? "",
+    disableParallelToolUse: Boolean(
+      (spec as { disable_parallel_tool_use?: boolean }).disable_parallel_tool_use,
+    ),
+  };
+}
+
+function chatMessage([role, content]: [Role, string | Block[]]): ChatMessage {
+  if (typeof content === "string") return { role: lookup(ROLES, role, "role"), content };
+  return { role: lookup(ROLES, role, "role"), content: "", blocks: content.map(blockToProto) };
+}
+
 function routeFields(text: string | undefined, o: RouteOptions): RouteRequest {
   const request: RouteRequest = {
     query: text ?? "",
-    messages: (o.messages ?? []).map(([role, content]) => ({
-      role: lookup(ROLES, role, "role"),
-      content,
-    })),
+    messages: (o.messages ?? []).map(chatMessage),
     strategy: o.strategy ? lookup(STRATEGIES, o.strategy, "strategy") : "STRATEGY_UNSPECIFIED",
     tenantId: o.tenantId ?? "",
     sessionId: o.sessionId ?? "",
@@ -382,6 +559,8 @@ function hop(h: Hop__Output): Hop {
     speculative: h.speculative,
     errorKind: h.errorKind || null,
     stopReason: h.stopReason || null,
+    cacheCreationInputTokens: Number(h.cacheCreationInputTokens),
+    cacheReadInputTokens: Number(h.cacheReadInputTokens),
   };
 }
 
@@ -400,7 +579,75 @@ function cascadeResult(r: CascadeResponse__Output): CascadeResult {
     degraded: r.degraded,
     degradedReasons: [...r.degradedReasons],
     route: r.route ? routeResult(r.route) : null,
+    content: r.content.map(blockFromProto),
+    stopReason: r.stopReason,
   };
+}
+
+/** One streamed event, or null for a kind this client predates (skipped). */
+function cascadeEvent(e: CascadeEvent__Output): CascadeEvent | null {
+  switch (e.event) {
+    case "text":
+      return { type: "text", text: e.text ?? "" };
+    case "hopStarted": {
+      const s = e.hopStarted;
+      if (!s) return null;
+      return {
+        type: "hopStarted",
+        index: s.index,
+        tier: s.tier,
+        model: s.model,
+        role: enumName(s.role, "HOP_ROLE_"),
+        attempt: s.attempt,
+        speculative: s.speculative,
+      };
+    }
+    case "hopFinished":
+      if (!e.hopFinished?.hop) return null;
+      return { type: "hopFinished", index: e.hopFinished.index, hop: hop(e.hopFinished.hop) };
+    case "verdict": {
+      const v = e.verdict;
+      if (!v) return null;
+      return {
+        type: "verdict",
+        answerTier: v.answerTier,
+        judgeTier: v.judgeTier,
+        verdict: enumName(v.verdict, "JUDGE_VERDICT_"),
+        issues: [...v.issues],
+      };
+    }
+    case "retract":
+      return { type: "retract", tier: e.retract?.tier ?? "", reason: e.retract?.reason ?? "" };
+    case "response":
+      return e.response ? { type: "final", result: cascadeResult(e.response) } : null;
+    default:
+      return null;
+  }
+}
+
+function cascadeRequest(text: string | undefined, options: CascadeOptions): CascadeRequest {
+  const request: CascadeRequest = {
+    ...routeFields(text, options),
+    startTier: options.startTier ?? "",
+    maxOutputTokens: options.maxOutputTokens ?? 0,
+    speculation:
+      options.speculation === undefined
+        ? "SPECULATION_MODE_UNSPECIFIED"
+        : options.speculation
+          ? "SPECULATION_MODE_ON"
+          : "SPECULATION_MODE_OFF",
+    judgeMode: options.judge ? lookup(JUDGE, options.judge, "judge mode") : "JUDGE_MODE_UNSPECIFIED",
+    stopSequences: options.stopSequences ?? [],
+    metadataUserId: options.userId ?? "",
+    tools: (options.tools ?? []).map(toolToProto),
+    streamDrafts: options.streamDrafts ?? false,
+  };
+  // Optional fields stay unset (the provider's default) unless given.
+  if (options.temperature !== undefined) request.temperature = options.temperature;
+  if (options.topP !== undefined) request.topP = options.topP;
+  if (options.topK !== undefined) request.topK = options.topK;
+  if (options.toolChoice !== undefined) request.toolChoice = toolChoiceToProto(options.toolChoice);
+  return request;
 }
 
 type Unary<Req, Res> = (
@@ -517,26 +764,40 @@ export class TierRouteClient {
 
   /** Answer `text` through the judged cascade; not retried unless `retryCascade`. */
   async cascade(text?: string, options: CascadeOptions = {}): Promise<CascadeResult> {
-    const request: CascadeRequest = {
-      ...routeFields(text, options),
-      startTier: options.startTier ?? "",
-      maxOutputTokens: options.maxOutputTokens ?? 0,
-      speculation:
-        options.speculation === undefined
-          ? "SPECULATION_MODE_UNSPECIFIED"
-          : options.speculation
-            ? "SPECULATION_MODE_ON"
-            : "SPECULATION_MODE_OFF",
-      judgeMode: options.judge
-        ? lookup(JUDGE, options.judge, "judge mode")
-        : "JUDGE_MODE_UNSPECIFIED",
-    };
     const response = await this.call<CascadeRequest, CascadeResponse__Output>(
       this.client.Cascade,
-      request,
+      cascadeRequest(text, options),
       this.callOptions(options.timeoutMs, this.cascadeDeadlineMs),
     );
     return cascadeResult(response);
+  }
+
+  /**
+   * The cascade's events as they happen, the `final` result last; never retried. Leaving
+   * the `for await` loop early (break, return, throw) cancels the call and every model call
+   * behind it.
+   */
+  async *cascadeStream(
+    text?: string,
+    options: CascadeOptions = {},
+  ): AsyncGenerator<CascadeEvent, void, undefined> {
+    const call = this.client.CascadeStream(
+      cascadeRequest(text, options),
+      this.metadata(),
+      this.callOptions(options.timeoutMs, this.cascadeDeadlineMs),
+    );
+    try {
+      for await (const message of call as AsyncIterable<CascadeEvent__Output>) {
+        const event = cascadeEvent(message);
+        if (event !== null) yield event;
+      }
+    } catch (error) {
+      const service = error as grpc.ServiceError;
+      if (typeof service.code === "number") throw TierRouteError.fromServiceError(service);
+      throw error;
+    } finally {
+      call.cancel();
+    }
   }
 
   /** Record a 1-5 rating and/or a correctness flag; resolves to the request id recorded. */

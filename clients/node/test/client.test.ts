@@ -109,6 +109,74 @@ describe("against a running server", () => {
     assert.ok(["passed", "failed", "not_required", "unavailable"].includes(r.judgeStatus));
   });
 
+  test("cascadeStream yields events whose text joins to the final answer", async () => {
+    const events = [];
+    for await (const event of client.cascadeStream("Tell me about otters.", { judge: "never" })) {
+      events.push(event);
+    }
+    assert.equal(events[0]?.type, "hopStarted");
+    const last = events[events.length - 1];
+    assert.ok(last?.type === "final");
+    const text = events.map((e) => (e.type === "text" ? e.text : "")).join("");
+    assert.ok(text.length > 0);
+    assert.equal(text, last.result.answer);
+    assert.ok(!events.some((e) => e.type === "retract"));
+  });
+
+  test("leaving cascadeStream early ends the iteration without an error", async () => {
+    let seen = 0;
+    for await (const event of client.cascadeStream("Tell me about otters.", { judge: "never" })) {
+      seen += 1;
+      if (event.type === "hopStarted") break;
+    }
+    assert.equal(seen, 1);
+    const r = await client.cascade("Tell me about otters.", { judge: "never" });
+    assert.ok(r.answer.length > 0);
+  });
+
+  test("a rejected stream fails with TierRouteError carrying INVALID_ARGUMENT", async () => {
+    const drain = async (): Promise<void> => {
+      for await (const event of client.cascadeStream("q", { temperature: 5 })) void event;
+    };
+    await assert.rejects(drain(), (error: unknown) => {
+      assert.ok(error instanceof TierRouteError);
+      assert.equal(error.code, grpc.status.INVALID_ARGUMENT);
+      assert.match(error.details, /temperature/);
+      return true;
+    });
+  });
+
+  test("tools round-trip: the call comes back as blocks and its result gets the answer", async () => {
+    const tool = {
+      name: "search",
+      description: "Search the web.",
+      input_schema: {
+        type: "object",
+        properties: { q: { type: "string" } },
+        required: ["q"],
+      },
+    };
+    const question = "Which otters use tools?";
+    const first = await client.cascade(question, { tools: [tool], sessionId: "node-loop" });
+    assert.equal(first.judgeStatus, "tool_use");
+    assert.equal(first.stopReason, "tool_use");
+    const call = first.content.find((b) => b.type === "tool_use");
+    assert.ok(call);
+    assert.deepEqual(call.input, { q: question });
+    const second = await client.cascade(undefined, {
+      tools: [tool],
+      sessionId: "node-loop",
+      messages: [
+        ["user", question],
+        ["assistant", first.content],
+        ["user", [{ type: "tool_result", tool_use_id: String(call.id), content: "sea otters" }]],
+      ],
+    });
+    assert.equal(second.stopReason, "end_turn");
+    assert.equal(second.tier, first.tier);
+    assert.ok(second.answer.length > 0);
+  });
+
   test("a rejected request fails with TierRouteError carrying INVALID_ARGUMENT", async () => {
     await assert.rejects(client.route("   "), (error: unknown) => {
       assert.ok(error instanceof TierRouteError);

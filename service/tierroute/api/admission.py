@@ -1,22 +1,24 @@
 """Admission control: a bound on calls in flight, refused at once beyond it.
 
-`AdmissionInterceptor` counts the unary calls that are running. A call that would take the
-count past `server.max_in_flight` is refused immediately with RESOURCE_EXHAUSTED and a
-message that asks for back-off, instead of waiting in an unbounded queue behind the others.
-Health checking and reflection are neither counted nor refused, so probes keep working
-while the server is full.
+`AdmissionInterceptor` counts the unary calls and CascadeStream calls that are running (a
+stream counts until its last event). A call that would take the count past
+`server.max_in_flight` is refused immediately with RESOURCE_EXHAUSTED and a message that asks
+for back-off, instead of waiting in an unbounded queue behind the others. Health checking
+and reflection are neither counted nor refused, so probes keep working while the server is
+full.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 from grpc import aio
 
-from tierroute.api.security import Behaviour, is_probe
+from tierroute.api.security import Behaviour, StreamBehaviour, is_probe
 from tierroute.api.status import MethodHandler, ServerInterceptor, status_for
 from tierroute.errors import Overloaded
 
@@ -45,9 +47,16 @@ class AdmissionInterceptor(ServerInterceptor):
     ) -> MethodHandler:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
-        # Only unary calls are counted: every TierRouter method is unary, and the streaming
-        # methods on this server are the exempt probes.
-        if handler is None or handler.unary_unary is None or is_probe(method):
+        # Probes (health, reflection) are neither counted nor refused.
+        if handler is None or is_probe(method):
+            return handler
+        if inspect.isasyncgenfunction(handler.unary_stream):
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_unary is None:
             return handler
         return grpc.unary_unary_rpc_method_handler(
             self._wrap(handler.unary_unary),  # type: ignore[arg-type]
@@ -55,20 +64,36 @@ class AdmissionInterceptor(ServerInterceptor):
             response_serializer=handler.response_serializer,
         )
 
+    async def _admit(self, context: aio.ServicerContext[Any, Any]) -> None:
+        # Check and increment with no await in between: on one event loop this is atomic,
+        # so the bound holds without a lock.
+        if self.limit and self._in_flight >= self.limit:
+            self.refused += 1
+            exc = Overloaded(
+                f"server at capacity ({self._in_flight} calls in flight); retry with back-off"
+            )
+            logger.debug("refused a call: %s in flight", self._in_flight)
+            await context.abort(status_for(exc), str(exc))
+        self._in_flight += 1
+
     def _wrap(self, behaviour: Behaviour) -> Behaviour:
         async def admitted(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-            # Check and increment with no await in between: on one event loop this is
-            # atomic, so the bound holds without a lock.
-            if self.limit and self._in_flight >= self.limit:
-                self.refused += 1
-                exc = Overloaded(
-                    f"server at capacity ({self._in_flight} calls in flight); retry with back-off"
-                )
-                logger.debug("refused a call: %s in flight", self._in_flight)
-                await context.abort(status_for(exc), str(exc))
-            self._in_flight += 1
+            await self._admit(context)
             try:
                 return await behaviour(request, context)
+            finally:
+                self._in_flight -= 1
+
+        return admitted
+
+    def _wrap_stream(self, behaviour: StreamBehaviour) -> StreamBehaviour:
+        async def admitted(
+            request: Any, context: aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            await self._admit(context)
+            try:
+                async for response in behaviour(request, context):
+                    yield response
             finally:
                 self._in_flight -= 1
 

@@ -2,6 +2,8 @@
 
 Both go through the Python client (`tierroute_client`), so the command line, the client and
 its users share one conversion of the responses; `--json` prints that conversion as it is.
+`cascade --stream` prints the answer's text as it arrives (progress on stderr), and with
+`--json` one JSON object per event.
 """
 
 from __future__ import annotations
@@ -10,16 +12,23 @@ import argparse
 import dataclasses
 import json
 import sys
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, TextIO
 
 from tierroute_client import (
+    CascadeEvent,
     CascadeOptions,
     CascadeResult,
+    Final,
+    HopFinished,
+    HopStarted,
+    Retract,
     RouteOptions,
     RouteResult,
+    TextDelta,
     TierRouteClient,
     TierRouteClientError,
+    Verdict,
 )
 
 from tierroute.settings import Settings
@@ -65,6 +74,15 @@ def add_cascade_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     )
     parser.add_argument(
         "--judge", choices=("unspecified", "always", "never", "start_only"), default="unspecified"
+    )
+    parser.add_argument(
+        "--max-output-tokens", type=int, default=0, help="output tokens per answer call"
+    )
+    parser.add_argument(
+        "--stream", action="store_true", help="CascadeStream: print the answer as it arrives"
+    )
+    parser.add_argument(
+        "--drafts", action="store_true", help="with --stream: stream drafts, marking retracts"
     )
     parser.set_defaults(func=run_cascade)
 
@@ -116,8 +134,14 @@ def run_cascade(args: argparse.Namespace, settings: Settings, environ: Mapping[s
         options["judge"] = args.judge
     if args.session:
         options["session_id"] = args.session
+    if args.max_output_tokens:
+        options["max_output_tokens"] = args.max_output_tokens
+    if args.drafts:
+        options["stream_drafts"] = True
     try:
         with TierRouteClient(_target(args, environ), retry=None) as client:
+            if args.stream or args.drafts:
+                return print_stream(client.cascade_stream(args.text, **options), args.json)
             result = client.cascade(args.text, **options)
     except TierRouteClientError as exc:
         return _fail(exc)
@@ -126,6 +150,49 @@ def run_cascade(args: argparse.Namespace, settings: Settings, environ: Mapping[s
     else:
         print(format_cascade(result))
     return 0
+
+
+def print_stream(
+    events: Iterable[CascadeEvent],
+    as_json: bool,
+    out: TextIO | None = None,
+    progress: TextIO | None = None,
+) -> int:
+    """Print each event as it arrives: the text to `out`, hops and verdicts to `progress`.
+
+    A retract is marked in the text, since what is printed cannot be taken back. With
+    `as_json`, one JSON object per event, its `type` first.
+    """
+    out = out or sys.stdout
+    progress = progress or sys.stderr
+    for event in events:
+        if as_json:
+            print(json.dumps({"type": type(event).__name__, **dataclasses.asdict(event)}), file=out)
+        elif isinstance(event, TextDelta):
+            out.write(event.text)
+        elif isinstance(event, Retract):
+            out.write(f"\n[retracted: the {event.tier} draft ({event.reason})]\n")
+        elif isinstance(event, Final):
+            print("\n", file=out)
+            print("\n".join(format_cascade(event.result).splitlines()[2:]), file=out)
+        else:
+            print(format_progress(event), file=progress, flush=True)
+        out.flush()
+    return 0
+
+
+def format_progress(event: HopStarted | HopFinished | Verdict) -> str:
+    """One progress line for a hop or a verdict."""
+    if isinstance(event, HopStarted):
+        spec = " speculative" if event.speculative else ""
+        return f"[{event.index + 1}. {event.role} on {event.tier} started{spec}]"
+    if isinstance(event, HopFinished):
+        hop = event.hop
+        return (
+            f"[{event.index + 1}. {hop.role} on {hop.tier} {hop.outcome}: "
+            f"{hop.input_tokens}+{hop.output_tokens} tok ${hop.cost_usd:.6f}]"
+        )
+    return f"[{event.judge_tier} judged the {event.answer_tier} answer: {event.verdict}]"
 
 
 def _jsonable(result: RouteResult | CascadeResult) -> dict[str, Any]:
@@ -156,11 +223,20 @@ def format_cascade(result: CascadeResult) -> str:
         verdict = f" verdict={hop.verdict}" if hop.role == "judge" else ""
         error = f" error={hop.error_kind}" if hop.error_kind else ""
         spec = " speculative" if hop.speculative else ""
+        cache = (
+            f" cache +{hop.cache_creation_input_tokens}/{hop.cache_read_input_tokens} read"
+            if hop.cache_creation_input_tokens or hop.cache_read_input_tokens
+            else ""
+        )
         lines.append(
             f"  {i}. {hop.role:6} {hop.tier:10} {hop.outcome:9}"
             f" {hop.input_tokens:>6}+{hop.output_tokens:<5} tok"
-            f" ${hop.cost_usd:.6f} {hop.latency_ms:8.1f} ms{spec}{verdict}{error}"
+            f" ${hop.cost_usd:.6f} {hop.latency_ms:8.1f} ms{spec}{verdict}{error}{cache}"
         )
     lines += [f"  escalated: {r.code}: {r.detail}" for r in result.escalation_reasons]
+    lines += [
+        f"  tool call: {call['name']}({json.dumps(call['input'])}) id {call['id']}"
+        for call in result.tool_calls
+    ]
     lines.append(f"total ${result.total_cost_usd:.6f} in {result.total_latency_ms:.1f} ms")
     return "\n".join(lines)

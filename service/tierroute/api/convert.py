@@ -10,11 +10,26 @@ import dataclasses
 import math
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from tierroute.cascade import CascadeQuery, CascadeResult, JudgeMode, SpeculationMode
+from tierroute.api import blocks
+from tierroute.cascade import (
+    CascadeEvent,
+    CascadeQuery,
+    CascadeResult,
+    Hop,
+    HopFinishedEvent,
+    HopStartedEvent,
+    JudgeMode,
+    ResultEvent,
+    RetractEvent,
+    SpeculationMode,
+    TextEvent,
+    VerdictEvent,
+)
 from tierroute.errors import InvalidRequest, QueryTooLong
-from tierroute.providers import Message
+from tierroute.providers import Block, Message
 from tierroute.routing import Decision, ReasonNote, RouteQuery
 from tierroute.settings import LimitsConfig, Settings, TierConfig
 from tierroute.v1 import tierroute_pb2 as pb
@@ -32,10 +47,10 @@ RULE_NAMES: dict[pb.DecisionRule.ValueType, str | None] = {
     pb.DECISION_RULE_PUBLISHED: "published",
 }
 RULE_ENUMS = {name: value for value, name in RULE_NAMES.items() if name}
-_ROLES: dict[pb.Role.ValueType, Literal["user", "assistant"] | None] = {
+_ROLES: dict[pb.Role.ValueType, Literal["system", "user", "assistant"]] = {
     pb.ROLE_USER: "user",
     pb.ROLE_ASSISTANT: "assistant",
-    pb.ROLE_SYSTEM: None,
+    pb.ROLE_SYSTEM: "system",
 }
 
 
@@ -65,10 +80,32 @@ def _check_metadata(metadata: Mapping[str, str], limits: LimitsConfig) -> dict[s
     return dict(metadata)
 
 
+@dataclass(frozen=True)
+class Conversation:
+    """A validated query-or-messages input.
+
+    `text` is the question: the last user turn's text, or, when that turn only brings tool
+    results, the text of the user turn that asked (what routing and the judge read).
+    `turn` is the last user turn with its content blocks; `history` the earlier turns;
+    `system` the system instruction as text and `system_blocks` as text blocks when any
+    system turn came as blocks (cache_control).
+    """
+
+    text: str
+    turn: Message
+    history: tuple[Message, ...]
+    system: str
+    system_blocks: tuple[Block, ...] = ()
+    tool_results: bool = False
+
+
 def conversation(
-    query: str, messages: Sequence[pb.ChatMessage], limits: LimitsConfig
-) -> tuple[str, tuple[Message, ...], str]:
-    """Validate the query-or-messages input: (last user text, earlier turns, system prompt)."""
+    query: str,
+    messages: Sequence[pb.ChatMessage],
+    limits: LimitsConfig,
+    breakpoints: blocks.Breakpoints | None = None,
+) -> Conversation:
+    """Validate the query-or-messages input into a Conversation."""
     if query and messages:
         raise InvalidRequest("set either query or messages, not both")
     if not messages:
@@ -76,38 +113,50 @@ def conversation(
             raise InvalidRequest("query is empty")
         if len(query) > limits.max_query_chars:
             raise QueryTooLong(len(query), limits.max_query_chars)
-        return query, (), ""
+        return Conversation(query, Message("user", query), (), "")
     if len(messages) > limits.max_messages:
         raise InvalidRequest(
             f"messages has {len(messages)} turns; the limit is {limits.max_messages}"
         )
-    total = sum(len(m.content) for m in messages)
+    marks = breakpoints or blocks.Breakpoints(limits.max_cache_breakpoints)
+    turns = [_turn(m, i, limits, marks) for i, m in enumerate(messages)]
+    total = sum(len(t.text) + len(t.results_text) for t in turns)
     if total > limits.max_query_chars:
         raise QueryTooLong(total, limits.max_query_chars)
-    system, turns = _turns(messages)
-    if not turns or turns[-1].role != "user":
+    system = [t for t in turns if t.role == "system"]
+    chat = [t for t in turns if t.role != "system"]
+    if not chat or chat[-1].role != "user":
         raise InvalidRequest("the last non-system message must be the user's")
-    if not turns[-1].content.strip():
+    last = chat[-1]
+    if not last.text.strip() and not last.blocks:
         raise InvalidRequest("the last user message is empty")
-    return turns[-1].content, tuple(turns[:-1]), "\n".join(system)
+    system_blocks: tuple[Block, ...] = ()
+    if any(t.blocks for t in system):
+        system_blocks = tuple(
+            b for t in system for b in (t.blocks or ({"type": "text", "text": t.text},))
+        )
+    asked = next((t for t in reversed(chat) if t.role == "user" and t.text.strip()), last)
+    return Conversation(
+        text=asked.text,
+        turn=_message(last),
+        history=tuple(_message(t) for t in chat[:-1]),
+        system="\n".join(t.text for t in system),
+        system_blocks=system_blocks,
+        tool_results=last.tool_results,
+    )
 
 
-def _turns(messages: Sequence[pb.ChatMessage]) -> tuple[list[str], list[Message]]:
-    """The system instructions and the conversation turns, each turn checked."""
-    system: list[str] = []
-    turns: list[Message] = []
-    for i, message in enumerate(messages):
-        if message.role not in _ROLES:
-            raise InvalidRequest(f"messages[{i}].role {message.role} is not a known role")
-        role = _ROLES[message.role]
-        if role is not None and not message.content.strip():
-            # Model APIs refuse empty turns; say so now rather than fail on every tier.
-            raise InvalidRequest(f"messages[{i}] is empty")
-        if role is None:
-            system.append(message.content)
-        else:
-            turns.append(Message(role, message.content))
-    return system, turns
+def _turn(
+    message: pb.ChatMessage, i: int, limits: LimitsConfig, marks: blocks.Breakpoints
+) -> blocks.Turn:
+    if message.role not in _ROLES:
+        raise InvalidRequest(f"messages[{i}].role {message.role} is not a known role")
+    return blocks.turn(message, _ROLES[message.role], f"messages[{i}]", limits, marks)
+
+
+def _message(turn: blocks.Turn) -> Message:
+    assert turn.role != "system"  # system turns never reach the chat
+    return Message(turn.role, turn.text, turn.blocks)
 
 
 def _enum(value: Any, names: Mapping[Any, str | None], field: str) -> str | None:
@@ -122,11 +171,13 @@ def route_query(request: pb.RouteRequest | pb.CascadeRequest, settings: Settings
 
 
 def _route_query(
-    request: pb.RouteRequest | pb.CascadeRequest, settings: Settings
-) -> tuple[RouteQuery, str]:
-    """The RouteQuery and the system instruction, from one pass over the conversation."""
+    request: pb.RouteRequest | pb.CascadeRequest,
+    settings: Settings,
+    breakpoints: blocks.Breakpoints | None = None,
+) -> tuple[RouteQuery, Conversation]:
+    """The RouteQuery and the conversation, from one pass over the input."""
     limits = settings.limits
-    text, history, system = conversation(request.query, request.messages, limits)
+    talk = conversation(request.query, request.messages, limits, breakpoints)
     for field in ("request_id", "tenant_id", "session_id"):
         _check_id(getattr(request, field), field, limits)
     strategy = _enum(request.strategy, STRATEGY_NAMES, "strategy")
@@ -139,8 +190,8 @@ def _route_query(
     if policy.quality_floor > 1:
         raise InvalidRequest("policy.quality_floor must be within [0, 1]")
     query = RouteQuery(
-        text=text,
-        history=history,
+        text=talk.text,
+        history=talk.history,
         strategy=strategy,
         rule=rule,
         quality_floor=policy.quality_floor,
@@ -149,8 +200,9 @@ def _route_query(
         session_id=request.session_id,
         request_id=request.request_id or uuid.uuid4().hex,
         metadata=_check_metadata(request.metadata, limits),
+        continues_tool_use=talk.tool_results,
     )
-    return query, system
+    return query, talk
 
 
 def tier_info(tier: TierConfig, index: int) -> pb.TierInfo:
@@ -161,6 +213,9 @@ def tier_info(tier: TierConfig, index: int) -> pb.TierInfo:
         index=index,
         input_usd_per_mtok=tier.input_usd_per_mtok,
         output_usd_per_mtok=tier.output_usd_per_mtok,
+        cache_write_multiplier=tier.cache_write_multiplier,
+        cache_read_multiplier=tier.cache_read_multiplier,
+        max_output_tokens=tier.max_output_tokens,
     )
 
 
@@ -230,6 +285,7 @@ _JUDGE_STATUS = {
     "failed": pb.JUDGE_STATUS_FAILED,
     "self_accepted": pb.JUDGE_STATUS_SELF_ACCEPTED,
     "skipped": pb.JUDGE_STATUS_SKIPPED,
+    "tool_use": pb.JUDGE_STATUS_TOOL_USE,
 }
 
 
@@ -237,16 +293,21 @@ def cascade_query(
     request: pb.CascadeRequest, settings: Settings, headers: Mapping[str, str]
 ) -> CascadeQuery:
     """Validate a CascadeRequest into the cascade engine's query."""
-    route, system = _route_query(request, settings)
+    marks = blocks.Breakpoints(settings.limits.max_cache_breakpoints)
+    # Tools come first in the prompt, so their cache marks count first.
+    tools = blocks.tools_json(request.tools, settings.limits, marks)
+    route, talk = _route_query(request, settings, marks)
     if request.start_tier and all(t.name != request.start_tier for t in settings.tiers):
         _unknown_tier(request.start_tier, settings)
     if request.max_output_tokens < 0:
         raise InvalidRequest("max_output_tokens must not be negative")
-    if request.max_output_tokens > settings.cascade.max_output_tokens:
+    largest = max(t.max_output_tokens for t in settings.tiers)
+    if request.max_output_tokens > largest:
         raise InvalidRequest(
-            f"max_output_tokens {request.max_output_tokens} is above the server's limit "
-            f"of {settings.cascade.max_output_tokens}"
+            f"max_output_tokens {request.max_output_tokens} is above the largest tier limit "
+            f"of {largest} (tiers[].max_output_tokens)"
         )
+    params = blocks.answer_params(request, settings.limits, talk.system_blocks, tools)
     speculation = _SPECULATION.get(request.speculation)
     judge_mode = _JUDGE_MODE.get(request.judge_mode)
     if speculation is None:
@@ -263,8 +324,11 @@ def cascade_query(
         max_output_tokens=request.max_output_tokens or None,
         speculation=speculation,
         judge_mode=judge_mode,
-        system=system,
+        system=talk.system,
         headers=dict(headers),
+        turn=talk.turn if talk.turn.blocks else None,
+        params=params,
+        stream_drafts=request.stream_drafts,
     )
 
 
@@ -275,31 +339,35 @@ def _unknown_tier(name: str, settings: Settings) -> None:
     )
 
 
+def hop(h: Hop) -> pb.Hop:
+    """A cascade hop as the proto's Hop."""
+    return pb.Hop(
+        tier=h.tier,
+        model=h.model,
+        role=_HOP_ROLE[h.role],
+        outcome=_HOP_OUTCOME[h.outcome],
+        input_tokens=h.input_tokens,
+        output_tokens=h.output_tokens,
+        cost_usd=h.cost_usd,
+        latency_ms=h.latency_ms,
+        verdict=_VERDICT[h.verdict],
+        issues=list(h.issues),
+        attempt=h.attempt,
+        speculative=h.speculative,
+        error_kind=h.error_kind,
+        stop_reason=h.stop_reason,
+        cache_creation_input_tokens=h.cache_creation_input_tokens,
+        cache_read_input_tokens=h.cache_read_input_tokens,
+    )
+
+
 def cascade_response(result: CascadeResult, tier_names: Sequence[str]) -> pb.CascadeResponse:
     """A cascade result as the proto's CascadeResponse."""
     response = pb.CascadeResponse(
         request_id=result.request_id,
         answer=result.answer,
         tier=tier_info(result.tier, result.tier_index),
-        hops=[
-            pb.Hop(
-                tier=h.tier,
-                model=h.model,
-                role=_HOP_ROLE[h.role],
-                outcome=_HOP_OUTCOME[h.outcome],
-                input_tokens=h.input_tokens,
-                output_tokens=h.output_tokens,
-                cost_usd=h.cost_usd,
-                latency_ms=h.latency_ms,
-                verdict=_VERDICT[h.verdict],
-                issues=list(h.issues),
-                attempt=h.attempt,
-                speculative=h.speculative,
-                error_kind=h.error_kind,
-                stop_reason=h.stop_reason,
-            )
-            for h in result.hops
-        ],
+        hops=[hop(h) for h in result.hops],
         total_cost_usd=result.total_cost_usd,
         total_latency_ms=result.total_latency_ms,
         escalated=result.escalated,
@@ -307,7 +375,41 @@ def cascade_response(result: CascadeResult, tier_names: Sequence[str]) -> pb.Cas
         judge_status=_JUDGE_STATUS[result.judge_status],
         degraded=result.degraded,
         degraded_reasons=list(result.degraded_reasons),
+        content=[blocks.block_pb(b) for b in result.content if blocks.is_answer_block(b)],
+        stop_reason=result.stop_reason,
     )
     if result.decision is not None:
         response.route.CopyFrom(route_response(result.decision, result.request_id, tier_names))
     return response
+
+
+def cascade_event(event: CascadeEvent, tier_names: Sequence[str]) -> pb.CascadeEvent:
+    """One event of a streamed Cascade as the proto's CascadeEvent."""
+    if isinstance(event, TextEvent):
+        return pb.CascadeEvent(text=event.text)
+    if isinstance(event, HopStartedEvent):
+        return pb.CascadeEvent(
+            hop_started=pb.HopStarted(
+                index=event.index,
+                tier=event.tier,
+                model=event.model,
+                role=_HOP_ROLE[event.role],
+                attempt=event.attempt,
+                speculative=event.speculative,
+            )
+        )
+    if isinstance(event, HopFinishedEvent):
+        return pb.CascadeEvent(hop_finished=pb.HopFinished(index=event.index, hop=hop(event.hop)))
+    if isinstance(event, VerdictEvent):
+        return pb.CascadeEvent(
+            verdict=pb.VerdictEvent(
+                answer_tier=event.answer_tier,
+                judge_tier=event.judge_tier,
+                verdict=_VERDICT[event.verdict],
+                issues=list(event.issues),
+            )
+        )
+    if isinstance(event, RetractEvent):
+        return pb.CascadeEvent(retract=pb.Retract(tier=event.tier, reason=event.reason))
+    assert isinstance(event, ResultEvent)  # the union's last member
+    return pb.CascadeEvent(response=cascade_response(event.result, tier_names))

@@ -105,6 +105,8 @@ def cascade_record(
             "attempt": h.attempt,
             "speculative": h.speculative,
             "error_kind": h.error_kind,
+            "cache_creation_input_tokens": h.cache_creation_input_tokens,
+            "cache_read_input_tokens": h.cache_read_input_tokens,
         }
         for h in result.hops
     ]
@@ -117,6 +119,9 @@ def cascade_record(
         escalation_reasons=[f"{n.code.value}: {n.detail}" for n in result.escalation_reasons],
         judge_status=result.judge_status,
         degraded=result.degraded,
+        cache_creation_tokens=sum(h.cache_creation_input_tokens for h in result.hops),
+        cache_read_tokens=sum(h.cache_read_input_tokens for h in result.hops),
+        stop_reason=result.stop_reason,
     )
     return QueryRecord(**fields)
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import hmac
+import inspect
 import json
 import logging
 import tomllib
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ _BEARER = "bearer "
 _DIGEST_CHARS = frozenset("0123456789abcdef")
 
 Behaviour = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
+StreamBehaviour = Callable[[Any, aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
 
 
 def is_probe(method: str) -> bool:
@@ -218,7 +220,7 @@ class Authenticator:
 
 
 class AuthInterceptor(ServerInterceptor):
-    """Authenticates and authorises every unary call except health and reflection."""
+    """Authenticates and authorises every unary and server-streaming call except probes."""
 
     def __init__(self, authenticator: Authenticator) -> None:
         self.authenticator = authenticator
@@ -240,12 +242,18 @@ class AuthInterceptor(ServerInterceptor):
         method = handler_call_details.method
         if handler is None or is_probe(method):
             return handler
-        if handler.unary_unary is None:
-            # The tenant check needs the one request message; rather than let a streaming
-            # method through unchecked, it is not served at all (UNIMPLEMENTED).
-            logger.warning("refusing streaming method %s: authentication needs unary", method)
-            return None  # type: ignore[return-value]
         metadata = handler_call_details.invocation_metadata
+        if inspect.isasyncgenfunction(handler.unary_stream):
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(method, metadata, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_unary is None:
+            # The tenant check needs the one request message; rather than let a
+            # client-streaming method through unchecked, it is not served (UNIMPLEMENTED).
+            logger.warning("refusing streaming method %s: authentication needs one request", method)
+            return None  # type: ignore[return-value]
         return grpc.unary_unary_rpc_method_handler(
             self._wrap(method, metadata, handler.unary_unary),  # type: ignore[arg-type]
             request_deserializer=handler.request_deserializer,
@@ -272,6 +280,29 @@ class AuthInterceptor(ServerInterceptor):
                 return await behaviour(request, context)
             finally:
                 _principal.reset(token)
+
+        return authorised
+
+    def _wrap_stream(
+        self,
+        method: str,
+        metadata: Iterable[tuple[str, str | bytes]] | None,
+        behaviour: StreamBehaviour,
+    ) -> StreamBehaviour:
+        authenticator = self.authenticator
+
+        async def authorised(
+            request: Any, context: aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            try:
+                principal = authenticator.authorize(method, metadata, request)
+            except TierrouteError as exc:
+                logger.info("refused %s: %s", method, type(exc).__name__)
+                await context.abort(status_for(exc), str(exc))
+            # The stream is iterated in one task, so the principal holds for all of it.
+            _principal.set(principal)
+            async for response in behaviour(request, context):
+                yield response
 
         return authorised
 

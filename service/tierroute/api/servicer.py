@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import random
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -19,7 +20,7 @@ from grpc import aio
 from tierroute.api import convert, recording
 from tierroute.api.security import current_tenant
 from tierroute.api.status import status_for
-from tierroute.cascade import CascadeEngine
+from tierroute.cascade import CascadeEngine, CascadeQuery, CascadeResult, EventStream
 from tierroute.errors import (
     ConfigError,
     InvalidRequest,
@@ -109,7 +110,8 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
             return
         if isinstance(exc, TierrouteError):
             status = status_for(exc).name
-        elif isinstance(exc, asyncio.CancelledError):
+        elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
+            # Cancelled, or a stream the client left (gRPC closes its generator).
             status = "CANCELLED"
         elif isinstance(exc, aio.AbortError):
             return  # aborted calls were recorded where they aborted
@@ -148,25 +150,20 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
         )
         return convert.route_response(decision, query.request_id, self._tier_names)
 
-    async def Cascade(self, request: pb.CascadeRequest, context: Context) -> pb.CascadeResponse:
-        if self._engine is None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "no model backend is configured")
-        try:
-            headers: dict[str, str] = {}
-            if self._forward_faults:
-                for key, value in context.invocation_metadata() or ():
-                    if key in FAULT_HEADERS and isinstance(value, str):
-                        headers[key] = value
-            query = convert.cascade_query(request, self._settings, headers)
-            query = dataclasses.replace(query, route=_with_tenant(query.route))
-            # The caller's deadline flows down to every provider call; the engine caps it.
-            result = await self._engine.run(
-                query, deadline_s=_engine_deadline(context.time_remaining())
-            )
-        except BaseException as exc:
-            self._record_failure("cascade", request, exc)
-            raise
-        self._router.remember(query.route, result.tier_index)
+    def _cascade_query(self, request: pb.CascadeRequest, context: Context) -> CascadeQuery:
+        headers: dict[str, str] = {}
+        if self._forward_faults:
+            for key, value in context.invocation_metadata() or ():
+                if key in FAULT_HEADERS and isinstance(value, str):
+                    headers[key] = value
+        query = convert.cascade_query(request, self._settings, headers)
+        return dataclasses.replace(query, route=_with_tenant(query.route))
+
+    def _answered(self, query: CascadeQuery, result: CascadeResult) -> None:
+        """Remember the answering tier in the session and log the call."""
+        self._router.remember(
+            query.route, result.tier_index, tool_call=result.judge_status == "tool_use"
+        )
         strategy = "self_routing" if query.self_routing else ""
         self._record(
             recording.cascade_record(
@@ -175,7 +172,54 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
             query.route.text,
             result.answer,
         )
+
+    async def Cascade(self, request: pb.CascadeRequest, context: Context) -> pb.CascadeResponse:
+        if self._engine is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "no model backend is configured")
+        try:
+            query = self._cascade_query(request, context)
+            if query.stream_drafts:
+                raise InvalidRequest("stream_drafts is for CascadeStream; Cascade has no drafts")
+            # The caller's deadline flows down to every provider call; the engine caps it.
+            result = await self._engine.run(
+                query, deadline_s=_engine_deadline(context.time_remaining())
+            )
+        except BaseException as exc:
+            self._record_failure("cascade", request, exc)
+            raise
+        self._answered(query, result)
         return convert.cascade_response(result, self._tier_names)
+
+    async def CascadeStream(
+        self, request: pb.CascadeRequest, context: Context
+    ) -> AsyncIterator[pb.CascadeEvent]:
+        """The cascade as events: the engine runs in a task of this call, and leaving the
+        stream for any reason (the client cancelled, the deadline passed) cancels it, and
+        with it every provider call in flight."""
+        if self._engine is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "no model backend is configured")
+        try:
+            query = self._cascade_query(request, context)
+            events = EventStream(drafts=query.stream_drafts)
+            run = asyncio.create_task(
+                self._engine.run(
+                    query, deadline_s=_engine_deadline(context.time_remaining()), events=events
+                ),
+                name=f"cascade-stream-{query.route.request_id}",
+            )
+            run.add_done_callback(lambda _: events.close())
+            try:
+                async for event in events.until_closed():
+                    yield convert.cascade_event(event, self._tier_names)
+                result = await run
+            finally:
+                if not run.done():
+                    run.cancel()
+                    await asyncio.wait([run])
+        except BaseException as exc:
+            self._record_failure("cascade", request, exc)
+            raise
+        self._answered(query, result)
 
     async def Feedback(self, request: pb.FeedbackRequest, context: Context) -> pb.FeedbackResponse:
         if not request.request_id or len(request.request_id) > self._settings.limits.max_id_chars:

@@ -1,14 +1,16 @@
 """The one place where tierroute's exceptions become gRPC status codes.
 
-`ErrorMappingInterceptor` wraps every unary handler: a `TierrouteError` aborts the call
-with its mapped code and message; anything unexpected is logged with its traceback and the
-caller sees INTERNAL with a generic message, never a stack trace.
+`ErrorMappingInterceptor` wraps every unary and server-streaming handler: a
+`TierrouteError` aborts the call with its mapped code and message (after any messages
+already streamed); anything unexpected is logged with its traceback and the caller sees
+INTERNAL with a generic message, never a stack trace.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -31,6 +33,7 @@ _STATUS: tuple[tuple[type[errors.TierrouteError], grpc.StatusCode], ...] = (
     (errors.TerminalProviderError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ProviderError, grpc.StatusCode.UNAVAILABLE),
     (errors.AllTiersFailed, grpc.StatusCode.UNAVAILABLE),
+    (errors.AnswerInterrupted, grpc.StatusCode.UNAVAILABLE),
     (errors.ModelLoadError, grpc.StatusCode.UNAVAILABLE),
     (errors.ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.TierrouteError, grpc.StatusCode.INTERNAL),
@@ -54,6 +57,7 @@ def status_for(exc: errors.TierrouteError) -> grpc.StatusCode:
 INTERNAL_MESSAGE = "internal error; the server logged the details"
 
 Handler = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
+StreamHandler = Callable[[Any, aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
 
 if TYPE_CHECKING:
     # The stubs make interceptors generic; at run time the class is not subscriptable.
@@ -85,30 +89,54 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
     return deserialize
 
 
+def _refuse_undecodable(request: Any) -> None:
+    if isinstance(request, UndecodableRequest):
+        raise errors.InvalidRequest("the request is not a valid message for this method")
+
+
+async def _abort(method: str, exc: Exception, context: aio.ServicerContext[Any, Any]) -> None:
+    """End the call with the status `exc` maps to; never returns."""
+    if isinstance(exc, errors.TierrouteError):
+        code = status_for(exc)
+        if code is grpc.StatusCode.INTERNAL:
+            logger.exception("%s failed", method)
+            await context.abort(code, INTERNAL_MESSAGE)
+        await context.abort(code, str(exc))
+    # The caller never sees a traceback; the log keeps it.
+    logger.exception("%s failed unexpectedly", method)
+    await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+
+
 def _wrap(method: str, behaviour: Handler) -> Handler:
     async def guarded(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
         try:
-            if isinstance(request, UndecodableRequest):
-                raise errors.InvalidRequest("the request is not a valid message for this method")
+            _refuse_undecodable(request)
             return await behaviour(request, context)
-        except errors.TierrouteError as exc:
-            code = status_for(exc)
-            if code is grpc.StatusCode.INTERNAL:
-                logger.exception("%s failed", method)
-                await context.abort(code, INTERNAL_MESSAGE)
-            await context.abort(code, str(exc))
         except aio.AbortError:
             raise
-        except Exception:
-            # The caller never sees a traceback; the log keeps it.
-            logger.exception("%s failed unexpectedly", method)
-            await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+        except Exception as exc:
+            await _abort(method, exc, context)
+
+    return guarded
+
+
+def _wrap_stream(method: str, behaviour: StreamHandler) -> StreamHandler:
+    async def guarded(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        try:
+            _refuse_undecodable(request)
+            async for response in behaviour(request, context):
+                yield response
+        except aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort(method, exc, context)
 
     return guarded
 
 
 class ErrorMappingInterceptor(ServerInterceptor):
-    """Maps tierroute exceptions to status codes for every unary-unary method."""
+    """Maps tierroute exceptions to status codes for every unary-unary and unary-stream
+    method."""
 
     async def intercept_service(
         self,
@@ -116,7 +144,17 @@ class ErrorMappingInterceptor(ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> MethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
+            return handler
+        if inspect.isasyncgenfunction(handler.unary_stream):
+            # Streams that yield; those that write to the context (health's Watch) are
+            # left as they are.
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(handler_call_details.method, handler.unary_stream),
+                request_deserializer=_tolerant(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_unary is None:
             return handler
         return grpc.unary_unary_rpc_method_handler(
             _wrap(handler_call_details.method, handler.unary_unary),  # type: ignore[arg-type]

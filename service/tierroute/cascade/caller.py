@@ -19,11 +19,26 @@ from types import TracebackType
 
 from tierroute.cascade.breaker import CIRCUIT_OPEN, BreakerBoard, Permit
 from tierroute.cascade.limits import retry_delay
+from tierroute.cascade.run import RunState
+from tierroute.cascade.streaming import (
+    AnswerText,
+    HopFinishedEvent,
+    HopStartedEvent,
+    VerdictEvent,
+)
 from tierroute.cascade.telemetry import CascadeTelemetry
-from tierroute.cascade.types import CallOutcome, HopDraft, HopRole, RunState, Stop
-from tierroute.errors import ProviderError, ProviderTimeout
+from tierroute.cascade.types import CallOutcome, HopDraft, HopRole, Stop
+from tierroute.errors import ProviderConnectionError, ProviderError, ProviderTimeout
 from tierroute.observability.names import CANCEL_NOT_NEEDED, CANCEL_REQUEST_ENDED
-from tierroute.providers import Completion, Message, Provider, prompt_tokens, prompts
+from tierroute.providers import (
+    Completion,
+    Message,
+    Provider,
+    TextDelta,
+    estimate_tokens,
+    prompt_tokens,
+    prompts,
+)
 from tierroute.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -65,11 +80,13 @@ class TierCaller:
         messages: list[Message],
         *,
         prestarted: asyncio.Task[CallOutcome] | None = None,
+        text: AnswerText | None = None,
     ) -> CallOutcome:
         """Tier `index`'s answer, retried with back-off only when no higher tier can serve.
 
         `prestarted` is the tier's speculative call, already under way: its outcome is the
-        first attempt's.
+        first attempt's. With `text` the call streams into it; a retry is made only when
+        that text can be taken back (docs/cascade.md, "Streaming").
         """
         retries = 0
         while True:
@@ -77,18 +94,35 @@ class TierCaller:
                 outcome = await prestarted
                 prestarted = None
             else:
-                outcome = await self.call(run, index, "answer", messages, speculative=False)
+                outcome = await self.call(
+                    run, index, "answer", messages, speculative=False, text=text
+                )
             delay = self._backoff(run, index, outcome, retries + 1)
-            if delay is None:
+            if delay is None or (text is not None and not text.restart()):
                 return outcome
             retries += 1
             await self._sleep(delay)
 
     async def judge(self, run: RunState, index: int, question: str, answer: str) -> CallOutcome:
-        """Tier `index`'s verdict on `answer`; never retried (an unjudged answer escalates)."""
-        return await self.call(
-            run, index, "judge", prompts.judge_messages(question, answer), speculative=False
+        """Tier `index`'s verdict on `answer`; never retried (an unjudged answer escalates).
+
+        The judge sees the conversation it judges: the request's earlier turns and its
+        system prompt, bounded by `cascade.judge_context_*` and fenced as untrusted.
+        """
+        config = self._config
+        context = prompts.JudgeContext(
+            system=run.query.system,
+            history=run.query.route.history,
+            turns=config.judge_context_turns,
+            chars=config.judge_context_chars,
+            system_chars=config.judge_system_chars,
         )
+        messages = prompts.judge_messages(question, answer, context)
+        return await self.call(run, index, "judge", messages, speculative=False)
+
+    def tier_name(self, index: int) -> str:
+        """The name of tier `index`."""
+        return self._tiers[index].name
 
     def speculate(self, run: RunState, index: int | None, messages: list[Message]) -> Speculation:
         """The block within which tier `index`'s answer runs ahead (None: no call ahead)."""
@@ -102,18 +136,26 @@ class TierCaller:
         messages: list[Message],
         *,
         speculative: bool,
+        text: AnswerText | None = None,
     ) -> CallOutcome:
-        """One call to tier `index`, settled with its tier's circuit breaker."""
+        """One call to tier `index`, settled with its tier's circuit breaker.
+
+        A streamed request hears of the call as it starts and ends (and of a judge's
+        verdict); with `text` an answer call streams its deltas into it.
+        """
         draft, stop, permit = self._prepare(run, index, role, speculative=speculative)
+        position = len(run.hops) - 1
         if permit is None:
+            self._finished(run, position, draft)
             if stop is None:
                 return CallOutcome(circuit_open=True)
             return CallOutcome(stop=stop)
         try:
-            outcome = await self._execute(run, draft, messages)
+            outcome = await self._execute(run, draft, messages, text)
         except BaseException:
             # Cancelled (or a bug): the call says nothing about the tier's health.
             permit.release()
+            self._finished(run, position, draft)
             raise
         if outcome.completion is not None:
             permit.success()
@@ -122,7 +164,24 @@ class TierCaller:
         else:
             # Terminal errors are the request's fault, deadline cuts the caller's choice.
             permit.release()
+        self._finished(run, position, draft)
         return outcome
+
+    def _finished(self, run: RunState, position: int, draft: HopDraft) -> None:
+        """Tell a streamed request that a call ended (and what its judge decided)."""
+        events = run.events
+        if events is None:
+            return
+        events.emit(HopFinishedEvent(position, draft.freeze(self._clock())))
+        if draft.role == "judge" and draft.verdict is not None:
+            events.emit(
+                VerdictEvent(
+                    answer_tier=self._tiers[self._tiers.index(draft.tier) - 1].name,
+                    judge_tier=draft.tier.name,
+                    verdict=draft.verdict,
+                    issues=draft.issues,
+                )
+            )
 
     def _backoff(self, run: RunState, index: int, outcome: CallOutcome, retry: int) -> float | None:
         """The wait before the `retry`-th retry of `outcome`, or None when it is not retried."""
@@ -167,6 +226,17 @@ class TierCaller:
             started=self._clock(),
         )
         run.hops.append(draft)
+        if run.events is not None:
+            run.events.emit(
+                HopStartedEvent(
+                    index=len(run.hops) - 1,
+                    tier=tier.name,
+                    model=tier.model,
+                    role=role,
+                    attempt=draft.attempt,
+                    speculative=speculative,
+                )
+            )
         stop: Stop | None = None
         permit: Permit | None = None
         if run.deadline.expired():
@@ -185,7 +255,7 @@ class TierCaller:
         return draft, stop, permit
 
     async def _execute(
-        self, run: RunState, draft: HopDraft, messages: list[Message]
+        self, run: RunState, draft: HopDraft, messages: list[Message], text: AnswerText | None
     ) -> CallOutcome:
         """Make one provider call; never raises a ProviderError, only CancelledError."""
         remaining = run.deadline.remaining()
@@ -198,15 +268,21 @@ class TierCaller:
         with self._telemetry.call_span(draft) as span:
             try:
                 async with asyncio.timeout(timeout_s) as scope:
-                    completion = await self._provider.complete(
-                        model=draft.tier.model,
-                        messages=messages,
-                        max_tokens=self._max_tokens(run, judge=judge),
-                        timeout_s=timeout_s,
-                        system=system,
-                        tool=prompts.JUDGE_TOOL if judge else None,
-                        headers=run.query.headers,
-                    )
+                    if text is not None and not judge:
+                        completion = await self._streamed(
+                            run, draft, messages, text, timeout_s=timeout_s, system=system
+                        )
+                    else:
+                        completion = await self._provider.complete(
+                            model=draft.tier.model,
+                            messages=messages,
+                            max_tokens=self._max_tokens(run, draft, judge=judge),
+                            timeout_s=timeout_s,
+                            system=system,
+                            tool=prompts.JUDGE_TOOL if judge else None,
+                            headers=run.query.headers,
+                            params=None if judge else run.query.params,
+                        )
             except TimeoutError:
                 if not scope.expired():
                     raise
@@ -217,7 +293,7 @@ class TierCaller:
                 return self._failed(run, draft, exc, bound_by_deadline)
             except asyncio.CancelledError:
                 # A provider that has read the prompt bills it, answered or not: the hop is
-                # billed its (estimated) input tokens, and the output it returned, none.
+                # billed its (estimated) input tokens, plus any output it streamed back.
                 draft.outcome = "cancelled"
                 draft.input_tokens = prompt_tokens(
                     messages, system, prompts.JUDGE_TOOL if judge else None
@@ -226,13 +302,54 @@ class TierCaller:
             self._telemetry.completed(span, messages, system, completion)
             return self._completed(draft, completion)
 
-    def _max_tokens(self, run: RunState, *, judge: bool) -> int:
+    async def _streamed(
+        self,
+        run: RunState,
+        draft: HopDraft,
+        messages: list[Message],
+        text: AnswerText,
+        *,
+        timeout_s: float,
+        system: str | None,
+    ) -> Completion:
+        """An answer call through the provider's stream, its deltas into `text`."""
+        stream = self._provider.stream(
+            model=draft.tier.model,
+            messages=messages,
+            max_tokens=self._max_tokens(run, draft, judge=False),
+            timeout_s=timeout_s,
+            system=system,
+            headers=run.query.headers,
+            params=run.query.params,
+        )
+        completion: Completion | None = None
+        received: list[str] = []
+        try:
+            async for item in stream:
+                if isinstance(item, TextDelta):
+                    received.append(item.text)
+                    text.push(item.text)
+                else:
+                    completion = item
+        except asyncio.CancelledError:
+            # Cut off mid-stream: billed the output it returned so far (and, by `_execute`,
+            # the prompt it read).
+            draft.output_tokens = estimate_tokens("".join(received))
+            raise
+        finally:
+            # Leaving early (cancelled, timed out) ends the call upstream at once.
+            await stream.aclose()
+        if completion is None:
+            raise ProviderConnectionError("the stream ended without its message")
+        return completion
+
+    def _max_tokens(self, run: RunState, draft: HopDraft, *, judge: bool) -> int:
+        """The call's output limit: the judge's, else the request's (or the default), cut to
+        the tier's own limit."""
         if judge:
             return self._config.judge_max_output_tokens
-        asked = run.query.max_output_tokens
-        if asked:
-            return min(asked, self._config.max_output_tokens_limit)
-        return self._config.max_output_tokens
+        asked = run.query.max_output_tokens or self._config.max_output_tokens
+        return min(asked, draft.tier.max_output_tokens)
 
     def _completed(self, draft: HopDraft, completion: Completion) -> CallOutcome:
         """Record an answered call on its hop; a judge's reply is parsed into its verdict."""
@@ -241,6 +358,8 @@ class TierCaller:
         draft.input_tokens = completion.input_tokens
         draft.output_tokens = completion.output_tokens
         draft.stop_reason = completion.stop_reason
+        draft.cache_creation_input_tokens = completion.cache_creation_input_tokens
+        draft.cache_read_input_tokens = completion.cache_read_input_tokens
         if completion.latency_s > 0:
             draft.latency_s = completion.latency_s
         else:
@@ -295,14 +414,26 @@ class Speculation:
         self._messages = messages
         self._task: asyncio.Task[CallOutcome] | None = None
         self._taken = False
+        # A streamed request's speculative answer streams into a buffer, held until the
+        # cascade takes it over (and sends it live if it is committed).
+        self.text: AnswerText | None = None
 
     async def __aenter__(self) -> Speculation:
         # Nothing here suspends: the task first runs when the cascade next does, that is
         # once the primary call has taken its place in the hop order and its attempt.
         if self._index is not None:
+            events = self._run.events
+            if events is not None:
+                tier = self._caller.tier_name(self._index)
+                self.text = AnswerText(events, tier, live=False)
             self._task = asyncio.create_task(
                 self._caller.call(
-                    self._run, self._index, "answer", self._messages, speculative=True
+                    self._run,
+                    self._index,
+                    "answer",
+                    self._messages,
+                    speculative=True,
+                    text=self.text,
                 )
             )
         return self

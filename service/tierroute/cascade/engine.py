@@ -35,7 +35,9 @@ from tierroute.cascade.breaker import CIRCUIT_OPEN, BreakerBoard, DegradeAction
 from tierroute.cascade.calibrated import ModelCascade, ModelCascades
 from tierroute.cascade.caller import Speculation, TierCaller
 from tierroute.cascade.limits import AttemptBudget, Deadline
+from tierroute.cascade.run import RunState
 from tierroute.cascade.sampling import JudgeSampler
+from tierroute.cascade.streaming import AnswerText, EventStream
 from tierroute.cascade.telemetry import CascadeTelemetry
 from tierroute.cascade.types import (
     JUDGE_MODES,
@@ -43,11 +45,11 @@ from tierroute.cascade.types import (
     CascadeQuery,
     CascadeResult,
     JudgeStatus,
-    RunState,
     Stop,
 )
 from tierroute.errors import (
     AllTiersFailed,
+    AnswerInterrupted,
     BudgetExhausted,
     ConfigError,
     DeadlineExceeded,
@@ -55,7 +57,7 @@ from tierroute.errors import (
     ProviderError,
 )
 from tierroute.observability import Metrics
-from tierroute.providers import Message, Provider, prompts
+from tierroute.providers import Block, Completion, Message, Provider, prompts
 from tierroute.routing import (
     PLAN_DROPPED,
     Decision,
@@ -102,6 +104,18 @@ class _Candidate:
     text: str
     tier_index: int
     status: JudgeStatus
+    # The answer's tool_use blocks (with any text blocks around them), for a tool call.
+    content: tuple[Block, ...] = ()
+    stop_reason: str = ""
+
+    @classmethod
+    def of(
+        cls, completion: Completion, index: int, status: JudgeStatus, text: str | None = None
+    ) -> _Candidate:
+        """The candidate a completed answer call makes (`text` replaces its own)."""
+        content = completion.content if completion.tool_calls else ()
+        answer = completion.text if text is None else text
+        return cls(answer, index, status, content, completion.stop_reason)
 
 
 @dataclass(frozen=True)
@@ -122,6 +136,14 @@ class _Refused:
 
 
 @dataclass(frozen=True)
+class _Interrupted:
+    """Tier `index`'s committed answer broke off after its text was sent."""
+
+    index: int
+    outcome: CallOutcome
+
+
+@dataclass(frozen=True)
 class _Exhausted:
     """The top tier, `index`, failed with `error`: no tier is left to climb to."""
 
@@ -132,7 +154,7 @@ class _Exhausted:
 
 # How the climb up the tiers ended. The result (or error) is made from it only once the
 # call run ahead has been used or cancelled, so no exit path has to cancel it.
-_End: TypeAlias = _Candidate | _Stopped | _Refused | _Exhausted
+_End: TypeAlias = _Candidate | _Stopped | _Refused | _Exhausted | _Interrupted
 
 
 @dataclass
@@ -144,6 +166,8 @@ class _Climb:
     judging: _Judging
     question: str
     history: list[Message]
+    # The question's turn, with any content blocks it carries.
+    turn: Message
     # The question as asked: what a tier gets when there is no failed attempt to pass on.
     plain: list[Message]
     index: int
@@ -157,7 +181,8 @@ class _Climb:
     ) -> _Climb:
         question = query.route.text
         history = list(query.route.history)
-        plain = [*history, Message("user", question)]
+        turn = query.question_turn
+        plain = [*history, turn]
         self_routing = query.self_routing
         return cls(
             start=start,
@@ -165,9 +190,12 @@ class _Climb:
             judging=judging,
             question=question,
             history=history,
+            turn=turn,
             plain=plain,
             index=start,
-            messages=prompts.self_routing_messages(question, history) if self_routing else plain,
+            messages=(
+                prompts.self_routing_messages(question, history, turn) if self_routing else plain
+            ),
             self_routing=self_routing,
         )
 
@@ -242,8 +270,19 @@ class CascadeEngine:
         """Judge sampling and speculative bound for the router's current model."""
         return self._model_cascades.of(self._router.scorer)
 
-    async def run(self, query: CascadeQuery, *, deadline_s: float | None) -> CascadeResult:
-        """Answer `query` within `deadline_s` seconds (None: the configured default)."""
+    async def run(
+        self,
+        query: CascadeQuery,
+        *,
+        deadline_s: float | None,
+        events: EventStream | None = None,
+    ) -> CascadeResult:
+        """Answer `query` within `deadline_s` seconds (None: the configured default).
+
+        With `events` the run streams: every hop, verdict and committed piece of the
+        answer's text is written to it as it happens, and last the result
+        (docs/cascade.md, "Streaming").
+        """
         config = self._config
         started = self._clock()
         seconds = config.default_deadline_s if deadline_s is None else deadline_s
@@ -256,6 +295,7 @@ class CascadeEngine:
             deadline=deadline,
             budget=AttemptBudget(config.max_attempts),
             started=started,
+            events=events,
         )
         try:
             result = await self._cascade(run, start_index, decision)
@@ -275,6 +315,8 @@ class CascadeEngine:
             result.total_cost_usd,
             ",".join(result.degraded_reasons) or "no",
         )
+        if events is not None:
+            events.finish(result)
         return result
 
     # -- the start tier ------------------------------------------------------------------
@@ -379,12 +421,41 @@ class CascadeEngine:
     async def _climb(self, run: RunState, climb: _Climb, speculation: Speculation) -> _End:
         """Ask tier after tier, from the start tier up, until the cascade reaches an end."""
         while True:
+            prestarted = speculation.take(climb.index)
+            text = self._answer_text(run, climb, speculation.text if prestarted else None)
             outcome = await self._caller.answer(
-                run, climb.index, climb.messages, prestarted=speculation.take(climb.index)
+                run, climb.index, climb.messages, prestarted=prestarted, text=text
             )
+            committed_text_out = text is not None and text.sent and not run.query.stream_drafts
+            if committed_text_out and outcome.completion is None:
+                # Committed text is out and its stream broke: nothing may replace it.
+                return _Interrupted(climb.index, outcome)
             end = await self._answered(run, climb, outcome)
             if end is not None:
                 return end
+
+    def _answer_text(
+        self, run: RunState, climb: _Climb, held: AnswerText | None
+    ) -> AnswerText | None:
+        """Where a streamed request's answer call streams: live when it is committed.
+
+        An answer is committed when no later step can withdraw it: it will not be judged
+        (the top tier's, or one the plan, mode or sampler leaves unjudged). Self-routed
+        answers are held until their confidence block is read and stripped. With drafts
+        every other answer is live. A speculative call streamed held so far; it goes live
+        when taken over as a committed answer.
+        """
+        events = run.events
+        if events is None:
+            return None
+        index = climb.index
+        committed = index == self._top or not climb.judging.judges(index, climb.start)
+        live = not climb.self_routing and (committed or events.drafts)
+        if held is not None:
+            if live:
+                held.go_live()
+            return held
+        return AnswerText(events, self._tiers[index].name, live=live)
 
     async def _answered(self, run: RunState, climb: _Climb, outcome: CallOutcome) -> _End | None:
         """Where the current tier's answer call leads: an end, or None having moved up."""
@@ -392,21 +463,27 @@ class CascadeEngine:
             return _Stopped(outcome.stop, climb.fallback)
         if outcome.circuit_open:
             return self._refused(run, climb)
-        if outcome.completion is None:
+        completion = outcome.completion
+        if completion is None:
             assert outcome.error is not None  # an outcome is a completion, an error or a stop
             return self._provider_failed(run, climb, outcome.error)
+        if completion.tool_calls:
+            # A judge grades text answers: a tool call goes back to the caller unjudged.
+            return _Candidate.of(completion, climb.index, "tool_use")
         if climb.self_routing:
-            return self._self_assessed(run, climb, outcome.completion.text)
-        return await self._judge_if_due(run, climb, outcome.completion.text)
+            return self._self_assessed(run, climb, completion)
+        return await self._judge_if_due(run, climb, completion)
 
-    async def _judge_if_due(self, run: RunState, climb: _Climb, answer: str) -> _End | None:
+    async def _judge_if_due(
+        self, run: RunState, climb: _Climb, completion: Completion
+    ) -> _End | None:
         """A plain answer: the end when no judge is due for it (the top tier's never is)."""
         index = climb.index
         if index == self._top:
-            return _Candidate(answer, index, "not_required")
+            return _Candidate.of(completion, index, "not_required")
         if not climb.judging.judges(index, climb.start):
-            return _Candidate(answer, index, climb.judging.unjudged)
-        return await self._judged(run, climb, answer)
+            return _Candidate.of(completion, index, climb.judging.unjudged)
+        return await self._judged(run, climb, completion)
 
     def _refused(self, run: RunState, climb: _Climb) -> _End | None:
         """The current tier's breaker is open: its degradation policy decides
@@ -435,39 +512,40 @@ class CascadeEngine:
         climb.up()
         return None
 
-    def _self_assessed(self, run: RunState, climb: _Climb, text: str) -> _End | None:
+    def _self_assessed(self, run: RunState, climb: _Climb, completion: Completion) -> _End | None:
         """A self-routed answer: accepted on its own stated confidence, else escalated."""
         index = climb.index
-        answer, assessment = prompts.parse_self_assessment(text)
+        answer, assessment = prompts.parse_self_assessment(completion.text)
         confidence = assessment.confidence
         if (
             confidence is not None
             and assessment.needs_escalation is False
             and confidence >= self._config.self_confidence_threshold
         ):
-            return _Candidate(answer, index, "self_accepted")
+            return _Candidate.of(completion, index, "self_accepted", answer)
         if confidence is None:
             detail = "confidence block missing or unparseable"
-            climb.fallback = _Candidate(answer, index, "unavailable")
+            climb.fallback = _Candidate.of(completion, index, "unavailable", answer)
         else:
             detail = (
                 f"stated confidence {confidence:.2f}, "
                 f"needs_escalation={assessment.needs_escalation}"
             )
-            climb.fallback = _Candidate(answer, index, "failed")
+            climb.fallback = _Candidate.of(completion, index, "failed", answer)
         self._escalate(run, ReasonNote(Reason.SELF_LOW_CONFIDENCE, detail), index)
         climb.up()
         return None
 
-    async def _judged(self, run: RunState, climb: _Climb, answer: str) -> _End | None:
-        """Have the tier above judge `answer`: an end when it passes, else None having moved
-        up with the answer held in case nothing better arrives."""
+    async def _judged(self, run: RunState, climb: _Climb, completion: Completion) -> _End | None:
+        """Have the tier above judge the answer: an end when it passes, else None having
+        moved up with the answer held in case nothing better arrives."""
         index = climb.index
+        answer = completion.text
         answer_name = self._tiers[index].name
         judge_name = self._tiers[index + 1].name
         outcome = await self._caller.judge(run, index + 1, climb.question, answer)
         if outcome.stop is not None:
-            return _Stopped(outcome.stop, _Candidate(answer, index, "unavailable"))
+            return _Stopped(outcome.stop, _Candidate.of(completion, index, "unavailable"))
         if outcome.circuit_open:
             # Unjudged is not passed: escalate, holding the answer in case nothing better.
             note = ReasonNote(
@@ -476,22 +554,22 @@ class CascadeEngine:
             )
             self._escalate(run, note, index)
             _degrade(run, f"{CIRCUIT_OPEN}:{judge_name}")
-            climb.fallback = _Candidate(answer, index, "unavailable")
+            climb.fallback = _Candidate.of(completion, index, "unavailable")
             climb.up(climb.plain)
             return None
         verdict = outcome.verdict
         if verdict is not None and verdict.passes is True:
-            return _Candidate(answer, index, "passed")
+            return _Candidate.of(completion, index, "passed")
         if verdict is not None and verdict.passes is False:
             note = ReasonNote(
                 Reason.JUDGE_FAILED,
                 f"{judge_name} failed the {answer_name} answer with {len(verdict.issues)} issue(s)",
             )
             self._escalate(run, note, index)
-            climb.fallback = _Candidate(answer, index, "failed")
+            climb.fallback = _Candidate.of(completion, index, "failed")
             climb.up(
                 prompts.escalation_messages(
-                    climb.question, answer, list(verdict.issues), climb.history
+                    climb.question, answer, list(verdict.issues), climb.history, climb.turn
                 )
             )
             return None
@@ -504,15 +582,20 @@ class CascadeEngine:
             run, ReasonNote(Reason.JUDGE_UNAVAILABLE, f"{judge_name} judge: {why}"), index
         )
         run.degraded.append(f"judge_unavailable:{judge_name}")
-        climb.fallback = _Candidate(answer, index, "unavailable")
+        climb.fallback = _Candidate.of(completion, index, "unavailable")
         # No verdict means no issues to pass on: the next tier gets the plain question.
         climb.up(climb.plain)
         return None
 
     def _escalate(self, run: RunState, note: ReasonNote, index: int) -> None:
-        """Record why the cascade moves from tier `index` to the next one."""
+        """Record why the cascade moves from tier `index` to the next one.
+
+        A draft streamed from tier `index` is not the answer: it is retracted.
+        """
         run.reasons.append(note)
         self._telemetry.escalated(note, self._tiers[index].name, self._tiers[index + 1].name)
+        if run.events is not None:
+            run.events.withdraw(self._tiers[index].name, note.code.value.lower())
 
     @staticmethod
     def _error_kind(outcome: CallOutcome) -> str:
@@ -527,6 +610,15 @@ class CascadeEngine:
         if isinstance(end, _Stopped):
             return self._stopped(run, climb, end.stop, end.held)
         name = self._tiers[end.index].name
+        if isinstance(end, _Interrupted):
+            if end.outcome.stop == "deadline":
+                raise DeadlineExceeded(
+                    f"the request's deadline passed while the {name} answer streamed"
+                )
+            raise AnswerInterrupted(
+                f"the {name} answer's stream failed after its text began "
+                f"({self._error_kind(end.outcome)}); the text received is incomplete"
+            ) from end.outcome.error
         if isinstance(end, _Exhausted):
             if end.held is None:
                 raise AllTiersFailed(
@@ -572,7 +664,7 @@ class CascadeEngine:
                 )
                 run.degraded.append(f"fell_back:{lower_name}")
                 return self._result(
-                    run, climb, _Candidate(outcome.completion.text, lower, "unavailable")
+                    run, climb, _Candidate.of(outcome.completion, lower, "unavailable")
                 )
             if outcome.error is not None:
                 run.degraded.append(f"provider_error:{lower_name}:{outcome.error.kind}")
@@ -614,6 +706,8 @@ class CascadeEngine:
             degraded=bool(run.degraded),
             degraded_reasons=tuple(run.degraded),
             decision=climb.decision,
+            content=answer.content or ({"type": "text", "text": answer.text},),
+            stop_reason=answer.stop_reason,
         )
 
 

@@ -165,13 +165,22 @@ class CascadeTelemetry:
 
     def _finished(self, span: trace.Span, draft: HopDraft) -> None:
         tier, role = draft.tier.name, draft.role
-        cost = draft.tier.cost_usd(draft.input_tokens, draft.output_tokens)
+        cost = draft.cost_usd()
         span.set_attribute(ATTR_OUTCOME, draft.outcome)
         span.set_attribute(ATTR_COST_USD, cost)
         if draft.outcome == "ok":
             span.set_attribute(gen_ai.GEN_AI_RESPONSE_MODEL, draft.model or draft.tier.model)
             span.set_attribute(gen_ai.GEN_AI_USAGE_INPUT_TOKENS, draft.input_tokens)
             span.set_attribute(gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS, draft.output_tokens)
+            if draft.cache_creation_input_tokens:
+                span.set_attribute(
+                    gen_ai.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
+                    draft.cache_creation_input_tokens,
+                )
+            if draft.cache_read_input_tokens:
+                span.set_attribute(
+                    gen_ai.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, draft.cache_read_input_tokens
+                )
             if draft.stop_reason:
                 span.set_attribute(gen_ai.GEN_AI_RESPONSE_FINISH_REASONS, [draft.stop_reason])
         if draft.error_kind:

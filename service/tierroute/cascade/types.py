@@ -1,7 +1,7 @@
-"""The Cascade's values: the query and result the servicer converts, the hops in between, and
-the per-request state the engine and the tier caller share.
+"""The Cascade's values: the query and result the servicer converts, the hops in between,
+and what one call's outcome is.
 
-The bottom floor of the wing: it imports no other cascade module except `limits`.
+The bottom floor of the wing: it imports no other cascade module.
 """
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tierroute.cascade.limits import AttemptBudget, Deadline
 from tierroute.errors import ProviderError
-from tierroute.providers import Completion, prompts
+from tierroute.providers import AnswerParams, Block, Completion, Message, prompts
 from tierroute.routing import Decision, ReasonNote, RouteQuery
 from tierroute.settings import TierConfig
 
@@ -20,7 +19,14 @@ HopRole = Literal["answer", "judge"]
 HopOutcome = Literal["ok", "error", "cancelled", "skipped"]
 VerdictValue = Literal["pass", "fail", "unavailable"]
 JudgeStatus = Literal[
-    "passed", "not_required", "sampled_out", "unavailable", "failed", "self_accepted", "skipped"
+    "passed",
+    "not_required",
+    "sampled_out",
+    "unavailable",
+    "failed",
+    "self_accepted",
+    "skipped",
+    "tool_use",
 ]
 SpeculationMode = Literal["default", "on", "off"]
 JudgeMode = Literal["default", "always", "never", "start_only"]
@@ -43,6 +49,18 @@ class CascadeQuery:
     system: str = ""
     # Sent with every provider call of the request (the replay backend's fault injection).
     headers: Mapping[str, str] = field(default_factory=dict)
+    # The question's own turn with its content blocks (None: `route.text` as plain text).
+    turn: Message | None = None
+    # The caller's Messages API parameters (sampling, tools, cached system blocks), sent
+    # unchanged with every answer call and never with a judge call.
+    params: AnswerParams = field(default_factory=AnswerParams)
+    # Streaming only: stream every answer as it is drafted, retracting those withdrawn.
+    stream_drafts: bool = False
+
+    @property
+    def question_turn(self) -> Message:
+        """The last user turn as the answering tiers are sent it."""
+        return self.turn if self.turn is not None else Message("user", self.route.text)
 
 
 @dataclass(frozen=True)
@@ -63,6 +81,8 @@ class Hop:
     speculative: bool = False
     error_kind: str = ""
     stop_reason: str = ""
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -83,6 +103,9 @@ class CascadeResult:
     degraded: bool
     degraded_reasons: tuple[str, ...]
     decision: Decision | None
+    # The answer's content blocks (its text, and its tool_use blocks when it calls tools).
+    content: tuple[Block, ...] = ()
+    stop_reason: str = ""
 
 
 @dataclass
@@ -103,6 +126,17 @@ class HopDraft:
     issues: tuple[str, ...] = ()
     error_kind: str = ""
     stop_reason: str = ""
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+
+    def cost_usd(self) -> float:
+        """The call's cost on its tier, cache writes and reads included."""
+        return self.tier.cost_usd(
+            self.input_tokens,
+            self.output_tokens,
+            self.cache_creation_input_tokens,
+            self.cache_read_input_tokens,
+        )
 
     def freeze(self, now: float) -> Hop:
         """The hop as it reads at `now` (a call still in flight reads as cancelled)."""
@@ -114,7 +148,7 @@ class HopDraft:
             outcome=self.outcome,
             input_tokens=self.input_tokens,
             output_tokens=self.output_tokens,
-            cost_usd=self.tier.cost_usd(self.input_tokens, self.output_tokens),
+            cost_usd=self.cost_usd(),
             latency_ms=latency * 1000.0,
             verdict=self.verdict,
             issues=self.issues,
@@ -122,6 +156,8 @@ class HopDraft:
             speculative=self.speculative,
             error_kind=self.error_kind,
             stop_reason=self.stop_reason,
+            cache_creation_input_tokens=self.cache_creation_input_tokens,
+            cache_read_input_tokens=self.cache_read_input_tokens,
         )
 
 
@@ -135,28 +171,3 @@ class CallOutcome:
     verdict: prompts.Verdict | None = None
     # The tier's circuit breaker refused the call: nothing was sent.
     circuit_open: bool = False
-
-
-@dataclass
-class RunState:
-    """Everything one request shares: its limits, its hops and what it has learned.
-
-    The tier caller charges `deadline` and `budget`, numbers attempts and appends `hops`;
-    the engine adds `reasons` and `degraded` as it decides.
-    """
-
-    request_id: str
-    query: CascadeQuery
-    deadline: Deadline
-    budget: AttemptBudget
-    started: float
-    hops: list[HopDraft] = field(default_factory=list)
-    attempts: dict[tuple[str, str], int] = field(default_factory=dict)
-    reasons: list[ReasonNote] = field(default_factory=list)
-    degraded: list[str] = field(default_factory=list)
-
-    def next_attempt(self, tier: str, role: str) -> int:
-        """Number the next call of `tier` in `role` (1 = first), per request."""
-        n = self.attempts.get((tier, role), 0) + 1
-        self.attempts[(tier, role)] = n
-        return n

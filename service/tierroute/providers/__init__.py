@@ -6,22 +6,32 @@ self-routing prompts every provider is sent.
 
 from tierroute.providers.backend import Backend, build_backend, uses_anthropic
 from tierroute.providers.base import (
+    AnswerParams,
+    Block,
     Completion,
     Message,
     Provider,
+    StreamItem,
+    TextDelta,
     ToolSpec,
     estimate_tokens,
+    message_body,
     prompt_tokens,
 )
 
 __all__ = [
+    "AnswerParams",
     "Backend",
+    "Block",
     "Completion",
     "Message",
     "Provider",
+    "StreamItem",
+    "TextDelta",
     "ToolSpec",
     "build_backend",
     "estimate_tokens",
+    "message_body",
     "prompt_tokens",
     "uses_anthropic",
 ]

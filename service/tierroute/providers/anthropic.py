@@ -10,11 +10,11 @@ from __future__ import annotations
 import email.utils
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import anthropic
-from anthropic.types import AssistantMessageParam, MessageParam, ToolParam, UserMessageParam
+import httpx2
 
 from tierroute.errors import (
     ConfigError,
@@ -26,7 +26,15 @@ from tierroute.errors import (
     RateLimited,
     TerminalProviderError,
 )
-from tierroute.providers.base import Completion, Message, ToolSpec
+from tierroute.providers.base import (
+    AnswerParams,
+    Completion,
+    Message,
+    StreamItem,
+    TextDelta,
+    ToolSpec,
+    message_body,
+)
 from tierroute.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -37,6 +45,19 @@ REPLAY_PLACEHOLDER_KEY = "replay-no-key"
 _HTTP_OVERLOADED = 529
 _HTTP_TOO_MANY_REQUESTS = 429
 _HTTP_REQUEST_TIMEOUT = 408
+_HTTP_BAD_REQUEST = 400
+_HTTP_SERVER_ERROR = 500
+# The status each error type of the Messages API stands for (for errors inside a stream).
+_STREAM_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
 _SPEND_LIMIT_WORDS = ("spend limit", "spend_limit", "billing", "credit balance", "usage limit")
 
 
@@ -74,8 +95,14 @@ def _is_spend_limit(exc: anthropic.APIStatusError) -> bool:
 
 
 def _status_error(exc: anthropic.APIStatusError) -> ProviderError:
-    """The tierroute error for an HTTP error status: retryable or not, and why."""
+    """The tierroute error for an HTTP error status: retryable or not, and why.
+
+    An error event inside a stream arrives under the stream's HTTP 200: its error type
+    says which status it stands for.
+    """
     status = exc.status_code
+    if status < _HTTP_BAD_REQUEST:
+        status = _STREAM_ERROR_STATUS.get(exc.type or "", _HTTP_SERVER_ERROR)
     detail = f"HTTP {status}: {exc.type or 'error'}"
     if status == _HTTP_TOO_MANY_REQUESTS:
         if _is_spend_limit(exc):
@@ -102,12 +129,6 @@ def translate_error(exc: anthropic.AnthropicError) -> ProviderError:
     if isinstance(exc, anthropic.APIResponseValidationError):
         return ProviderServerError("the provider's response did not match its schema")
     return ProviderError(f"provider error: {type(exc).__name__}")
-
-
-def _wire_message(message: Message) -> MessageParam:
-    if message.role == "assistant":
-        return AssistantMessageParam(role="assistant", content=message.content)
-    return UserMessageParam(role="user", content=message.content)
 
 
 class AnthropicProvider:
@@ -148,62 +169,114 @@ class AnthropicProvider:
         system: str | None = None,
         tool: ToolSpec | None = None,
         headers: Mapping[str, str] | None = None,
+        params: AnswerParams | None = None,
     ) -> Completion:
         """Call `model` once; raise a ProviderError subclass on failure, never retry."""
-        params: dict[str, Any] = {}
-        if system is not None:
-            params["system"] = system
-        if tool is not None:
-            tools: list[ToolParam] = [
-                {
-                    "name": tool.name,
-                    "description": tool.description,
-                    "input_schema": dict(tool.input_schema),
-                }
-            ]
-            params["tools"] = tools
-            # `auto`, not a forced tool: a forced call is prefilled, so the model could not
-            # write its working before the verdict (prompts.JUDGE_SYSTEM asks for it). A
-            # reply without the tool call parses as no verdict: judge unavailable, never a pass.
-            params["tool_choice"] = {"type": "auto"}
-        wire = [_wire_message(m) for m in messages]
-        timeout = anthropic.Timeout(timeout_s, connect=min(self._connect_timeout_s, timeout_s))
+        body = message_body(
+            model=model,
+            messages=messages,
+            max_tokens=max_tokens,
+            system=system,
+            tool=tool,
+            params=params,
+        )
         started = time.perf_counter()
         try:
             response = await self._client.messages.create(
-                model=model,
-                max_tokens=max_tokens,
-                messages=wire,
-                timeout=timeout,
+                **body,
+                timeout=self._timeout(timeout_s),
                 extra_headers=dict(headers) if headers else None,
-                **params,
             )
         except anthropic.AnthropicError as exc:
             error = translate_error(exc)
             logger.debug("provider call to %s failed: %s", model, error)
             raise error from exc
-        latency_s = time.perf_counter() - started
-        text = "".join(block.text for block in response.content if block.type == "text")
-        tool_input: Mapping[str, Any] | None = None
-        if tool is not None:
-            for block in response.content:
-                if block.type == "tool_use" and block.name == tool.name:
-                    tool_input = dict(block.input)
-                    break
-        return Completion(
-            text=text,
-            input_tokens=response.usage.input_tokens,
-            output_tokens=response.usage.output_tokens,
-            stop_reason=response.stop_reason or "",
-            latency_s=latency_s,
-            model=response.model,
-            tool_input=tool_input,
-            extra={"message_id": response.id},
+        return _completion(response, tool, time.perf_counter() - started)
+
+    async def stream(
+        self,
+        *,
+        model: str,
+        messages: list[Message],
+        max_tokens: int,
+        timeout_s: float,
+        system: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: AnswerParams | None = None,
+    ) -> AsyncGenerator[StreamItem, None]:
+        """Call `model` once through the SDK's streaming helper: deltas, then the Completion.
+
+        Errors that arrive inside the stream (an `error` event after HTTP 200, a dropped
+        connection) are translated like those before it. Leaving the iterator early closes
+        the HTTP response, which ends the call upstream.
+        """
+        body = message_body(
+            model=model, messages=messages, max_tokens=max_tokens, system=system, params=params
         )
+        started = time.perf_counter()
+        try:
+            async with self._client.messages.stream(
+                **body,
+                timeout=self._timeout(timeout_s),
+                extra_headers=dict(headers) if headers else None,
+            ) as stream:
+                stopped = False
+                async for event in stream:
+                    if event.type == "text":
+                        yield TextDelta(event.text)
+                    elif event.type == "message_stop":
+                        stopped = True
+                if not stopped:
+                    raise ProviderConnectionError("the stream ended before message_stop")
+                message = await stream.get_final_message()
+        except anthropic.AnthropicError as exc:
+            error = translate_error(exc)
+            logger.debug("streamed call to %s failed: %s", model, error)
+            raise error from exc
+        except httpx2.TransportError as exc:
+            # A connection cut inside the body surfaces from the HTTP library itself.
+            raise ProviderConnectionError("the connection to the provider failed") from exc
+        yield _completion(message, None, time.perf_counter() - started)
+
+    def _timeout(self, timeout_s: float) -> anthropic.Timeout:
+        return anthropic.Timeout(timeout_s, connect=min(self._connect_timeout_s, timeout_s))
 
     async def aclose(self) -> None:
         """Close the SDK client's connections."""
         await self._client.close()
+
+
+def _completion(
+    response: anthropic.types.Message, tool: ToolSpec | None, latency_s: float
+) -> Completion:
+    """A Completion from the SDK's message: its text, its blocks as JSON, and its usage."""
+    text = "".join(block.text for block in response.content if block.type == "text")
+    tool_input: Mapping[str, Any] | None = None
+    if tool is not None:
+        for block in response.content:
+            if block.type == "tool_use" and block.name == tool.name:
+                tool_input = dict(block.input)
+                break
+    usage = response.usage
+    return Completion(
+        text=text,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        stop_reason=response.stop_reason or "",
+        latency_s=latency_s,
+        model=response.model,
+        tool_input=tool_input,
+        extra={"message_id": response.id},
+        content=tuple(_block_json(block) for block in response.content),
+        cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
+        cache_read_input_tokens=usage.cache_read_input_tokens or 0,
+    )
+
+
+def _block_json(block: Any) -> dict[str, Any]:
+    # The SDK's models know their wire form; None fields are the API's omitted ones.
+    data: dict[str, Any] = block.to_dict(mode="json", exclude_none=True)
+    return data
 
 
 def build_provider(settings: Settings, base_url: str | None = None) -> AnthropicProvider:

@@ -6,6 +6,11 @@ concurrent calls to one model cannot take each other's replies. A reply can hold
 open on an `asyncio.Event` until a test releases it, which lets tests observe cancellation
 without depending on timing.
 
+A streamed call (`stream`) takes its reply from the answer queue and yields the reply's
+text as deltas (`Reply.deltas`, else word by word); `Reply.mid_gate` holds it open after
+the first delta and `Reply.mid_error` fails it there, as a provider whose stream breaks
+after HTTP 200 would.
+
 `RecordingProvider` wraps a real provider (the Anthropic SDK against the replay server) and
 can add headers to the calls of one model and role, for example a replay fault that holds
 only the speculative answer call open and not the judge call to the same model.
@@ -16,13 +21,25 @@ Both record every call with what was sent and how it ended.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import deque
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tierroute.errors import ProviderError
-from tierroute.providers.base import Completion, Message, Provider, ToolSpec
+from tierroute.providers.base import (
+    AnswerParams,
+    Block,
+    Completion,
+    Message,
+    Provider,
+    StreamItem,
+    TextDelta,
+    ToolSpec,
+)
+
+_WORDS = re.compile(r"\S+\s*|\s+")
 
 
 class ScriptExhausted(AssertionError):
@@ -42,6 +59,46 @@ class Reply:
     error: ProviderError | None = None
     # The call waits for this event before answering; an event never set holds it open.
     gate: asyncio.Event | None = None
+    # Blocks after the text (tool_use blocks for a tool call).
+    blocks: tuple[Block, ...] = ()
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    # Streaming: the deltas (None: the text word by word); after the first delta the
+    # stream waits for `mid_gate` and then fails with `mid_error`, when set.
+    deltas: tuple[str, ...] | None = None
+    mid_gate: asyncio.Event | None = None
+    mid_error: ProviderError | None = None
+
+    @classmethod
+    def tool_call(
+        cls, name: str, tool_input: Mapping[str, Any], text: str = "", **kwargs: Any
+    ) -> Reply:
+        """An answer that calls tool `name` (after `text`, if any)."""
+        block = {"type": "tool_use", "id": f"toolu_{name}", "name": name, "input": tool_input}
+        kwargs.setdefault("stop_reason", "tool_use")
+        return cls(text=text, blocks=(block,), **kwargs)
+
+    def completion(self, model: str) -> Completion:
+        """The completion this reply makes for a call to `model`."""
+        content = ({"type": "text", "text": self.text},) if self.text else ()
+        return Completion(
+            text=self.text,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            stop_reason=self.stop_reason,
+            latency_s=self.latency_s,
+            model=model,
+            tool_input=self.tool_input,
+            content=(*content, *self.blocks),
+            cache_creation_input_tokens=self.cache_creation_input_tokens,
+            cache_read_input_tokens=self.cache_read_input_tokens,
+        )
+
+    def chunks(self) -> tuple[str, ...]:
+        """The deltas a stream of this reply yields."""
+        if self.deltas is not None:
+            return self.deltas
+        return tuple(_WORDS.findall(self.text))
 
     @classmethod
     def answer(cls, text: str, **kwargs: Any) -> Reply:
@@ -77,7 +134,17 @@ class RecordedCall:
     system: str | None
     tool: ToolSpec | None
     headers: Mapping[str, str]
+    params: AnswerParams | None = None
+    streamed: bool = False
     outcome: Literal["pending", "ok", "error", "cancelled"] = "pending"
+    # Set whenever a call starts or ends, for tests that wait on calls.
+    changed: asyncio.Event | None = field(default=None, repr=False, compare=False)
+
+    def end(self, outcome: Literal["ok", "error", "cancelled"]) -> None:
+        """Record how the call ended."""
+        self.outcome = outcome
+        if self.changed is not None:
+            self.changed.set()
 
     @property
     def cancelled(self) -> bool:
@@ -102,10 +169,22 @@ class _CallLog:
         system: str | None,
         tool: ToolSpec | None,
         headers: Mapping[str, str] | None,
+        params: AnswerParams | None = None,
+        streamed: bool = False,
     ) -> RecordedCall:
         role: Literal["answer", "judge"] = "judge" if tool is not None else "answer"
         call = RecordedCall(
-            model, role, list(messages), max_tokens, timeout_s, system, tool, dict(headers or {})
+            model,
+            role,
+            list(messages),
+            max_tokens,
+            timeout_s,
+            system,
+            tool,
+            dict(headers or {}),
+            params,
+            streamed,
+            changed=self._changed,
         )
         self.calls.append(call)
         self._changed.set()
@@ -118,6 +197,12 @@ class _CallLog:
     async def wait_for_calls(self, count: int) -> None:
         """Return once at least `count` calls have started."""
         while len(self.calls) < count:
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def wait_settled(self) -> None:
+        """Return once every call started so far has ended."""
+        while any(c.outcome == "pending" for c in self.calls):
             self._changed.clear()
             await self._changed.wait()
 
@@ -137,6 +222,12 @@ class ScriptedProvider(_CallLog):
             for model, replies in script.items():
                 self._queues[(model, role)] = deque(replies)
 
+    def script(
+        self, model: str, *replies: Reply, role: Literal["answer", "judge"] = "answer"
+    ) -> None:
+        """Queue more `replies` for `model`'s calls in `role`."""
+        self._queues.setdefault((model, role), deque()).extend(replies)
+
     def unused(self) -> dict[tuple[str, str], int]:
         """Replies left in each queue, so tests can assert the script was used up."""
         return {key: len(queue) for key, queue in self._queues.items() if queue}
@@ -151,6 +242,7 @@ class ScriptedProvider(_CallLog):
         system: str | None = None,
         tool: ToolSpec | None = None,
         headers: Mapping[str, str] | None = None,
+        params: AnswerParams | None = None,
     ) -> Completion:
         """Answer with the next scripted reply for `model` and the call's role."""
         call = self._record(
@@ -161,33 +253,85 @@ class ScriptedProvider(_CallLog):
             system=system,
             tool=tool,
             headers=headers,
+            params=params,
         )
-        queue = self._queues.get((model, call.role))
-        if not queue:
-            call.outcome = "error"
-            raise ScriptExhausted(f"no scripted {call.role} reply left for model {model!r}")
-        reply = queue.popleft()
+        reply = self._next(call)
         try:
             # A real provider suspends on I/O; so does this one, so that tasks interleave.
             await asyncio.sleep(0)
             if reply.gate is not None:
                 await reply.gate.wait()
         except asyncio.CancelledError:
-            call.outcome = "cancelled"
+            call.end("cancelled")
             raise
         if reply.error is not None:
-            call.outcome = "error"
+            call.end("error")
             raise reply.error
-        call.outcome = "ok"
-        return Completion(
-            text=reply.text,
-            input_tokens=reply.input_tokens,
-            output_tokens=reply.output_tokens,
-            stop_reason=reply.stop_reason,
-            latency_s=reply.latency_s,
+        call.end("ok")
+        return reply.completion(model)
+
+    def _next(self, call: RecordedCall) -> Reply:
+        queue = self._queues.get((call.model, call.role))
+        if not queue:
+            call.end("error")
+            raise ScriptExhausted(f"no scripted {call.role} reply left for model {call.model!r}")
+        return queue.popleft()
+
+    async def stream(
+        self,
+        *,
+        model: str,
+        messages: list[Message],
+        max_tokens: int,
+        timeout_s: float,
+        system: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: AnswerParams | None = None,
+    ) -> AsyncGenerator[StreamItem, None]:
+        """Stream the next scripted answer for `model`: its deltas, then its completion."""
+        call = self._record(
             model=model,
-            tool_input=reply.tool_input,
+            messages=messages,
+            max_tokens=max_tokens,
+            timeout_s=timeout_s,
+            system=system,
+            tool=None,
+            headers=headers,
+            params=params,
+            streamed=True,
         )
+        reply = self._next(call)
+        try:
+            await asyncio.sleep(0)
+            if reply.gate is not None:
+                await reply.gate.wait()
+            if reply.error is not None:
+                call.end("error")
+                raise reply.error
+            for i, chunk in enumerate(reply.chunks()):
+                yield TextDelta(chunk)
+                if i == 0:
+                    await self._mid_stream(call, reply)
+                else:
+                    await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            call.end("cancelled")
+            raise
+        except GeneratorExit:
+            # The consumer closed the stream early: the call ends upstream too.
+            call.end("cancelled")
+            raise
+        call.end("ok")
+        yield reply.completion(model)
+
+    async def _mid_stream(self, call: RecordedCall, reply: Reply) -> None:
+        if reply.mid_gate is not None:
+            await reply.mid_gate.wait()
+        else:
+            await asyncio.sleep(0)
+        if reply.mid_error is not None:
+            call.end("error")
+            raise reply.mid_error
 
     async def aclose(self) -> None:
         """Nothing to release; remembers that it was closed."""
@@ -222,6 +366,7 @@ class RecordingProvider(_CallLog):
         system: str | None = None,
         tool: ToolSpec | None = None,
         headers: Mapping[str, str] | None = None,
+        params: AnswerParams | None = None,
     ) -> Completion:
         """Forward the call, with any extra headers configured for its model and role."""
         role = "judge" if tool is not None else "answer"
@@ -234,6 +379,7 @@ class RecordingProvider(_CallLog):
             system=system,
             tool=tool,
             headers=merged,
+            params=params,
         )
         gate = self._gates.get((model, role))
         try:
@@ -247,15 +393,65 @@ class RecordingProvider(_CallLog):
                 system=system,
                 tool=tool,
                 headers=merged,
+                params=params,
             )
         except asyncio.CancelledError:
-            call.outcome = "cancelled"
+            call.end("cancelled")
             raise
         except ProviderError:
-            call.outcome = "error"
+            call.end("error")
             raise
-        call.outcome = "ok"
+        call.end("ok")
         return completion
+
+    async def stream(
+        self,
+        *,
+        model: str,
+        messages: list[Message],
+        max_tokens: int,
+        timeout_s: float,
+        system: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: AnswerParams | None = None,
+    ) -> AsyncGenerator[StreamItem, None]:
+        """Forward the streamed call, recording how it ended."""
+        merged = {**(headers or {}), **self._extra.get((model, "answer"), {})}
+        call = self._record(
+            model=model,
+            messages=messages,
+            max_tokens=max_tokens,
+            timeout_s=timeout_s,
+            system=system,
+            tool=None,
+            headers=merged,
+            params=params,
+            streamed=True,
+        )
+        gate = self._gates.get((model, "answer"))
+        inner = self._inner.stream(
+            model=model,
+            messages=messages,
+            max_tokens=max_tokens,
+            timeout_s=timeout_s,
+            system=system,
+            headers=merged,
+            params=params,
+        )
+        try:
+            if gate is not None:
+                await gate.wait()
+            async for item in inner:
+                yield item
+        except (asyncio.CancelledError, GeneratorExit):
+            call.end("cancelled")
+            raise
+        except ProviderError:
+            call.end("error")
+            raise
+        finally:
+            await inner.aclose()
+        call.end("ok")
 
     async def aclose(self) -> None:
         """Close the wrapped provider."""

@@ -46,7 +46,8 @@ QUERY_COLUMNS = (
     "query_chars", "strategy", "rule", "scores", "chosen_tier", "final_tier", "model_version",
     "decision_time_us", "estimated_cost_usd", "hops", "total_cost_usd", "total_latency_ms",
     "escalated", "escalation_reasons", "judge_status", "degraded", "query_type", "status",
-    "metadata", "answer_text", "vocab_coverage",
+    "metadata", "answer_text", "vocab_coverage", "cache_creation_tokens", "cache_read_tokens",
+    "stop_reason",
 )  # fmt: skip
 FEEDBACK_COLUMNS = ("feedback_id", "request_id", "ts", "rating", "correct", "tenant_id")
 JSON_COLUMNS = frozenset({"scores", "hops", "escalation_reasons", "metadata"})

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 Kind = Literal["route", "cascade"]
 
@@ -41,6 +41,10 @@ class HopRecord(TypedDict):
     attempt: int
     speculative: bool
     error_kind: str
+    # Prompt-cache input tokens (written, read), billed apart from input_tokens; rows
+    # logged before prompt caching have none (read as 0).
+    cache_creation_input_tokens: NotRequired[int]
+    cache_read_input_tokens: NotRequired[int]
 
 
 def utc_now() -> datetime:
@@ -97,6 +101,10 @@ class QueryRecord:
     answer_text: str | None = None
     # Share of the query's words in the routing model's vocabulary: a number, never text.
     vocab_coverage: float | None = None
+    # Prompt-cache input tokens of every hop, written and read; the answer's stop reason.
+    cache_creation_tokens: int = 0
+    cache_read_tokens: int = 0
+    stop_reason: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ts", _utc(self.ts))
@@ -193,6 +201,9 @@ def query_to_json(record: QueryRecord) -> dict[str, Any]:
         "metadata": dict(record.metadata),
         "answer_text": record.answer_text,
         "vocab_coverage": record.vocab_coverage,
+        "cache_creation_tokens": record.cache_creation_tokens,
+        "cache_read_tokens": record.cache_read_tokens,
+        "stop_reason": record.stop_reason,
     }
 
 
@@ -235,6 +246,9 @@ def query_from_json(data: Mapping[str, Any]) -> QueryRecord:
         metadata={str(k): str(v) for k, v in _json_field(data.get("metadata"), {}).items()},
         answer_text=None if answer is None else str(answer),
         vocab_coverage=None if coverage is None else float(coverage),
+        cache_creation_tokens=int(data.get("cache_creation_tokens") or 0),
+        cache_read_tokens=int(data.get("cache_read_tokens") or 0),
+        stop_reason=str(data.get("stop_reason") or ""),
     )
 
 

@@ -36,6 +36,7 @@ class Reason(Enum):
     PROVIDER_ERROR = "PROVIDER_ERROR"
     CIRCUIT_OPEN = "CIRCUIT_OPEN"
     EXPECTED_VALUE = "EXPECTED_VALUE"
+    AGENT_LOOP = "AGENT_LOOP"
 
 
 @dataclass(frozen=True)

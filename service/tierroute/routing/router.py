@@ -91,6 +91,8 @@ class RouteQuery:
     session_id: str = ""
     request_id: str = ""
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # The last user turn carries tool results: the turn continues an agent loop.
+    continues_tool_use: bool = False
 
 
 @dataclass(frozen=True)
@@ -184,7 +186,8 @@ class _Pick:
 
 
 class SessionMemory:
-    """The highest tier each recent session used, so a conversation never routes down.
+    """The highest tier each recent session used, so a conversation never routes down, and
+    the tier of each session's open agent loop (its last answer called a tool).
 
     Bounded LRU; thread-safe because the sync and asyncio servers may both call it.
     """
@@ -192,7 +195,24 @@ class SessionMemory:
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
         self._tiers: OrderedDict[str, int] = OrderedDict()
+        self._loops: OrderedDict[str, int] = OrderedDict()
         self._lock = threading.Lock()
+
+    def loop_tier(self, session_id: str) -> int | None:
+        """The tier whose tool call the session's next turn answers, if one is open."""
+        with self._lock:
+            return self._loops.get(session_id)
+
+    def record_loop(self, session_id: str, tier_index: int | None) -> None:
+        """Open the session's agent loop on `tier_index`, or close it (None)."""
+        with self._lock:
+            if tier_index is None:
+                self._loops.pop(session_id, None)
+                return
+            self._loops[session_id] = tier_index
+            self._loops.move_to_end(session_id)
+            while len(self._loops) > self._capacity:
+                self._loops.popitem(last=False)
 
     def floor(self, session_id: str) -> int:
         """The session's highest tier so far, or 0."""
@@ -248,11 +268,17 @@ class Router:
                 f"{len(self._tiers)} are configured"
             )
 
-    def remember(self, query: RouteQuery, tier_index: int) -> None:
+    def remember(self, query: RouteQuery, tier_index: int, *, tool_call: bool = False) -> None:
         """Record the tier that finally answered in `query`'s session (after an escalation),
-        so that the conversation's later turns do not route below it."""
+        so that the conversation's later turns do not route below it.
+
+        `tool_call`: that answer called a tool, so the turn that brings the tool's result
+        stays on the same tier; any other answer closes the session's agent loop.
+        """
         if query.session_id and self._settings.routing.session_sticky:
-            self._sessions.record(_session_key(query), tier_index)
+            key = _session_key(query)
+            self._sessions.record(key, tier_index)
+            self._sessions.record_loop(key, tier_index if tool_call else None)
 
     def swap_scorer(self, scorer: Scorer) -> None:
         """Replace the classifier (hot reload); a call in flight keeps the one it started with."""
@@ -312,7 +338,9 @@ class Router:
             pick = self._scored_pick(text, rule, query, for_cascade=for_cascade)
         sticky = bool(query.session_id) and settings.routing.session_sticky
         if sticky:
-            self._session_floor(pick, _session_key(query))
+            key = _session_key(query)
+            if not (query.continues_tool_use and self._agent_loop(pick, key)):
+                self._session_floor(pick, key)
         input_tokens = features.estimated_tokens
         output_tokens = settings.routing.expected_output_tokens
         if query.max_cost_usd > 0:
@@ -383,6 +411,26 @@ class Router:
         if query.quality_floor > 0:
             pick.thresholds["quality_floor"] = query.quality_floor
         return pick
+
+    def _agent_loop(self, pick: _Pick, key: str) -> bool:
+        """Keep a turn that answers a tool call on the tier that made the call.
+
+        Switching models mid-loop would hand one model's tool call to another and lose the
+        prompt cache the loop has built on that tier.
+        """
+        loop = self._sessions.loop_tier(key)
+        if loop is None:
+            return False
+        if loop != pick.index:
+            pick.notes.append(
+                ReasonNote(
+                    Reason.AGENT_LOOP,
+                    f"the session's tool call was made on {self._names[loop]}; the agent loop "
+                    "stays there" + (PLAN_DROPPED if pick.plan is not None else ""),
+                )
+            )
+            pick.index, pick.plan = loop, None
+        return True
 
     def _session_floor(self, pick: _Pick, key: str) -> None:
         """Never route a session below a tier it already needed."""

@@ -45,6 +45,11 @@ class TierRouterStub:
                 request_serializer=tierroute_dot_v1_dot_tierroute__pb2.CascadeRequest.SerializeToString,
                 response_deserializer=tierroute_dot_v1_dot_tierroute__pb2.CascadeResponse.FromString,
                 _registered_method=True)
+        self.CascadeStream = channel.unary_stream(
+                '/tierroute.v1.TierRouter/CascadeStream',
+                request_serializer=tierroute_dot_v1_dot_tierroute__pb2.CascadeRequest.SerializeToString,
+                response_deserializer=tierroute_dot_v1_dot_tierroute__pb2.CascadeEvent.FromString,
+                _registered_method=True)
         self.Feedback = channel.unary_unary(
                 '/tierroute.v1.TierRouter/Feedback',
                 request_serializer=tierroute_dot_v1_dot_tierroute__pb2.FeedbackRequest.SerializeToString,
@@ -77,6 +82,28 @@ class TierRouterServicer:
     def Cascade(self, request, context):
         """Cascade answers a query: it calls the routed tier, has the tier above
         judge the answer, and escalates with context when the judge fails it.
+        CascadeStream takes the same request.
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CascadeStream(self, request, context):
+        """CascadeStream answers like Cascade and streams what happens as it happens:
+        each hop (started, finished with usage and cost, the judge's verdict), the
+        answer's text as deltas, and last the whole CascadeResponse. By default
+        only committed text is streamed, so the caller never discards text: an
+        answer that will not be judged (an unjudged plan, the top tier, the tier
+        escalated to when nothing judges it) streams as it is written; a judged
+        answer is sent once its judge passes it. With speculation the next tier
+        streams into a buffer meanwhile. With stream_drafts every draft streams at
+        once and a Retract event withdraws one that is not the answer. Cancelling
+        the call cancels every model call in flight.
+        The request is Cascade's own, so one request message serves both calls.
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -117,6 +144,11 @@ def add_TierRouterServicer_to_server(servicer, server):
                     servicer.Cascade,
                     request_deserializer=tierroute_dot_v1_dot_tierroute__pb2.CascadeRequest.FromString,
                     response_serializer=tierroute_dot_v1_dot_tierroute__pb2.CascadeResponse.SerializeToString,
+            ),
+            'CascadeStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.CascadeStream,
+                    request_deserializer=tierroute_dot_v1_dot_tierroute__pb2.CascadeRequest.FromString,
+                    response_serializer=tierroute_dot_v1_dot_tierroute__pb2.CascadeEvent.SerializeToString,
             ),
             'Feedback': grpc.unary_unary_rpc_method_handler(
                     servicer.Feedback,
@@ -189,6 +221,33 @@ class TierRouter:
             '/tierroute.v1.TierRouter/Cascade',
             tierroute_dot_v1_dot_tierroute__pb2.CascadeRequest.SerializeToString,
             tierroute_dot_v1_dot_tierroute__pb2.CascadeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CascadeStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tierroute.v1.TierRouter/CascadeStream',
+            tierroute_dot_v1_dot_tierroute__pb2.CascadeRequest.SerializeToString,
+            tierroute_dot_v1_dot_tierroute__pb2.CascadeEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,24 @@ class TierRouterStub:
     Cascade: _grpc.UnaryUnaryMultiCallable[_tierroute_pb2.CascadeRequest, _tierroute_pb2.CascadeResponse]
     """Cascade answers a query: it calls the routed tier, has the tier above
     judge the answer, and escalates with context when the judge fails it.
+    CascadeStream takes the same request.
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
+    CascadeStream: _grpc.UnaryStreamMultiCallable[_tierroute_pb2.CascadeRequest, _tierroute_pb2.CascadeEvent]
+    """CascadeStream answers like Cascade and streams what happens as it happens:
+    each hop (started, finished with usage and cost, the judge's verdict), the
+    answer's text as deltas, and last the whole CascadeResponse. By default
+    only committed text is streamed, so the caller never discards text: an
+    answer that will not be judged (an unjudged plan, the top tier, the tier
+    escalated to when nothing judges it) streams as it is written; a judged
+    answer is sent once its judge passes it. With speculation the next tier
+    streams into a buffer meanwhile. With stream_drafts every draft streams at
+    once and a Retract event withdraws one that is not the answer. Cancelling
+    the call cancels every model call in flight.
+    The request is Cascade's own, so one request message serves both calls.
+    buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
     """
     Feedback: _grpc.UnaryUnaryMultiCallable[_tierroute_pb2.FeedbackRequest, _tierroute_pb2.FeedbackResponse]
     """Feedback records a user's rating or correctness flag against a request."""
@@ -66,6 +84,24 @@ class TierRouterAsyncStub(TierRouterStub):
     Cascade: _aio.UnaryUnaryMultiCallable[_tierroute_pb2.CascadeRequest, _tierroute_pb2.CascadeResponse]  # type: ignore[assignment]
     """Cascade answers a query: it calls the routed tier, has the tier above
     judge the answer, and escalates with context when the judge fails it.
+    CascadeStream takes the same request.
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
+    CascadeStream: _aio.UnaryStreamMultiCallable[_tierroute_pb2.CascadeRequest, _tierroute_pb2.CascadeEvent]  # type: ignore[assignment]
+    """CascadeStream answers like Cascade and streams what happens as it happens:
+    each hop (started, finished with usage and cost, the judge's verdict), the
+    answer's text as deltas, and last the whole CascadeResponse. By default
+    only committed text is streamed, so the caller never discards text: an
+    answer that will not be judged (an unjudged plan, the top tier, the tier
+    escalated to when nothing judges it) streams as it is written; a judged
+    answer is sent once its judge passes it. With speculation the next tier
+    streams into a buffer meanwhile. With stream_drafts every draft streams at
+    once and a Retract event withdraws one that is not the answer. Cancelling
+    the call cancels every model call in flight.
+    The request is Cascade's own, so one request message serves both calls.
+    buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
     """
     Feedback: _aio.UnaryUnaryMultiCallable[_tierroute_pb2.FeedbackRequest, _tierroute_pb2.FeedbackResponse]  # type: ignore[assignment]
     """Feedback records a user's rating or correctness flag against a request."""
@@ -99,6 +135,30 @@ class TierRouterServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_tierroute_pb2.CascadeResponse, _abc.Awaitable[_tierroute_pb2.CascadeResponse]]:
         """Cascade answers a query: it calls the routed tier, has the tier above
         judge the answer, and escalates with context when the judge fails it.
+        CascadeStream takes the same request.
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
+
+    @_abc_1.abstractmethod
+    def CascadeStream(
+        self,
+        request: _tierroute_pb2.CascadeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_tierroute_pb2.CascadeEvent], _abc.AsyncIterator[_tierroute_pb2.CascadeEvent]]:
+        """CascadeStream answers like Cascade and streams what happens as it happens:
+        each hop (started, finished with usage and cost, the judge's verdict), the
+        answer's text as deltas, and last the whole CascadeResponse. By default
+        only committed text is streamed, so the caller never discards text: an
+        answer that will not be judged (an unjudged plan, the top tier, the tier
+        escalated to when nothing judges it) streams as it is written; a judged
+        answer is sent once its judge passes it. With speculation the next tier
+        streams into a buffer meanwhile. With stream_drafts every draft streams at
+        once and a Retract event withdraws one that is not the answer. Cancelling
+        the call cancels every model call in flight.
+        The request is Cascade's own, so one request message serves both calls.
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         """
 
     @_abc_1.abstractmethod

@@ -1,21 +1,24 @@
 """`TierRouteClient` (blocking) and `AsyncTierRouteClient` (asyncio): one channel each.
 
-Both take the same constructor arguments and offer `route`, `cascade` and `feedback`, each
-with a default deadline (gRPC has none of its own) that a `timeout=` keyword overrides.
-Failed calls raise `TierRouteClientError` carrying the gRPC status code.
+Both take the same constructor arguments and offer `route`, `cascade`, `cascade_stream`
+and `feedback`, each with a default deadline (gRPC has none of its own) that a `timeout=`
+keyword overrides. `cascade_stream` is a generator (an async generator) of events; closing
+it early cancels the call and every model call behind it. Failed calls raise
+`TierRouteClientError` carrying the gRPC status code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Generator, Sequence
 from types import TracebackType
-from typing import Self, Unpack
+from typing import Any, Self, Unpack, cast
 
 import grpc
 from grpc import aio
 
 from tierroute_client._channel import ChannelOption, ChannelSpec, RetryPolicy, channel_spec
 from tierroute_client._errors import TierRouteClientError
+from tierroute_client._events import CascadeEvent, event_from_pb
 from tierroute_client._requests import (
     CascadeOptions,
     FeedbackOptions,
@@ -136,6 +139,32 @@ class TierRouteClient(_Base):
             raise TierRouteClientError.from_rpc_error(exc) from exc
         return CascadeResult.from_pb(response)
 
+    def cascade_stream(
+        self, text: str | None = None, /, **options: Unpack[CascadeOptions]
+    ) -> Generator[CascadeEvent, None, None]:
+        """The cascade's events as they happen, the `Final` result last; never retried.
+
+        Closing the generator early (`close()`, or a `break` that drops the last reference
+        to it) cancels the call and every model call behind it.
+        """
+        request = cascade_request(text, options)
+        call = self._stub.CascadeStream(
+            request,
+            timeout=self._timeout(options, self._cascade_deadline_s),
+            metadata=self._spec.call_metadata,
+        )
+        try:
+            for message in call:
+                event = event_from_pb(message)
+                if event is not None:
+                    yield event
+        except grpc.RpcError as exc:
+            raise TierRouteClientError.from_rpc_error(exc) from exc
+        finally:
+            # The stub's iterator is also the call, a grpc.Future at run time (the stubs
+            # leave RpcContext.cancel untyped); cancelling a finished call does nothing.
+            cast("grpc.Future[Any]", call).cancel()
+
     def feedback(
         self,
         request_id: str,
@@ -211,6 +240,31 @@ class AsyncTierRouteClient(_Base):
         except grpc.RpcError as exc:
             raise TierRouteClientError.from_rpc_error(exc) from exc
         return CascadeResult.from_pb(response)
+
+    async def cascade_stream(
+        self, text: str | None = None, /, **options: Unpack[CascadeOptions]
+    ) -> AsyncGenerator[CascadeEvent, None]:
+        """The cascade's events as they happen, the `Final` result last; never retried.
+
+        To leave early, close the generator (`await stream.aclose()`, or iterate inside
+        `contextlib.aclosing`): that cancels the call and every model call behind it at
+        once. Cancelling the task that iterates does the same.
+        """
+        request = cascade_request(text, options)
+        call = self._stub.CascadeStream(
+            request,
+            timeout=self._timeout(options, self._cascade_deadline_s),
+            metadata=self._spec.call_metadata,
+        )
+        try:
+            async for message in call:
+                event = event_from_pb(message)
+                if event is not None:
+                    yield event
+        except grpc.RpcError as exc:
+            raise TierRouteClientError.from_rpc_error(exc) from exc
+        finally:
+            call.cancel()
 
     async def feedback(
         self,

@@ -7,8 +7,9 @@ values onto the contract, so one set of rules lives in one place.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal, TypedDict, TypeVar
+from typing import Any, Literal, TypedDict, TypeVar
 
+from tierroute_client._blocks import Block, content_to_pb, tool_choice_to_pb, tool_to_pb
 from tierroute_client.v1 import tierroute_pb2 as pb
 
 Role = Literal["system", "user", "assistant"]
@@ -39,9 +40,13 @@ _JUDGE: dict[str, pb.JudgeMode.ValueType] = {
 
 
 class RouteOptions(TypedDict, total=False):
-    """Keyword options of `route`; every one may be left out."""
+    """Keyword options of `route`; every one may be left out.
 
-    messages: Sequence[tuple[Role, str]]
+    `messages` are (role, content) pairs; content is a string or a list of Messages API
+    content blocks as dicts (text, image, document, tool_use, tool_result).
+    """
+
+    messages: Sequence[tuple[Role, str | Sequence[Block]]]
     strategy: Strategy
     rule: Rule
     quality_floor: float
@@ -61,12 +66,23 @@ class FeedbackOptions(TypedDict, total=False):
 
 
 class CascadeOptions(RouteOptions, total=False):
-    """Keyword options of `cascade`: those of `route` plus the cascade's own."""
+    """Keyword options of `cascade` and `cascade_stream`: those of `route` plus the
+    cascade's own, and the Messages API's (`tools` as Messages API tool dicts,
+    `tool_choice` as "auto", "any", "none", a tool's name or the API's dict).
+    `stream_drafts` is for `cascade_stream` only."""
 
     start_tier: str
     speculation: bool
     judge: JudgeMode
     max_output_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int
+    stop_sequences: Sequence[str]
+    user_id: str
+    tools: Sequence[Mapping[str, Any]]
+    tool_choice: str | Mapping[str, Any]
+    stream_drafts: bool
 
 
 def _lookup(table: Mapping[str, _V], name: str, what: str) -> _V:
@@ -77,10 +93,13 @@ def _lookup(table: Mapping[str, _V], name: str, what: str) -> _V:
 
 
 def _messages(options: RouteOptions) -> list[pb.ChatMessage]:
-    return [
-        pb.ChatMessage(role=_lookup(_ROLES, role, "role"), content=content)
-        for role, content in options.get("messages", ())
-    ]
+    messages = []
+    for role, content in options.get("messages", ()):
+        text, blocks = content_to_pb(content)
+        messages.append(
+            pb.ChatMessage(role=_lookup(_ROLES, role, "role"), content=text, blocks=blocks)
+        )
+    return messages
 
 
 def _policy(options: RouteOptions) -> pb.RoutingPolicy | None:
@@ -117,7 +136,7 @@ def cascade_request(text: str | None, options: CascadeOptions) -> pb.CascadeRequ
     """The CascadeRequest for `cascade(text, **options)`."""
     speculation = options.get("speculation")
     judge = options.get("judge")
-    return pb.CascadeRequest(
+    request = pb.CascadeRequest(
         query=text or "",
         messages=_messages(options),
         strategy=_strategy(options),
@@ -136,7 +155,18 @@ def cascade_request(text: str | None, options: CascadeOptions) -> pb.CascadeRequ
             else pb.SPECULATION_MODE_OFF
         ),
         judge_mode=_lookup(_JUDGE, judge, "judge mode") if judge else pb.JUDGE_MODE_UNSPECIFIED,
+        stop_sequences=list(options.get("stop_sequences", ())),
+        metadata_user_id=options.get("user_id", ""),
+        tools=[tool_to_pb(t) for t in options.get("tools", ())],
+        stream_drafts=options.get("stream_drafts", False),
     )
+    # Optional fields: left unset (the provider's default) unless given.
+    for name in ("temperature", "top_p", "top_k"):
+        if name in options:
+            setattr(request, name, options[name])
+    if "tool_choice" in options:
+        request.tool_choice.CopyFrom(tool_choice_to_pb(options["tool_choice"]))
+    return request
 
 
 def feedback_request(

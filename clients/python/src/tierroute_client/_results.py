@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tierroute_client._blocks import block_from_pb
 from tierroute_client.v1 import tierroute_pb2 as pb
 
 
@@ -115,6 +116,8 @@ class Hop:
     speculative: bool
     error_kind: str | None
     stop_reason: str | None
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
 
     @classmethod
     def from_pb(cls, hop: pb.Hop) -> Hop:
@@ -138,6 +141,8 @@ class Hop:
             speculative=hop.speculative,
             error_kind=hop.error_kind or None,
             stop_reason=hop.stop_reason or None,
+            cache_creation_input_tokens=hop.cache_creation_input_tokens,
+            cache_read_input_tokens=hop.cache_read_input_tokens,
         )
 
 
@@ -158,6 +163,15 @@ class CascadeResult:
     degraded: bool
     degraded_reasons: tuple[str, ...]
     route: RouteResult | None
+    # The answer's content blocks as Messages API dicts (text, and tool_use for a tool
+    # call, whose judge_status is "tool_use"), and why it stopped.
+    content: tuple[dict[str, Any], ...] = ()
+    stop_reason: str = ""
+
+    @property
+    def tool_calls(self) -> tuple[dict[str, Any], ...]:
+        """The answer's tool_use blocks: run them and send the results in the next turn."""
+        return tuple(b for b in self.content if b.get("type") == "tool_use")
 
     @classmethod
     def from_pb(cls, response: pb.CascadeResponse) -> CascadeResult:
@@ -176,4 +190,6 @@ class CascadeResult:
             degraded=response.degraded,
             degraded_reasons=tuple(response.degraded_reasons),
             route=RouteResult.from_pb(response.route) if response.HasField("route") else None,
+            content=tuple(block_from_pb(b) for b in response.content),
+            stop_reason=response.stop_reason,
         )

@@ -25,6 +25,7 @@ from tierroute.cascade import (
     CascadeEngine,
     CascadeQuery,
     CascadeResult,
+    EventStream,
     JudgeMode,
     SpeculationMode,
 )
@@ -92,9 +93,13 @@ class Outcome:
     degraded: bool
     truncated: bool
     calls: int
+    # Streamed runs only: simulated ms from the request to the first committed text.
+    first_token_ms: float | None = None
 
 
-def outcome_of(record_id: str, result: CascadeResult) -> Outcome:
+def outcome_of(
+    record_id: str, result: CascadeResult, first_token_ms: float | None = None
+) -> Outcome:
     """Summarise a cascade result for scoring."""
     hops = result.hops
     final = [
@@ -113,6 +118,7 @@ def outcome_of(record_id: str, result: CascadeResult) -> Outcome:
         degraded=result.degraded,
         truncated=bool(final) and final[-1].stop_reason == "max_tokens",
         calls=sum(1 for h in hops if h.outcome in ("ok", "error")),
+        first_token_ms=first_token_ms,
     )
 
 
@@ -129,6 +135,8 @@ class _State:
     strategies: Sequence[Strategy]
     seed: int
     store: ReplayStore | None = None
+    # Answer through CascadeStream's path, measuring time to first token.
+    stream: bool = False
 
     def replay_store(self) -> ReplayStore:
         if self.store is None:
@@ -191,19 +199,25 @@ async def _answer(state: _State, unit: _Unit) -> list[Outcome]:
             judge_mode=plan.judge_mode,
             speculation=plan.speculation,
         )
-        result = await engine.run(query, deadline_s=None)
-        outcomes.append(outcome_of(record.id, result))
+        if not state.stream:
+            outcomes.append(outcome_of(record.id, await engine.run(query, deadline_s=None)))
+            continue
+        events = EventStream(clock=loop.time)
+        started = loop.time()
+        result = await engine.run(query, deadline_s=None, events=events)
+        assert events.first_text_at is not None  # finish() sends the answer's text
+        outcomes.append(outcome_of(record.id, result, (events.first_text_at - started) * 1000))
     return outcomes
 
 
 _WORKER_STATE: _State | None = None
 
 
-def _init_worker(data: EvalData, strategies: Sequence[Strategy], seed: int) -> None:
+def _init_worker(data: EvalData, strategies: Sequence[Strategy], seed: int, stream: bool) -> None:
     # A process pool's initializer can only hand state to later tasks through a global.
     global _WORKER_STATE  # noqa: PLW0603
     logging.getLogger("tierroute.cascade").setLevel(logging.WARNING)
-    _WORKER_STATE = _State(data, strategies, seed)
+    _WORKER_STATE = _State(data, strategies, seed, stream=stream)
 
 
 def _run_in_worker(unit: _Unit) -> list[Outcome]:
@@ -220,12 +234,15 @@ def run_strategies(
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
     store: ReplayStore | None = None,
+    stream: bool = False,
 ) -> dict[str, tuple[Outcome, ...]]:
     """Answer every record with every strategy; outcomes in record order, per strategy.
 
     `folds` maps record ids to cross-validation folds (needed by per-fold strategies);
-    `progress` is called with the number of records just finished. The result does not
-    depend on `workers`.
+    `progress` is called with the number of records just finished. With `stream` every
+    answer goes the way CascadeStream's do (streamed provider calls, the commit point) and
+    its outcome carries the simulated time to first token. The result does not depend on
+    `workers`.
     """
     names = [s.name for s in strategies]
     if len(set(names)) != len(names):
@@ -240,7 +257,7 @@ def run_strategies(
             progress(len(unit.indices))
 
     if workers <= 1:
-        state = _State(data, strategies, seed, store=store)
+        state = _State(data, strategies, seed, store=store, stream=stream)
         for unit in units:
             collect(unit, _run_unit(state, unit))
     else:
@@ -250,7 +267,7 @@ def run_strategies(
             max_workers=workers,
             mp_context=context,
             initializer=_init_worker,
-            initargs=(data, tuple(strategies), seed),
+            initargs=(data, tuple(strategies), seed, stream),
         ) as pool:
             futures = {pool.submit(_run_in_worker, unit): unit for unit in units}
             for future in as_completed(futures):

@@ -22,6 +22,7 @@ from tierroute.offline.evaluation import calibration as cal
 from tierroute.offline.evaluation import calibration_output, valuefit
 from tierroute.offline.evaluation.crossval import CrossValidation, cross_validate
 from tierroute.offline.evaluation.eval_data import EvalData, load_eval_data, load_store
+from tierroute.offline.evaluation.first_token import first_token_report
 from tierroute.offline.evaluation.harness import Outcome, Strategy, describe, run_strategies
 from tierroute.offline.evaluation.scoring import GroundTruth, oracle_start_tiers
 from tierroute.offline.evaluation.strategies import (
@@ -161,7 +162,8 @@ def evaluate(
         )
     cv = cross_validate_for(data, bundle, options)
     names = [t.name for t in settings.tiers]
-    n_runs = len(data) * (len(ORDER) + N_TABLE_COLUMNS)
+    # Every strategy, the calibration tables, and the shipped strategy once more streamed.
+    n_runs = len(data) * (len(ORDER) + N_TABLE_COLUMNS + 1)
     tick = progress(n_runs) if progress is not None else None
     store = load_store(data.path, data.limit) if options.workers <= 1 else None
     # The shipped procedure cross-fitted: calibrate on the other folds, answer the fold. Its
@@ -184,7 +186,7 @@ def evaluate(
         shipped_strategy(settings, data, cv, bundle, value),
     ]
 
-    def run(items: list[Strategy]) -> dict[str, tuple[Outcome, ...]]:
+    def run(items: list[Strategy], *, stream: bool = False) -> dict[str, tuple[Outcome, ...]]:
         return run_strategies(
             data,
             items,
@@ -193,9 +195,12 @@ def evaluate(
             seed=options.seed,
             progress=tick,
             store=store,
+            stream=stream,
         )
 
     outcomes = run(strategies)
+    # The shipped strategy once more, the way CascadeStream answers: time to first token.
+    streamed = run([strategies[-1]], stream=True)[SHIPPED]
     fit = cal.cross_fit(inputs, folds, target, speculation_cost_share=share)
     searched = (
         "the value policy's price of a correct answer (with risk thresholds and judge rates "
@@ -244,6 +249,7 @@ def evaluate(
             },
             "pricing": data.pricing.as_dict(),
             "seed": options.seed,
+            "time_to_first_token": first_token_report(outcomes[SHIPPED], streamed, SHIPPED),
             "bundle": bundle.version if bundle else None,
             "simulation": {
                 "clock": "virtual: simulated latency, no real waiting",

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tierroute.offline.evaluation.eval_data import EvalData
+from tierroute.offline.evaluation.first_token import first_token_markdown
 from tierroute.offline.evaluation.harness import Outcome
 from tierroute.offline.evaluation.scoring import NO_TIER, GroundTruth
 
@@ -260,4 +261,6 @@ def markdown_summary(report: Mapping[str, Any]) -> str:
     goal = report.get("goal")
     if goal:
         lines += ["", f"goal: {json.dumps(goal, sort_keys=True)}"]
+    if "time_to_first_token" in report:
+        lines += first_token_markdown(report["time_to_first_token"])
     return "\n".join(lines) + "\n"

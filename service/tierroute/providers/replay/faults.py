@@ -29,6 +29,7 @@ FAULT_KINDS = (
     "timeout",
     "drop",
     "malformed_judge",
+    "midstream",
     "spend_limit",
     "400",
     "401",

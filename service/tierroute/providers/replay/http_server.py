@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from tierroute.outcomes import default_data_path
-from tierroute.providers.replay.messages import ReplayEngine, error_body
+from tierroute.providers.replay.messages import ReplayEngine, Reply, error_body
 from tierroute.providers.replay.recorded import ReplayStore
 from tierroute.settings import ReplayConfig, Settings, TierConfig
 
@@ -136,6 +136,10 @@ class _Handler(BaseHTTPRequestHandler):
             return "error", 413, False
         raw = self.rfile.read(length)
         reply = self.server.engine.handle(self.path, raw, dict(self.headers.items()))
+        return self._deliver(reply)
+
+    def _deliver(self, reply: Reply) -> tuple[str, int | None, bool]:
+        """Answer as `reply` says: (kind, status sent, whether the client left first)."""
         if reply.action == "drop":
             self._drop()
             return reply.kind, None, False
@@ -143,6 +147,8 @@ class _Handler(BaseHTTPRequestHandler):
             gone = not self._wait(self.server.config.timeout_hold_s)
             self._drop()
             return reply.kind, None, gone
+        if reply.events:
+            return reply.kind, reply.status, not self._stream(reply)
         if reply.delay_s > 0 and not self._wait(reply.delay_s):
             self.close_connection = True
             return reply.kind, None, True
@@ -160,6 +166,28 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)
+
+    def _stream(self, reply: Reply) -> bool:
+        """Send a streamed reply's events, each after its wait, as a chunked SSE body.
+
+        False as soon as the client disconnects or the server stops (the rest is not sent).
+        """
+        self.send_response(reply.status)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("cache-control", "no-cache")
+        self.send_header("transfer-encoding", "chunked")
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        for event in reply.events:
+            if event.delay_s > 0 and not self._wait(event.delay_s):
+                self.close_connection = True
+                return False
+            data = event.encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+        return True
 
     def _drop(self) -> None:
         # Close without a response, as a crashed or overloaded upstream would.

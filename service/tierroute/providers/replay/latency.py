@@ -32,6 +32,13 @@ class LatencyModel:
         """Seconds before a reply of `output_tokens` from tier `tier_index` is complete."""
         if self.time_scale == 0:
             return 0.0
-        ttft = self.ttft_s[min(tier_index, len(self.ttft_s) - 1)]
+        return self.first_token_s(tier_index) + max(output_tokens, 0) * self.per_token_s(tier_index)
+
+    def first_token_s(self, tier_index: int) -> float:
+        """Seconds before a reply from tier `tier_index` starts (streaming: message_start)."""
+        return self.ttft_s[min(tier_index, len(self.ttft_s) - 1)] * self.time_scale
+
+    def per_token_s(self, tier_index: int) -> float:
+        """Seconds per output token of tier `tier_index`."""
         speed = self.tokens_per_s[min(tier_index, len(self.tokens_per_s) - 1)]
-        return (ttft + max(output_tokens, 0) / speed) * self.time_scale
+        return self.time_scale / speed

@@ -9,6 +9,7 @@ The HTTP layer (`tierroute.providers.replay.http_server`) only moves bytes and w
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -26,9 +27,12 @@ from tierroute.providers.prompts import (
     extract_question,
 )
 from tierroute.providers.replay.answers import answers_agree, extract_answer
+from tierroute.providers.replay.caching import PromptCache
 from tierroute.providers.replay.faults import FaultPlan, FaultSpec
 from tierroute.providers.replay.latency import LatencyModel
 from tierroute.providers.replay.recorded import TRIOS, ReplayRecord, ReplayStore
+from tierroute.providers.replay.sse import SseEvent, cut_midstream, stream_events
+from tierroute.providers.replay.tools import chosen_tool, tool_use_block
 from tierroute.settings import ReplayConfig, TierConfig
 
 logger = logging.getLogger(__name__)
@@ -85,8 +89,11 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     action: Action = "respond"
-    # For statistics and logs: answer, judge, self_routing, count_tokens, error or fault.
+    # For statistics and logs: answer, judge, self_routing, tool_use, count_tokens, error
+    # or fault.
     kind: str = "answer"
+    # A streamed reply: its server-sent events, each with its wait (`delay_s` unused).
+    events: tuple[SseEvent, ...] = ()
 
 
 class _BadRequest(ValueError):
@@ -106,21 +113,34 @@ class _Request:
     model: str
     max_tokens: int
     system: str
-    turns: tuple[tuple[str, str], ...]
+    turns: tuple[_Turn, ...]
     tools: tuple[Mapping[str, Any], ...]
     stream: bool
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    tool_choice: Mapping[str, Any] | None = None
 
     @property
     def last_user_text(self) -> str:
-        for role, text in reversed(self.turns):
-            if role == "user":
-                return text
+        """The question's turn: the last user turn with text of its own.
+
+        A turn that only brings tool results answers the call of an earlier turn, whose
+        question is still the one asked.
+        """
+        for turn in reversed(self.turns):
+            if turn.role == "user" and (turn.own_text or not turn.tool_results):
+                return turn.own_text
         return ""
+
+    @property
+    def answers_tool_call(self) -> bool:
+        """Whether the last user turn brings tool results."""
+        users = [t for t in self.turns if t.role == "user"]
+        return bool(users) and users[-1].tool_results
 
     @property
     def prompt_text(self) -> str:
         """Everything the model reads, for token counting: system, turns, tool schemas."""
-        parts = [self.system, *(text for _, text in self.turns)]
+        parts = [self.system, *(turn.text for turn in self.turns)]
         parts.extend(json.dumps(tool, sort_keys=True) for tool in self.tools)
         return "\n".join(p for p in parts if p)
 
@@ -129,21 +149,37 @@ class _Request:
         return any(tool.get("name") == JUDGE_TOOL.name for tool in self.tools)
 
 
-def _content_text(content: Any, where: str) -> str:
+@dataclass(frozen=True)
+class _Turn:
+    role: str
+    # Everything the model reads of the turn (tool results included), for token counts.
+    text: str
+    # The turn's own text blocks: what a question is matched by.
+    own_text: str
+    tool_results: bool = False
+
+
+def _content_text(content: Any, where: str) -> tuple[str, str, bool]:
+    """(all readable text, the turn's own text, whether it brings tool results)."""
     if isinstance(content, str):
-        return content
+        return content, content, False
     if not isinstance(content, list):
         raise _BadRequest(f"{where}: content must be a string or a list of content blocks")
-    texts = []
+    own: list[str] = []
+    results: list[str] = []
     for block in content:
         if not isinstance(block, dict) or not isinstance(block.get("type"), str):
             raise _BadRequest(f"{where}: every content block needs a 'type'")
-        # Only text is replayed; other blocks (images, tool results) carry no prompt text.
+        # Only text is replayed; images and documents carry no prompt text here.
         if block["type"] == "text":
             if not isinstance(block.get("text"), str):
                 raise _BadRequest(f"{where}: a text block needs 'text'")
-            texts.append(block["text"])
-    return "\n".join(texts)
+            own.append(block["text"])
+        elif block["type"] == "tool_result":
+            inner = block.get("content") or []
+            results.append(inner if isinstance(inner, str) else _content_text(inner, where)[0])
+    has_results = any(b.get("type") == "tool_result" for b in content)
+    return "\n".join([*results, *own]), "\n".join(own), has_results
 
 
 def _parse(payload: Any, *, need_max_tokens: bool) -> _Request:
@@ -162,20 +198,26 @@ def _parse(payload: Any, *, need_max_tokens: bool) -> _Request:
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
             raise _BadRequest(f"messages.{i}.role: must be 'user' or 'assistant'")
-        turns.append((str(message["role"]), _content_text(message.get("content"), f"messages.{i}")))
+        text, own, results = _content_text(message.get("content"), f"messages.{i}")
+        turns.append(_Turn(str(message["role"]), text, own, results))
     system = payload.get("system")
     tools = payload.get("tools") or []
     if not isinstance(tools, list) or not all(
         isinstance(t, dict) and isinstance(t.get("name"), str) for t in tools
     ):
         raise _BadRequest("tools: every tool needs a 'name'")
+    tool_choice = payload.get("tool_choice")
+    if tool_choice is not None and not isinstance(tool_choice, dict):
+        raise _BadRequest("tool_choice: must be an object")
     return _Request(
         model=model,
         max_tokens=max_tokens,
-        system="" if system is None else _content_text(system, "system"),
+        system="" if system is None else _content_text(system, "system")[0],
         turns=tuple(turns),
         tools=tuple(tools),
         stream=payload.get("stream") is True,
+        payload=payload,
+        tool_choice=tool_choice,
     )
 
 
@@ -282,20 +324,14 @@ class ReplayEngine:
         self._faults = FaultPlan(
             config.faults, config.fault_seed, allow_headers=config.allow_fault_headers
         )
+        self._cache = PromptCache()
 
     def handle(self, path: str, body: bytes, headers: Mapping[str, str]) -> Reply:
         """Answer one HTTP request (header names in any case)."""
         request_id = f"req_{uuid.uuid4().hex[:24]}"
         lowered = {name.lower(): value for name, value in headers.items()}
         reply = self._handle(path.split("?", 1)[0], body, lowered, request_id)
-        return Reply(
-            reply.status,
-            reply.body,
-            {"request-id": request_id, **reply.headers},
-            reply.delay_s,
-            reply.action,
-            reply.kind,
-        )
+        return dataclasses.replace(reply, headers={"request-id": request_id, **reply.headers})
 
     def _error(self, status: int, error_type: str, message: str, request_id: str) -> Reply:
         return Reply(status, error_body(error_type, message, request_id), kind="error")
@@ -324,13 +360,6 @@ class ReplayEngine:
         if path == COUNT_TOKENS_PATH:
             count = {"input_tokens": estimate_tokens(request.prompt_text)}
             return Reply(200, count, kind="count_tokens")
-        if request.stream:
-            return self._error(
-                400,
-                "invalid_request_error",
-                "streaming is not supported by the replay backend",
-                request_id,
-            )
         try:
             fault = self._faults.choose(
                 headers,
@@ -343,11 +372,42 @@ class ReplayEngine:
             return self._error(
                 400, "invalid_request_error", f"x-tierroute-fault: {exc}", request_id
             )
-        if fault is not None and fault.kind != "malformed_judge":
+        midstream = fault is not None and fault.kind == "midstream"
+        if fault is not None and fault.kind not in ("malformed_judge", "midstream"):
             return self._fault_reply(fault, request_id)
+        if midstream and not request.stream:
+            # Unary calls meet the error a stream would carry, before any bytes.
+            return self._fault_reply(FaultSpec("529"), request_id)
         if request.is_judge:
-            return self._judge(request, tier, fault)
-        return self._answer(request, tier)
+            reply = self._judge(request, tier, fault)
+        else:
+            reply = self._answer(request, tier)
+        reply = self._cached(request, reply)
+        if request.stream:
+            return self._streamed(reply, tier, midstream=midstream)
+        return reply
+
+    def _cached(self, request: _Request, reply: Reply) -> Reply:
+        """The reply with its input tokens split by the request's cache breakpoints."""
+        body = dict(reply.body or {})
+        usage = dict(body.get("usage") or {})
+        split = self._cache.usage(request.payload, request.model, int(usage["input_tokens"]))
+        usage.update(
+            input_tokens=split.input_tokens,
+            cache_creation_input_tokens=split.cache_creation_input_tokens,
+            cache_read_input_tokens=split.cache_read_input_tokens,
+        )
+        body["usage"] = usage
+        return dataclasses.replace(reply, body=body)
+
+    def _streamed(self, reply: Reply, tier: int, *, midstream: bool) -> Reply:
+        """The reply as server-sent events at the tier's latency model."""
+        events = stream_events(
+            reply.body or {}, self._latency.first_token_s(tier), self._latency.per_token_s(tier)
+        )
+        if midstream:
+            events = cut_midstream(events, "overloaded_error", "Overloaded")
+        return dataclasses.replace(reply, delay_s=0.0, events=tuple(events))
 
     def _fault_reply(self, fault: FaultSpec, request_id: str) -> Reply:
         logger.debug("replay injects fault %s", fault.text)
@@ -370,6 +430,9 @@ class ReplayEngine:
     def _answer(self, request: _Request, tier: int) -> Reply:
         user_text = request.last_user_text
         question = extract_question(user_text).strip()
+        tool = chosen_tool(request.tools, request.tool_choice)
+        if tool is not None and not request.answers_tool_call:
+            return self._tool_call(request, tier, tool, question)
         record, matched = self._match(question, user_text)
         self_routing = SELF_ROUTING_INSTRUCTION in user_text
         prompt_tokens = estimate_tokens(request.prompt_text)
@@ -409,6 +472,21 @@ class ReplayEngine:
         )
         headers = {"x-tierroute-replay": source, "x-tierroute-recorded-model": model_key}
         return Reply(200, body, headers, self._latency.seconds(tier, output_tokens), kind=kind)
+
+    def _tool_call(
+        self, request: _Request, tier: int, tool: Mapping[str, Any], question: str
+    ) -> Reply:
+        """A replayed model calling `tool` (docs/replay.md, "Tool calls")."""
+        block = tool_use_block(tool, question, request.model)
+        content: list[dict[str, Any]] = [block]
+        if (request.tool_choice or {}).get("type", "auto") == "auto":
+            content.insert(0, {"type": "text", "text": f"I will use {block['name']} for this."})
+        rendered = " ".join(json.dumps(b) for b in content)
+        output_tokens = estimate_tokens(rendered) + _TOOL_CALL_OVERHEAD_TOKENS
+        usage = (estimate_tokens(request.prompt_text), output_tokens)
+        body = _message(request.model, content, "tool_use", usage)
+        delay = self._latency.seconds(tier, output_tokens)
+        return Reply(200, body, {"x-tierroute-replay": "tool_use"}, delay, kind="tool_use")
 
     def _match(self, question: str, user_text: str) -> tuple[ReplayRecord | None, str]:
         record = self._store.lookup(question)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Any
 
 from tierroute.errors import (
@@ -25,7 +25,15 @@ from tierroute.errors import (
     TerminalProviderError,
 )
 from tierroute.providers.anthropic import parse_retry_after
-from tierroute.providers.base import Completion, Message, ToolSpec
+from tierroute.providers.base import (
+    AnswerParams,
+    Completion,
+    Message,
+    StreamItem,
+    TextDelta,
+    ToolSpec,
+    message_body,
+)
 from tierroute.providers.replay.messages import MESSAGES_PATH, ReplayEngine, Reply
 
 _HTTP_OK = 200
@@ -96,41 +104,76 @@ class ReplayProvider:
         system: str | None = None,
         tool: ToolSpec | None = None,
         headers: Mapping[str, str] | None = None,
+        params: AnswerParams | None = None,
     ) -> Completion:
         """Call `model` once through the replay engine; raise a ProviderError on failure."""
         # The same body AnthropicProvider's SDK call serialises, so token counts match.
-        payload: dict[str, Any] = {
-            "model": model,
-            "max_tokens": max_tokens,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
-        }
-        if system is not None:
-            payload["system"] = system
-        if tool is not None:
-            payload["tools"] = [
-                {
-                    "name": tool.name,
-                    "description": tool.description,
-                    "input_schema": dict(tool.input_schema),
-                }
-            ]
-            payload["tool_choice"] = {"type": "tool", "name": tool.name}
+        payload = message_body(
+            model=model,
+            messages=messages,
+            max_tokens=max_tokens,
+            system=system,
+            tool=tool,
+            params=params,
+        )
+        started = self._now()
+        reply = self._send(payload, headers)
+        await self._unanswered(reply, timeout_s)
+        if reply.delay_s > 0:
+            await self._sleep(reply.delay_s)
+        if reply.status != _HTTP_OK:
+            raise status_error(reply)
+        return _completion(reply, tool, self._now() - started)
+
+    async def stream(
+        self,
+        *,
+        model: str,
+        messages: list[Message],
+        max_tokens: int,
+        timeout_s: float,
+        system: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: AnswerParams | None = None,
+    ) -> AsyncGenerator[StreamItem, None]:
+        """Stream `model`'s reply: each event after its simulated wait, then the Completion.
+
+        The waits are the replay server's own, on the injected `sleep`, so time to first
+        token is the latency model's (virtual time under a virtual-time loop).
+        """
+        payload = message_body(
+            model=model, messages=messages, max_tokens=max_tokens, system=system, params=params
+        )
+        payload["stream"] = True
+        started = self._now()
+        reply = self._send(payload, headers)
+        await self._unanswered(reply, timeout_s)
+        if reply.status != _HTTP_OK:
+            raise status_error(reply)
+        for event in reply.events:
+            if event.delay_s > 0:
+                await self._sleep(event.delay_s)
+            if event.name == "error":
+                raise status_error(Reply(_HTTP_OVERLOADED, event.data))
+            delta = event.data.get("delta") or {}
+            if event.name == "content_block_delta" and delta.get("type") == "text_delta":
+                yield TextDelta(str(delta.get("text", "")))
+        yield _completion(reply, None, self._now() - started)
+
+    def _send(self, payload: Mapping[str, Any], headers: Mapping[str, str] | None) -> Reply:
         wire_headers = {"content-type": "application/json", **(headers or {})}
         if self._api_key:
             wire_headers["x-api-key"] = self._api_key
-        started = self._now()
-        reply = self._engine.handle(MESSAGES_PATH, json.dumps(payload).encode(), wire_headers)
+        return self._engine.handle(MESSAGES_PATH, json.dumps(payload).encode(), wire_headers)
+
+    async def _unanswered(self, reply: Reply, timeout_s: float) -> None:
+        """Raise as the client would for a reply the server never sends."""
         if reply.action == "drop":
             raise ProviderConnectionError("the connection to the provider failed")
         if reply.action == "hold":
             # The server would hold the connection open; the client gives up at its timeout.
             await self._sleep(timeout_s)
             raise ProviderTimeout("the provider did not answer in time")
-        if reply.delay_s > 0:
-            await self._sleep(reply.delay_s)
-        if reply.status != _HTTP_OK:
-            raise status_error(reply)
-        return _completion(reply, tool, self._now() - started)
 
     async def aclose(self) -> None:
         """Nothing to release: no connections are held."""
@@ -159,4 +202,7 @@ def _completion(reply: Reply, tool: ToolSpec | None, latency_s: float) -> Comple
             "message_id": str(body.get("id", "")),
             "recorded_model": reply.headers.get("x-tierroute-recorded-model", ""),
         },
+        content=tuple(dict(block) for block in content),
+        cache_creation_input_tokens=int(usage.get("cache_creation_input_tokens") or 0),
+        cache_read_input_tokens=int(usage.get("cache_read_input_tokens") or 0),
     )

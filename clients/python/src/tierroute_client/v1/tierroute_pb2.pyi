@@ -113,6 +113,38 @@ ROLE_ASSISTANT: Role.ValueType  # 3
 """A model's earlier reply."""
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
+class _ToolChoiceType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ToolChoiceTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ToolChoiceType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TOOL_CHOICE_TYPE_UNSPECIFIED: _ToolChoiceType.ValueType  # 0
+    """The provider's default (auto)."""
+    TOOL_CHOICE_TYPE_AUTO: _ToolChoiceType.ValueType  # 1
+    """The model decides whether to call a tool."""
+    TOOL_CHOICE_TYPE_ANY: _ToolChoiceType.ValueType  # 2
+    """The model must call one of the tools."""
+    TOOL_CHOICE_TYPE_TOOL: _ToolChoiceType.ValueType  # 3
+    """The model must call the tool named in ToolChoice.name."""
+    TOOL_CHOICE_TYPE_NONE: _ToolChoiceType.ValueType  # 4
+    """The model must not call a tool."""
+
+class ToolChoiceType(_ToolChoiceType, metaclass=_ToolChoiceTypeEnumTypeWrapper):
+    """ToolChoiceType is how the model may use the tools it is given."""
+
+TOOL_CHOICE_TYPE_UNSPECIFIED: ToolChoiceType.ValueType  # 0
+"""The provider's default (auto)."""
+TOOL_CHOICE_TYPE_AUTO: ToolChoiceType.ValueType  # 1
+"""The model decides whether to call a tool."""
+TOOL_CHOICE_TYPE_ANY: ToolChoiceType.ValueType  # 2
+"""The model must call one of the tools."""
+TOOL_CHOICE_TYPE_TOOL: ToolChoiceType.ValueType  # 3
+"""The model must call the tool named in ToolChoice.name."""
+TOOL_CHOICE_TYPE_NONE: ToolChoiceType.ValueType  # 4
+"""The model must not call a tool."""
+Global___ToolChoiceType: _TypeAlias = ToolChoiceType  # noqa: Y015
+
 class _ReasonCode:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -158,6 +190,11 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     lowest expected cost minus the calibrated price of a correct answer times
     P(correct).
     """
+    REASON_CODE_AGENT_LOOP: _ReasonCode.ValueType  # 18
+    """The session's previous answer called a tool on this tier and this turn
+    carries the tool's result: the agent loop stays on the tier (no model
+    switch mid-loop, which would also lose its prompt cache).
+    """
 
 class ReasonCode(_ReasonCode, metaclass=_ReasonCodeEnumTypeWrapper):
     """ReasonCode says, machine-readably, why a decision was made."""
@@ -200,6 +237,11 @@ REASON_CODE_EXPECTED_VALUE: ReasonCode.ValueType  # 17
 """Cascade routing by the value policy: the start tier and judging with the
 lowest expected cost minus the calibrated price of a correct answer times
 P(correct).
+"""
+REASON_CODE_AGENT_LOOP: ReasonCode.ValueType  # 18
+"""The session's previous answer called a tool on this tier and this turn
+carries the tool's result: the agent loop stays on the tier (no model
+switch mid-loop, which would also lose its prompt cache).
 """
 Global___ReasonCode: _TypeAlias = ReasonCode  # noqa: Y015
 
@@ -381,6 +423,10 @@ class _JudgeStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JudgeStat
     JUDGE_MODE_START_ONLY after an escalation, or by the value policy's
     "none" and "start_only" plans.
     """
+    JUDGE_STATUS_TOOL_USE: _JudgeStatus.ValueType  # 8
+    """The answer calls a tool: it goes to the caller unjudged (not checked), as
+    a judge grades text answers only.
+    """
 
 class JudgeStatus(_JudgeStatus, metaclass=_JudgeStatusEnumTypeWrapper):
     """JudgeStatus is what became of the final answer's check."""
@@ -405,6 +451,10 @@ not checked (not passed). Used for an answer left unjudged by
 JUDGE_MODE_START_ONLY after an escalation, or by the value policy's
 "none" and "start_only" plans.
 """
+JUDGE_STATUS_TOOL_USE: JudgeStatus.ValueType  # 8
+"""The answer calls a tool: it goes to the caller unjudged (not checked), as
+a judge grades text answers only.
+"""
 Global___JudgeStatus: _TypeAlias = JudgeStatus  # noqa: Y015
 
 @_typing.final
@@ -415,23 +465,370 @@ class ChatMessage(_message.Message):
 
     ROLE_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
+    BLOCKS_FIELD_NUMBER: _builtins.int
     role: Global___Role.ValueType
     """Who wrote the message."""
     content: _builtins.str
-    """The message text."""
+    """The message text. Set content or blocks, not both."""
+    @_builtins.property
+    def blocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContentBlock]:
+        """The message as Messages API content blocks: text, image and document
+        blocks and tool results in user turns, text and tool_use blocks in
+        assistant turns, text blocks only in system turns (where cache_control
+        marks a cacheable system prompt). Routing and judges read the text; every
+        block reaches the model unchanged. Set content or blocks, not both.
+        """
+
     def __init__(
         self,
         *,
         role: Global___Role.ValueType = ...,
         content: _builtins.str = ...,
+        blocks: _abc.Iterable[Global___ContentBlock] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks", "content", b"content", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ChatMessage: _TypeAlias = ChatMessage  # noqa: Y015
+
+@_typing.final
+class CacheControl(_message.Message):
+    """CacheControl marks the end of a prompt prefix the model provider may cache
+    (Anthropic prompt caching): tools, then system, then messages, in that order.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """The cache type; "" or "ephemeral" (the only one)."""
+    ttl: _builtins.str
+    """The entry's time to live: "" (the provider's default, 5 minutes), "5m" or
+    "1h".
+    """
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        ttl: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ttl", b"ttl", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CacheControl: _TypeAlias = CacheControl  # noqa: Y015
+
+@_typing.final
+class MediaSource(_message.Message):
+    """MediaSource is the bytes or the URL of an image or a document."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEDIA_TYPE_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    media_type: _builtins.str
+    """The MIME type: image/jpeg, image/png, image/gif or image/webp for images;
+    application/pdf or text/plain for documents. Required with data.
+    """
+    data: _builtins.bytes
+    """The content itself (sent base64-encoded; text/plain as text)."""
+    url: _builtins.str
+    """An http or https URL the provider fetches."""
+    def __init__(
+        self,
+        *,
+        media_type: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+        url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "source", b"source", "url", b"url"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "media_type", b"media_type", "source", b"source", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["data", "url"]  # noqa: Y015
+    _WhichOneofArgType_source: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_source) -> _WhichOneofReturnType_source | None: ...
+
+Global___MediaSource: _TypeAlias = MediaSource  # noqa: Y015
+
+@_typing.final
+class TextBlock(_message.Message):
+    """TextBlock is a piece of text."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """The text; must not be blank."""
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TextBlock: _TypeAlias = TextBlock  # noqa: Y015
+
+@_typing.final
+class ImageBlock(_message.Message):
+    """ImageBlock is an image in a user turn."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def source(self) -> Global___MediaSource:
+        """The image's bytes or URL."""
+
+    def __init__(
+        self,
+        *,
+        source: Global___MediaSource | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImageBlock: _TypeAlias = ImageBlock  # noqa: Y015
+
+@_typing.final
+class DocumentBlock(_message.Message):
+    """DocumentBlock is a PDF or plain-text document in a user turn."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
+    CITATIONS_FIELD_NUMBER: _builtins.int
+    title: _builtins.str
+    """Optional title, shown to the model."""
+    context: _builtins.str
+    """Optional context about the document, shown to the model."""
+    citations: _builtins.bool
+    """Whether the model may cite passages of the document."""
+    @_builtins.property
+    def source(self) -> Global___MediaSource:
+        """The document's bytes or URL."""
+
+    def __init__(
+        self,
+        *,
+        source: Global___MediaSource | None = ...,
+        title: _builtins.str = ...,
+        context: _builtins.str = ...,
+        citations: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "context", b"context", "source", b"source", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DocumentBlock: _TypeAlias = DocumentBlock  # noqa: Y015
+
+@_typing.final
+class ToolUseBlock(_message.Message):
+    """ToolUseBlock is a model's call of a tool: in an assistant turn of the
+    conversation, or in CascadeResponse.content when the answer is a tool call.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    INPUT_JSON_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The call's id, which the tool_result answering it names."""
+    name: _builtins.str
+    """The tool's name."""
+    input_json: _builtins.str
+    """The call's input, a JSON object as text."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        input_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "input_json", b"input_json", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolUseBlock: _TypeAlias = ToolUseBlock  # noqa: Y015
+
+@_typing.final
+class ToolResultBlock(_message.Message):
+    """ToolResultBlock is the result of a tool call, in the next user turn."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOL_USE_ID_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    IS_ERROR_FIELD_NUMBER: _builtins.int
+    tool_use_id: _builtins.str
+    """The id of the tool_use block this answers."""
+    is_error: _builtins.bool
+    """Whether the tool failed."""
+    @_builtins.property
+    def content(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContentBlock]:
+        """The result: text, image or document blocks (empty = no output)."""
+
+    def __init__(
+        self,
+        *,
+        tool_use_id: _builtins.str = ...,
+        content: _abc.Iterable[Global___ContentBlock] | None = ...,
+        is_error: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "is_error", b"is_error", "tool_use_id", b"tool_use_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolResultBlock: _TypeAlias = ToolResultBlock  # noqa: Y015
+
+@_typing.final
+class ContentBlock(_message.Message):
+    """ContentBlock is one Messages API content block."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    TOOL_USE_FIELD_NUMBER: _builtins.int
+    TOOL_RESULT_FIELD_NUMBER: _builtins.int
+    CACHE_CONTROL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def text(self) -> Global___TextBlock:
+        """Text."""
+
+    @_builtins.property
+    def image(self) -> Global___ImageBlock:
+        """An image (user turns)."""
+
+    @_builtins.property
+    def document(self) -> Global___DocumentBlock:
+        """A document (user turns)."""
+
+    @_builtins.property
+    def tool_use(self) -> Global___ToolUseBlock:
+        """A tool call (assistant turns, and answers)."""
+
+    @_builtins.property
+    def tool_result(self) -> Global___ToolResultBlock:
+        """A tool's result (user turns)."""
+
+    @_builtins.property
+    def cache_control(self) -> Global___CacheControl:
+        """Optional: cache the prompt up to and including this block (at most four
+        per request, counting tools).
+        """
+
+    def __init__(
+        self,
+        *,
+        text: Global___TextBlock | None = ...,
+        image: Global___ImageBlock | None = ...,
+        document: Global___DocumentBlock | None = ...,
+        tool_use: Global___ToolUseBlock | None = ...,
+        tool_result: Global___ToolResultBlock | None = ...,
+        cache_control: Global___CacheControl | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "cache_control", b"cache_control", "document", b"document", "image", b"image", "text", b"text", "tool_result", b"tool_result", "tool_use", b"tool_use"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "cache_control", b"cache_control", "document", b"document", "image", b"image", "text", b"text", "tool_result", b"tool_result", "tool_use", b"tool_use"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_block: _TypeAlias = _typing.Literal["text", "image", "document", "tool_use", "tool_result"]  # noqa: Y015
+    _WhichOneofArgType_block: _TypeAlias = _typing.Literal["block", b"block"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_block) -> _WhichOneofReturnType_block | None: ...
+
+Global___ContentBlock: _TypeAlias = ContentBlock  # noqa: Y015
+
+@_typing.final
+class Tool(_message.Message):
+    """Tool is a tool the answering model may call (the Messages API's custom tool)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    INPUT_SCHEMA_JSON_FIELD_NUMBER: _builtins.int
+    CACHE_CONTROL_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The tool's name: 1-64 letters, digits, '_' or '-'. "record_verdict" is
+    reserved for the judge.
+    """
+    description: _builtins.str
+    """What the tool does, for the model."""
+    input_schema_json: _builtins.str
+    """The tool input's JSON Schema, a JSON object as text."""
+    @_builtins.property
+    def cache_control(self) -> Global___CacheControl:
+        """Optional: cache the prompt up to and including this tool definition."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        input_schema_json: _builtins.str = ...,
+        cache_control: Global___CacheControl | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cache_control", b"cache_control"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_control", b"cache_control", "description", b"description", "input_schema_json", b"input_schema_json", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Tool: _TypeAlias = Tool  # noqa: Y015
+
+@_typing.final
+class ToolChoice(_message.Message):
+    """ToolChoice is the Messages API's tool_choice."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DISABLE_PARALLEL_TOOL_USE_FIELD_NUMBER: _builtins.int
+    type: Global___ToolChoiceType.ValueType
+    """How tools may be used."""
+    name: _builtins.str
+    """With TOOL_CHOICE_TYPE_TOOL, the tool to call."""
+    disable_parallel_tool_use: _builtins.bool
+    """Ask for at most one tool call per answer."""
+    def __init__(
+        self,
+        *,
+        type: Global___ToolChoiceType.ValueType = ...,
+        name: _builtins.str = ...,
+        disable_parallel_tool_use: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disable_parallel_tool_use", b"disable_parallel_tool_use", "name", b"name", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolChoice: _TypeAlias = ToolChoice  # noqa: Y015
 
 @_typing.final
 class RoutingPolicy(_message.Message):
@@ -558,6 +955,9 @@ class TierInfo(_message.Message):
     INDEX_FIELD_NUMBER: _builtins.int
     INPUT_USD_PER_MTOK_FIELD_NUMBER: _builtins.int
     OUTPUT_USD_PER_MTOK_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_MULTIPLIER_FIELD_NUMBER: _builtins.int
+    CACHE_READ_MULTIPLIER_FIELD_NUMBER: _builtins.int
+    MAX_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The tier's configured name, for example "cheap"."""
     model: _builtins.str
@@ -568,6 +968,12 @@ class TierInfo(_message.Message):
     """Price in USD per million input tokens."""
     output_usd_per_mtok: _builtins.float
     """Price in USD per million output tokens."""
+    cache_write_multiplier: _builtins.float
+    """Cache writes cost this multiple of the input price (default 1.25)."""
+    cache_read_multiplier: _builtins.float
+    """Cache reads cost this multiple of the input price (default 0.1)."""
+    max_output_tokens: _builtins.int
+    """The most output tokens one answer call on this tier may produce."""
     def __init__(
         self,
         *,
@@ -576,10 +982,13 @@ class TierInfo(_message.Message):
         index: _builtins.int = ...,
         input_usd_per_mtok: _builtins.float = ...,
         output_usd_per_mtok: _builtins.float = ...,
+        cache_write_multiplier: _builtins.float = ...,
+        cache_read_multiplier: _builtins.float = ...,
+        max_output_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "input_usd_per_mtok", b"input_usd_per_mtok", "model", b"model", "name", b"name", "output_usd_per_mtok", b"output_usd_per_mtok"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_read_multiplier", b"cache_read_multiplier", "cache_write_multiplier", b"cache_write_multiplier", "index", b"index", "input_usd_per_mtok", b"input_usd_per_mtok", "max_output_tokens", b"max_output_tokens", "model", b"model", "name", b"name", "output_usd_per_mtok", b"output_usd_per_mtok"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -807,6 +1216,14 @@ class CascadeRequest(_message.Message):
     MAX_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
     SPECULATION_FIELD_NUMBER: _builtins.int
     JUDGE_MODE_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_FIELD_NUMBER: _builtins.int
+    TOP_P_FIELD_NUMBER: _builtins.int
+    TOP_K_FIELD_NUMBER: _builtins.int
+    STOP_SEQUENCES_FIELD_NUMBER: _builtins.int
+    METADATA_USER_ID_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
+    TOOL_CHOICE_FIELD_NUMBER: _builtins.int
+    STREAM_DRAFTS_FIELD_NUMBER: _builtins.int
     query: _builtins.str
     """The query text. Exactly one of query and messages must be set."""
     strategy: Global___Strategy.ValueType
@@ -820,12 +1237,31 @@ class CascadeRequest(_message.Message):
     request_id: _builtins.str
     """Optional caller-chosen request id (at most 128 characters)."""
     max_output_tokens: _builtins.int
-    """Maximum output tokens per answer call; 0 uses the server default."""
+    """Maximum output tokens per answer call; 0 uses the server default
+    (cascade.max_output_tokens). Each tier's call is capped by that tier's own
+    limit (TierInfo.max_output_tokens); above the largest tier's limit is
+    INVALID_ARGUMENT.
+    """
     speculation: Global___SpeculationMode.ValueType
     """Speculative execution of the next tier."""
     judge_mode: Global___JudgeMode.ValueType
     """Which answers are judged for this request; UNSPECIFIED lets the server
     decide (value policy or judge sampling).
+    """
+    temperature: _builtins.float
+    """Sampling temperature within [0, 1]; unset = the provider's default."""
+    top_p: _builtins.float
+    """Nucleus sampling within (0, 1]; unset = the provider's default."""
+    top_k: _builtins.int
+    """Top-k sampling, at least 1; unset = the provider's default."""
+    metadata_user_id: _builtins.str
+    """An opaque id of the end user, sent as the Messages API's metadata.user_id
+    (never a name, email or phone number).
+    """
+    stream_drafts: _builtins.bool
+    """CascadeStream only: stream every answer as it is drafted, before it is
+    judged; a Retract event withdraws a draft that is not the answer. Off,
+    only committed text is streamed.
     """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
@@ -840,6 +1276,24 @@ class CascadeRequest(_message.Message):
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Free-form caller metadata, recorded with the request."""
+
+    @_builtins.property
+    def stop_sequences(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Texts that end an answer when the model writes them (stop_reason
+        "stop_sequence").
+        """
+
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tool]:
+        """Tools the answering model may call. An answer that calls one comes back
+        unjudged (JUDGE_STATUS_TOOL_USE) with its tool_use blocks in
+        CascadeResponse.content; send the results in the next turn with the same
+        session_id and it stays on the same tier.
+        """
+
+    @_builtins.property
+    def tool_choice(self) -> Global___ToolChoice:
+        """How the model may use the tools; needs tools."""
 
     def __init__(
         self,
@@ -856,12 +1310,31 @@ class CascadeRequest(_message.Message):
         max_output_tokens: _builtins.int = ...,
         speculation: Global___SpeculationMode.ValueType = ...,
         judge_mode: Global___JudgeMode.ValueType = ...,
+        temperature: _builtins.float | None = ...,
+        top_p: _builtins.float | None = ...,
+        top_k: _builtins.int | None = ...,
+        stop_sequences: _abc.Iterable[_builtins.str] | None = ...,
+        metadata_user_id: _builtins.str = ...,
+        tools: _abc.Iterable[Global___Tool] | None = ...,
+        tool_choice: Global___ToolChoice | None = ...,
+        stream_drafts: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "_top_k", b"_top_k", "_top_p", b"_top_p", "policy", b"policy", "temperature", b"temperature", "tool_choice", b"tool_choice", "top_k", b"top_k", "top_p", b"top_p"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["judge_mode", b"judge_mode", "max_output_tokens", b"max_output_tokens", "messages", b"messages", "metadata", b"metadata", "policy", b"policy", "query", b"query", "request_id", b"request_id", "session_id", b"session_id", "speculation", b"speculation", "start_tier", b"start_tier", "strategy", b"strategy", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "_top_k", b"_top_k", "_top_p", b"_top_p", "judge_mode", b"judge_mode", "max_output_tokens", b"max_output_tokens", "messages", b"messages", "metadata", b"metadata", "metadata_user_id", b"metadata_user_id", "policy", b"policy", "query", b"query", "request_id", b"request_id", "session_id", b"session_id", "speculation", b"speculation", "start_tier", b"start_tier", "stop_sequences", b"stop_sequences", "strategy", b"strategy", "stream_drafts", b"stream_drafts", "temperature", b"temperature", "tenant_id", b"tenant_id", "tool_choice", b"tool_choice", "tools", b"tools", "top_k", b"top_k", "top_p", b"top_p"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
+    _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    _WhichOneofReturnType__top_k: _TypeAlias = _typing.Literal["top_k"]  # noqa: Y015
+    _WhichOneofArgType__top_k: _TypeAlias = _typing.Literal["_top_k", b"_top_k"]  # noqa: Y015
+    _WhichOneofReturnType__top_p: _TypeAlias = _typing.Literal["top_p"]  # noqa: Y015
+    _WhichOneofArgType__top_p: _TypeAlias = _typing.Literal["_top_p", b"_top_p"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__top_k) -> _WhichOneofReturnType__top_k | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__top_p) -> _WhichOneofReturnType__top_p | None: ...
 
 Global___CascadeRequest: _TypeAlias = CascadeRequest  # noqa: Y015
 
@@ -885,6 +1358,8 @@ class Hop(_message.Message):
     SPECULATIVE_FIELD_NUMBER: _builtins.int
     ERROR_KIND_FIELD_NUMBER: _builtins.int
     STOP_REASON_FIELD_NUMBER: _builtins.int
+    CACHE_CREATION_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_READ_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     tier: _builtins.str
     """Tier name."""
     model: _builtins.str
@@ -913,6 +1388,14 @@ class Hop(_message.Message):
     """
     stop_reason: _builtins.str
     """The provider's stop reason, for completed calls."""
+    cache_creation_input_tokens: _builtins.int
+    """Input tokens written to the prompt cache (billed at the tier's cache
+    write multiplier of the input price; not in input_tokens).
+    """
+    cache_read_input_tokens: _builtins.int
+    """Input tokens read from the prompt cache (billed at the tier's cache read
+    multiplier of the input price; not in input_tokens).
+    """
     @_builtins.property
     def issues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """For judge hops, the issues the judge listed."""
@@ -934,10 +1417,12 @@ class Hop(_message.Message):
         speculative: _builtins.bool = ...,
         error_kind: _builtins.str = ...,
         stop_reason: _builtins.str = ...,
+        cache_creation_input_tokens: _builtins.int = ...,
+        cache_read_input_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cost_usd", b"cost_usd", "error_kind", b"error_kind", "input_tokens", b"input_tokens", "issues", b"issues", "latency_ms", b"latency_ms", "model", b"model", "outcome", b"outcome", "output_tokens", b"output_tokens", "role", b"role", "speculative", b"speculative", "stop_reason", b"stop_reason", "tier", b"tier", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cache_creation_input_tokens", b"cache_creation_input_tokens", "cache_read_input_tokens", b"cache_read_input_tokens", "cost_usd", b"cost_usd", "error_kind", b"error_kind", "input_tokens", b"input_tokens", "issues", b"issues", "latency_ms", b"latency_ms", "model", b"model", "outcome", b"outcome", "output_tokens", b"output_tokens", "role", b"role", "speculative", b"speculative", "stop_reason", b"stop_reason", "tier", b"tier", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -961,6 +1446,8 @@ class CascadeResponse(_message.Message):
     DEGRADED_FIELD_NUMBER: _builtins.int
     DEGRADED_REASONS_FIELD_NUMBER: _builtins.int
     ROUTE_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    STOP_REASON_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """The request id."""
     answer: _builtins.str
@@ -975,6 +1462,10 @@ class CascadeResponse(_message.Message):
     """What became of the final answer's check."""
     degraded: _builtins.bool
     """Whether the service served in a degraded way (a tier or judge down)."""
+    stop_reason: _builtins.str
+    """The final answer's stop reason: end_turn, max_tokens, stop_sequence or
+    tool_use.
+    """
     @_builtins.property
     def tier(self) -> Global___TierInfo:
         """The tier that produced the final answer."""
@@ -995,6 +1486,12 @@ class CascadeResponse(_message.Message):
     def route(self) -> Global___RouteResponse:
         """The routing decision that picked the starting tier."""
 
+    @_builtins.property
+    def content(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContentBlock]:
+        """The final answer's content blocks: its text, and its tool_use blocks when
+        it calls tools.
+        """
+
     def __init__(
         self,
         *,
@@ -1010,14 +1507,206 @@ class CascadeResponse(_message.Message):
         degraded: _builtins.bool = ...,
         degraded_reasons: _abc.Iterable[_builtins.str] | None = ...,
         route: Global___RouteResponse | None = ...,
+        content: _abc.Iterable[Global___ContentBlock] | None = ...,
+        stop_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["route", b"route", "tier", b"tier"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "degraded", b"degraded", "degraded_reasons", b"degraded_reasons", "escalated", b"escalated", "escalation_reasons", b"escalation_reasons", "hops", b"hops", "judge_status", b"judge_status", "request_id", b"request_id", "route", b"route", "tier", b"tier", "total_cost_usd", b"total_cost_usd", "total_latency_ms", b"total_latency_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "content", b"content", "degraded", b"degraded", "degraded_reasons", b"degraded_reasons", "escalated", b"escalated", "escalation_reasons", b"escalation_reasons", "hops", b"hops", "judge_status", b"judge_status", "request_id", b"request_id", "route", b"route", "stop_reason", b"stop_reason", "tier", b"tier", "total_cost_usd", b"total_cost_usd", "total_latency_ms", b"total_latency_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CascadeResponse: _TypeAlias = CascadeResponse  # noqa: Y015
+
+@_typing.final
+class HopStarted(_message.Message):
+    """HopStarted says a model call began."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    SPECULATIVE_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """The hop's position in CascadeResponse.hops (and in HopFinished)."""
+    tier: _builtins.str
+    """Tier name."""
+    model: _builtins.str
+    """Provider model id."""
+    role: Global___HopRole.ValueType
+    """Answer or judge."""
+    attempt: _builtins.int
+    """Attempt number for this tier and role, starting at 1."""
+    speculative: _builtins.bool
+    """Whether the call runs speculatively, in parallel."""
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        tier: _builtins.str = ...,
+        model: _builtins.str = ...,
+        role: Global___HopRole.ValueType = ...,
+        attempt: _builtins.int = ...,
+        speculative: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "index", b"index", "model", b"model", "role", b"role", "speculative", b"speculative", "tier", b"tier"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HopStarted: _TypeAlias = HopStarted  # noqa: Y015
+
+@_typing.final
+class HopFinished(_message.Message):
+    """HopFinished says a model call ended, with its usage and cost."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    HOP_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """The hop's position in CascadeResponse.hops."""
+    @_builtins.property
+    def hop(self) -> Global___Hop:
+        """The hop as CascadeResponse.hops will hold it."""
+
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        hop: Global___Hop | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["hop", b"hop"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hop", b"hop", "index", b"index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HopFinished: _TypeAlias = HopFinished  # noqa: Y015
+
+@_typing.final
+class VerdictEvent(_message.Message):
+    """VerdictEvent is a judge's decision on one tier's answer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANSWER_TIER_FIELD_NUMBER: _builtins.int
+    JUDGE_TIER_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    ISSUES_FIELD_NUMBER: _builtins.int
+    answer_tier: _builtins.str
+    """The tier whose answer was judged."""
+    judge_tier: _builtins.str
+    """The judging tier."""
+    verdict: Global___JudgeVerdict.ValueType
+    """Pass, fail or unavailable."""
+    @_builtins.property
+    def issues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The issues the judge listed."""
+
+    def __init__(
+        self,
+        *,
+        answer_tier: _builtins.str = ...,
+        judge_tier: _builtins.str = ...,
+        verdict: Global___JudgeVerdict.ValueType = ...,
+        issues: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_tier", b"answer_tier", "issues", b"issues", "judge_tier", b"judge_tier", "verdict", b"verdict"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerdictEvent: _TypeAlias = VerdictEvent  # noqa: Y015
+
+@_typing.final
+class Retract(_message.Message):
+    """Retract withdraws the text streamed since the last Retract (stream_drafts
+    only): the draft is not the answer.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIER_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    tier: _builtins.str
+    """The tier whose draft is withdrawn."""
+    reason: _builtins.str
+    """Why, for example "judge_failed" or "provider_error"."""
+    def __init__(
+        self,
+        *,
+        tier: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "tier", b"tier"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Retract: _TypeAlias = Retract  # noqa: Y015
+
+@_typing.final
+class CascadeEvent(_message.Message):
+    """CascadeEvent is one event of a CascadeStream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOP_STARTED_FIELD_NUMBER: _builtins.int
+    HOP_FINISHED_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    RETRACT_FIELD_NUMBER: _builtins.int
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """A piece of the answer's text. The texts sent after the last Retract
+    join to CascadeResponse.answer.
+    """
+    @_builtins.property
+    def hop_started(self) -> Global___HopStarted:
+        """A model call began."""
+
+    @_builtins.property
+    def hop_finished(self) -> Global___HopFinished:
+        """A model call ended."""
+
+    @_builtins.property
+    def verdict(self) -> Global___VerdictEvent:
+        """A judge decided."""
+
+    @_builtins.property
+    def retract(self) -> Global___Retract:
+        """The draft streamed so far is withdrawn (stream_drafts only)."""
+
+    @_builtins.property
+    def response(self) -> Global___CascadeResponse:
+        """The last event: the whole response, as Cascade returns it."""
+
+    def __init__(
+        self,
+        *,
+        hop_started: Global___HopStarted | None = ...,
+        hop_finished: Global___HopFinished | None = ...,
+        verdict: Global___VerdictEvent | None = ...,
+        text: _builtins.str = ...,
+        retract: Global___Retract | None = ...,
+        response: Global___CascadeResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "hop_finished", b"hop_finished", "hop_started", b"hop_started", "response", b"response", "retract", b"retract", "text", b"text", "verdict", b"verdict"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "hop_finished", b"hop_finished", "hop_started", b"hop_started", "response", b"response", "retract", b"retract", "text", b"text", "verdict", b"verdict"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["hop_started", "hop_finished", "verdict", "text", "retract", "response"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___CascadeEvent: _TypeAlias = CascadeEvent  # noqa: Y015
 
 @_typing.final
 class FeedbackRequest(_message.Message):
