@@ -36,12 +36,19 @@ def first_token_report(
     """p50 and p95 time to first token, unary and streamed, for escalated and other records."""
     if [o.record_id for o in unary] != [o.record_id for o in streamed]:
         raise ValueError("the unary and streamed runs must answer the same records in order")
+    # A stream that failed after its text began (a deadline mid-answer) has no result to
+    # group it by: it is counted apart, and left out of the percentiles.
+    answered = [i for i, o in enumerate(streamed) if not o.stream_error]
     groups = {
-        "all": range(len(unary)),
-        "escalated": [i for i, o in enumerate(streamed) if o.escalated],
-        "not_escalated": [i for i, o in enumerate(streamed) if not o.escalated],
+        "all": answered,
+        "escalated": [i for i in answered if streamed[i].escalated],
+        "not_escalated": [i for i in answered if not streamed[i].escalated],
     }
-    section: dict[str, Any] = {"strategy": strategy, "clock": "virtual (simulated latency)"}
+    section: dict[str, Any] = {
+        "strategy": strategy,
+        "clock": "virtual (simulated latency)",
+        "stream_errors": len(streamed) - len(answered),
+    }
     for name, indices in groups.items():
         first = [streamed[i].first_token_ms for i in indices]
         unary_first = _percentiles([unary[i].latency_ms for i in indices])
@@ -71,6 +78,12 @@ def first_token_markdown(section: Mapping[str, Any]) -> list[str]:
         "| stream/unary p50 | stream/unary p95 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    if section.get("stream_errors"):
+        lines.insert(
+            2,
+            f"({section['stream_errors']} streamed requests ended in an error after their "
+            "text began and are left out.)",
+        )
     for name in ("all", "escalated", "not_escalated"):
         g = section[name]
         lines.append(

@@ -29,6 +29,7 @@ from tierroute.cascade import (
     JudgeMode,
     SpeculationMode,
 )
+from tierroute.errors import AnswerInterrupted, DeadlineExceeded
 from tierroute.offline.evaluation.eval_data import EvalData, load_store
 from tierroute.offline.evaluation.vclock import VirtualTimeLoop
 from tierroute.providers.replay.messages import ReplayEngine
@@ -95,6 +96,9 @@ class Outcome:
     calls: int
     # Streamed runs only: simulated ms from the request to the first committed text.
     first_token_ms: float | None = None
+    # Streamed runs only: why the stream ended in an error after its text began (a deadline
+    # reached mid-answer: a committed answer cannot fall back to another tier), else "".
+    stream_error: str = ""
 
 
 def outcome_of(
@@ -119,6 +123,29 @@ def outcome_of(
         truncated=bool(final) and final[-1].stop_reason == "max_tokens",
         calls=sum(1 for h in hops if h.outcome in ("ok", "error")),
         first_token_ms=first_token_ms,
+    )
+
+
+def _failed_stream(
+    record_id: str, events: EventStream, started: float, ended: float, error: Exception
+) -> Outcome:
+    """A streamed request that ended in an error after its text began: what the caller saw."""
+    first = None if events.first_text_at is None else (events.first_text_at - started) * 1000
+    return Outcome(
+        record_id=record_id,
+        start_tier=-1,
+        final_tier=-1,
+        cost_usd=0.0,
+        judge_cost_usd=0.0,
+        latency_ms=(ended - started) * 1000,
+        escalated=False,
+        judged=False,
+        judge_status="",
+        degraded=True,
+        truncated=False,
+        calls=0,
+        first_token_ms=first,
+        stream_error=type(error).__name__,
     )
 
 
@@ -204,7 +231,11 @@ async def _answer(state: _State, unit: _Unit) -> list[Outcome]:
             continue
         events = EventStream(clock=loop.time)
         started = loop.time()
-        result = await engine.run(query, deadline_s=None, events=events)
+        try:
+            result = await engine.run(query, deadline_s=None, events=events)
+        except (DeadlineExceeded, AnswerInterrupted) as exc:
+            outcomes.append(_failed_stream(record.id, events, started, loop.time(), exc))
+            continue
         assert events.first_text_at is not None  # finish() sends the answer's text
         outcomes.append(outcome_of(record.id, result, (events.first_text_at - started) * 1000))
     return outcomes
