@@ -20,6 +20,7 @@ import asyncio
 import random
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 
 from grpc import aio
 
-from load import HOST, load_queries, percentile, start_server
+from load import HOST, ServerWatch, load_queries, percentile, start_server
 from tierroute.v1 import tierroute_pb2 as pb
 from tierroute.v1 import tierroute_pb2_grpc as pb_grpc
 from timing import print_result
@@ -128,13 +129,19 @@ def main() -> int:
     queries, source = load_queries(args.queries, args.seed)
     with tempfile.TemporaryDirectory() as scratch:
         proc, port = start_server(server_args, Path(scratch))
+        # The server logs every call; its stderr must be read or the pipe fills and it stalls.
+        watch = ServerWatch(started=time.monotonic())
+        threading.Thread(target=watch.read, args=(proc.stderr,), daemon=True).start()
         try:
             pairs = asyncio.run(measure(port, queries, args.seed))
         finally:
             proc.terminate()
             proc.wait(timeout=60)
+    if watch.tracebacks or watch.errors:
+        print("\n".join(watch.tail), file=sys.stderr)
     result = {
         "queries": len(pairs),
+        "server_errors": watch.errors,
         "source": source,
         "time_scale": args.time_scale,
         **{
