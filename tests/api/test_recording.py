@@ -224,3 +224,20 @@ async def test_cache_tokens_and_the_stop_reason_are_logged(tmp_path: Path) -> No
     assert record.hops[0]["cost_usd"] == pytest.approx(
         (100 + 300 * 1.25) * 1.0 / 1e6 + 20 * 5.0 / 1e6
     )
+
+
+async def test_a_streamed_cascade_is_logged_like_a_unary_one(tmp_path: Path) -> None:
+    """CascadeStream's call lands in the log once, with its hops and final tier."""
+    async with running_server(_settings(tmp_path), scorer=EASY) as s:
+        events = [
+            e
+            async for e in s.stub.CascadeStream(
+                pb.CascadeRequest(query="Name a prime number.", judge_mode=pb.JUDGE_MODE_ALWAYS)
+            )
+        ]
+    response = events[-1].response
+    (record,) = await _records(tmp_path)
+    assert record.request_id == response.request_id
+    assert (record.kind, record.status) == ("cascade", "OK")
+    assert len(record.hops) == len(response.hops)
+    assert record.final_tier == response.tier.name
