@@ -147,6 +147,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except TierrouteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`tierroute cascade --stream | head`): not an error. Point
+        # stdout at /dev/null so the interpreter's final flush does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     return code
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 
 from tests.fixtures import cascade_records, labelled
@@ -119,3 +120,34 @@ async def test_cli_cascade_stream_json_prints_one_object_per_event(served: Runni
     text = "".join(e["text"] for e in events if e["type"] == "TextDelta")
     assert text == events[-1]["result"]["answer"]
     assert "Retract" not in {e["type"] for e in events}
+
+
+async def test_a_reader_that_stops_early_ends_the_command_quietly(served: Running) -> None:
+    """`tierroute cascade --stream --json | head -1`: the closed pipe ends the command with
+    exit 0 and no traceback."""
+    read_end, write_end = os.pipe()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tierroute",
+        "--log-level",
+        "WARNING",
+        "cascade",
+        "--stream",
+        "--json",
+        "--judge",
+        "always",
+        "--target",
+        f"127.0.0.1:{served.port}",
+        str(labelled(RECORDS, "mid")["prompt"]),
+        stdout=write_end,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    os.close(write_end)
+    # Read the first line, as `head -1` would, then go away.
+    with os.fdopen(read_end, "rb") as reader:
+        first = await asyncio.to_thread(reader.readline)
+    _, err = await proc.communicate()
+    assert json.loads(first)["type"] == "HopStarted"
+    assert proc.returncode == 0, err.decode()
+    assert b"Traceback" not in err
