@@ -151,6 +151,26 @@ def test_choosing_train_loads_its_module_but_no_training_library() -> None:
     assert _training(loaded) == set()
 
 
+def test_calling_a_server_loads_neither_the_server_nor_the_models() -> None:
+    """`tierroute route` and `cascade` are clients: choosing them loads no server module and
+    no onnxruntime (the wings' doors are lazy)."""
+    loaded = _loaded_by(
+        "from tierroute.__main__ import build_parser\n"
+        "import tierroute.api.call_commands\n"
+        "build_parser('route')"
+    )
+    assert "tierroute.api.call_commands" in loaded
+    assert {m for m in loaded if m.startswith("tierroute.api.server")} == set()
+    assert "onnxruntime" not in loaded
+
+
+def test_reading_a_model_registry_does_not_load_onnxruntime() -> None:
+    """`tierroute rollback` and `models` read registry files, not models."""
+    loaded = _loaded_by("from tierroute.model import ModelRegistry, registry_summary")
+    assert "tierroute.model.registry" in loaded
+    assert "onnxruntime" not in loaded
+
+
 def test_serve_imports_no_offline_or_training_module(tmp_path: Path) -> None:
     """`python -X importtime -m tierroute serve`, serving the bundled model on the replay
     backend, imports no offline module and none of the training libraries."""

@@ -36,6 +36,7 @@ from tierroute.providers import (
     Provider,
     TextDelta,
     estimate_tokens,
+    message_body,
     prompt_tokens,
     prompts,
 )
@@ -295,9 +296,15 @@ class TierCaller:
                 # A provider that has read the prompt bills it, answered or not: the hop is
                 # billed its (estimated) input tokens, plus any output it streamed back.
                 draft.outcome = "cancelled"
-                draft.input_tokens = prompt_tokens(
-                    messages, system, prompts.JUDGE_TOOL if judge else None
+                body = message_body(
+                    model=draft.tier.model,
+                    messages=messages,
+                    max_tokens=self._max_tokens(run, draft, judge=judge),
+                    system=system,
+                    tool=prompts.JUDGE_TOOL if judge else None,
+                    params=None if judge else run.query.params,
                 )
+                draft.input_tokens = prompt_tokens(body, messages, system)
                 raise
             self._telemetry.completed(span, messages, system, completion)
             return self._completed(draft, completion)

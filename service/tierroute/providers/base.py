@@ -11,9 +11,10 @@ caller to the provider and, for tool calls, back.
 
 from __future__ import annotations
 
+import json
 import math
 import re
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeAlias
 
@@ -35,13 +36,20 @@ def estimate_tokens(text: str) -> int:
     return max(math.ceil(len(_WORD.findall(text)) * 1.3), math.ceil(len(text) / 4))
 
 
-def prompt_tokens(messages: Sequence[Message], system: str | None, tool: ToolSpec | None) -> int:
-    """Estimated input tokens of a call: what a provider bills for reading the prompt, even
-    when the call is cancelled before it answers."""
-    parts = [system or "", *(m.content for m in messages)]
-    if tool is not None:
-        parts.append(f"{tool.name} {tool.description} {dict(tool.input_schema)}")
-    return estimate_tokens("\n".join(p for p in parts if p))
+def prompt_text(system: str, texts: Iterable[str], tools: Iterable[Mapping[str, Any]]) -> str:
+    """Everything a model reads, for token counting: the system prompt, the turns' text and
+    each tool's schema as sent. The replay backend counts a request's input this way."""
+    parts = [system, *texts]
+    parts.extend(json.dumps(dict(tool), sort_keys=True) for tool in tools)
+    return "\n".join(p for p in parts if p)
+
+
+def prompt_tokens(body: Mapping[str, Any], messages: Sequence[Message], system: str | None) -> int:
+    """Estimated input tokens of the request `body` (from `message_body`): what a provider
+    bills for reading the prompt, even when the call is cancelled before it answers."""
+    return estimate_tokens(
+        prompt_text(system or "", (m.content for m in messages), body.get("tools", ()))
+    )
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tierroute.errors import ConfigError
-from tierroute.providers.base import estimate_tokens
+from tierroute.providers.base import estimate_tokens, prompt_text
 from tierroute.providers.prompts import (
     JUDGE_TOOL,
     SELF_ROUTING_INSTRUCTION,
@@ -140,9 +140,7 @@ class _Request:
     @property
     def prompt_text(self) -> str:
         """Everything the model reads, for token counting: system, turns, tool schemas."""
-        parts = [self.system, *(turn.text for turn in self.turns)]
-        parts.extend(json.dumps(tool, sort_keys=True) for tool in self.tools)
-        return "\n".join(p for p in parts if p)
+        return prompt_text(self.system, (turn.text for turn in self.turns), self.tools)
 
     @property
     def is_judge(self) -> bool:
