@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -39,6 +38,15 @@ import numpy.typing as npt
 
 from tierroute.cascade import JudgeMode, apply_cascade, uniform_draw
 from tierroute.errors import ConfigError
+from tierroute.model.operating import (
+    DEFAULT_SPECULATION_COST_SHARE,
+    PointTarget,
+    Solved,
+    feasible_best,
+    limit_of,
+    price_sweep,
+    solve_price,
+)
 from tierroute.offline.evaluation.crossval import CrossValidation
 from tierroute.offline.evaluation.eval_data import EvalData
 from tierroute.offline.evaluation.harness import Outcome, RunPlan, Strategy, run_strategies
@@ -76,13 +84,10 @@ _SPECULATIVE = np.array([2, 5, 6])
 ACTION_COLUMNS = np.array([0, 1, 7, 3, 4, 6])
 _ACTION_SPECULATIVE = np.array([0, 2, 8, 3, 5, 6])
 _ACTION_JUDGED = np.array([False, True, True, False, True, False])
-# Price-of-a-correct-answer grid, relative to always-top's cost per query: geometric.
-PRICE_GRID_RELATIVE = np.geomspace(0.01, 100.0, 601)
 RISK_COARSE = np.round(np.arange(51) * 0.02, 4)
 RISK_FINE_STEP = 0.0025
 RATE_GRID = np.round(np.arange(11) * 0.1, 4)
 BOUND_GRID = np.round(np.arange(21) * 0.05, 4)
-DEFAULT_SPECULATION_COST_SHARE = 0.02
 # Query types with fewer calibration rows than this use the default judge rate.
 MIN_TYPE_ROWS = 100
 DIGITS = 6
@@ -155,6 +160,9 @@ class Tables:
     latency_ms: npt.NDArray[np.float64]
     final: npt.NDArray[np.int64]
     escalated: npt.NDArray[np.bool_]
+    # Tokens billed per row, column, tier and kind (operating.TOKEN_KINDS): what the value
+    # model learns to predict, and what prices the outcome under another ladder.
+    tokens: npt.NDArray[np.float64] | None = None
 
 
 def table_strategies(settings: Settings) -> list[Strategy]:
@@ -213,6 +221,9 @@ def tables_from_outcomes(
         latency_ms=stack(lambda o: o.latency_ms),
         final=stack(lambda o: o.final_tier).astype(np.int64),
         escalated=stack(lambda o: o.escalated).astype(bool),
+        tokens=np.array([[o.tokens for o in col] for col in columns], dtype=np.float64).transpose(
+            1, 0, 2, 3
+        ),
     )
 
 
@@ -379,18 +390,18 @@ def _choose(
     q: npt.NDArray[np.float64], c: npt.NDArray[np.float64], kind: TargetKind, limit: float, n: int
 ) -> tuple[tuple[float, float], int] | None:
     """(sort key, flat index) of the best feasible combination, or None."""
-    if kind == "max_cost_per_query":
-        feasible = c <= limit * n * (1 + 1e-12)
-        primary, secondary = -q, c
-    else:
-        # Quality sums count correct answers, so the floor compares exactly.
-        feasible = q >= math.ceil(limit * n - 1e-9)
-        primary, secondary = c, -q
-    candidates = np.flatnonzero(feasible)
-    if len(candidates) == 0:
+    best = feasible_best(q, c, kind, limit, n)
+    if best is None:
         return None
-    best = candidates[np.lexsort((candidates, secondary[candidates], primary[candidates]))[0]]
-    return (float(primary[best]), float(secondary[best])), int(best)
+    key = (
+        (-float(q[best]), float(c[best]))
+        if kind == "max_cost_per_query"
+        else (
+            float(c[best]),
+            -float(q[best]),
+        )
+    )
+    return key, best
 
 
 def _unravel_rates(flat: int) -> tuple[float, ...]:
@@ -475,6 +486,16 @@ def search(
     return dataclasses.replace(base, speculative_bound=bound)
 
 
+def _action_tables(
+    inputs: Inputs, rows: npt.NDArray[np.bool_]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Realised quality and cost of every action (its serial column) on `rows`."""
+    return (
+        inputs.tables.quality[rows][:, ACTION_COLUMNS],
+        inputs.tables.cost[rows][:, ACTION_COLUMNS],
+    )
+
+
 def _search_price(
     inputs: Inputs,
     rows: npt.NDArray[np.bool_],
@@ -482,30 +503,72 @@ def _search_price(
     limit: float,
     top_cost: float,
 ) -> float:
-    """The value policy's price of a correct answer that best meets `target` on `rows`.
-
-    Prices run over a geometric grid relative to always-top's cost per query; the policy's
-    serial columns give each price's quality and cost. Ties go to the lower cost, then the
-    lower price.
-    """
-    n = int(rows.sum())
-    quality, cost = inputs.tables.quality[rows], inputs.tables.cost[rows]
-    arange = np.arange(n)
-    prices = [float(f"{rel * top_cost:.6g}") for rel in PRICE_GRID_RELATIVE]
-    q = np.empty(len(prices))
-    c = np.empty(len(prices))
-    for i, price in enumerate(prices):
-        cols = ACTION_COLUMNS[inputs.action_index(rows, price)]
-        q[i], c[i] = quality[arange, cols].sum(), cost[arange, cols].sum()
-    found = _choose(q, c, target.kind, limit, n)
-    if found is None:
+    """The value policy's price of a correct answer that best meets `target` on `rows`
+    (`tierroute.model.operating.solve_price`); ConfigError when no price meets it."""
+    if inputs.value_p is None or inputs.value_cost is None:
+        raise ConfigError("the value policy needs value-model estimates")
+    quality, cost = _action_tables(inputs, rows)
+    found = solve_price(
+        inputs.value_p[rows],
+        inputs.value_cost[rows],
+        quality,
+        cost,
+        kind=target.kind,
+        limit=limit,
+        top_cost=top_cost,
+    )
+    if not found.feasible:
         raise ConfigError(
-            f"no price of a correct answer meets the target ({target.statement()}) on {n} rows "
-            f"with the value policy: quality {q.min() / n:.4f}..{q.max() / n:.4f}, cost "
-            f"${c.min() / n:.6f}..${c.max() / n:.6f} per query (--policy thresholds searches "
-            "risk thresholds and judge rates instead)"
+            f"no price of a correct answer meets the target ({target.statement()}) on "
+            f"{int(rows.sum())} rows with the value policy (nearest: quality "
+            f"{found.quality:.4f} at ${found.cost_per_query_usd:.6f} per query; --policy "
+            "thresholds searches risk thresholds and judge rates instead)"
         )
-    return prices[found[1]]
+    return found.price_per_correct_usd
+
+
+def solve_point(
+    inputs: Inputs,
+    rows: npt.NDArray[np.bool_],
+    target: PointTarget,
+    share: float = DEFAULT_SPECULATION_COST_SHARE,
+) -> Solved:
+    """An operating point's price on `rows`: its relative target against always-top there
+    (the nearest price, marked infeasible, when none meets it)."""
+    if inputs.value_p is None or inputs.value_cost is None:
+        raise ConfigError("operating points need value-model estimates")
+    quality, cost = _action_tables(inputs, rows)
+    top_q = float(inputs.tables.quality[rows, TOP_COLUMN].mean())
+    top_c = float(inputs.tables.cost[rows, TOP_COLUMN].mean())
+    return solve_price(
+        inputs.value_p[rows],
+        inputs.value_cost[rows],
+        quality,
+        cost,
+        kind=target.kind,
+        limit=limit_of(target, top_q, top_c, share),
+        top_cost=top_c,
+    )
+
+
+def point_cross_fit(
+    inputs: Inputs,
+    folds: npt.NDArray[np.int64],
+    base: CrossFit,
+    target: PointTarget,
+    share: float = DEFAULT_SPECULATION_COST_SHARE,
+) -> CrossFit:
+    """An operating point cross-fitted: per fold, its price solved on the other folds (the
+    rest of `base`'s fold configuration kept), applied to the fold."""
+    columns = np.zeros(len(folds), dtype=np.int64)
+    params = []
+    for fold, fold_params in enumerate(base.params):
+        held_out = folds == fold
+        price = solve_point(inputs, ~held_out, target, share).price_per_correct_usd
+        found = dataclasses.replace(fold_params, price_per_correct_usd=price)
+        columns[held_out] = columns_for(inputs, found, held_out)
+        params.append(found)
+    return CrossFit(tuple(params), columns)
 
 
 def _choose_bound(
@@ -544,6 +607,55 @@ def _choose_bound(
         if within and (p95, float(bound)) < best:
             best = (p95, float(bound))
     return best[1]
+
+
+def price_curve(inputs: Inputs) -> list[dict[str, float]]:
+    """The value policy over its knob, the price of a correct answer (out-of-fold
+    estimates, serial columns): quality and cost relative to always-top per grid price."""
+    if inputs.value_p is None or inputs.value_cost is None:
+        raise ConfigError("the value policy's curve needs value-model estimates")
+    everything = np.ones(len(inputs.value_p), dtype=bool)
+    quality, cost = _action_tables(inputs, everything)
+    top_q = float(inputs.tables.quality[:, TOP_COLUMN].mean())
+    top_c = float(inputs.tables.cost[:, TOP_COLUMN].mean())
+    prices, q, c = price_sweep(inputs.value_p, inputs.value_cost, quality, cost, top_c)
+    n = len(quality)
+    return _curve(prices, q / n, c / n, top_q, top_c, "price_per_correct_usd")
+
+
+def risk_curve(inputs: Inputs) -> list[dict[str, float]]:
+    """One-call classifier routing over its knob: one risk threshold for every tier below
+    the top (the cheapest tier whose out-of-fold risk is within it), on the plain columns."""
+    t = inputs.tables
+    top_q, top_c = float(t.quality[:, TOP_COLUMN].mean()), float(t.cost[:, TOP_COLUMN].mean())
+    arange = np.arange(len(t.quality))
+    knobs = [float(v) for v in RISK_COARSE]
+    q, c = np.empty(len(knobs)), np.empty(len(knobs))
+    for i, a in enumerate(knobs):
+        r = inputs.risks
+        start = np.where(r[:, 0] <= a, 0, np.where(r[:, 1] <= a, 1, 2))
+        cols = _PLAIN[start]
+        q[i], c[i] = t.quality[arange, cols].mean(), t.cost[arange, cols].mean()
+    return _curve(knobs, q, c, top_q, top_c, "max_risk")
+
+
+def _curve(
+    knobs: Sequence[float],
+    q: npt.NDArray[np.float64],
+    c: npt.NDArray[np.float64],
+    top_q: float,
+    top_c: float,
+    knob: str,
+) -> list[dict[str, float]]:
+    return [
+        {
+            knob: k,
+            "quality": round(float(qi), DIGITS),
+            "quality_vs_always_expensive": round(float(qi) - top_q, DIGITS),
+            "cost_ratio_vs_always_expensive": round(float(ci) / top_c, DIGITS) if top_c else 0.0,
+        }
+        for k, qi, ci in zip(knobs, q, c, strict=True)
+    ]
 
 
 def figures(
@@ -713,6 +825,7 @@ def column_name(column: int, tier_names: Sequence[str]) -> str:
 __all__ = [
     "ACTION_COLUMNS",
     "COLUMNS",
+    "DEFAULT_SPECULATION_COST_SHARE",
     "CalibrationTarget",
     "CrossFit",
     "Inputs",
@@ -723,6 +836,10 @@ __all__ = [
     "columns_for",
     "cross_fit",
     "figures",
+    "point_cross_fit",
+    "price_curve",
+    "risk_curve",
     "search",
+    "solve_point",
     "tuned_strategy",
 ]
