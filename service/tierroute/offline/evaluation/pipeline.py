@@ -62,11 +62,7 @@ from tierroute.offline.evaluation.summary import (
     write_json,
 )
 from tierroute.offline.training.calibrate import DEFAULT_MAX_COST_RATIO, Target
-from tierroute.offline.training.value_fit import (
-    prepare_value_model,
-    write_calibration_data,
-    write_model_file,
-)
+from tierroute.offline.training.value_fit import solve_points, write_value_model
 from tierroute.routing import ACTIONS
 from tierroute.settings import Settings
 
@@ -451,8 +447,6 @@ def calibrate(
     names = [t.name for t in settings.tiers]
     params = cal.search(inputs, everything, search_target, speculation_cost_share=share)
     value_section = None
-    value_bytes = b""
-    evidence = None
     held_fit = fit
     if estimates is not None and tables.tokens is not None:
         ladder = Ladder.of(settings.tiers)
@@ -463,35 +457,39 @@ def calibrate(
             tokens=tables.tokens[:, cal.ACTION_COLUMNS],
             top_action=top_action(ACTIONS, len(names)),
         )
-        # Solved on the stored data as a server will read it back (float32 estimates), so a
-        # server at these prices serves exactly the prices written here.
-        solved = stored_round_trip(evidence).solve(ladder, targets, share)
-        entries = {}
+        entries = solve_points(evidence, ladder, targets, share)
         for name, point in targets.items():
             point_fit = cal.point_cross_fit(inputs, folds, fit, point, share)
             if name == default_point:
                 held_fit = point_fit
-            entries[name] = {
-                "target": {**point.as_dict(), "statement": point.statement()},
-                **solved[name].as_dict(),
-                "held_out": _brief(cal.figures(inputs, point_fit.columns, everything, names)),
-            }
+            entries[name]["held_out"] = _brief(
+                cal.figures(inputs, point_fit.columns, everything, names)
+            )
         params = dataclasses.replace(
-            params, price_per_correct_usd=solved[default_point].price_per_correct_usd
+            params, price_per_correct_usd=entries[default_point]["price_per_correct_usd"]
         )
         texts = valuefit.featurised(data, cv.prefix_chars)
         quality, tokens = valuefit.action_targets(tables.quality, tables.tokens, cal.ACTION_COLUMNS)
-        value_bytes, value_section = prepare_value_model(
-            valuefit.fit_all(texts, quality, tokens),
+        value_pipeline = valuefit.fit_all(texts, quality, tokens)
+    held_out = cal.figures(inputs, held_fit.columns, everything, names)
+    in_sample = cal.figures(inputs, cal.columns_for(inputs, params, everything), everything, names)
+    sweep = cal.target_sweep(inputs, folds, names, speculation_cost_share=share)
+    slices = calibration_output.slice_report(data, inputs, held_fit.columns, truth, names)
+    # The value model, its calibration data and the file naming their hashes are written
+    # back to back, after all the work, so a reader never waits through a search with one
+    # of them stale.
+    if estimates is not None:
+        value_section = write_value_model(
+            out.parent,
+            value_pipeline,
+            evidence,
             ladder=ladder,
             points=entries,
             default_point=default_point,
             prefix_chars=cv.prefix_chars,
             parity_texts=[r.prompt for r in data.records],
+            share=share,
         )
-        value_section["speculation_cost_share"] = share
-    held_out = cal.figures(inputs, held_fit.columns, everything, names)
-    in_sample = cal.figures(inputs, cal.columns_for(inputs, params, everything), everything, names)
     document = calibration_output.thresholds_document(
         version=bundle.version,
         tier_names=names,
@@ -503,36 +501,17 @@ def calibrate(
         cv=cv,
         data=data,
         speculation_cost_share=share,
-        sweep=cal.target_sweep(inputs, folds, names, speculation_cost_share=share),
+        sweep=sweep,
         classifier_cv=bundle.thresholds.get("classifier_cv", bundle.thresholds.get("cv")),
         static=bundle.thresholds,
         value_section=value_section,
         pricing=pricing_report(settings.tiers, options.prices, data),
         settings=calibration_output.settings_table(inputs, data, names),
     )
-    slices = calibration_output.slice_report(data, inputs, held_fit.columns, truth, names)
-    # The value model, its calibration data and the file naming their hashes are written
-    # back to back, after all the work, so a reader never waits through a search with one
-    # of them stale.
-    if value_section is not None and evidence is not None:
-        write_model_file(out.parent, value_bytes)
-        value_section["calibration_data"] = write_calibration_data(out.parent, evidence)
-        document["cascade"]["value"] = value_section
     write_json(out, document)
     if report_path is not None:
         write_json(report_path, {"target": search_target.as_dict(), "folds": cv.k, **slices})
     return CalibrationResult(document, slices)
-
-
-def stored_round_trip(evidence: CalibrationData) -> CalibrationData:
-    """`evidence` as the bundle stores it (float32 estimates, integer tokens)."""
-    return CalibrationData(
-        oof_p=evidence.oof_p.astype(np.float32).astype(np.float64),
-        oof_tokens=evidence.oof_tokens.astype(np.float32).astype(np.float64),
-        quality=evidence.quality.astype(np.int8).astype(np.float64),
-        tokens=np.rint(evidence.tokens),
-        top_action=evidence.top_action,
-    )
 
 
 def _brief(figures: dict[str, Any]) -> dict[str, Any]:

@@ -36,7 +36,13 @@ from sklearn.pipeline import Pipeline
 from tierroute.errors import ConfigError, ModelLoadError
 from tierroute.model import ValueModel, split_outputs
 from tierroute.model.bundle import POLICY_VALUE, VALUE_CALIBRATION_FILE, VALUE_FILE
-from tierroute.model.operating import PREDICTED_KINDS, CalibrationData, Ladder
+from tierroute.model.operating import (
+    DEFAULT_SPECULATION_COST_SHARE,
+    PREDICTED_KINDS,
+    CalibrationData,
+    Ladder,
+    PointTarget,
+)
 from tierroute.model.value import VALUE_OUTPUT
 from tierroute.offline.training.export import adversarial_texts, to_onnx
 from tierroute.offline.training.model import (
@@ -294,6 +300,67 @@ def write_model_file(model_dir: Path, data: bytes) -> Path:
     return path
 
 
+def stored(evidence: CalibrationData) -> CalibrationData:
+    """`evidence` as the bundle stores and a server reads it back (float32 estimates,
+    integer tokens), so prices solved on it are exactly what a server re-solves."""
+    return CalibrationData(
+        oof_p=evidence.oof_p.astype(np.float32).astype(np.float64),
+        oof_tokens=evidence.oof_tokens.astype(np.float32).astype(np.float64),
+        quality=evidence.quality.astype(np.int8).astype(np.float64),
+        tokens=np.rint(evidence.tokens),
+        top_action=evidence.top_action,
+    )
+
+
+def solve_points(
+    evidence: CalibrationData,
+    ladder: Ladder,
+    targets: Mapping[str, PointTarget],
+    share: float = DEFAULT_SPECULATION_COST_SHARE,
+) -> dict[str, dict[str, Any]]:
+    """Every operating point's entry for the thresholds file: its target and its price
+    (with in-sample figures) under `ladder`, solved on the stored form of `evidence`."""
+    solved = stored(evidence).solve(ladder, targets, share)
+    return {
+        name: {
+            "target": {**target.as_dict(), "statement": target.statement()},
+            **solved[name].as_dict(),
+        }
+        for name, target in targets.items()
+    }
+
+
+def write_value_model(
+    model_dir: Path,
+    pipeline: Pipeline,
+    evidence: CalibrationData,
+    *,
+    ladder: Ladder,
+    points: Mapping[str, Mapping[str, Any]],
+    default_point: str,
+    prefix_chars: int,
+    parity_texts: Sequence[str] = (),
+    share: float = DEFAULT_SPECULATION_COST_SHARE,
+    actions: Sequence[CascadeAction] = ACTIONS,
+) -> dict[str, Any]:
+    """Export and check `pipeline`, write value.onnx and value_calibration.npz into
+    `model_dir`, and return the `cascade.value` section naming both (`points` as
+    `solve_points` makes them, figures added as wished)."""
+    data, section = prepare_value_model(
+        pipeline,
+        ladder=ladder,
+        points=points,
+        default_point=default_point,
+        prefix_chars=prefix_chars,
+        parity_texts=parity_texts,
+        actions=actions,
+    )
+    write_model_file(model_dir, data)
+    section["calibration_data"] = write_calibration_data(model_dir, evidence)
+    section["speculation_cost_share"] = share
+    return section
+
+
 __all__ = [
     "POLICY_VALUE",
     "ValueParity",
@@ -302,6 +369,9 @@ __all__ = [
     "fit_value_pipeline",
     "predict",
     "prepare_value_model",
+    "solve_points",
+    "stored",
     "write_calibration_data",
     "write_model_file",
+    "write_value_model",
 ]
