@@ -90,7 +90,7 @@ def test_a_file_that_is_not_an_npz_is_a_load_error(tmp_path: Path) -> None:
     """Bytes that are no archive are refused with the file named, not a traceback."""
     path = tmp_path / "c.npz"
     path.write_bytes(b"not an archive at all")
-    with pytest.raises(ModelLoadError, match="not a readable .npz"):
+    with pytest.raises(ModelLoadError, match=r"not a readable \.npz"):
         _load(path)
 
 

@@ -203,6 +203,14 @@ def _summary(report: dict[str, Any]) -> str:
             f"{goal.get('quality_diff_se') or 0:.4f}, cost "
             f"{goal['cost_ratio_vs_always_expensive']:.3f} x)"
         )
+    for name, g in report.get("goals", {}).items():
+        low, high = g.get("quality_diff_ci95") or (float("nan"), float("nan"))
+        lines.append(
+            f"goal ({g['statement']}) on {name}: {'met' if g['met'] else 'not met'} "
+            f"(quality {g['quality_ratio_vs_always_expensive']:.4f} x, diff "
+            f"{g['quality_diff_vs_always_expensive']:+.4f} [{low:+.4f}, {high:+.4f}], "
+            f"{g['times_cheaper']:.2f}x cheaper)"
+        )
     return "\n".join(lines)
 
 

@@ -620,7 +620,7 @@ def price_curve(inputs: Inputs) -> list[dict[str, float]]:
     top_c = float(inputs.tables.cost[:, TOP_COLUMN].mean())
     prices, q, c = price_sweep(inputs.value_p, inputs.value_cost, quality, cost, top_c)
     n = len(quality)
-    return _curve(prices, q / n, c / n, top_q, top_c, "price_per_correct_usd")
+    return _curve(prices, q / n, c / n, top_q=top_q, top_c=top_c, knob="price_per_correct_usd")
 
 
 def risk_curve(inputs: Inputs) -> list[dict[str, float]]:
@@ -636,13 +636,14 @@ def risk_curve(inputs: Inputs) -> list[dict[str, float]]:
         start = np.where(r[:, 0] <= a, 0, np.where(r[:, 1] <= a, 1, 2))
         cols = _PLAIN[start]
         q[i], c[i] = t.quality[arange, cols].mean(), t.cost[arange, cols].mean()
-    return _curve(knobs, q, c, top_q, top_c, "max_risk")
+    return _curve(knobs, q, c, top_q=top_q, top_c=top_c, knob="max_risk")
 
 
 def _curve(
     knobs: Sequence[float],
     q: npt.NDArray[np.float64],
     c: npt.NDArray[np.float64],
+    *,
     top_q: float,
     top_c: float,
     knob: str,

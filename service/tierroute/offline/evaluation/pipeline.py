@@ -55,6 +55,7 @@ from tierroute.offline.evaluation.strategies import (
 )
 from tierroute.offline.evaluation.summary import (
     PLOT_FILE,
+    POINT_GOALS,
     REPORT_FILE,
     SUMMARY_FILE,
     build_report,
@@ -256,7 +257,7 @@ def evaluate(
                     p.price_per_correct_usd for p in point_fit.params
                 ],
             }
-        default = point_name(default_point)
+        default = goal_strategy = point_name(default_point)
     else:
         tuned_list.append(
             cal.tuned_strategy(
@@ -271,7 +272,7 @@ def evaluate(
                 inputs=inputs,
             )
         )
-        default = SHIPPED_CV
+        default, goal_strategy = SHIPPED, SHIPPED_CV
     outcomes.update(run(tuned_list))
     # Random routing at the default's cost: each tier's one-call cost per record is what
     # its always-tier baseline paid.
@@ -280,7 +281,12 @@ def evaluate(
     ]
     default_cost = float(np.mean([o.cost_usd for o in outcomes[default]]))
     random = random_strategy(
-        settings, [r.id for r in data.records], tier_costs, default_cost, options.seed, default
+        settings,
+        [r.id for r in data.records],
+        tier_costs,
+        default_cost,
+        options.seed,
+        compared=default,
     )
     outcomes.update(run([random]))
     strategies += [*tuned_list, random]
@@ -293,7 +299,11 @@ def evaluate(
         tier_names=names,
         descriptions=describe(strategies),
         default=default,
-        goal_strategy=default,
+        goal_strategy=goal_strategy,
+        point_goals={
+            point_name(name): bounds
+            for name, bounds in POINT_GOALS[ladder_kind(options.prices)].items()
+        },
         extra={
             "cv": {
                 **cv.as_dict(),

@@ -55,7 +55,9 @@ _CURVE_COLOURS = ("tab:purple", "tab:orange", "tab:brown", "tab:cyan")
 
 
 def _curves(ax: Any, report: Mapping[str, Any], top_cost: float, labelled: bool) -> None:
-    for colour, (name, points) in zip(_CURVE_COLOURS, report.get("curves", {}).items()):
+    for colour, (name, points) in zip(
+        _CURVE_COLOURS, report.get("curves", {}).items(), strict=False
+    ):
         ax.plot(
             [p["cost_ratio_vs_always_expensive"] * top_cost for p in points],
             [p["quality"] for p in points],

@@ -95,6 +95,7 @@ def random_strategy(
     tier_costs: Sequence[Sequence[float]],
     target_cost_usd: float,
     seed: int,
+    *,
     compared: str = SHIPPED,
 ) -> Strategy:
     """Random routing that spends what the strategy it is compared with (`compared`, the

@@ -2,9 +2,10 @@
 
 Training rows are the calibration tables (what the cascade engine did per record under each
 fixed setting, scored): per action of `tierroute.routing.plan.ACTIONS`, whether the final answer
-was correct and the tokens its calls billed per tier (input, output). Like the classifier's, every record's estimates come from a
-model fitted on the other folds only (the same folds), so no record is routed by a model
-that saw its outcome. This reads ground truth (through the tables), as training does.
+was correct and the tokens its calls billed per tier (input, output). Like the classifier's,
+every record's estimates come from a model fitted on the other folds only (the same folds),
+so no record is routed by a model that saw its outcome. This reads ground truth (through
+the tables), as training does.
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ Training data is a table: per record and per action of `tierroute.routing.plan.A
 the cascade engine's final answer was correct and the tokens its calls billed per tier
 (input and output, judges and escalations included), as `tierroute calibrate` measures
 them. Tokens, not dollars: the serving side prices them with the configured tiers' prices,
-so the model holds no price and a price change needs no refit. The features are the router classifier's kind: TF-IDF
-over word 1-2 grams of the lower-cased prompt prefix, vocabulary chosen the same way, but
-MAX_FEATURES of them. On them:
+so the model holds no price and a price change needs no refit. The features are the router
+classifier's kind: TF-IDF over word 1-2 grams of the lower-cased prompt prefix, vocabulary
+chosen the same way, but MAX_FEATURES of them. On them:
 
 - per action, a logistic regression (C = 1, unweighted: these are probabilities, not
   decisions) for P(correct);
