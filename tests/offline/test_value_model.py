@@ -216,7 +216,14 @@ def _inputs(n: int = 400) -> cal.Inputs:
         escalated=np.zeros((n, n_cols), dtype=bool),
     )
     value_p = np.clip(quality[:, cal.ACTION_COLUMNS] + rng.normal(0, 0.3, (n, N_ACTIONS)), 0, 1)
-    value_cost = cost[:, cal.ACTION_COLUMNS]
+    return _with_signals(rng, tables, value_p, cost[:, cal.ACTION_COLUMNS])
+
+
+def _with_signals(
+    rng: np.random.Generator, tables: cal.Tables, value_p: np.ndarray, value_cost: np.ndarray
+) -> cal.Inputs:
+    """Search inputs over `tables` with random classifier probabilities and sampler draws."""
+    n = len(value_p)
     proba = rng.dirichlet(np.ones(3), size=n)
     return cal.Inputs(
         risks=np.column_stack([proba[:, 1] + proba[:, 2], proba[:, 2], np.zeros(n)]),
@@ -293,7 +300,6 @@ def test_the_price_search_meets_a_cost_budget() -> None:
 def _fresh_inputs(evidence: CalibrationData, ladder: Ladder) -> cal.Inputs:
     """Calibration inputs built from scratch on the same rows, priced with `ladder`: every
     table column plays the action whose serial column it is (speculative ones copy it)."""
-    n = len(evidence.oof_p)
     # Column -> action: serial columns play their action (ACTION_COLUMNS); the speculative
     # columns 2, 5 and 8 copy their serial twins' actions 1, 4 and 2.
     source = [0, 1, 1, 3, 4, 4, 5, 2, 2]
@@ -309,16 +315,7 @@ def _fresh_inputs(evidence: CalibrationData, ladder: Ladder) -> cal.Inputs:
         final=np.zeros(cost.shape, dtype=np.int64),
         escalated=np.zeros(cost.shape, dtype=bool),
     )
-    proba = rng.dirichlet(np.ones(3), size=n)
-    return cal.Inputs(
-        risks=np.column_stack([proba[:, 1] + proba[:, 2], proba[:, 2], np.zeros(n)]),
-        confidence=proba.max(axis=1),
-        type_index=rng.integers(0, 4, n),
-        draw=rng.random(n),
-        tables=tables,
-        value_p=evidence.oof_p,
-        value_cost=ladder.price(evidence.oof_tokens),
-    )
+    return _with_signals(rng, tables, evidence.oof_p, ladder.price(evidence.oof_tokens))
 
 
 @pytest.mark.parametrize("ladder_name", ["calibration", "flat"])

@@ -496,6 +496,24 @@ def _action_tables(
     )
 
 
+def _solve(
+    inputs: Inputs, rows: npt.NDArray[np.bool_], kind: str, limit: float, top_cost: float
+) -> Solved:
+    """`tierroute.model.operating.solve_price` on `rows`' estimates and action outcomes."""
+    if inputs.value_p is None or inputs.value_cost is None:
+        raise ConfigError("the value policy needs value-model estimates")
+    quality, cost = _action_tables(inputs, rows)
+    return solve_price(
+        inputs.value_p[rows],
+        inputs.value_cost[rows],
+        quality,
+        cost,
+        kind=kind,
+        limit=limit,
+        top_cost=top_cost,
+    )
+
+
 def _search_price(
     inputs: Inputs,
     rows: npt.NDArray[np.bool_],
@@ -505,18 +523,7 @@ def _search_price(
 ) -> float:
     """The value policy's price of a correct answer that best meets `target` on `rows`
     (`tierroute.model.operating.solve_price`); ConfigError when no price meets it."""
-    if inputs.value_p is None or inputs.value_cost is None:
-        raise ConfigError("the value policy needs value-model estimates")
-    quality, cost = _action_tables(inputs, rows)
-    found = solve_price(
-        inputs.value_p[rows],
-        inputs.value_cost[rows],
-        quality,
-        cost,
-        kind=target.kind,
-        limit=limit,
-        top_cost=top_cost,
-    )
+    found = _solve(inputs, rows, target.kind, limit, top_cost)
     if not found.feasible:
         raise ConfigError(
             f"no price of a correct answer meets the target ({target.statement()}) on "
@@ -535,20 +542,9 @@ def solve_point(
 ) -> Solved:
     """An operating point's price on `rows`: its relative target against always-top there
     (the nearest price, marked infeasible, when none meets it)."""
-    if inputs.value_p is None or inputs.value_cost is None:
-        raise ConfigError("operating points need value-model estimates")
-    quality, cost = _action_tables(inputs, rows)
     top_q = float(inputs.tables.quality[rows, TOP_COLUMN].mean())
     top_c = float(inputs.tables.cost[rows, TOP_COLUMN].mean())
-    return solve_price(
-        inputs.value_p[rows],
-        inputs.value_cost[rows],
-        quality,
-        cost,
-        kind=target.kind,
-        limit=limit_of(target, top_q, top_c, share),
-        top_cost=top_c,
-    )
+    return _solve(inputs, rows, target.kind, limit_of(target, top_q, top_c, share), top_c)
 
 
 def point_cross_fit(
