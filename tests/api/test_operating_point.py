@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from tierroute_client import AsyncTierRouteClient
 
 from tests.fixtures import add_value_policy, make_records, write_dataset
 from tests.helpers import make_settings, running_server
@@ -102,3 +103,15 @@ async def test_an_operating_point_without_a_value_policy_is_invalid_argument() -
             await s.stub.Route(pb.RouteRequest(query="What is 2 + 2?", policy=policy))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "ships no operating points" in (err.value.details() or "")
+
+
+async def test_the_python_client_sends_the_operating_point(bundle: tuple[Path, list[str]]) -> None:
+    """`operating_point=` of the Python client reaches the server's value policy."""
+    path, prompts = bundle
+    settings = make_settings({"TIERROUTE_MODEL_DIR": str(path)})
+    async with (
+        running_server(settings, provider=provider()) as s,
+        AsyncTierRouteClient(f"127.0.0.1:{s.port}") as client,
+    ):
+        r = await client.cascade(prompts[1], operating_point="third_cost")
+    assert r.tier == "cheap"
