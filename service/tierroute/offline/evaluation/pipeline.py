@@ -31,6 +31,7 @@ from tierroute.model.value import operating_prices, top_action
 from tierroute.offline.evaluation import calibration as cal
 from tierroute.offline.evaluation import calibration_output, valuefit
 from tierroute.offline.evaluation.crossval import CrossValidation, cross_validate
+from tierroute.offline.evaluation.curves import price_curve, risk_curve
 from tierroute.offline.evaluation.eval_data import (
     LADDER_CONFIG,
     EvalData,
@@ -389,9 +390,9 @@ def bundle_points(bundle: Bundle, settings: Settings) -> tuple[dict[str, PointTa
 
 def curves(inputs: cal.Inputs, names: list[str], value: bool) -> dict[str, Any]:
     """Each policy's trade-off over its knob, from the tables (out-of-fold estimates)."""
-    out = {"classifier (risk threshold)": cal.risk_curve(inputs)}
+    out = {"classifier (risk threshold)": risk_curve(inputs)}
     if value:
-        out["value policy (price of a correct answer)"] = cal.price_curve(inputs)
+        out["value policy (price of a correct answer)"] = price_curve(inputs)
     return out
 
 
