@@ -137,9 +137,9 @@ def plot_frontier(report: Mapping[str, Any], path: Path) -> None:
     figure.legend(loc="lower center", ncol=3, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.0))
     figure.suptitle(
         f"tierroute cost-quality frontier on {report.get('data_file', 'data')} "
-        f"({report['n']} queries, {report.get('pricing', {}).get('ladder', '')} prices); grey "
-        "squares: always one tier; green: oracle; lines: each policy over its knob; stars: "
-        "operating points"
+        f"({report['n']} queries, {report.get('pricing', {}).get('ladder', '')} prices)\ngrey "
+        "squares: always one tier; green: oracle; lines: each policy over its knob (in-sample "
+        "knob, out-of-fold estimates); stars: the operating points, cross-fitted"
     )
     figure.tight_layout(rect=(0, 0.17, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
