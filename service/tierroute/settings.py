@@ -627,7 +627,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError as exc:
-        raise ConfigError(f"configuration file not found: {path}") from exc
+        raise ConfigError(f"configuration file not found: {path} (TIERROUTE_CONFIG)") from exc
+    except OSError as exc:
+        raise ConfigError(
+            f"configuration file {path} cannot be read ({exc.strerror}); check TIERROUTE_CONFIG"
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from exc
 

@@ -21,6 +21,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from tierroute import observability
 from tierroute.api.admission import AdmissionInterceptor
 from tierroute.api.health import SERVICE_NAME, BreakerHealthServicer
+from tierroute.api.preflight import check_paths
 from tierroute.api.security import AuthInterceptor, TokenStore, server_credentials
 from tierroute.api.servicer import TierRouterServicer
 from tierroute.api.status import ErrorMappingInterceptor, ServerInterceptor
@@ -89,6 +90,8 @@ class TierRouteServer:
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         """Bind, load and warm the model, then report SERVING; returns the bound port."""
         cfg = self.settings.server
+        # Every file and directory first: a problem is one line naming the setting.
+        check_paths(self.settings, model_injected=self._scorer is not None)
         # The registry's promoted version when a registry is configured, else model_dir.
         registry = ModelRegistry.from_settings(self.settings)
         initial = startup_model(self.settings, registry, self._scorer)
