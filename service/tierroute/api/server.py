@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -186,30 +187,35 @@ class TierRouteServer:
             await self._abandon(server)
             raise
         self._server = server
-        self.reloader.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
-        poll_s = self.settings.routing.registry_poll_s
-        if registry is not None and poll_s > 0:
-            self._watcher = asyncio.create_task(
-                self.models.watch(poll_s), name="tierroute-model-watcher"
-            )
+        self._watch(registry)
         logger.info("serving on port %s (model %s)", self.port, self.router.model_version)
         return self.port
 
+    def _watch(self, registry: ModelRegistry | None) -> None:
+        """Start watching the tokens and tenants files, and the registry's promotions."""
+        if self.reloader is not None:
+            self.reloader.start()
+        poll_s = self.settings.routing.registry_poll_s
+        if registry is not None and poll_s > 0 and self.models is not None:
+            self._watcher = asyncio.create_task(
+                self.models.watch(poll_s), name="tierroute-model-watcher"
+            )
+
     def _reloader(self, auth: AuthInterceptor, tenancy: Tenancy) -> Reloader:
         """The files that reload on change and on SIGHUP: tokens and tenants' limits."""
-        files: list[WatchedFile[object]] = []
+        files: list[WatchedFile[Any]] = []
         tokens_file = self.settings.auth.tokens_file
         if tokens_file is not None:
             files.append(
-                WatchedFile(  # type: ignore[arg-type]
+                WatchedFile(
                     tokens_file, "auth.tokens_file", TokenStore.load, auth.authenticator.swap_store
                 )
             )
         tenants_file = self.settings.tenancy.tenants_file
         if tenants_file is not None:
             files.append(
-                WatchedFile(  # type: ignore[arg-type]
+                WatchedFile(
                     tenants_file, "tenancy.tenants_file", TenantBook.load, tenancy.swap_book
                 )
             )

@@ -637,6 +637,8 @@ class CascadeEngine:
         if isinstance(end, _Candidate):
             return self._result(run, climb, end)
         if isinstance(end, _Stopped):
+            if end.held is None and run.spend.serves_cheapest:
+                return await self._cheapest_instead(run, climb)
             return self._stopped(run, climb, end.stop, end.held)
         name = self._tiers[end.index].name
         if isinstance(end, _Interrupted):
@@ -703,6 +705,24 @@ class CascadeEngine:
             f"no tier could answer; the {name} circuit breaker is open and no tier below answered"
         )
 
+    async def _cheapest_instead(self, run: RunState, climb: _Climb) -> CascadeResult:
+        """The tenant's budget refused the tier asked, and its policy serves the cheapest
+        tier instead: its answer, unjudged."""
+        note = ReasonNote(
+            Reason.TENANT_BUDGET,
+            f"tenant {run.query.route.tenant_id!r} is over budget; the cheapest tier answers, "
+            "unjudged",
+        )
+        run.reasons.append(note)
+        outcome = await self._caller.answer(run, 0, climb.plain)
+        if outcome.error is not None and outcome.stop is None:
+            raise AllTiersFailed(
+                f"over budget, and the cheapest tier failed with {outcome.error.kind}"
+            ) from outcome.error
+        if outcome.completion is None:
+            return self._stopped(run, climb, outcome.stop or "tenant_budget", None)
+        return self._result(run, climb, _Candidate.of(outcome.completion, 0, "skipped"))
+
     def _stopped(
         self, run: RunState, climb: _Climb, stop: Stop, held: _Candidate | None
     ) -> CascadeResult:
@@ -739,7 +759,7 @@ class CascadeEngine:
             decision=climb.decision,
             content=answer.content or ({"type": "text", "text": answer.text},),
             stop_reason=answer.stop_reason,
-            tenant_over_budget=run.query.cheapest_only,
+            tenant_over_budget=run.query.cheapest_only or run.spend.over_budget,
         )
 
 

@@ -24,6 +24,11 @@ SPEND_STOPS: tuple[SpendStop, ...] = ("cost_ceiling", "tenant_budget")
 class Ledger(Protocol):
     """A tenant's budget as a Cascade sees it (`tierroute.tenancy.TenantLedger`)."""
 
+    @property
+    def serves_cheapest(self) -> bool:
+        """Whether a call the budget refuses is answered by the cheapest tier instead."""
+        ...
+
     async def reserve(
         self, tier_name: str, tier_index: int, worst_usd: float, worst_tokens: int
     ) -> str:
@@ -53,6 +58,20 @@ class RequestSpend:
         self.in_flight_usd = 0.0
         # Why the last call was refused: raised when the request has no answer to return.
         self.refusal: TierrouteError | None = None
+
+    @property
+    def serves_cheapest(self) -> bool:
+        """The tenant's budget refused a call and its policy is to serve the cheapest tier."""
+        return (
+            isinstance(self.refusal, TenantLimited)
+            and self._ledger is not None
+            and self._ledger.serves_cheapest
+        )
+
+    @property
+    def over_budget(self) -> bool:
+        """Whether the tenant's budget refused a call of this request."""
+        return isinstance(self.refusal, TenantLimited)
 
     async def reserve(
         self, draft: HopDraft, index: int, worst_usd: float, worst_tokens: int, max_tokens: int

@@ -132,6 +132,13 @@ class TenantLedger:
         self._admission = admission
         self._request_id = request_id
 
+    @property
+    def serves_cheapest(self) -> bool:
+        """Whether the tenant's policy is to answer from the cheapest tier when over budget
+        (its cheapest-tier calls are then never refused, only recorded)."""
+        limits = self._admission.limits
+        return limits is not None and limits.on_budget_exhausted == "cheapest"
+
     async def reserve(
         self, tier_name: str, tier_index: int, worst_usd: float, worst_tokens: int
     ) -> str:
@@ -145,7 +152,10 @@ class TenantLedger:
                 tenant=admission.tenant,
                 retry_after_s=None,
             )
-        budget = 0.0 if limits is None or admission.cheapest else limits.budget_usd
+        unlimited = (
+            limits is None or admission.cheapest or (tier_index == 0 and self.serves_cheapest)
+        )
+        budget = 0.0 if unlimited or limits is None else limits.budget_usd
         window = limits.window_s if limits is not None else 86_400.0
         reservation, spend = await tenancy.state.reserve(
             admission.tenant,

@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from tierroute.errors import ConfigError
 
@@ -67,7 +67,7 @@ class WatchedFile(Generic[T]):
 class Reloader:
     """Checks its files every `poll_s` seconds (0: only when asked, as on SIGHUP)."""
 
-    def __init__(self, files: Sequence[WatchedFile[object]], poll_s: float) -> None:
+    def __init__(self, files: Sequence[WatchedFile[Any]], poll_s: float) -> None:
         self.files = tuple(files)
         self._poll_s = poll_s
         self._task: asyncio.Task[None] | None = None

@@ -138,7 +138,8 @@ class _Postgres:
         if conn is None or conn.closed or conn.broken:
             conn = psycopg.connect(self._url, autocommit=True, connect_timeout=self._timeout)
             conn.execute("SET statement_timeout = 30000")
-            self._schema = conn.execute("SELECT current_schema()").fetchone()[0] or ""
+            row = conn.execute("SELECT current_schema()").fetchone()
+            self._schema = (row[0] if row is not None else None) or ""
             self._conn = conn
         return conn
 

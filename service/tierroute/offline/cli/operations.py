@@ -27,6 +27,7 @@ from typing import Any
 
 from tierroute.errors import ConfigError, ModelLoadError, NotFound, ProviderError
 from tierroute.offline.cli.args import add_data_argument, add_folds_argument
+from tierroute.offline.cli.tenant_report import run_tenant_report
 from tierroute.outcomes import default_data_path
 from tierroute.querylog import QueryLogError, Report, ReportBuilder, Store, open_store
 from tierroute.querylog.records import utc_now
@@ -510,6 +511,13 @@ def add_report_parser(subparsers: Any) -> None:
         default=None,
         help="start of the window: ISO date/datetime (UTC) or a duration ago such as 7d, 12h",
     )
+    parser.add_argument(
+        "--tenant",
+        metavar="ID",
+        default=None,
+        help="report one tenant's spend against its budget (window, reserved, when it "
+        "frees) and its last minute against its rate limits, from the tenant state",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run_report)
 
@@ -531,6 +539,8 @@ async def build_report(url: str, tiers: tuple[str, ...], since: datetime | None)
 
 def run_report(args: argparse.Namespace, settings: Settings, environ: Mapping[str, str]) -> int:
     """Print the report; 0 on success, 1 when the log cannot be read, 2 on bad arguments."""
+    if args.tenant is not None:
+        return run_tenant_report(args.db, settings, args.tenant, as_json=args.json)
     try:
         url = args.db or settings.querylog.url.get()
         since = None if args.since is None else parse_since(args.since, utc_now())
