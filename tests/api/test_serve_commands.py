@@ -166,3 +166,42 @@ def test_hash_token_command_generates_a_new_token(capsys: pytest.CaptureFixture[
     token = token_line.split()[1]
     assert len(token) >= 40
     assert digest_line.split()[1] == hash_token(token)
+
+
+def _in_read_only_dir(folder: Path, argv: list[str]) -> list[str] | None:
+    """`argv` run with a read-only working directory `folder`: its permission bits for a
+    user, a read-only tmpfs in a private mount namespace for root (None: cannot be made)."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return argv
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return None
+    probe = subprocess.run(  # noqa: S603 - fixed arguments
+        [unshare, "-m", "--propagation", "private", "true"], capture_output=True, check=False
+    )
+    if probe.returncode != 0:
+        return None
+    script = 'mount -t tmpfs -o ro none "$0" && cd "$0" && exec "$@"'
+    return [unshare, "-m", "--propagation", "private", "sh", "-c", script, str(folder), *argv]
+
+
+def test_a_read_only_working_directory_fails_start_up_in_one_line(tmp_path: Path) -> None:
+    """`serve` in a read-only working directory (the image's filesystem mounted read-only)
+    ends with exit 2 and one line naming the query-log spool and the setting to change."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    argv = _in_read_only_dir(folder, [sys.executable, "-m", "tierroute", "serve", "--port", "0"])
+    if argv is None:
+        pytest.skip("no way to make a read-only directory here")
+    env = {**_env(TIERROUTE_MODEL_DIR=str(BUNDLE)), "TIERROUTE_QUERYLOG_ENABLED": "true"}
+    done = subprocess.run(  # noqa: S603 - the interpreter running the tests
+        argv, cwd=folder, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    folder.chmod(0o755)
+    errors = [line for line in done.stderr.splitlines() if " INFO " not in line]
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(errors) == 1, errors
+    assert "tierroute-querylog.spool.jsonl" in errors[0]
+    assert "querylog.spool_path (TIERROUTE_QUERYLOG_SPOOL_PATH)" in errors[0]

@@ -259,7 +259,7 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
             )
         except BaseException as exc:
             if call is not None:
-                call.failed()
+                await call.failed(cancelled=isinstance(exc, asyncio.CancelledError | GeneratorExit))
             self._record_failure("cascade", request, exc)
             raise
         response = convert.cascade_response(result, self._tier_names)
@@ -305,7 +305,7 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
                     await asyncio.wait([run])
         except BaseException as exc:
             if call is not None:
-                call.failed()
+                await call.failed(cancelled=isinstance(exc, asyncio.CancelledError | GeneratorExit))
             self._record_failure("cascade", request, exc)
             raise
         await self._answered(

@@ -347,11 +347,12 @@ class Tenancy:
     def release_soon(self, tenant: str, request_id: str) -> None:
         """A claimed call failed: its request id may run again (released in a task of its
         own, as the call may be ending by cancellation; its lease frees it otherwise)."""
-        task = asyncio.get_running_loop().create_task(self._release(tenant, request_id))
+        task = asyncio.get_running_loop().create_task(self.release(tenant, request_id))
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 
-    async def _release(self, tenant: str, request_id: str) -> None:
+    async def release(self, tenant: str, request_id: str) -> None:
+        """Free a claimed request id (a failed call's) for a retry to run afresh."""
         try:
             await self.state.release(tenant, request_id)
         except TenancyUnavailable as exc:
@@ -423,7 +424,12 @@ class CascadeCall:
             if self.claimed:
                 self.tenancy.release_soon(tenant, self.request_id)
 
-    def failed(self) -> None:
-        """The call failed or was cancelled: its request id may run again."""
-        if self.claimed:
+    async def failed(self, *, cancelled: bool) -> None:
+        """The call failed: its request id may run again at once. A cancelled call's is
+        released in a task of its own (nothing more may be awaited while it unwinds)."""
+        if not self.claimed:
+            return
+        if cancelled:
             self.tenancy.release_soon(self.admission.tenant, self.request_id)
+        else:
+            await self.tenancy.release(self.admission.tenant, self.request_id)
