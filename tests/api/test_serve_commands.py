@@ -177,7 +177,7 @@ def _in_read_only_dir(folder: Path, argv: list[str]) -> list[str] | None:
     unshare = shutil.which("unshare")
     if unshare is None:
         return None
-    probe = subprocess.run(  # noqa: S603 - fixed arguments
+    probe = subprocess.run(
         [unshare, "-m", "--propagation", "private", "true"], capture_output=True, check=False
     )
     if probe.returncode != 0:
@@ -195,7 +195,7 @@ def test_a_read_only_working_directory_fails_start_up_in_one_line(tmp_path: Path
     if argv is None:
         pytest.skip("no way to make a read-only directory here")
     env = {**_env(TIERROUTE_MODEL_DIR=str(BUNDLE)), "TIERROUTE_QUERYLOG_ENABLED": "true"}
-    done = subprocess.run(  # noqa: S603 - the interpreter running the tests
+    done = subprocess.run(
         argv, cwd=folder, env=env, capture_output=True, text=True, timeout=60, check=False
     )
     folder.chmod(0o755)

@@ -8,7 +8,7 @@ import pytest
 from grpc import aio
 
 from tests.helpers import running_server
-from tests.tenancy.serving import COST, EASY, MID, CHEAP, SPENT, cheap_call, tenant_settings
+from tests.tenancy.serving import CHEAP, COST, EASY, MID, SPENT, cheap_call, tenant_settings
 from tierroute.providers.scripted import Reply, ScriptedProvider
 from tierroute.v1 import tierroute_pb2 as pb
 

@@ -34,7 +34,8 @@ def test_tenant_tables_become_tenant_limits() -> None:
     assert (acme.budget_usd, acme.window_s, acme.requests_per_minute) == (5.0, 30 * 86_400.0, 60)
     assert (acme.tokens_per_minute, acme.on_budget_exhausted) == (0, "reject")
     other = book.limits("globex")
-    assert other is not None and other.on_budget_exhausted == "cheapest"
+    assert other is not None
+    assert other.on_budget_exhausted == "cheapest"
 
 
 @pytest.mark.parametrize(

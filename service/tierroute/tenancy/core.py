@@ -152,11 +152,10 @@ class TenantLedger:
                 tenant=admission.tenant,
                 retry_after_s=None,
             )
-        unlimited = (
-            limits is None or admission.cheapest or (tier_index == 0 and self.serves_cheapest)
-        )
-        budget = 0.0 if unlimited or limits is None else limits.budget_usd
-        window = limits.window_s if limits is not None else 86_400.0
+        assert limits is not None  # tenants without limits have no ledger
+        unlimited = admission.cheapest or (tier_index == 0 and self.serves_cheapest)
+        budget = 0.0 if unlimited else limits.budget_usd
+        window = limits.window_s
         reservation, spend = await tenancy.state.reserve(
             admission.tenant,
             self._request_id,
@@ -167,7 +166,6 @@ class TenantLedger:
             window_s=window,
         )
         if reservation is None:
-            assert limits is not None  # only a budget refuses
             now = tenancy.clock()
             raise TenantBudgetExhausted(
                 budget_message(admission.tenant, limits, spend, now)
@@ -277,8 +275,11 @@ class Tenancy:
             retry_after_s=spend.frees_at - now if spend.frees_at is not None else None,
         )
 
-    def ledger(self, admission: Admission, request_id: str) -> TenantLedger:
-        """The ledger a Cascade reserves and settles each model call with."""
+    def ledger(self, admission: Admission, request_id: str) -> TenantLedger | None:
+        """The ledger a Cascade reserves and settles each model call with; None for a tenant
+        without limits, whose calls then cost no state round trip."""
+        if admission.limits is None:
+            return None
         return TenantLedger(self, admission, request_id)
 
     def settle_soon(self, tenant: str, reservation: str, cost_usd: float, tokens: int) -> None:
@@ -404,7 +405,7 @@ class CascadeCall:
     session_floor: int = 0
     session_loop_tier: int | None = None
 
-    def ledger(self, request_id: str) -> TenantLedger:
+    def ledger(self, request_id: str) -> TenantLedger | None:
         """The ledger of this call's model calls (`request_id`: the id the run uses)."""
         return self.tenancy.ledger(self.admission, request_id)
 
