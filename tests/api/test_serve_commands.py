@@ -20,9 +20,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.fixtures import make_records, write_dataset
-from tierroute.api.security import hash_token
+from tierroute.api.security import bearer_metadata, hash_token
 from tierroute.api.serve_commands import add_replay_parser, add_token_parser, run_replay_server
 from tierroute.settings import Settings
+from tierroute.v1 import tierroute_pb2 as pb
+from tierroute.v1 import tierroute_pb2_grpc as pb_grpc
 
 ACME_TOKEN = "acme-token-5b1f0c"
 RECORDS = make_records(40, claude=True)
@@ -205,3 +207,42 @@ def test_a_read_only_working_directory_fails_start_up_in_one_line(tmp_path: Path
     assert len(errors) == 1, errors
     assert "tierroute-querylog.spool.jsonl" in errors[0]
     assert "querylog.spool_path (TIERROUTE_QUERYLOG_SPOOL_PATH)" in errors[0]
+
+
+def test_sighup_reloads_the_tokens_file_of_a_running_server(tmp_path: Path) -> None:
+    """`serve` reloads its tokens file on SIGHUP: a token added to the file is served."""
+    tokens = tmp_path / "tokens.toml"
+    tokens.write_text(f'[tenants]\nacme = ["{hash_token(ACME_TOKEN)}"]\n')
+    port = _free_port()
+    env = _env(
+        TIERROUTE_AUTH_TOKENS_FILE=str(tokens),
+        TIERROUTE_TENANCY_RELOAD_POLL_S="0",
+        TIERROUTE_REPLAY_TIME_SCALE="0",
+    )
+    with _serve(env, port) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stderr is not None
+            assert f":{port}" in proc.stdout.readline()
+            tokens.write_text(
+                f'[tenants]\nacme = ["{hash_token(ACME_TOKEN)}", "{hash_token("second")}"]\n'
+            )
+            proc.send_signal(signal.SIGHUP)
+            # The server logs the reload: wait for that line rather than for a time.
+            for line in proc.stderr:
+                if "auth.tokens_file reloaded" in line:
+                    break
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                reply = pb_grpc.TierRouterStub(channel).Route(
+                    pb.RouteRequest(query="What is 2+2?", strategy=pb.STRATEGY_HEURISTIC),
+                    metadata=bearer_metadata("second"),
+                    timeout=10,
+                )
+            assert reply.tier.name
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=60)
+            assert proc.returncode == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()

@@ -326,13 +326,14 @@ async def serve(
             meter_provider=tel.meter_provider,
         )
         bound = await server.start(host, port)
-        print(f"tierroute serving on {host or settings.server.host}:{bound}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        # SIGHUP reloads the tokens and tenants files without dropping a call.
+        # SIGHUP reloads the tokens and tenants files without dropping a call. Installed
+        # before the line below, which tells whoever waits for it that signals are safe.
         loop.add_signal_handler(signal.SIGHUP, server.reload_files)
+        print(f"tierroute serving on {host or settings.server.host}:{bound}", flush=True)
         await stop.wait()
         logger.info(
             "shutting down; drain %ss, grace period %ss",
