@@ -96,13 +96,21 @@ def _check_serving_then_stop(proc: subprocess.Popen[str], port: int) -> None:
                 health_pb2.HealthCheckRequest(service=""), timeout=10
             )
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=60)
-        assert proc.returncode == 0
+        _stop_cleanly(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        _kill_if_running(proc)
+
+
+def _stop_cleanly(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 0
+
+
+def _kill_if_running(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
 
 
 def test_port_in_use_fails_start_up_with_a_clear_message() -> None:
@@ -239,10 +247,6 @@ def test_sighup_reloads_the_tokens_file_of_a_running_server(tmp_path: Path) -> N
                     timeout=10,
                 )
             assert reply.tier.name
-            proc.send_signal(signal.SIGINT)
-            proc.communicate(timeout=60)
-            assert proc.returncode == 0
+            _stop_cleanly(proc)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+            _kill_if_running(proc)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import FakeClock
+from tierroute.errors import TenancyUnavailable
 from tierroute.tenancy import StateStore
 
 HOUR = 3600.0
@@ -154,3 +155,18 @@ async def test_replicas_on_postgresql_never_reserve_past_the_budget(pg_url: str)
             await replica.aclose()
     assert sum(r is not None for r, _ in results) == 10
     assert spend.total_usd == pytest.approx(1.0)
+
+
+async def test_an_unreachable_database_is_unavailable_then_recovers(sqlite_file: Path) -> None:
+    """A state whose database cannot be opened starts, answers TenancyUnavailable, and works
+    once the database can be opened."""
+    missing = sqlite_file.parent / "later"
+    state = StateStore.open(f"sqlite:///{missing / 'state.sqlite3'}")
+    await state.start()
+    try:
+        with pytest.raises(TenancyUnavailable, match="cannot be opened"):
+            await state.session("acme", "chat")
+        missing.mkdir()
+        assert await state.session("acme", "chat") == (0, None)
+    finally:
+        await state.aclose()

@@ -300,10 +300,16 @@ class Tenancy:
     # -- sessions -------------------------------------------------------------------------
 
     async def session(self, tenant: str, session_id: str) -> tuple[int, int | None]:
-        """The session's floor and open agent loop ((0, None): new or expired)."""
+        """The session's floor and open agent loop ((0, None): new, expired or unreadable)."""
         if not session_id:
             return 0, None
-        return await self.state.session(tenant, session_id)
+        try:
+            return await self.state.session(tenant, session_id)
+        except TenancyUnavailable as exc:
+            # Routing without the floor beats refusing the call: a session is a preference,
+            # a budget is a limit (budgets and request ids fail closed instead).
+            logger.warning("session of tenant %s not read; routing without it: %s", tenant, exc)
+            return 0, None
 
     async def answered(
         self, tenant: str, session_id: str, tier_index: int, *, tool_call: bool

@@ -189,6 +189,7 @@ class StateStore:
         self._clock = clock
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tenancy-state")
         self._q = "?" if dialect.param == "?" else "%s"
+        self._migrated = False
 
     @classmethod
     def open(
@@ -215,8 +216,19 @@ class StateStore:
         )
 
     async def start(self) -> None:
-        """Create the tables (the query log's migrations) unless they are in memory."""
-        if self._migrate_url is None:
+        """Create the tables (the query log's migrations) unless they are in memory.
+
+        A database that cannot be reached now is an outage, not a configuration error: the
+        server starts, calls that need the state are UNAVAILABLE, and the next one tries
+        again.
+        """
+        try:
+            await self._ensure_tables()
+        except TenancyUnavailable as exc:
+            logger.warning("%s; retrying on the next call that needs it", exc)
+
+    async def _ensure_tables(self) -> None:
+        if self._migrated or self._migrate_url is None:
             return
         store = open_store(self._migrate_url)
         try:
@@ -227,6 +239,7 @@ class StateStore:
             ) from exc
         finally:
             await store.aclose()
+        self._migrated = True
 
     async def aclose(self) -> None:
         """Finish the operation running, then close the connection."""
@@ -234,6 +247,7 @@ class StateStore:
         self._pool.shutdown(wait=True)
 
     async def _run(self, tenant: str, work: Callable[[Any, float], T]) -> T:
+        await self._ensure_tables()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self._call, tenant, work)
 
