@@ -255,7 +255,7 @@ class AuthInterceptor(ServerInterceptor):
             # Bidirectional streams (Envoy's ext_proc) carry no tenant_id to check: the
             # token alone decides, and its tenant holds for the whole stream.
             return grpc.stream_stream_rpc_method_handler(
-                self._wrap_bidi(method, metadata, handler.stream_stream),
+                self._wrap_bidi(method, metadata, handler.stream_stream),  # type: ignore[arg-type]
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -315,7 +315,6 @@ class AuthInterceptor(ServerInterceptor):
                 yield response
 
         return authorised
-
 
     def _wrap_bidi(
         self,
