@@ -95,9 +95,7 @@ class ExtProcFilter:
             reply = await self._exchange(
                 call,
                 ep.ProcessingRequest(
-                    request_headers=ep.HttpHeaders(
-                        headers=header_map(sent), end_of_stream=not body
-                    )
+                    request_headers=ep.HttpHeaders(headers=header_map(sent), end_of_stream=not body)
                 ),
                 "request_headers",
                 seen,
@@ -139,9 +137,7 @@ class ExtProcFilter:
             if response_header_mode == mode_pb.ProcessingMode.SEND:
                 reply = await self._exchange(
                     call,
-                    ep.ProcessingRequest(
-                        response_headers=ep.HttpHeaders(headers=header_map(back))
-                    ),
+                    ep.ProcessingRequest(response_headers=ep.HttpHeaders(headers=header_map(back))),
                     "response_headers",
                     seen,
                 )
