@@ -10,7 +10,7 @@ DATA ?= $(or $(TIERROUTE_DATA),../shared/data/dev.jsonl.gz)
 HOST ?= 127.0.0.1
 PORT ?= 50051
 
-.PHONY: venv install protos protos-check run test node-test check fmt model bench eval clean
+.PHONY: venv install protos protos-check run test node-test check fmt model bench eval clean image-test
 
 # The server and the client install in one resolver run: the client's grpcio and protobuf
 # ranges meet the root's pins, and neither install has to come first.
@@ -112,6 +112,13 @@ test: $(STAMP) protos-check node-test
 node-test: $(STAMP)
 	cd clients/node && npm ci --no-audit --no-fund && npm test
 
+# The Kubernetes manifests against the schemas of the oldest Kubernetes they support (1.30:
+# the preStop sleep action), offline with kubernetes-validate's bundled schemas. Kustomizations
+# and Envoy's own config are not Kubernetes resources (tests/system/test_envoy_config.py
+# checks envoy.yaml).
+K8S_VERSION := 1.30.0
+K8S_MANIFESTS = $(filter-out %/kustomization.yaml %/envoy.yaml,$(wildcard deploy/k8s/*.yaml deploy/envoy/*.yaml))
+
 check: $(STAMP) protos-check
 	$(BIN)/ruff format --check service tests bench model_export clients/python
 	$(BIN)/ruff check service tests bench model_export clients/python
@@ -119,6 +126,13 @@ check: $(STAMP) protos-check
 	$(BIN)/mypy --strict clients/python/src
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
+	$(BIN)/kubernetes-validate --strict --quiet -k $(K8S_VERSION) $(K8S_MANIFESTS)
+
+# Build the Dockerfile with podman on a base image made here with mmdebstrap, then serve Route
+# and Cascade from the image's root filesystem as its non-root user (deploy/image-test.sh,
+# docs/deploy.md). Needs root; installs podman and mmdebstrap when missing. Not in `make test`.
+image-test: $(STAMP)
+	bash deploy/image-test.sh
 
 fmt: $(STAMP)
 	$(BIN)/ruff format service tests bench model_export clients/python

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# `make image-test`: build the Dockerfile and serve from the image, without a registry or a
+# container runtime (docs/deploy.md, "The image, built and run").
+#
+# 1. A base image made here: mmdebstrap writes a minimal Debian bookworm with Python 3.11 from
+#    this machine's apt sources, and podman imports it (no registry serves images here).
+# 2. podman builds the Dockerfile on it with --isolation=chroot (containers cannot be
+#    started here), pip inside the build reaching the package index through this machine's
+#    pip configuration, CA bundle and wheel folders, mounted read-only.
+# 3. The image's root filesystem (podman create + podman mount) runs the image's entrypoint
+#    with the image's environment and working directory, as its user (chroot --userspec).
+# 4. From outside, through the Python client: Route, Cascade, and the image's health check.
+#
+# Needs root, podman and mmdebstrap (installed from Debian's packages when missing).
+# Environment: IMAGE (tag to build, default localhost/tierroute:image-test), BASE_IMAGE
+# (default localhost/pybase:bookworm; made once and reused), IMAGE_TEST_SOURCES (apt sources
+# for mmdebstrap; default this machine's), PYTHON (the host's client, default .venv/bin/python).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+IMAGE=${IMAGE:-localhost/tierroute:image-test}
+BASE_IMAGE=${BASE_IMAGE:-localhost/pybase:bookworm}
+PYTHON=${PYTHON:-.venv/bin/python}
+TIERROUTE=$(dirname "$PYTHON")/tierroute
+say() { printf 'image-test: %s\n' "$*"; }
+
+if ! command -v podman >/dev/null || ! command -v mmdebstrap >/dev/null; then
+	say "installing podman and mmdebstrap (Debian packages)"
+	apt-get install -y -qq podman mmdebstrap >/dev/null
+fi
+
+if ! podman image exists "$BASE_IMAGE"; then
+	sources=${IMAGE_TEST_SOURCES:-}
+	if [ -z "$sources" ]; then
+		for f in /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list; do
+			if [ -s "$f" ]; then sources=$f; break; fi
+		done
+	fi
+	say "making $BASE_IMAGE with mmdebstrap from $sources"
+	base=$(mktemp -d)
+	mmdebstrap --quiet --variant=minbase \
+		--include=python3,python3-venv,python-is-python3,ca-certificates,passwd \
+		bookworm "$base/base.tar" "$sources" </dev/null
+	podman import --quiet "$base/base.tar" "$BASE_IMAGE" >/dev/null
+	rm -rf "$base"
+fi
+
+# pip inside the build sees what pip sees here: its configuration files, the CA bundle its
+# configuration names, and any local wheel folders (each mounted only where it exists).
+mounts=()
+for path in /etc/pip.conf /etc/xdg/pip /etc/ssl/certs /opt/wheels /opt/pypi /opt/pypi-more; do
+	if [ -e "$path" ]; then mounts+=(-v "$path:$path:ro"); fi
+done
+say "building $IMAGE"
+start=$(date +%s)
+podman build --quiet --isolation=chroot --network=host --format=docker \
+	--build-arg PYTHON_IMAGE="$BASE_IMAGE" "${mounts[@]}" -t "$IMAGE" . >/dev/null
+built=$(($(date +%s) - start))
+size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
+say "built in ${built} s; image size $((size / 1024 / 1024)) MiB"
+
+container=$(podman create "$IMAGE")
+server_pid=""
+cleanup() {
+	if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+	podman umount "$container" >/dev/null 2>&1 || true
+	podman rm --force "$container" >/dev/null 2>&1 || true
+	rm -rf "${work:-}"
+}
+trap cleanup EXIT
+root=$(podman mount "$container")
+work=$(mktemp -d)
+
+# The image's own run configuration: user, working directory, environment, entrypoint.
+user=$(podman image inspect --format '{{.Config.User}}' "$IMAGE")
+workdir=$(podman image inspect --format '{{.Config.WorkingDir}}' "$IMAGE")
+mapfile -t environment < <(podman image inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$IMAGE" | sed '/^$/d')
+mapfile -t entrypoint < <(podman image inspect --format '{{range .Config.Entrypoint}}{{println .}}{{end}}' "$IMAGE" | sed '/^$/d')
+[ -n "$user" ] && [ "${user%%:*}" != "0" ] && [ "${user%%:*}" != "root" ] || { say "the image runs as root ($user)"; exit 1; }
+in_image() { chroot --userspec="$user" "$root" env -i "${environment[@]}" -C "$workdir" "$@"; }
+
+# Loopback and a free port, not the image's 0.0.0.0:50051: this shares the machine's network.
+# Metrics (a fixed port in the image) are off for the same reason.
+say "serving as $user from $workdir: ${entrypoint[*]} --host 127.0.0.1 --port 0"
+environment+=(TIERROUTE_TELEMETRY_PROMETHEUS_PORT=0)
+in_image "${entrypoint[@]}" --host 127.0.0.1 --port 0 >"$work/serve.log" 2>&1 &
+server_pid=$!
+port=""
+for _ in $(seq 1 120); do
+	port=$(sed -n 's/^tierroute serving on .*:\([0-9][0-9]*\)$/\1/p' "$work/serve.log")
+	[ -n "$port" ] && break
+	kill -0 "$server_pid" 2>/dev/null || break
+	sleep 0.5
+done
+if [ -z "$port" ]; then say "the server did not start:"; cat "$work/serve.log"; exit 1; fi
+target=127.0.0.1:$port
+say "serving on $target (pid $server_pid)"
+
+# chroot and env exec, so the server is the process started above.
+uid=$(awk '/^Uid:/ {print $2}' "/proc/$server_pid/status")
+say "server process uid $uid"
+[ "$uid" = "${user%%:*}" ] || { say "the server runs as uid $uid, not ${user%%:*}"; exit 1; }
+
+in_image python -m tierroute.healthprobe --addr "$target" --timeout 10
+say "health check: SERVING"
+"$TIERROUTE" route --target "$target" --json "What is the capital of France?" >"$work/route.json"
+"$PYTHON" -c 'import json,sys; r=json.load(open(sys.argv[1])); print("image-test: Route ->", r["tier"]["name"] if isinstance(r.get("tier"), dict) else r.get("tier"))' "$work/route.json"
+"$TIERROUTE" cascade --target "$target" --json "Name the largest planet." >"$work/cascade.json"
+"$PYTHON" -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r.get("answer"), r; print("image-test: Cascade ->", (r["answer"][:60]).replace("\n"," "))' "$work/cascade.json"
+test -s "$root$workdir/tierroute-querylog.sqlite3" && say "query log written in $workdir as $user"
+say "passed: built in ${built} s, $((size / 1024 / 1024)) MiB, Route and Cascade served by the image as $user"
