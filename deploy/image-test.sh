@@ -9,12 +9,14 @@
 #    pip configuration, CA bundle and wheel folders, mounted read-only.
 # 3. The image's root filesystem (podman create + podman mount) runs the image's entrypoint
 #    with the image's environment and working directory, as its user (chroot --userspec).
-# 4. From outside, through the Python client: Route, Cascade, and the image's health check.
+# 4. From outside: the image's health check, Route and Cascade through the Python client,
+#    and Envoy's external processor through the tests' stand-in for Envoy's filter.
 #
 # Needs root, podman and mmdebstrap (installed from Debian's packages when missing).
 # Environment: IMAGE (tag to build, default localhost/tierroute:image-test), BASE_IMAGE
 # (default localhost/pybase:bookworm; made once and reused), IMAGE_TEST_SOURCES (apt sources
-# for mmdebstrap; default this machine's), PYTHON (the host's client, default .venv/bin/python).
+# for mmdebstrap; default this machine's), PYTHON (the host's client, default .venv/bin/python),
+# IMAGE_TEST_NO_CACHE (non-empty: build every layer again, for timing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,12 +39,14 @@ if ! podman image exists "$BASE_IMAGE"; then
 		done
 	fi
 	say "making $BASE_IMAGE with mmdebstrap from $sources"
+	base_start=$(date +%s)
 	base=$(mktemp -d)
 	mmdebstrap --quiet --variant=minbase \
 		--include=python3,python3-venv,python-is-python3,ca-certificates,passwd \
 		bookworm "$base/base.tar" "$sources" </dev/null
 	podman import --quiet "$base/base.tar" "$BASE_IMAGE" >/dev/null
 	rm -rf "$base"
+	say "base image made in $(($(date +%s) - base_start)) s"
 fi
 
 # pip inside the build sees what pip sees here: its configuration files, the CA bundle its
@@ -53,7 +57,9 @@ for path in /etc/pip.conf /etc/xdg/pip /etc/ssl/certs /opt/wheels /opt/pypi /opt
 done
 say "building $IMAGE"
 start=$(date +%s)
-podman build --quiet --isolation=chroot --network=host --format=docker \
+cache=()
+if [ -n "${IMAGE_TEST_NO_CACHE:-}" ]; then cache=(--no-cache); fi
+podman build --quiet --isolation=chroot --network=host --format=docker "${cache[@]}" \
 	--build-arg PYTHON_IMAGE="$BASE_IMAGE" "${mounts[@]}" -t "$IMAGE" . >/dev/null
 built=$(($(date +%s) - start))
 size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
@@ -77,13 +83,16 @@ workdir=$(podman image inspect --format '{{.Config.WorkingDir}}' "$IMAGE")
 mapfile -t environment < <(podman image inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$IMAGE" | sed '/^$/d')
 mapfile -t entrypoint < <(podman image inspect --format '{{range .Config.Entrypoint}}{{println .}}{{end}}' "$IMAGE" | sed '/^$/d')
 [ -n "$user" ] && [ "${user%%:*}" != "0" ] && [ "${user%%:*}" != "root" ] || { say "the image runs as root ($user)"; exit 1; }
-in_image() { chroot --userspec="$user" "$root" env -i "${environment[@]}" -C "$workdir" "$@"; }
+in_image() { chroot --userspec="$user" "$root" env -i -C "$workdir" "${environment[@]}" "$@"; }
 
 # Loopback and a free port, not the image's 0.0.0.0:50051: this shares the machine's network.
 # Metrics (a fixed port in the image) are off for the same reason.
 say "serving as $user from $workdir: ${entrypoint[*]} --host 127.0.0.1 --port 0"
 environment+=(TIERROUTE_TELEMETRY_PROMETHEUS_PORT=0)
-in_image "${entrypoint[@]}" --host 127.0.0.1 --port 0 >"$work/serve.log" 2>&1 &
+# Not through in_image: a function sent to the background runs in a subshell, and the pid
+# must be the server's own (chroot and env exec into it).
+chroot --userspec="$user" "$root" env -i -C "$workdir" "${environment[@]}" \
+	"${entrypoint[@]}" --host 127.0.0.1 --port 0 >"$work/serve.log" 2>&1 &
 server_pid=$!
 port=""
 for _ in $(seq 1 120); do
@@ -96,7 +105,6 @@ if [ -z "$port" ]; then say "the server did not start:"; cat "$work/serve.log"; 
 target=127.0.0.1:$port
 say "serving on $target (pid $server_pid)"
 
-# chroot and env exec, so the server is the process started above.
 uid=$(awk '/^Uid:/ {print $2}' "/proc/$server_pid/status")
 say "server process uid $uid"
 [ "$uid" = "${user%%:*}" ] || { say "the server runs as uid $uid, not ${user%%:*}"; exit 1; }
@@ -107,5 +115,25 @@ say "health check: SERVING"
 "$PYTHON" -c 'import json,sys; r=json.load(open(sys.argv[1])); print("image-test: Route ->", r["tier"]["name"] if isinstance(r.get("tier"), dict) else r.get("tier"))' "$work/route.json"
 "$TIERROUTE" cascade --target "$target" --json "Name the largest planet." >"$work/cascade.json"
 "$PYTHON" -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r.get("answer"), r; print("image-test: Cascade ->", (r["answer"][:60]).replace("\n"," "))' "$work/cascade.json"
+# Envoy's external processor in the image, through the tests' stand-in for Envoy's filter.
+"$PYTHON" - "$target" <<'PY'
+import asyncio, json, sys
+from grpc import aio
+from tests.api.envoy_filter import ExtProcFilter
+
+async def main(target: str) -> None:
+    body = {"model": "tierroute", "max_tokens": 64,
+            "messages": [{"role": "user", "content": "What is 2+2?"}]}
+    async with aio.insecure_channel(target) as channel:
+        seen = await ExtProcFilter(channel).request(
+            "POST", "/v1/messages", lambda h, b: (200, {}, b"{}"), body=json.dumps(body).encode()
+        )
+    model = json.loads(seen.upstream_body)["model"]
+    tier = seen.upstream_headers["x-tierroute-tier"]
+    assert model != "tierroute" and seen.client_headers["x-tierroute-tier"] == tier, seen
+    print(f"image-test: ext_proc -> {tier} ({model})")
+
+asyncio.run(main(sys.argv[1]))
+PY
 test -s "$root$workdir/tierroute-querylog.sqlite3" && say "query log written in $workdir as $user"
-say "passed: built in ${built} s, $((size / 1024 / 1024)) MiB, Route and Cascade served by the image as $user"
+say "passed: built in ${built} s, $((size / 1024 / 1024)) MiB; Route, Cascade and ext_proc served by the image as $user"
