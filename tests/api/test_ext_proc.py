@@ -12,6 +12,9 @@ from typing import Any
 import grpc
 import pytest
 from grpc import aio
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.api.envoy_filter import ExtProcFilter, Headers
 from tests.helpers import make_settings, running_server
@@ -20,6 +23,7 @@ from tierroute.api.dataplane.envoy.extensions.filters.http.ext_proc.v3 import (
 )
 from tierroute.api.dataplane.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from tierroute.api.dataplane.envoy.service.ext_proc.v3 import external_processor_pb2_grpc
+from tierroute.api.ext_proc import SERVICE_NAME
 from tierroute.api.security import hash_token
 from tierroute.querylog import QueryRecord, open_store
 from tierroute.routing import Scorer
@@ -335,3 +339,23 @@ async def test_processor_can_be_turned_off(tmp_path: Path) -> None:
         with pytest.raises(aio.AioRpcError) as off:
             await _messages(ExtProcFilter(channel), Anthropic(), _body())
     assert off.value.code() is grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_routing_is_traced_under_the_process_span_without_text(tmp_path: Path) -> None:
+    """With tracing on, the stream's RPC span holds the route span; no prompt text is in them."""
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    try:
+        async with running_server(
+            make_settings(), scorer=EASY, tracer_provider=tracer_provider
+        ) as s:
+            await _messages(ExtProcFilter(s.channel), Anthropic(), _body())
+    finally:
+        tracer_provider.shutdown()
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    process = spans[f"/{SERVICE_NAME}/Process"]
+    route = spans["tierroute.route"]
+    assert route.parent is not None
+    assert route.parent.span_id == process.context.span_id
+    assert not any("2+2" in str(v) for sp in spans.values() for v in (sp.attributes or {}).values())
