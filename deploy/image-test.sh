@@ -10,7 +10,8 @@
 # 3. The image's root filesystem (podman create + podman mount) runs the image's entrypoint
 #    with the image's environment and working directory, as its user (chroot --userspec).
 # 4. From outside: the image's health check, Route and Cascade through the Python client,
-#    and Envoy's external processor through the tests' stand-in for Envoy's filter.
+#    Envoy's external processor through the tests' stand-in for Envoy's filter, and, when
+#    the image has it, the HTTP Messages API through the anthropic SDK.
 #
 # Needs root, podman and mmdebstrap (installed from Debian's packages when missing).
 # Environment: IMAGE (tag to build, default localhost/tierroute:image-test), BASE_IMAGE
@@ -86,13 +87,20 @@ mapfile -t entrypoint < <(podman image inspect --format '{{range .Config.Entrypo
 in_image() { chroot --userspec="$user" "$root" env -i -C "$workdir" "${environment[@]}" "$@"; }
 
 # Loopback and a free port, not the image's 0.0.0.0:50051: this shares the machine's network.
-# Metrics (a fixed port in the image) are off for the same reason.
-say "serving as $user from $workdir: ${entrypoint[*]} --host 127.0.0.1 --port 0"
+# Metrics (a fixed port in the image) are off for the same reason. An image with the HTTP
+# endpoint (tierroute.api.http) serves it on a free port too, and it is then called.
+serve_args=(--host 127.0.0.1 --port 0)
+http=""
+if compgen -G "$root/opt/venv/lib/python3*/site-packages/tierroute/api/http/__init__.py" >/dev/null; then
+	http=yes
+	serve_args+=(--http-port 0)
+fi
+say "serving as $user from $workdir: ${entrypoint[*]} ${serve_args[*]}"
 environment+=(TIERROUTE_TELEMETRY_PROMETHEUS_PORT=0)
 # Not through in_image: a function sent to the background runs in a subshell, and the pid
 # must be the server's own (chroot and env exec into it).
 chroot --userspec="$user" "$root" env -i -C "$workdir" "${environment[@]}" \
-	"${entrypoint[@]}" --host 127.0.0.1 --port 0 >"$work/serve.log" 2>&1 &
+	"${entrypoint[@]}" "${serve_args[@]}" >"$work/serve.log" 2>&1 &
 server_pid=$!
 port=""
 for _ in $(seq 1 120); do
@@ -135,5 +143,25 @@ async def main(target: str) -> None:
 
 asyncio.run(main(sys.argv[1]))
 PY
+# The Anthropic Messages API over HTTP, through the official SDK with only its base URL changed.
+if [ -n "$http" ]; then
+	http_port=$(sed -n 's/^tierroute serving HTTP on .*:\([0-9][0-9]*\)$/\1/p' "$work/serve.log")
+	[ -n "$http_port" ] || { say "no HTTP port in the server's output:"; cat "$work/serve.log"; exit 1; }
+	"$PYTHON" - "http://127.0.0.1:$http_port" <<'PY'
+import sys
+import anthropic
+
+client = anthropic.Anthropic(base_url=sys.argv[1], api_key="image-test", max_retries=0)
+raw = client.messages.with_raw_response.create(
+    model="tierroute", max_tokens=64,
+    messages=[{"role": "user", "content": "Name the largest planet."}],
+)
+message = raw.parse()
+assert message.content and raw.headers.get("x-tierroute-tier"), raw.headers
+print(f"image-test: HTTP POST /v1/messages -> {raw.headers['x-tierroute-tier']} ({message.model})")
+PY
+else
+	say "this image has no HTTP endpoint (tierroute.api.http): not called"
+fi
 test -s "$root$workdir/tierroute-querylog.sqlite3" && say "query log written in $workdir as $user"
 say "passed: built in ${built} s, $((size / 1024 / 1024)) MiB; Route, Cascade and ext_proc served by the image as $user"
