@@ -164,4 +164,4 @@ else
 	say "this image has no HTTP endpoint (tierroute.api.http): not called"
 fi
 test -s "$root$workdir/tierroute-querylog.sqlite3" && say "query log written in $workdir as $user"
-say "passed: built in ${built} s, $((size / 1024 / 1024)) MiB; Route, Cascade and ext_proc served by the image as $user"
+say "passed: built in ${built} s, $((size / 1024 / 1024)) MiB; Route, Cascade, ext_proc${http:+ and HTTP} served by the image as $user"
