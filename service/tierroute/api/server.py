@@ -178,7 +178,9 @@ class TierRouteServer:
                 server,
             )
             # Envoy's external processor shares the port, the router and the query log.
-            extra = ext_proc.add_to_server(server, self.settings, self.router, self._querylog)
+            extra = ext_proc.add_to_server(
+                server, self.settings, self.router, self._querylog, tenancy
+            )
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
             reflection.enable_server_reflection(
                 (SERVICE_NAME, *extra, health.SERVICE_NAME, reflection.SERVICE_NAME), server
