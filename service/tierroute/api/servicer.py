@@ -198,7 +198,7 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
             request.request_id,
             _fingerprint(request),
             session_id=route.session_id,
-            lease_s=min(remaining, deadline) + LEASE_MARGIN_S if remaining else deadline,
+            lease_s=(deadline if remaining is None else min(remaining, deadline)) + LEASE_MARGIN_S,
         )
         route = dataclasses.replace(
             route, session_floor=call.session_floor, session_loop_tier=call.session_loop_tier
