@@ -83,18 +83,24 @@ def _run(args: list[str], env: dict[str, str]) -> dict[str, Any] | None:
     if proc.returncode not in (0, 3):
         sys.stderr.write(proc.stderr)
         raise SystemExit(f"tierroute {args[0]} failed with exit {proc.returncode}")
-    print(f"  tierroute {' '.join(args[:1])}: {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    print(
+        f"  tierroute {' '.join(args[:1])}: {time.perf_counter() - started:.1f} s", file=sys.stderr
+    )
     return json.loads(proc.stdout) if "--json" in args else None
 
 
 def main() -> int:  # noqa: PLR0915 - one linear experiment
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "dev.jsonl.gz")
+    parser.add_argument(
+        "--data", type=Path, default=ROOT.parent / "shared" / "data" / "dev.jsonl.gz"
+    )
     parser.add_argument("--sizes", default="250,500,1000,1500,2000")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--work", type=Path, default=None, help="keep files here")
     parser.add_argument(
-        "--no-refit", dest="refit", action="store_false",
+        "--no-refit",
+        dest="refit",
+        action="store_false",
         help="skip training the shipped recipe on the traffic's ground truth",
     )
     parser.add_argument("--json", action="store_true")
@@ -116,7 +122,9 @@ def main() -> int:  # noqa: PLR0915 - one linear experiment
             fh.write(json.dumps(_strip(r)) + "\n")
     with log_file.open("w", encoding="utf-8") as fh:
         for i, r in enumerate(traffic):
-            fh.write(json.dumps({"query": r.get("prompt_sent") or r["prompt"], "timestamp": i}) + "\n")
+            fh.write(
+                json.dumps({"query": r.get("prompt_sent") or r["prompt"], "timestamp": i}) + "\n"
+            )
     config = work / "trio.toml"
     _config(config, replay_data)
     env = {**os.environ, "TIERROUTE_CONFIG": str(config), "ANTHROPIC_API_KEY": ""}
@@ -212,8 +220,7 @@ def main() -> int:  # noqa: PLR0915 - one linear experiment
             print(
                 f"{r['router']:12} {r['quality']:8.4f} {r['quality_vs_shipped_points']:+9.2f}p "
                 f"{r['cost_vs_always_top']:6.3f} {r['saving_vs_always_top']:7.3f} "
-                f"{r['share_of_shipped_saving']:10.3f} "
-                + ("" if lab is None else f"{lab:9.2f}")
+                f"{r['share_of_shipped_saving']:10.3f} " + ("" if lab is None else f"{lab:9.2f}")
             )
         if goal:
             print(f"goal ({goal['statement']}): {'MET' if goal['met'] else 'NOT MET'}")

@@ -32,9 +32,7 @@ PRICED = {"cheap": (1.0, 5.0), "mid": (3.0, 15.0), "expensive": (5.0, 25.0)}
 def settings(tmp_path: Path) -> Settings:
     """Replay backend over the fixture records, answering at once."""
     data = write_dataset(tmp_path / "replay.jsonl.gz", RECORDS)
-    return make_settings(
-        {"TIERROUTE_REPLAY_DATA": str(data), "TIERROUTE_REPLAY_TIME_SCALE": "0"}
-    )
+    return make_settings({"TIERROUTE_REPLAY_DATA": str(data), "TIERROUTE_REPLAY_TIME_SCALE": "0"})
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -107,7 +105,9 @@ async def test_import_stores_each_question_with_its_text_model_and_rating(
     db: str, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Every JSONL row becomes an answered call on the tier serving its model, with text."""
-    doc = await run_json(settings, capsys, "import", "--db", db, str(team_log(tmp_path / "l.jsonl")))
+    doc = await run_json(
+        settings, capsys, "import", "--db", db, str(team_log(tmp_path / "l.jsonl"))
+    )
     queries, feedback, _ = await stored(db)
     assert doc["queries_written"] == len(RECORDS) == len(queries)
     assert {q.query_text for q in queries} == {r["prompt"] for r in RECORDS}
@@ -203,7 +203,9 @@ async def test_label_samples_every_query_type(
     await cli(settings, "import", "--db", db, str(team_log(tmp_path / "l.jsonl")), "--quiet")
     queries, _, _ = await stored(db)
     kinds = {q.query_type for q in queries}
-    doc = await run_json(settings, capsys, "label", "--db", db, "--sample", str(len(kinds)), "--quiet")
+    doc = await run_json(
+        settings, capsys, "label", "--db", db, "--sample", str(len(kinds)), "--quiet"
+    )
     assert set(doc["sampled_by_query_type"]) == kinds
 
 

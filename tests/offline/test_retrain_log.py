@@ -133,9 +133,7 @@ async def test_a_better_candidate_from_the_log_alone_is_promoted(
     assert registry.state().promoted != served
 
 
-async def test_a_worse_candidate_from_the_log_is_refused(
-    bundles: Bundles, tmp_path: Path
-) -> None:
+async def test_a_worse_candidate_from_the_log_is_refused(bundles: Bundles, tmp_path: Path) -> None:
     """Older labels that teach nothing, the newest true: the candidate loses and stays out."""
     held = len(RECORDS) // 5
     records = _shuffled(RECORDS[:-held], 5) + RECORDS[-held:]

@@ -80,7 +80,9 @@ async def test_own_traffic_loop_from_import_to_hot_reload(
     db = f"sqlite:///{tmp_path / 'log.sqlite3'}"
     run = asyncio.to_thread
 
-    imported = await run(_tierroute, ["import", "--db", db, str(log_file), "--json"], environ, capsys)
+    imported = await run(
+        _tierroute, ["import", "--db", db, str(log_file), "--json"], environ, capsys
+    )
     assert imported["queries_written"] == SAMPLE
     labelled = await run(
         _tierroute, ["label", "--db", db, "--sample", str(SAMPLE), "--json"], environ, capsys

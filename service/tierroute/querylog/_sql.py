@@ -366,7 +366,6 @@ class SqlStore(abc.ABC):
         rows = await self._run(self._read_pool, lambda c: c.execute(sql, params).fetchall())
         return {str(value): int(count) for value, count in rows}
 
-
     # -- tier labels (migration 0005) ----------------------------------------------------------
 
     async def write_tier_labels(self, labels: Sequence[TierLabel]) -> None:

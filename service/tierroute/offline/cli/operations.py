@@ -332,8 +332,7 @@ def add_retrain_parser(subparsers: Any) -> None:
         "--data",
         type=Path,
         default=None,
-        help="a recorded-outcome file to train and gate on with the log (default: the log "
-        "alone)",
+        help="a recorded-outcome file to train and gate on with the log (default: the log alone)",
     )
     _registry_argument(parser)
     _since_argument(parser, "all")
@@ -406,7 +405,9 @@ def run_retrain_command(
         if args.data is None:
             from tierroute.offline.traffic.retrain_log import retrain_from_log
 
-            result = retrain_from_log(settings, log, labelled, extra, registry, options)
+            result = retrain_from_log(
+                settings, log, labelled, extra, registry=registry, options=options
+            )
         else:
             result = retrain(settings, log, Path(args.data), registry, options)
     except (ConfigError, ModelLoadError, NotFound, OSError) as exc:

@@ -154,4 +154,6 @@ async def export_labelled(store: Store, settings: Settings, out: Path) -> Export
     counts: dict[str, int] = {}
     for r in records:
         counts[r["min_tier_correct"]] = counts.get(r["min_tier_correct"], 0) + 1
-    return ExportSummary(str(out), len(records), incomplete, unavailable, dict(sorted(counts.items())))
+    return ExportSummary(
+        str(out), len(records), incomplete, unavailable, dict(sorted(counts.items()))
+    )

@@ -252,7 +252,7 @@ def _raw_rows(path: Path, fmt: str) -> Iterator[tuple[int, Mapping[str, Any]]]:
 
 
 def file_format(path: Path, given: str | None) -> str:
-    """"jsonl" or "csv": as given, else from the file name."""
+    """ "jsonl" or "csv": as given, else from the file name."""
     if given:
         return given
     suffix = path.suffix.lower()

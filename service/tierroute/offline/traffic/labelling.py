@@ -158,9 +158,7 @@ def worst_case_usd(
     return answer + judge.cost_usd(judge_in, judge_output)
 
 
-async def candidates(
-    store: Store, since: datetime | None
-) -> tuple[list[QueryRecord], int]:
+async def candidates(store: Store, since: datetime | None) -> tuple[list[QueryRecord], int]:
     """Logged OK calls with text, one per distinct question (the first), and how many lacked it."""
     seen: dict[str, QueryRecord] = {}
     without_text = 0
@@ -229,6 +227,7 @@ async def label_unit(
     provider: Provider,
     settings: Settings,
     unit: _Unit,
+    *,
     judge: TierConfig,
     options: LabelOptions,
     rng: random.Random,
@@ -250,7 +249,8 @@ async def label_unit(
         )
         return None, 0.0
     answer_cost = unit.tier.cost_usd(answer.input_tokens, answer.output_tokens)
-    verdict, issues = "unavailable", ()
+    verdict = "unavailable"
+    issues: tuple[str, ...] = ()
     judge_in = judge_out = 0
     judge_cost = 0.0
     try:
@@ -348,7 +348,9 @@ async def run_label(
                 report.stopped_by_budget = True
                 stop.set()
                 return
-            label, paid = await label_unit(provider, settings, unit, judge, options, rng)
+            label, paid = await label_unit(
+                provider, settings, unit, judge=judge, options=options, rng=rng
+            )
             budget.settle(worst, paid)
             if label is None:
                 report.units_failed += 1

@@ -94,6 +94,7 @@ def retrain_from_log(
     log: LogLabels,
     labelled: Sequence[dict[str, Any]],
     extra: Sequence[dict[str, Any]],
+    *,
     registry: ModelRegistry,
     options: RetrainOptions,
 ) -> RetrainResult:
