@@ -6,8 +6,6 @@ import argparse
 import asyncio
 import csv
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,6 @@ from tierroute.offline.evaluation.eval_data import load_eval_data
 from tierroute.outcomes import iter_records
 from tierroute.providers.replay.recorded import ReplayStore
 from tierroute.querylog import open_store
-from tierroute.querylog.doubles import reachable_postgres_url, temporary_schema
 from tierroute.settings import Settings
 
 RECORDS = cascade_records(24)
@@ -33,21 +30,6 @@ def settings(tmp_path: Path) -> Settings:
     """Replay backend over the fixture records, answering at once."""
     data = write_dataset(tmp_path / "replay.jsonl.gz", RECORDS)
     return make_settings({"TIERROUTE_REPLAY_DATA": str(data), "TIERROUTE_REPLAY_TIME_SCALE": "0"})
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty query log: a SQLite file, or a fresh schema on the test PostgreSQL."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'log.sqlite3'}"
-        return
-    url = reachable_postgres_url()
-    if url is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI needs PostgreSQL at 127.0.0.1:5432 (database test)")
-        pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable")
-    with temporary_schema(url) as schema_url:
-        yield schema_url
 
 
 def team_log(path: Path, rows: list[dict[str, Any]] | None = None) -> Path:
@@ -102,13 +84,13 @@ async def stored(db: str) -> tuple[list[Any], list[Any], list[Any]]:
 
 
 async def test_import_stores_each_question_with_its_text_model_and_rating(
-    db: str, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    log_url: str, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Every JSONL row becomes an answered call on the tier serving its model, with text."""
     doc = await run_json(
-        settings, capsys, "import", "--db", db, str(team_log(tmp_path / "l.jsonl"))
+        settings, capsys, "import", "--db", log_url, str(team_log(tmp_path / "l.jsonl"))
     )
-    queries, feedback, _ = await stored(db)
+    queries, feedback, _ = await stored(log_url)
     assert doc["queries_written"] == len(RECORDS) == len(queries)
     assert {q.query_text for q in queries} == {r["prompt"] for r in RECORDS}
     assert {q.final_tier for q in queries} == {"mid"}
@@ -120,11 +102,11 @@ async def test_importing_the_same_file_twice_adds_nothing(
     settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Rows get ids derived from their content, so a second import is a no-op."""
-    db = f"sqlite:///{tmp_path / 'log.sqlite3'}"
+    log_url = f"sqlite:///{tmp_path / 'log.sqlite3'}"
     path = team_log(tmp_path / "l.jsonl")
     for _ in range(2):
-        assert await cli(settings, "import", "--db", db, str(path), "--quiet") == 0
-    queries, feedback, _ = await stored(db)
+        assert await cli(settings, "import", "--db", log_url, str(path), "--quiet") == 0
+    queries, feedback, _ = await stored(log_url)
     assert (len(queries), len(feedback)) == (len(RECORDS), len(RECORDS))
 
 
@@ -142,9 +124,9 @@ async def test_csv_messages_import_the_last_user_turn_as_the_question(
             {"role": "user", "content": [{"type": "text", "text": "What is 2 + 2?"}]},
         ]
         writer.writerow({"messages": json.dumps(turns), "timestamp": "1764000000", "tokens": "7"})
-    db = f"sqlite:///{tmp_path / 'log.sqlite3'}"
-    assert await cli(settings, "import", "--db", db, str(path), "--quiet") == 0
-    (query,), _, _ = await stored(db)
+    log_url = f"sqlite:///{tmp_path / 'log.sqlite3'}"
+    assert await cli(settings, "import", "--db", log_url, str(path), "--quiet") == 0
+    (query,), _, _ = await stored(log_url)
     assert query.query_text == "What is 2 + 2?"
     assert query.ts.timestamp() == 1764000000
     assert query.final_tier == ""
@@ -169,8 +151,8 @@ async def test_a_bad_row_fails_on_one_line_naming_line_and_field(
 ) -> None:
     """Exit 2, the file's line number and the field in one line, and nothing written."""
     path = team_log(tmp_path / "l.jsonl", [{"query": "fine"}, {"query": "also fine"}, row])
-    db = f"sqlite:///{tmp_path / 'log.sqlite3'}"
-    assert await cli(settings, "import", "--db", db, str(path), "--quiet") == 2
+    log_url = f"sqlite:///{tmp_path / 'log.sqlite3'}"
+    assert await cli(settings, "import", "--db", log_url, str(path), "--quiet") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert f"l.jsonl:3: field '{field}'" in err
@@ -178,12 +160,12 @@ async def test_a_bad_row_fails_on_one_line_naming_line_and_field(
 
 
 async def test_label_stores_every_tier_answer_and_the_reference_verdict(
-    db: str, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    log_url: str, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Each sampled question gets one row per tier, priced at the configured prices."""
-    await cli(settings, "import", "--db", db, str(team_log(tmp_path / "l.jsonl")), "--quiet")
-    doc = await run_json(settings, capsys, "label", "--db", db, "--sample", "9", "--quiet")
-    _, _, labels = await stored(db)
+    await cli(settings, "import", "--db", log_url, str(team_log(tmp_path / "l.jsonl")), "--quiet")
+    doc = await run_json(settings, capsys, "label", "--db", log_url, "--sample", "9", "--quiet")
+    _, _, labels = await stored(log_url)
     assert doc["questions_fully_labelled"] == 9
     assert len(labels) == 27
     for lab in labels:
@@ -199,12 +181,12 @@ async def test_label_samples_every_query_type(
     settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A sample smaller than the log still draws from every query type present."""
-    db = f"sqlite:///{tmp_path / 'log.sqlite3'}"
-    await cli(settings, "import", "--db", db, str(team_log(tmp_path / "l.jsonl")), "--quiet")
-    queries, _, _ = await stored(db)
+    log_url = f"sqlite:///{tmp_path / 'log.sqlite3'}"
+    await cli(settings, "import", "--db", log_url, str(team_log(tmp_path / "l.jsonl")), "--quiet")
+    queries, _, _ = await stored(log_url)
     kinds = {q.query_type for q in queries}
     doc = await run_json(
-        settings, capsys, "label", "--db", db, "--sample", str(len(kinds)), "--quiet"
+        settings, capsys, "label", "--db", log_url, "--sample", str(len(kinds)), "--quiet"
     )
     assert set(doc["sampled_by_query_type"]) == kinds
 
@@ -213,15 +195,15 @@ async def test_label_stops_before_the_spend_limit_and_resumes_without_paying_twi
     settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Stopped by --max-spend-usd (exit 3, under the limit), a rerun pays only the rest."""
-    db = f"sqlite:///{tmp_path / 'log.sqlite3'}"
-    await cli(settings, "import", "--db", db, str(team_log(tmp_path / "l.jsonl")), "--quiet")
-    args = ("label", "--db", db, "--sample", "6", "--quiet", "--concurrency", "1")
+    log_url = f"sqlite:///{tmp_path / 'log.sqlite3'}"
+    await cli(settings, "import", "--db", log_url, str(team_log(tmp_path / "l.jsonl")), "--quiet")
+    args = ("label", "--db", log_url, "--sample", "6", "--quiet", "--concurrency", "1")
     first = await run_json(settings, capsys, *args, "--max-spend-usd", "0.16", code=3)
     assert first["stopped_by_budget"]
     assert 0 < first["spent_usd"] <= 0.16
-    _, _, before = await stored(db)
+    _, _, before = await stored(log_url)
     second = await run_json(settings, capsys, *args)
-    _, _, after = await stored(db)
+    _, _, after = await stored(log_url)
     assert second["units"]["already_labelled"] == len(before) == first["units"]["labelled_now"]
     assert second["units"]["labelled_now"] == 18 - len(before)
     assert second["spent_usd"] == pytest.approx(
@@ -230,15 +212,17 @@ async def test_label_stops_before_the_spend_limit_and_resumes_without_paying_twi
 
 
 async def test_export_writes_the_shared_schema_with_verdicts_as_correct(
-    db: str, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    log_url: str, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The export reads like dev (eval data, replay store), `correct` is the judge's verdict."""
-    await cli(settings, "import", "--db", db, str(team_log(tmp_path / "l.jsonl")), "--quiet")
-    await cli(settings, "label", "--db", db, "--sample", "12", "--quiet")
+    await cli(settings, "import", "--db", log_url, str(team_log(tmp_path / "l.jsonl")), "--quiet")
+    await cli(settings, "label", "--db", log_url, "--sample", "12", "--quiet")
     out = tmp_path / "labels.jsonl.gz"
-    doc = await run_json(settings, capsys, "export", "--db", db, "--labeled", "--out", str(out))
+    doc = await run_json(
+        settings, capsys, "export", "--db", log_url, "--labeled", "--out", str(out)
+    )
     records = list(iter_records(out))
-    _, _, labels = await stored(db)
+    _, _, labels = await stored(log_url)
     verdicts = {(lab.request_id, lab.model): lab.verdict for lab in labels}
     assert doc["records"] == len(records) == 12
     for record in records:
@@ -254,9 +238,9 @@ async def test_export_with_nothing_labelled_exits_2(
     settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """No fully labelled question: a clear message, exit 2, no file."""
-    db = f"sqlite:///{tmp_path / 'log.sqlite3'}"
-    await cli(settings, "import", "--db", db, str(team_log(tmp_path / "l.jsonl")), "--quiet")
+    log_url = f"sqlite:///{tmp_path / 'log.sqlite3'}"
+    await cli(settings, "import", "--db", log_url, str(team_log(tmp_path / "l.jsonl")), "--quiet")
     out = tmp_path / "labels.jsonl.gz"
-    assert await cli(settings, "export", "--db", db, "--labeled", "--out", str(out)) == 2
+    assert await cli(settings, "export", "--db", log_url, "--labeled", "--out", str(out)) == 2
     assert "run tierroute label first" in capsys.readouterr().err
     assert not out.exists()

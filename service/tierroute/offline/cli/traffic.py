@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from tierroute.errors import ConfigError, ProviderError
+from tierroute.offline.cli.modelling import progress_bar
 from tierroute.offline.cli.operations import (
     EXIT_ALARM,
     EXIT_OK,
@@ -34,25 +34,6 @@ from tierroute.settings import Settings
 
 def _quiet_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def _progress(quiet: bool, desc: str, unit: str) -> Callable[[int], Callable[[int], None]] | None:
-    if quiet:
-        return None
-
-    def start(total: int) -> Callable[[int], None]:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, smoothing=0.1)
-
-        def update(n: int) -> None:
-            bar.update(n)
-            if bar.n >= total:
-                bar.close()
-
-        return update
-
-    return start
 
 
 # -- import ----------------------------------------------------------------------------------
@@ -90,7 +71,7 @@ async def _import(url: str, args: argparse.Namespace, settings: Settings) -> Any
             args.file,
             settings,
             fmt=args.format,
-            progress=_progress(args.quiet, "import", "row"),
+            progress=progress_bar(args.quiet, "import", "row"),
         )
     finally:
         await store.aclose()
@@ -167,7 +148,7 @@ async def _label(
                 backend.provider,
                 settings,
                 options,
-                progress=_progress(quiet, "label", "call pair"),
+                progress=progress_bar(quiet, "label", "call pair"),
             )
         finally:
             await backend.aclose()

@@ -27,10 +27,10 @@ from tierroute.offline.retrain import (
     LogLabels,
     RetrainOptions,
     RetrainResult,
-    calibrate_cascade,
     evaluate_bundles,
     gate,
     logged_record,
+    promote_if_passed,
     train_candidate,
 )
 from tierroute.offline.traffic.export import labelled_records, trio_tiers, write_records
@@ -126,29 +126,17 @@ def retrain_from_log(
             served_version=served_version,
             logged_examples=len(train) + len(extra),
         )
-        promoted = False
-        if decision.promote and not options.dry_run:
-            try:
-                note = calibrate_cascade(
-                    settings,
-                    train,
-                    candidate_dir=candidate_dir,
-                    current_dir=current_dir,
-                    work=work,
-                    options=options,
-                )
-            except ConfigError as exc:
-                notes.append(f"not promoted: the candidate's Cascade cannot be calibrated: {exc}")
-            else:
-                if note is not None:
-                    notes.append(note)
-                version = registry.add(candidate_dir)
-                registry.promote(
-                    version, note="tierroute retrain (log): " + "; ".join(decision.reasons())
-                )
-                promoted = True
-        elif decision.promote:
-            notes.append("dry run: the candidate would have been promoted")
+        promoted = promote_if_passed(
+            settings,
+            decision,
+            train,
+            candidate_dir=candidate_dir,
+            registry=registry,
+            work=work,
+            options=options,
+            notes=notes,
+            source="tierroute retrain (log)",
+        )
     return RetrainResult(
         log=log,
         train_records=len(train) + len(extra),
