@@ -285,6 +285,17 @@ class QueryLogConfig:
 
 
 @dataclass(frozen=True)
+class ShadowConfig:
+    """Shadow mode: serve as configured, and for a sampled share of calls also record, with
+    the question's text, what tierroute's policy (classifier strategy, calibrated rule)
+    would have decided (docs/own-traffic.md). A team so collects a labelling sample
+    before it trusts the router. 0 = off; the sampled calls' text is stored even with
+    `querylog.store_text` off, so turning this on is the opt-in."""
+
+    sample_rate: float = 0.0
+
+
+@dataclass(frozen=True)
 class AuthConfig:
     """Per-tenant bearer tokens; authentication is off until a tokens file is named."""
 
@@ -513,6 +524,7 @@ class Settings:
     anthropic: AnthropicConfig = field(default_factory=AnthropicConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     querylog: QueryLogConfig = field(default_factory=QueryLogConfig)
+    shadow: ShadowConfig = field(default_factory=ShadowConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
@@ -578,6 +590,8 @@ class Settings:
         for name in ("audit_sample_rate", "coverage_sample_rate"):
             if not 0.0 <= getattr(self.querylog, name) <= 1.0:
                 raise ConfigError(f"querylog.{name} must be within [0, 1]")
+        if not 0.0 <= self.shadow.sample_rate <= 1.0:
+            raise ConfigError("shadow.sample_rate must be within [0, 1]")
         server = self.server
         if server.max_concurrent_rpcs and server.max_in_flight >= server.max_concurrent_rpcs:
             raise ConfigError("server.max_in_flight must be below server.max_concurrent_rpcs")

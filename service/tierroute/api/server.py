@@ -148,7 +148,9 @@ class TierRouteServer:
             self.tenancy = tenancy
             await tenancy.start()
             if self._querylog is None and self.settings.querylog.enabled:
-                self._own_querylog = QueryLogWriter.from_config(self.settings.querylog)
+                self._own_querylog = QueryLogWriter.from_config(
+                    self.settings.querylog, keep_shadow_text=self.settings.shadow.sample_rate > 0
+                )
                 await self._own_querylog.start()
                 self._querylog = self._own_querylog
             provider, forward = self._provider, self._forward_faults

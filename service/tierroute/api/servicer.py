@@ -32,7 +32,7 @@ from tierroute.errors import (
 from tierroute.model import ModelReloader, valid_version_name
 from tierroute.providers.replay.faults import FAULT_HEADERS
 from tierroute.querylog import FeedbackRecord, QueryLogWriter, QueryRecord
-from tierroute.querylog.records import Kind
+from tierroute.querylog.records import SHADOW_PREFIX, SHADOW_TIER, Kind
 from tierroute.routing import RouteQuery, Router
 from tierroute.settings import Settings
 from tierroute.tenancy import CascadeCall, Tenancy, resolve_tenant
@@ -88,14 +88,50 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
         self._models = models
         self._store_text = settings.querylog.store_text
         self._audit_rate = settings.querylog.audit_sample_rate
+        self._shadow_rate = settings.shadow.sample_rate
         self._rng = random.Random()
         self._forward_faults = forward_fault_headers
         self._tier_names = tuple(t.name for t in settings.tiers)
 
-    def _record(self, record: QueryRecord, text: str, answer: str | None = None) -> None:
+    def _shadow(self, record: QueryRecord, query: RouteQuery | None) -> dict[str, Any]:
+        """Shadow mode: for a sampled call, what the policy would have decided, with the text.
+
+        A caller's own `shadow.*` metadata is dropped, so only the server marks a sample.
+        """
+        metadata = {k: v for k, v in record.metadata.items() if not k.startswith(SHADOW_PREFIX)}
+        changes: dict[str, Any] = {}
+        if len(metadata) != len(record.metadata):
+            changes["metadata"] = metadata
+        if query is None or self._shadow_rate <= 0 or self._rng.random() >= self._shadow_rate:
+            return changes
+        try:
+            decision = self._router.decide(
+                dataclasses.replace(query, strategy="classifier", rule="calibrated")
+            )
+        except TierrouteError as exc:
+            logger.debug("shadow decision unavailable: %s", exc)
+            return changes
+        metadata.update(
+            {
+                SHADOW_TIER: decision.tier.name,
+                f"{SHADOW_PREFIX}strategy": decision.strategy,
+                f"{SHADOW_PREFIX}rule": decision.rule,
+                f"{SHADOW_PREFIX}model_version": decision.model_version,
+                f"{SHADOW_PREFIX}scores": ",".join(f"{s:.6f}" for s in decision.scores),
+            }
+        )
+        return {"metadata": metadata, "query_text": query.text}
+
+    def _record(
+        self,
+        record: QueryRecord,
+        text: str,
+        answer: str | None = None,
+        query: RouteQuery | None = None,
+    ) -> None:
         if self._log is None:
             return
-        changes: dict[str, Any] = {}
+        changes: dict[str, Any] = self._shadow(record, query)
         if self._models is not None:
             # A number for drift checks, for a sample of calls; never the text itself.
             coverage = self._models.coverage(text, record.query_sha256, record.model_version)
@@ -172,7 +208,9 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
             self._record_failure("route", request, exc)
             raise
         self._record(
-            recording.route_record(query, decision, store_text=self._store_text), query.text
+            recording.route_record(query, decision, store_text=self._store_text),
+            query.text,
+            query=query,
         )
         return convert.route_response(decision, query.request_id, self._tier_names)
 
@@ -239,6 +277,7 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
             ),
             query.route.text,
             result.answer,
+            query=query.route,
         )
 
     async def Cascade(self, request: pb.CascadeRequest, context: Context) -> pb.CascadeResponse:

@@ -319,14 +319,22 @@ def add_retrain_parser(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "retrain",
         help="train a candidate from the log and the data; promote it only if not worse",
-        description="Label logged calls from judge verdicts and feedback, train a candidate "
-        "on them plus the original data, compare it with the current model on a fixed "
-        "held-out split with the offline evaluation, and promote it into the registry only "
-        "if it is not worse by the margins. Exit 0 promoted, 3 not promoted, 1 when the log "
-        "cannot be read, 2 on bad arguments. Needs the `train` extra.",
+        description="Without --data, from the log alone: train a candidate on the "
+        "questions `tierroute label` labelled plus the calls judge verdicts and feedback "
+        "label, hold out the most recent labelled questions by time, and compare it there "
+        "with the served model. With --data, label logged calls from judge verdicts and "
+        "feedback, train on them plus that file, and compare on a fixed held-out split of "
+        "it. Either way the candidate is promoted into the registry only if it is not worse "
+        "by the margins. Exit 0 promoted, 3 not promoted, 1 when the log cannot be read, 2 "
+        "on bad arguments. Needs the `train` extra.",
     )
     _db_argument(parser)
-    add_data_argument(parser, what="the original training data")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="a recorded-outcome file to train and gate on with the log (default: the log alone)",
+    )
     _registry_argument(parser)
     _since_argument(parser, "all")
     parser.add_argument(
@@ -358,6 +366,16 @@ async def _labels(url: str, settings: Settings, since: datetime | None) -> Any:
         return await collect_labels(store, settings, since)
 
 
+async def _log_data(url: str, settings: Settings, since: datetime | None) -> Any:
+    from tierroute.offline.retrain import collect_labels
+    from tierroute.offline.traffic.retrain_log import log_training_data
+
+    async with _reading(url) as store:
+        log = await collect_labels(store, settings, since)
+        labelled, extra = await log_training_data(store, settings, log)
+    return log, labelled, extra
+
+
 def run_retrain_command(
     args: argparse.Namespace, settings: Settings, environ: Mapping[str, str]
 ) -> int:
@@ -375,15 +393,24 @@ def run_retrain_command(
             seed=args.seed,
             dry_run=args.dry_run,
         )
-        data = _data_path(args, environ)
     except ConfigError as exc:
         return _fail("retrain", exc)
     try:
-        log = asyncio.run(_labels(url, settings, options.since))
+        if args.data is None:
+            log, labelled, extra = asyncio.run(_log_data(url, settings, options.since))
+        else:
+            log = asyncio.run(_labels(url, settings, options.since))
     except QueryLogError as exc:
         return _unreadable("retrain", url, exc)
     try:
-        result = retrain(settings, log, data, registry, options)
+        if args.data is None:
+            from tierroute.offline.traffic.retrain_log import retrain_from_log
+
+            result = retrain_from_log(
+                settings, log, labelled, extra, registry=registry, options=options
+            )
+        else:
+            result = retrain(settings, log, Path(args.data), registry, options)
     except (ConfigError, ModelLoadError, NotFound, OSError) as exc:
         return _fail("retrain", exc)
     except ImportError as exc:
