@@ -40,7 +40,7 @@ from tierroute.providers import (
     prompt_tokens,
     prompts,
 )
-from tierroute.settings import Settings
+from tierroute.settings import Settings, TierConfig
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,26 @@ class TierCaller:
         A streamed request hears of the call as it starts and ends (and of a judge's
         verdict); with `text` an answer call streams its deltas into it.
         """
-        draft, stop, permit = self._prepare(run, index, role, speculative=speculative)
+        return await self._call(
+            run, self._tiers[index], role, messages, speculative=speculative, text=text
+        )
+
+    async def probe(self, run: RunState, probe: TierConfig, messages: list[Message]) -> CallOutcome:
+        """The probe's answer to `messages` (a model outside the tiers, priced as `probe`),
+        within the request's limits and behind the probe's own breaker; never retried."""
+        return await self._call(run, probe, "probe", messages, speculative=False)
+
+    async def _call(
+        self,
+        run: RunState,
+        tier: TierConfig,
+        role: HopRole,
+        messages: list[Message],
+        *,
+        speculative: bool,
+        text: AnswerText | None = None,
+    ) -> CallOutcome:
+        draft, stop, permit = self._prepare(run, tier, role, speculative=speculative)
         position = len(run.hops) - 1
         if permit is None:
             self._finished(run, position, draft)
@@ -209,7 +228,7 @@ class TierCaller:
         return delay
 
     def _prepare(
-        self, run: RunState, index: int, role: HopRole, *, speculative: bool
+        self, run: RunState, tier: TierConfig, role: HopRole, *, speculative: bool
     ) -> tuple[HopDraft, Stop | None, Permit | None]:
         """Reserve the call's hop (in start order), ask the tier's circuit breaker, and
         charge the call to the request's limits.
@@ -218,7 +237,6 @@ class TierCaller:
         it, or is None when the breaker did (the hop is skipped as `circuit_open`, and
         nothing is charged to the attempt budget).
         """
-        tier = self._tiers[index]
         draft = HopDraft(
             tier=tier,
             role=role,

@@ -1,8 +1,16 @@
-"""Answer extraction, answer comparison and token counting for replayed calls.
+"""Final answers: extracting them from an answer's text, and comparing two of them.
 
-The replay judge compares final answers, not prose: a candidate that is some model's
-recorded response uses that model's recorded `pred`; any other text goes through
-`extract_answer`, a small extractor for the answer formats found in the data.
+Two comparisons live here, one for each user:
+
+- `final_answer` and `final_answers_agree`: the Cascade's agreement check (a tier's answer
+  against a probe's or another tier's), used by serving and, through the engine, by the
+  evaluation. Only an explicitly stated final answer counts: "the answer is (X)" or
+  "Answer: X" for multiple choice, a JSON `"answer"` field (GSM8K, CRUXEval), the last
+  `\\boxed{...}` (competition maths). An answer that states none has no final answer, and
+  no final answer agrees with anything (not even another missing one): the check then
+  escalates, as a disagreement does. docs/cascade.md, "Agreement".
+- `extract_answer` and `answers_agree`: the replay judge's reading of a candidate that is
+  not a recorded response, which also falls back to the last line.
 """
 
 from __future__ import annotations
@@ -32,6 +40,46 @@ def _last_boxed(text: str) -> str | None:
             if depth == 0:
                 return text[i:j]
     return None
+
+
+# "The answer is **B**", "Answer: (F) 0.32", "the answer is (E) hot day": an explicit
+# choice; the letter is case-sensitive so "the answer is a list" is not option A.
+_STATED_CHOICE = re.compile(r"(?i:\banswer(?:\s+is)?)\s*:?\s*\**\s*\(?([A-J])\)?\**(?![A-Za-z])")
+
+
+def stated_answer(text: str) -> str | None:
+    """The final answer `text` states explicitly, or None when it states none.
+
+    Tried in order: a multiple-choice letter after "answer is" / "Answer:", a JSON
+    "answer" field, the last \\boxed{...}. Prose with none of these has no final answer.
+    """
+    choice = _STATED_CHOICE.findall(text)
+    if choice:
+        return str(choice[-1])
+    fields = _JSON_ANSWER.findall(text)
+    if fields:
+        raw = fields[-1].strip()
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        return str(value).strip() or None
+    boxed = _last_boxed(text)
+    if boxed is not None:
+        return boxed.strip() or None
+    return None
+
+
+def final_answer(text: str) -> str:
+    """The comparable final answer `text` states ("" when it states none)."""
+    return normalise(stated_answer(text))
+
+
+def final_answers_agree(first: str, second: str) -> bool:
+    """Whether two answers' texts state the same final answer; one that states none never
+    agrees."""
+    left = final_answer(first)
+    return bool(left) and left == final_answer(second)
 
 
 def extract_answer(text: str) -> str | None:
