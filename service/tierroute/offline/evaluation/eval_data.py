@@ -11,9 +11,12 @@ one named explicitly), else fitted from each record's recorded cost and token co
 from __future__ import annotations
 
 import csv
+import dataclasses
+import gzip
+import json
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +88,9 @@ class EvalData:
     pricing: Pricing
     # Only the first `limit` records of the file are evaluated (None: all).
     limit: int | None = None
+    # USD per million input and output tokens of every recorded model key in the file (the
+    # probes' prices), from the prices file where it has them, else fitted.
+    model_prices: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -120,13 +126,15 @@ def load_eval_data(path: Path, *, prices: Path | None = None, limit: int | None 
     ids = [r.id for r in records]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{path}: record ids must be unique")
+    prices_path = prices if prices is not None else path.parent / PRICES_FILE
     return EvalData(
         path=path,
         sha256=file_sha256(path),
         records=tuple(records),
         trio=_trio_labels(records),
-        pricing=load_pricing(raw, prices if prices is not None else path.parent / PRICES_FILE),
+        pricing=load_pricing(raw, prices_path),
         limit=limit,
+        model_prices=model_prices(raw, prices_path),
     )
 
 
@@ -207,15 +215,32 @@ def _read_prices(path: Path) -> dict[str, tuple[float, float]]:
     return table
 
 
+def model_prices(raw: Sequence[Mapping[str, Any]], prices: Path) -> dict[str, tuple[float, float]]:
+    """Every recorded model key's price: from `prices` where it lists it, else fitted."""
+    table = _read_prices(prices) if prices.is_file() else {}
+    keys = sorted({key for record in raw for key in record["models"]})
+    return {key: table[key] if key in table else _fit_model_price(raw, key) for key in keys}
+
+
+def _fit_model_price(raw: Sequence[Mapping[str, Any]], model: str) -> tuple[float, float]:
+    return _fit(raw, lambda record: model, model)
+
+
 def _fit_price(raw: Sequence[Mapping[str, Any]], key: str) -> tuple[float, float]:
+    return _fit(raw, lambda record: str(record["tiers"][key]), f"the {key} tier")
+
+
+def _fit(
+    raw: Sequence[Mapping[str, Any]], model_of: Callable[[Mapping[str, Any]], str], what: str
+) -> tuple[float, float]:
     rows, costs = [], []
     for record in raw:
-        outcome = record["models"].get(record["tiers"][key])
+        outcome = record["models"].get(model_of(record))
         if outcome and outcome.get("cost_usd") is not None:
             rows.append([float(outcome["input_tokens"]), float(outcome["output_tokens"])])
             costs.append(float(outcome["cost_usd"]))
     if len(rows) < 2:
-        raise ConfigError(f"cannot price the {key} tier: too few records with cost and tokens")
+        raise ConfigError(f"cannot price {what}: too few records with cost and tokens")
     solution, *_ = np.linalg.lstsq(np.array(rows), np.array(costs), rcond=None)
     usd_in, usd_out = (max(float(v) * 1e6, 0.0) for v in solution)
     return usd_in, usd_out
@@ -242,3 +267,51 @@ def eval_tiers(settings: Settings, data: EvalData) -> tuple[TierConfig, ...]:
             )
         )
     return tuple(tiers)
+
+
+def trio_view(path: Path, trio: Sequence[str], dest: Path) -> tuple[Path, dict[str, Any]]:
+    """Write to `dest` the records of `path` that hold every model of `trio` (cheap, mid,
+    expensive recorded model keys), with `tiers` and `min_tier_correct` re-pointed at them;
+    return the file and a summary for the report (the keys, the records kept per task).
+
+    Everything downstream (cross-validation labels, replay, prices, scoring) then reads the
+    trio as if it were the data's default one. ConfigError for a key no record holds.
+    """
+    keys = [k.strip() for k in trio]
+    if len(keys) != len(TIER_KEYS) or not all(keys) or len(set(keys)) != len(keys):
+        raise ConfigError(
+            f"--trio needs {len(TIER_KEYS)} different model keys (cheap,mid,expensive), "
+            f"not {','.join(trio)!r}"
+        )
+    seen: set[str] = set()
+    kept: Counter[str] = Counter()
+    with gzip.open(dest, "wt", encoding="utf-8") as out:
+        for record in _trio_records(path, keys, seen):
+            kept[str(record.get("task") or "all")] += 1
+            out.write(json.dumps(record) + "\n")
+    unknown = [k for k in keys if k not in seen]
+    if unknown:
+        raise ConfigError(
+            f"--trio: no record holds model key(s) {unknown}; the data holds {sorted(seen)}"
+        )
+    if not kept:
+        raise ConfigError(f"--trio: no record holds all of {keys}")
+    return dest, {
+        "models": dict(zip(TIER_KEYS, keys, strict=True)),
+        "records_per_task": dict(sorted(kept.items())),
+        "source_file": path.name,
+        "source_sha256": file_sha256(path),
+    }
+
+
+def _trio_records(path: Path, keys: Sequence[str], seen: set[str]) -> Iterator[dict[str, Any]]:
+    """The records holding every key, re-pointed; `seen` collects every model key met."""
+    for record in iter_records(path):
+        models = record.get("models") or {}
+        seen.update(models)
+        if not all(k in models for k in keys):
+            continue
+        trio = dict(zip(TIER_KEYS, keys, strict=True))
+        correct = [bool(models[k].get("correct")) for k in keys]
+        label = next((t for t, ok in zip(TIER_KEYS, correct, strict=True) if ok), "none")
+        yield {**record, "tiers": trio, "min_tier_correct": label}
