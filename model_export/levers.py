@@ -151,10 +151,7 @@ def build(
     # Rule A's calls on plain prompts cost what the one-call runs cost: the rest is the probe.
     final = np.array([o.final_tier for o in outcomes[AGREEMENT]])
     probe_cost = (
-        cost[AGREEMENT]
-        - cost["cheap"]
-        - (final >= 1) * cost["mid"]
-        - (final >= 2) * cost["top"]
+        cost[AGREEMENT] - cost["cheap"] - (final >= 1) * cost["mid"] - (final >= 2) * cost["top"]
     )
     store = store or load_store(data.path, limit)
     probe = rules[0].plans[0].settings.probes[0]

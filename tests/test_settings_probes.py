@@ -21,7 +21,8 @@ def test_bundled_config_ships_an_older_claude_as_the_probe() -> None:
     """The bundled config names one probe, cheaper than the cheapest tier, for agreement."""
     s = Settings.from_env({})
     probe = s.agreement_probe()
-    assert probe is not None and probe.label == "probe"
+    assert probe is not None
+    assert probe.label == "probe"
     assert probe.model.startswith("claude-")
     assert probe.input_usd_per_mtok < s.tiers[0].input_usd_per_mtok
     assert probe.replay_models == ("deepseek", "gpt-4o-mini-2024-07-18")
@@ -38,7 +39,8 @@ def test_config_file_replaces_probes_and_names_default_to_the_model(tmp_path: Pa
     s = Settings.from_env(env)
     assert [p.label for p in s.probes] == ["m1", "m2"]
     probe = s.agreement_probe()
-    assert probe is not None and probe.model == "m2"
+    assert probe is not None
+    assert probe.model == "m2"
     tier = probe.as_tier()
     assert (tier.name, tier.input_usd_per_mtok, tier.output_usd_per_mtok) == ("m2", 0.3, 0.4)
 

@@ -13,6 +13,7 @@ from tests.helpers import make_settings, running_server
 from tierroute.errors import ProviderOverloaded
 from tierroute.providers.scripted import Reply, ScriptedProvider
 from tierroute.querylog import open_store
+from tierroute.routing import AGREEMENT_ACTIONS, plan_from
 from tierroute.testing import StaticScorer
 from tierroute.v1 import tierroute_pb2 as pb
 
@@ -55,7 +56,8 @@ async def test_agreeing_probe_ships_the_cheap_answer() -> None:
     assert probe.model == PROBE
     assert probe.cost_usd == pytest.approx((400 * 0.25 + 200 * 1.25) / 1e6)
     assert r.total_cost_usd == pytest.approx(sum(h.cost_usd for h in r.hops))
-    assert not provider.calls_to(MID) and not provider.calls_to(TOP)
+    assert not provider.calls_to(MID)
+    assert not provider.calls_to(TOP)
 
 
 async def test_mid_agreeing_with_the_probe_ships_mid() -> None:
@@ -161,3 +163,18 @@ async def test_query_log_records_the_probe_hop(tmp_path: Path) -> None:
         next(h.cost_usd for h in r.hops if h.role == pb.HOP_ROLE_PROBE)
     )
     assert record.total_cost_usd == pytest.approx(r.total_cost_usd)
+
+
+async def test_value_plan_choosing_agree_runs_rule_a() -> None:
+    """A value plan whose action is `agree` runs rule A with the default judge mode."""
+    plan = plan_from((0.9, 0.2), (0.001, 0.0012), 0.01, AGREEMENT_ACTIONS)
+    scorer = StaticScorer((0.95, 0.03, 0.02), plan=plan)
+    provider = ScriptedProvider(answers={CHEAP: [said("A")], PROBE: [said("C")], MID: [said("C")]})
+    async with running_server(scorer=scorer, provider=provider) as s:
+        r = await s.stub.Cascade(
+            pb.CascadeRequest(query=QUESTION, speculation=pb.SPECULATION_MODE_OFF)
+        )
+    assert plan.judge == "agree"
+    assert (r.tier.name, r.judge_status) == ("mid", pb.JUDGE_STATUS_AGREED)
+    assert any(h.role == pb.HOP_ROLE_PROBE for h in r.hops)
+    assert r.route.reasons[0].code == pb.REASON_CODE_EXPECTED_VALUE
