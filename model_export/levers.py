@@ -123,28 +123,16 @@ def build(
     if not rules:
         raise SystemExit("levers: no probe the data holds answers for ([[probes]])")
     outcomes = run_strategies(data, rules, workers=workers, store=store)
-    quality = {
-        name: tables.quality[:, col]
-        for name, col in (
-            ("cheap", CHEAP),
-            ("cheap_judged", CHEAP_JUDGED),
-            ("cheap_mid_judge_only", CHEAP_MID_JUDGE_ONLY),
-            ("mid", MID),
-            ("mid_judged", MID_JUDGED),
-            ("top", TOP),
-        )
+    columns = {
+        "cheap": CHEAP,
+        "cheap_judged": CHEAP_JUDGED,
+        "cheap_mid_judge_only": CHEAP_MID_JUDGE_ONLY,
+        "mid": MID,
+        "mid_judged": MID_JUDGED,
+        "top": TOP,
     }
-    cost = {
-        name: tables.cost[:, col]
-        for name, col in (
-            ("cheap", CHEAP),
-            ("cheap_judged", CHEAP_JUDGED),
-            ("cheap_mid_judge_only", CHEAP_MID_JUDGE_ONLY),
-            ("mid", MID),
-            ("mid_judged", MID_JUDGED),
-            ("top", TOP),
-        )
-    }
+    quality = {name: tables.quality[:, col] for name, col in columns.items()}
+    cost = {name: tables.cost[:, col] for name, col in columns.items()}
     for name in (AGREEMENT, AGREEMENT_MID):
         quality[name] = correctness(outcomes[name], data, truth, 3)
         cost[name] = np.array([o.cost_usd for o in outcomes[name]])

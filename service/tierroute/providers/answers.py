@@ -47,15 +47,12 @@ def _last_boxed(text: str) -> str | None:
 _STATED_CHOICE = re.compile(r"(?i:\banswer(?:\s+is)?)\s*:?\s*\**\s*\(?([A-J])\)?\**(?![A-Za-z])")
 
 
-def stated_answer(text: str) -> str | None:
-    """The final answer `text` states explicitly, or None when it states none.
-
-    Tried in order: a multiple-choice letter after "answer is" / "Answer:", a JSON
-    "answer" field, the last \\boxed{...}. Prose with none of these has no final answer.
-    """
-    choice = _STATED_CHOICE.findall(text)
-    if choice:
-        return str(choice[-1])
+def _marked(text: str, choice: re.Pattern[str]) -> tuple[bool, str | None]:
+    """(whether `text` marks a final answer, that answer): a choice letter matched by
+    `choice`, else a JSON "answer" field, else the last \\boxed{...}."""
+    letters = choice.findall(text)
+    if letters:
+        return True, str(letters[-1])
     fields = _JSON_ANSWER.findall(text)
     if fields:
         raw = fields[-1].strip()
@@ -63,11 +60,20 @@ def stated_answer(text: str) -> str | None:
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
-        return str(value).strip() or None
+        return True, str(value).strip() or None
     boxed = _last_boxed(text)
     if boxed is not None:
-        return boxed.strip() or None
-    return None
+        return True, boxed.strip() or None
+    return False, None
+
+
+def stated_answer(text: str) -> str | None:
+    """The final answer `text` states explicitly, or None when it states none.
+
+    Tried in order: a multiple-choice letter after "answer is" / "Answer:", a JSON
+    "answer" field, the last \\boxed{...}. Prose with none of these has no final answer.
+    """
+    return _marked(text, _STATED_CHOICE)[1]
 
 
 def final_answer(text: str) -> str:
@@ -88,20 +94,9 @@ def extract_answer(text: str) -> str | None:
     Tried in order: "the answer is (X)" (multiple choice), a JSON "answer" field, the last
     \\boxed{...}, then the last non-empty line.
     """
-    mcq = _MCQ.findall(text)
-    if mcq:
-        return str(mcq[-1])
-    fields = _JSON_ANSWER.findall(text)
-    if fields:
-        raw = fields[-1].strip()
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        return str(value).strip() or None
-    boxed = _last_boxed(text)
-    if boxed is not None:
-        return boxed.strip() or None
+    found, answer = _marked(text, _MCQ)
+    if found:
+        return answer
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         return None
