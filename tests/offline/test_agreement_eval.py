@@ -20,9 +20,10 @@ from tierroute.offline.evaluation.agreement import (
     agreement_strategies,
     eval_probe,
 )
-from tierroute.offline.evaluation.eval_data import load_eval_data, trio_view
+from tierroute.offline.evaluation.eval_data import load_eval_data
 from tierroute.offline.evaluation.harness import run_strategies
 from tierroute.offline.evaluation.strategies import eval_settings
+from tierroute.offline.evaluation.trio import trio_view
 from tierroute.providers import final_answer
 from tierroute.settings import ProbeConfig, Settings
 

@@ -30,7 +30,6 @@ from tierroute.offline.evaluation.eval_data import (
     EvalData,
     load_eval_data,
     load_store,
-    trio_view,
 )
 from tierroute.offline.evaluation.first_token import first_token_report
 from tierroute.offline.evaluation.harness import Outcome, Strategy, describe, run_strategies
@@ -54,6 +53,7 @@ from tierroute.offline.evaluation.summary import (
     markdown_summary,
     write_json,
 )
+from tierroute.offline.evaluation.trio import trio_view
 from tierroute.offline.training.calibrate import DEFAULT_MAX_COST_RATIO, Target
 from tierroute.offline.training.value_fit import prepare_value_model, write_model_file
 from tierroute.settings import Settings
@@ -165,7 +165,7 @@ def evaluate(
     `progress(total)` is called once with the number of record answers to come and returns
     the callback the harness calls as they finish. With `trio` (cheap, mid and expensive
     recorded model keys) only the records holding all three are evaluated, with those
-    models playing the tiers (`eval_data.trio_view`); the report's `trio` says which.
+    models playing the tiers (`trio.trio_view`); the report's `trio` says which.
     """
     if trio is None:
         return _evaluate(data_path, out_dir, settings, options, progress=progress)
