@@ -104,6 +104,13 @@ _PLAN_JUDGING: dict[str, _Judging] = {
 }
 # The request's agreement modes, as the value plan's agreement plans.
 _AGREEMENT_PLAN = {"agreement": "agree", "agreement_mid": "agree_mid"}
+# The judge modes a request can fix, whatever the plan or the sampler would say.
+_FIXED_JUDGING: dict[str, _Judging] = {
+    "always": _Judging(True, True, "sampled_out"),
+    "never": _Judging(False, False, "sampled_out"),
+    "start_only": _Judging(True, False, "skipped"),
+    **{mode: _PLAN_JUDGING[plan] for mode, plan in _AGREEMENT_PLAN.items()},
+}
 
 
 @dataclass(frozen=True)
@@ -338,19 +345,8 @@ class CascadeEngine:
     # -- the start tier ------------------------------------------------------------------
 
     def _start(self, query: CascadeQuery) -> tuple[int, Decision | None]:
-        if query.speculation not in ("default", "on", "off"):
-            raise InvalidRequest(f"speculation mode {query.speculation!r} is unknown")
-        if query.judge_mode not in JUDGE_MODES:
-            raise InvalidRequest(f"judge mode {query.judge_mode!r} is unknown")
-        if query.max_output_tokens is not None and query.max_output_tokens < 0:
-            raise InvalidRequest("max_output_tokens must not be negative")
+        self._check(query)
         agreement = query.judge_mode in AGREEMENT_MODES
-        if agreement and self._probe is None:
-            raise InvalidRequest(
-                f"judge mode {query.judge_mode!r} needs a probe: configure one with [[probes]]"
-            )
-        if agreement and query.self_routing:
-            raise InvalidRequest("self-routing and the agreement modes cannot be combined")
         override: int | None = None
         if query.start_tier:
             try:
@@ -385,6 +381,21 @@ class CascadeEngine:
                     decision = self._overridden(decision, override)
             self._telemetry.routed(span, decision)
         return decision.tier_index, decision
+
+    def _check(self, query: CascadeQuery) -> None:
+        """InvalidRequest for a request whose options are unknown or contradict each other."""
+        if query.speculation not in ("default", "on", "off"):
+            raise InvalidRequest(f"speculation mode {query.speculation!r} is unknown")
+        if query.judge_mode not in JUDGE_MODES:
+            raise InvalidRequest(f"judge mode {query.judge_mode!r} is unknown")
+        if query.max_output_tokens is not None and query.max_output_tokens < 0:
+            raise InvalidRequest("max_output_tokens must not be negative")
+        if query.judge_mode in AGREEMENT_MODES and self._probe is None:
+            raise InvalidRequest(
+                f"judge mode {query.judge_mode!r} needs a probe: configure one with [[probes]]"
+            )
+        if query.judge_mode in AGREEMENT_MODES and query.self_routing:
+            raise InvalidRequest("self-routing and the agreement modes cannot be combined")
 
     def _overridden(self, decision: Decision, override: int) -> Decision:
         """The decision with the caller's start tier in place of the routed one."""
@@ -434,14 +445,8 @@ class CascadeEngine:
         mode = run.query.judge_mode
         if run.query.cheapest_only:
             return _Judging(False, False, "skipped")
-        if mode == "always":
-            return _Judging(True, True, "sampled_out")
-        if mode == "never":
-            return _Judging(False, False, "sampled_out")
-        if mode == "start_only":
-            return _Judging(True, False, "skipped")
-        if mode in _AGREEMENT_PLAN:
-            return _PLAN_JUDGING[_AGREEMENT_PLAN[mode]]
+        if mode in _FIXED_JUDGING:
+            return _FIXED_JUDGING[mode]
         if decision is not None and decision.plan is not None:
             return _PLAN_JUDGING[decision.plan.judge]
         sampled = sampler.should_judge(run.request_id, query_type(run.query.route.text))
