@@ -107,10 +107,16 @@ class Outcome:
 def tier_tokens(
     hops: Sequence[Any], tier_names: Sequence[str]
 ) -> tuple[tuple[int, int, int, int], ...]:
-    """Per tier: the input, output, cache-write and cache-read tokens its calls billed."""
+    """Per tier: the input, output, cache-write and cache-read tokens its calls billed.
+
+    Calls on models outside the tiers (an agreement probe) are in `cost_usd` only: no
+    configured tier's price applies to them.
+    """
     totals = [[0, 0, 0, 0] for _ in tier_names]
     index = {name: i for i, name in enumerate(tier_names)}
     for hop in hops:
+        if hop.tier not in index:
+            continue
         row = totals[index[hop.tier]]
         row[0] += hop.input_tokens
         row[1] += hop.output_tokens
@@ -222,7 +228,7 @@ async def _answer(state: _State, unit: _Unit) -> list[Outcome]:
     plan = strategy.plan(unit.fold)
     settings = plan.settings
     loop = asyncio.get_running_loop()
-    replay = ReplayEngine(state.replay_store(), settings.tiers, settings.replay)
+    replay = ReplayEngine(state.replay_store(), settings.tiers, settings.replay, settings.probes)
     engine = CascadeEngine(
         settings,
         Router(settings, plan.scorer),

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,13 @@ from tierroute.model.operating import (
 from tierroute.model.value import operating_prices, top_action
 from tierroute.offline.evaluation import calibration as cal
 from tierroute.offline.evaluation import calibration_output, valuefit
+from tierroute.offline.evaluation.agreement import NAMES as AGREEMENT_ORDER
+from tierroute.offline.evaluation.agreement import agreement_strategies
 from tierroute.offline.evaluation.crossval import CrossValidation, cross_validate
 from tierroute.offline.evaluation.curves import price_curve, risk_curve
 from tierroute.offline.evaluation.eval_data import (
     LADDER_CONFIG,
+    PRICES_FILE,
     EvalData,
     ladder_kind,
     load_eval_data,
@@ -63,6 +67,7 @@ from tierroute.offline.evaluation.summary import (
     markdown_summary,
     write_json,
 )
+from tierroute.offline.evaluation.trio import trio_view
 from tierroute.offline.training.calibrate import DEFAULT_MAX_COST_RATIO, Target
 from tierroute.offline.training.value_fit import solve_points, write_value_model
 from tierroute.routing import ACTIONS
@@ -175,12 +180,45 @@ def evaluate(
     options: Options,
     *,
     progress: Callable[[int], Progress] | None = None,
+    trio: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Answer every record with every strategy, score, and write report.json and the plot.
 
     `progress(total)` is called once with the number of record answers to come and returns
-    the callback the harness calls as they finish.
+    the callback the harness calls as they finish. With `trio` (cheap, mid and expensive
+    recorded model keys) only the records holding all three are evaluated, with those
+    models playing the tiers (`trio.trio_view`); the report's `trio` says which.
     """
+    if trio is None:
+        return _evaluate(data_path, out_dir, settings, options, progress=progress)
+    with tempfile.TemporaryDirectory(prefix="tierroute-trio-") as tmp:
+        view, info = trio_view(data_path, trio, Path(tmp) / data_path.name)
+        # The view is written elsewhere: the recorded prices stay the data's prices.csv.
+        recorded = ladder_kind(options.prices) == "recorded"
+        prices = (
+            str(data_path.parent / PRICES_FILE)
+            if recorded and not options.prices.lower().endswith(".csv")
+            else options.prices
+        )
+        return _evaluate(
+            view,
+            out_dir,
+            settings,
+            dataclasses.replace(options, prices=prices),
+            progress=progress,
+            extra={"trio": info},
+        )
+
+
+def _evaluate(
+    data_path: Path,
+    out_dir: Path,
+    settings: Settings,
+    options: Options,
+    *,
+    progress: Callable[[int], Progress] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     data, truth, bundle, settings = prepare(data_path, settings, options)
     if bundle is None and settings.routing.default_strategy == "classifier":
         raise ConfigError(
@@ -189,8 +227,9 @@ def evaluate(
         )
     cv = cross_validate_for(data, bundle, options)
     names = [t.name for t in settings.tiers]
+    agreement = agreement_strategies(settings, data)
     # Every strategy, the calibration tables, and the shipped strategy once more streamed.
-    n_runs = len(data) * (len(ORDER) + N_TABLE_COLUMNS + 1)
+    n_runs = len(data) * (len(ORDER) + len(agreement) + N_TABLE_COLUMNS + 1)
     tick = progress(n_runs) if progress is not None else None
     store = load_store(data.path, data.limit) if options.workers <= 1 else None
     # The shipped procedure cross-fitted: calibrate on the other folds, answer the fold. Its
@@ -213,6 +252,7 @@ def evaluate(
             settings, oracle_start_tiers(truth, {r.id: r.replay_id for r in data.records}, names)
         ),
         *routed_strategies(settings, data, cv),
+        *agreement,
         shipped_strategy(settings, data, cv, bundle, value, price=served_price),
     ]
 
@@ -291,7 +331,7 @@ def evaluate(
     )
     outcomes.update(run([random]))
     strategies += [*tuned_list, random]
-    order = [*ORDER, *(s.name for s in tuned_list)]
+    order = [*ORDER, *AGREEMENT_ORDER, *(s.name for s in tuned_list)]
     ordered = {name: outcomes[name] for name in order if name in outcomes}
     report = build_report(
         data,
@@ -315,6 +355,7 @@ def evaluate(
                 },
                 "operating_points": point_folds,
             },
+            **(extra or {}),
             "pricing": pricing_report(settings.tiers, options.prices, data),
             "curves": curves(inputs, names, value is not None),
             "seed": options.seed,
