@@ -105,6 +105,8 @@ class ServerConfig:
     # RESOURCE_EXHAUSTED (health and reflection exempt); 0 = no bound. Keep it below
     # max_concurrent_rpcs, whose refusal is gRPC's own and does not spare health probes.
     max_in_flight: int = 256
+    # Server processes `tierroute serve` runs on one port (SO_REUSEPORT); 0 = one per core.
+    workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -250,6 +252,9 @@ class ReplayConfig:
     judge_billing: str = "reasoning"
 
 
+QUERYLOG_WRITERS = ("process", "thread")
+
+
 @dataclass(frozen=True)
 class QueryLogConfig:
     """The query log: where it is stored and how the writer batches, spools and retries."""
@@ -276,8 +281,15 @@ class QueryLogConfig:
     connect_timeout_s: float = 5.0
     # How long shutdown waits to drain the queue to the database before spooling the rest.
     close_timeout_s: float = 10.0
+    # "process": the writer runs in a process of its own (one per `serve`, shared by its
+    # --workers), out of the serving GIL; "thread": inside the serving process.
+    writer: str = "process"
 
     def __post_init__(self) -> None:
+        if self.writer not in QUERYLOG_WRITERS:
+            raise ConfigError(
+                f"querylog.writer must be one of {list(QUERYLOG_WRITERS)}, not {self.writer!r}"
+            )
         if self.queue_size < 1 or self.batch_size < 1:
             raise ConfigError("querylog.queue_size and querylog.batch_size must be at least 1")
         if self.flush_interval_s <= 0 or self.retry_initial_s <= 0:
@@ -464,6 +476,8 @@ class Settings:
         server = self.server
         if server.max_concurrent_rpcs and server.max_in_flight >= server.max_concurrent_rpcs:
             raise ConfigError("server.max_in_flight must be below server.max_concurrent_rpcs")
+        if server.workers < 0:
+            raise ConfigError("server.workers must be 0 (one per core) or a positive count")
         if not 0.0 <= self.telemetry.sample_ratio <= 1.0:
             raise ConfigError("telemetry.sample_ratio must be within [0, 1]")
         self.breaker.actions(names)

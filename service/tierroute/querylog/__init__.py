@@ -5,6 +5,8 @@ Public surface:
 
 - `QueryRecord`, `FeedbackRecord`, `HopRecord`, `hash_query`: what is logged.
 - `QueryLogWriter`: non-blocking, loss-free batching writer for the RPC hot path.
+- `WriterProcess`, `QueryLogClient`: that writer in a process of its own, and a serving
+  process's loss-free connection to it (`QueryLog` is either writer or client).
 - `Store`, `open_store`, `SqliteStore`, `PostgresStore`: where it is kept
   (`PostgresStore` loads psycopg on first use, so SQLite deployments never import it).
 - `summarize`, `Report`: the figures `tierroute report` prints (`querylog.cli`).
@@ -14,7 +16,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from tierroute.querylog.client import ClientStats, QueryLogClient, worker_spool_path
 from tierroute.querylog.factory import open_store
+from tierroute.querylog.process import WriterProcess
 from tierroute.querylog.records import FeedbackRecord, HopRecord, QueryRecord, hash_query
 from tierroute.querylog.report import Report, ReportBuilder, summarize
 from tierroute.querylog.sqlite import SqliteStore
@@ -24,10 +28,16 @@ from tierroute.querylog.writer import QueryLogWriter, WriterStats
 if TYPE_CHECKING:
     from tierroute.querylog.postgres import PostgresStore
 
+# What the servicer records into: the in-process writer or a writer process's client.
+QueryLog = QueryLogWriter | QueryLogClient
+
 __all__ = [
+    "ClientStats",
     "FeedbackRecord",
     "HopRecord",
     "PostgresStore",
+    "QueryLog",
+    "QueryLogClient",
     "QueryLogError",
     "QueryLogWriter",
     "QueryRecord",
@@ -37,10 +47,12 @@ __all__ = [
     "Store",
     "StoreRejected",
     "StoreUnavailable",
+    "WriterProcess",
     "WriterStats",
     "hash_query",
     "open_store",
     "summarize",
+    "worker_spool_path",
 ]
 
 
