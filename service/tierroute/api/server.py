@@ -268,6 +268,22 @@ class TierRouteServer:
         for name in ("", SERVICE_NAME):
             await self._health.set(name, status)
 
+    async def set_serving(self, serving: bool) -> None:
+        """Report the service SERVING or NOT_SERVING (a worker group's health, all workers)."""
+        if self._server is not None:
+            await self._set_health(
+                health_pb2.HealthCheckResponse.SERVING
+                if serving
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+
+    async def set_health_of(
+        self, name: str, status: health_pb2.HealthCheckResponse.ServingStatus
+    ) -> None:
+        """Report `status` under the health service name `name` (a worker of a group)."""
+        if self._server is not None:
+            await self._health.set(name, status)
+
     async def stop(self, grace_s: float | None = None, drain_s: float = 0.0) -> None:
         """NOT_SERVING, refuse new calls, let calls in flight finish within the grace period.
 
