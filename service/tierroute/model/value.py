@@ -43,6 +43,9 @@ from tierroute.routing import (
 
 VALUE_INPUT = "text"
 VALUE_OUTPUT = "variable"
+# A value graph that shares its feature pass with the classifier (offline.training.
+# shared_graph) also outputs the classifier's per-tier probabilities under this name.
+SHARED_PROBA_OUTPUT = "probabilities"
 
 
 def split_outputs(raw: Any, n_actions: int) -> tuple[Any, Any]:
@@ -84,6 +87,8 @@ class ValueModel:
         self.actions = tuple(actions)
         self.price_per_correct_usd = price_per_correct_usd
         self.prefix_chars = prefix_chars
+        # One run gives the classifier's probabilities too (one tokenization, one TF-IDF).
+        self.shared = SHARED_PROBA_OUTPUT in {o.name for o in session.get_outputs()}
 
     @classmethod
     def load(
@@ -153,6 +158,20 @@ class ValueModel:
         """The action with the best expected value for `text`."""
         p, cost = self.estimate(text)
         return plan_from(p, cost, self.price_per_correct_usd, self.actions)
+
+    def scores_and_plan(self, text: str) -> tuple[list[float], CascadePlan]:
+        """The classifier's probabilities and the plan from one run of a shared graph."""
+        feed = {VALUE_INPUT: np.array([[classifier_text(text, self.prefix_chars)]], dtype=object)}
+        probs, raw = self._session.run([SHARED_PROBA_OUTPUT, VALUE_OUTPUT], feed)
+        p, cost = split_outputs(raw[0], len(self.actions))
+        plan = plan_from(
+            tuple(float(v) for v in p),
+            tuple(float(v) for v in cost),
+            self.price_per_correct_usd,
+            self.actions,
+        )
+        scores: list[float] = probs[0].tolist()
+        return scores, plan
 
 
 __all__ = [

@@ -63,9 +63,10 @@ PLAN_DROPPED = "; value plan dropped, judge sampling decides"
 class Scorer(Protocol):
     """What the router needs of a classifier: probabilities per tier, and its identity.
 
-    Two members are optional and looked up when present: `cascade_thresholds` (where a
-    Cascade starts, calibrated apart from Route's) and `cascade_plan(text)` (the value
-    policy's `CascadePlan` for a Cascade, or None).
+    Three members are optional and looked up when present: `cascade_thresholds` (where a
+    Cascade starts, calibrated apart from Route's), `cascade_plan(text)` (the value
+    policy's `CascadePlan` for a Cascade, or None) and `score_cascade(text)` (both the
+    probabilities and that plan, from one feature pass).
     """
 
     @property
@@ -384,7 +385,21 @@ class Router:
         scorer = self._scorer
         if scorer is None:
             raise InvalidRequest("the classifier strategy is not available: no model loaded")
-        probs = scorer.predict_proba(text)
+        # A Cascade the value policy plans: one call for scores and plan when the scorer
+        # shares one feature pass between its classifier and its value model.
+        wants_plan = (
+            for_cascade
+            and query.quality_floor == 0
+            and rule != "published"
+            and self._settings.cascade.use_model_calibration
+        )
+        both = getattr(scorer, "score_cascade", None) if wants_plan else None
+        planned: tuple[CascadePlan | None] | None = None
+        if callable(both):
+            probs, early = both(text)
+            planned = (early,)
+        else:
+            probs = scorer.predict_proba(text)
         pick = _Pick(
             index=0,
             notes=[],
@@ -400,7 +415,9 @@ class Router:
             return pick
         # A quality floor is a promise about the start tier itself, which the value policy
         # does not make: those requests keep the risk thresholds.
-        plan = self._plan(scorer, text) if for_cascade and query.quality_floor == 0 else None
+        plan = (
+            self._plan(scorer, text, planned) if for_cascade and query.quality_floor == 0 else None
+        )
         if plan is not None:
             pick.index, pick.notes, pick.plan = plan.start, [self._plan_note(plan)], plan
             pick.thresholds = {"price_per_correct_usd": plan.price_per_correct_usd}
@@ -466,18 +483,24 @@ class Router:
             )
             pick.index, pick.plan = capped, None
 
-    def _plan(self, scorer: Scorer, text: str) -> CascadePlan | None:
+    def _plan(
+        self, scorer: Scorer, text: str, planned: tuple[CascadePlan | None] | None = None
+    ) -> CascadePlan | None:
         """The value policy's plan for a Cascade, or None when there is no policy to ask.
 
         `cascade.use_model_calibration = false` turns the policy off along with the rest
-        of the model's cascade calibration.
+        of the model's cascade calibration. `planned` holds a plan already computed with
+        the scores (`score_cascade`).
         """
         if not self._settings.cascade.use_model_calibration:
             return None
-        planner = getattr(scorer, "cascade_plan", None)
-        if not callable(planner):
-            return None
-        plan = planner(text)
+        if planned is not None:
+            plan: object = planned[0]
+        else:
+            planner = getattr(scorer, "cascade_plan", None)
+            if not callable(planner):
+                return None
+            plan = planner(text)
         if not isinstance(plan, CascadePlan):
             return None
         if not 0 <= plan.start < len(self._tiers):

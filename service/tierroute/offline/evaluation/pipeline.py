@@ -17,7 +17,7 @@ import numpy as np
 
 from tierroute.errors import ConfigError
 from tierroute.model import Bundle
-from tierroute.model.bundle import THRESHOLDS_FILE
+from tierroute.model.bundle import MODEL_FILE, THRESHOLDS_FILE
 from tierroute.offline.evaluation import calibration as cal
 from tierroute.offline.evaluation import calibration_output, valuefit
 from tierroute.offline.evaluation.crossval import CrossValidation, cross_validate
@@ -340,6 +340,8 @@ def calibrate(
             price_per_correct_usd=params.price_per_correct_usd,
             prefix_chars=cv.prefix_chars,
             parity_texts=[r.prompt for r in data.records],
+            # One feature pass for the classifier and the value heads (shared_graph).
+            classifier_model=(bundle.path / MODEL_FILE).read_bytes(),
         )
     document = calibration_output.thresholds_document(
         version=bundle.version,

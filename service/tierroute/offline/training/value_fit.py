@@ -33,6 +33,7 @@ from tierroute.errors import ConfigError, ModelLoadError
 from tierroute.model import ValueModel, split_outputs
 from tierroute.model.bundle import POLICY_VALUE, VALUE_FILE
 from tierroute.model.value import VALUE_OUTPUT
+from tierroute.model.classifier import PROBA_OUTPUT
 from tierroute.offline.training.export import adversarial_texts, to_onnx
 from tierroute.offline.training.model import (
     MAX_ITER,
@@ -40,6 +41,7 @@ from tierroute.offline.training.model import (
     build_pipeline,
     select_vocabulary,
 )
+from tierroute.offline.training.shared_graph import check_merged, merge_heads
 from tierroute.routing import ACTIONS, CascadeAction, classifier_text
 
 logger = logging.getLogger(__name__)
@@ -52,6 +54,10 @@ MAX_FEATURES = 40_000
 # Probabilities are clipped here when an action's training labels are all equal.
 _CLIP = 1e-4
 PARITY_TOLERANCE = 1e-4
+SHARED_DOC = (
+    "tierroute cascade value model sharing the router classifier's feature pass: "
+    "per-tier probabilities and per-action logits and log costs"
+)
 OUTPUTS_DOC = (
     "value.onnx maps the classifier's text to 2 x len(actions) numbers: the logits of "
     "P(the Cascade's final answer is correct) per action, then the natural log of its "
@@ -206,11 +212,23 @@ def prepare_value_model(
     prefix_chars: int,
     parity_texts: Sequence[str] = (),
     actions: Sequence[CascadeAction] = ACTIONS,
+    classifier_model: bytes | None = None,
 ) -> tuple[bytes, dict[str, Any]]:
     """Export `pipeline`, check parity, and return the ONNX bytes with the thresholds file's
     `cascade.value` section naming them (set `cascade.policy` to `value` to use it).
+
+    With `classifier_model` (the bundle's model.onnx), the value graph also carries the
+    classifier's head over one shared feature pass (`shared_graph`), checked against both.
     """
     data = export(pipeline)
+    shared = None
+    if classifier_model is not None:
+        heads = {PROBA_OUTPUT: classifier_model, VALUE_OUTPUT: data}
+        data = merge_heads(heads, doc=SHARED_DOC)
+        merge_texts = [*parity_texts, *adversarial_texts()]
+        shared = check_merged(
+            data, heads, merge_texts, prefix_chars=prefix_chars, relative=(VALUE_OUTPUT,)
+        )
     parity = check_parity(
         pipeline,
         data,
@@ -229,6 +247,11 @@ def prepare_value_model(
         "hyperparameters": hyperparameters(),
         "parity": parity.as_dict(),
     }
+    if shared is not None:
+        section["shared_features"] = {
+            "classifier": "model.onnx's head, one tokenization and TF-IDF pass for both",
+            "parity_with_own_graphs": shared.as_dict(),
+        }
     return data, section
 
 
