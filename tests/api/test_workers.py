@@ -17,8 +17,14 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 async def _until_status(stub: health_pb2_grpc.HealthStub, service: str, status: int) -> None:
-    while (await stub.Check(health_pb2.HealthCheckRequest(service=service))).status != status:
-        await asyncio.sleep(0.05)
+    """Until the health Watch stream of `service` reports `status`."""
+    watch = stub.Watch(health_pb2.HealthCheckRequest(service=service))
+    try:
+        async for reply in watch:
+            if reply.status == status:
+                return
+    finally:
+        watch.cancel()
 
 
 async def test_health_is_serving_only_while_every_worker_is(tmp_path: Path) -> None:

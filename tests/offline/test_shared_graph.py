@@ -13,7 +13,12 @@ from tierroute.model import RouterModel, ValueModel, create_session
 from tierroute.offline.training.export import adversarial_texts, to_onnx
 from tierroute.offline.training.model import fit_pipeline
 from tierroute.offline.training.shared_graph import check_merged, merge_heads, read_head
-from tierroute.offline.training.value_fit import export, fit_value_pipeline, predict, prepare_value_model
+from tierroute.offline.training.value_fit import (
+    export,
+    fit_value_pipeline,
+    predict,
+    prepare_value_model,
+)
 from tierroute.routing import RiskThresholds, classifier_text
 from tierroute.routing.plan import ACTIONS
 
@@ -34,19 +39,26 @@ def _cases(texts: list[str]) -> list[str]:
     return [*texts[:30], "a text with no known word", *adversarial_texts(texts[:3])]
 
 
-def test_one_run_matches_scikit_learn_for_both_heads(heads: tuple[object, object, list[str]]) -> None:
+def test_one_run_matches_scikit_learn_for_both_heads(
+    heads: tuple[object, object, list[str]],
+) -> None:
     """The merged graph's probabilities and value outputs equal scikit-learn's on data and
     hostile texts (empty ones included)."""
     classifier, value, texts = heads
     merged = merge_heads(
-        {"probabilities": to_onnx(classifier), "variable": export(value)}, doc="test"  # type: ignore[arg-type]
+        {"probabilities": to_onnx(classifier), "variable": export(value)},
+        doc="test",  # type: ignore[arg-type]
     )
     session = create_session(merged)
     cases = _cases(texts)
     featurised = [classifier_text(t, PREFIX) for t in cases]
     got = [session.run(None, {"text": np.array([[f]], dtype=object)}) for f in featurised]
-    proba = np.array([dict(zip(["probabilities", "variable"], g, strict=True))["probabilities"][0] for g in got])
-    raw = np.array([dict(zip(["probabilities", "variable"], g, strict=True))["variable"][0] for g in got])
+    proba = np.array(
+        [dict(zip(["probabilities", "variable"], g, strict=True))["probabilities"][0] for g in got]
+    )
+    raw = np.array(
+        [dict(zip(["probabilities", "variable"], g, strict=True))["variable"][0] for g in got]
+    )
     assert np.abs(proba - classifier.predict_proba(featurised)).max() < 1e-5  # type: ignore[attr-defined]
     assert np.abs(raw - value.predict(featurised)).max() < 1e-4  # type: ignore[attr-defined]
 

@@ -89,7 +89,9 @@ def group(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int, Path]]:
 
 def _fresh(port: int) -> grpc.Channel:
     # A local subchannel pool: a new TCP connection per channel, so the kernel picks a worker.
-    return grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
+    return grpc.insecure_channel(
+        f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]
+    )
 
 
 def _route(port: int, request_id: str = "") -> pb.RouteResponse:
@@ -160,8 +162,10 @@ def test_a_killed_worker_is_replaced_and_the_group_serves_again(
     os.kill(killed, signal.SIGKILL)
     _until(lambda: _worker_pids(log).get(0) not in (None, killed), "worker 0 started again")
     _until(
-        lambda: all(_health(port, f"tierroute.v1.TierRouter/worker/{s}") == SERVING for s in (0, 1))
-        and _health(port) == SERVING,
+        lambda: (
+            all(_health(port, f"tierroute.v1.TierRouter/worker/{s}") == SERVING for s in (0, 1))
+            and _health(port) == SERVING
+        ),
         "both workers SERVING again",
     )
     assert _route(port).model_version
@@ -177,6 +181,9 @@ async def test_sigterm_drains_every_worker_into_one_log(
         _route(port, request_id)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(BOUND_S) == 0
-    submitted = [int(n) for n in re.findall(r"client closed: ClientStats\(submitted=(\d+)", log.read_text())]
-    assert len(submitted) == 2 and min(submitted) > 0, log.read_text()[-2000:]
+    submitted = [
+        int(n) for n in re.findall(r"client closed: ClientStats\(submitted=(\d+)", log.read_text())
+    ]
+    assert len(submitted) == 2, log.read_text()[-2000:]
+    assert min(submitted) > 0, submitted
     assert sorted(await stored_ids(tmp_path / "querylog.sqlite3")) == sorted(ids)

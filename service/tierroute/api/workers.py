@@ -36,9 +36,10 @@ import socket
 import tempfile
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from grpc_health.v1 import health_pb2
 
@@ -166,20 +167,18 @@ class WorkerGroup:
 
     def _spawn(self, slot: int) -> None:
         parent, child = self._context.Pipe(duplex=False)
+        spec = WorkerSpec(
+            settings=self.settings,
+            host=self.host,
+            port=self.port,
+            environ=self._environ,
+            slot=slot,
+            run_dir=self.run_dir,
+            querylog_address=None if self.writer is None else self.writer.address,
+            log_level=logging.getLogger().level,
+        )
         process = self._context.Process(
-            target=worker_main,
-            args=(
-                self.settings,
-                self.host,
-                self.port,
-                self._environ,
-                slot,
-                str(self.run_dir),
-                None if self.writer is None else str(self.writer.address),
-                child,
-                logging.getLogger().level,
-            ),
-            name=f"tierroute-worker-{slot}",
+            target=worker_main, args=(spec, child), name=f"tierroute-worker-{slot}"
         )
         process.start()
         child.close()
@@ -191,10 +190,11 @@ class WorkerGroup:
         ready = wait(list(pipes), timeout=max(0.0, deadline - time.monotonic()))
         if not ready:
             return False
-        for conn in ready:
-            slot = pipes[conn]  # type: ignore[index]
+        for handle in ready:
+            conn = cast("Connection", handle)
+            slot = pipes[conn]
             try:
-                status, detail = conn.recv()  # type: ignore[union-attr]
+                status, detail = conn.recv()
             except EOFError:
                 status, detail = "error", f"worker {slot} exited during start-up"
             if status != "ready":
@@ -307,71 +307,65 @@ def run_group(
 # -- a worker ---------------------------------------------------------------------------------
 
 
-def worker_main(
-    settings: Settings,
-    host: str,
-    port: int,
-    environ: Mapping[str, str],
-    slot: int,
-    run_dir: str,
-    querylog_address: str | None,
-    ready: Connection,
-    log_level: int,
-) -> None:
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker process is started with (pickled to the spawned process)."""
+
+    settings: Settings
+    host: str
+    port: int
+    environ: Mapping[str, str]
+    slot: int
+    run_dir: Path
+    querylog_address: Path | None
+    log_level: int
+
+
+def worker_main(spec: WorkerSpec, ready: Connection) -> None:
     """One worker process: serve until SIGTERM, then drain."""
     # The supervisor relays Ctrl-C as SIGTERM, once every worker can take it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(
-        level=log_level or logging.INFO,
-        format=f"%(asctime)s %(levelname)s %(name)s [worker {slot}]: %(message)s",
+        level=spec.log_level or logging.INFO,
+        format=f"%(asctime)s %(levelname)s %(name)s [worker {spec.slot}]: %(message)s",
     )
     try:
-        asyncio.run(
-            _serve_worker(settings, host, port, environ, slot, Path(run_dir), querylog_address, ready)
-        )
+        asyncio.run(_serve_worker(spec, ready))
     except ConfigError as exc:
         # Start-up failures travel to the supervisor as one line.
         with contextlib.suppress(OSError):
             ready.send(("error", str(exc)))
     except Exception as exc:
-        logger.exception("worker %s failed", slot)
+        logger.exception("worker %s failed", spec.slot)
         with contextlib.suppress(OSError):
-            ready.send(("error", f"worker {slot} failed: {exc}"))
+            ready.send(("error", f"worker {spec.slot} failed: {exc}"))
 
 
-async def _serve_worker(
-    settings: Settings,
-    host: str,
-    port: int,
-    environ: Mapping[str, str],
-    slot: int,
-    run_dir: Path,
-    querylog_address: str | None,
-    ready: Connection,
-) -> None:
+async def _serve_worker(spec: WorkerSpec, ready: Connection) -> None:
+    settings, slot = spec.settings, spec.slot
     if settings.telemetry.prometheus_port:
         # One scrape endpoint per worker: the configured port plus the worker's slot.
         telemetry = dataclasses.replace(
             settings.telemetry, prometheus_port=settings.telemetry.prometheus_port + slot
         )
         settings = dataclasses.replace(settings, telemetry=telemetry)
-    tel = observability.setup(settings, environ)
+    tel = observability.setup(settings, spec.environ)
     try:
         server = TierRouteServer(
             settings,
-            environ=environ,
+            environ=spec.environ,
             tracer_provider=tel.tracer_provider,
             meter_provider=tel.meter_provider,
-            querylog_address=None if querylog_address is None else Path(querylog_address),
+            querylog_address=spec.querylog_address,
             worker_slot=slot,
             reuse_port=True,
         )
-        await server.start(host, port)
-        link = GroupLink(server, slot, run_dir)
+        await server.start(spec.host, spec.port)
+        link = GroupLink(server, slot, spec.run_dir)
         await link.start()
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        ready.send(("ready", port))
+        ready.send(("ready", spec.port))
         await stop.wait()
         await link.stop()
         await server.stop(drain_s=settings.server.drain_delay_s)
@@ -442,7 +436,9 @@ class GroupLink:
             models = self._server.models
             if pointer is not None and models is not None and pointer.get("by") != self._slot:
                 source = pointer.get("source")
-                await models.follow(str(pointer["version"]), None if source is None else Path(source))
+                await models.follow(
+                    str(pointer["version"]), None if source is None else Path(source)
+                )
         if self._changed(self._group_file):
             group = _read_json(self._group_file)
             if group is not None:
@@ -455,7 +451,16 @@ class GroupLink:
             await self._server.set_serving(serving)
         for slot in range(int(group["workers"])):
             up = slot in group.get("ready", ()) or slot == self._slot
-            await self._server.set_health_of(worker_health_name(slot), SERVING if up else NOT_SERVING)
+            await self._server.set_health_of(
+                worker_health_name(slot), SERVING if up else NOT_SERVING
+            )
 
 
-__all__ = ["GroupLink", "WorkerGroup", "default_workers", "run_group", "worker_health_name"]
+__all__ = [
+    "GroupLink",
+    "WorkerGroup",
+    "WorkerSpec",
+    "default_workers",
+    "run_group",
+    "worker_health_name",
+]

@@ -198,7 +198,10 @@ class ModelReloader:
                 return None
             if loaded.scorer.version != version:
                 logger.error(
-                    "cannot follow model %s: %s now holds %s", version, source, loaded.scorer.version
+                    "cannot follow model %s: %s now holds %s",
+                    version,
+                    source,
+                    loaded.scorer.version,
                 )
                 return None
             return self._swap_in(loaded)

@@ -303,7 +303,9 @@ class QueryLogClient:
             ]
             self._window.clear()
             if rest:
-                logger.warning("query log writer did not acknowledge %s records; spooled", len(rest))
+                logger.warning(
+                    "query log writer did not acknowledge %s records; spooled", len(rest)
+                )
                 self._spill(rest, sync=True)
         for task in list(self._tasks):
             task.cancel()

@@ -164,8 +164,7 @@ async def _serve(config: QueryLogConfig, address: Path, ready: Connection) -> No
     # Connections still open get what they sent acknowledged or refused; then the drain.
     await served.finish(config.close_timeout_s)
     await writer.close(config.close_timeout_s)
-    with contextlib.suppress(FileNotFoundError):
-        address.unlink()
+    await asyncio.to_thread(address.unlink, missing_ok=True)
 
 
 class _Served:

@@ -32,8 +32,8 @@ from sklearn.pipeline import Pipeline
 from tierroute.errors import ConfigError, ModelLoadError
 from tierroute.model import ValueModel, split_outputs
 from tierroute.model.bundle import POLICY_VALUE, VALUE_FILE
-from tierroute.model.value import VALUE_OUTPUT
 from tierroute.model.classifier import PROBA_OUTPUT
+from tierroute.model.value import VALUE_OUTPUT
 from tierroute.offline.training.export import adversarial_texts, to_onnx
 from tierroute.offline.training.model import (
     MAX_ITER,
