@@ -35,7 +35,7 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -46,7 +46,7 @@ from grpc_health.v1 import health_pb2
 from tierroute import observability
 from tierroute.api.health import SERVICE_NAME
 from tierroute.api.server import TierRouteServer
-from tierroute.errors import ConfigError
+from tierroute.errors import ConfigError, TierrouteError
 from tierroute.model import ModelSwap
 from tierroute.querylog import WriterProcess
 from tierroute.settings import Settings
@@ -128,6 +128,7 @@ class WorkerGroup:
         self._ready: set[int] = set()
         self._restarts: list[float] = []
         self._reserved: socket.socket | None = None
+        self._stopped = False
         self.port = 0
 
     def _reserve_port(self) -> int:
@@ -160,6 +161,12 @@ class WorkerGroup:
             while len(self._ready) < self.n:
                 if not self._await_ready(deadline):
                     raise ConfigError(f"workers did not start within {START_TIMEOUT_S} s")
+            # Each worker says when it has seen the whole group ready (health SERVING), so
+            # that the line `serve` prints means a health check answers SERVING.
+            for slot, conn in self._pipes.items():
+                if not conn.poll(max(0.0, deadline - time.monotonic())):
+                    raise ConfigError(f"worker {slot} did not report SERVING in time")
+                conn.recv()
         except BaseException:
             self.stop()
             raise
@@ -255,6 +262,9 @@ class WorkerGroup:
 
     def stop(self) -> None:
         """SIGTERM every worker and wait for its drain; then stop the writer. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
         self._write_group(stopping=True)
         s = self.settings
         budget = s.server.drain_delay_s + s.server.grace_period_s + s.querylog.close_timeout_s
@@ -331,8 +341,8 @@ def worker_main(spec: WorkerSpec, ready: Connection) -> None:
     )
     try:
         asyncio.run(_serve_worker(spec, ready))
-    except ConfigError as exc:
-        # Start-up failures travel to the supervisor as one line.
+    except TierrouteError as exc:
+        # Start-up failures (a bad model, a port in use) travel to the supervisor as one line.
         with contextlib.suppress(OSError):
             ready.send(("error", str(exc)))
     except Exception as exc:
@@ -361,9 +371,15 @@ async def _serve_worker(spec: WorkerSpec, ready: Connection) -> None:
             reuse_port=True,
         )
         await server.start(spec.host, spec.port)
-        link = GroupLink(server, slot, spec.run_dir)
-        await link.start()
         stop = asyncio.Event()
+        link = GroupLink(
+            server,
+            slot,
+            spec.run_dir,
+            on_serving=lambda: ready.send(("serving", slot)),
+            on_orphaned=stop.set,
+        )
+        await link.start()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         ready.send(("ready", spec.port))
         await stop.wait()
@@ -376,13 +392,27 @@ async def _serve_worker(spec: WorkerSpec, ready: Connection) -> None:
 class GroupLink:
     """A worker's view of its group: the group's health, and sibling workers' model swaps."""
 
-    def __init__(self, server: TierRouteServer, slot: int, run_dir: Path) -> None:
+    def __init__(
+        self,
+        server: TierRouteServer,
+        slot: int,
+        run_dir: Path,
+        *,
+        on_serving: Callable[[], None] | None = None,
+        on_orphaned: Callable[[], None] | None = None,
+    ) -> None:
         self._server = server
         self._slot = slot
+        # Told once, the first time the whole group serves; and when the supervisor is gone
+        # (killed: nobody would stop this worker otherwise).
+        self._on_serving = on_serving
+        self._on_orphaned = on_orphaned
+        self._parent = os.getppid()
         self._group_file = run_dir / GROUP_FILE
         self._model_file = run_dir / MODEL_FILE
         self._marks: dict[Path, tuple[int, int] | None] = {}
         self._group_serving: bool | None = None
+        self._told_serving = False
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -414,6 +444,10 @@ class GroupLink:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(POLL_S)
+            if os.getppid() != self._parent and self._on_orphaned is not None:
+                logger.warning("supervisor gone; worker %s stopping", self._slot)
+                self._on_orphaned()
+                return
             try:
                 await self._poll()
             except OSError as exc:
@@ -449,6 +483,10 @@ class GroupLink:
         if serving != self._group_serving:
             self._group_serving = serving
             await self._server.set_serving(serving)
+            if serving and not self._told_serving and self._on_serving is not None:
+                self._told_serving = True
+                with contextlib.suppress(OSError):
+                    self._on_serving()
         for slot in range(int(group["workers"])):
             up = slot in group.get("ready", ()) or slot == self._slot
             await self._server.set_health_of(
