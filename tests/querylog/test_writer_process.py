@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import T0, numbered_records, stored_ids
+from tests.querylog.test_writer import config as writer_config
 from tierroute.errors import ConfigError
 from tierroute.querylog import FeedbackRecord, QueryLogClient, WriterProcess, worker_spool_path
 from tierroute.querylog.spool import Spool
@@ -16,19 +17,10 @@ from tierroute.settings import QueryLogConfig, Secret
 
 
 def config(tmp_path: Path, db: Path, **changes: object) -> QueryLogConfig:
-    """A writer configuration on the SQLite file `db`, spools under tmp_path, fast retries."""
-    values: dict[str, object] = {
-        "url": Secret(f"sqlite:///{db}"),
-        "queue_size": 100,
-        "batch_size": 10,
-        "flush_interval_s": 0.01,
-        "retry_initial_s": 0.01,
-        "retry_max_s": 0.05,
-        "close_timeout_s": 10.0,
-        "spool_path": tmp_path / "spool" / "querylog.spool.jsonl",
-    }
+    """The writer tests' configuration (fast retries, spool under tmp_path) on SQLite `db`."""
+    values: dict[str, object] = {"url": Secret(f"sqlite:///{db}"), "close_timeout_s": 10.0}
     values.update(changes)
-    return QueryLogConfig(**values)  # type: ignore[arg-type]
+    return writer_config(tmp_path, **values)
 
 
 def started(cfg: QueryLogConfig, run_dir: Path) -> WriterProcess:

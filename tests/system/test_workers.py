@@ -76,7 +76,7 @@ def group(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int, Path]]:
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        found = re.search(r":(\d+) \(2 workers\)$", line.strip())
+        found = re.search(r":(\d+)$", line.strip())
         assert found, f"serve did not start: {line!r}\n{log.read_text()}"
         yield proc, int(found.group(1)), log
     finally:

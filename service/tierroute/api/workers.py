@@ -304,7 +304,9 @@ def run_group(
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         bound = group.start()
-        print(f"tierroute serving on {group.host}:{bound} ({n} workers)", flush=True)
+        # The same line as a lone server's: scripts read the port at its end.
+        logger.info("%s workers serving", n)
+        print(f"tierroute serving on {group.host}:{bound}", flush=True)
         group.supervise(stop_read)
         logger.info("shutting down %s workers", n)
     finally:
