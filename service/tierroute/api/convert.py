@@ -263,8 +263,14 @@ _JUDGE_MODE: dict[pb.JudgeMode.ValueType, JudgeMode] = {
     pb.JUDGE_MODE_ALWAYS: "always",
     pb.JUDGE_MODE_NEVER: "never",
     pb.JUDGE_MODE_START_ONLY: "start_only",
+    pb.JUDGE_MODE_AGREEMENT: "agreement",
+    pb.JUDGE_MODE_AGREEMENT_MID: "agreement_mid",
 }
-_HOP_ROLE = {"answer": pb.HOP_ROLE_ANSWER, "judge": pb.HOP_ROLE_JUDGE}
+_HOP_ROLE = {
+    "answer": pb.HOP_ROLE_ANSWER,
+    "judge": pb.HOP_ROLE_JUDGE,
+    "probe": pb.HOP_ROLE_PROBE,
+}
 _HOP_OUTCOME = {
     "ok": pb.HOP_OUTCOME_OK,
     "error": pb.HOP_OUTCOME_ERROR,
@@ -286,6 +292,7 @@ _JUDGE_STATUS = {
     "self_accepted": pb.JUDGE_STATUS_SELF_ACCEPTED,
     "skipped": pb.JUDGE_STATUS_SKIPPED,
     "tool_use": pb.JUDGE_STATUS_TOOL_USE,
+    "agreed": pb.JUDGE_STATUS_AGREED,
 }
 
 
@@ -358,6 +365,7 @@ def hop(h: Hop) -> pb.Hop:
         stop_reason=h.stop_reason,
         cache_creation_input_tokens=h.cache_creation_input_tokens,
         cache_read_input_tokens=h.cache_read_input_tokens,
+        skip_reason=h.skip_reason,
     )
 
 
@@ -377,6 +385,7 @@ def cascade_response(result: CascadeResult, tier_names: Sequence[str]) -> pb.Cas
         degraded_reasons=list(result.degraded_reasons),
         content=[blocks.block_pb(b) for b in result.content if blocks.is_answer_block(b)],
         stop_reason=result.stop_reason,
+        tenant_over_budget=result.tenant_over_budget,
     )
     if result.decision is not None:
         response.route.CopyFrom(route_response(result.decision, result.request_id, tier_names))

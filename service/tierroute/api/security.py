@@ -1,7 +1,8 @@
 """Who may call tierroute: per-tenant bearer tokens, an admin credential, and server TLS.
 
-`AuthInterceptor` reads `authorization: Bearer <token>` from call metadata and checks the
-token's SHA-256 against a tokens file (tokens themselves are never configured). No or an
+`AuthInterceptor` reads `authorization: Bearer <token>` from call metadata (unary,
+server-streaming and bidirectional calls) and checks the token's SHA-256 against a tokens
+file (tokens themselves are never configured). No or an
 unknown token is UNAUTHENTICATED; a tenant's token used for another tenant's `tenant_id`, or
 for an admin method, is PERMISSION_DENIED. Health checking and reflection stay open so
 probes work. The authenticated tenant is available to the servicer via `current_tenant()`.
@@ -48,6 +49,7 @@ _DIGEST_CHARS = frozenset("0123456789abcdef")
 
 Behaviour = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
 StreamBehaviour = Callable[[Any, aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+BidiBehaviour = Callable[[AsyncIterator[Any], aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
 
 
 def is_probe(method: str) -> bool:
@@ -122,14 +124,21 @@ class TokenStore:
         try:
             raw = path.read_bytes()
         except OSError as exc:
-            raise ConfigError(f"cannot read tokens file {path}: {exc.strerror}") from exc
+            raise ConfigError(
+                f"cannot read tokens file {path}: {exc.strerror}; check auth.tokens_file"
+            ) from exc
         try:
             data = json.loads(raw) if path.suffix == ".json" else tomllib.loads(raw.decode())
         except (ValueError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"tokens file {path} does not parse: {exc}") from exc
+            raise ConfigError(
+                f"tokens file {path} (auth.tokens_file) does not parse: {exc}"
+            ) from exc
         if not isinstance(data, Mapping):
-            raise ConfigError(f"tokens file {path} must hold a table")
-        return cls.from_mapping(data)
+            raise ConfigError(f"tokens file {path} (auth.tokens_file) must hold a table")
+        try:
+            return cls.from_mapping(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path} (auth.tokens_file): {exc}") from exc
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -190,6 +199,14 @@ class Authenticator:
         """Whether tokens are checked at all."""
         return self.store is not None
 
+    def swap_store(self, store: TokenStore) -> None:
+        """Put a reloaded tokens file in force; a call already checked is not checked again.
+
+        One assignment, so each call sees the old tokens or the new, never a mixture.
+        """
+        self.store = store
+        logger.info("bearer tokens reloaded (%s tokens)", len(store))
+
     def authorize(
         self,
         method: str,
@@ -206,7 +223,10 @@ class Authenticator:
                     "admin calls need an admin token; configure auth.tokens_file"
                 )
             return None
-        principal = self.store.authenticate(bearer_token(metadata))
+        store = self.store
+        if store is None:
+            return None
+        principal = store.authenticate(bearer_token(metadata))
         if principal is None:
             raise Unauthenticated("unknown bearer token")
         if principal.admin:
@@ -246,6 +266,14 @@ class AuthInterceptor(ServerInterceptor):
         if inspect.isasyncgenfunction(handler.unary_stream):
             return grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(method, metadata, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None:
+            # Bidirectional streams (Envoy's ext_proc) carry no tenant_id to check: the
+            # token alone decides, and its tenant holds for the whole stream.
+            return grpc.stream_stream_rpc_method_handler(
+                self._wrap_bidi(method, metadata, handler.stream_stream),  # type: ignore[arg-type]
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -302,6 +330,28 @@ class AuthInterceptor(ServerInterceptor):
             # The stream is iterated in one task, so the principal holds for all of it.
             _principal.set(principal)
             async for response in behaviour(request, context):
+                yield response
+
+        return authorised
+
+    def _wrap_bidi(
+        self,
+        method: str,
+        metadata: Iterable[tuple[str, str | bytes]] | None,
+        behaviour: BidiBehaviour,
+    ) -> BidiBehaviour:
+        authenticator = self.authenticator
+
+        async def authorised(
+            requests: AsyncIterator[Any], context: aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            try:
+                principal = authenticator.authorize(method, metadata, None)
+            except TierrouteError as exc:
+                logger.info("refused %s: %s", method, type(exc).__name__)
+                await context.abort(status_for(exc), str(exc))
+            _principal.set(principal)
+            async for response in behaviour(requests, context):
                 yield response
 
         return authorised

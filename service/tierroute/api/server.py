@@ -14,6 +14,7 @@ import signal
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -22,9 +23,11 @@ from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from tierroute import observability
+from tierroute.api import ext_proc
 from tierroute.api.admission import AdmissionInterceptor
 from tierroute.api.health import SERVICE_NAME, BreakerHealthServicer
-from tierroute.api.security import AuthInterceptor, server_credentials
+from tierroute.api.preflight import check_paths
+from tierroute.api.security import AuthInterceptor, TokenStore, server_credentials
 from tierroute.api.servicer import TierRouterServicer
 from tierroute.api.status import ErrorMappingInterceptor, ServerInterceptor
 from tierroute.cascade import CascadeEngine
@@ -41,6 +44,7 @@ from tierroute.querylog import (
 )
 from tierroute.routing import Router, Scorer
 from tierroute.settings import Settings
+from tierroute.tenancy import Reloader, Tenancy, TenantBook, WatchedFile
 from tierroute.v1 import tierroute_pb2_grpc as pb_grpc
 
 logger = logging.getLogger(__name__)
@@ -100,10 +104,15 @@ class TierRouteServer:
         self._watcher: asyncio.Task[None] | None = None
         self.port = 0
         self.admission = AdmissionInterceptor(settings.server.max_in_flight)
+        # Tenants' limits and state (budgets, rate limits, sessions, request ids).
+        self.tenancy: Tenancy | None = None
+        self.reloader: Reloader | None = None
 
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         """Bind, load and warm the model, then report SERVING; returns the bound port."""
         cfg = self.settings.server
+        # Every file and directory first: a problem is one line naming the setting.
+        check_paths(self.settings, model_injected=self._scorer is not None)
         # The registry's promoted version when a registry is configured, else model_dir.
         registry = ModelRegistry.from_settings(self.settings)
         initial = startup_model(self.settings, registry, self._scorer)
@@ -120,13 +129,16 @@ class TierRouteServer:
         )
         # Load and warm before binding: a bad model fails start-up before any port opens.
         self._warm_up(scorer)
+        auth = AuthInterceptor.from_settings(self.settings.auth)
+        tenancy = Tenancy.from_settings(self.settings)
+        self.reloader = self._reloader(auth, tenancy)
         server = aio.server(
             # The RPC span first, so it wraps (and times) everything, refusals included;
             # then admission (the cheapest refusal), then who is calling, then the rest.
             interceptors=[
                 *self._tracing_interceptors(),
                 self.admission,
-                AuthInterceptor.from_settings(self.settings.auth),
+                auth,
                 *self._extra_interceptors,
                 ErrorMappingInterceptor(),
             ],
@@ -154,6 +166,8 @@ class TierRouteServer:
                 f"cannot listen on {address}: the port is in use or the address is not local"
             ) from exc
         try:
+            self.tenancy = tenancy
+            await tenancy.start()
             if self._querylog is None and self.settings.querylog.enabled:
                 self._own_querylog = await self._open_querylog()
                 self._querylog = self._own_querylog
@@ -176,15 +190,20 @@ class TierRouteServer:
                     self.settings,
                     self.router,
                     self.engine,
+                    tenancy=tenancy,
                     querylog=self._querylog,
                     models=self.models,
                     forward_fault_headers=forward,
                 ),
                 server,
             )
+            # Envoy's external processor shares the port, the router and the query log.
+            extra = ext_proc.add_to_server(
+                server, self.settings, self.router, self._querylog, tenancy
+            )
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
             reflection.enable_server_reflection(
-                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+                (SERVICE_NAME, *extra, health.SERVICE_NAME, reflection.SERVICE_NAME), server
             )
             await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
             await server.start()
@@ -194,27 +213,63 @@ class TierRouteServer:
             raise
         self._server = server
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._watch(registry)
+        logger.info("serving on port %s (model %s)", self.port, self.router.model_version)
+        return self.port
+
+    def _watch(self, registry: ModelRegistry | None) -> None:
+        """Start watching the tokens and tenants files, and the registry's promotions."""
+        if self.reloader is not None:
+            self.reloader.start()
         poll_s = self.settings.routing.registry_poll_s
-        if registry is not None and poll_s > 0:
+        if registry is not None and poll_s > 0 and self.models is not None:
             self._watcher = asyncio.create_task(
                 self.models.watch(poll_s), name="tierroute-model-watcher"
             )
-        logger.info("serving on port %s (model %s)", self.port, self.router.model_version)
-        return self.port
+
+    def _reloader(self, auth: AuthInterceptor, tenancy: Tenancy) -> Reloader:
+        """The files that reload on change and on SIGHUP: tokens and tenants' limits."""
+        files: list[WatchedFile[Any]] = []
+        tokens_file = self.settings.auth.tokens_file
+        if tokens_file is not None:
+            files.append(
+                WatchedFile(
+                    tokens_file, "auth.tokens_file", TokenStore.load, auth.authenticator.swap_store
+                )
+            )
+        tenants_file = self.settings.tenancy.tenants_file
+        if tenants_file is not None:
+            files.append(
+                WatchedFile(
+                    tenants_file, "tenancy.tenants_file", TenantBook.load, tenancy.swap_book
+                )
+            )
+        return Reloader(files, self.settings.tenancy.reload_poll_s)
+
+    def reload_files(self) -> None:
+        """Reload the tokens and tenants files now (SIGHUP); a bad file keeps the old one."""
+        if self.reloader is not None:
+            self.reloader.reload_all()
 
     async def _open_querylog(self) -> QueryLog:
         cfg = self.settings.querylog
         address = self._querylog_address
+        shadow = self.settings.shadow.sample_rate > 0
         if address is None and cfg.writer == "thread":
-            writer = QueryLogWriter.from_config(cfg)
+            writer = QueryLogWriter.from_config(cfg, keep_shadow_text=shadow)
             await writer.start()
             return writer
         if address is None:
             self._run_dir = Path(tempfile.mkdtemp(prefix="tierroute-"))
-            self._writer_process = WriterProcess(cfg, self._run_dir)
+            self._writer_process = WriterProcess(cfg, self._run_dir, keep_shadow_text=shadow)
             await asyncio.to_thread(self._writer_process.start)
             address = self._writer_process.address
-        client = QueryLogClient(cfg, address, spool_path=worker_spool_path(cfg, self._worker_slot))
+        client = QueryLogClient(
+            cfg,
+            address,
+            spool_path=worker_spool_path(cfg, self._worker_slot),
+            keep_shadow_text=shadow,
+        )
         await client.start()
         return client
 
@@ -237,6 +292,9 @@ class TierRouteServer:
 
     async def _abandon(self, server: aio.Server) -> None:
         await server.stop(None)
+        if self.tenancy is not None:
+            await self.tenancy.aclose()
+            self.tenancy = None
         await self._close_querylog()
         if self._backend is not None:
             await self._backend.aclose()
@@ -297,6 +355,8 @@ class TierRouteServer:
             self._watcher.cancel()
             await asyncio.wait([self._watcher])
             self._watcher = None
+        if self.reloader is not None:
+            await self.reloader.stop()
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         if drain_s > 0:
             await asyncio.sleep(drain_s)
@@ -304,6 +364,10 @@ class TierRouteServer:
         grace = self.settings.server.grace_period_s if grace_s is None else grace_s
         await self._server.stop(grace)
         self._server = None
+        # After the drain: every call in flight has settled its spend by now.
+        if self.tenancy is not None:
+            await self.tenancy.aclose()
+            self.tenancy = None
         # After the drain: every call in flight has submitted its record by now.
         await self._close_querylog()
         if self._backend is not None:
@@ -338,11 +402,14 @@ async def serve(
             meter_provider=tel.meter_provider,
         )
         bound = await server.start(host, port)
-        print(f"tierroute serving on {host or settings.server.host}:{bound}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        # SIGHUP reloads the tokens and tenants files without dropping a call. Installed
+        # before the line below, which tells whoever waits for it that signals are safe.
+        loop.add_signal_handler(signal.SIGHUP, server.reload_files)
+        print(f"tierroute serving on {host or settings.server.host}:{bound}", flush=True)
         await stop.wait()
         logger.info(
             "shutting down; drain %ss, grace period %ss",

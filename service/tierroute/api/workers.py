@@ -122,7 +122,11 @@ class WorkerGroup:
         self.run_dir = Path(tempfile.mkdtemp(prefix="tierroute-"))
         self.writer: WriterProcess | None = None
         if settings.querylog.enabled:
-            self.writer = WriterProcess(settings.querylog, self.run_dir)
+            self.writer = WriterProcess(
+                settings.querylog,
+                self.run_dir,
+                keep_shadow_text=settings.shadow.sample_rate > 0,
+            )
         self._workers: dict[int, Any] = {}
         self._pipes: dict[int, Connection] = {}
         self._ready: set[int] = set()

@@ -26,20 +26,33 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TypeAlias
 
 from opentelemetry import trace
 
-from tierroute.cascade.breaker import CIRCUIT_OPEN, BreakerBoard, DegradeAction
+from tierroute.cascade.agreement import Agreement
+from tierroute.cascade.breaker import CIRCUIT_OPEN, BreakerBoard
 from tierroute.cascade.calibrated import ModelCascade, ModelCascades
 from tierroute.cascade.caller import Speculation, TierCaller
+from tierroute.cascade.climb import (
+    FIXED_JUDGING,
+    PLAN_JUDGING,
+    Candidate,
+    Climb,
+    End,
+    Exhausted,
+    Interrupted,
+    Judging,
+    Refused,
+    Stopped,
+)
 from tierroute.cascade.limits import AttemptBudget, Deadline
 from tierroute.cascade.run import RunState
 from tierroute.cascade.sampling import JudgeSampler
+from tierroute.cascade.spend import SPEND_STOPS, Ledger, RequestSpend
 from tierroute.cascade.streaming import AnswerText, EventStream
 from tierroute.cascade.telemetry import CascadeTelemetry
 from tierroute.cascade.types import (
+    AGREEMENT_MODES,
     JUDGE_MODES,
     CallOutcome,
     CascadeQuery,
@@ -57,7 +70,7 @@ from tierroute.errors import (
     ProviderError,
 )
 from tierroute.observability import Metrics
-from tierroute.providers import Block, Completion, Message, Provider, prompts
+from tierroute.providers import Completion, Provider, prompts
 from tierroute.routing import (
     PLAN_DROPPED,
     Decision,
@@ -69,148 +82,6 @@ from tierroute.routing import (
 from tierroute.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class _Judging:
-    """Which answers of one request are judged, and what an unjudged one is called.
-
-    `start` covers the start tier's answer, `escalated` every answer after an escalation.
-    An answer left unjudged by the sampler (or JUDGE_MODE_NEVER) is `sampled_out`; one left
-    unjudged by the request's or the value policy's choice is `skipped`.
-    """
-
-    start: bool
-    escalated: bool
-    unjudged: JudgeStatus
-
-    def judges(self, index: int, start_index: int) -> bool:
-        """Whether the answer of tier `index` is judged."""
-        return self.start if index == start_index else self.escalated
-
-
-# The value policy's judge plans (`tierroute.routing.plan.JudgePlan`) as judging decisions.
-_PLAN_JUDGING: dict[str, _Judging] = {
-    "none": _Judging(False, False, "skipped"),
-    "all": _Judging(True, True, "skipped"),
-    "start_only": _Judging(True, False, "skipped"),
-}
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    """An answer the request may return: the one chosen, or one held in reserve."""
-
-    text: str
-    tier_index: int
-    status: JudgeStatus
-    # The answer's tool_use blocks (with any text blocks around them), for a tool call.
-    content: tuple[Block, ...] = ()
-    stop_reason: str = ""
-
-    @classmethod
-    def of(
-        cls, completion: Completion, index: int, status: JudgeStatus, text: str | None = None
-    ) -> _Candidate:
-        """The candidate a completed answer call makes (`text` replaces its own)."""
-        content = completion.content if completion.tool_calls else ()
-        answer = completion.text if text is None else text
-        return cls(answer, index, status, content, completion.stop_reason)
-
-
-@dataclass(frozen=True)
-class _Stopped:
-    """A request limit ended the climb; `held` is the answer at hand, if any."""
-
-    stop: Stop
-    held: _Candidate | None
-
-
-@dataclass(frozen=True)
-class _Refused:
-    """Tier `index`'s breaker refused its answer call, and its policy does not skip it."""
-
-    index: int
-    action: DegradeAction
-    held: _Candidate | None
-
-
-@dataclass(frozen=True)
-class _Interrupted:
-    """Tier `index`'s committed answer broke off after its text was sent."""
-
-    index: int
-    outcome: CallOutcome
-
-
-@dataclass(frozen=True)
-class _Exhausted:
-    """The top tier, `index`, failed with `error`: no tier is left to climb to."""
-
-    index: int
-    error: ProviderError
-    held: _Candidate | None
-
-
-# How the climb up the tiers ended. The result (or error) is made from it only once the
-# call run ahead has been used or cancelled, so no exit path has to cancel it.
-_End: TypeAlias = _Candidate | _Stopped | _Refused | _Exhausted | _Interrupted
-
-
-@dataclass
-class _Climb:
-    """Where one request's cascade stands: its fixed start, and the tier it is on now."""
-
-    start: int
-    decision: Decision | None
-    judging: _Judging
-    question: str
-    history: list[Message]
-    # The question's turn, with any content blocks it carries.
-    turn: Message
-    # The question as asked: what a tier gets when there is no failed attempt to pass on.
-    plain: list[Message]
-    index: int
-    messages: list[Message]
-    self_routing: bool
-    fallback: _Candidate | None = None
-
-    @classmethod
-    def begin(
-        cls, query: CascadeQuery, start: int, decision: Decision | None, judging: _Judging
-    ) -> _Climb:
-        question = query.route.text
-        history = list(query.route.history)
-        turn = query.question_turn
-        plain = [*history, turn]
-        self_routing = query.self_routing
-        return cls(
-            start=start,
-            decision=decision,
-            judging=judging,
-            question=question,
-            history=history,
-            turn=turn,
-            plain=plain,
-            index=start,
-            messages=(
-                prompts.self_routing_messages(question, history, turn) if self_routing else plain
-            ),
-            self_routing=self_routing,
-        )
-
-    def up(self, messages: list[Message] | None = None) -> None:
-        """Move to the next tier, asking it `messages`.
-
-        Without `messages` the next tier is asked what this one was, except that the
-        self-routing prompt is left behind for the plain question.
-        """
-        if messages is not None:
-            self.messages = messages
-        elif self.self_routing:
-            self.messages = self.plain
-        self.self_routing = False
-        self.index += 1
 
 
 class CascadeEngine:
@@ -234,6 +105,7 @@ class CascadeEngine:
         self._config = settings.cascade
         self._tiers = settings.tiers
         self._top = len(settings.tiers) - 1
+        self._probe = settings.agreement_probe()
         self._router = router
         self._clock = clock
         self._telemetry = CascadeTelemetry.from_settings(
@@ -276,8 +148,12 @@ class CascadeEngine:
         *,
         deadline_s: float | None,
         events: EventStream | None = None,
+        ledger: Ledger | None = None,
     ) -> CascadeResult:
         """Answer `query` within `deadline_s` seconds (None: the configured default).
+
+        Every call is reserved at its worst case against the request's cost ceiling
+        (`policy.max_cost_usd`) and, with `ledger`, its tenant's budget (`cascade.spend`).
 
         With `events` the run streams: every hop, verdict and committed piece of the
         answer's text is written to it as it happens, and last the result
@@ -296,6 +172,7 @@ class CascadeEngine:
             budget=AttemptBudget(config.max_attempts),
             started=started,
             events=events,
+            spend=RequestSpend(query.route.max_cost_usd, ledger),
         )
         try:
             result = await self._cascade(run, start_index, decision)
@@ -322,12 +199,8 @@ class CascadeEngine:
     # -- the start tier ------------------------------------------------------------------
 
     def _start(self, query: CascadeQuery) -> tuple[int, Decision | None]:
-        if query.speculation not in ("default", "on", "off"):
-            raise InvalidRequest(f"speculation mode {query.speculation!r} is unknown")
-        if query.judge_mode not in JUDGE_MODES:
-            raise InvalidRequest(f"judge mode {query.judge_mode!r} is unknown")
-        if query.max_output_tokens is not None and query.max_output_tokens < 0:
-            raise InvalidRequest("max_output_tokens must not be negative")
+        self._check(query)
+        agreement = query.judge_mode in AGREEMENT_MODES
         override: int | None = None
         if query.start_tier:
             try:
@@ -337,6 +210,9 @@ class CascadeEngine:
                     f"start tier {query.start_tier!r} is not configured; "
                     f"use one of {[t.name for t in self._tiers]}"
                 ) from exc
+        if query.cheapest_only:
+            # The tenant's budget is spent: the cheapest tier answers, whatever was asked.
+            override = 0
         if query.self_routing:
             if override not in (None, 0):
                 raise InvalidRequest(
@@ -349,10 +225,31 @@ class CascadeEngine:
             # thresholds assume a judge may check the answer; a request that turns judging
             # off starts where Route would, with nothing behind the start tier.
             decision = self._router.decide(query.route, for_cascade=query.judge_mode != "never")
-            if override is not None:
-                decision = self._overridden(decision, override)
+            if query.cheapest_only:
+                decision = self._cheapest(decision, query.route.tenant_id)
+            else:
+                if override is None and agreement and decision.tier_index != 0:
+                    # The agreement rules start on the cheapest tier unless the caller says.
+                    override = 0
+                if override is not None:
+                    decision = self._overridden(decision, override)
             self._telemetry.routed(span, decision)
         return decision.tier_index, decision
+
+    def _check(self, query: CascadeQuery) -> None:
+        """InvalidRequest for a request whose options are unknown or contradict each other."""
+        if query.speculation not in ("default", "on", "off"):
+            raise InvalidRequest(f"speculation mode {query.speculation!r} is unknown")
+        if query.judge_mode not in JUDGE_MODES:
+            raise InvalidRequest(f"judge mode {query.judge_mode!r} is unknown")
+        if query.max_output_tokens is not None and query.max_output_tokens < 0:
+            raise InvalidRequest("max_output_tokens must not be negative")
+        if query.judge_mode in AGREEMENT_MODES and self._probe is None:
+            raise InvalidRequest(
+                f"judge mode {query.judge_mode!r} needs a probe: configure one with [[probes]]"
+            )
+        if query.judge_mode in AGREEMENT_MODES and query.self_routing:
+            raise InvalidRequest("self-routing and the agreement modes cannot be combined")
 
     def _overridden(self, decision: Decision, override: int) -> Decision:
         """The decision with the caller's start tier in place of the routed one."""
@@ -371,31 +268,43 @@ class CascadeEngine:
             plan=None if dropped else decision.plan,
         )
 
+    def _cheapest(self, decision: Decision, tenant: str) -> Decision:
+        """The decision moved to the cheapest tier: the tenant's budget is spent."""
+        note = ReasonNote(
+            Reason.TENANT_BUDGET,
+            f"tenant {tenant!r} is over budget; the cheapest tier answers, unjudged",
+        )
+        return dataclasses.replace(
+            decision,
+            tier_index=0,
+            tier=self._tiers[0],
+            reasons=(*decision.reasons, note),
+            plan=None,
+        )
+
     @staticmethod
     def _speculate(
         query: CascadeQuery, decision: Decision | None, judged: bool, bound: float
     ) -> bool:
-        if query.speculation == "off":
+        if query.speculation == "off" or query.cheapest_only:
             return False
         if query.speculation == "on":
             return True
         # Speculation only pays when the cheap answer will be judged and may well fail.
         return decision is not None and judged and decision.confidence < bound
 
-    def _judging(self, run: RunState, decision: Decision | None, sampler: JudgeSampler) -> _Judging:
+    def _judging(self, run: RunState, decision: Decision | None, sampler: JudgeSampler) -> Judging:
         """The request's judge mode decides; by default the value policy's plan, else the
         sampler, whose one draw covers every answer of the request."""
         mode = run.query.judge_mode
-        if mode == "always":
-            return _Judging(True, True, "sampled_out")
-        if mode == "never":
-            return _Judging(False, False, "sampled_out")
-        if mode == "start_only":
-            return _Judging(True, False, "skipped")
+        if run.query.cheapest_only:
+            return Judging(False, False, "skipped")
+        if mode in FIXED_JUDGING:
+            return FIXED_JUDGING[mode]
         if decision is not None and decision.plan is not None:
-            return _PLAN_JUDGING[decision.plan.judge]
+            return PLAN_JUDGING[decision.plan.judge]
         sampled = sampler.should_judge(run.request_id, query_type(run.query.route.text))
-        return _Judging(sampled, sampled, "sampled_out")
+        return Judging(sampled, sampled, "sampled_out")
 
     # -- the cascade ---------------------------------------------------------------------
 
@@ -403,7 +312,7 @@ class CascadeEngine:
         self, run: RunState, start_index: int, decision: Decision | None
     ) -> CascadeResult:
         model = self._model_cascade()
-        climb = _Climb.begin(
+        climb = Climb.begin(
             run.query, start_index, decision, self._judging(run, decision, model.sampler)
         )
         ahead: int | None = None
@@ -414,11 +323,19 @@ class CascadeEngine:
         # The one owner of the call run ahead: leaving the block cancels it if it is still in
         # flight, whichever way the climb ended. The result (or error) is made only after,
         # so a fall-back's calls never race it and no exit path cancels it itself.
-        async with self._caller.speculate(run, ahead, climb.plain) as speculation:
+        probe = None
+        if climb.judging.by_agreement and start_index < self._top and self._probe is not None:
+            probe = self._probe.as_tier()
+        async with (
+            self._caller.speculate(run, ahead, climb.plain) as speculation,
+            Agreement(self._caller, run, probe, climb.plain) as agreement,
+        ):
+            if climb.judging.by_agreement:
+                climb.agreement = agreement
             end = await self._climb(run, climb, speculation)
         return await self._conclude(run, climb, end)
 
-    async def _climb(self, run: RunState, climb: _Climb, speculation: Speculation) -> _End:
+    async def _climb(self, run: RunState, climb: Climb, speculation: Speculation) -> End:
         """Ask tier after tier, from the start tier up, until the cascade reaches an end."""
         while True:
             prestarted = speculation.take(climb.index)
@@ -429,13 +346,13 @@ class CascadeEngine:
             committed_text_out = text is not None and text.sent and not run.query.stream_drafts
             if committed_text_out and outcome.completion is None:
                 # Committed text is out and its stream broke: nothing may replace it.
-                return _Interrupted(climb.index, outcome)
+                return Interrupted(climb.index, outcome)
             end = await self._answered(run, climb, outcome)
             if end is not None:
                 return end
 
     def _answer_text(
-        self, run: RunState, climb: _Climb, held: AnswerText | None
+        self, run: RunState, climb: Climb, held: AnswerText | None
     ) -> AnswerText | None:
         """Where a streamed request's answer call streams: live when it is committed.
 
@@ -457,10 +374,10 @@ class CascadeEngine:
             return held
         return AnswerText(events, self._tiers[index].name, live=live)
 
-    async def _answered(self, run: RunState, climb: _Climb, outcome: CallOutcome) -> _End | None:
+    async def _answered(self, run: RunState, climb: Climb, outcome: CallOutcome) -> End | None:
         """Where the current tier's answer call leads: an end, or None having moved up."""
         if outcome.stop is not None:
-            return _Stopped(outcome.stop, climb.fallback)
+            return Stopped(outcome.stop, climb.fallback)
         if outcome.circuit_open:
             return self._refused(run, climb)
         completion = outcome.completion
@@ -469,23 +386,39 @@ class CascadeEngine:
             return self._provider_failed(run, climb, outcome.error)
         if completion.tool_calls:
             # A judge grades text answers: a tool call goes back to the caller unjudged.
-            return _Candidate.of(completion, climb.index, "tool_use")
+            return Candidate.of(completion, climb.index, "tool_use")
         if climb.self_routing:
             return self._self_assessed(run, climb, completion)
         return await self._judge_if_due(run, climb, completion)
 
     async def _judge_if_due(
-        self, run: RunState, climb: _Climb, completion: Completion
-    ) -> _End | None:
+        self, run: RunState, climb: Climb, completion: Completion
+    ) -> End | None:
         """A plain answer: the end when no judge is due for it (the top tier's never is)."""
         index = climb.index
         if index == self._top:
-            return _Candidate.of(completion, index, "not_required")
+            return Candidate.of(completion, index, "not_required")
         if not climb.judging.judges(index, climb.start):
-            return _Candidate.of(completion, index, climb.judging.unjudged)
+            return Candidate.of(completion, index, climb.judging.unjudged)
+        if climb.agreement is not None:
+            return await self._agreed(run, climb, climb.agreement, completion)
         return await self._judged(run, climb, completion)
 
-    def _refused(self, run: RunState, climb: _Climb) -> _End | None:
+    async def _agreed(
+        self, run: RunState, climb: Climb, agreement: Agreement, completion: Completion
+    ) -> End | None:
+        """Check the answer by agreement: an end when it agrees, else None having moved up
+        (with the plain question) and the answer held in case nothing better arrives."""
+        index = climb.index
+        disagreement = await agreement.check(completion.text, self._tiers[index].name)
+        if disagreement is None:
+            return Candidate.of(completion, index, "agreed")
+        self._escalate(run, disagreement, index)
+        climb.fallback = Candidate.of(completion, index, "failed")
+        climb.up(climb.plain)
+        return None
+
+    def _refused(self, run: RunState, climb: Climb) -> End | None:
         """The current tier's breaker is open: its degradation policy decides
         (docs/RELIABILITY.md)."""
         index = climb.index
@@ -497,13 +430,13 @@ class CascadeEngine:
             self._escalate(run, note, index)
             climb.up()
             return None
-        return _Refused(index, action, climb.fallback)
+        return Refused(index, action, climb.fallback)
 
-    def _provider_failed(self, run: RunState, climb: _Climb, error: ProviderError) -> _End | None:
+    def _provider_failed(self, run: RunState, climb: Climb, error: ProviderError) -> End | None:
         """The current tier failed to answer: the next tier serves, if there is one."""
         index = climb.index
         if index == self._top:
-            return _Exhausted(index, error, climb.fallback)
+            return Exhausted(index, error, climb.fallback)
         tier_name = self._tiers[index].name
         self._escalate(
             run, ReasonNote(Reason.PROVIDER_ERROR, f"{tier_name} failed with {error.kind}"), index
@@ -512,7 +445,7 @@ class CascadeEngine:
         climb.up()
         return None
 
-    def _self_assessed(self, run: RunState, climb: _Climb, completion: Completion) -> _End | None:
+    def _self_assessed(self, run: RunState, climb: Climb, completion: Completion) -> End | None:
         """A self-routed answer: accepted on its own stated confidence, else escalated."""
         index = climb.index
         answer, assessment = prompts.parse_self_assessment(completion.text)
@@ -522,21 +455,21 @@ class CascadeEngine:
             and assessment.needs_escalation is False
             and confidence >= self._config.self_confidence_threshold
         ):
-            return _Candidate.of(completion, index, "self_accepted", answer)
+            return Candidate.of(completion, index, "self_accepted", answer)
         if confidence is None:
             detail = "confidence block missing or unparseable"
-            climb.fallback = _Candidate.of(completion, index, "unavailable", answer)
+            climb.fallback = Candidate.of(completion, index, "unavailable", answer)
         else:
             detail = (
                 f"stated confidence {confidence:.2f}, "
                 f"needs_escalation={assessment.needs_escalation}"
             )
-            climb.fallback = _Candidate.of(completion, index, "failed", answer)
+            climb.fallback = Candidate.of(completion, index, "failed", answer)
         self._escalate(run, ReasonNote(Reason.SELF_LOW_CONFIDENCE, detail), index)
         climb.up()
         return None
 
-    async def _judged(self, run: RunState, climb: _Climb, completion: Completion) -> _End | None:
+    async def _judged(self, run: RunState, climb: Climb, completion: Completion) -> End | None:
         """Have the tier above judge the answer: an end when it passes, else None having
         moved up with the answer held in case nothing better arrives."""
         index = climb.index
@@ -545,7 +478,9 @@ class CascadeEngine:
         judge_name = self._tiers[index + 1].name
         outcome = await self._caller.judge(run, index + 1, climb.question, answer)
         if outcome.stop is not None:
-            return _Stopped(outcome.stop, _Candidate.of(completion, index, "unavailable"))
+            # A judge the cost ceiling or the budget left out chose not to judge: skipped.
+            status: JudgeStatus = "skipped" if outcome.stop in SPEND_STOPS else "unavailable"
+            return Stopped(outcome.stop, Candidate.of(completion, index, status))
         if outcome.circuit_open:
             # Unjudged is not passed: escalate, holding the answer in case nothing better.
             note = ReasonNote(
@@ -554,19 +489,19 @@ class CascadeEngine:
             )
             self._escalate(run, note, index)
             _degrade(run, f"{CIRCUIT_OPEN}:{judge_name}")
-            climb.fallback = _Candidate.of(completion, index, "unavailable")
+            climb.fallback = Candidate.of(completion, index, "unavailable")
             climb.up(climb.plain)
             return None
         verdict = outcome.verdict
         if verdict is not None and verdict.passes is True:
-            return _Candidate.of(completion, index, "passed")
+            return Candidate.of(completion, index, "passed")
         if verdict is not None and verdict.passes is False:
             note = ReasonNote(
                 Reason.JUDGE_FAILED,
                 f"{judge_name} failed the {answer_name} answer with {len(verdict.issues)} issue(s)",
             )
             self._escalate(run, note, index)
-            climb.fallback = _Candidate.of(completion, index, "failed")
+            climb.fallback = Candidate.of(completion, index, "failed")
             climb.up(
                 prompts.escalation_messages(
                     climb.question, answer, list(verdict.issues), climb.history, climb.turn
@@ -582,7 +517,7 @@ class CascadeEngine:
             run, ReasonNote(Reason.JUDGE_UNAVAILABLE, f"{judge_name} judge: {why}"), index
         )
         run.degraded.append(f"judge_unavailable:{judge_name}")
-        climb.fallback = _Candidate.of(completion, index, "unavailable")
+        climb.fallback = Candidate.of(completion, index, "unavailable")
         # No verdict means no issues to pass on: the next tier gets the plain question.
         climb.up(climb.plain)
         return None
@@ -603,14 +538,16 @@ class CascadeEngine:
 
     # -- the end -------------------------------------------------------------------------
 
-    async def _conclude(self, run: RunState, climb: _Climb, end: _End) -> CascadeResult:
+    async def _conclude(self, run: RunState, climb: Climb, end: End) -> CascadeResult:
         """The request's result, or its error, from how the climb ended."""
-        if isinstance(end, _Candidate):
+        if isinstance(end, Candidate):
             return self._result(run, climb, end)
-        if isinstance(end, _Stopped):
+        if isinstance(end, Stopped):
+            if end.held is None and run.spend.serves_cheapest:
+                return await self._cheapest_instead(run, climb)
             return self._stopped(run, climb, end.stop, end.held)
         name = self._tiers[end.index].name
-        if isinstance(end, _Interrupted):
+        if isinstance(end, Interrupted):
             if end.outcome.stop == "deadline":
                 raise DeadlineExceeded(
                     f"the request's deadline passed while the {name} answer streamed"
@@ -619,7 +556,7 @@ class CascadeEngine:
                 f"the {name} answer's stream failed after its text began "
                 f"({self._error_kind(end.outcome)}); the text received is incomplete"
             ) from end.outcome.error
-        if isinstance(end, _Exhausted):
+        if isinstance(end, Exhausted):
             if end.held is None:
                 raise AllTiersFailed(
                     f"no tier could answer; {name} failed with {end.error.kind}"
@@ -633,7 +570,7 @@ class CascadeEngine:
         return await self._fall_back(run, climb, end.index, end.held)
 
     async def _fall_back(
-        self, run: RunState, climb: _Climb, index: int, held: _Candidate | None
+        self, run: RunState, climb: Climb, index: int, held: Candidate | None
     ) -> CascadeResult:
         """Tier `index` is open and falls back: the answer held, else the nearest tier below.
 
@@ -664,7 +601,7 @@ class CascadeEngine:
                 )
                 run.degraded.append(f"fell_back:{lower_name}")
                 return self._result(
-                    run, climb, _Candidate.of(outcome.completion, lower, "unavailable")
+                    run, climb, Candidate.of(outcome.completion, lower, "unavailable")
                 )
             if outcome.error is not None:
                 run.degraded.append(f"provider_error:{lower_name}:{outcome.error.kind}")
@@ -674,11 +611,31 @@ class CascadeEngine:
             f"no tier could answer; the {name} circuit breaker is open and no tier below answered"
         )
 
+    async def _cheapest_instead(self, run: RunState, climb: Climb) -> CascadeResult:
+        """The tenant's budget refused the tier asked, and its policy serves the cheapest
+        tier instead: its answer, unjudged."""
+        note = ReasonNote(
+            Reason.TENANT_BUDGET,
+            f"tenant {run.query.route.tenant_id!r} is over budget; the cheapest tier answers, "
+            "unjudged",
+        )
+        run.reasons.append(note)
+        outcome = await self._caller.answer(run, 0, climb.plain)
+        if outcome.error is not None and outcome.stop is None:
+            raise AllTiersFailed(
+                f"over budget, and the cheapest tier failed with {outcome.error.kind}"
+            ) from outcome.error
+        if outcome.completion is None:
+            return self._stopped(run, climb, outcome.stop or "tenant_budget", None)
+        return self._result(run, climb, Candidate.of(outcome.completion, 0, "skipped"))
+
     def _stopped(
-        self, run: RunState, climb: _Climb, stop: Stop, held: _Candidate | None
+        self, run: RunState, climb: Climb, stop: Stop, held: Candidate | None
     ) -> CascadeResult:
         """A request limit cut the cascade: the answer held, degraded, else its error."""
         if held is None:
+            if stop in SPEND_STOPS and run.spend.refusal is not None:
+                raise run.spend.refusal
             if stop == "deadline":
                 raise DeadlineExceeded("the request's deadline passed before any answer")
             raise BudgetExhausted(
@@ -688,7 +645,7 @@ class CascadeEngine:
         run.degraded.append(stop)
         return self._result(run, climb, held)
 
-    def _result(self, run: RunState, climb: _Climb, answer: _Candidate) -> CascadeResult:
+    def _result(self, run: RunState, climb: Climb, answer: Candidate) -> CascadeResult:
         now = self._clock()
         hops = tuple(draft.freeze(now) for draft in run.hops)
         return CascadeResult(
@@ -708,6 +665,7 @@ class CascadeEngine:
             decision=climb.decision,
             content=answer.content or ({"type": "text", "text": answer.text},),
             stop_reason=answer.stop_reason,
+            tenant_over_budget=run.query.cheapest_only or run.spend.over_budget,
         )
 
 

@@ -15,7 +15,7 @@ from tierroute.providers import AnswerParams, Block, Completion, Message, prompt
 from tierroute.routing import Decision, ReasonNote, RouteQuery
 from tierroute.settings import TierConfig
 
-HopRole = Literal["answer", "judge"]
+HopRole = Literal["answer", "judge", "probe"]
 HopOutcome = Literal["ok", "error", "cancelled", "skipped"]
 VerdictValue = Literal["pass", "fail", "unavailable"]
 JudgeStatus = Literal[
@@ -27,12 +27,23 @@ JudgeStatus = Literal[
     "self_accepted",
     "skipped",
     "tool_use",
+    "agreed",
 ]
 SpeculationMode = Literal["default", "on", "off"]
-JudgeMode = Literal["default", "always", "never", "start_only"]
-JUDGE_MODES: tuple[JudgeMode, ...] = ("default", "always", "never", "start_only")
-# The request limit that refused or cut a call.
-Stop = Literal["deadline", "budget"]
+JudgeMode = Literal["default", "always", "never", "start_only", "agreement", "agreement_mid"]
+JUDGE_MODES: tuple[JudgeMode, ...] = (
+    "default",
+    "always",
+    "never",
+    "start_only",
+    "agreement",
+    "agreement_mid",
+)
+# The judge modes that check answers by agreement with a probe instead of a judge.
+AGREEMENT_MODES: tuple[JudgeMode, ...] = ("agreement", "agreement_mid")
+# The request limit that refused or cut a call: its deadline, its attempt budget, its cost
+# ceiling (policy.max_cost_usd) or its tenant's budget.
+Stop = Literal["deadline", "budget", "cost_ceiling", "tenant_budget"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,9 @@ class CascadeQuery:
     params: AnswerParams = field(default_factory=AnswerParams)
     # Streaming only: stream every answer as it is drafted, retracting those withdrawn.
     stream_drafts: bool = False
+    # The tenant's budget is spent and its policy is "cheapest": the cheapest tier answers,
+    # unjudged (docs/tenancy.md).
+    cheapest_only: bool = False
 
     @property
     def question_turn(self) -> Message:
@@ -83,6 +97,8 @@ class Hop:
     stop_reason: str = ""
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
+    # Why a skipped hop was not made, with the figures (cost ceiling, tenant budget).
+    skip_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -106,6 +122,8 @@ class CascadeResult:
     # The answer's content blocks (its text, and its tool_use blocks when it calls tools).
     content: tuple[Block, ...] = ()
     stop_reason: str = ""
+    # The tenant's budget was spent: the cheapest tier answered, unjudged.
+    tenant_over_budget: bool = False
 
 
 @dataclass
@@ -128,6 +146,7 @@ class HopDraft:
     stop_reason: str = ""
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
+    skip_reason: str = ""
 
     def cost_usd(self) -> float:
         """The call's cost on its tier, cache writes and reads included."""
@@ -158,6 +177,7 @@ class HopDraft:
             stop_reason=self.stop_reason,
             cache_creation_input_tokens=self.cache_creation_input_tokens,
             cache_read_input_tokens=self.cache_read_input_tokens,
+            skip_reason=self.skip_reason,
         )
 
 

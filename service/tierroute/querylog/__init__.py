@@ -9,6 +9,8 @@ Public surface:
   process's loss-free connection to it (`QueryLog` is either writer or client).
 - `Store`, `open_store`, `SqliteStore`, `PostgresStore`: where it is kept
   (`PostgresStore` loads psycopg on first use, so SQLite deployments never import it).
+- `TierLabel`: one tier's answer to a logged question and the reference judge's verdict
+  (`tierroute label`).
 - `summarize`, `Report`: the figures `tierroute report` prints (`querylog.cli`).
 """
 
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from tierroute.querylog.client import ClientStats, QueryLogClient, worker_spool_path
 from tierroute.querylog.factory import open_store
+from tierroute.querylog.labels import TierLabel
 from tierroute.querylog.process import WriterProcess
 from tierroute.querylog.records import FeedbackRecord, HopRecord, QueryRecord, hash_query
 from tierroute.querylog.report import Report, ReportBuilder, summarize
@@ -47,6 +50,7 @@ __all__ = [
     "Store",
     "StoreRejected",
     "StoreUnavailable",
+    "TierLabel",
     "WriterProcess",
     "WriterStats",
     "hash_query",

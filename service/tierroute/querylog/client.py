@@ -77,8 +77,16 @@ class QueryLogClient:
     `has_request`) and the server (`start`, `close`). `submit*` are safe from any thread.
     """
 
-    def __init__(self, config: QueryLogConfig, address: Path, *, spool_path: Path) -> None:
+    def __init__(
+        self,
+        config: QueryLogConfig,
+        address: Path,
+        *,
+        spool_path: Path,
+        keep_shadow_text: bool = False,
+    ) -> None:
         self._config = config
+        self._keep_shadow_text = keep_shadow_text
         self.address = address
         self._spool = Spool(spool_path)
         self._lock = threading.Lock()
@@ -106,7 +114,7 @@ class QueryLogClient:
 
     def submit(self, record: QueryRecord) -> bool:
         """Send a query record; never blocks, never raises. False only when it is lost."""
-        return self._submit(scrub(record, self._config))
+        return self._submit(scrub(record, self._config, keep_shadow_text=self._keep_shadow_text))
 
     def submit_feedback(self, feedback: FeedbackRecord) -> bool:
         """Send a feedback record; same contract as `submit`."""

@@ -53,8 +53,11 @@ _PARENT_POLL_S = 1.0
 class WriterProcess:
     """The parent's handle on the one query-log writer process of a server or worker group."""
 
-    def __init__(self, config: QueryLogConfig, run_dir: Path) -> None:
+    def __init__(
+        self, config: QueryLogConfig, run_dir: Path, *, keep_shadow_text: bool = False
+    ) -> None:
         self.config = config
+        self.keep_shadow_text = keep_shadow_text
         self.address = run_dir / SOCKET_NAME
         self._context = multiprocessing.get_context("spawn")
         self._process: Any = None
@@ -80,7 +83,13 @@ class WriterProcess:
         parent, child = self._context.Pipe(duplex=False)
         process = self._context.Process(
             target=writer_process_main,
-            args=(self.config, str(self.address), child, logging.getLogger().level),
+            args=(
+                self.config,
+                str(self.address),
+                child,
+                logging.getLogger().level,
+                self.keep_shadow_text,
+            ),
             name="tierroute-querylog-writer",
         )
         process.start()
@@ -124,7 +133,11 @@ class WriterProcess:
 
 
 def writer_process_main(
-    config: QueryLogConfig, address: str, ready: Connection, log_level: int = logging.INFO
+    config: QueryLogConfig,
+    address: str,
+    ready: Connection,
+    log_level: int = logging.INFO,
+    keep_shadow_text: bool = False,
 ) -> None:
     """The writer process: serve the socket until SIGTERM or the parent's death, then drain."""
     # Ctrl-C reaches the whole process group; the parent stops the writer last, after the
@@ -134,11 +147,13 @@ def writer_process_main(
         level=log_level or logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s [querylog-writer]: %(message)s",
     )
-    asyncio.run(_serve(config, Path(address), ready))
+    asyncio.run(_serve(config, Path(address), ready, keep_shadow_text))
 
 
-async def _serve(config: QueryLogConfig, address: Path, ready: Connection) -> None:
-    writer = QueryLogWriter.from_config(config)
+async def _serve(
+    config: QueryLogConfig, address: Path, ready: Connection, keep_shadow_text: bool
+) -> None:
+    writer = QueryLogWriter.from_config(config, keep_shadow_text=keep_shadow_text)
     try:
         await writer.start()
     except ConfigError as exc:

@@ -19,11 +19,17 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 Kind = Literal["route", "cascade"]
 
+# Metadata of a shadow sample (`[shadow] sample_rate`): the tier, strategy, rule, model
+# version and scores tierroute's policy would have chosen; the writer keeps the text of a
+# record holding SHADOW_TIER while shadow mode is on.
+SHADOW_PREFIX = "shadow."
+SHADOW_TIER = "shadow.tier"
+
 
 class HopRecord(TypedDict):
     """One model call of a cascade, as logged.
 
-    Canonical values: role "answer" | "judge"; outcome "ok" | "error" | "cancelled" |
+    Canonical values: role "answer" | "judge" | "probe"; outcome "ok" | "error" | "cancelled" |
     "skipped"; verdict "pass" | "fail" | "unavailable" | "" (not a judge hop). Readers also
     accept the proto enum names (`HOP_ROLE_ANSWER`, `JUDGE_VERDICT_PASS`, ...).
     """

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from tierroute.querylog.factory import open_store
 from tierroute.querylog.records import (
+    SHADOW_TIER,
     FeedbackRecord,
     LogItem,
     QueryRecord,
@@ -61,13 +62,17 @@ class WriterStats:
     database_up: bool
 
 
-def scrub(record: QueryRecord, config: QueryLogConfig) -> QueryRecord:
+def scrub(
+    record: QueryRecord, config: QueryLogConfig, *, keep_shadow_text: bool = False
+) -> QueryRecord:
     """`record` without the text `config` does not keep (before it leaves the request)."""
     # An audit sample keeps its question and answer only while audit sampling is on.
     audit = record.answer_text is not None and config.audit_sample_rate > 0
     if record.answer_text is not None and not audit:
         record = dataclasses.replace(record, answer_text=None)
-    if record.query_text is not None and not (config.store_text or audit):
+    # Shadow samples (records carrying SHADOW_TIER) keep their text while shadow is on.
+    shadow = keep_shadow_text and SHADOW_TIER in record.metadata
+    if record.query_text is not None and not (config.store_text or audit or shadow):
         record = dataclasses.replace(record, query_text=None)
     return record
 
@@ -79,9 +84,13 @@ class QueryLogWriter:
     from any thread; everything else runs on the event loop that called `start`.
     """
 
-    def __init__(self, store: Store, config: QueryLogConfig) -> None:
+    def __init__(
+        self, store: Store, config: QueryLogConfig, *, keep_shadow_text: bool = False
+    ) -> None:
         self.store = store
         self._config = config
+        # Shadow samples (records carrying SHADOW_TIER) keep their text while shadow is on.
+        self._keep_shadow_text = keep_shadow_text
         self._spool = Spool(config.spool_path)
         self._queue: deque[LogItem] = deque()
         # Guards the queue, the recent-id set and the submit-side counters.
@@ -113,10 +122,12 @@ class QueryLogWriter:
         )  # fmt: skip
 
     @classmethod
-    def from_config(cls, config: QueryLogConfig) -> QueryLogWriter:
+    def from_config(
+        cls, config: QueryLogConfig, *, keep_shadow_text: bool = False
+    ) -> QueryLogWriter:
         """A writer over the store `config.url` names."""
         store = open_store(config.url.get(), connect_timeout_s=config.connect_timeout_s)
-        return cls(store, config)
+        return cls(store, config, keep_shadow_text=keep_shadow_text)
 
     # -- the hot path -------------------------------------------------------------------------
 
@@ -126,7 +137,7 @@ class QueryLogWriter:
         True when the record is kept (queued, or spooled because the queue is full);
         False only when it could be kept nowhere, which is counted as `lost` and logged.
         """
-        return self._submit(scrub(record, self._config))
+        return self._submit(scrub(record, self._config, keep_shadow_text=self._keep_shadow_text))
 
     def submit_feedback(self, feedback: FeedbackRecord) -> bool:
         """Queue a feedback record; same contract as `submit`."""

@@ -57,6 +57,14 @@ def add_eval_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     )
     _common(parser)
     parser.add_argument("--out", type=Path, required=True, help="directory to write into")
+    parser.add_argument(
+        "--trio",
+        metavar="CHEAP,MID,TOP",
+        default=None,
+        help="recorded model keys to play the tiers (as in the data's models), e.g. "
+        "claude-3-haiku-20240307,claude-3-sonnet-20240229,claude-3-opus-20240229: only "
+        "the records holding all three are evaluated (default: the data's own trio)",
+    )
     parser.set_defaults(func=run_eval)
 
 
@@ -128,14 +136,17 @@ def _options(args: argparse.Namespace, **extra: Any) -> Any:
     )
 
 
-def _progress(quiet: bool, desc: str) -> Callable[[int], Callable[[int], None]] | None:
+def progress_bar(
+    quiet: bool, desc: str, unit: str = "answer"
+) -> Callable[[int], Callable[[int], None]] | None:
+    """A progress callback for long offline work on stderr (None when `quiet`)."""
     if quiet:
         return None
 
     def start(total: int) -> Callable[[int], None]:
         from tqdm import tqdm
 
-        bar = tqdm(total=total, desc=desc, unit="answer", file=sys.stderr, smoothing=0.1)
+        bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, smoothing=0.1)
 
         def update(n: int) -> None:
             bar.update(n)
@@ -165,7 +176,8 @@ def run_eval(args: argparse.Namespace, settings: Settings, environ: Mapping[str,
             args.out,
             settings,
             _options(args),
-            progress=_progress(args.quiet, "eval"),
+            progress=progress_bar(args.quiet, "eval"),
+            trio=args.trio.split(",") if args.trio else None,
         )
     except (ConfigError, ModelLoadError) as exc:
         print(f"tierroute eval: error: {exc}", file=sys.stderr)
@@ -223,7 +235,7 @@ def run_calibrate(args: argparse.Namespace, settings: Settings, environ: Mapping
             target,
             _options(args, **extra),
             report_path=report_path,
-            progress=_progress(args.quiet, "calibrate"),
+            progress=progress_bar(args.quiet, "calibrate"),
         )
     except (ConfigError, ModelLoadError) as exc:
         print(f"tierroute calibrate: error: {exc}", file=sys.stderr)

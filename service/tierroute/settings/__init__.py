@@ -9,50 +9,21 @@ a few common ones have short aliases (see `_ALIASES`). Nothing here runs at impo
 from __future__ import annotations
 
 import dataclasses
-import tomllib
-import types
-import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
 from tierroute.errors import ConfigError
+from tierroute.settings.parsing import Secret, build, merge, read_toml, section_types
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
 _BUNDLED_CONFIG = _PACKAGE_DIR / "default_config.toml"
 
 
 def _default_model_dir() -> Path:
     # In a source checkout the bundle sits in model_export/; images set TIERROUTE_MODEL_DIR.
     return _PACKAGE_DIR.parent.parent / "model_export" / "bundle"
-
-
-class Secret:
-    """A string that never shows itself in repr, str or logs."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def get(self) -> str:
-        """Return the secret value; call only where it is sent."""
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __repr__(self) -> str:
-        return "<secret>" if self._value else "<empty>"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 @dataclass(frozen=True)
@@ -86,6 +57,42 @@ class TierConfig:
             (input_tokens + cached) * self.input_usd_per_mtok
             + output_tokens * self.output_usd_per_mtok
         ) / 1e6
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """A probe: a model outside the answer ladder, asked the same question so that its final
+    answer can cross-check a tier's (the Cascade's agreement modes, docs/cascade.md).
+
+    Its calls are billed at its own prices and counted in the Cascade's cost like any call.
+    `replay_models` names the recorded models (keys of the data's `models`) whose answers
+    the replay backend serves for it, the first a record holds; empty: the model id itself.
+    """
+
+    model: str
+    input_usd_per_mtok: float
+    output_usd_per_mtok: float
+    # Shown in hops, spans and the query log; empty: the model id.
+    name: str = ""
+    max_output_tokens: int = 8192
+    context_window: int = 200_000
+    replay_models: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """The probe's name, or its model id when it has none."""
+        return self.name or self.model
+
+    def as_tier(self) -> TierConfig:
+        """The probe priced and limited as a tier is, for its calls' hops."""
+        return TierConfig(
+            name=self.label,
+            model=self.model,
+            input_usd_per_mtok=self.input_usd_per_mtok,
+            output_usd_per_mtok=self.output_usd_per_mtok,
+            context_window=self.context_window,
+            max_output_tokens=self.max_output_tokens,
+        )
 
 
 @dataclass(frozen=True)
@@ -142,8 +149,8 @@ class RoutingConfig:
     context_turns: int = 2
     context_chars: int = 1000
     # Calls in one session never route below the session's highest tier so far.
+    # Sessions are kept with the tenant state (tenancy.state_url), for tenancy.session_ttl_s.
     session_sticky: bool = True
-    session_cache_size: int = 10_000
     # Output tokens assumed when estimating the cost of a tier before calling it.
     expected_output_tokens: int = 400
     # The versioned model registry (tierroute.model.registry, docs/operations.md), e.g. "models";
@@ -202,6 +209,8 @@ class CascadeConfig:
     judge_context_chars: int = 6000
     judge_system_chars: int = 2000
     per_call_timeout_s: float = 60.0
+    # The probe the agreement modes call (a `[[probes]]` name); empty: the first probe.
+    probe: str = ""
 
 
 @dataclass(frozen=True)
@@ -297,6 +306,17 @@ class QueryLogConfig:
 
 
 @dataclass(frozen=True)
+class ShadowConfig:
+    """Shadow mode: serve as configured, and for a sampled share of calls also record, with
+    the question's text, what tierroute's policy (classifier strategy, calibrated rule)
+    would have decided (docs/own-traffic.md). A team so collects a labelling sample
+    before it trusts the router. 0 = off; the sampled calls' text is stored even with
+    `querylog.store_text` off, so turning this on is the opt-in."""
+
+    sample_rate: float = 0.0
+
+
+@dataclass(frozen=True)
 class AuthConfig:
     """Per-tenant bearer tokens; authentication is off until a tokens file is named."""
 
@@ -345,6 +365,88 @@ class TelemetryConfig:
     prometheus_port: int = 0
     prometheus_host: str = "127.0.0.1"
     service_name: str = "tierroute"
+
+
+# Rolling budget windows a tenant may name, in seconds.
+BUDGET_WINDOWS: dict[str, float] = {"1h": 3600.0, "1d": 86_400.0, "30d": 30 * 86_400.0}
+BUDGET_MODES = ("reject", "cheapest")
+
+
+@dataclass(frozen=True)
+class TenantConfig:
+    """One tenant's limits (`[tenants.<id>]`); 0 means no limit. `id` "*" covers every tenant
+    without a table of its own, each with budgets and limits of its own (docs/tenancy.md)."""
+
+    id: str
+    # USD the tenant may spend over the rolling budget_window (1h, 1d or 30d).
+    budget_usd: float = 0.0
+    budget_window: str = "1d"
+    requests_per_minute: int = 0
+    # Model tokens (input + output) over the last minute; calls still running count at
+    # their worst case.
+    tokens_per_minute: int = 0
+    # reject: RESOURCE_EXHAUSTED; cheapest: answer from the cheap tier, unjudged.
+    on_budget_exhausted: str = "reject"
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            raise ConfigError("a tenant's id must not be empty")
+        if self.budget_window not in BUDGET_WINDOWS:
+            raise ConfigError(
+                f"tenants.{self.id}.budget_window must be one of {', '.join(BUDGET_WINDOWS)}, "
+                f"not {self.budget_window!r}"
+            )
+        if self.on_budget_exhausted not in BUDGET_MODES:
+            raise ConfigError(
+                f"tenants.{self.id}.on_budget_exhausted must be 'reject' or 'cheapest', "
+                f"not {self.on_budget_exhausted!r}"
+            )
+        for name in ("budget_usd", "requests_per_minute", "tokens_per_minute"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"tenants.{self.id}.{name} must not be negative")
+
+    @property
+    def window_s(self) -> float:
+        """The budget window in seconds."""
+        return BUDGET_WINDOWS[self.budget_window]
+
+
+def tenants_from_mapping(
+    data: Mapping[str, Any], where: str = "tenants"
+) -> tuple[TenantConfig, ...]:
+    """`{id: {budget_usd: ..., ...}}` (a `[tenants.<id>]` table) as tenant configs."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a table of [tenants.<id>] tables")
+    tenants = []
+    for tenant_id, values in data.items():
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{where}.{tenant_id} must be a table")
+        if "id" in values:
+            raise ConfigError(f"{where}.{tenant_id}: the table's name is the tenant id")
+        tenants.append(build(TenantConfig, {**values, "id": tenant_id}, f"{where}.{tenant_id}"))
+    return tuple(tenants)
+
+
+@dataclass(frozen=True)
+class TenancyConfig:
+    """Where tenants' spend, sessions and request ids are kept, and how limits reload."""
+
+    # "" = the query log's database (querylog.url) when the query log is enabled, else this
+    # process's memory; "memory", sqlite:///PATH or postgresql://... name one explicitly.
+    # Replicas share budgets, sessions and request ids only through PostgreSQL.
+    state_url: Secret = field(default_factory=lambda: Secret(""))
+    # A TOML file of [tenants.<id>] tables, reloaded on change and on SIGHUP; when set, the
+    # main configuration must not hold [tenants] itself.
+    tenants_file: Path | None = None
+    # Seconds between checks of the tokens and tenants files for changes; 0 = SIGHUP only.
+    reload_poll_s: float = 2.0
+    # With authentication off, the call metadata entry that names the tenant when the
+    # request's tenant_id is empty (with authentication on, the token names it).
+    tenant_header: str = "x-tierroute-tenant"
+    # A session's floor (and open agent loop) is forgotten this long after its last answer.
+    session_ttl_s: float = 3600.0
+    # A Cascade's result is returned for a repeated request id this long after it ended.
+    idempotency_ttl_s: float = 86_400.0
 
 
 DEGRADE_ACTIONS = ("skip_to_next", "fall_back", "fail")
@@ -401,6 +503,36 @@ class BreakerConfig:
         return actions
 
 
+EXT_PROC_FAILURE_MODES = ("open", "closed")
+
+
+@dataclass(frozen=True)
+class ExtProcConfig:
+    """The Envoy external processor (envoy.service.ext_proc.v3) on the gRPC port."""
+
+    enabled: bool = True
+    # What a request gets when the processor cannot route it (a body that is not a Messages
+    # API request, a routing failure): "open" lets it through unchanged, "closed" answers it
+    # with an Anthropic error (400, 413 or 500) from Envoy. Envoy's own failure_mode_allow
+    # covers the processor being unreachable; set the two alike (docs/deploy.md).
+    failure_mode: str = "open"
+    # Requests to this path (query string aside), method POST, are routed; others pass.
+    path: str = "/v1/messages"
+    # The model name that asks for routing; `ALIAS@...` does too.
+    alias: str = "tierroute"
+    # Whether requests naming a concrete model are routed as well (so code that names a
+    # model is routed without changes); false routes only requests naming the alias.
+    route_named_models: bool = True
+
+    def __post_init__(self) -> None:
+        if self.failure_mode not in EXT_PROC_FAILURE_MODES:
+            raise ConfigError("ext_proc.failure_mode must be 'open' or 'closed'")
+        if not self.path.startswith("/"):
+            raise ConfigError("ext_proc.path must start with '/'")
+        if not self.alias:
+            raise ConfigError("ext_proc.alias must not be empty")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything tierroute is configured with; built once in `__main__`."""
@@ -413,11 +545,16 @@ class Settings:
     anthropic: AnthropicConfig = field(default_factory=AnthropicConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     querylog: QueryLogConfig = field(default_factory=QueryLogConfig)
+    shadow: ShadowConfig = field(default_factory=ShadowConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    tenancy: TenancyConfig = field(default_factory=TenancyConfig)
+    ext_proc: ExtProcConfig = field(default_factory=ExtProcConfig)
     tiers: tuple[TierConfig, ...] = ()
+    tenants: tuple[TenantConfig, ...] = ()
+    probes: tuple[ProbeConfig, ...] = ()
 
     def tier(self, name: str) -> TierConfig:
         """The tier called `name`; ConfigError when there is none."""
@@ -430,17 +567,24 @@ class Settings:
         """Position of tier `name`, 0 = cheapest."""
         return self.tiers.index(self.tier(name))
 
+    def agreement_probe(self) -> ProbeConfig | None:
+        """The probe the agreement modes call (`cascade.probe`), None when none is set up."""
+        for probe in self.probes:
+            if self.cascade.probe in ("", probe.label):
+                return probe
+        return None
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Self:
         """Build settings from the bundled file, `TIERROUTE_CONFIG` and the environment."""
         data: dict[str, Any] = {}
         for path in (_BUNDLED_CONFIG, environ.get("TIERROUTE_CONFIG")):
             if path:
-                _merge(data, _read_toml(Path(path)))
+                merge(data, read_toml(Path(path)))
         for env_name, (section, key) in _ALIASES.items():
             if env_name in environ:
                 data.setdefault(section, {})[key] = environ[env_name]
-        for section in _section_types(cls):
+        for section in section_types(cls):
             prefix = f"TIERROUTE_{section.upper()}_"
             for env_name, value in environ.items():
                 if env_name.startswith(prefix):
@@ -451,12 +595,16 @@ class Settings:
     def from_mapping(cls, data: Mapping[str, Any]) -> Self:
         """Build settings from nested mappings, as read from TOML; unknown keys are errors."""
         kwargs: dict[str, Any] = {}
-        sections = _section_types(cls)
+        sections = section_types(cls)
         for key, value in data.items():
             if key == "tiers":
-                kwargs["tiers"] = tuple(_build(TierConfig, t, "tiers") for t in value)
+                kwargs["tiers"] = tuple(build(TierConfig, t, "tiers") for t in value)
+            elif key == "tenants":
+                kwargs["tenants"] = tenants_from_mapping(value)
+            elif key == "probes":
+                kwargs["probes"] = _probes(value)
             elif key in sections:
-                kwargs[key] = _build(sections[key], value, key)
+                kwargs[key] = build(sections[key], value, key)
             else:
                 raise ConfigError(f"unknown configuration section {key!r}")
         settings = cls(**kwargs)
@@ -466,6 +614,7 @@ class Settings:
     def validate(self) -> None:
         """Raise ConfigError when the settings cannot work."""
         names = self._validate_tiers()
+        self._validate_probes(names)
         self._validate_choices()
         for name in ("judge_sample_rate", "speculative_bound", "self_confidence_threshold"):
             if not 0.0 <= getattr(self.cascade, name) <= 1.0:
@@ -473,14 +622,19 @@ class Settings:
         for name in ("audit_sample_rate", "coverage_sample_rate"):
             if not 0.0 <= getattr(self.querylog, name) <= 1.0:
                 raise ConfigError(f"querylog.{name} must be within [0, 1]")
+        if not 0.0 <= self.shadow.sample_rate <= 1.0:
+            raise ConfigError("shadow.sample_rate must be within [0, 1]")
         server = self.server
         if server.max_concurrent_rpcs and server.max_in_flight >= server.max_concurrent_rpcs:
             raise ConfigError("server.max_in_flight must be below server.max_concurrent_rpcs")
-        if server.workers < 0:
-            raise ConfigError("server.workers must be 0 (one per core) or a positive count")
         if not 0.0 <= self.telemetry.sample_ratio <= 1.0:
             raise ConfigError("telemetry.sample_ratio must be within [0, 1]")
         self.breaker.actions(names)
+        if self.tenants and self.tenancy.tenants_file is not None:
+            raise ConfigError(
+                "set tenants in one place: [tenants] in the configuration or "
+                "tenancy.tenants_file, not both"
+            )
         for section in dataclasses.fields(self):
             value = getattr(self, section.name)
             if dataclasses.is_dataclass(value):
@@ -500,6 +654,25 @@ class Settings:
             if tier.max_output_tokens < 1:
                 raise ConfigError(f"tiers.{tier.name}.max_output_tokens must be at least 1")
         return names
+
+    def _validate_probes(self, tier_names: Sequence[str]) -> None:
+        """ConfigError for a probe that cannot work, or a `cascade.probe` naming none."""
+        labels = [p.label for p in self.probes]
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"probe names must be unique: {labels}")
+        for probe in self.probes:
+            where = f"probes.{probe.label}"
+            if probe.label in tier_names:
+                raise ConfigError(f"{where}: a probe may not share a tier's name")
+            if probe.input_usd_per_mtok < 0 or probe.output_usd_per_mtok < 0:
+                raise ConfigError(f"{where}: prices must not be negative")
+            if probe.max_output_tokens < 1:
+                raise ConfigError(f"{where}.max_output_tokens must be at least 1")
+        if self.cascade.probe and self.agreement_probe() is None:
+            raise ConfigError(
+                f"cascade.probe {self.cascade.probe!r} names no configured probe; "
+                f"configured: {labels}"
+            )
 
     def _validate_choices(self) -> None:
         """ConfigError for a setting that names none of the values it may take."""
@@ -536,85 +709,8 @@ _ALIASES: dict[str, tuple[str, str]] = {
 }
 
 
-def _section_types(cls: type) -> dict[str, type]:
-    hints = typing.get_type_hints(cls)
-    return {
-        f.name: hints[f.name]
-        for f in dataclasses.fields(cls)
-        if isinstance(hints[f.name], type) and dataclasses.is_dataclass(hints[f.name])
-    }
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"configuration file not found: {path}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from exc
-
-
-def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
-    for key, value in new.items():
-        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = value
-
-
-def _build(kind: type[Any], values: Any, where: str) -> Any:
-    if not isinstance(values, Mapping):
-        raise ConfigError(f"{where} must be a table")
-    hints = typing.get_type_hints(kind)
-    known = {f.name for f in dataclasses.fields(kind)}
-    kwargs: dict[str, Any] = {}
-    for key, raw in values.items():
-        if key not in known:
-            raise ConfigError(f"unknown setting {where}.{key}")
-        kwargs[key] = _coerce(hints[key], raw, f"{where}.{key}")
-    try:
-        return kind(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
-
-
-def _as_bool(raw: Any) -> bool:
-    if isinstance(raw, str):
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(raw)
-    return bool(raw)
-
-
-# How a raw TOML or environment value becomes each scalar type a setting may have.
-_SCALARS: dict[Any, Callable[[Any], Any]] = {
-    bool: _as_bool,
-    int: int,
-    float: float,
-    Path: Path,
-    Secret: lambda raw: Secret(str(raw)),
-    str: str,
-}
-
-
-def _coerce(hint: Any, raw: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if raw is None or raw == "":
-            return None
-        return _coerce(args[0], raw, where)
-    try:
-        if hint in _SCALARS:
-            return _SCALARS[hint](raw)
-        if origin is tuple:
-            items = raw.split(",") if isinstance(raw, str) else list(raw)
-            return tuple(_coerce(typing.get_args(hint)[0], i, where) for i in items if i != "")
-        if origin is dict:
-            return dict(raw)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: cannot read {raw!r} as {hint}") from exc
-    return raw
+def _probes(value: Any) -> tuple[ProbeConfig, ...]:
+    """The `[[probes]]` array of tables."""
+    if isinstance(value, Mapping) or not isinstance(value, list | tuple):
+        raise ConfigError("probes must be an array of tables ([[probes]])")
+    return tuple(build(ProbeConfig, p, f"probes[{i}]") for i, p in enumerate(value))
