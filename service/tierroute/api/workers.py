@@ -45,6 +45,7 @@ from grpc_health.v1 import health_pb2
 
 from tierroute import observability
 from tierroute.api.health import SERVICE_NAME
+from tierroute.api.preflight import check_paths
 from tierroute.api.server import TierRouteServer
 from tierroute.errors import ConfigError, TierrouteError
 from tierroute.model import ModelSwap
@@ -155,6 +156,8 @@ class WorkerGroup:
     def start(self) -> int:
         """Start the writer and every worker; the bound port once all of them serve."""
         try:
+            # Every file and directory first, as a lone server does: one line per problem.
+            check_paths(self.settings, model_injected=False)
             self.port = self._reserve_port()
             self._write_group(stopping=False)
             if self.writer is not None:
@@ -264,6 +267,13 @@ class WorkerGroup:
                 "giving up (see the log for why they died)"
             )
 
+    def forward(self, signum: int) -> None:
+        """Send `signum` to every running worker (SIGHUP: reload tokens and tenants)."""
+        for process in self._workers.values():
+            if process.is_alive() and process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signum)
+
     def stop(self) -> None:
         """SIGTERM every worker and wait for its drain; then stop the writer. Idempotent."""
         if self._stopped:
@@ -306,6 +316,8 @@ def run_group(
             stop_write.send(signum)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # SIGHUP reloads the tokens and tenants files in every worker, as in a lone server.
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: group.forward(signal.SIGHUP))
     try:
         bound = group.start()
         # The same line as a lone server's: scripts read the port at its end.
@@ -386,7 +398,9 @@ async def _serve_worker(spec: WorkerSpec, ready: Connection) -> None:
             on_orphaned=stop.set,
         )
         await link.start()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, server.reload_files)
         ready.send(("ready", spec.port))
         await stop.wait()
         await link.stop()
