@@ -1,12 +1,20 @@
 """Route latency and throughput on loopback, against baselines measured in the same run.
 
-Measures: a bare gRPC echo round trip (the floor any RPC pays), the Route round trip with
-the bundled ONNX model, in-process onnxruntime predict, and in-process scikit-learn
-`predict_proba` of the same pipeline (refitted from the data file with the training code),
-each as median and p99 over sequential calls; then Route and echo throughput with 32 calls
-in flight. The servers run in a child process so client and server do not share a GIL.
+One run measures:
+- in process: onnxruntime `predict_proba` (the classifier alone), scikit-learn
+  `predict_proba` of the same pipeline (refitted from the data file with the training code)
+  and the value plan of a Cascade (`score_cascade`: scores and plan from the shared feature
+  pass), each as median and p99 over sequential calls;
+- one server process: a bare gRPC echo round trip (the floor any RPC pays) and the Route
+  round trip with the bundled model, sequential; then Route and echo throughput with 32
+  calls in flight on one channel (the keys `route_rps`, `echo_rps`);
+- `tierroute serve --workers 1` and `--workers N` as shipped (query log on, its writer
+  process included): Route throughput with the calls spread over `--connections` channels,
+  each its own TCP connection, so that the kernel spreads them over the workers.
 
-    .venv/bin/python bench/route_bench.py [--calls 3000] [--json]
+The servers run in child processes so client and server do not share a GIL.
+
+    .venv/bin/python bench/route_bench.py [--calls 3000] [--seconds 8] [--workers N] [--json]
 """
 
 from __future__ import annotations
@@ -15,6 +23,9 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
+import re
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -69,14 +80,22 @@ async def _echo(request: bytes, context: Any) -> bytes:
     return request
 
 
-async def _throughput(target: str, make_call: Any, in_flight: int, seconds: float) -> float:
-    async with aio.insecure_channel(target) as channel:
-        call = make_call(channel)
+async def _throughput(
+    target: str, make_call: Any, in_flight: int, seconds: float, connections: int = 1
+) -> float:
+    # A local subchannel pool per channel: each channel is its own TCP connection.
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [aio.insecure_channel(target, options=options) for _ in range(connections)]
+    try:
+        calls = [make_call(channel) for channel in channels]
+        for channel in channels:
+            await channel.channel_ready()
         done = 0
         deadline = time.perf_counter() + seconds
 
         async def worker(k: int) -> None:
             nonlocal done
+            call = calls[k % connections]
             i = k
             while time.perf_counter() < deadline:
                 await call(i)
@@ -86,14 +105,56 @@ async def _throughput(target: str, make_call: Any, in_flight: int, seconds: floa
         start = time.perf_counter()
         await asyncio.gather(*(worker(k) for k in range(in_flight)))
         return done / (time.perf_counter() - start)
+    finally:
+        for channel in channels:
+            await channel.close()
+
+
+def _serve_command(workers: int, scratch: str, tag: str) -> tuple[subprocess.Popen[str], int]:
+    """`tierroute serve --workers N` as shipped, its query log in the scratch directory."""
+    env = dict(os.environ)
+    env.update(
+        TIERROUTE_DB_URL=f"sqlite:///{scratch}/{tag}.sqlite3",
+        TIERROUTE_QUERYLOG_SPOOL_PATH=f"{scratch}/{tag}.spool.jsonl",
+        TIERROUTE_SERVER_DRAIN_DELAY_S="0",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tierroute", "--log-level", "WARNING", "serve", "--host",
+         "127.0.0.1", "--port", "0", "--workers", str(workers)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    found = re.search(r":(\d+)", line)
+    if not found:
+        proc.kill()
+        raise SystemExit(f"tierroute serve --workers {workers} did not start: {line!r}")
+    return proc, int(found.group(1))
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 # One script, read top to bottom as the measurement plan: fit, time in-process, time over gRPC.
-def main() -> int:  # noqa: PLR0915
+def main() -> int:  # noqa: PLR0915 - the plan, read top to bottom
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=3000, help="sequential calls per measure")
     parser.add_argument("--seconds", type=float, default=5.0, help="per throughput measure")
     parser.add_argument("--in-flight", type=int, default=32)
+    parser.add_argument(
+        "--workers", type=int, default=0, help="N for the N-worker run (default: one per core)"
+    )
+    parser.add_argument(
+        "--connections", type=int, default=8, help="channels of the 1- and N-worker runs"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -118,6 +179,10 @@ def main() -> int:  # noqa: PLR0915
     texts = [classifier_text(q, model.prefix_chars) for q in QUERIES]
     onnx_p50, onnx_p99 = time_calls(lambda i: model.predict_proba(QUERIES[i % 4]), args.calls)
     sk_p50, sk_p99 = time_calls(lambda i: pipeline.predict_proba([texts[i % 4]]), args.calls)
+    # What a value-planned Cascade pays for its scores and plan, against the classifier alone.
+    plan_p50, plan_p99 = time_calls(lambda i: model.score_cascade(QUERIES[i % 4]), args.calls)
+    value = model.value_model
+    shared = bool(value is not None and value.shared)
 
     # The server runs as shipped, query log included; its files go to a scratch directory.
     scratch = tempfile.mkdtemp(prefix="tierroute-bench-")
@@ -126,7 +191,8 @@ def main() -> int:  # noqa: PLR0915
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     stop = ctx.Event()
-    proc = ctx.Process(target=_serve, args=(child, stop), daemon=True)
+    # Not a daemon: the server starts its own query-log writer process, as shipped.
+    proc = ctx.Process(target=_serve, args=(child, stop))
     proc.start()
     echo_port, route_port = parent.recv()
     try:
@@ -158,7 +224,26 @@ def main() -> int:  # noqa: PLR0915
         )
     finally:
         stop.set()
-        proc.join(10)
+        proc.join(30)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(10)
+
+    from tierroute.api.workers import default_workers
+
+    n_workers = args.workers or default_workers(settings)
+    by_workers: dict[int, float] = {}
+    for workers in (1, n_workers):
+        served, port = _serve_command(workers, scratch, f"workers{workers}")
+        try:
+            by_workers[workers] = asyncio.run(
+                _throughput(
+                    f"127.0.0.1:{port}", route_call, args.in_flight, args.seconds,
+                    connections=args.connections,
+                )
+            )  # fmt: skip
+        finally:
+            _stop(served)
 
     result = {
         "echo_p50_us": round(echo_p50, 1),
@@ -171,14 +256,30 @@ def main() -> int:  # noqa: PLR0915
         "sklearn_p99_us": round(sk_p99, 1),
         "route_rps": round(route_rps, 1),
         "echo_rps": round(echo_rps, 1),
+        "workers": n_workers,
+        "connections": args.connections,
+        "serve_1_worker_rps": round(by_workers[1], 1),
+        "serve_n_workers_rps": round(by_workers[n_workers], 1),
+        "value_plan_p50_us": round(plan_p50, 1),
+        "value_plan_p99_us": round(plan_p99, 1),
+        "value_plan_shared_pass": shared,
         "calls": args.calls,
         "in_flight": args.in_flight,
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "model_version": model.version,
         "ratios": {
             "route_p50_over_sklearn_p50": round(route_p50 / sk_p50, 3),
             "sklearn_p50_over_onnx_p50": round(sk_p50 / onnx_p50, 2),
             "route_p50_over_echo_p50": round(route_p50 / echo_p50, 2),
             "route_rps_over_echo_rps": round(route_rps / echo_rps, 3),
+            "n_workers_over_1_worker_rps": round(by_workers[n_workers] / by_workers[1], 3),
+            "value_plan_over_classifier_p50": round(plan_p50 / onnx_p50, 3),
+        },
+        "goals": {
+            "route_p50_below_sklearn_p50": route_p50 < sk_p50,
+            "route_rps_at_least_60pct_of_echo": route_rps >= 0.6 * echo_rps,
+            "n_workers_at_least_1_6x_one": by_workers[n_workers] >= 1.6 * by_workers[1],
+            "value_plan_at_most_1_5x_classifier": plan_p50 <= 1.5 * onnx_p50,
         },
     }
     print_result(result, args.json)

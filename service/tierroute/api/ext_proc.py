@@ -52,7 +52,7 @@ from tierroute.errors import (
     QueryTooLong,
     TierrouteError,
 )
-from tierroute.querylog import QueryLogWriter, QueryRecord
+from tierroute.querylog import QueryLog, QueryRecord
 from tierroute.routing import Decision, RouteQuery, Router
 from tierroute.settings import Settings
 from tierroute.tenancy import Tenancy
@@ -355,7 +355,7 @@ def add_to_server(
     server: aio.Server,
     settings: Settings,
     router: Router,
-    querylog: QueryLogWriter | None,
+    querylog: QueryLog | None,
     tenancy: Tenancy | None = None,
 ) -> tuple[str, ...]:
     """Serve the processor on `server` when `ext_proc.enabled`; the service names added."""

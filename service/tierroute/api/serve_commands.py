@@ -17,6 +17,7 @@ from types import FrameType
 
 from tierroute.api.security import hash_token
 from tierroute.api.server import serve
+from tierroute.errors import ConfigError
 from tierroute.providers.replay.http_server import ReplayServer
 from tierroute.settings import Settings
 
@@ -29,11 +30,24 @@ def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     )
     parser.add_argument("--host", default=None, help="bind address (default from config)")
     parser.add_argument("--port", type=int, default=None, help="port (default from config)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="server processes sharing the port (default: server.workers, 0 = one per core)",
+    )
     parser.set_defaults(func=run_serve)
 
 
 def run_serve(args: argparse.Namespace, settings: Settings, environ: Mapping[str, str]) -> int:
-    """Serve until a signal stops the server."""
+    """Serve until a signal stops the server (or its workers)."""
+    from tierroute.api.workers import default_workers, run_group
+
+    n = default_workers(settings) if args.workers is None else args.workers
+    if n < 1:
+        raise ConfigError("--workers must be at least 1")
+    if n > 1:
+        return run_group(settings, n, args.host, args.port, environ)
     asyncio.run(serve(settings, args.host, args.port, environ=environ))
     return 0
 

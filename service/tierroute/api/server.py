@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import shutil
 import signal
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from grpc import aio
@@ -33,7 +36,13 @@ from tierroute.errors import ConfigError
 from tierroute.model import Loader, ModelRegistry, ModelReloader, load_model, startup_model
 from tierroute.observability import Metrics
 from tierroute.providers import Backend, Provider, build_backend
-from tierroute.querylog import QueryLogWriter
+from tierroute.querylog import (
+    QueryLog,
+    QueryLogClient,
+    QueryLogWriter,
+    WriterProcess,
+    worker_spool_path,
+)
 from tierroute.routing import Router, Scorer
 from tierroute.settings import Settings
 from tierroute.tenancy import Reloader, Tenancy, TenantBook, WatchedFile
@@ -58,15 +67,25 @@ class TierRouteServer:
         interceptors: Sequence[ServerInterceptor] = (),
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
-        querylog: QueryLogWriter | None = None,
+        querylog: QueryLog | None = None,
         model_loader: Loader | None = None,
+        querylog_address: Path | None = None,
+        worker_slot: int = 0,
+        reuse_port: bool = False,
     ) -> None:
         self.settings = settings
         # The default loader prices the value policy with the configured tiers' prices.
         self._model_loader = model_loader or functools.partial(load_model, tiers=settings.tiers)
         # An injected query-log writer is the caller's to start and close; a built one is ours.
         self._querylog = querylog
-        self._own_querylog: QueryLogWriter | None = None
+        self._own_querylog: QueryLog | None = None
+        # A worker of `serve --workers N` is handed its group's writer process; a lone
+        # server starts its own (querylog.writer = "process") in a scratch directory.
+        self._querylog_address = querylog_address
+        self._worker_slot = worker_slot
+        self._writer_process: WriterProcess | None = None
+        self._run_dir: Path | None = None
+        self._reuse_port = reuse_port
         self._scorer = scorer
         # No tracer provider means no tracing at all: not even the RPC span's overhead.
         self._tracer_provider = tracer_provider
@@ -128,7 +147,9 @@ class TierRouteServer:
             options=[
                 ("grpc.max_receive_message_length", cfg.max_receive_message_bytes),
                 ("grpc.max_send_message_length", cfg.max_send_message_bytes),
-                ("grpc.so_reuseport", 0),
+                # Workers of one `serve --workers N` share the port; a lone server must
+                # not silently share it with an unrelated process.
+                ("grpc.so_reuseport", 1 if self._reuse_port else 0),
             ],
             maximum_concurrent_rpcs=cfg.max_concurrent_rpcs or None,
         )
@@ -150,10 +171,7 @@ class TierRouteServer:
             self.tenancy = tenancy
             await tenancy.start()
             if self._querylog is None and self.settings.querylog.enabled:
-                self._own_querylog = QueryLogWriter.from_config(
-                    self.settings.querylog, keep_shadow_text=self.settings.shadow.sample_rate > 0
-                )
-                await self._own_querylog.start()
+                self._own_querylog = await self._open_querylog()
                 self._querylog = self._own_querylog
             provider, forward = self._provider, self._forward_faults
             if provider is None:
@@ -235,14 +253,51 @@ class TierRouteServer:
         if self.reloader is not None:
             self.reloader.reload_all()
 
+    async def _open_querylog(self) -> QueryLog:
+        cfg = self.settings.querylog
+        address = self._querylog_address
+        shadow = self.settings.shadow.sample_rate > 0
+        if address is None and cfg.writer == "thread":
+            writer = QueryLogWriter.from_config(cfg, keep_shadow_text=shadow)
+            await writer.start()
+            return writer
+        if address is None:
+            self._run_dir = Path(tempfile.mkdtemp(prefix="tierroute-"))
+            self._writer_process = WriterProcess(cfg, self._run_dir, keep_shadow_text=shadow)
+            await asyncio.to_thread(self._writer_process.start)
+            address = self._writer_process.address
+        client = QueryLogClient(
+            cfg,
+            address,
+            spool_path=worker_spool_path(cfg, self._worker_slot),
+            keep_shadow_text=shadow,
+        )
+        await client.start()
+        return client
+
+    async def _close_querylog(self) -> None:
+        if self._own_querylog is not None:
+            await self._own_querylog.close(self.settings.querylog.close_timeout_s)
+            self._own_querylog = self._querylog = None
+        # The writer process last: it drains what the client sent it to the database.
+        if self._writer_process is not None:
+            await asyncio.to_thread(self._writer_process.stop)
+            self._writer_process = None
+        if self._run_dir is not None:
+            shutil.rmtree(self._run_dir, ignore_errors=True)
+            self._run_dir = None
+
+    @property
+    def writer_process(self) -> WriterProcess | None:
+        """The query-log writer process this server started (None: a group's, or none)."""
+        return self._writer_process
+
     async def _abandon(self, server: aio.Server) -> None:
         await server.stop(None)
         if self.tenancy is not None:
             await self.tenancy.aclose()
             self.tenancy = None
-        if self._own_querylog is not None:
-            await self._own_querylog.close(self.settings.querylog.close_timeout_s)
-            self._own_querylog = self._querylog = None
+        await self._close_querylog()
         if self._backend is not None:
             await self._backend.aclose()
             self._backend = None
@@ -273,6 +328,22 @@ class TierRouteServer:
         for name in ("", SERVICE_NAME):
             await self._health.set(name, status)
 
+    async def set_serving(self, serving: bool) -> None:
+        """Report the service SERVING or NOT_SERVING (a worker group's health, all workers)."""
+        if self._server is not None:
+            await self._set_health(
+                health_pb2.HealthCheckResponse.SERVING
+                if serving
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+
+    async def set_health_of(
+        self, name: str, status: health_pb2.HealthCheckResponse.ServingStatus
+    ) -> None:
+        """Report `status` under the health service name `name` (a worker of a group)."""
+        if self._server is not None:
+            await self._health.set(name, status)
+
     async def stop(self, grace_s: float | None = None, drain_s: float = 0.0) -> None:
         """NOT_SERVING, refuse new calls, let calls in flight finish within the grace period.
 
@@ -300,9 +371,7 @@ class TierRouteServer:
             await self.tenancy.aclose()
             self.tenancy = None
         # After the drain: every call in flight has submitted its record by now.
-        if self._own_querylog is not None:
-            await self._own_querylog.close(self.settings.querylog.close_timeout_s)
-            self._own_querylog = None
+        await self._close_querylog()
         if self._backend is not None:
             await self._backend.aclose()
             self._backend = None

@@ -31,7 +31,7 @@ from tierroute.errors import (
 )
 from tierroute.model import ModelReloader, valid_version_name
 from tierroute.providers.replay.faults import FAULT_HEADERS
-from tierroute.querylog import FeedbackRecord, QueryLogWriter, QueryRecord
+from tierroute.querylog import FeedbackRecord, QueryLog, QueryRecord
 from tierroute.querylog.records import SHADOW_PREFIX, SHADOW_TIER, Kind
 from tierroute.routing import RouteQuery, Router
 from tierroute.settings import Settings
@@ -76,7 +76,7 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
         engine: CascadeEngine | None,
         *,
         tenancy: Tenancy,
-        querylog: QueryLogWriter | None = None,
+        querylog: QueryLog | None = None,
         models: ModelReloader | None = None,
         forward_fault_headers: bool = False,
     ) -> None:

@@ -165,10 +165,26 @@ class RouterModel:
             return None
         return self.value_model.plan(text, point)
 
+    def score_cascade(
+        self, text: str, point: str | None = None
+    ) -> tuple[list[float], CascadePlan | None]:
+        """Per-tier probabilities and the value plan for a Cascade of `text` at operating
+        point `point` (None: the default).
+
+        With a value graph that shares the classifier's feature pass, one onnxruntime run
+        answers both (the same probabilities as `predict_proba`, to 1e-5); otherwise the
+        two models run one after the other.
+        """
+        value = self.value_model
+        if value is not None and value.shared and value.prefix_chars == self.prefix_chars:
+            return value.scores_and_plan(text, point)
+        return self.predict_proba(text), self.cascade_plan(text, point)
+
     def warm_up(self) -> None:
         """Run the models once: the first run after loading is much slower than the rest."""
         self.predict_proba("warm up the router model")
         self.cascade_plan("warm up the value model")
+        self.score_cascade("warm up the shared feature pass")
 
 
 def _load_policy(

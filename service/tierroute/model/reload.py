@@ -26,6 +26,8 @@ class LoadedModel:
 
     scorer: Scorer
     vocabulary: Vocabulary | None
+    # The bundle directory it was loaded from (None for an injected scorer).
+    source: Path | None = None
 
 
 def load_model(
@@ -47,7 +49,7 @@ def load_model(
     except ModelLoadError as exc:
         logger.warning("no vocabulary coverage for %s: %s", model.version, exc)
         vocabulary = None
-    return LoadedModel(model, vocabulary)
+    return LoadedModel(model, vocabulary, bundle)
 
 
 def startup_model(
@@ -70,6 +72,9 @@ class ModelSwap:
 
 
 Loader = Callable[[Path, int], LoadedModel]
+# Told of every swap made by ReloadModel, RollbackModel or the registry watcher: the swap
+# and the bundle directory now served, so that sibling worker processes can follow.
+Announcer = Callable[[ModelSwap, Path | None], None]
 
 
 class ModelReloader:
@@ -106,6 +111,7 @@ class ModelReloader:
         self._previous: LoadedModel | None = None
         self._current: LoadedModel | None = initial
         self._watched: tuple[int, int] | None = None
+        self.announce: Announcer | None = None
         # Coverage is measured on the calls whose query hash falls under this share.
         self._coverage_cut = int(coverage_sample_rate * 0x10000)
 
@@ -163,6 +169,44 @@ class ModelReloader:
         """
         async with self._lock:
             loaded = await asyncio.to_thread(self._load, version)
+            return self._announced(self._swap_in(loaded))
+
+    def _announced(self, swap: ModelSwap) -> ModelSwap:
+        if self.announce is not None and self._current is not None:
+            self.announce(swap, self._current.source)
+        return swap
+
+    async def follow(self, version: str, source: Path | None) -> ModelSwap | None:
+        """Serve `version` because a sibling worker swapped to it (no registry change).
+
+        The model in memory (current or previous) is reused when it is that version;
+        otherwise the bundle at `source` is loaded, and refused (logged, None) when it
+        holds another version by now. Never announced again.
+        """
+        async with self._lock:
+            if self._router.model_version == version:
+                return None
+            previous = self._previous
+            if previous is not None and previous.scorer.version == version:
+                swap = self._install(previous)
+                self._previous, self._current = self._current, previous
+                return swap
+            if source is None:
+                logger.error("cannot follow model %s: no bundle directory announced", version)
+                return None
+            try:
+                loaded = await asyncio.to_thread(self._loader, source, self._n_tiers)
+            except (ModelLoadError, ConfigError) as exc:
+                logger.error("cannot follow model %s from %s: %s", version, source, exc)
+                return None
+            if loaded.scorer.version != version:
+                logger.error(
+                    "cannot follow model %s: %s now holds %s",
+                    version,
+                    source,
+                    loaded.scorer.version,
+                )
+                return None
             return self._swap_in(loaded)
 
     def _swap_in(self, loaded: LoadedModel) -> ModelSwap:
@@ -182,7 +226,7 @@ class ModelReloader:
                     raise ConfigError("no earlier model to roll back to since this server started")
                 swap = self._install(previous)
                 self._previous, self._current = self._current, previous
-                return swap
+                return self._announced(swap)
             state = await asyncio.to_thread(registry.state)
             target = state.previous
             if target is None or state.promoted is None:
@@ -195,7 +239,7 @@ class ModelReloader:
             await asyncio.to_thread(
                 registry.rollback, expect=state.promoted, note="RollbackModel RPC"
             )
-            return self._swap_in(loaded)
+            return self._announced(self._swap_in(loaded))
 
     async def poll_once(self) -> ModelSwap | None:
         """Reload when registry.json changed and promotes a version not served; else None.

@@ -59,6 +59,9 @@ logger = logging.getLogger(__name__)
 
 VALUE_INPUT = "text"
 VALUE_OUTPUT = "variable"
+# A value graph that shares its feature pass with the classifier (offline.training.
+# shared_graph) also outputs the classifier's per-tier probabilities under this name.
+SHARED_PROBA_OUTPUT = "probabilities"
 
 
 def output_width(n_actions: int, n_tiers: int) -> int:
@@ -131,6 +134,8 @@ class ValueModel:
         self.points = dict(points)
         self.default_point = default_point
         self.prefix_chars = prefix_chars
+        # One run gives the classifier's probabilities too (one tokenization, one TF-IDF).
+        self.shared = SHARED_PROBA_OUTPUT in {o.name for o in session.get_outputs()}
 
     @property
     def price_per_correct_usd(self) -> float:
@@ -206,6 +211,26 @@ class ValueModel:
         (raw,) = self._session.run([VALUE_OUTPUT], feed)
         p, tokens = split_outputs(raw[0], len(self.actions), self.n_tiers)
         return tuple(float(v) for v in p), tokens
+
+    def scores_and_plan(
+        self, text: str, point: str | None = None
+    ) -> tuple[list[float], CascadePlan]:
+        """The classifier's probabilities and the plan at operating point `point` (None: the
+        default) from one run of a shared graph (`shared`)."""
+        price = self.price_for(point)
+        feed = {VALUE_INPUT: np.array([[classifier_text(text, self.prefix_chars)]], dtype=object)}
+        probs, raw = self._session.run([SHARED_PROBA_OUTPUT, VALUE_OUTPUT], feed)
+        p, tokens = split_outputs(raw[0], len(self.actions), self.n_tiers)
+        cost = self.ladder.price(tokens)
+        plan = plan_from(
+            tuple(float(v) for v in p),
+            tuple(float(v) for v in cost),
+            price,
+            self.actions,
+            point or self.default_point,
+        )
+        scores: list[float] = probs[0].tolist()
+        return scores, plan
 
     def estimate(self, text: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Per action: P(the Cascade ends correct) and its expected cost in USD under the

@@ -5,6 +5,8 @@ Public surface:
 
 - `QueryRecord`, `FeedbackRecord`, `HopRecord`, `hash_query`: what is logged.
 - `QueryLogWriter`: non-blocking, loss-free batching writer for the RPC hot path.
+- `WriterProcess`, `QueryLogClient`: that writer in a process of its own, and a serving
+  process's loss-free connection to it (`QueryLog` is either writer or client).
 - `Store`, `open_store`, `SqliteStore`, `PostgresStore`: where it is kept
   (`PostgresStore` loads psycopg on first use, so SQLite deployments never import it).
 - `TierLabel`: one tier's answer to a logged question and the reference judge's verdict
@@ -16,8 +18,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from tierroute.querylog.client import ClientStats, QueryLogClient, worker_spool_path
 from tierroute.querylog.factory import open_store
 from tierroute.querylog.labels import TierLabel
+from tierroute.querylog.process import WriterProcess
 from tierroute.querylog.records import FeedbackRecord, HopRecord, QueryRecord, hash_query
 from tierroute.querylog.report import Report, ReportBuilder, summarize
 from tierroute.querylog.sqlite import SqliteStore
@@ -27,10 +31,16 @@ from tierroute.querylog.writer import QueryLogWriter, WriterStats
 if TYPE_CHECKING:
     from tierroute.querylog.postgres import PostgresStore
 
+# What the servicer records into: the in-process writer or a writer process's client.
+QueryLog = QueryLogWriter | QueryLogClient
+
 __all__ = [
+    "ClientStats",
     "FeedbackRecord",
     "HopRecord",
     "PostgresStore",
+    "QueryLog",
+    "QueryLogClient",
     "QueryLogError",
     "QueryLogWriter",
     "QueryRecord",
@@ -41,10 +51,12 @@ __all__ = [
     "StoreRejected",
     "StoreUnavailable",
     "TierLabel",
+    "WriterProcess",
     "WriterStats",
     "hash_query",
     "open_store",
     "summarize",
+    "worker_spool_path",
 ]
 
 

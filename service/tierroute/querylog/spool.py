@@ -113,10 +113,13 @@ class Spool:
         if fd is not None:
             os.fsync(fd)
 
-    def read(self, max_lines: int) -> tuple[list[bytes], int]:
-        """Up to `max_lines` whole lines from the read offset, and the offset after them."""
+    def read(self, max_lines: int, start: int | None = None) -> tuple[list[bytes], int]:
+        """Up to `max_lines` whole lines from the read offset (or from `start`, a line
+        boundary past it), and the offset after them."""
         with self._lock:
             offset, size = self._offset, self._size
+        if start is not None:
+            offset = max(offset, start)
         lines: list[bytes] = []
         with self.path.open("rb") as fh:
             fh.seek(offset)

@@ -62,6 +62,21 @@ class WriterStats:
     database_up: bool
 
 
+def scrub(
+    record: QueryRecord, config: QueryLogConfig, *, keep_shadow_text: bool = False
+) -> QueryRecord:
+    """`record` without the text `config` does not keep (before it leaves the request)."""
+    # An audit sample keeps its question and answer only while audit sampling is on.
+    audit = record.answer_text is not None and config.audit_sample_rate > 0
+    if record.answer_text is not None and not audit:
+        record = dataclasses.replace(record, answer_text=None)
+    # Shadow samples (records carrying SHADOW_TIER) keep their text while shadow is on.
+    shadow = keep_shadow_text and SHADOW_TIER in record.metadata
+    if record.query_text is not None and not (config.store_text or audit or shadow):
+        record = dataclasses.replace(record, query_text=None)
+    return record
+
+
 class QueryLogWriter:
     """Batches query and feedback records into a store without blocking the caller.
 
@@ -122,14 +137,7 @@ class QueryLogWriter:
         True when the record is kept (queued, or spooled because the queue is full);
         False only when it could be kept nowhere, which is counted as `lost` and logged.
         """
-        # An audit sample keeps its question and answer only while audit sampling is on.
-        audit = record.answer_text is not None and self._config.audit_sample_rate > 0
-        if record.answer_text is not None and not audit:
-            record = dataclasses.replace(record, answer_text=None)
-        shadow = self._keep_shadow_text and SHADOW_TIER in record.metadata
-        if record.query_text is not None and not (self._config.store_text or audit or shadow):
-            record = dataclasses.replace(record, query_text=None)
-        return self._submit(record)
+        return self._submit(scrub(record, self._config, keep_shadow_text=self._keep_shadow_text))
 
     def submit_feedback(self, feedback: FeedbackRecord) -> bool:
         """Queue a feedback record; same contract as `submit`."""
@@ -247,6 +255,19 @@ class QueryLogWriter:
     async def flush(self) -> None:
         """Store (or spool) everything submitted so far; probe the database now."""
         await self._pump(probe_now=True)
+
+    async def persist(self) -> None:
+        """Store or spool (fsynced) everything submitted so far, honouring the probe back-off.
+
+        Unlike `flush`, a database known to be down is not probed again before its back-off
+        ends: the queue goes to the spool at once. The writer process acknowledges records
+        to the serving processes after this returns.
+        """
+        await self._pump(probe_now=False)
+
+    async def keep_rejected(self, lines: list[str]) -> None:
+        """Keep lines that are not records at all in the rejected file (counted `rejected`)."""
+        await self._reject(lines)
 
     async def wait_drained(self) -> None:
         """Wait until the queue and the spool are empty: everything submitted is stored."""

@@ -61,10 +61,11 @@ PLAN_DROPPED = "; value plan dropped, judge sampling decides"
 class Scorer(Protocol):
     """What the router needs of a classifier: probabilities per tier, and its identity.
 
-    Three members are optional and looked up when present: `cascade_thresholds` (where a
+    Four members are optional and looked up when present: `cascade_thresholds` (where a
     Cascade starts, calibrated apart from Route's), `cascade_plan(text, point)` (the value
-    policy's `CascadePlan` for a Cascade at an operating point, or None) and
-    `operating_points` (the names a request may pick).
+    policy's `CascadePlan` for a Cascade at an operating point, or None),
+    `score_cascade(text, point)` (both the probabilities and that plan, from one feature
+    pass) and `operating_points` (the names a request may pick).
     """
 
     @property
@@ -324,7 +325,23 @@ class Router:
         scorer = self._scorer
         if scorer is None:
             raise InvalidRequest("the classifier strategy is not available: no model loaded")
-        probs = scorer.predict_proba(text)
+        # A Cascade the value policy plans: one call for scores and plan when the scorer
+        # shares one feature pass between its classifier and its value model.
+        wants_plan = (
+            for_cascade
+            and query.quality_floor == 0
+            and rule != "published"
+            and self._settings.cascade.use_model_calibration
+        )
+        both = getattr(scorer, "score_cascade", None) if wants_plan else None
+        planned: tuple[CascadePlan | None] | None = None
+        if callable(both):
+            probs, early = (
+                both(text, query.operating_point) if query.operating_point else both(text)
+            )
+            planned = (early,)
+        else:
+            probs = scorer.predict_proba(text)
         pick = _Pick(
             index=0,
             notes=[],
@@ -341,7 +358,7 @@ class Router:
         # A quality floor is a promise about the start tier itself, which the value policy
         # does not make: those requests keep the risk thresholds.
         plan = (
-            self._plan(scorer, text, query.operating_point)
+            self._plan(scorer, text, query.operating_point, planned)
             if for_cascade and query.quality_floor == 0
             else None
         )
@@ -424,18 +441,28 @@ class Router:
                 f"operating points: {', '.join(known)}"
             )
 
-    def _plan(self, scorer: Scorer, text: str, point: str = "") -> CascadePlan | None:
+    def _plan(
+        self,
+        scorer: Scorer,
+        text: str,
+        point: str = "",
+        planned: tuple[CascadePlan | None] | None = None,
+    ) -> CascadePlan | None:
         """The value policy's plan for a Cascade, or None when there is no policy to ask.
 
         `cascade.use_model_calibration = false` turns the policy off along with the rest
-        of the model's cascade calibration.
+        of the model's cascade calibration. `planned` holds a plan already computed with
+        the scores (`score_cascade`).
         """
         if not self._settings.cascade.use_model_calibration:
             return None
-        planner = getattr(scorer, "cascade_plan", None)
-        if not callable(planner):
-            return None
-        plan = planner(text, point) if point else planner(text)
+        if planned is not None:
+            plan: object = planned[0]
+        else:
+            planner = getattr(scorer, "cascade_plan", None)
+            if not callable(planner):
+                return None
+            plan = planner(text, point) if point else planner(text)
         if not isinstance(plan, CascadePlan):
             return None
         if not 0 <= plan.start < len(self._tiers):

@@ -112,6 +112,8 @@ class ServerConfig:
     # RESOURCE_EXHAUSTED (health and reflection exempt); 0 = no bound. Keep it below
     # max_concurrent_rpcs, whose refusal is gRPC's own and does not spare health probes.
     max_in_flight: int = 256
+    # Server processes `tierroute serve` runs on one port (SO_REUSEPORT); 0 = one per core.
+    workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -259,6 +261,9 @@ class ReplayConfig:
     judge_billing: str = "reasoning"
 
 
+QUERYLOG_WRITERS = ("process", "thread")
+
+
 @dataclass(frozen=True)
 class QueryLogConfig:
     """The query log: where it is stored and how the writer batches, spools and retries."""
@@ -285,8 +290,15 @@ class QueryLogConfig:
     connect_timeout_s: float = 5.0
     # How long shutdown waits to drain the queue to the database before spooling the rest.
     close_timeout_s: float = 10.0
+    # "process": the writer runs in a process of its own (one per `serve`, shared by its
+    # --workers), out of the serving GIL; "thread": inside the serving process.
+    writer: str = "process"
 
     def __post_init__(self) -> None:
+        if self.writer not in QUERYLOG_WRITERS:
+            raise ConfigError(
+                f"querylog.writer must be one of {list(QUERYLOG_WRITERS)}, not {self.writer!r}"
+            )
         if self.queue_size < 1 or self.batch_size < 1:
             raise ConfigError("querylog.queue_size and querylog.batch_size must be at least 1")
         if self.flush_interval_s <= 0 or self.retry_initial_s <= 0:

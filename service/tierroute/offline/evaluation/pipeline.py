@@ -19,7 +19,7 @@ import numpy as np
 
 from tierroute.errors import ConfigError, ModelLoadError
 from tierroute.model import Bundle
-from tierroute.model.bundle import CASCADE_SECTION, THRESHOLDS_FILE
+from tierroute.model.bundle import CASCADE_SECTION, MODEL_FILE, THRESHOLDS_FILE
 from tierroute.model.operating import (
     DEFAULT_POINT,
     OPERATING_POINTS,
@@ -541,6 +541,8 @@ def calibrate(
             prefix_chars=cv.prefix_chars,
             parity_texts=[r.prompt for r in data.records],
             share=share,
+            # One feature pass for the classifier and the value heads (shared_graph).
+            classifier_model=(bundle.path / MODEL_FILE).read_bytes(),
         )
     document = calibration_output.thresholds_document(
         version=bundle.version,

@@ -36,6 +36,7 @@ from sklearn.pipeline import Pipeline
 from tierroute.errors import ConfigError, ModelLoadError
 from tierroute.model import ValueModel, split_outputs
 from tierroute.model.bundle import POLICY_VALUE, VALUE_CALIBRATION_FILE, VALUE_FILE
+from tierroute.model.classifier import PROBA_OUTPUT
 from tierroute.model.operating import (
     DEFAULT_SPECULATION_COST_SHARE,
     PREDICTED_KINDS,
@@ -51,6 +52,7 @@ from tierroute.offline.training.model import (
     build_pipeline,
     select_vocabulary,
 )
+from tierroute.offline.training.shared_graph import check_merged, merge_heads
 from tierroute.outcomes import file_sha256
 from tierroute.routing import ACTIONS, CascadeAction, classifier_text
 
@@ -64,6 +66,15 @@ MAX_FEATURES = 40_000
 # Probabilities are clipped here when an action's training labels are all equal.
 _CLIP = 1e-4
 PARITY_TOLERANCE = 1e-4
+# Token estimates relative to their size: float32 sums over 40,000 features reach ~1e-4 of a
+# token mean (9.2e-5 for the dense graph on dev, and the shared feature graph's other order
+# adds as much, shared_graph.MERGE_RELATIVE_TOLERANCE). 1e-3 moves a priced cost by 0.1 %;
+# plan changes are counted beside it.
+TOKEN_PARITY_TOLERANCE = 1e-3
+SHARED_DOC = (
+    "tierroute cascade value model sharing the router classifier's feature pass: "
+    "per-tier probabilities and per-action logits and log costs"
+)
 OUTPUTS_DOC = (
     "value.onnx maps the classifier's text to A + 2 x A x T numbers (A actions, T tiers): "
     "the logits of P(the Cascade's final answer is correct) per action, then the expected "
@@ -173,6 +184,7 @@ class ValueParity:
             "max_rel_diff_tokens": float(f"{self.max_rel_diff_tokens:.3g}"),
             "plan_changes": self.plan_changes,
             "tolerance": PARITY_TOLERANCE,
+            "token_tolerance": TOKEN_PARITY_TOLERANCE,
         }
 
 
@@ -222,10 +234,11 @@ def check_parity(
         diff_t,
         changes,
     )
-    if not (diff_p < PARITY_TOLERANCE and diff_t < PARITY_TOLERANCE):
+    if not (diff_p < PARITY_TOLERANCE and diff_t < TOKEN_PARITY_TOLERANCE):
         raise ModelLoadError(
             f"value model ONNX export disagrees with scikit-learn: max |dp| {diff_p:.3g}, "
-            f"max relative token difference {diff_t:.3g} (tolerance {PARITY_TOLERANCE:g})"
+            f"max relative token difference {diff_t:.3g} (tolerances {PARITY_TOLERANCE:g} and "
+            f"{TOKEN_PARITY_TOLERANCE:g})"
         )
     return report
 
@@ -239,6 +252,7 @@ def prepare_value_model(
     prefix_chars: int,
     parity_texts: Sequence[str] = (),
     actions: Sequence[CascadeAction] = ACTIONS,
+    classifier_model: bytes | None = None,
 ) -> tuple[bytes, dict[str, Any]]:
     """Export `pipeline`, check parity, and return the ONNX bytes with the thresholds file's
     `cascade.value` section naming them (set `cascade.policy` to `value` to use it).
@@ -246,9 +260,19 @@ def prepare_value_model(
     `points` are the operating points (name -> {"target", "price_per_correct_usd", ...})
     solved under `ladder`, the prices the section records as the calibration's; the
     section names `calibration_data` (`write_calibration_data`) for solving them again.
+    With `classifier_model` (the bundle's model.onnx), the value graph also carries the
+    classifier's head over one shared feature pass (`shared_graph`), checked against both.
     """
     data = export(pipeline)
     default_price = float(points[default_point]["price_per_correct_usd"])
+    shared = None
+    if classifier_model is not None:
+        heads = {PROBA_OUTPUT: classifier_model, VALUE_OUTPUT: data}
+        data = merge_heads(heads, doc=SHARED_DOC)
+        merge_texts = [*parity_texts, *adversarial_texts()]
+        shared = check_merged(
+            data, heads, merge_texts, prefix_chars=prefix_chars, relative=(VALUE_OUTPUT,)
+        )
     parity = check_parity(
         pipeline,
         data,
@@ -271,6 +295,11 @@ def prepare_value_model(
         "hyperparameters": hyperparameters(),
         "parity": parity.as_dict(),
     }
+    if shared is not None:
+        section["shared_features"] = {
+            "classifier": "model.onnx's head, one tokenization and TF-IDF pass for both",
+            "parity_with_own_graphs": shared.as_dict(),
+        }
     return data, section
 
 
@@ -342,6 +371,7 @@ def write_value_model(
     parity_texts: Sequence[str] = (),
     share: float = DEFAULT_SPECULATION_COST_SHARE,
     actions: Sequence[CascadeAction] = ACTIONS,
+    classifier_model: bytes | None = None,
 ) -> dict[str, Any]:
     """Export and check `pipeline`, write value.onnx and value_calibration.npz into
     `model_dir`, and return the `cascade.value` section naming both (`points` as
@@ -354,6 +384,7 @@ def write_value_model(
         prefix_chars=prefix_chars,
         parity_texts=parity_texts,
         actions=actions,
+        classifier_model=classifier_model,
     )
     write_model_file(model_dir, data)
     section["calibration_data"] = write_calibration_data(model_dir, evidence)

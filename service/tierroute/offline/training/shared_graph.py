@@ -1,0 +1,280 @@
+"""One ONNX graph, one tokenization and one n-gram count for several linear TF-IDF heads.
+
+`to_onnx` exports each fitted pipeline (TF-IDF, then a logistic or linear layer) as a graph
+of its own. A Cascade routed by the value policy needs two of them on the same text: the
+classifier's per-tier probabilities and the value model's per-action estimates. Run apart,
+each tokenizes the text and counts its n-grams, then does dense work over its whole
+vocabulary (sublinear tf, idf, L2 norm, a dense linear layer): 10,000 features for one,
+40,000 for the other.
+
+`merge_heads` reads the exported graphs back (their vocabulary, idf, weights and output
+transform, written by our exporter) and writes one graph that:
+
+1. tokenizes once and counts the union of the vocabularies once (TfIdfVectorizer, TF);
+2. keeps only the n-grams present (NonZero, Gather): a prompt has tens, not 40,000;
+3. per head: 1 + log(tf) times that head's idf, L2-normalised over that head's own
+   features (a head's idf is zero for the union's other n-grams, which drops them from its
+   norm and its dot product), then its weight rows for those n-grams only (Gather, MatMul).
+
+This is scikit-learn's arithmetic (sublinear tf, idf, L2 norm, linear layer) on the
+non-zero entries only, so every head's output equals its own graph's; `check_merged`
+proves it on the parity texts, and the heads' own parity checks tie those to scikit-learn.
+The graph reads one text per run (serving's shape).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from tierroute.errors import ModelLoadError
+from tierroute.model.classifier import INPUT_NAME
+from tierroute.routing import classifier_text
+
+logger = logging.getLogger(__name__)
+
+GRAPH_NAME = "tierroute_shared_features"
+MERGE_TOLERANCE = 1e-5
+# Outputs compared relative to their size (the value heads' token estimates): float32 sums
+# over the present n-grams, in another order than the dense graph's, differ by about 1e-4
+# of a token mean where its intercept and terms cancel (1.1e-4 measured on dev). A relative
+# 1e-3 moves a priced cost by 0.1 %; plan changes are counted by the parity check after.
+MERGE_RELATIVE_TOLERANCE = 1e-3
+# Below any real L2 norm of a non-empty TF-IDF row; an empty row stays all zeros.
+_TINY_NORM = 1e-12
+
+
+@dataclass(frozen=True)
+class LinearHead:
+    """One exported TF-IDF + linear graph, read back: its n-grams and its arithmetic."""
+
+    tokenizer: dict[str, Any]
+    ngrams: tuple[tuple[str, ...], ...]  # column j of the head's TF-IDF row
+    idf: npt.NDArray[np.float32]
+    weights: npt.NDArray[np.float32]  # (n_outputs, n_features)
+    intercepts: npt.NDArray[np.float32]
+    softmax: bool  # LinearClassifier SOFTMAX (probabilities), else raw (LinearRegressor)
+
+
+def read_head(model_bytes: bytes) -> LinearHead:
+    """The head of a graph `to_onnx` wrote; ModelLoadError when it has another shape."""
+    model = onnx.load_from_string(model_bytes)
+    nodes = {n.op_type: n for n in model.graph.node}
+    init = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    try:
+        tokenizer = _attributes(nodes["Tokenizer"])
+        counter = _attributes(nodes["TfIdfVectorizer"])
+        idf = init[nodes["Mul"].input[1]]
+    except KeyError as exc:
+        raise ModelLoadError(f"not a TF-IDF graph of tierroute's exporter: no {exc}") from exc
+    if "LinearClassifier" in nodes:
+        linear = _attributes(nodes["LinearClassifier"])
+        if linear.get("post_transform") != b"SOFTMAX":
+            raise ModelLoadError("the classifier graph does not end in a softmax")
+        n_out = len(linear["classlabels_ints"])
+        softmax = True
+    elif "LinearRegressor" in nodes:
+        linear = _attributes(nodes["LinearRegressor"])
+        n_out = int(linear["targets"])
+        softmax = False
+    else:
+        raise ModelLoadError("not a TF-IDF graph of tierroute's exporter: no linear layer")
+    if counter.get("mode") != b"TF" or counter.get("max_skip_count", 0) != 0:
+        raise ModelLoadError("the graph's n-gram counter is not a plain TF counter")
+    weights = np.asarray(linear["coefficients"], dtype=np.float32).reshape(n_out, -1)
+    return LinearHead(
+        tokenizer=tokenizer,
+        ngrams=_ngrams(counter),
+        idf=np.asarray(idf, dtype=np.float32),
+        weights=weights,
+        intercepts=np.asarray(linear["intercepts"], dtype=np.float32),
+        softmax=softmax,
+    )
+
+
+def _attributes(node: Any) -> dict[str, Any]:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _ngrams(counter: Mapping[str, Any]) -> tuple[tuple[str, ...], ...]:
+    """Each output column's n-gram, from the counter's pool (grouped by length)."""
+    pool = [s.decode("utf-8") for s in counter["pool_strings"]]
+    starts = [*counter["ngram_counts"], len(pool)]
+    indexes = counter["ngram_indexes"]
+    columns: dict[int, tuple[str, ...]] = {}
+    k = 0
+    for n in range(int(counter["min_gram_length"]), int(counter["max_gram_length"]) + 1):
+        group = pool[starts[n - 1] : starts[n]]
+        for i in range(0, len(group), n):
+            columns[int(indexes[k])] = tuple(group[i : i + n])
+            k += 1
+    return tuple(columns[j] for j in range(len(columns)))
+
+
+def merge_heads(heads: Mapping[str, bytes], *, doc: str) -> bytes:
+    """One graph whose output `name` equals the graph `heads[name]`'s only output."""
+    read = {name: read_head(data) for name, data in heads.items()}
+    tokenizers = {repr(sorted(h.tokenizer.items())) for h in read.values()}
+    if len(tokenizers) != 1:
+        raise ModelLoadError("the heads tokenize differently; they cannot share a feature pass")
+    tokenizer = next(iter(read.values())).tokenizer
+    union = sorted({g for h in read.values() for g in h.ngrams}, key=lambda g: (len(g), g))
+    column = {g: j for j, g in enumerate(union)}
+    max_n = max(len(g) for g in union)
+
+    nodes = [
+        helper.make_node("Tokenizer", [INPUT_NAME], ["tokens"], domain="com.microsoft",
+                         name="Tokenize", **tokenizer),
+        helper.make_node("Flatten", ["tokens"], ["tokens_flat"], name="TokensFlat"),
+        helper.make_node(
+            "TfIdfVectorizer", ["tokens_flat"], ["counts"], name="CountNgrams", mode="TF",
+            min_gram_length=1, max_gram_length=max_n, max_skip_count=0,
+            ngram_counts=_pool_offsets(union, max_n),
+            ngram_indexes=list(range(len(union))),
+            pool_strings=[w.encode("utf-8") for g in union for w in g],
+        ),
+        helper.make_node("Reshape", ["counts", "minus_one"], ["counts_row"], name="CountsRow"),
+        helper.make_node("NonZero", ["counts_row"], ["present_2d"], name="Present"),
+        helper.make_node("Reshape", ["present_2d", "minus_one"], ["present"], name="PresentRow"),
+        helper.make_node("Gather", ["counts_row", "present"], ["tf"], name="TfPresent"),
+        # scikit-learn's sublinear tf on non-zero counts: 1 + log(tf).
+        helper.make_node("Log", ["tf"], ["tf_log"], name="TfLog"),
+        helper.make_node("Add", ["tf_log", "one"], ["tf_sub"], name="TfSub"),
+    ]  # fmt: skip
+    initializers = [
+        numpy_helper.from_array(np.array([-1], dtype=np.int64), "minus_one"),
+        numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one"),
+        numpy_helper.from_array(np.array(_TINY_NORM, dtype=np.float32), "tiny"),
+    ]
+    outputs = []
+    for name, head in read.items():
+        idf_u = np.zeros(len(union), dtype=np.float32)
+        weights_u = np.zeros((len(union), head.weights.shape[0]), dtype=np.float32)
+        for j, gram in enumerate(head.ngrams):
+            idf_u[column[gram]] = head.idf[j]
+            weights_u[column[gram]] = head.weights[:, j]
+        p = f"{name}_"
+        initializers += [
+            numpy_helper.from_array(idf_u, p + "idf"),
+            numpy_helper.from_array(weights_u, p + "weights"),
+            numpy_helper.from_array(head.intercepts.reshape(1, -1), p + "intercepts"),
+        ]
+        nodes += [
+            helper.make_node("Gather", [p + "idf", "present"], [p + "idf_present"]),
+            helper.make_node("Mul", ["tf_sub", p + "idf_present"], [p + "x"]),
+            helper.make_node("ReduceSumSquare", [p + "x"], [p + "ss"], keepdims=1),
+            helper.make_node("Sqrt", [p + "ss"], [p + "norm"]),
+            helper.make_node("Max", [p + "norm", "tiny"], [p + "norm_safe"]),
+            helper.make_node("Div", [p + "x", p + "norm_safe"], [p + "xn"]),
+            helper.make_node("Unsqueeze", [p + "xn", "zero_axis"], [p + "row"]),
+            helper.make_node("Gather", [p + "weights", "present"], [p + "w_present"], axis=0),
+            helper.make_node("MatMul", [p + "row", p + "w_present"], [p + "z"]),
+        ]
+        last = name if not head.softmax else p + "logits"
+        nodes.append(helper.make_node("Add", [p + "z", p + "intercepts"], [last]))
+        if head.softmax:
+            nodes.append(helper.make_node("Softmax", [last], [name], axis=1))
+        outputs.append(
+            helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, head.weights.shape[0]])
+        )
+    initializers.append(numpy_helper.from_array(np.array([0], dtype=np.int64), "zero_axis"))
+    for index, node in enumerate(nodes):
+        node.name = node.name or f"n{index}_{node.op_type}"
+    graph = helper.make_graph(
+        nodes,
+        GRAPH_NAME,
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.STRING, [1, 1])],
+        outputs,
+        initializers,
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[
+            helper.make_opsetid("", 17),
+            helper.make_opsetid("com.microsoft", 1),
+        ],
+        producer_name="tierroute",
+        producer_version="1",
+        domain="tierroute",
+        model_version=1,
+        doc_string=doc,
+    )
+    onnx.checker.check_model(model)
+    data: bytes = model.SerializeToString(deterministic=True)
+    return data
+
+
+def _pool_offsets(union: Sequence[tuple[str, ...]], max_n: int) -> list[int]:
+    """Where each n-gram length starts in the pool of strings (an n-gram takes n of them)."""
+    offsets, offset = [], 0
+    for n in range(1, max_n + 1):
+        offsets.append(offset)
+        offset += n * sum(1 for g in union if len(g) == n)
+    return offsets
+
+
+@dataclass(frozen=True)
+class MergeParity:
+    """How far the merged graph's outputs are from each head's own graph."""
+
+    rows: int
+    max_abs_diff: dict[str, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        """For the thresholds file."""
+        return {
+            "rows": self.rows,
+            "max_abs_diff": {k: float(f"{v:.3g}") for k, v in self.max_abs_diff.items()},
+            "tolerance": MERGE_TOLERANCE,
+            "relative_tolerance": MERGE_RELATIVE_TOLERANCE,
+        }
+
+
+def check_merged(
+    merged: bytes,
+    heads: Mapping[str, bytes],
+    texts: Sequence[str],
+    *,
+    prefix_chars: int,
+    relative: Sequence[str] = (),
+) -> MergeParity:
+    """Run the merged graph and every head's own graph on `texts` (cut to `prefix_chars`);
+    ModelLoadError when an output differs by MERGE_TOLERANCE or more. Outputs named in
+    `relative` (log costs, whose scale is large) are compared relative to their size."""
+    from tierroute.model import create_session
+
+    shared = create_session(merged)
+    alone = {name: create_session(data) for name, data in heads.items()}
+    worst = dict.fromkeys(heads, 0.0)
+    for text in texts:
+        feed = {INPUT_NAME: np.array([[classifier_text(text, prefix_chars)]], dtype=object)}
+        got = dict(zip(heads, shared.run(list(heads), feed), strict=True))
+        for name, session in alone.items():
+            (expected,) = session.run([name], feed)
+            diff = np.abs(got[name] - expected)
+            if name in relative:
+                diff = diff / np.maximum(np.abs(expected), 1.0)
+            worst[name] = max(worst[name], float(diff.max()))
+    parity = MergeParity(len(texts), worst)
+    logger.info("shared feature graph parity: %s texts, max diff %s", len(texts), worst)
+    bad = {
+        k: v
+        for k, v in worst.items()
+        if not v < (MERGE_RELATIVE_TOLERANCE if k in relative else MERGE_TOLERANCE)
+    }
+    if bad:
+        raise ModelLoadError(
+            f"the shared feature graph disagrees with the heads' own graphs: {bad} "
+            f"(tolerance {MERGE_TOLERANCE:g}, relative {MERGE_RELATIVE_TOLERANCE:g})"
+        )
+    return parity
+
+
+__all__ = ["LinearHead", "MergeParity", "check_merged", "merge_heads", "read_head"]

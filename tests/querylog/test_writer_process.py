@@ -1,0 +1,195 @@
+"""The query-log writer in its own process: records cross the process boundary once each,
+through the writer process crashing, being slow or gone at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import T0, numbered_records, stored_ids
+from tests.querylog.test_writer import config as writer_config
+from tierroute.errors import ConfigError
+from tierroute.querylog import FeedbackRecord, QueryLogClient, WriterProcess, worker_spool_path
+from tierroute.querylog.spool import Spool
+from tierroute.settings import QueryLogConfig, Secret
+
+
+def config(tmp_path: Path, db: Path, **changes: object) -> QueryLogConfig:
+    """The writer tests' configuration (fast retries, spool under tmp_path) on SQLite `db`."""
+    values: dict[str, object] = {"url": Secret(f"sqlite:///{db}"), "close_timeout_s": 10.0}
+    values.update(changes)
+    return writer_config(tmp_path, **values)
+
+
+def started(cfg: QueryLogConfig, run_dir: Path) -> WriterProcess:
+    """A started writer process in `run_dir`."""
+    run_dir.mkdir(exist_ok=True)
+    process = WriterProcess(cfg, run_dir)
+    process.start()
+    return process
+
+
+def client_for(cfg: QueryLogConfig, process: WriterProcess, slot: int = 0) -> QueryLogClient:
+    """A client of `process` on serving slot `slot`'s spool."""
+    return QueryLogClient(cfg, process.address, spool_path=worker_spool_path(cfg, slot))
+
+
+async def test_records_cross_to_the_writer_process(sqlite_file: Path, tmp_path: Path) -> None:
+    """Records and feedback sent by a client are stored by the writer process, once each."""
+    cfg = config(tmp_path, sqlite_file)
+    process = started(cfg, tmp_path / "run")
+    try:
+        client = client_for(cfg, process)
+        await client.start()
+        for record in numbered_records("p", 40):
+            assert client.submit(record)
+        assert client.submit_feedback(FeedbackRecord("p-3", ts=T0, rating=2))
+        await client.wait_drained()
+        await client.close(timeout_s=10)
+    finally:
+        assert await asyncio.to_thread(process.stop) == 0
+    stats = client.stats()
+    assert (stats.submitted, stats.acknowledged, stats.spilled, stats.lost) == (41, 41, 0, 0)
+    assert await stored_ids(sqlite_file) == [f"p-{i}" for i in range(40)]
+
+
+async def test_writer_process_killed_loses_and_doubles_nothing(
+    sqlite_file: Path, tmp_path: Path
+) -> None:
+    """SIGKILL of the writer mid-stream: after its restart every record is stored once."""
+    cfg = config(tmp_path, sqlite_file)
+    process = started(cfg, tmp_path / "run")
+    client = client_for(cfg, process)
+    await client.start()
+    try:
+        for record in numbered_records("k", 30):
+            client.submit(record)
+        process.kill()
+        for record in numbered_records("k", 30, start=30):
+            assert client.submit(record)
+        process.start()
+        for record in numbered_records("k", 30, start=60):
+            client.submit(record)
+        await client.wait_drained()
+        await client.close(timeout_s=10)
+    finally:
+        await asyncio.to_thread(process.stop)
+    # Nothing was acknowledged before the kill (the loop never ran): all of it went again.
+    assert (client.stats().lost, client.stats().resent >= 30) == (0, True)
+    assert await stored_ids(sqlite_file) == [f"k-{i}" for i in range(90)]
+
+
+async def test_full_window_spills_to_the_client_spool(sqlite_file: Path, tmp_path: Path) -> None:
+    """With no writer process, records beyond the window go to the client's own spool and
+    are sent on once the writer is there."""
+    cfg = config(tmp_path, sqlite_file, queue_size=5)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    process = WriterProcess(cfg, run_dir)
+    client = client_for(cfg, process)
+    await client.start()
+    for record in numbered_records("s", 25):
+        assert client.submit(record)
+    assert (client.stats().window, client.stats().spilled) == (5, 20)
+    process.start()
+    try:
+        await client.wait_drained()
+        await client.close(timeout_s=10)
+    finally:
+        await asyncio.to_thread(process.stop)
+    assert client.stats().replayed == 20
+    assert not Spool(worker_spool_path(cfg, 0)).path.stat().st_size
+    assert sorted(await stored_ids(sqlite_file)) == sorted(f"s-{i}" for i in range(25))
+
+
+async def test_close_with_writer_gone_spools_and_next_client_sends_on(
+    sqlite_file: Path, tmp_path: Path
+) -> None:
+    """Unacknowledged records at shutdown are spooled; the slot's next client sends them."""
+    cfg = config(tmp_path, sqlite_file)
+    process = WriterProcess(cfg, tmp_path)
+    first = client_for(cfg, process)
+    await first.start()
+    for record in numbered_records("c", 12):
+        first.submit(record)
+    await first.close(timeout_s=0.2)
+    assert (first.stats().spilled, first.stats().lost) == (12, 0)
+    process.start()
+    try:
+        second = client_for(cfg, process)
+        await second.start()
+        await second.wait_drained()
+        await second.close(timeout_s=10)
+    finally:
+        await asyncio.to_thread(process.stop)
+    assert await stored_ids(sqlite_file) == [f"c-{i}" for i in range(12)]
+
+
+async def test_writer_process_drains_on_sigterm(sqlite_file: Path, tmp_path: Path) -> None:
+    """SIGTERM right after the records are acknowledged: they are in the database."""
+    cfg = config(tmp_path, sqlite_file, flush_interval_s=30.0)
+    process = started(cfg, tmp_path / "run")
+    client = client_for(cfg, process)
+    await client.start()
+    for record in numbered_records("t", 20):
+        client.submit(record)
+    await client.close(timeout_s=10)
+    assert client.stats().acknowledged == 20
+    assert await asyncio.to_thread(process.stop) == 0
+    assert await stored_ids(sqlite_file) == [f"t-{i}" for i in range(20)]
+
+
+async def test_has_request_is_answered_by_the_writer(sqlite_file: Path, tmp_path: Path) -> None:
+    """A stored id is found through the writer process; an unknown one is not."""
+    cfg = config(tmp_path, sqlite_file)
+    process = started(cfg, tmp_path / "run")
+    try:
+        sender = client_for(cfg, process, slot=0)
+        await sender.start()
+        sender.submit(numbered_records("h", 1)[0])
+        await sender.wait_drained()
+        await sender.close(timeout_s=10)
+        other = client_for(cfg, process, slot=1)
+        await other.start()
+        assert await other.has_request("h-0")
+        assert not await other.has_request("h-0", tenant_id="someone-else")
+        assert not await other.has_request("never-sent")
+        await other.close(timeout_s=10)
+    finally:
+        await asyncio.to_thread(process.stop)
+
+
+async def test_has_request_says_yes_without_a_writer(tmp_path: Path) -> None:
+    """With the writer process unreachable, feedback is not refused as NOT_FOUND."""
+    cfg = config(tmp_path, tmp_path / "q.sqlite3")
+    client = client_for(cfg, WriterProcess(cfg, tmp_path))
+    await client.start()
+    assert await client.has_request("unknown", timeout_s=0.2)
+    await client.close(timeout_s=0.1)
+
+
+def test_second_writer_process_on_one_spool_fails_in_one_line(
+    sqlite_file: Path, tmp_path: Path
+) -> None:
+    """A writer process whose spool another holds fails start-up with a clear message."""
+    cfg = config(tmp_path, sqlite_file)
+    first = started(cfg, tmp_path / "a")
+    try:
+        (tmp_path / "b").mkdir()
+        with pytest.raises(ConfigError, match="in use by another process"):
+            WriterProcess(cfg, tmp_path / "b").start()
+    finally:
+        first.stop()
+
+
+async def test_submit_after_close_is_counted_as_lost(tmp_path: Path) -> None:
+    """A record submitted after close is refused and counted."""
+    cfg = config(tmp_path, tmp_path / "q.sqlite3")
+    client = client_for(cfg, WriterProcess(cfg, tmp_path))
+    await client.start()
+    await client.close(timeout_s=0.1)
+    assert not client.submit(numbered_records("z", 1)[0])
+    assert client.stats().lost == 1
+    await asyncio.sleep(0)
