@@ -20,7 +20,9 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from tierroute import observability
 from tierroute.api.admission import AdmissionInterceptor
+from tierroute.api.calllog import CallLog
 from tierroute.api.health import SERVICE_NAME, BreakerHealthServicer
+from tierroute.api.http import HttpServer, MessagesEdge
 from tierroute.api.security import AuthInterceptor, server_credentials
 from tierroute.api.servicer import TierRouterServicer
 from tierroute.api.status import ErrorMappingInterceptor, ServerInterceptor
@@ -81,9 +83,18 @@ class TierRouteServer:
         self._watcher: asyncio.Task[None] | None = None
         self.port = 0
         self.admission = AdmissionInterceptor(settings.server.max_in_flight)
+        # The Anthropic Messages API endpoint, when on (http.port, or start's http_port).
+        self._http: HttpServer | None = None
+        self.http_port = 0
 
-    async def start(self, host: str | None = None, port: int | None = None) -> int:
-        """Bind, load and warm the model, then report SERVING; returns the bound port."""
+    async def start(
+        self, host: str | None = None, port: int | None = None, *, http_port: int | None = None
+    ) -> int:
+        """Bind, load and warm the model, then report SERVING; returns the bound gRPC port.
+
+        The HTTP endpoint listens on `http_port` when given (0: a free port), else on the
+        configured `http.port`, where 0 turns it off; its bound port is `http_port` after.
+        """
         cfg = self.settings.server
         # The registry's promoted version when a registry is configured, else model_dir.
         registry = ModelRegistry.from_settings(self.settings)
@@ -101,13 +112,14 @@ class TierRouteServer:
         )
         # Load and warm before binding: a bad model fails start-up before any port opens.
         self._warm_up(scorer)
+        auth = AuthInterceptor.from_settings(self.settings.auth)
         server = aio.server(
             # The RPC span first, so it wraps (and times) everything, refusals included;
             # then admission (the cheapest refusal), then who is calling, then the rest.
             interceptors=[
                 *self._tracing_interceptors(),
                 self.admission,
-                AuthInterceptor.from_settings(self.settings.auth),
+                auth,
                 *self._extra_interceptors,
                 ErrorMappingInterceptor(),
             ],
@@ -133,6 +145,8 @@ class TierRouteServer:
                 f"cannot listen on {address}: the port is in use or the address is not local"
             ) from exc
         try:
+            # Before the query log and the backend start, like the gRPC port above.
+            self._bind_http(host, http_port)
             if self._querylog is None and self.settings.querylog.enabled:
                 self._own_querylog = QueryLogWriter.from_config(self.settings.querylog)
                 await self._own_querylog.start()
@@ -162,6 +176,17 @@ class TierRouteServer:
                 ),
                 server,
             )
+            if self._http is not None:
+                edge = MessagesEdge(
+                    self.settings,
+                    self.router,
+                    self.engine,
+                    calls=CallLog(self.settings, self.router, self._querylog, self.models),
+                    authenticator=auth.authenticator,
+                    admission=self.admission,
+                    forward_fault_headers=forward,
+                )
+                self._http.start(edge.app(self._tracer_provider))
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
             reflection.enable_server_reflection(
                 (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -182,8 +207,24 @@ class TierRouteServer:
         logger.info("serving on port %s (model %s)", self.port, self.router.model_version)
         return self.port
 
+    def _bind_http(self, host: str | None, http_port: int | None) -> None:
+        """Listen for HTTP when it is on; ConfigError when its port cannot be had."""
+        port = self.settings.http.port if http_port is None else http_port
+        if http_port is None and port == 0:
+            return
+        http_host = self.settings.http.host or host or self.settings.server.host
+        self._http = HttpServer()
+        try:
+            self.http_port = self._http.bind(http_host, port)
+        except ConfigError:
+            self._http = None
+            raise
+
     async def _abandon(self, server: aio.Server) -> None:
         await server.stop(None)
+        if self._http is not None:
+            await self._http.stop(0)
+            self._http = None
         if self._own_querylog is not None:
             await self._own_querylog.close(self.settings.querylog.close_timeout_s)
             self._own_querylog = self._querylog = None
@@ -235,8 +276,11 @@ class TierRouteServer:
             await asyncio.sleep(drain_s)
         await self._health.close()
         grace = self.settings.server.grace_period_s if grace_s is None else grace_s
-        await self._server.stop(grace)
-        self._server = None
+        # Both transports drain together, within the one grace period.
+        await asyncio.gather(
+            self._server.stop(grace), self._http.stop(grace) if self._http else asyncio.sleep(0)
+        )
+        self._server = self._http = None
         # After the drain: every call in flight has submitted its record by now.
         if self._own_querylog is not None:
             await self._own_querylog.close(self.settings.querylog.close_timeout_s)
@@ -262,8 +306,12 @@ async def serve(
     port: int | None = None,
     *,
     environ: Mapping[str, str],
+    http_port: int | None = None,
 ) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    """Run until SIGTERM or SIGINT, then shut down gracefully.
+
+    `http_port` (None: from the settings, where 0 is off) is where the HTTP endpoint listens.
+    """
     tel = observability.setup(settings, environ)
     try:
         server = TierRouteServer(
@@ -272,8 +320,12 @@ async def serve(
             tracer_provider=tel.tracer_provider,
             meter_provider=tel.meter_provider,
         )
-        bound = await server.start(host, port)
-        print(f"tierroute serving on {host or settings.server.host}:{bound}", flush=True)
+        bound = await server.start(host, port, http_port=http_port)
+        address = host or settings.server.host
+        if server.http_port:
+            http_host = settings.http.host or address
+            print(f"tierroute serving HTTP on {http_host}:{server.http_port}", flush=True)
+        print(f"tierroute serving on {address}:{bound}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import random
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,19 +16,18 @@ import grpc
 from grpc import aio
 
 from tierroute.api import convert, recording
+from tierroute.api.calllog import CallLog, request_texts
 from tierroute.api.security import current_tenant
-from tierroute.api.status import status_for
-from tierroute.cascade import CascadeEngine, CascadeQuery, CascadeResult, EventStream
+from tierroute.cascade import CascadeEngine, CascadeQuery, EventStream
 from tierroute.errors import (
     ConfigError,
     InvalidRequest,
     ModelLoadError,
     NotFound,
-    TierrouteError,
 )
 from tierroute.model import ModelReloader, valid_version_name
 from tierroute.providers.replay.faults import FAULT_HEADERS
-from tierroute.querylog import FeedbackRecord, QueryLogWriter, QueryRecord
+from tierroute.querylog import FeedbackRecord, QueryLogWriter
 from tierroute.querylog.records import Kind
 from tierroute.routing import RouteQuery, Router
 from tierroute.settings import Settings
@@ -80,25 +77,11 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
         self._engine = engine
         self._log = querylog
         self._models = models
+        # The query-log side of each call, shared in form with the HTTP endpoint.
+        self._calls = CallLog(settings, router, querylog, models)
         self._store_text = settings.querylog.store_text
-        self._audit_rate = settings.querylog.audit_sample_rate
-        self._rng = random.Random()
         self._forward_faults = forward_fault_headers
         self._tier_names = tuple(t.name for t in settings.tiers)
-
-    def _record(self, record: QueryRecord, text: str, answer: str | None = None) -> None:
-        if self._log is None:
-            return
-        changes: dict[str, Any] = {}
-        if self._models is not None:
-            # A number for drift checks, for a sample of calls; never the text itself.
-            coverage = self._models.coverage(text, record.query_sha256, record.model_version)
-            if coverage is not None:
-                changes["vocab_coverage"] = coverage
-        if answer is not None and self._audit_rate > 0 and self._rng.random() < self._audit_rate:
-            # An opted-in audit sample: the question and answer an audit re-judges.
-            changes.update(query_text=text, answer_text=answer)
-        self._log.submit(dataclasses.replace(record, **changes) if changes else record)
 
     def _record_failure(
         self,
@@ -106,32 +89,13 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
         request: pb.RouteRequest | pb.CascadeRequest,
         exc: BaseException,
     ) -> None:
-        if self._log is None:
-            return
-        if isinstance(exc, TierrouteError):
-            status = status_for(exc).name
-        elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
-            # Cancelled, or a stream the client left (gRPC closes its generator).
-            status = "CANCELLED"
-        elif isinstance(exc, aio.AbortError):
-            return  # aborted calls were recorded where they aborted
-        else:
-            status = "INTERNAL"
-        texts = (
-            [request.query]
-            if request.query
-            else [m.content for m in request.messages if m.role == pb.ROLE_USER]
-        )
-        self._log.submit(
-            recording.failed_record(
-                kind,
-                request_id=request.request_id[:128] or uuid.uuid4().hex,
-                texts=texts,
-                status=status,
-                store_text=self._store_text,
-                tenant_id=request.tenant_id or current_tenant() or "",
-                session_id=request.session_id,
-            )
+        self._calls.failed(
+            kind,
+            exc,
+            request_id=request.request_id,
+            texts=request_texts(request),
+            tenant_id=request.tenant_id or current_tenant() or "",
+            session_id=request.session_id,
         )
 
     async def Route(self, request: pb.RouteRequest, context: Context) -> pb.RouteResponse:
@@ -145,7 +109,7 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
         except BaseException as exc:
             self._record_failure("route", request, exc)
             raise
-        self._record(
+        self._calls.record(
             recording.route_record(query, decision, store_text=self._store_text), query.text
         )
         return convert.route_response(decision, query.request_id, self._tier_names)
@@ -158,20 +122,6 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
                     headers[key] = value
         query = convert.cascade_query(request, self._settings, headers)
         return dataclasses.replace(query, route=_with_tenant(query.route))
-
-    def _answered(self, query: CascadeQuery, result: CascadeResult) -> None:
-        """Remember the answering tier in the session and log the call."""
-        self._router.remember(
-            query.route, result.tier_index, tool_call=result.judge_status == "tool_use"
-        )
-        strategy = "self_routing" if query.self_routing else ""
-        self._record(
-            recording.cascade_record(
-                query.route, result, strategy=strategy, store_text=self._store_text
-            ),
-            query.route.text,
-            result.answer,
-        )
 
     async def Cascade(self, request: pb.CascadeRequest, context: Context) -> pb.CascadeResponse:
         if self._engine is None:
@@ -187,7 +137,7 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
         except BaseException as exc:
             self._record_failure("cascade", request, exc)
             raise
-        self._answered(query, result)
+        self._calls.answered(query, result)
         return convert.cascade_response(result, self._tier_names)
 
     async def CascadeStream(
@@ -219,7 +169,7 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
         except BaseException as exc:
             self._record_failure("cascade", request, exc)
             raise
-        self._answered(query, result)
+        self._calls.answered(query, result)
 
     async def Feedback(self, request: pb.FeedbackRequest, context: Context) -> pb.FeedbackResponse:
         if not request.request_id or len(request.request_id) > self._settings.limits.max_id_chars:

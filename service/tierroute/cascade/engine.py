@@ -375,7 +375,7 @@ class CascadeEngine:
     def _speculate(
         query: CascadeQuery, decision: Decision | None, judged: bool, bound: float
     ) -> bool:
-        if query.speculation == "off":
+        if query.speculation == "off" or query.pinned:
             return False
         if query.speculation == "on":
             return True
@@ -386,6 +386,8 @@ class CascadeEngine:
         """The request's judge mode decides; by default the value policy's plan, else the
         sampler, whose one draw covers every answer of the request."""
         mode = run.query.judge_mode
+        if run.query.pinned:
+            return _Judging(False, False, "skipped")
         if mode == "always":
             return _Judging(True, True, "sampled_out")
         if mode == "never":
@@ -492,7 +494,7 @@ class CascadeEngine:
         tier_name = self._tiers[index].name
         _degrade(run, f"{CIRCUIT_OPEN}:{tier_name}")
         action = self._breakers.action(tier_name)
-        if action == "skip_to_next" and index < self._top:
+        if action == "skip_to_next" and index < self._top and not run.query.pinned:
             note = ReasonNote(Reason.CIRCUIT_OPEN, f"{tier_name} circuit breaker is open")
             self._escalate(run, note, index)
             climb.up()
@@ -502,7 +504,7 @@ class CascadeEngine:
     def _provider_failed(self, run: RunState, climb: _Climb, error: ProviderError) -> _End | None:
         """The current tier failed to answer: the next tier serves, if there is one."""
         index = climb.index
-        if index == self._top:
+        if index == self._top or run.query.pinned:
             return _Exhausted(index, error, climb.fallback)
         tier_name = self._tiers[index].name
         self._escalate(
@@ -626,6 +628,8 @@ class CascadeEngine:
                 ) from end.error
             run.degraded.append(f"tier_unavailable:{name}")
             return self._result(run, climb, end.held)
+        if run.query.pinned:
+            raise AllTiersFailed(f"the {name} tier's circuit breaker is open")
         if end.action == "fail":
             raise AllTiersFailed(
                 f"the {name} tier's circuit breaker is open and its degradation policy is to fail"

@@ -56,6 +56,9 @@ class CascadeQuery:
     params: AnswerParams = field(default_factory=AnswerParams)
     # Streaming only: stream every answer as it is drafted, retracting those withdrawn.
     stream_drafts: bool = False
+    # The start tier answers alone: no judge, no speculation, no escalation; its failure (or
+    # its open breaker) is the request's error. A concrete model id on the HTTP endpoint.
+    pinned: bool = False
 
     @property
     def question_turn(self) -> Message:
