@@ -72,9 +72,11 @@ class HttpServer:
         self._task.add_done_callback(_report)
 
     async def stop(self, grace_s: float) -> None:
-        """Stop accepting, let requests in flight finish within `grace_s`, then cancel them."""
+        """Stop accepting, let requests in flight finish within `grace_s` (at least a second),
+        then cancel them."""
         if self._server is not None and self._task is not None:
-            self._server.config.timeout_graceful_shutdown = math.ceil(grace_s)
+            # uvicorn counts whole seconds, and needs a moment to close even idle sockets.
+            self._server.config.timeout_graceful_shutdown = max(1, math.ceil(grace_s))
             self._server.should_exit = True
             await asyncio.wait([self._task])
             self._server = self._task = None

@@ -1,0 +1,221 @@
+"""The HTTP endpoint as part of the server: the query log, tracing, the shared in-flight bound,
+a client that leaves, graceful shutdown, and the endpoint turned off; through the official
+`anthropic` SDK against scripted providers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from tests.helpers import Running, make_settings, running_server
+from tierroute.api.security import hash_token
+from tierroute.observability.names import SPAN_ANSWER, SPAN_ROUTE
+from tierroute.providers.scripted import Reply, ScriptedProvider
+from tierroute.querylog import QueryRecord, open_store
+from tierroute.settings import Settings
+from tierroute.testing import StaticScorer
+
+EASY = StaticScorer((0.95, 0.03, 0.02))
+CHEAP = "claude-haiku-4-5"
+QUESTION = "Which river flows through the capital of France, and how long is it?"
+TOKEN = "acme-edge-token"
+
+
+def _settings(tmp_path: Path, **extra: str) -> Settings:
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"tenants": {"acme": [hash_token(TOKEN)]}}))
+    return make_settings(
+        {
+            "TIERROUTE_AUTH_TOKENS_FILE": str(tokens),
+            # Nothing judged or run ahead: each test scripts the cheap tier's answer alone.
+            "TIERROUTE_CASCADE_JUDGE_SAMPLE_RATE": "0",
+            "TIERROUTE_CASCADE_USE_MODEL_CALIBRATION": "false",
+            **extra,
+        }
+    )
+
+
+def _client(served: Running, **kwargs: Any) -> anthropic.AsyncAnthropic:
+    kwargs.setdefault("max_retries", 0)
+    return anthropic.AsyncAnthropic(base_url=served.http_url, api_key=TOKEN, **kwargs)
+
+
+def _ask(client: anthropic.AsyncAnthropic, **kwargs: Any) -> Any:
+    kwargs.setdefault("messages", [{"role": "user", "content": QUESTION}])
+    kwargs.setdefault("model", "tierroute")
+    return client.messages.create(max_tokens=256, **kwargs)
+
+
+async def _records(tmp_path: Path) -> list[QueryRecord]:
+    store = open_store(f"sqlite:///{tmp_path / 'log.sqlite3'}")
+    try:
+        return list(await store.fetch_queries())
+    finally:
+        await store.aclose()
+
+
+async def test_calls_are_logged_as_grpc_calls_are(tmp_path: Path) -> None:
+    """An answered and a refused HTTP call land in the query log, the token's tenant's."""
+    settings = _settings(
+        tmp_path,
+        TIERROUTE_QUERYLOG_ENABLED="true",
+        TIERROUTE_DB_URL=f"sqlite:///{tmp_path / 'log.sqlite3'}",
+        TIERROUTE_QUERYLOG_SPOOL_PATH=str(tmp_path / "log.spool.jsonl"),
+        TIERROUTE_QUERYLOG_FLUSH_INTERVAL_S="0.05",
+    )
+    provider = ScriptedProvider({CHEAP: [Reply.answer("The Seine, 777 km.")]})
+    async with running_server(settings, scorer=EASY, provider=provider, http=True) as served:
+        async with _client(served) as client:
+            await _ask(client, extra_headers={"x-tierroute-request-id": "http-log-ok"})
+            with pytest.raises(anthropic.BadRequestError):
+                await _ask(
+                    client,
+                    stop_sequences=[" "],
+                    extra_headers={"x-tierroute-request-id": "http-log-bad"},
+                )
+    by_id = {r.request_id: r for r in await _records(tmp_path)}
+    ok, bad = by_id["http-log-ok"], by_id["http-log-bad"]
+    assert (ok.kind, ok.status, ok.final_tier, ok.tenant_id) == ("cascade", "OK", "cheap", "acme")
+    assert ok.query_text is None
+    assert (bad.status, bad.tenant_id) == ("INVALID_ARGUMENT", "acme")
+
+
+async def test_each_request_has_a_server_span_over_the_cascades_spans(tmp_path: Path) -> None:
+    """One SERVER span per request, parent of the routing and tier spans, without the prompt."""
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider = ScriptedProvider({CHEAP: [Reply.answer("The Seine, 777 km.")]})
+    try:
+        async with (
+            running_server(
+                _settings(tmp_path),
+                scorer=EASY,
+                provider=provider,
+                tracer_provider=tracer_provider,
+                http=True,
+            ) as served,
+            _client(served) as client,
+        ):
+            await _ask(client)
+    finally:
+        tracer_provider.shutdown()
+    spans = exporter.get_finished_spans()
+    (server,) = [s for s in spans if s.kind == SpanKind.SERVER]
+    assert server.name == "POST /v1/messages"
+    assert server.context is not None
+    children = {s.name for s in spans if s.parent and s.parent.span_id == server.context.span_id}
+    assert {SPAN_ROUTE, SPAN_ANSWER} <= children
+    for span in spans:
+        for value in (span.attributes or {}).values():
+            assert "Seine" not in str(value)
+            assert "river" not in str(value)
+
+
+async def test_the_in_flight_bound_is_shared_and_refuses_with_529(tmp_path: Path) -> None:
+    """With one call in flight and a bound of one, the next is a 529 overloaded_error."""
+    gate = asyncio.Event()
+    provider = ScriptedProvider({CHEAP: [Reply.answer("held", gate=gate), Reply.answer("next")]})
+    settings = _settings(tmp_path, TIERROUTE_SERVER_MAX_IN_FLIGHT="1")
+    async with (
+        running_server(settings, scorer=EASY, provider=provider, http=True) as served,
+        _client(served) as client,
+    ):
+        held = asyncio.create_task(_ask(client))
+        await provider.wait_for_calls(1)
+        with pytest.raises(anthropic.OverloadedError):
+            await _ask(client)
+        assert served.server.admission.refused == 1
+        gate.set()
+        assert (await held).content[0].text == "held"
+        assert (await _ask(client)).content[0].text == "next"
+
+
+async def test_a_client_that_leaves_cancels_its_provider_call(tmp_path: Path) -> None:
+    """The SDK giving up on a call closes its connection, and the provider call is cancelled."""
+    provider = ScriptedProvider({CHEAP: [Reply.answer("never", gate=asyncio.Event())]})
+    async with (
+        running_server(_settings(tmp_path), scorer=EASY, provider=provider, http=True) as served,
+        _client(served, timeout=0.5) as client,
+    ):
+        with pytest.raises(anthropic.APITimeoutError):
+            await _ask(client)
+        await provider.wait_settled()
+        (call,) = provider.calls
+        assert call.cancelled
+
+
+async def test_a_client_that_leaves_a_stream_cancels_its_provider_call(tmp_path: Path) -> None:
+    """Closing a stream mid-answer cancels the provider's stream too."""
+    mid = asyncio.Event()
+    provider = ScriptedProvider(
+        {CHEAP: [Reply.answer("one two three", deltas=("one ", "two three"), mid_gate=mid)]}
+    )
+    async with (
+        running_server(_settings(tmp_path), scorer=EASY, provider=provider, http=True) as served,
+        _client(served) as client,
+    ):
+        stream = await _ask(client, stream=True)
+        async for event in stream:
+            if event.type == "content_block_delta":
+                break
+        await stream.close()
+        await provider.wait_settled()
+        (call,) = provider.calls
+        assert call.cancelled
+
+
+async def test_shutdown_lets_a_request_in_flight_finish(tmp_path: Path) -> None:
+    """Stopping the server waits, within the grace period, for an HTTP answer in flight."""
+    gate = asyncio.Event()
+    provider = ScriptedProvider({CHEAP: [Reply.answer("finished", gate=gate)]})
+    async with (
+        running_server(_settings(tmp_path), scorer=EASY, provider=provider, http=True) as served,
+        _client(served) as client,
+    ):
+        held = asyncio.create_task(_ask(client))
+        await provider.wait_for_calls(1)
+        stopping = asyncio.create_task(served.server.stop(grace_s=30))
+        await asyncio.sleep(0)  # a yield, so that stop() has begun before the answer comes
+        gate.set()
+        message = await held
+        await stopping
+    assert message.content[0].text == "finished"
+
+
+async def test_port_zero_in_the_settings_turns_the_endpoint_off() -> None:
+    """http.port = 0 (the tests' default) serves gRPC alone."""
+    async with running_server(make_settings(), scorer=EASY) as served:
+        assert served.server.http_port == 0
+
+
+@pytest.fixture
+async def bare(tmp_path: Path) -> AsyncIterator[Running]:
+    """A server with the endpoint and no tokens file (authentication off)."""
+    provider = ScriptedProvider({CHEAP: [Reply.answer("open")]})
+    async with running_server(
+        make_settings({"TIERROUTE_CASCADE_JUDGE_SAMPLE_RATE": "0"}),
+        scorer=EASY,
+        provider=provider,
+        http=True,
+    ) as served:
+        yield served
+
+
+async def test_without_a_tokens_file_any_key_is_accepted(bare: Running) -> None:
+    """With authentication off, the SDK's key is not checked, as on gRPC."""
+    async with anthropic.AsyncAnthropic(
+        base_url=bare.http_url, api_key="anything", max_retries=0
+    ) as client:
+        message = await _ask(client)
+    assert message.content[0].text == "open"
