@@ -74,15 +74,17 @@ async def test_calls_are_logged_as_grpc_calls_are(tmp_path: Path) -> None:
         TIERROUTE_QUERYLOG_FLUSH_INTERVAL_S="0.05",
     )
     provider = ScriptedProvider({CHEAP: [Reply.answer("The Seine, 777 km.")]})
-    async with running_server(settings, scorer=EASY, provider=provider, http=True) as served:
-        async with _client(served) as client:
-            await _ask(client, extra_headers={"x-tierroute-request-id": "http-log-ok"})
-            with pytest.raises(anthropic.BadRequestError):
-                await _ask(
-                    client,
-                    stop_sequences=[" "],
-                    extra_headers={"x-tierroute-request-id": "http-log-bad"},
-                )
+    async with (
+        running_server(settings, scorer=EASY, provider=provider, http=True) as served,
+        _client(served) as client,
+    ):
+        await _ask(client, extra_headers={"x-tierroute-request-id": "http-log-ok"})
+        with pytest.raises(anthropic.BadRequestError):
+            await _ask(
+                client,
+                stop_sequences=[" "],
+                extra_headers={"x-tierroute-request-id": "http-log-bad"},
+            )
     by_id = {r.request_id: r for r in await _records(tmp_path)}
     ok, bad = by_id["http-log-ok"], by_id["http-log-bad"]
     assert (ok.kind, ok.status, ok.final_tier, ok.tenant_id) == ("cascade", "OK", "cheap", "acme")
