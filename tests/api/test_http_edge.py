@@ -221,3 +221,61 @@ async def test_without_a_tokens_file_any_key_is_accepted(bare: Running) -> None:
     ) as client:
         message = await _ask(client)
     assert message.content[0].text == "open"
+
+
+class PointedScorer(StaticScorer):
+    """A scorer whose model ships named operating points, as a calibrated bundle does."""
+
+    operating_points = ("q90", "q95")
+
+
+async def test_operating_points_are_listed_and_an_unknown_one_names_them() -> None:
+    """`tierroute@NAME` is listed for each shipped point; another name is a 400 naming them."""
+    provider = ScriptedProvider()
+    async with (
+        running_server(
+            make_settings(), scorer=PointedScorer((0.95, 0.03, 0.02)), provider=provider, http=True
+        ) as served,
+        _client(served) as client,
+    ):
+        ids = [m.id for m in (await client.models.list()).data]
+        with pytest.raises(anthropic.BadRequestError, match="q90, q95"):
+            await _ask(client, model="tierroute@q99")
+    assert ids[:3] == ["tierroute", "tierroute@q90", "tierroute@q95"]
+    assert provider.calls == []
+
+
+async def test_a_quiet_stream_sends_pings_until_the_answer_goes_on(tmp_path: Path) -> None:
+    """While the answering call pauses mid-answer, the stream sends Anthropic's ping events."""
+    mid = asyncio.Event()
+    provider = ScriptedProvider(
+        {CHEAP: [Reply.answer("one two", deltas=("one ", "two"), mid_gate=mid)]}
+    )
+    settings = make_settings({"TIERROUTE_HTTP_PING_INTERVAL_S": "0.05"})
+    async with running_server(settings, scorer=EASY, provider=provider, http=True) as served:
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.server.http_port)
+        body = json.dumps(
+            {
+                "model": CHEAP,
+                "max_tokens": 64,
+                "stream": True,
+                "messages": [{"role": "user", "content": QUESTION}],
+            }
+        ).encode()
+        writer.write(
+            b"POST /v1/messages HTTP/1.1\r\nhost: tierroute\r\nconnection: close\r\n"
+            b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        seen = b""
+        while b'"text":"one "' not in seen or seen.count(b"event: ping") < 3:
+            chunk = await reader.read(4096)
+            assert chunk, f"the stream ended before its pings: {seen!r}"
+            seen += chunk
+        mid.set()
+        rest = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+    # One ping follows message_start; the others came while the answer was paused.
+    assert seen.split(b'"text":"one "', 1)[1].count(b"event: ping") >= 1
+    assert b'{"type":"ping"}' in seen
+    assert b"event: message_stop" in seen + rest

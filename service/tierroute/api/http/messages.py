@@ -157,12 +157,20 @@ def parse_request(
     if body.get("tool_choice") is not None:
         request.tool_choice.CopyFrom(_tool_choice(body["tool_choice"]))
     stream = _need(body.get("stream", False), bool, "stream", "true or false")
+    _apply_model(request, model)
+    return ParsedRequest(request, model, stream)
+
+
+def _apply_model(request: pb.CascadeRequest, model: ModelChoice) -> None:
+    if model.operating_point:
+        # The routing policy's field (issue 13a's); `choose_model` admits only names the
+        # served model ships, and a model that ships any comes with the field.
+        setattr(request.policy, "operating_point", model.operating_point)  # noqa: B010
     if model.tier is not None:
         # A concrete model answers alone: no judge, nothing run ahead.
         request.start_tier = model.tier
         request.judge_mode = pb.JUDGE_MODE_NEVER
         request.speculation = pb.SPECULATION_MODE_OFF
-    return ParsedRequest(request, model, stream)
 
 
 def _system(system: Any) -> pb.ChatMessage:
