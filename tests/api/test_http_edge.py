@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from opentelemetry.trace import SpanKind
 
 from tests.helpers import Running, make_settings, running_server
 from tierroute.api.security import hash_token
+from tierroute.api.server import TierRouteServer
+from tierroute.errors import ConfigError
 from tierroute.observability.names import SPAN_ANSWER, SPAN_ROUTE
 from tierroute.providers.scripted import Reply, ScriptedProvider
 from tierroute.querylog import QueryRecord, open_store
@@ -279,3 +282,13 @@ async def test_a_quiet_stream_sends_pings_until_the_answer_goes_on(tmp_path: Pat
     assert seen.split(b'"text":"one "', 1)[1].count(b"event: ping") >= 1
     assert b'{"type":"ping"}' in seen
     assert b"event: message_stop" in seen + rest
+
+
+async def test_an_http_port_in_use_fails_start_up_in_one_line() -> None:
+    """The HTTP port taken is a ConfigError naming it, and nothing is left running."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        server = TierRouteServer(make_settings(), scorer=EASY, provider=ScriptedProvider())
+        with pytest.raises(ConfigError, match=f"cannot listen for HTTP on 127.0.0.1:{port}"):
+            await server.start("127.0.0.1", 0, http_port=port)
+        assert server.http_port == 0

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import socket
 from collections.abc import Iterator
 
@@ -47,9 +48,8 @@ class HttpServer:
         try:
             self._socket = socket.create_server((host, port), family=family, backlog=2048)
         except OSError as exc:
-            raise ConfigError(
-                f"cannot listen for HTTP on {host}:{port}: {exc.strerror or exc}"
-            ) from exc
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ConfigError(f"cannot listen for HTTP on {host}:{port}: {reason}") from exc
         self.port = int(self._socket.getsockname()[1])
         return self.port
 
