@@ -3,6 +3,7 @@ own exception class from Anthropic's error JSON, and the one mapping behind them
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -223,34 +224,45 @@ async def test_an_unknown_path_is_404_in_anthropics_error_json(served: Running) 
     assert _error_type(caught.value) == "not_found_error"
 
 
-@pytest.mark.parametrize(
-    ("exc", "status", "error_type"),
-    [
-        (errors.InvalidRequest("bad"), 400, "invalid_request_error"),
-        (errors.QueryTooLong(10, 5), 413, "request_too_large"),
-        (errors.RequestTooLarge("big"), 413, "request_too_large"),
-        (errors.NotFound("none"), 404, "not_found_error"),
-        (errors.Unauthenticated("who"), 401, "authentication_error"),
-        (errors.PermissionDenied("no"), 403, "permission_error"),
-        (errors.Overloaded("full"), 529, "overloaded_error"),
-        (errors.BudgetExhausted("spent"), 529, "overloaded_error"),
-        (errors.DeadlineExceeded("late"), 504, "timeout_error"),
-        (errors.ConfigError("cfg"), 500, "api_error"),
-        (errors.ModelLoadError("model"), 500, "api_error"),
-        (errors.RateLimited("slow", retry_after=3), 429, "rate_limit_error"),
-        (errors.ProviderOverloaded("busy"), 529, "overloaded_error"),
-        (errors.ProviderServerError("boom"), 500, "api_error"),
-        (errors.ProviderTimeout("slow"), 504, "timeout_error"),
-        (errors.ProviderConnectionError("gone"), 500, "api_error"),
-        (errors.TerminalProviderError("bad", status_code=400), 400, "invalid_request_error"),
-        (errors.TerminalProviderError("key", status_code=401), 500, "api_error"),
-        (errors.TerminalProviderError("big", status_code=413), 413, "request_too_large"),
-        (errors.AnswerInterrupted("cut"), 500, "api_error"),
-        (errors.AllTiersFailed("open"), 529, "overloaded_error"),
-        (errors.TierrouteError("odd"), 500, "api_error"),
-        (RuntimeError("bug"), 500, "api_error"),
-    ],
-)
+MAPPED: list[tuple[Exception, int, str]] = [
+    (errors.InvalidRequest("bad"), 400, "invalid_request_error"),
+    (errors.QueryTooLong(10, 5), 413, "request_too_large"),
+    (errors.RequestTooLarge("big"), 413, "request_too_large"),
+    (errors.NotFound("none"), 404, "not_found_error"),
+    (errors.Unauthenticated("who"), 401, "authentication_error"),
+    (errors.PermissionDenied("no"), 403, "permission_error"),
+    (errors.Overloaded("full"), 529, "overloaded_error"),
+    (errors.BudgetExhausted("spent"), 529, "overloaded_error"),
+    (errors.DeadlineExceeded("late"), 504, "timeout_error"),
+    (errors.ConfigError("cfg"), 500, "api_error"),
+    (errors.ModelLoadError("model"), 500, "api_error"),
+    (errors.RateLimited("slow", retry_after=3), 429, "rate_limit_error"),
+    (errors.ProviderOverloaded("busy"), 529, "overloaded_error"),
+    (errors.ProviderError("upstream"), 500, "api_error"),
+    (errors.ProviderServerError("boom"), 500, "api_error"),
+    (errors.ProviderTimeout("slow"), 504, "timeout_error"),
+    (errors.ProviderConnectionError("gone"), 500, "api_error"),
+    (errors.TerminalProviderError("bad", status_code=400), 400, "invalid_request_error"),
+    (errors.TerminalProviderError("key", status_code=401), 500, "api_error"),
+    (errors.TerminalProviderError("big", status_code=413), 413, "request_too_large"),
+    (errors.AnswerInterrupted("cut"), 500, "api_error"),
+    (errors.AllTiersFailed("open"), 529, "overloaded_error"),
+    (errors.TierrouteError("odd"), 500, "api_error"),
+    (RuntimeError("bug"), 500, "api_error"),
+]
+
+
+def test_the_table_names_every_class_of_the_exception_tree() -> None:
+    """Every class in tierroute.errors is mapped below, so none falls through to a 500."""
+    classes = {
+        obj
+        for _, obj in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(obj, errors.TierrouteError)
+    }
+    assert classes <= {type(exc) for exc, _, _ in MAPPED}
+
+
+@pytest.mark.parametrize(("exc", "status", "error_type"), MAPPED)
 def test_every_error_maps_to_one_status_and_type(
     exc: Exception, status: int, error_type: str
 ) -> None:
