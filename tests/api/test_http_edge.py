@@ -18,13 +18,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from tests.helpers import Running, make_settings, running_server
+from tests.helpers import Running, make_settings, read_all, running_server
 from tierroute.api.security import hash_token
 from tierroute.api.server import TierRouteServer
 from tierroute.errors import ConfigError
 from tierroute.observability.names import SPAN_ANSWER, SPAN_ROUTE
 from tierroute.providers.scripted import Reply, ScriptedProvider
-from tierroute.querylog import QueryRecord, open_store
+from tierroute.querylog import SqliteStore
 from tierroute.settings import Settings
 from tierroute.testing import StaticScorer
 
@@ -59,14 +59,6 @@ def _ask(client: anthropic.AsyncAnthropic, **kwargs: Any) -> Any:
     return client.messages.create(max_tokens=256, **kwargs)
 
 
-async def _records(tmp_path: Path) -> list[QueryRecord]:
-    store = open_store(f"sqlite:///{tmp_path / 'log.sqlite3'}")
-    try:
-        return list(await store.fetch_queries())
-    finally:
-        await store.aclose()
-
-
 async def test_calls_are_logged_as_grpc_calls_are(tmp_path: Path) -> None:
     """An answered and a refused HTTP call land in the query log, the token's tenant's."""
     settings = _settings(
@@ -88,7 +80,7 @@ async def test_calls_are_logged_as_grpc_calls_are(tmp_path: Path) -> None:
                 stop_sequences=[" "],
                 extra_headers={"x-tierroute-request-id": "http-log-bad"},
             )
-    by_id = {r.request_id: r for r in await _records(tmp_path)}
+    by_id = {r.request_id: r for r in await read_all(SqliteStore(tmp_path / "log.sqlite3"))}
     ok, bad = by_id["http-log-ok"], by_id["http-log-bad"]
     assert (ok.kind, ok.status, ok.final_tier, ok.tenant_id) == ("cascade", "OK", "cheap", "acme")
     assert ok.query_text is None

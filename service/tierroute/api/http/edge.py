@@ -379,13 +379,17 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     return _error_response(error)
 
 
-class _Answered(Response):
-    """A whole Message: the engine's answer as JSON, once it is there."""
+class _CallResponse(Response):
+    """The response to one admitted call; it runs the call when Starlette sends it."""
 
     def __init__(self, edge: MessagesEdge, call: _Call) -> None:
         super().__init__()
         self._edge = edge
         self._call = call
+
+
+class _Answered(_CallResponse):
+    """A whole Message: the engine's answer as JSON, once it is there."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         call = self._call
@@ -408,13 +412,8 @@ class _Answered(Response):
         await response(scope, receive, send)
 
 
-class _Streamed(Response):
+class _Streamed(_CallResponse):
     """A streamed Message: server-sent events from the Cascade's commit point on."""
-
-    def __init__(self, edge: MessagesEdge, call: _Call) -> None:
-        super().__init__()
-        self._edge = edge
-        self._call = call
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         call = self._call
