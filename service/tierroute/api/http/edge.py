@@ -24,7 +24,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -229,7 +229,8 @@ class MessagesEdge:
         except TierrouteError as exc:
             logger.info("refused %s: %s", MESSAGES_METHOD, type(exc).__name__)
             return _error_response(http_error(exc), request_id)
-        cascade_request = pb.CascadeRequest(request_id=request_id)
+        cascade_request = pb.CascadeRequest()
+        self._identify(cascade_request, request, admitted.principal, request_id)
         try:
             body = await _json_body(request, self._settings.http.max_body_bytes)
             parsed = parse_request(body, self._settings, self._operating_points())
@@ -239,6 +240,8 @@ class MessagesEdge:
         except Exception as exc:
             admitted.release()
             self._failed(cascade_request, exc)
+            if isinstance(exc, ClientGone):
+                return Response(status_code=499)  # nobody reads it
             return _error_response(http_error(exc), request_id)
         call = _Call(
             cascade_request,
@@ -360,11 +363,14 @@ async def _json_body(request: Request, limit: int) -> Any:
         raise RequestTooLarge(f"the request body has {declared} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestTooLarge(f"the request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestTooLarge(f"the request body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect as exc:
+        raise ClientGone from exc
     try:
         return json.loads(b"".join(chunks))
     except (ValueError, UnicodeDecodeError) as exc:
