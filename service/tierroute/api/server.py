@@ -1,5 +1,7 @@
 """Builds and runs the tierroute gRPC server: load -> warm up -> SERVING -> drain -> stop.
 
+The Messages API endpoint (`tierroute.api.http`) runs in the same event loop over the same
+router, engine, query log and in-flight bound, binds with the gRPC port and drains with it.
 `TierRouteServer` is the one factory that `tierroute serve` and the tests both use. Its
 collaborators (router model, provider, tracer provider) can be injected; by default they
 are built from the settings.
