@@ -284,3 +284,20 @@ async def test_an_http_port_in_use_fails_start_up_in_one_line() -> None:
         with pytest.raises(ConfigError, match=f"cannot listen for HTTP on 127.0.0.1:{port}"):
             await server.start("127.0.0.1", 0, http_port=port)
         assert server.http_port == 0
+
+
+async def test_the_timeout_the_sdk_announces_is_the_requests_deadline(tmp_path: Path) -> None:
+    """x-stainless-timeout bounds the Cascade: a tier that never answers ends in a 504."""
+    provider = ScriptedProvider({CHEAP: [Reply.answer("never", gate=asyncio.Event())]})
+    async with (
+        running_server(_settings(tmp_path), scorer=EASY, provider=provider, http=True) as served,
+        _client(served, timeout=60) as client,
+    ):
+        with pytest.raises(anthropic.GatewayTimeoutError) as caught:
+            await _ask(client, model=CHEAP, extra_headers={"x-stainless-timeout": "0.5"})
+        await provider.wait_settled()
+    body = caught.value.body
+    assert isinstance(body, dict)
+    assert body["error"]["type"] == "timeout_error"
+    (call,) = provider.calls
+    assert call.cancelled

@@ -39,18 +39,6 @@ logger = logging.getLogger(__name__)
 Context = aio.ServicerContext[Any, Any]
 
 
-def _engine_deadline(remaining: float | None) -> float | None:
-    """The engine's share of the caller's remaining time.
-
-    A margin (5 %, at least 50 ms, at most 1 s) is held back so that an answer already in
-    hand when the engine's deadline passes (returned degraded) still reaches the caller
-    before gRPC cancels the call at the caller's own deadline.
-    """
-    if remaining is None:
-        return None
-    return max(0.0, remaining - min(1.0, max(0.05, 0.05 * remaining)))
-
-
 def _with_tenant(query: RouteQuery) -> RouteQuery:
     # With authentication on, a request that names no tenant is the token's tenant's.
     tenant = current_tenant()
@@ -132,7 +120,7 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
                 raise InvalidRequest("stream_drafts is for CascadeStream; Cascade has no drafts")
             # The caller's deadline flows down to every provider call; the engine caps it.
             result = await self._engine.run(
-                query, deadline_s=_engine_deadline(context.time_remaining())
+                query, deadline_s=convert.engine_deadline(context.time_remaining())
             )
         except BaseException as exc:
             self._record_failure("cascade", request, exc)
@@ -153,7 +141,9 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
             events = EventStream(drafts=query.stream_drafts)
             run = asyncio.create_task(
                 self._engine.run(
-                    query, deadline_s=_engine_deadline(context.time_remaining()), events=events
+                    query,
+                    deadline_s=convert.engine_deadline(context.time_remaining()),
+                    events=events,
                 ),
                 name=f"cascade-stream-{query.route.request_id}",
             )

@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import math
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -75,6 +76,8 @@ MODELS_METHOD = "GET /v1/models"
 SESSION_HEADER = "x-tierroute-session-id"
 REQUEST_ID_HEADER = "x-tierroute-request-id"
 TENANT_HEADER = "x-tierroute-tenant-id"
+# The timeout, in seconds, the official SDKs announce on every request: the caller's deadline.
+TIMEOUT_HEADER = "x-stainless-timeout"
 # Anthropic's models carry a release date; tierroute's ids have none to give.
 _CREATED_AT = "1970-01-01T00:00:00Z"
 
@@ -133,6 +136,8 @@ class _Call:
     query: CascadeQuery
     model: ModelChoice
     admitted: Admitted
+    # The engine's deadline from the caller's announced timeout (None: the configured one).
+    deadline_s: float | None = None
 
     @property
     def request_id(self) -> str:
@@ -248,6 +253,7 @@ class MessagesEdge:
             dataclasses.replace(query, pinned=parsed.model.tier is not None),
             parsed.model,
             admitted,
+            convert.engine_deadline(_announced_timeout(request)),
         )
         return _Streamed(self, call) if parsed.stream else _Answered(self, call)
 
@@ -282,10 +288,10 @@ class MessagesEdge:
         )
 
     def run(
-        self, query: CascadeQuery, events: EventStream | None = None
+        self, call: _Call, events: EventStream | None = None
     ) -> Coroutine[Any, Any, CascadeResult]:
-        """The engine's run of `query` (the configured deadline: HTTP sends none)."""
-        return self._engine.run(query, deadline_s=None, events=events)
+        """The engine's run of the call, within the caller's deadline (capped by config)."""
+        return self._engine.run(call.query, deadline_s=call.deadline_s, events=events)
 
     def strategy(self, call: _Call) -> str:
         """How the answering tier was chosen, known before the answer is."""
@@ -356,6 +362,15 @@ class MessagesEdge:
         return JSONResponse(entry)
 
 
+def _announced_timeout(request: Request) -> float | None:
+    """The seconds the client will wait, as its SDK announces them; None when unsaid."""
+    try:
+        seconds = float(request.headers.get(TIMEOUT_HEADER, ""))
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
+
+
 async def _json_body(request: Request, limit: int) -> Any:
     """The request's JSON body; RequestTooLarge past `limit` bytes, InvalidRequest unparsed."""
     declared = request.headers.get("content-length", "")
@@ -400,7 +415,7 @@ class _Answered(_CallResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         call = self._call
         try:
-            result = await _unless_gone(self._edge.run(call.query), receive)
+            result = await _unless_gone(self._edge.run(call), receive)
         except ClientGone as exc:
             self._edge.failed(call, exc)
             return
@@ -425,7 +440,7 @@ class _Streamed(_CallResponse):
         call = self._call
         events = EventStream()
         run: asyncio.Task[CascadeResult] = asyncio.create_task(
-            self._edge.run(call.query, events), name=f"http-stream-{call.request_id}"
+            self._edge.run(call, events), name=f"http-stream-{call.request_id}"
         )
         run.add_done_callback(lambda _: events.close())
         watch = asyncio.ensure_future(_disconnected(receive))
