@@ -407,6 +407,36 @@ class BreakerConfig:
         return actions
 
 
+EXT_PROC_FAILURE_MODES = ("open", "closed")
+
+
+@dataclass(frozen=True)
+class ExtProcConfig:
+    """The Envoy external processor (envoy.service.ext_proc.v3) on the gRPC port."""
+
+    enabled: bool = True
+    # What a request gets when the processor cannot route it (a body that is not a Messages
+    # API request, a routing failure): "open" lets it through unchanged, "closed" answers it
+    # with an Anthropic error (400, 413 or 500) from Envoy. Envoy's own failure_mode_allow
+    # covers the processor being unreachable; set the two alike (docs/deploy.md).
+    failure_mode: str = "open"
+    # Requests to this path (query string aside), method POST, are routed; others pass.
+    path: str = "/v1/messages"
+    # The model name that asks for routing; `ALIAS@...` does too.
+    alias: str = "tierroute"
+    # Whether requests naming a concrete model are routed as well (so code that names a
+    # model is routed without changes); false routes only requests naming the alias.
+    route_named_models: bool = True
+
+    def __post_init__(self) -> None:
+        if self.failure_mode not in EXT_PROC_FAILURE_MODES:
+            raise ConfigError("ext_proc.failure_mode must be 'open' or 'closed'")
+        if not self.path.startswith("/"):
+            raise ConfigError("ext_proc.path must start with '/'")
+        if not self.alias:
+            raise ConfigError("ext_proc.alias must not be empty")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything tierroute is configured with; built once in `__main__`."""
@@ -424,6 +454,7 @@ class Settings:
     tls: TlsConfig = field(default_factory=TlsConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    ext_proc: ExtProcConfig = field(default_factory=ExtProcConfig)
     tiers: tuple[TierConfig, ...] = ()
 
     def tier(self, name: str) -> TierConfig:

@@ -78,7 +78,8 @@ def _envoy() -> dict[str, Any]:
 
 
 def _envoy_routes() -> list[dict[str, Any]]:
-    [listener] = _envoy()["static_resources"]["listeners"]
+    # The gRPC balancer's listener (the other one is the Anthropic API's).
+    [listener] = [x for x in _envoy()["static_resources"]["listeners"] if x["name"] == "grpc"]
     [manager] = listener["filter_chains"][0]["filters"]
     [host] = manager["typed_config"]["route_config"]["virtual_hosts"]
     routes: list[dict[str, Any]] = host["routes"]
@@ -86,7 +87,7 @@ def _envoy_routes() -> list[dict[str, Any]]:
 
 
 def _envoy_cluster() -> dict[str, Any]:
-    [cluster] = _envoy()["static_resources"]["clusters"]
+    [cluster] = [c for c in _envoy()["static_resources"]["clusters"] if c["name"] == "tierroute"]
     return dict(cluster)
 
 
@@ -111,8 +112,9 @@ def test_kustomization_lists_only_existing_files(directory: Path) -> None:
     """Each kustomization names files that exist, and every manifest beside it is listed."""
     [kustomization] = _documents(directory / "kustomization.yaml")
     listed = set(kustomization.get("resources", []))
-    for generator in kustomization.get("configMapGenerator", []):
-        listed.update(generator["files"])
+    for kind in ("configMapGenerator", "secretGenerator"):
+        for generator in kustomization.get(kind, []):
+            listed.update(generator["files"])
     assert all((directory / name).is_file() for name in listed)
     present = {p.name for p in directory.glob("*.yaml")} - {"kustomization.yaml"}
     assert present <= listed

@@ -1,7 +1,8 @@
 """Who may call tierroute: per-tenant bearer tokens, an admin credential, and server TLS.
 
-`AuthInterceptor` reads `authorization: Bearer <token>` from call metadata and checks the
-token's SHA-256 against a tokens file (tokens themselves are never configured). No or an
+`AuthInterceptor` reads `authorization: Bearer <token>` from call metadata (unary,
+server-streaming and bidirectional calls) and checks the token's SHA-256 against a tokens
+file (tokens themselves are never configured). No or an
 unknown token is UNAUTHENTICATED; a tenant's token used for another tenant's `tenant_id`, or
 for an admin method, is PERMISSION_DENIED. Health checking and reflection stay open so
 probes work. The authenticated tenant is available to the servicer via `current_tenant()`.
@@ -48,6 +49,7 @@ _DIGEST_CHARS = frozenset("0123456789abcdef")
 
 Behaviour = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
 StreamBehaviour = Callable[[Any, aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+BidiBehaviour = Callable[[AsyncIterator[Any], aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
 
 
 def is_probe(method: str) -> bool:
@@ -249,6 +251,14 @@ class AuthInterceptor(ServerInterceptor):
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
+        if handler.stream_stream is not None:
+            # Bidirectional streams (Envoy's ext_proc) carry no tenant_id to check: the
+            # token alone decides, and its tenant holds for the whole stream.
+            return grpc.stream_stream_rpc_method_handler(
+                self._wrap_bidi(method, metadata, handler.stream_stream),  # type: ignore[arg-type]
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
         if handler.unary_unary is None:
             # The tenant check needs the one request message; rather than let a
             # client-streaming method through unchecked, it is not served (UNIMPLEMENTED).
@@ -302,6 +312,28 @@ class AuthInterceptor(ServerInterceptor):
             # The stream is iterated in one task, so the principal holds for all of it.
             _principal.set(principal)
             async for response in behaviour(request, context):
+                yield response
+
+        return authorised
+
+    def _wrap_bidi(
+        self,
+        method: str,
+        metadata: Iterable[tuple[str, str | bytes]] | None,
+        behaviour: BidiBehaviour,
+    ) -> BidiBehaviour:
+        authenticator = self.authenticator
+
+        async def authorised(
+            requests: AsyncIterator[Any], context: aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            try:
+                principal = authenticator.authorize(method, metadata, None)
+            except TierrouteError as exc:
+                logger.info("refused %s: %s", method, type(exc).__name__)
+                await context.abort(status_for(exc), str(exc))
+            _principal.set(principal)
+            async for response in behaviour(requests, context):
                 yield response
 
         return authorised

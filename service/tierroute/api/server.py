@@ -21,6 +21,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from tierroute import observability
+from tierroute.api import ext_proc
 from tierroute.api.admission import AdmissionInterceptor
 from tierroute.api.calllog import CallLog
 from tierroute.api.health import SERVICE_NAME, BreakerHealthServicer
@@ -178,6 +179,8 @@ class TierRouteServer:
                 ),
                 server,
             )
+            # Envoy's external processor shares the port, the router and the query log.
+            extra = ext_proc.add_to_server(server, self.settings, self.router, self._querylog)
             if self._http is not None:
                 edge = MessagesEdge(
                     self.settings,
@@ -191,7 +194,7 @@ class TierRouteServer:
                 self._http.start(edge.app(self._tracer_provider))
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
             reflection.enable_server_reflection(
-                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+                (SERVICE_NAME, *extra, health.SERVICE_NAME, reflection.SERVICE_NAME), server
             )
             await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
             await server.start()
