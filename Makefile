@@ -10,7 +10,7 @@ DATA ?= $(or $(TIERROUTE_DATA),../shared/data/dev.jsonl.gz)
 HOST ?= 127.0.0.1
 PORT ?= 50051
 
-.PHONY: venv install protos protos-check run test node-test check fmt model bench eval clean image-test
+.PHONY: venv install protos protos-check run test node-test check fmt model bench eval clean image-test own-traffic-curve
 
 # The server and the client install in one resolver run: the client's grpcio and protobuf
 # ranges meet the root's pins, and neither install has to come first.
@@ -148,6 +148,10 @@ model: $(STAMP)
 # Replay every record of the data through every strategy; writes out/eval/report.json and the plot.
 eval: $(STAMP)
 	$(BIN)/tierroute eval --data $(DATA) --out out/eval --workers 2
+
+# The own-traffic learning curve (docs/own-traffic.md): labels from the replay judge only.
+own-traffic-curve: $(STAMP)
+	$(BIN)/python bench/own_traffic_curve.py --data $(DATA)
 
 bench: $(STAMP)
 	$(BIN)/python bench/route_bench.py

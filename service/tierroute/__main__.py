@@ -71,6 +71,21 @@ COMMANDS: Mapping[str, Command] = {
         "add_report_parser",
         "the query log's traffic, cost and quality per tier and model",
     ),
+    "import": Command(
+        "tierroute.offline.cli.traffic",
+        "add_import_parser",
+        "load a team's own LLM log (JSONL or CSV) into the query log, with its text",
+    ),
+    "label": Command(
+        "tierroute.offline.cli.traffic",
+        "add_label_parser",
+        "run a sample of logged questions through every tier and judge the answers",
+    ),
+    "export": Command(
+        "tierroute.offline.cli.traffic",
+        "add_export_parser",
+        "write the labelled sample as a recorded-outcome file",
+    ),
     "audit": Command(
         "tierroute.offline.cli.operations",
         "add_audit_parser",

@@ -9,6 +9,12 @@ TierrouteError
 ├── PermissionDenied          a credential without the right to this call
 ├── Overloaded                admission control refused the call
 ├── BudgetExhausted           the request's attempt budget is spent
+├── TenantLimited             a tenant's budget or rate limit refused the call
+│   ├── TenantBudgetExhausted the tenant's rolling-window budget is spent
+│   └── TenantRateLimited     requests_per_minute or tokens_per_minute reached
+├── CostCeilingReached        policy.max_cost_usd leaves room for no answer at all
+├── RequestInProgress         a request id still running is sent again
+├── TenancyUnavailable        the tenant state (spend, sessions) cannot be read now
 ├── DeadlineExceeded          the request's deadline passed
 ├── ConfigError               configuration that cannot work
 ├── ModelLoadError            a missing, corrupt or mismatched router model
@@ -65,6 +71,35 @@ class Overloaded(TierrouteError):
 
 class BudgetExhausted(TierrouteError):
     """The request's shared attempt budget is spent."""
+
+
+class TenantLimited(TierrouteError):
+    """A tenant's budget or rate limit refused the call; `retry_after_s` says when it frees."""
+
+    def __init__(self, message: str, *, tenant: str, retry_after_s: float | None) -> None:
+        super().__init__(message)
+        self.tenant = tenant
+        self.retry_after_s = retry_after_s
+
+
+class TenantBudgetExhausted(TenantLimited):
+    """The tenant's budget over its rolling window is spent (`on_budget_exhausted = reject`)."""
+
+
+class TenantRateLimited(TenantLimited):
+    """The tenant reached its requests_per_minute or tokens_per_minute."""
+
+
+class CostCeilingReached(TierrouteError):
+    """The request's cost ceiling (policy.max_cost_usd) leaves room for no answer call."""
+
+
+class RequestInProgress(TierrouteError):
+    """A Cascade with this tenant's request id is still running; retry once it has ended."""
+
+
+class TenancyUnavailable(TierrouteError):
+    """The tenant state (budgets, sessions, request ids) cannot be reached; retry later."""
 
 
 class DeadlineExceeded(TierrouteError):

@@ -158,8 +158,8 @@ class RoutingConfig:
     context_turns: int = 2
     context_chars: int = 1000
     # Calls in one session never route below the session's highest tier so far.
+    # Sessions are kept with the tenant state (tenancy.state_url), for tenancy.session_ttl_s.
     session_sticky: bool = True
-    session_cache_size: int = 10_000
     # Output tokens assumed when estimating the cost of a tier before calling it.
     expected_output_tokens: int = 400
     # The versioned model registry (tierroute.model.registry, docs/operations.md), e.g. "models";
@@ -303,6 +303,17 @@ class QueryLogConfig:
 
 
 @dataclass(frozen=True)
+class ShadowConfig:
+    """Shadow mode: serve as configured, and for a sampled share of calls also record, with
+    the question's text, what tierroute's policy (classifier strategy, calibrated rule)
+    would have decided (docs/own-traffic.md). A team so collects a labelling sample
+    before it trusts the router. 0 = off; the sampled calls' text is stored even with
+    `querylog.store_text` off, so turning this on is the opt-in."""
+
+    sample_rate: float = 0.0
+
+
+@dataclass(frozen=True)
 class AuthConfig:
     """Per-tenant bearer tokens; authentication is off until a tokens file is named."""
 
@@ -351,6 +362,88 @@ class TelemetryConfig:
     prometheus_port: int = 0
     prometheus_host: str = "127.0.0.1"
     service_name: str = "tierroute"
+
+
+# Rolling budget windows a tenant may name, in seconds.
+BUDGET_WINDOWS: dict[str, float] = {"1h": 3600.0, "1d": 86_400.0, "30d": 30 * 86_400.0}
+BUDGET_MODES = ("reject", "cheapest")
+
+
+@dataclass(frozen=True)
+class TenantConfig:
+    """One tenant's limits (`[tenants.<id>]`); 0 means no limit. `id` "*" covers every tenant
+    without a table of its own, each with budgets and limits of its own (docs/tenancy.md)."""
+
+    id: str
+    # USD the tenant may spend over the rolling budget_window (1h, 1d or 30d).
+    budget_usd: float = 0.0
+    budget_window: str = "1d"
+    requests_per_minute: int = 0
+    # Model tokens (input + output) over the last minute; calls still running count at
+    # their worst case.
+    tokens_per_minute: int = 0
+    # reject: RESOURCE_EXHAUSTED; cheapest: answer from the cheap tier, unjudged.
+    on_budget_exhausted: str = "reject"
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            raise ConfigError("a tenant's id must not be empty")
+        if self.budget_window not in BUDGET_WINDOWS:
+            raise ConfigError(
+                f"tenants.{self.id}.budget_window must be one of {', '.join(BUDGET_WINDOWS)}, "
+                f"not {self.budget_window!r}"
+            )
+        if self.on_budget_exhausted not in BUDGET_MODES:
+            raise ConfigError(
+                f"tenants.{self.id}.on_budget_exhausted must be 'reject' or 'cheapest', "
+                f"not {self.on_budget_exhausted!r}"
+            )
+        for name in ("budget_usd", "requests_per_minute", "tokens_per_minute"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"tenants.{self.id}.{name} must not be negative")
+
+    @property
+    def window_s(self) -> float:
+        """The budget window in seconds."""
+        return BUDGET_WINDOWS[self.budget_window]
+
+
+def tenants_from_mapping(
+    data: Mapping[str, Any], where: str = "tenants"
+) -> tuple[TenantConfig, ...]:
+    """`{id: {budget_usd: ..., ...}}` (a `[tenants.<id>]` table) as tenant configs."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a table of [tenants.<id>] tables")
+    tenants = []
+    for tenant_id, values in data.items():
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{where}.{tenant_id} must be a table")
+        if "id" in values:
+            raise ConfigError(f"{where}.{tenant_id}: the table's name is the tenant id")
+        tenants.append(_build(TenantConfig, {**values, "id": tenant_id}, f"{where}.{tenant_id}"))
+    return tuple(tenants)
+
+
+@dataclass(frozen=True)
+class TenancyConfig:
+    """Where tenants' spend, sessions and request ids are kept, and how limits reload."""
+
+    # "" = the query log's database (querylog.url) when the query log is enabled, else this
+    # process's memory; "memory", sqlite:///PATH or postgresql://... name one explicitly.
+    # Replicas share budgets, sessions and request ids only through PostgreSQL.
+    state_url: Secret = field(default_factory=lambda: Secret(""))
+    # A TOML file of [tenants.<id>] tables, reloaded on change and on SIGHUP; when set, the
+    # main configuration must not hold [tenants] itself.
+    tenants_file: Path | None = None
+    # Seconds between checks of the tokens and tenants files for changes; 0 = SIGHUP only.
+    reload_poll_s: float = 2.0
+    # With authentication off, the call metadata entry that names the tenant when the
+    # request's tenant_id is empty (with authentication on, the token names it).
+    tenant_header: str = "x-tierroute-tenant"
+    # A session's floor (and open agent loop) is forgotten this long after its last answer.
+    session_ttl_s: float = 3600.0
+    # A Cascade's result is returned for a repeated request id this long after it ended.
+    idempotency_ttl_s: float = 86_400.0
 
 
 DEGRADE_ACTIONS = ("skip_to_next", "fall_back", "fail")
@@ -450,12 +543,15 @@ class Settings:
     anthropic: AnthropicConfig = field(default_factory=AnthropicConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     querylog: QueryLogConfig = field(default_factory=QueryLogConfig)
+    shadow: ShadowConfig = field(default_factory=ShadowConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    tenancy: TenancyConfig = field(default_factory=TenancyConfig)
     ext_proc: ExtProcConfig = field(default_factory=ExtProcConfig)
     tiers: tuple[TierConfig, ...] = ()
+    tenants: tuple[TenantConfig, ...] = ()
 
     def tier(self, name: str) -> TierConfig:
         """The tier called `name`; ConfigError when there is none."""
@@ -493,6 +589,8 @@ class Settings:
         for key, value in data.items():
             if key == "tiers":
                 kwargs["tiers"] = tuple(_build(TierConfig, t, "tiers") for t in value)
+            elif key == "tenants":
+                kwargs["tenants"] = tenants_from_mapping(value)
             elif key in sections:
                 kwargs[key] = _build(sections[key], value, key)
             else:
@@ -511,12 +609,19 @@ class Settings:
         for name in ("audit_sample_rate", "coverage_sample_rate"):
             if not 0.0 <= getattr(self.querylog, name) <= 1.0:
                 raise ConfigError(f"querylog.{name} must be within [0, 1]")
+        if not 0.0 <= self.shadow.sample_rate <= 1.0:
+            raise ConfigError("shadow.sample_rate must be within [0, 1]")
         server = self.server
         if server.max_concurrent_rpcs and server.max_in_flight >= server.max_concurrent_rpcs:
             raise ConfigError("server.max_in_flight must be below server.max_concurrent_rpcs")
         if not 0.0 <= self.telemetry.sample_ratio <= 1.0:
             raise ConfigError("telemetry.sample_ratio must be within [0, 1]")
         self.breaker.actions(names)
+        if self.tenants and self.tenancy.tenants_file is not None:
+            raise ConfigError(
+                "set tenants in one place: [tenants] in the configuration or "
+                "tenancy.tenants_file, not both"
+            )
         for section in dataclasses.fields(self):
             value = getattr(self, section.name)
             if dataclasses.is_dataclass(value):
@@ -586,7 +691,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError as exc:
-        raise ConfigError(f"configuration file not found: {path}") from exc
+        raise ConfigError(f"configuration file not found: {path} (TIERROUTE_CONFIG)") from exc
+    except OSError as exc:
+        raise ConfigError(
+            f"configuration file {path} cannot be read ({exc.strerror}); check TIERROUTE_CONFIG"
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from exc
 

@@ -123,7 +123,7 @@ async def test_another_tenants_id_is_403_permission_error(
 ) -> None:
     """A tenant's token used for another tenant is refused with 403."""
     with pytest.raises(anthropic.PermissionDeniedError) as caught:
-        await _ask(client, extra_headers={"x-tierroute-tenant-id": "globex"})
+        await _ask(client, extra_headers={"x-tierroute-tenant": "globex"})
     assert _error_type(caught.value) == "permission_error"
 
 
@@ -233,6 +233,12 @@ MAPPED: list[tuple[Exception, int, str]] = [
     (errors.PermissionDenied("no"), 403, "permission_error"),
     (errors.Overloaded("full"), 529, "overloaded_error"),
     (errors.BudgetExhausted("spent"), 529, "overloaded_error"),
+    (errors.TenantLimited("limit", tenant="a", retry_after_s=1), 429, "rate_limit_error"),
+    (errors.TenantRateLimited("rpm", tenant="a", retry_after_s=1), 429, "rate_limit_error"),
+    (errors.TenantBudgetExhausted("spent", tenant="a", retry_after_s=9), 429, "rate_limit_error"),
+    (errors.CostCeilingReached("ceiling"), 400, "invalid_request_error"),
+    (errors.RequestInProgress("again"), 409, "invalid_request_error"),
+    (errors.TenancyUnavailable("db"), 529, "overloaded_error"),
     (errors.DeadlineExceeded("late"), 504, "timeout_error"),
     (errors.ConfigError("cfg"), 500, "api_error"),
     (errors.ModelLoadError("model"), 500, "api_error"),

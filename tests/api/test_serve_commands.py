@@ -20,9 +20,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.fixtures import make_records, write_dataset
-from tierroute.api.security import hash_token
+from tierroute.api.security import bearer_metadata, hash_token
 from tierroute.api.serve_commands import add_replay_parser, add_token_parser, run_replay_server
 from tierroute.settings import Settings
+from tierroute.v1 import tierroute_pb2 as pb
+from tierroute.v1 import tierroute_pb2_grpc as pb_grpc
 
 ACME_TOKEN = "acme-token-5b1f0c"
 RECORDS = make_records(40, claude=True)
@@ -95,13 +97,21 @@ def _check_serving_then_stop(proc: subprocess.Popen[str], port: int) -> None:
                 health_pb2.HealthCheckRequest(service=""), timeout=10
             )
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=60)
-        assert proc.returncode == 0
+        _stop_cleanly(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        _kill_if_running(proc)
+
+
+def _stop_cleanly(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 0
+
+
+def _kill_if_running(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
 
 
 def test_port_in_use_fails_start_up_with_a_clear_message() -> None:
@@ -167,3 +177,77 @@ def test_hash_token_command_generates_a_new_token(capsys: pytest.CaptureFixture[
     token = token_line.split()[1]
     assert len(token) >= 40
     assert digest_line.split()[1] == hash_token(token)
+
+
+def _in_read_only_dir(folder: Path, argv: list[str]) -> list[str] | None:
+    """`argv` run with a read-only working directory `folder`: its permission bits for a
+    user, a read-only tmpfs in a private mount namespace for root (None: cannot be made)."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return argv
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return None
+    probe = subprocess.run(
+        [unshare, "-m", "--propagation", "private", "true"], capture_output=True, check=False
+    )
+    if probe.returncode != 0:
+        return None
+    script = 'mount -t tmpfs -o ro none "$0" && cd "$0" && exec "$@"'
+    return [unshare, "-m", "--propagation", "private", "sh", "-c", script, str(folder), *argv]
+
+
+def test_a_read_only_working_directory_fails_start_up_in_one_line(tmp_path: Path) -> None:
+    """`serve` in a read-only working directory (the image's filesystem mounted read-only)
+    ends with exit 2 and one line naming the query-log spool and the setting to change."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    argv = _in_read_only_dir(folder, [sys.executable, "-m", "tierroute", "serve", "--port", "0"])
+    if argv is None:
+        pytest.skip("no way to make a read-only directory here")
+    env = {**_env(TIERROUTE_MODEL_DIR=str(BUNDLE)), "TIERROUTE_QUERYLOG_ENABLED": "true"}
+    done = subprocess.run(
+        argv, cwd=folder, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    folder.chmod(0o755)
+    errors = [line for line in done.stderr.splitlines() if " INFO " not in line]
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(errors) == 1, errors
+    assert "tierroute-querylog.spool.jsonl" in errors[0]
+    assert "querylog.spool_path (TIERROUTE_QUERYLOG_SPOOL_PATH)" in errors[0]
+
+
+def test_sighup_reloads_the_tokens_file_of_a_running_server(tmp_path: Path) -> None:
+    """`serve` reloads its tokens file on SIGHUP: a token added to the file is served."""
+    tokens = tmp_path / "tokens.toml"
+    tokens.write_text(f'[tenants]\nacme = ["{hash_token(ACME_TOKEN)}"]\n')
+    port = _free_port()
+    env = _env(
+        TIERROUTE_AUTH_TOKENS_FILE=str(tokens),
+        TIERROUTE_TENANCY_RELOAD_POLL_S="0",
+        TIERROUTE_REPLAY_TIME_SCALE="0",
+    )
+    with _serve(env, port) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stderr is not None
+            assert f":{port}" in proc.stdout.readline()
+            tokens.write_text(
+                f'[tenants]\nacme = ["{hash_token(ACME_TOKEN)}", "{hash_token("second")}"]\n'
+            )
+            proc.send_signal(signal.SIGHUP)
+            # The server logs the reload: wait for that line rather than for a time.
+            for line in proc.stderr:
+                if "auth.tokens_file reloaded" in line:
+                    break
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                reply = pb_grpc.TierRouterStub(channel).Route(
+                    pb.RouteRequest(query="What is 2+2?", strategy=pb.STRATEGY_HEURISTIC),
+                    metadata=bearer_metadata("second"),
+                    timeout=10,
+                )
+            assert reply.tier.name
+            _stop_cleanly(proc)
+        finally:
+            _kill_if_running(proc)

@@ -26,6 +26,12 @@ EXPECTED = {
     errors.Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.BudgetExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.TenantLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.TenantBudgetExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.TenantRateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.CostCeilingReached: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.RequestInProgress: grpc.StatusCode.ALREADY_EXISTS,
+    errors.TenancyUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ModelLoadError: grpc.StatusCode.UNAVAILABLE,
     errors.ProviderError: grpc.StatusCode.UNAVAILABLE,
@@ -43,6 +49,8 @@ EXPECTED = {
 def _instance(kind: type[errors.TierrouteError]) -> errors.TierrouteError:
     if kind is errors.QueryTooLong:
         return errors.QueryTooLong(10, 5)
+    if issubclass(kind, errors.TenantLimited):
+        return kind("x", tenant="t", retry_after_s=None)
     return kind("x")
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from tierroute.providers.replay.provider import ReplayProvider
 from tierroute.providers.replay.recorded import ReplayStore
 from tierroute.providers.scripted import Reply, ScriptedProvider
 from tierroute.querylog import QueryLogWriter, QueryRecord, hash_query, open_store
-from tierroute.querylog.doubles import reachable_postgres_url, sample_record, temporary_schema
+from tierroute.querylog.doubles import sample_record
 from tierroute.settings import QueryLogConfig, Settings
 from tierroute.testing import StaticScorer
 from tierroute.v1 import tierroute_pb2 as pb
@@ -78,21 +76,6 @@ def replay_provider(settings: Settings) -> ReplayProvider:
     """The replay backend in-process, answering from the 12 fixture records."""
     engine = ReplayEngine(ReplayStore(RECORDS), settings.tiers, settings.replay)
     return ReplayProvider(engine)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def log_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty query log: a SQLite file, or a fresh schema on the test PostgreSQL."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'log.sqlite3'}"
-        return
-    url = reachable_postgres_url()
-    if url is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI needs PostgreSQL at 127.0.0.1:5432 (database test)")
-        pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable")
-    with temporary_schema(url) as schema_url:
-        yield schema_url
 
 
 async def write_log(url: str, records: list[QueryRecord]) -> None:

@@ -271,7 +271,10 @@ async def test_cost_ceiling_drops_the_plan() -> None:
     async with serving(
         provider, scorer(plan(1, "none")), TIERROUTE_CASCADE_JUDGE_SAMPLE_RATE="0"
     ) as s:
-        r = await s.stub.Cascade(cascade(policy=pb.RoutingPolicy(max_cost_usd=0.003)))
+        # 400 output tokens keep the cheap call's worst case within the ceiling.
+        r = await s.stub.Cascade(
+            cascade(policy=pb.RoutingPolicy(max_cost_usd=0.003), max_output_tokens=400)
+        )
     assert r.route.tier.name == "cheap"
     assert codes(r.route.reasons) == [pb.REASON_CODE_EXPECTED_VALUE, pb.REASON_CODE_COST_CEILING]
     assert "value plan dropped" in r.route.reasons[1].detail

@@ -1,10 +1,11 @@
-"""The query-log side of every Route and Cascade call, whichever transport carried it.
+"""The query-log side of the HTTP endpoint's calls, in the gRPC servicer's form.
 
-The gRPC servicer and the HTTP endpoint (`tierroute.api.http`) both hand their calls here
-once the core has answered or failed: the session remembers the answering tier, a record
-goes to the query log (with a vocabulary-coverage number for a sample of calls, and the
-text only for an opted-in audit sample), and a failure is logged under the same status
-names whatever the transport (the gRPC code names, the query log's one vocabulary).
+The HTTP endpoint (`tierroute.api.http`) hands each call here once the core has answered or
+failed: a record goes to the query log (with a vocabulary-coverage number for a sample of
+calls, and the text only for an opted-in audit sample), and a failure is logged under the
+status names the gRPC servicer uses (the gRPC code names, the query log's one vocabulary).
+The servicer's own `_record` adds shadow sampling; moving both onto this class is the next
+step (docs/http.md).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from tierroute.errors import TierrouteError
 from tierroute.model import ModelReloader
 from tierroute.querylog import QueryLogWriter, QueryRecord
 from tierroute.querylog.records import Kind
-from tierroute.routing import Router
 from tierroute.settings import Settings
 from tierroute.v1 import tierroute_pb2 as pb
 
@@ -50,16 +50,14 @@ def request_texts(request: pb.RouteRequest | pb.CascadeRequest) -> list[str]:
 
 
 class CallLog:
-    """Records calls in the query log and answering tiers in the router's sessions."""
+    """Records calls in the query log."""
 
     def __init__(
         self,
         settings: Settings,
-        router: Router,
         querylog: QueryLogWriter | None,
         models: ModelReloader | None = None,
     ) -> None:
-        self._router = router
         self._log = querylog
         self._models = models
         self.store_text = settings.querylog.store_text
@@ -82,10 +80,7 @@ class CallLog:
         self._log.submit(dataclasses.replace(record, **changes) if changes else record)
 
     def answered(self, query: CascadeQuery, result: CascadeResult) -> None:
-        """Remember the answering tier in the session and log the call."""
-        self._router.remember(
-            query.route, result.tier_index, tool_call=result.judge_status == "tool_use"
-        )
+        """Log an answered Cascade call."""
         strategy = "self_routing" if query.self_routing else ""
         self.record(
             recording.cascade_record(

@@ -371,6 +371,7 @@ def hop(h: Hop) -> pb.Hop:
         stop_reason=h.stop_reason,
         cache_creation_input_tokens=h.cache_creation_input_tokens,
         cache_read_input_tokens=h.cache_read_input_tokens,
+        skip_reason=h.skip_reason,
     )
 
 
@@ -390,6 +391,7 @@ def cascade_response(result: CascadeResult, tier_names: Sequence[str]) -> pb.Cas
         degraded_reasons=list(result.degraded_reasons),
         content=[blocks.block_pb(b) for b in result.content if blocks.is_answer_block(b)],
         stop_reason=result.stop_reason,
+        tenant_over_budget=result.tenant_over_budget,
     )
     if result.decision is not None:
         response.route.CopyFrom(route_response(result.decision, result.request_id, tier_names))

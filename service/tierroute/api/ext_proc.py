@@ -55,6 +55,7 @@ from tierroute.errors import (
 from tierroute.querylog import QueryLogWriter, QueryRecord
 from tierroute.routing import Decision, RouteQuery, Router
 from tierroute.settings import Settings
+from tierroute.tenancy import Tenancy
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +146,13 @@ class Exchange:
     request_id: str = ""
     answer_headers: dict[str, str] = field(default_factory=dict)
     _asked: dict[str, str] = field(default_factory=dict)
+    # The session's floor and open agent loop, read from the tenant state before the body.
+    session: tuple[int, int | None] = (0, None)
+
+    @property
+    def session_id(self) -> str:
+        """The session the request's headers name, if any."""
+        return self._asked.get(HEADER_SESSION, "")
 
     def respond(self, request: ep.ProcessingRequest) -> ep.ProcessingResponse:
         """The response to one ProcessingRequest; InvalidRequest when it names no phase."""
@@ -229,8 +237,10 @@ class Exchange:
             history=body.history,
             strategy=strategy,
             tenant_id=self.tenant_id,
-            session_id=self._asked.get(HEADER_SESSION, ""),
+            session_id=self.session_id,
             request_id=self.request_id,
+            session_floor=self.session[0],
+            session_loop_tier=self.session[1],
             metadata={"front_door": "envoy_ext_proc"},
             continues_tool_use=body.tool_results,
         )
@@ -303,10 +313,18 @@ class Exchange:
 class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
     """Envoy's ext_proc service: one `Exchange` per stream, one response per phase."""
 
-    def __init__(self, settings: Settings, router: Router, *, record: Record | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        router: Router,
+        *,
+        record: Record | None = None,
+        tenancy: Tenancy | None = None,
+    ) -> None:
         self._settings = settings
         self._router = router
         self._record = record
+        self._tenancy = tenancy
 
     async def Process(  # noqa: N802 (the proto's method name)
         self,
@@ -317,6 +335,15 @@ class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorSer
             self._settings, self._router, tenant_id=current_tenant() or "", record=self._record
         )
         async for request in request_iterator:
+            if (
+                self._tenancy is not None
+                and exchange.session_id
+                and request.WhichOneof("request") == "request_body"
+            ):
+                # Routing reads the session's floor (raised only by answered Cascades).
+                exchange.session = await self._tenancy.session(
+                    exchange.tenant_id, exchange.session_id
+                )
             try:
                 response = exchange.respond(request)
             except InvalidRequest as exc:
@@ -325,13 +352,20 @@ class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorSer
 
 
 def add_to_server(
-    server: aio.Server, settings: Settings, router: Router, querylog: QueryLogWriter | None
+    server: aio.Server,
+    settings: Settings,
+    router: Router,
+    querylog: QueryLogWriter | None,
+    tenancy: Tenancy | None = None,
 ) -> tuple[str, ...]:
     """Serve the processor on `server` when `ext_proc.enabled`; the service names added."""
     if not settings.ext_proc.enabled:
         return ()
     servicer = ExternalProcessorServicer(
-        settings, router, record=querylog.submit if querylog is not None else None
+        settings,
+        router,
+        record=querylog.submit if querylog is not None else None,
+        tenancy=tenancy,
     )
     external_processor_pb2_grpc.add_ExternalProcessorServicer_to_server(servicer, server)
     return (SERVICE_NAME,)

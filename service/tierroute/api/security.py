@@ -124,14 +124,21 @@ class TokenStore:
         try:
             raw = path.read_bytes()
         except OSError as exc:
-            raise ConfigError(f"cannot read tokens file {path}: {exc.strerror}") from exc
+            raise ConfigError(
+                f"cannot read tokens file {path}: {exc.strerror}; check auth.tokens_file"
+            ) from exc
         try:
             data = json.loads(raw) if path.suffix == ".json" else tomllib.loads(raw.decode())
         except (ValueError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"tokens file {path} does not parse: {exc}") from exc
+            raise ConfigError(
+                f"tokens file {path} (auth.tokens_file) does not parse: {exc}"
+            ) from exc
         if not isinstance(data, Mapping):
-            raise ConfigError(f"tokens file {path} must hold a table")
-        return cls.from_mapping(data)
+            raise ConfigError(f"tokens file {path} (auth.tokens_file) must hold a table")
+        try:
+            return cls.from_mapping(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path} (auth.tokens_file): {exc}") from exc
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -192,6 +199,14 @@ class Authenticator:
         """Whether tokens are checked at all."""
         return self.store is not None
 
+    def swap_store(self, store: TokenStore) -> None:
+        """Put a reloaded tokens file in force; a call already checked is not checked again.
+
+        One assignment, so each call sees the old tokens or the new, never a mixture.
+        """
+        self.store = store
+        logger.info("bearer tokens reloaded (%s tokens)", len(store))
+
     def authorize(
         self,
         method: str,
@@ -208,7 +223,10 @@ class Authenticator:
                     "admin calls need an admin token; configure auth.tokens_file"
                 )
             return None
-        principal = self.store.authenticate(bearer_token(metadata))
+        store = self.store
+        if store is None:
+            return None
+        principal = store.authenticate(bearer_token(metadata))
         if principal is None:
             raise Unauthenticated("unknown bearer token")
         if principal.admin:

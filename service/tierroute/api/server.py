@@ -1,7 +1,8 @@
 """Builds and runs the tierroute gRPC server: load -> warm up -> SERVING -> drain -> stop.
 
 The Messages API endpoint (`tierroute.api.http`) runs in the same event loop over the same
-router, engine, query log and in-flight bound, binds with the gRPC port and drains with it.
+router, engine, tenancy, query log and in-flight bound, binds with the gRPC port and drains
+with it.
 `TierRouteServer` is the one factory that `tierroute serve` and the tests both use. Its
 collaborators (router model, provider, tracer provider) can be injected; by default they
 are built from the settings.
@@ -13,6 +14,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -26,7 +28,8 @@ from tierroute.api.admission import AdmissionInterceptor
 from tierroute.api.calllog import CallLog
 from tierroute.api.health import SERVICE_NAME, BreakerHealthServicer
 from tierroute.api.http import HttpServer, MessagesEdge
-from tierroute.api.security import AuthInterceptor, server_credentials
+from tierroute.api.preflight import check_paths
+from tierroute.api.security import AuthInterceptor, TokenStore, server_credentials
 from tierroute.api.servicer import TierRouterServicer
 from tierroute.api.status import ErrorMappingInterceptor, ServerInterceptor
 from tierroute.cascade import CascadeEngine
@@ -37,6 +40,7 @@ from tierroute.providers import Backend, Provider, build_backend
 from tierroute.querylog import QueryLogWriter
 from tierroute.routing import Router, Scorer
 from tierroute.settings import Settings
+from tierroute.tenancy import Reloader, Tenancy, TenantBook, WatchedFile
 from tierroute.v1 import tierroute_pb2_grpc as pb_grpc
 
 logger = logging.getLogger(__name__)
@@ -86,6 +90,9 @@ class TierRouteServer:
         self._watcher: asyncio.Task[None] | None = None
         self.port = 0
         self.admission = AdmissionInterceptor(settings.server.max_in_flight)
+        # Tenants' limits and state (budgets, rate limits, sessions, request ids).
+        self.tenancy: Tenancy | None = None
+        self.reloader: Reloader | None = None
         # The Anthropic Messages API endpoint, when on (http.port, or start's http_port).
         self._http: HttpServer | None = None
         self.http_port = 0
@@ -99,6 +106,8 @@ class TierRouteServer:
         configured `http.port`, where 0 turns it off; its bound port is `http_port` after.
         """
         cfg = self.settings.server
+        # Every file and directory first: a problem is one line naming the setting.
+        check_paths(self.settings, model_injected=self._scorer is not None)
         # The registry's promoted version when a registry is configured, else model_dir.
         registry = ModelRegistry.from_settings(self.settings)
         initial = startup_model(self.settings, registry, self._scorer)
@@ -116,6 +125,8 @@ class TierRouteServer:
         # Load and warm before binding: a bad model fails start-up before any port opens.
         self._warm_up(scorer)
         auth = AuthInterceptor.from_settings(self.settings.auth)
+        tenancy = Tenancy.from_settings(self.settings)
+        self.reloader = self._reloader(auth, tenancy)
         server = aio.server(
             # The RPC span first, so it wraps (and times) everything, refusals included;
             # then admission (the cheapest refusal), then who is calling, then the rest.
@@ -150,8 +161,12 @@ class TierRouteServer:
         try:
             # Before the query log and the backend start, like the gRPC port above.
             self._bind_http(host, http_port)
+            self.tenancy = tenancy
+            await tenancy.start()
             if self._querylog is None and self.settings.querylog.enabled:
-                self._own_querylog = QueryLogWriter.from_config(self.settings.querylog)
+                self._own_querylog = QueryLogWriter.from_config(
+                    self.settings.querylog, keep_shadow_text=self.settings.shadow.sample_rate > 0
+                )
                 await self._own_querylog.start()
                 self._querylog = self._own_querylog
             provider, forward = self._provider, self._forward_faults
@@ -173,25 +188,14 @@ class TierRouteServer:
                     self.settings,
                     self.router,
                     self.engine,
+                    tenancy=tenancy,
                     querylog=self._querylog,
                     models=self.models,
                     forward_fault_headers=forward,
                 ),
                 server,
             )
-            # Envoy's external processor shares the port, the router and the query log.
-            extra = ext_proc.add_to_server(server, self.settings, self.router, self._querylog)
-            if self._http is not None:
-                edge = MessagesEdge(
-                    self.settings,
-                    self.router,
-                    self.engine,
-                    calls=CallLog(self.settings, self.router, self._querylog, self.models),
-                    authenticator=auth.authenticator,
-                    admission=self.admission,
-                    forward_fault_headers=forward,
-                )
-                self._http.start(edge.app(self._tracer_provider))
+            extra = self._add_edges(server, auth, tenancy, forward)
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
             reflection.enable_server_reflection(
                 (SERVICE_NAME, *extra, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -204,13 +208,66 @@ class TierRouteServer:
             raise
         self._server = server
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._watch(registry)
+        logger.info("serving on port %s (model %s)", self.port, self.router.model_version)
+        return self.port
+
+    def _watch(self, registry: ModelRegistry | None) -> None:
+        """Start watching the tokens and tenants files, and the registry's promotions."""
+        if self.reloader is not None:
+            self.reloader.start()
         poll_s = self.settings.routing.registry_poll_s
-        if registry is not None and poll_s > 0:
+        if registry is not None and poll_s > 0 and self.models is not None:
             self._watcher = asyncio.create_task(
                 self.models.watch(poll_s), name="tierroute-model-watcher"
             )
-        logger.info("serving on port %s (model %s)", self.port, self.router.model_version)
-        return self.port
+
+    def _reloader(self, auth: AuthInterceptor, tenancy: Tenancy) -> Reloader:
+        """The files that reload on change and on SIGHUP: tokens and tenants' limits."""
+        files: list[WatchedFile[Any]] = []
+        tokens_file = self.settings.auth.tokens_file
+        if tokens_file is not None:
+            files.append(
+                WatchedFile(
+                    tokens_file, "auth.tokens_file", TokenStore.load, auth.authenticator.swap_store
+                )
+            )
+        tenants_file = self.settings.tenancy.tenants_file
+        if tenants_file is not None:
+            files.append(
+                WatchedFile(
+                    tenants_file, "tenancy.tenants_file", TenantBook.load, tenancy.swap_book
+                )
+            )
+        return Reloader(files, self.settings.tenancy.reload_poll_s)
+
+    def reload_files(self) -> None:
+        """Reload the tokens and tenants files now (SIGHUP); a bad file keeps the old one."""
+        if self.reloader is not None:
+            self.reloader.reload_all()
+
+    def _add_edges(
+        self, server: aio.Server, auth: AuthInterceptor, tenancy: Tenancy, forward: bool
+    ) -> tuple[str, ...]:
+        """Envoy's external processor on the gRPC port and the Messages API on the HTTP one,
+        over the same router, engine, tenancy and query log; the extra gRPC service names."""
+        assert self.router is not None
+        assert self.engine is not None
+        extra = ext_proc.add_to_server(server, self.settings, self.router, self._querylog, tenancy)
+        if self._http is None:
+            return extra
+        edge = MessagesEdge(
+            self.settings,
+            self.router,
+            self.engine,
+            tenancy=tenancy,
+            calls=CallLog(self.settings, self._querylog, self.models),
+            authenticator=auth.authenticator,
+            admission=self.admission,
+            forward_fault_headers=forward,
+        )
+        self._http.start(edge.app(self._tracer_provider))
+        return extra
 
     def _bind_http(self, host: str | None, http_port: int | None) -> None:
         """Listen for HTTP when it is on; ConfigError when its port cannot be had."""
@@ -230,6 +287,9 @@ class TierRouteServer:
         if self._http is not None:
             await self._http.stop(0)
             self._http = None
+        if self.tenancy is not None:
+            await self.tenancy.aclose()
+            self.tenancy = None
         if self._own_querylog is not None:
             await self._own_querylog.close(self.settings.querylog.close_timeout_s)
             self._own_querylog = self._querylog = None
@@ -276,6 +336,8 @@ class TierRouteServer:
             self._watcher.cancel()
             await asyncio.wait([self._watcher])
             self._watcher = None
+        if self.reloader is not None:
+            await self.reloader.stop()
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         if drain_s > 0:
             await asyncio.sleep(drain_s)
@@ -286,6 +348,10 @@ class TierRouteServer:
             self._server.stop(grace), self._http.stop(grace) if self._http else asyncio.sleep(0)
         )
         self._server = self._http = None
+        # After the drain: every call in flight has settled its spend by now.
+        if self.tenancy is not None:
+            await self.tenancy.aclose()
+            self.tenancy = None
         # After the drain: every call in flight has submitted its record by now.
         if self._own_querylog is not None:
             await self._own_querylog.close(self.settings.querylog.close_timeout_s)
@@ -326,15 +392,18 @@ async def serve(
             meter_provider=tel.meter_provider,
         )
         bound = await server.start(host, port, http_port=http_port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        # SIGHUP reloads the tokens and tenants files without dropping a call. Installed
+        # before the line below, which tells whoever waits for it that signals are safe.
+        loop.add_signal_handler(signal.SIGHUP, server.reload_files)
         address = host or settings.server.host
         if server.http_port:
             http_host = settings.http.host or address
             print(f"tierroute serving HTTP on {http_host}:{server.http_port}", flush=True)
         print(f"tierroute serving on {address}:{bound}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         logger.info(
             "shutting down; drain %ss, grace period %ss",

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
+import random
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,21 +19,23 @@ import grpc
 from grpc import aio
 
 from tierroute.api import convert, recording
-from tierroute.api.calllog import CallLog, request_texts
-from tierroute.api.security import current_tenant
-from tierroute.cascade import CascadeEngine, CascadeQuery, EventStream
+from tierroute.api.security import current_principal, current_tenant
+from tierroute.api.status import status_for
+from tierroute.cascade import CascadeEngine, CascadeQuery, CascadeResult, EventStream
 from tierroute.errors import (
     ConfigError,
     InvalidRequest,
     ModelLoadError,
     NotFound,
+    TierrouteError,
 )
 from tierroute.model import ModelReloader, valid_version_name
 from tierroute.providers.replay.faults import FAULT_HEADERS
-from tierroute.querylog import FeedbackRecord, QueryLogWriter
-from tierroute.querylog.records import Kind
+from tierroute.querylog import FeedbackRecord, QueryLogWriter, QueryRecord
+from tierroute.querylog.records import SHADOW_PREFIX, SHADOW_TIER, Kind
 from tierroute.routing import RouteQuery, Router
 from tierroute.settings import Settings
+from tierroute.tenancy import CascadeCall, Tenancy, resolve_tenant
 from tierroute.v1 import tierroute_pb2 as pb
 from tierroute.v1 import tierroute_pb2_grpc as pb_grpc
 
@@ -39,12 +44,14 @@ logger = logging.getLogger(__name__)
 Context = aio.ServicerContext[Any, Any]
 
 
-def _with_tenant(query: RouteQuery) -> RouteQuery:
-    # With authentication on, a request that names no tenant is the token's tenant's.
-    tenant = current_tenant()
-    if query.tenant_id or not tenant:
-        return query
-    return dataclasses.replace(query, tenant_id=tenant)
+# Held on a request id beyond the call's own deadline, so that a replica that dies with it
+# running frees it for a retry a little after the call would have ended anyway.
+LEASE_MARGIN_S = 30.0
+
+
+def _fingerprint(request: pb.CascadeRequest) -> str:
+    """What a repeat of a request id must match: the request itself."""
+    return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
 
 
 class TierRouterServicer(pb_grpc.TierRouterServicer):
@@ -56,20 +63,72 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
         router: Router,
         engine: CascadeEngine | None,
         *,
+        tenancy: Tenancy,
         querylog: QueryLogWriter | None = None,
         models: ModelReloader | None = None,
         forward_fault_headers: bool = False,
     ) -> None:
         self._settings = settings
+        self._tenancy = tenancy
         self._router = router
         self._engine = engine
         self._log = querylog
         self._models = models
-        # The query-log side of each call, shared in form with the HTTP endpoint.
-        self._calls = CallLog(settings, router, querylog, models)
         self._store_text = settings.querylog.store_text
+        self._audit_rate = settings.querylog.audit_sample_rate
+        self._shadow_rate = settings.shadow.sample_rate
+        self._rng = random.Random()
         self._forward_faults = forward_fault_headers
         self._tier_names = tuple(t.name for t in settings.tiers)
+
+    def _shadow(self, record: QueryRecord, query: RouteQuery | None) -> dict[str, Any]:
+        """Shadow mode: for a sampled call, what the policy would have decided, with the text.
+
+        A caller's own `shadow.*` metadata is dropped, so only the server marks a sample.
+        """
+        metadata = {k: v for k, v in record.metadata.items() if not k.startswith(SHADOW_PREFIX)}
+        changes: dict[str, Any] = {}
+        if len(metadata) != len(record.metadata):
+            changes["metadata"] = metadata
+        if query is None or self._shadow_rate <= 0 or self._rng.random() >= self._shadow_rate:
+            return changes
+        try:
+            decision = self._router.decide(
+                dataclasses.replace(query, strategy="classifier", rule="calibrated")
+            )
+        except TierrouteError as exc:
+            logger.debug("shadow decision unavailable: %s", exc)
+            return changes
+        metadata.update(
+            {
+                SHADOW_TIER: decision.tier.name,
+                f"{SHADOW_PREFIX}strategy": decision.strategy,
+                f"{SHADOW_PREFIX}rule": decision.rule,
+                f"{SHADOW_PREFIX}model_version": decision.model_version,
+                f"{SHADOW_PREFIX}scores": ",".join(f"{s:.6f}" for s in decision.scores),
+            }
+        )
+        return {"metadata": metadata, "query_text": query.text}
+
+    def _record(
+        self,
+        record: QueryRecord,
+        text: str,
+        answer: str | None = None,
+        query: RouteQuery | None = None,
+    ) -> None:
+        if self._log is None:
+            return
+        changes: dict[str, Any] = self._shadow(record, query)
+        if self._models is not None:
+            # A number for drift checks, for a sample of calls; never the text itself.
+            coverage = self._models.coverage(text, record.query_sha256, record.model_version)
+            if coverage is not None:
+                changes["vocab_coverage"] = coverage
+        if answer is not None and self._audit_rate > 0 and self._rng.random() < self._audit_rate:
+            # An opted-in audit sample: the question and answer an audit re-judges.
+            changes.update(query_text=text, answer_text=answer)
+        self._log.submit(dataclasses.replace(record, **changes) if changes else record)
 
     def _record_failure(
         self,
@@ -77,28 +136,69 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
         request: pb.RouteRequest | pb.CascadeRequest,
         exc: BaseException,
     ) -> None:
-        self._calls.failed(
-            kind,
-            exc,
-            request_id=request.request_id,
-            texts=request_texts(request),
-            tenant_id=request.tenant_id or current_tenant() or "",
-            session_id=request.session_id,
+        if self._log is None:
+            return
+        if isinstance(exc, TierrouteError):
+            status = status_for(exc).name
+        elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
+            # Cancelled, or a stream the client left (gRPC closes its generator).
+            status = "CANCELLED"
+        elif isinstance(exc, aio.AbortError):
+            return  # aborted calls were recorded where they aborted
+        else:
+            status = "INTERNAL"
+        texts = (
+            [request.query]
+            if request.query
+            else [m.content for m in request.messages if m.role == pb.ROLE_USER]
         )
+        self._log.submit(
+            recording.failed_record(
+                kind,
+                request_id=request.request_id[:128] or uuid.uuid4().hex,
+                texts=texts,
+                status=status,
+                store_text=self._store_text,
+                tenant_id=request.tenant_id or current_tenant() or "",
+                session_id=request.session_id,
+            )
+        )
+
+    def _tenant(self, query: RouteQuery, context: Context) -> RouteQuery:
+        """The query with its tenant (docs/tenancy.md): the token's, else the request's or
+        the tenant header's when authentication is off."""
+        header = self._settings.tenancy.tenant_header
+        named = [v for k, v in context.invocation_metadata() or () if k == header]
+        tenant = resolve_tenant(
+            token_tenant=current_tenant(),
+            auth_enabled=current_principal() is not None,
+            requested=query.tenant_id,
+            header=str(named[0]) if named else None,
+        )
+        if len(tenant) > self._settings.limits.max_id_chars:
+            raise InvalidRequest("the tenant id is too long")
+        return dataclasses.replace(query, tenant_id=tenant)
 
     async def Route(self, request: pb.RouteRequest, context: Context) -> pb.RouteResponse:
         try:
-            query = _with_tenant(convert.route_query(request, self._settings))
+            query = self._tenant(convert.route_query(request, self._settings), context)
             if query.strategy == "self_routing":
                 raise InvalidRequest(
                     "self-routing calls a model; use Cascade for STRATEGY_SELF_ROUTING"
                 )
+            # Route calls no model: it counts toward the tenant's requests per minute only,
+            # and reads its session's floor without raising it.
+            await self._tenancy.admit(query.tenant_id, model_calls=False)
+            floor, loop = await self._tenancy.session(query.tenant_id, query.session_id)
+            query = dataclasses.replace(query, session_floor=floor, session_loop_tier=loop)
             decision = self._router.route(query)
         except BaseException as exc:
             self._record_failure("route", request, exc)
             raise
-        self._calls.record(
-            recording.route_record(query, decision, store_text=self._store_text), query.text
+        self._record(
+            recording.route_record(query, decision, store_text=self._store_text),
+            query.text,
+            query=query,
         )
         return convert.route_response(decision, query.request_id, self._tier_names)
 
@@ -109,24 +209,89 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
                 if key in FAULT_HEADERS and isinstance(value, str):
                     headers[key] = value
         query = convert.cascade_query(request, self._settings, headers)
-        return dataclasses.replace(query, route=_with_tenant(query.route))
+        return dataclasses.replace(query, route=self._tenant(query.route, context))
+
+    async def _open(
+        self, query: CascadeQuery, request: pb.CascadeRequest, context: Context
+    ) -> tuple[CascadeQuery, CascadeCall]:
+        """The tenancy checks before a Cascade runs; the query with its session's state
+        (and, over budget in cheapest mode, on the cheapest tier)."""
+        route = query.route
+        remaining = context.time_remaining()
+        deadline = self._settings.cascade.max_deadline_s
+        call = await self._tenancy.open_cascade(
+            route.tenant_id,
+            request.request_id,
+            _fingerprint(request),
+            session_id=route.session_id,
+            lease_s=(deadline if remaining is None else min(remaining, deadline)) + LEASE_MARGIN_S,
+        )
+        route = dataclasses.replace(
+            route, session_floor=call.session_floor, session_loop_tier=call.session_loop_tier
+        )
+        return (
+            dataclasses.replace(query, route=route, cheapest_only=call.admission.cheapest),
+            call,
+        )
+
+    async def _run(self, query: CascadeQuery, call: CascadeCall, **kwargs: Any) -> CascadeResult:
+        assert self._engine is not None
+        request_id = query.route.request_id or uuid.uuid4().hex
+        query = dataclasses.replace(
+            query, route=dataclasses.replace(query.route, request_id=request_id)
+        )
+        return await self._engine.run(query, ledger=call.ledger(request_id), **kwargs)
+
+    async def _answered(
+        self,
+        query: CascadeQuery,
+        call: CascadeCall,
+        result: CascadeResult,
+        response: pb.CascadeResponse,
+    ) -> None:
+        """Raise the session's floor to the answering tier, keep the result for repeats of
+        its request id, and log the call."""
+        await call.answered(
+            query.route.session_id,
+            result.tier_index,
+            tool_call=result.judge_status == "tool_use",
+            sticky=self._settings.routing.session_sticky,
+            result=response.SerializeToString(),
+        )
+        strategy = "self_routing" if query.self_routing else ""
+        self._record(
+            recording.cascade_record(
+                query.route, result, strategy=strategy, store_text=self._store_text
+            ),
+            query.route.text,
+            result.answer,
+            query=query.route,
+        )
 
     async def Cascade(self, request: pb.CascadeRequest, context: Context) -> pb.CascadeResponse:
         if self._engine is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "no model backend is configured")
+        call: CascadeCall | None = None
         try:
             query = self._cascade_query(request, context)
             if query.stream_drafts:
                 raise InvalidRequest("stream_drafts is for CascadeStream; Cascade has no drafts")
+            query, call = await self._open(query, request, context)
+            if call.recorded is not None:
+                # A repeat of a finished request id: its answer, with no model called.
+                return pb.CascadeResponse.FromString(call.recorded)
             # The caller's deadline flows down to every provider call; the engine caps it.
-            result = await self._engine.run(
-                query, deadline_s=convert.engine_deadline(context.time_remaining())
+            result = await self._run(
+                query, call, deadline_s=convert.engine_deadline(context.time_remaining())
             )
         except BaseException as exc:
+            if call is not None:
+                await call.failed(cancelled=isinstance(exc, asyncio.CancelledError | GeneratorExit))
             self._record_failure("cascade", request, exc)
             raise
-        self._calls.answered(query, result)
-        return convert.cascade_response(result, self._tier_names)
+        response = convert.cascade_response(result, self._tier_names)
+        await self._answered(query, call, result, response)
+        return response
 
     async def CascadeStream(
         self, request: pb.CascadeRequest, context: Context
@@ -136,12 +301,21 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
         with it every provider call in flight."""
         if self._engine is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "no model backend is configured")
+        call: CascadeCall | None = None
         try:
             query = self._cascade_query(request, context)
+            query, call = await self._open(query, request, context)
+            if call.recorded is not None:
+                recorded = pb.CascadeResponse.FromString(call.recorded)
+                if recorded.answer:
+                    yield pb.CascadeEvent(text=recorded.answer)
+                yield pb.CascadeEvent(response=recorded)
+                return
             events = EventStream(drafts=query.stream_drafts)
             run = asyncio.create_task(
-                self._engine.run(
+                self._run(
                     query,
+                    call,
                     deadline_s=convert.engine_deadline(context.time_remaining()),
                     events=events,
                 ),
@@ -157,9 +331,13 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
                     run.cancel()
                     await asyncio.wait([run])
         except BaseException as exc:
+            if call is not None:
+                await call.failed(cancelled=isinstance(exc, asyncio.CancelledError | GeneratorExit))
             self._record_failure("cascade", request, exc)
             raise
-        self._calls.answered(query, result)
+        await self._answered(
+            query, call, result, convert.cascade_response(result, self._tier_names)
+        )
 
     async def Feedback(self, request: pb.FeedbackRequest, context: Context) -> pb.FeedbackResponse:
         if not request.request_id or len(request.request_id) > self._settings.limits.max_id_chars:

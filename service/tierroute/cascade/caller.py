@@ -20,6 +20,7 @@ from types import TracebackType
 from tierroute.cascade.breaker import CIRCUIT_OPEN, BreakerBoard, Permit
 from tierroute.cascade.limits import retry_delay
 from tierroute.cascade.run import RunState
+from tierroute.cascade.spend import SPEND_STOPS, Held
 from tierroute.cascade.streaming import (
     AnswerText,
     HopFinishedEvent,
@@ -31,6 +32,7 @@ from tierroute.cascade.types import CallOutcome, HopDraft, HopRole, Stop
 from tierroute.errors import ProviderConnectionError, ProviderError, ProviderTimeout
 from tierroute.observability.names import CANCEL_NOT_NEEDED, CANCEL_REQUEST_ENDED
 from tierroute.providers import (
+    AnswerParams,
     Completion,
     Message,
     Provider,
@@ -94,6 +96,10 @@ class TierCaller:
             if prestarted is not None:
                 outcome = await prestarted
                 prestarted = None
+                if outcome.stop in SPEND_STOPS:
+                    # Refused while the call before it ran at its worst case; that call
+                    # has settled since, so the answer is asked for afresh.
+                    continue
             else:
                 outcome = await self.call(
                     run, index, "answer", messages, speculative=False, text=text
@@ -152,12 +158,25 @@ class TierCaller:
                 return CallOutcome(circuit_open=True)
             return CallOutcome(stop=stop)
         try:
+            held = await self._reserve(run, index, draft, messages)
+        except BaseException:
+            permit.release()
+            self._finished(run, position, draft)
+            raise
+        if not isinstance(held, Held):
+            # The cost ceiling or the tenant's budget refused the call: nothing was sent.
+            permit.release()
+            self._finished(run, position, draft)
+            return CallOutcome(stop=held)
+        try:
             outcome = await self._execute(run, draft, messages, text)
         except BaseException:
             # Cancelled (or a bug): the call says nothing about the tier's health.
             permit.release()
+            run.spend.settle(held, draft)
             self._finished(run, position, draft)
             raise
+        run.spend.settle(held, draft)
         if outcome.completion is not None:
             permit.success()
         elif outcome.error is not None and outcome.error.retryable and outcome.stop is None:
@@ -167,6 +186,33 @@ class TierCaller:
             permit.release()
         self._finished(run, position, draft)
         return outcome
+
+    async def _reserve(
+        self, run: RunState, index: int, draft: HopDraft, messages: list[Message]
+    ) -> Held | Stop:
+        """Reserve the call's worst case with the request's spend: its prompt's estimated
+        input tokens (all written to the cache when the request caches) and its maximum
+        output tokens, at its tier's prices."""
+        judge = draft.role == "judge"
+        max_tokens = self._max_tokens(run, draft, judge=judge)
+        system = prompts.JUDGE_SYSTEM if judge else (run.query.system or None)
+        params = None if judge else run.query.params
+        body = message_body(
+            model=draft.tier.model,
+            messages=messages,
+            max_tokens=max_tokens,
+            system=system,
+            tool=prompts.JUDGE_TOOL if judge else None,
+            params=params,
+        )
+        input_tokens = prompt_tokens(body, messages, system)
+        tier = draft.tier
+        if not judge and _asks_caching(messages, run.query.params):
+            worst = tier.cost_usd(0, max_tokens, cache_creation_tokens=input_tokens)
+            worst = max(worst, tier.cost_usd(input_tokens, max_tokens))
+        else:
+            worst = tier.cost_usd(input_tokens, max_tokens)
+        return await run.spend.reserve(draft, index, worst, input_tokens + max_tokens, max_tokens)
 
     def _finished(self, run: RunState, position: int, draft: HopDraft) -> None:
         """Tell a streamed request that a call ended (and what its judge decided)."""
@@ -399,6 +445,12 @@ class TierCaller:
             error.kind,
         )
         return CallOutcome(error=error)
+
+
+def _asks_caching(messages: list[Message], params: AnswerParams) -> bool:
+    """Whether any block of the answer call carries cache_control (it may be cache-written)."""
+    blocks = (*params.system, *params.tools, *(b for m in messages for b in m.blocks))
+    return any("cache_control" in block for block in blocks)
 
 
 class Speculation:

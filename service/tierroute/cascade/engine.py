@@ -37,6 +37,7 @@ from tierroute.cascade.caller import Speculation, TierCaller
 from tierroute.cascade.limits import AttemptBudget, Deadline
 from tierroute.cascade.run import RunState
 from tierroute.cascade.sampling import JudgeSampler
+from tierroute.cascade.spend import SPEND_STOPS, Ledger, RequestSpend
 from tierroute.cascade.streaming import AnswerText, EventStream
 from tierroute.cascade.telemetry import CascadeTelemetry
 from tierroute.cascade.types import (
@@ -276,8 +277,12 @@ class CascadeEngine:
         *,
         deadline_s: float | None,
         events: EventStream | None = None,
+        ledger: Ledger | None = None,
     ) -> CascadeResult:
         """Answer `query` within `deadline_s` seconds (None: the configured default).
+
+        Every call is reserved at its worst case against the request's cost ceiling
+        (`policy.max_cost_usd`) and, with `ledger`, its tenant's budget (`cascade.spend`).
 
         With `events` the run streams: every hop, verdict and committed piece of the
         answer's text is written to it as it happens, and last the result
@@ -296,6 +301,7 @@ class CascadeEngine:
             budget=AttemptBudget(config.max_attempts),
             started=started,
             events=events,
+            spend=RequestSpend(query.route.max_cost_usd, ledger),
         )
         try:
             result = await self._cascade(run, start_index, decision)
@@ -337,6 +343,9 @@ class CascadeEngine:
                     f"start tier {query.start_tier!r} is not configured; "
                     f"use one of {[t.name for t in self._tiers]}"
                 ) from exc
+        if query.cheapest_only:
+            # The tenant's budget is spent: the cheapest tier answers, whatever was asked.
+            override = 0
         if query.self_routing:
             if override not in (None, 0):
                 raise InvalidRequest(
@@ -349,7 +358,9 @@ class CascadeEngine:
             # thresholds assume a judge may check the answer; a request that turns judging
             # off starts where Route would, with nothing behind the start tier.
             decision = self._router.decide(query.route, for_cascade=query.judge_mode != "never")
-            if override is not None:
+            if query.cheapest_only:
+                decision = self._cheapest(decision, query.route.tenant_id)
+            elif override is not None:
                 decision = self._overridden(decision, override)
             self._telemetry.routed(span, decision)
         return decision.tier_index, decision
@@ -371,11 +382,25 @@ class CascadeEngine:
             plan=None if dropped else decision.plan,
         )
 
+    def _cheapest(self, decision: Decision, tenant: str) -> Decision:
+        """The decision moved to the cheapest tier: the tenant's budget is spent."""
+        note = ReasonNote(
+            Reason.TENANT_BUDGET,
+            f"tenant {tenant!r} is over budget; the cheapest tier answers, unjudged",
+        )
+        return dataclasses.replace(
+            decision,
+            tier_index=0,
+            tier=self._tiers[0],
+            reasons=(*decision.reasons, note),
+            plan=None,
+        )
+
     @staticmethod
     def _speculate(
         query: CascadeQuery, decision: Decision | None, judged: bool, bound: float
     ) -> bool:
-        if query.speculation == "off" or query.pinned:
+        if query.speculation == "off" or query.pinned or query.cheapest_only:
             return False
         if query.speculation == "on":
             return True
@@ -386,7 +411,7 @@ class CascadeEngine:
         """The request's judge mode decides; by default the value policy's plan, else the
         sampler, whose one draw covers every answer of the request."""
         mode = run.query.judge_mode
-        if run.query.pinned:
+        if run.query.pinned or run.query.cheapest_only:
             return _Judging(False, False, "skipped")
         if mode == "always":
             return _Judging(True, True, "sampled_out")
@@ -547,7 +572,9 @@ class CascadeEngine:
         judge_name = self._tiers[index + 1].name
         outcome = await self._caller.judge(run, index + 1, climb.question, answer)
         if outcome.stop is not None:
-            return _Stopped(outcome.stop, _Candidate.of(completion, index, "unavailable"))
+            # A judge the cost ceiling or the budget left out chose not to judge: skipped.
+            status: JudgeStatus = "skipped" if outcome.stop in SPEND_STOPS else "unavailable"
+            return _Stopped(outcome.stop, _Candidate.of(completion, index, status))
         if outcome.circuit_open:
             # Unjudged is not passed: escalate, holding the answer in case nothing better.
             note = ReasonNote(
@@ -610,6 +637,8 @@ class CascadeEngine:
         if isinstance(end, _Candidate):
             return self._result(run, climb, end)
         if isinstance(end, _Stopped):
+            if end.held is None and run.spend.serves_cheapest:
+                return await self._cheapest_instead(run, climb)
             return self._stopped(run, climb, end.stop, end.held)
         name = self._tiers[end.index].name
         if isinstance(end, _Interrupted):
@@ -678,11 +707,31 @@ class CascadeEngine:
             f"no tier could answer; the {name} circuit breaker is open and no tier below answered"
         )
 
+    async def _cheapest_instead(self, run: RunState, climb: _Climb) -> CascadeResult:
+        """The tenant's budget refused the tier asked, and its policy serves the cheapest
+        tier instead: its answer, unjudged."""
+        note = ReasonNote(
+            Reason.TENANT_BUDGET,
+            f"tenant {run.query.route.tenant_id!r} is over budget; the cheapest tier answers, "
+            "unjudged",
+        )
+        run.reasons.append(note)
+        outcome = await self._caller.answer(run, 0, climb.plain)
+        if outcome.error is not None and outcome.stop is None:
+            raise AllTiersFailed(
+                f"over budget, and the cheapest tier failed with {outcome.error.kind}"
+            ) from outcome.error
+        if outcome.completion is None:
+            return self._stopped(run, climb, outcome.stop or "tenant_budget", None)
+        return self._result(run, climb, _Candidate.of(outcome.completion, 0, "skipped"))
+
     def _stopped(
         self, run: RunState, climb: _Climb, stop: Stop, held: _Candidate | None
     ) -> CascadeResult:
         """A request limit cut the cascade: the answer held, degraded, else its error."""
         if held is None:
+            if stop in SPEND_STOPS and run.spend.refusal is not None:
+                raise run.spend.refusal
             if stop == "deadline":
                 raise DeadlineExceeded("the request's deadline passed before any answer")
             raise BudgetExhausted(
@@ -712,6 +761,7 @@ class CascadeEngine:
             decision=climb.decision,
             content=answer.content or ({"type": "text", "text": answer.text},),
             stop_reason=answer.stop_reason,
+            tenant_over_budget=run.query.cheapest_only or run.spend.over_budget,
         )
 
 

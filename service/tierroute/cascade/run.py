@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tierroute.cascade.limits import AttemptBudget, Deadline
+from tierroute.cascade.spend import RequestSpend
 from tierroute.cascade.streaming import EventStream
 from tierroute.cascade.types import CascadeQuery, HopDraft
 from tierroute.routing import ReasonNote
@@ -29,6 +30,8 @@ class RunState:
     degraded: list[str] = field(default_factory=list)
     # A streamed request's events (None: a unary Cascade).
     events: EventStream | None = None
+    # The cost ceiling and the tenant's budget, charged before every call.
+    spend: RequestSpend = field(default_factory=RequestSpend)
 
     def next_attempt(self, tier: str, role: str) -> int:
         """Number the next call of `tier` in `role` (1 = first), per request."""

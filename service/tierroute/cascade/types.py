@@ -31,8 +31,9 @@ JudgeStatus = Literal[
 SpeculationMode = Literal["default", "on", "off"]
 JudgeMode = Literal["default", "always", "never", "start_only"]
 JUDGE_MODES: tuple[JudgeMode, ...] = ("default", "always", "never", "start_only")
-# The request limit that refused or cut a call.
-Stop = Literal["deadline", "budget"]
+# The request limit that refused or cut a call: its deadline, its attempt budget, its cost
+# ceiling (policy.max_cost_usd) or its tenant's budget.
+Stop = Literal["deadline", "budget", "cost_ceiling", "tenant_budget"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ class CascadeQuery:
     params: AnswerParams = field(default_factory=AnswerParams)
     # Streaming only: stream every answer as it is drafted, retracting those withdrawn.
     stream_drafts: bool = False
+    # The tenant's budget is spent and its policy is "cheapest": the cheapest tier answers,
+    # unjudged (docs/tenancy.md).
+    cheapest_only: bool = False
     # The start tier answers alone: no judge, no speculation, no escalation; its failure (or
     # its open breaker) is the request's error. A concrete model id on the HTTP endpoint.
     pinned: bool = False
@@ -86,6 +90,8 @@ class Hop:
     stop_reason: str = ""
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
+    # Why a skipped hop was not made, with the figures (cost ceiling, tenant budget).
+    skip_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,8 @@ class CascadeResult:
     # The answer's content blocks (its text, and its tool_use blocks when it calls tools).
     content: tuple[Block, ...] = ()
     stop_reason: str = ""
+    # The tenant's budget was spent: the cheapest tier answered, unjudged.
+    tenant_over_budget: bool = False
 
 
 @dataclass
@@ -131,6 +139,7 @@ class HopDraft:
     stop_reason: str = ""
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
+    skip_reason: str = ""
 
     def cost_usd(self) -> float:
         """The call's cost on its tier, cache writes and reads included."""
@@ -161,6 +170,7 @@ class HopDraft:
             stop_reason=self.stop_reason,
             cache_creation_input_tokens=self.cache_creation_input_tokens,
             cache_read_input_tokens=self.cache_read_input_tokens,
+            skip_reason=self.skip_reason,
         )
 
 

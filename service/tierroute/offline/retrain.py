@@ -582,29 +582,16 @@ def retrain(
             served_version=served_version,
             logged_examples=len(logged),
         )
-        promoted = False
-        if decision.promote and not options.dry_run:
-            try:
-                cascade_note = calibrate_cascade(
-                    settings,
-                    train,
-                    candidate_dir=candidate_dir,
-                    current_dir=current_dir,
-                    work=work,
-                    options=options,
-                )
-            except ConfigError as exc:
-                # Promoting it uncalibrated would silently change every Cascade's routing.
-                notes.append(f"not promoted: the candidate's Cascade cannot be calibrated: {exc}")
-            else:
-                if cascade_note is not None:
-                    notes.append(cascade_note)
-                version = registry.add(candidate_dir)
-                note = "; ".join(decision.reasons())
-                registry.promote(version, note=f"tierroute retrain: {note}")
-                promoted = True
-        elif decision.promote:
-            notes.append("dry run: the candidate would have been promoted")
+        promoted = promote_if_passed(
+            settings,
+            decision,
+            train,
+            candidate_dir=candidate_dir,
+            registry=registry,
+            work=work,
+            options=options,
+            notes=notes,
+        )
     logger.info(
         "retrain: candidate %s %s (current %s)",
         figures["candidate"].version,
@@ -622,6 +609,45 @@ def retrain(
         served=figures["current"] if in_sample else None,
         notes=tuple(notes),
     )
+
+
+def promote_if_passed(
+    settings: Settings,
+    decision: GateDecision,
+    train: Sequence[Mapping[str, Any]],
+    *,
+    candidate_dir: Path,
+    registry: ModelRegistry,
+    work: Path,
+    options: RetrainOptions,
+    notes: list[str],
+    source: str = "tierroute retrain",
+) -> bool:
+    """Promote a candidate the gate passed, its Cascade calibrated like the served bundle's;
+    whether it was promoted (never on a dry run). Appends what happened to `notes`."""
+    if not decision.promote:
+        return False
+    if options.dry_run:
+        notes.append("dry run: the candidate would have been promoted")
+        return False
+    try:
+        cascade_note = calibrate_cascade(
+            settings,
+            train,
+            candidate_dir=candidate_dir,
+            current_dir=registry.promoted_dir(),
+            work=work,
+            options=options,
+        )
+    except ConfigError as exc:
+        # Promoting it uncalibrated would silently change every Cascade's routing.
+        notes.append(f"not promoted: the candidate's Cascade cannot be calibrated: {exc}")
+        return False
+    if cascade_note is not None:
+        notes.append(cascade_note)
+    version = registry.add(candidate_dir)
+    registry.promote(version, note=f"{source}: " + "; ".join(decision.reasons()))
+    return True
 
 
 def calibrate_cascade(

@@ -7,6 +7,8 @@ Public surface:
 - `QueryLogWriter`: non-blocking, loss-free batching writer for the RPC hot path.
 - `Store`, `open_store`, `SqliteStore`, `PostgresStore`: where it is kept
   (`PostgresStore` loads psycopg on first use, so SQLite deployments never import it).
+- `TierLabel`: one tier's answer to a logged question and the reference judge's verdict
+  (`tierroute label`).
 - `summarize`, `Report`: the figures `tierroute report` prints (`querylog.cli`).
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tierroute.querylog.factory import open_store
+from tierroute.querylog.labels import TierLabel
 from tierroute.querylog.records import FeedbackRecord, HopRecord, QueryRecord, hash_query
 from tierroute.querylog.report import Report, ReportBuilder, summarize
 from tierroute.querylog.sqlite import SqliteStore
@@ -37,6 +40,7 @@ __all__ = [
     "Store",
     "StoreRejected",
     "StoreUnavailable",
+    "TierLabel",
     "WriterStats",
     "hash_query",
     "open_store",

@@ -24,6 +24,7 @@ from typing import Any, ClassVar, TypeVar
 
 from tierroute.querylog import migrations
 from tierroute.querylog._worker import DaemonWorker
+from tierroute.querylog.labels import LABEL_COLUMNS, TierLabel, label_from_json, label_to_json
 from tierroute.querylog.records import (
     FeedbackRecord,
     QueryRecord,
@@ -364,6 +365,49 @@ class SqlStore(abc.ABC):
         sql = f"SELECT {column}, COUNT(*) FROM query_log{where} GROUP BY {column}"
         rows = await self._run(self._read_pool, lambda c: c.execute(sql, params).fetchall())
         return {str(value): int(count) for value, count in rows}
+
+    # -- tier labels (migration 0005) ----------------------------------------------------------
+
+    async def write_tier_labels(self, labels: Sequence[TierLabel]) -> None:
+        """Insert tier labels in one transaction; a (request_id, tier) already stored is kept."""
+        if not labels:
+            return
+        values = ", ".join(
+            self.json_param if c == "issues" else self.ts_param if c == "ts" else self.param
+            for c in LABEL_COLUMNS
+        )
+        sql = (
+            f"INSERT INTO tier_labels ({', '.join(LABEL_COLUMNS)}) VALUES ({values}) "
+            "ON CONFLICT (request_id, tier) DO NOTHING"
+        )
+
+        def work(conn: Any) -> None:
+            rows = []
+            for label in labels:
+                data = label_to_json(label)
+                rows.append(
+                    tuple(
+                        self._json_text(data[c]) if c == "issues" else self._scalar(data[c])
+                        for c in LABEL_COLUMNS
+                    )
+                )
+            with self._transaction(conn, migration=False):
+                cursor = conn.cursor()
+                try:
+                    cursor.executemany(sql, rows)
+                finally:
+                    cursor.close()
+
+        await self._run(self._write_pool, work)
+
+    async def fetch_tier_labels(
+        self, *, since: datetime | None = None, until: datetime | None = None
+    ) -> list[TierLabel]:
+        """Tier labels written in [since, until), oldest first."""
+        where, params = self._where(since=since, until=until, equal={})
+        sql = f"SELECT {', '.join(LABEL_COLUMNS)} FROM tier_labels{where} ORDER BY id"
+        rows = await self._run(self._read_pool, _fetch_all(sql, params))
+        return [label_from_json(dict(zip(LABEL_COLUMNS, row, strict=True))) for row in rows]
 
 
 def _fetch_all(sql: str, params: Sequence[Any]) -> Callable[[Any], list[Any]]:

@@ -19,6 +19,12 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 Kind = Literal["route", "cascade"]
 
+# Metadata of a shadow sample (`[shadow] sample_rate`): the tier, strategy, rule, model
+# version and scores tierroute's policy would have chosen; the writer keeps the text of a
+# record holding SHADOW_TIER while shadow mode is on.
+SHADOW_PREFIX = "shadow."
+SHADOW_TIER = "shadow.tier"
+
 
 class HopRecord(TypedDict):
     """One model call of a cascade, as logged.

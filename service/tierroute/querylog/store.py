@@ -20,6 +20,7 @@ from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from tierroute.errors import TierrouteError
+from tierroute.querylog.labels import TierLabel
 from tierroute.querylog.records import FeedbackRecord, QueryRecord
 
 
@@ -105,6 +106,16 @@ class Store(Protocol):
         kind: str | None = None,
     ) -> dict[str, int]:
         """Query records per value of `column` (one of COUNTABLE_COLUMNS), e.g. tier mix."""
+        ...
+
+    async def write_tier_labels(self, labels: Sequence[TierLabel]) -> None:
+        """Insert `tierroute label`'s rows; a (request_id, tier) already stored is kept."""
+        ...
+
+    async def fetch_tier_labels(
+        self, *, since: datetime | None = None, until: datetime | None = None
+    ) -> list[TierLabel]:
+        """Tier labels written in [since, until), oldest first."""
         ...
 
     async def aclose(self) -> None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from tierroute.querylog.factory import open_store
 from tierroute.querylog.records import (
+    SHADOW_TIER,
     FeedbackRecord,
     LogItem,
     QueryRecord,
@@ -68,9 +69,13 @@ class QueryLogWriter:
     from any thread; everything else runs on the event loop that called `start`.
     """
 
-    def __init__(self, store: Store, config: QueryLogConfig) -> None:
+    def __init__(
+        self, store: Store, config: QueryLogConfig, *, keep_shadow_text: bool = False
+    ) -> None:
         self.store = store
         self._config = config
+        # Shadow samples (records carrying SHADOW_TIER) keep their text while shadow is on.
+        self._keep_shadow_text = keep_shadow_text
         self._spool = Spool(config.spool_path)
         self._queue: deque[LogItem] = deque()
         # Guards the queue, the recent-id set and the submit-side counters.
@@ -102,10 +107,12 @@ class QueryLogWriter:
         )  # fmt: skip
 
     @classmethod
-    def from_config(cls, config: QueryLogConfig) -> QueryLogWriter:
+    def from_config(
+        cls, config: QueryLogConfig, *, keep_shadow_text: bool = False
+    ) -> QueryLogWriter:
         """A writer over the store `config.url` names."""
         store = open_store(config.url.get(), connect_timeout_s=config.connect_timeout_s)
-        return cls(store, config)
+        return cls(store, config, keep_shadow_text=keep_shadow_text)
 
     # -- the hot path -------------------------------------------------------------------------
 
@@ -119,7 +126,8 @@ class QueryLogWriter:
         audit = record.answer_text is not None and self._config.audit_sample_rate > 0
         if record.answer_text is not None and not audit:
             record = dataclasses.replace(record, answer_text=None)
-        if record.query_text is not None and not (self._config.store_text or audit):
+        shadow = self._keep_shadow_text and SHADOW_TIER in record.metadata
+        if record.query_text is not None and not (self._config.store_text or audit or shadow):
             record = dataclasses.replace(record, query_text=None)
         return self._submit(record)
 

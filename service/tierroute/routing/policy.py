@@ -37,6 +37,7 @@ class Reason(Enum):
     CIRCUIT_OPEN = "CIRCUIT_OPEN"
     EXPECTED_VALUE = "EXPECTED_VALUE"
     AGENT_LOOP = "AGENT_LOOP"
+    TENANT_BUDGET = "TENANT_BUDGET"
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,7 @@ answers the cascade engine judges. Everything else routes on risk thresholds.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -93,6 +91,11 @@ class RouteQuery:
     metadata: Mapping[str, str] = field(default_factory=dict)
     # The last user turn carries tool results: the turn continues an agent loop.
     continues_tool_use: bool = False
+    # The session's state, read by the caller from the tenant state before routing: the
+    # highest tier that answered in it so far, and the tier of its open agent loop (whose
+    # last answer called a tool). Only answered calls raise them; routing never does.
+    session_floor: int = 0
+    session_loop_tier: int | None = None
 
 
 @dataclass(frozen=True)
@@ -154,11 +157,6 @@ def _risk_thresholds(scorer: Scorer, *, for_cascade: bool) -> RiskThresholds:
     return cascade_risk if isinstance(cascade_risk, RiskThresholds) else scorer.thresholds
 
 
-def _session_key(query: RouteQuery) -> str:
-    # Sessions are per tenant: two tenants' "chat-1" are different conversations.
-    return f"{query.tenant_id}\x00{query.session_id}"
-
-
 def _check(query: RouteQuery, strategy: str, rule: str) -> None:
     """InvalidRequest naming what is wrong with the request's strategy or policy."""
     if strategy not in STRATEGIES:
@@ -185,52 +183,6 @@ class _Pick:
     plan: CascadePlan | None = None
 
 
-class SessionMemory:
-    """The highest tier each recent session used, so a conversation never routes down, and
-    the tier of each session's open agent loop (its last answer called a tool).
-
-    Bounded LRU; thread-safe because the sync and asyncio servers may both call it.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._tiers: OrderedDict[str, int] = OrderedDict()
-        self._loops: OrderedDict[str, int] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def loop_tier(self, session_id: str) -> int | None:
-        """The tier whose tool call the session's next turn answers, if one is open."""
-        with self._lock:
-            return self._loops.get(session_id)
-
-    def record_loop(self, session_id: str, tier_index: int | None) -> None:
-        """Open the session's agent loop on `tier_index`, or close it (None)."""
-        with self._lock:
-            if tier_index is None:
-                self._loops.pop(session_id, None)
-                return
-            self._loops[session_id] = tier_index
-            self._loops.move_to_end(session_id)
-            while len(self._loops) > self._capacity:
-                self._loops.popitem(last=False)
-
-    def floor(self, session_id: str) -> int:
-        """The session's highest tier so far, or 0."""
-        with self._lock:
-            tier = self._tiers.get(session_id, 0)
-            if session_id in self._tiers:
-                self._tiers.move_to_end(session_id)
-            return tier
-
-    def record(self, session_id: str, tier_index: int) -> None:
-        """Remember that the session used `tier_index`."""
-        with self._lock:
-            self._tiers[session_id] = max(tier_index, self._tiers.get(session_id, 0))
-            self._tiers.move_to_end(session_id)
-            while len(self._tiers) > self._capacity:
-                self._tiers.popitem(last=False)
-
-
 class Router:
     """Chooses a tier for a query by the heuristic or the classifier strategy."""
 
@@ -248,7 +200,6 @@ class Router:
         self._tiers = settings.tiers
         self._names = tuple(t.name for t in settings.tiers)
         self._scorer = scorer
-        self._sessions = SessionMemory(settings.routing.session_cache_size)
         self._check(scorer)
 
     @property
@@ -267,18 +218,6 @@ class Router:
                 f"the model's thresholds cover {len(scorer.thresholds.risk) + 1} tiers; "
                 f"{len(self._tiers)} are configured"
             )
-
-    def remember(self, query: RouteQuery, tier_index: int, *, tool_call: bool = False) -> None:
-        """Record the tier that finally answered in `query`'s session (after an escalation),
-        so that the conversation's later turns do not route below it.
-
-        `tool_call`: that answer called a tool, so the turn that brings the tool's result
-        stays on the same tier; any other answer closes the session's agent loop.
-        """
-        if query.session_id and self._settings.routing.session_sticky:
-            key = _session_key(query)
-            self._sessions.record(key, tier_index)
-            self._sessions.record_loop(key, tier_index if tool_call else None)
 
     def swap_scorer(self, scorer: Scorer) -> None:
         """Replace the classifier (hot reload); a call in flight keeps the one it started with."""
@@ -337,16 +276,12 @@ class Router:
         else:
             pick = self._scored_pick(text, rule, query, for_cascade=for_cascade)
         sticky = bool(query.session_id) and settings.routing.session_sticky
-        if sticky:
-            key = _session_key(query)
-            if not (query.continues_tool_use and self._agent_loop(pick, key)):
-                self._session_floor(pick, key)
+        if sticky and not (query.continues_tool_use and self._agent_loop(pick, query)):
+            self._session_floor(pick, query)
         input_tokens = features.estimated_tokens
         output_tokens = settings.routing.expected_output_tokens
         if query.max_cost_usd > 0:
             self._cost_ceiling(pick, query.max_cost_usd, input_tokens, output_tokens)
-        if sticky:
-            self._sessions.record(_session_key(query), pick.index)
         tier = self._tiers[pick.index]
         return Decision(
             tier_index=pick.index,
@@ -412,14 +347,14 @@ class Router:
             pick.thresholds["quality_floor"] = query.quality_floor
         return pick
 
-    def _agent_loop(self, pick: _Pick, key: str) -> bool:
+    def _agent_loop(self, pick: _Pick, query: RouteQuery) -> bool:
         """Keep a turn that answers a tool call on the tier that made the call.
 
         Switching models mid-loop would hand one model's tool call to another and lose the
         prompt cache the loop has built on that tier.
         """
-        loop = self._sessions.loop_tier(key)
-        if loop is None:
+        loop = query.session_loop_tier
+        if loop is None or not 0 <= loop < len(self._tiers):
             return False
         if loop != pick.index:
             pick.notes.append(
@@ -432,9 +367,9 @@ class Router:
             pick.index, pick.plan = loop, None
         return True
 
-    def _session_floor(self, pick: _Pick, key: str) -> None:
-        """Never route a session below a tier it already needed."""
-        floor = self._sessions.floor(key)
+    def _session_floor(self, pick: _Pick, query: RouteQuery) -> None:
+        """Never route a session below a tier that already answered in it."""
+        floor = min(query.session_floor, len(self._tiers) - 1)
         if floor > pick.index:
             pick.notes.append(
                 ReasonNote(

@@ -195,6 +195,10 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     carries the tool's result: the agent loop stays on the tier (no model
     switch mid-loop, which would also lose its prompt cache).
     """
+    REASON_CODE_TENANT_BUDGET: _ReasonCode.ValueType  # 19
+    """The tenant's budget over its window is spent and its policy is
+    on_budget_exhausted = "cheapest": the cheapest tier answers, unjudged.
+    """
 
 class ReasonCode(_ReasonCode, metaclass=_ReasonCodeEnumTypeWrapper):
     """ReasonCode says, machine-readably, why a decision was made."""
@@ -242,6 +246,10 @@ REASON_CODE_AGENT_LOOP: ReasonCode.ValueType  # 18
 """The session's previous answer called a tool on this tier and this turn
 carries the tool's result: the agent loop stays on the tier (no model
 switch mid-loop, which would also lose its prompt cache).
+"""
+REASON_CODE_TENANT_BUDGET: ReasonCode.ValueType  # 19
+"""The tenant's budget over its window is spent and its policy is
+on_budget_exhausted = "cheapest": the cheapest tier answers, unjudged.
 """
 Global___ReasonCode: _TypeAlias = ReasonCode  # noqa: Y015
 
@@ -349,7 +357,9 @@ class _HopOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HopOutcome
     has read the prompt bills it, plus whatever output it returned.
     """
     HOP_OUTCOME_SKIPPED: _HopOutcome.ValueType  # 4
-    """The call was skipped (circuit open, budget exhausted)."""
+    """The call was not made: circuit open, attempt budget spent, cost ceiling,
+    tenant budget (see error_kind and skip_reason).
+    """
 
 class HopOutcome(_HopOutcome, metaclass=_HopOutcomeEnumTypeWrapper):
     """HopOutcome is how one model call ended."""
@@ -366,7 +376,9 @@ client went away). It is billed its input tokens, since a provider that
 has read the prompt bills it, plus whatever output it returned.
 """
 HOP_OUTCOME_SKIPPED: HopOutcome.ValueType  # 4
-"""The call was skipped (circuit open, budget exhausted)."""
+"""The call was not made: circuit open, attempt budget spent, cost ceiling,
+tenant budget (see error_kind and skip_reason).
+"""
 Global___HopOutcome: _TypeAlias = HopOutcome  # noqa: Y015
 
 class _JudgeVerdict:
@@ -848,6 +860,13 @@ class RoutingPolicy(_message.Message):
     max_cost_usd: _builtins.float
     """Optional cost ceiling in USD for this query: tiers whose estimated cost
     exceeds it are not chosen (the cheapest tier always remains). 0 = unset.
+    In a Cascade it holds for the whole request: before each call (answer,
+    judge, speculative, retry) its worst case (estimated input tokens plus its
+    maximum output tokens, at its tier's prices) is added to what the calls so
+    far cost and to the worst case of those running; a call that could take
+    the request past the ceiling is not made, and its hop says so (SKIPPED,
+    error_kind "cost_ceiling", skip_reason). The answer in hand is returned
+    (degraded "cost_ceiling"); with none, FAILED_PRECONDITION.
     """
     def __init__(
         self,
@@ -903,7 +922,11 @@ class RouteRequest(_message.Message):
     strategy: Global___Strategy.ValueType
     """How to choose the tier; UNSPECIFIED uses the server default."""
     tenant_id: _builtins.str
-    """Optional tenant id, recorded and used for authorisation where enabled."""
+    """Optional tenant id, recorded and used for authorisation where enabled.
+    With authentication on, the token names the tenant and this must be empty
+    or the same; with it off, this (or the x-tierroute-tenant metadata) names
+    it. A tenant's rate limits count Route calls too (docs/tenancy.md).
+    """
     session_id: _builtins.str
     """Optional conversation id; calls in one session route consistently."""
     request_id: _builtins.str
@@ -1235,7 +1258,11 @@ class CascadeRequest(_message.Message):
     session_id: _builtins.str
     """Optional conversation id."""
     request_id: _builtins.str
-    """Optional caller-chosen request id (at most 128 characters)."""
+    """Optional caller-chosen request id (at most 128 characters), the request's
+    idempotency key within its tenant: a repeat within
+    tenancy.idempotency_ttl_s returns the recorded CascadeResponse without
+    calling a model (CascadeStream: the answer's text, then the response).
+    """
     max_output_tokens: _builtins.int
     """Maximum output tokens per answer call; 0 uses the server default
     (cascade.max_output_tokens). Each tier's call is capped by that tier's own
@@ -1360,6 +1387,7 @@ class Hop(_message.Message):
     STOP_REASON_FIELD_NUMBER: _builtins.int
     CACHE_CREATION_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     CACHE_READ_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    SKIP_REASON_FIELD_NUMBER: _builtins.int
     tier: _builtins.str
     """Tier name."""
     model: _builtins.str
@@ -1384,7 +1412,8 @@ class Hop(_message.Message):
     """Whether the call was started speculatively, in parallel."""
     error_kind: _builtins.str
     """For errors: timeout, rate_limited, overloaded, server_error, terminal,
-    connection, deadline, circuit_open, budget.
+    connection, deadline, circuit_open, budget; for skipped calls also
+    cost_ceiling (policy.max_cost_usd) and tenant_budget.
     """
     stop_reason: _builtins.str
     """The provider's stop reason, for completed calls."""
@@ -1395,6 +1424,10 @@ class Hop(_message.Message):
     cache_read_input_tokens: _builtins.int
     """Input tokens read from the prompt cache (billed at the tier's cache read
     multiplier of the input price; not in input_tokens).
+    """
+    skip_reason: _builtins.str
+    """For a hop skipped by the cost ceiling or the tenant's budget: why, with
+    the call's worst case and the limit it would pass.
     """
     @_builtins.property
     def issues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -1419,10 +1452,11 @@ class Hop(_message.Message):
         stop_reason: _builtins.str = ...,
         cache_creation_input_tokens: _builtins.int = ...,
         cache_read_input_tokens: _builtins.int = ...,
+        skip_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cache_creation_input_tokens", b"cache_creation_input_tokens", "cache_read_input_tokens", b"cache_read_input_tokens", "cost_usd", b"cost_usd", "error_kind", b"error_kind", "input_tokens", b"input_tokens", "issues", b"issues", "latency_ms", b"latency_ms", "model", b"model", "outcome", b"outcome", "output_tokens", b"output_tokens", "role", b"role", "speculative", b"speculative", "stop_reason", b"stop_reason", "tier", b"tier", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cache_creation_input_tokens", b"cache_creation_input_tokens", "cache_read_input_tokens", b"cache_read_input_tokens", "cost_usd", b"cost_usd", "error_kind", b"error_kind", "input_tokens", b"input_tokens", "issues", b"issues", "latency_ms", b"latency_ms", "model", b"model", "outcome", b"outcome", "output_tokens", b"output_tokens", "role", b"role", "skip_reason", b"skip_reason", "speculative", b"speculative", "stop_reason", b"stop_reason", "tier", b"tier", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1448,6 +1482,7 @@ class CascadeResponse(_message.Message):
     ROUTE_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
     STOP_REASON_FIELD_NUMBER: _builtins.int
+    TENANT_OVER_BUDGET_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """The request id."""
     answer: _builtins.str
@@ -1465,6 +1500,10 @@ class CascadeResponse(_message.Message):
     stop_reason: _builtins.str
     """The final answer's stop reason: end_turn, max_tokens, stop_sequence or
     tool_use.
+    """
+    tenant_over_budget: _builtins.bool
+    """The tenant's budget was spent and its policy is "cheapest": the cheapest
+    tier answered, unjudged (judge_status SKIPPED, reason TENANT_BUDGET).
     """
     @_builtins.property
     def tier(self) -> Global___TierInfo:
@@ -1509,10 +1548,11 @@ class CascadeResponse(_message.Message):
         route: Global___RouteResponse | None = ...,
         content: _abc.Iterable[Global___ContentBlock] | None = ...,
         stop_reason: _builtins.str = ...,
+        tenant_over_budget: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["route", b"route", "tier", b"tier"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "content", b"content", "degraded", b"degraded", "degraded_reasons", b"degraded_reasons", "escalated", b"escalated", "escalation_reasons", b"escalation_reasons", "hops", b"hops", "judge_status", b"judge_status", "request_id", b"request_id", "route", b"route", "stop_reason", b"stop_reason", "tier", b"tier", "total_cost_usd", b"total_cost_usd", "total_latency_ms", b"total_latency_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "content", b"content", "degraded", b"degraded", "degraded_reasons", b"degraded_reasons", "escalated", b"escalated", "escalation_reasons", b"escalation_reasons", "hops", b"hops", "judge_status", b"judge_status", "request_id", b"request_id", "route", b"route", "stop_reason", b"stop_reason", "tenant_over_budget", b"tenant_over_budget", "tier", b"tier", "total_cost_usd", b"total_cost_usd", "total_latency_ms", b"total_latency_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -82,6 +82,14 @@ class TierRouterServicer:
     def Cascade(self, request, context):
         """Cascade answers a query: it calls the routed tier, has the tier above
         judge the answer, and escalates with context when the judge fails it.
+        Every model call is first reserved at its worst case against the
+        request's cost ceiling (policy.max_cost_usd) and its tenant's budget; a
+        call that does not fit is not made (its hop is SKIPPED with the reason).
+        A repeated request_id of the same tenant returns the recorded response
+        without calling a model, or ALREADY_EXISTS while the first call runs; the
+        same request_id with a different request is INVALID_ARGUMENT. A tenant over
+        its rate limits, or over its budget with on_budget_exhausted = "reject",
+        gets RESOURCE_EXHAUSTED naming the tenant, its spend and when it frees.
         CascadeStream takes the same request.
         buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """

@@ -4,7 +4,9 @@ same core the gRPC servicer calls.
 Each request is admitted in one place (`MessagesEdge.admit`: the shared in-flight bound,
 then the bearer token from `x-api-key` or `Authorization: Bearer`), its body becomes a
 `CascadeRequest` (`messages.parse_request`) that `api.convert` checks exactly as it checks a
-gRPC call, the engine answers it, and `calllog.CallLog` logs it, success or failure. A
+gRPC call, the tenancy core admits it (`MessagesEdge.open`: the tenant's rate limits and
+budget, its session's floor), the engine answers it within the tenant's ledger, and
+`calllog.CallLog` logs it, success or failure. A
 client that goes away cancels its request and every provider call in flight, streamed or
 not. Errors are Anthropic's error JSON (`errors.http_error`).
 """
@@ -64,6 +66,7 @@ from tierroute.errors import (
 from tierroute.providers.replay.faults import FAULT_HEADERS
 from tierroute.routing import Router
 from tierroute.settings import Settings
+from tierroute.tenancy import CascadeCall, Tenancy, resolve_tenant
 from tierroute.v1 import tierroute_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -75,7 +78,6 @@ MODELS_METHOD = "GET /v1/models"
 # Request headers a caller may send besides Anthropic's own.
 SESSION_HEADER = "x-tierroute-session-id"
 REQUEST_ID_HEADER = "x-tierroute-request-id"
-TENANT_HEADER = "x-tierroute-tenant-id"
 # The timeout, in seconds, the official SDKs announce on every request: the caller's deadline.
 TIMEOUT_HEADER = "x-stainless-timeout"
 # Anthropic's models carry a release date; tierroute's ids have none to give.
@@ -136,6 +138,8 @@ class _Call:
     query: CascadeQuery
     model: ModelChoice
     admitted: Admitted
+    # The tenancy checks passed: the tenant's ledger and session.
+    tenancy: CascadeCall
     # The engine's deadline from the caller's announced timeout (None: the configured one).
     deadline_s: float | None = None
 
@@ -153,6 +157,7 @@ class MessagesEdge:
         router: Router,
         engine: CascadeEngine,
         *,
+        tenancy: Tenancy,
         calls: CallLog,
         authenticator: Authenticator,
         admission: AdmissionInterceptor,
@@ -161,6 +166,7 @@ class MessagesEdge:
         self._settings = settings
         self._router = router
         self._engine = engine
+        self._tenancy = tenancy
         self._calls = calls
         self._authenticator = authenticator
         self._admission = admission
@@ -204,7 +210,6 @@ class MessagesEdge:
 
     def _authenticate(self, request: Request, method: str) -> Principal | None:
         headers = request.headers
-        tenant = headers.get(TENANT_HEADER, "")
         if not self._authenticator.enabled:
             return None
         token = headers.get("x-api-key", "").strip()
@@ -218,11 +223,22 @@ class MessagesEdge:
             raise Unauthenticated(
                 "missing credential: send the header x-api-key or Authorization: Bearer <token>"
             )
-        # The gRPC rules, unchanged: an unknown token is refused, and a tenant's token may
-        # not name another tenant.
-        return self._authenticator.authorize(
-            method, bearer_metadata(token), pb.CascadeRequest(tenant_id=tenant)
+        # The gRPC rules, unchanged: an unknown token is refused (the tenant it may act for
+        # is the tenancy core's `resolve_tenant`, in `_identify`).
+        return self._authenticator.authorize(method, bearer_metadata(token), None)
+
+    async def open(self, query: CascadeQuery) -> tuple[CascadeQuery, CascadeCall]:
+        """The tenancy checks before the Cascade runs (docs/tenancy.md): the tenant's rate
+        limits and budget (TenantLimited), its session's floor; the query with them. HTTP
+        requests claim no request id: a repeat runs again."""
+        route = query.route
+        call = await self._tenancy.open_cascade(
+            route.tenant_id, "", "", session_id=route.session_id, lease_s=0.0
         )
+        route = dataclasses.replace(
+            route, session_floor=call.session_floor, session_loop_tier=call.session_loop_tier
+        )
+        return dataclasses.replace(query, route=route, cheapest_only=call.admission.cheapest), call
 
     # -- POST /v1/messages --------------------------------------------------------------
 
@@ -234,14 +250,15 @@ class MessagesEdge:
         except TierrouteError as exc:
             logger.info("refused %s: %s", MESSAGES_METHOD, type(exc).__name__)
             return _error_response(http_error(exc), request_id)
-        cascade_request = pb.CascadeRequest()
-        self._identify(cascade_request, request, admitted.principal, request_id)
+        cascade_request = pb.CascadeRequest(request_id=request_id)
         try:
+            self._identify(cascade_request, request, admitted.principal, request_id)
             body = await _json_body(request, self._settings.http.max_body_bytes)
             parsed = parse_request(body, self._settings, self._operating_points())
             cascade_request = parsed.request
             self._identify(cascade_request, request, admitted.principal, request_id)
             query = convert.cascade_query(cascade_request, self._settings, self._faults(request))
+            query, tenancy = await self.open(query)
         except Exception as exc:
             admitted.release()
             self._failed(cascade_request, exc)
@@ -253,6 +270,7 @@ class MessagesEdge:
             dataclasses.replace(query, pinned=parsed.model.tier is not None),
             parsed.model,
             admitted,
+            tenancy,
             convert.engine_deadline(_announced_timeout(request)),
         )
         return _Streamed(self, call) if parsed.stream else _Answered(self, call)
@@ -261,16 +279,23 @@ class MessagesEdge:
         # The names the served model ships (none until the model has operating points).
         return tuple(getattr(self._router.scorer, "operating_points", None) or ())
 
-    @staticmethod
     def _identify(
-        target: pb.CascadeRequest, request: Request, principal: Principal | None, request_id: str
+        self,
+        target: pb.CascadeRequest,
+        request: Request,
+        principal: Principal | None,
+        request_id: str,
     ) -> None:
         headers = request.headers
         target.request_id = request_id
         target.session_id = headers.get(SESSION_HEADER, "")
-        # With authentication on, the call is the token's tenant's.
-        tenant = principal.tenant if principal is not None else None
-        target.tenant_id = tenant or headers.get(TENANT_HEADER, "")
+        # The gRPC rule: the token's tenant, and naming another is PermissionDenied.
+        target.tenant_id = resolve_tenant(
+            token_tenant=principal.tenant if principal is not None else None,
+            auth_enabled=principal is not None,
+            requested="",
+            header=headers.get(self._settings.tenancy.tenant_header),
+        )
 
     def _faults(self, request: Request) -> dict[str, str]:
         if not self._forward_faults:
@@ -290,8 +315,14 @@ class MessagesEdge:
     def run(
         self, call: _Call, events: EventStream | None = None
     ) -> Coroutine[Any, Any, CascadeResult]:
-        """The engine's run of the call, within the caller's deadline (capped by config)."""
-        return self._engine.run(call.query, deadline_s=call.deadline_s, events=events)
+        """The engine's run of the call, within the caller's deadline (capped by config) and
+        its tenant's ledger."""
+        return self._engine.run(
+            call.query,
+            deadline_s=call.deadline_s,
+            events=events,
+            ledger=call.tenancy.ledger(call.request_id),
+        )
 
     def strategy(self, call: _Call) -> str:
         """How the answering tier was chosen, known before the answer is."""
@@ -301,8 +332,15 @@ class MessagesEdge:
             return "self_routing"
         return call.query.route.strategy or self._settings.routing.default_strategy
 
-    def answered(self, call: _Call, result: CascadeResult) -> dict[str, str]:
-        """Log the answered call; its x-tierroute-* headers."""
+    async def answered(self, call: _Call, result: CascadeResult) -> dict[str, str]:
+        """Raise the session's floor to the answering tier, log the call; its headers."""
+        await call.tenancy.answered(
+            call.query.route.session_id,
+            result.tier_index,
+            tool_call=result.judge_status == "tool_use",
+            sticky=self._settings.routing.session_sticky,
+            result=b"",
+        )
         self._calls.answered(call.query, result)
         return tierroute_headers(result, self.strategy(call), call.request_id)
 
@@ -426,7 +464,7 @@ class _Answered(_CallResponse):
             self._edge.failed(call, exc)
             raise
         else:
-            headers = self._edge.answered(call, result)
+            headers = await self._edge.answered(call, result)
             response = JSONResponse(message_json(result), headers=headers)
         finally:
             call.admitted.release()
@@ -551,7 +589,7 @@ class _Streamed(_CallResponse):
         except Exception as exc:
             await chunk(error_event(self._edge.error(call, exc)))
         else:
-            headers = self._edge.answered(call, result)
+            headers = await self._edge.answered(call, result)
             extension = {
                 "tier": result.tier.name,
                 "model": answer_model(result),

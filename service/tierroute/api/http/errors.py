@@ -56,6 +56,11 @@ _KINDS: tuple[tuple[type[errors.TierrouteError], int, str], ...] = (
     (errors.Overloaded, 529, "overloaded_error"),
     # The request's attempt budget went on failed provider calls: transient, retry later.
     (errors.BudgetExhausted, 529, "overloaded_error"),
+    # A tenant's rate limit or spent budget: the caller's own limit, retry after it frees.
+    (errors.TenantLimited, 429, "rate_limit_error"),
+    (errors.CostCeilingReached, 400, "invalid_request_error"),
+    (errors.RequestInProgress, 409, "invalid_request_error"),
+    (errors.TenancyUnavailable, 529, "overloaded_error"),
     (errors.DeadlineExceeded, 504, "timeout_error"),
     (errors.RateLimited, 429, "rate_limit_error"),
     (errors.ProviderOverloaded, 529, "overloaded_error"),
@@ -77,6 +82,14 @@ _TERMINAL: Mapping[int, tuple[int, str]] = {
 }
 
 
+def _retry_after(exc: errors.TierrouteError) -> float | None:
+    if isinstance(exc, errors.RateLimited):
+        return exc.retry_after
+    if isinstance(exc, errors.TenantLimited):
+        return exc.retry_after_s
+    return None
+
+
 def http_error(exc: BaseException) -> HttpError:
     """The Messages API error for `exc`."""
     if isinstance(exc, errors.AllTiersFailed) and isinstance(exc.__cause__, errors.ProviderError):
@@ -89,8 +102,7 @@ def http_error(exc: BaseException) -> HttpError:
     if isinstance(exc, errors.TierrouteError):
         for cls, code, name in _KINDS:
             if isinstance(exc, cls):
-                retry = exc.retry_after if isinstance(exc, errors.RateLimited) else None
-                return HttpError(code, name, str(exc), retry)
+                return HttpError(code, name, str(exc), _retry_after(exc))
         logger.error("unmapped %s", type(exc).__name__, exc_info=exc)
         return HttpError(500, "api_error", INTERNAL_MESSAGE)
     logger.error("request failed unexpectedly", exc_info=exc)

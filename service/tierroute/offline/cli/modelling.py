@@ -128,14 +128,17 @@ def _options(args: argparse.Namespace, **extra: Any) -> Any:
     )
 
 
-def _progress(quiet: bool, desc: str) -> Callable[[int], Callable[[int], None]] | None:
+def progress_bar(
+    quiet: bool, desc: str, unit: str = "answer"
+) -> Callable[[int], Callable[[int], None]] | None:
+    """A progress callback for long offline work on stderr (None when `quiet`)."""
     if quiet:
         return None
 
     def start(total: int) -> Callable[[int], None]:
         from tqdm import tqdm
 
-        bar = tqdm(total=total, desc=desc, unit="answer", file=sys.stderr, smoothing=0.1)
+        bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, smoothing=0.1)
 
         def update(n: int) -> None:
             bar.update(n)
@@ -165,7 +168,7 @@ def run_eval(args: argparse.Namespace, settings: Settings, environ: Mapping[str,
             args.out,
             settings,
             _options(args),
-            progress=_progress(args.quiet, "eval"),
+            progress=progress_bar(args.quiet, "eval"),
         )
     except (ConfigError, ModelLoadError) as exc:
         print(f"tierroute eval: error: {exc}", file=sys.stderr)
@@ -223,7 +226,7 @@ def run_calibrate(args: argparse.Namespace, settings: Settings, environ: Mapping
             target,
             _options(args, **extra),
             report_path=report_path,
-            progress=_progress(args.quiet, "calibrate"),
+            progress=progress_bar(args.quiet, "calibrate"),
         )
     except (ConfigError, ModelLoadError) as exc:
         print(f"tierroute calibrate: error: {exc}", file=sys.stderr)

@@ -27,6 +27,7 @@ from typing import Any
 
 from tierroute.errors import ConfigError, ModelLoadError, NotFound, ProviderError
 from tierroute.offline.cli.args import add_data_argument, add_folds_argument
+from tierroute.offline.cli.tenant_report import run_tenant_report
 from tierroute.outcomes import default_data_path
 from tierroute.querylog import QueryLogError, Report, ReportBuilder, Store, open_store
 from tierroute.querylog.records import utc_now
@@ -318,14 +319,22 @@ def add_retrain_parser(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "retrain",
         help="train a candidate from the log and the data; promote it only if not worse",
-        description="Label logged calls from judge verdicts and feedback, train a candidate "
-        "on them plus the original data, compare it with the current model on a fixed "
-        "held-out split with the offline evaluation, and promote it into the registry only "
-        "if it is not worse by the margins. Exit 0 promoted, 3 not promoted, 1 when the log "
-        "cannot be read, 2 on bad arguments. Needs the `train` extra.",
+        description="Without --data, from the log alone: train a candidate on the "
+        "questions `tierroute label` labelled plus the calls judge verdicts and feedback "
+        "label, hold out the most recent labelled questions by time, and compare it there "
+        "with the served model. With --data, label logged calls from judge verdicts and "
+        "feedback, train on them plus that file, and compare on a fixed held-out split of "
+        "it. Either way the candidate is promoted into the registry only if it is not worse "
+        "by the margins. Exit 0 promoted, 3 not promoted, 1 when the log cannot be read, 2 "
+        "on bad arguments. Needs the `train` extra.",
     )
     _db_argument(parser)
-    add_data_argument(parser, what="the original training data")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="a recorded-outcome file to train and gate on with the log (default: the log alone)",
+    )
     _registry_argument(parser)
     _since_argument(parser, "all")
     parser.add_argument(
@@ -357,6 +366,16 @@ async def _labels(url: str, settings: Settings, since: datetime | None) -> Any:
         return await collect_labels(store, settings, since)
 
 
+async def _log_data(url: str, settings: Settings, since: datetime | None) -> Any:
+    from tierroute.offline.retrain import collect_labels
+    from tierroute.offline.traffic.retrain_log import log_training_data
+
+    async with _reading(url) as store:
+        log = await collect_labels(store, settings, since)
+        labelled, extra = await log_training_data(store, settings, log)
+    return log, labelled, extra
+
+
 def run_retrain_command(
     args: argparse.Namespace, settings: Settings, environ: Mapping[str, str]
 ) -> int:
@@ -374,15 +393,24 @@ def run_retrain_command(
             seed=args.seed,
             dry_run=args.dry_run,
         )
-        data = _data_path(args, environ)
     except ConfigError as exc:
         return _fail("retrain", exc)
     try:
-        log = asyncio.run(_labels(url, settings, options.since))
+        if args.data is None:
+            log, labelled, extra = asyncio.run(_log_data(url, settings, options.since))
+        else:
+            log = asyncio.run(_labels(url, settings, options.since))
     except QueryLogError as exc:
         return _unreadable("retrain", url, exc)
     try:
-        result = retrain(settings, log, data, registry, options)
+        if args.data is None:
+            from tierroute.offline.traffic.retrain_log import retrain_from_log
+
+            result = retrain_from_log(
+                settings, log, labelled, extra, registry=registry, options=options
+            )
+        else:
+            result = retrain(settings, log, Path(args.data), registry, options)
     except (ConfigError, ModelLoadError, NotFound, OSError) as exc:
         return _fail("retrain", exc)
     except ImportError as exc:
@@ -510,6 +538,13 @@ def add_report_parser(subparsers: Any) -> None:
         default=None,
         help="start of the window: ISO date/datetime (UTC) or a duration ago such as 7d, 12h",
     )
+    parser.add_argument(
+        "--tenant",
+        metavar="ID",
+        default=None,
+        help="report one tenant's spend against its budget (window, reserved, when it "
+        "frees) and its last minute against its rate limits, from the tenant state",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run_report)
 
@@ -531,6 +566,8 @@ async def build_report(url: str, tiers: tuple[str, ...], since: datetime | None)
 
 def run_report(args: argparse.Namespace, settings: Settings, environ: Mapping[str, str]) -> int:
     """Print the report; 0 on success, 1 when the log cannot be read, 2 on bad arguments."""
+    if args.tenant is not None:
+        return run_tenant_report(args.db, settings, args.tenant, as_json=args.json)
     try:
         url = args.db or settings.querylog.url.get()
         since = None if args.since is None else parse_since(args.since, utc_now())

@@ -42,6 +42,14 @@ class TierRouterStub:
     Cascade: _grpc.UnaryUnaryMultiCallable[_tierroute_pb2.CascadeRequest, _tierroute_pb2.CascadeResponse]
     """Cascade answers a query: it calls the routed tier, has the tier above
     judge the answer, and escalates with context when the judge fails it.
+    Every model call is first reserved at its worst case against the
+    request's cost ceiling (policy.max_cost_usd) and its tenant's budget; a
+    call that does not fit is not made (its hop is SKIPPED with the reason).
+    A repeated request_id of the same tenant returns the recorded response
+    without calling a model, or ALREADY_EXISTS while the first call runs; the
+    same request_id with a different request is INVALID_ARGUMENT. A tenant over
+    its rate limits, or over its budget with on_budget_exhausted = "reject",
+    gets RESOURCE_EXHAUSTED naming the tenant, its spend and when it frees.
     CascadeStream takes the same request.
     buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
     """
@@ -84,6 +92,14 @@ class TierRouterAsyncStub(TierRouterStub):
     Cascade: _aio.UnaryUnaryMultiCallable[_tierroute_pb2.CascadeRequest, _tierroute_pb2.CascadeResponse]  # type: ignore[assignment]
     """Cascade answers a query: it calls the routed tier, has the tier above
     judge the answer, and escalates with context when the judge fails it.
+    Every model call is first reserved at its worst case against the
+    request's cost ceiling (policy.max_cost_usd) and its tenant's budget; a
+    call that does not fit is not made (its hop is SKIPPED with the reason).
+    A repeated request_id of the same tenant returns the recorded response
+    without calling a model, or ALREADY_EXISTS while the first call runs; the
+    same request_id with a different request is INVALID_ARGUMENT. A tenant over
+    its rate limits, or over its budget with on_budget_exhausted = "reject",
+    gets RESOURCE_EXHAUSTED naming the tenant, its spend and when it frees.
     CascadeStream takes the same request.
     buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
     """
@@ -135,6 +151,14 @@ class TierRouterServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_tierroute_pb2.CascadeResponse, _abc.Awaitable[_tierroute_pb2.CascadeResponse]]:
         """Cascade answers a query: it calls the routed tier, has the tier above
         judge the answer, and escalates with context when the judge fails it.
+        Every model call is first reserved at its worst case against the
+        request's cost ceiling (policy.max_cost_usd) and its tenant's budget; a
+        call that does not fit is not made (its hop is SKIPPED with the reason).
+        A repeated request_id of the same tenant returns the recorded response
+        without calling a model, or ALREADY_EXISTS while the first call runs; the
+        same request_id with a different request is INVALID_ARGUMENT. A tenant over
+        its rate limits, or over its budget with on_budget_exhausted = "reject",
+        gets RESOURCE_EXHAUSTED naming the tenant, its spend and when it frees.
         CascadeStream takes the same request.
         buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """
