@@ -89,6 +89,42 @@ class TierConfig:
 
 
 @dataclass(frozen=True)
+class ProbeConfig:
+    """A probe: a model outside the answer ladder, asked the same question so that its final
+    answer can cross-check a tier's (the Cascade's agreement modes, docs/cascade.md).
+
+    Its calls are billed at its own prices and counted in the Cascade's cost like any call.
+    `replay_models` names the recorded models (keys of the data's `models`) whose answers
+    the replay backend serves for it, the first a record holds; empty: the model id itself.
+    """
+
+    model: str
+    input_usd_per_mtok: float
+    output_usd_per_mtok: float
+    # Shown in hops, spans and the query log; empty: the model id.
+    name: str = ""
+    max_output_tokens: int = 8192
+    context_window: int = 200_000
+    replay_models: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """The probe's name, or its model id when it has none."""
+        return self.name or self.model
+
+    def as_tier(self) -> TierConfig:
+        """The probe priced and limited as a tier is, for its calls' hops."""
+        return TierConfig(
+            name=self.label,
+            model=self.model,
+            input_usd_per_mtok=self.input_usd_per_mtok,
+            output_usd_per_mtok=self.output_usd_per_mtok,
+            context_window=self.context_window,
+            max_output_tokens=self.max_output_tokens,
+        )
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """Where and how the gRPC server listens."""
 
@@ -218,6 +254,8 @@ class CascadeConfig:
     judge_context_chars: int = 6000
     judge_system_chars: int = 2000
     per_call_timeout_s: float = 60.0
+    # The probe the agreement modes call (a `[[probes]]` name); empty: the first probe.
+    probe: str = ""
 
 
 @dataclass(frozen=True)
@@ -552,6 +590,7 @@ class Settings:
     ext_proc: ExtProcConfig = field(default_factory=ExtProcConfig)
     tiers: tuple[TierConfig, ...] = ()
     tenants: tuple[TenantConfig, ...] = ()
+    probes: tuple[ProbeConfig, ...] = ()
 
     def tier(self, name: str) -> TierConfig:
         """The tier called `name`; ConfigError when there is none."""
@@ -563,6 +602,13 @@ class Settings:
     def tier_index(self, name: str) -> int:
         """Position of tier `name`, 0 = cheapest."""
         return self.tiers.index(self.tier(name))
+
+    def agreement_probe(self) -> ProbeConfig | None:
+        """The probe the agreement modes call (`cascade.probe`), None when none is set up."""
+        for probe in self.probes:
+            if self.cascade.probe in ("", probe.label):
+                return probe
+        return None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Self:
@@ -591,6 +637,8 @@ class Settings:
                 kwargs["tiers"] = tuple(_build(TierConfig, t, "tiers") for t in value)
             elif key == "tenants":
                 kwargs["tenants"] = tenants_from_mapping(value)
+            elif key == "probes":
+                kwargs["probes"] = _probes(value)
             elif key in sections:
                 kwargs[key] = _build(sections[key], value, key)
             else:
@@ -602,6 +650,7 @@ class Settings:
     def validate(self) -> None:
         """Raise ConfigError when the settings cannot work."""
         names = self._validate_tiers()
+        self._validate_probes(names)
         self._validate_choices()
         for name in ("judge_sample_rate", "speculative_bound", "self_confidence_threshold"):
             if not 0.0 <= getattr(self.cascade, name) <= 1.0:
@@ -641,6 +690,25 @@ class Settings:
             if tier.max_output_tokens < 1:
                 raise ConfigError(f"tiers.{tier.name}.max_output_tokens must be at least 1")
         return names
+
+    def _validate_probes(self, tier_names: Sequence[str]) -> None:
+        """ConfigError for a probe that cannot work, or a `cascade.probe` naming none."""
+        labels = [p.label for p in self.probes]
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"probe names must be unique: {labels}")
+        for probe in self.probes:
+            where = f"probes.{probe.label}"
+            if probe.label in tier_names:
+                raise ConfigError(f"{where}: a probe may not share a tier's name")
+            if probe.input_usd_per_mtok < 0 or probe.output_usd_per_mtok < 0:
+                raise ConfigError(f"{where}: prices must not be negative")
+            if probe.max_output_tokens < 1:
+                raise ConfigError(f"{where}.max_output_tokens must be at least 1")
+        if self.cascade.probe and self.agreement_probe() is None:
+            raise ConfigError(
+                f"cascade.probe {self.cascade.probe!r} names no configured probe; "
+                f"configured: {labels}"
+            )
 
     def _validate_choices(self) -> None:
         """ConfigError for a setting that names none of the values it may take."""
@@ -684,6 +752,13 @@ def _section_types(cls: type) -> dict[str, type]:
         for f in dataclasses.fields(cls)
         if isinstance(hints[f.name], type) and dataclasses.is_dataclass(hints[f.name])
     }
+
+
+def _probes(value: Any) -> tuple[ProbeConfig, ...]:
+    """The `[[probes]]` array of tables."""
+    if isinstance(value, Mapping) or not isinstance(value, list | tuple):
+        raise ConfigError("probes must be an array of tables ([[probes]])")
+    return tuple(_build(ProbeConfig, p, f"probes[{i}]") for i, p in enumerate(value))
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

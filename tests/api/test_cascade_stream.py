@@ -292,3 +292,26 @@ async def test_drafts_are_refused_on_the_unary_cascade(served: Running) -> None:
         await served.stub.Cascade(pb.CascadeRequest(query="q", stream_drafts=True))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "CascadeStream" in (err.value.details() or "")
+
+
+async def test_agreement_streams_only_the_answer_that_agreed(
+    served: Running, provider: ScriptedProvider
+) -> None:
+    """Under rule A the cheap answer is held until checked: a disagreeing one is never sent,
+    and mid's answer streams once it agrees with the probe."""
+    provider.script(CHEAP, Reply.answer("The answer is (A)."))
+    provider.script("claude-3-haiku-20240307", Reply.answer("The answer is (B)."))
+    provider.script(MID, Reply.answer("The answer is (B)."))
+    events = await collect(
+        served,
+        pb.CascadeRequest(
+            query=QUESTION,
+            judge_mode=pb.JUDGE_MODE_AGREEMENT,
+            speculation=pb.SPECULATION_MODE_OFF,
+        ),
+    )
+    assert "retract" not in kinds(events)
+    assert final_text(events) == "The answer is (B)."
+    assert events[-1].response.judge_status == pb.JUDGE_STATUS_AGREED
+    started = [e.hop_started.role for e in events if e.WhichOneof("event") == "hop_started"]
+    assert pb.HOP_ROLE_PROBE in started

@@ -23,10 +23,10 @@ from tierroute.errors import (
 )
 from tierroute.outcomes import iter_records
 from tierroute.providers import prompts
+from tierroute.providers.answers import answers_agree, extract_answer
 from tierroute.providers.anthropic import AnthropicProvider
 from tierroute.providers.base import Completion, Message, estimate_tokens
 from tierroute.providers.replay import ReplayEngine, ReplayServer, ReplayStore, synthetic_answer
-from tierroute.providers.replay.answers import answers_agree, extract_answer
 from tierroute.settings import ReplayConfig, Secret, Settings, TierConfig
 
 # Model ids of our own: the SDK warns (an error under pytest) on deprecated Claude ids.

@@ -73,7 +73,9 @@ def add_cascade_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         "--speculation", choices=("unspecified", "on", "off"), default="unspecified"
     )
     parser.add_argument(
-        "--judge", choices=("unspecified", "always", "never", "start_only"), default="unspecified"
+        "--judge",
+        choices=("unspecified", "always", "never", "start_only", "agreement", "agreement_mid"),
+        default="unspecified",
     )
     parser.add_argument(
         "--max-output-tokens", type=int, default=0, help="output tokens per answer call"

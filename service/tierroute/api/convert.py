@@ -276,8 +276,14 @@ _JUDGE_MODE: dict[pb.JudgeMode.ValueType, JudgeMode] = {
     pb.JUDGE_MODE_ALWAYS: "always",
     pb.JUDGE_MODE_NEVER: "never",
     pb.JUDGE_MODE_START_ONLY: "start_only",
+    pb.JUDGE_MODE_AGREEMENT: "agreement",
+    pb.JUDGE_MODE_AGREEMENT_MID: "agreement_mid",
 }
-_HOP_ROLE = {"answer": pb.HOP_ROLE_ANSWER, "judge": pb.HOP_ROLE_JUDGE}
+_HOP_ROLE = {
+    "answer": pb.HOP_ROLE_ANSWER,
+    "judge": pb.HOP_ROLE_JUDGE,
+    "probe": pb.HOP_ROLE_PROBE,
+}
 _HOP_OUTCOME = {
     "ok": pb.HOP_OUTCOME_OK,
     "error": pb.HOP_OUTCOME_ERROR,
@@ -299,6 +305,7 @@ _JUDGE_STATUS = {
     "self_accepted": pb.JUDGE_STATUS_SELF_ACCEPTED,
     "skipped": pb.JUDGE_STATUS_SKIPPED,
     "tool_use": pb.JUDGE_STATUS_TOOL_USE,
+    "agreed": pb.JUDGE_STATUS_AGREED,
 }
 
 

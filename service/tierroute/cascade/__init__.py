@@ -24,6 +24,7 @@ from tierroute.cascade.streaming import (
 )
 from tierroute.cascade.telemetry import CascadeTelemetry
 from tierroute.cascade.types import (
+    AGREEMENT_MODES,
     JUDGE_MODES,
     CascadeQuery,
     CascadeResult,
@@ -34,6 +35,7 @@ from tierroute.cascade.types import (
 )
 
 __all__ = [
+    "AGREEMENT_MODES",
     "JUDGE_MODES",
     "AnswerText",
     "AttemptBudget",

@@ -230,11 +230,15 @@ class BreakerBoard:
         config: BreakerConfig,
         *,
         clock: Callable[[], float] = time.monotonic,
+        probe_names: Sequence[str] = (),
     ) -> None:
         if not tier_names:
             raise ConfigError("circuit breakers need at least one tier")
         self._config = config
-        self._breakers = {name: CircuitBreaker(name, config, clock=clock) for name in tier_names}
+        # Probes get breakers too; their degradation is the agreement check's (no action).
+        self._breakers = {
+            name: CircuitBreaker(name, config, clock=clock) for name in (*tier_names, *probe_names)
+        }
         actions = config.actions(list(tier_names))
         self._actions: dict[str, DegradeAction] = {
             name: _action(value) for name, value in actions.items()
@@ -244,8 +248,13 @@ class BreakerBoard:
     def from_settings(
         cls, settings: Settings, *, clock: Callable[[], float] = time.monotonic
     ) -> BreakerBoard:
-        """A board for the configured tiers, with the configured breaker settings."""
-        return cls([t.name for t in settings.tiers], settings.breaker, clock=clock)
+        """A board for the configured tiers and probes, with the configured breaker settings."""
+        return cls(
+            [t.name for t in settings.tiers],
+            settings.breaker,
+            clock=clock,
+            probe_names=[p.label for p in settings.probes],
+        )
 
     @property
     def enabled(self) -> bool:

@@ -42,7 +42,7 @@ from tierroute.providers import (
     prompt_tokens,
     prompts,
 )
-from tierroute.settings import Settings
+from tierroute.settings import Settings, TierConfig
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,28 @@ class TierCaller:
         A streamed request hears of the call as it starts and ends (and of a judge's
         verdict); with `text` an answer call streams its deltas into it.
         """
-        draft, stop, permit = self._prepare(run, index, role, speculative=speculative)
+        return await self._call(
+            run, index, self._tiers[index], role, messages, speculative=speculative, text=text
+        )
+
+    async def probe(self, run: RunState, probe: TierConfig, messages: list[Message]) -> CallOutcome:
+        """The probe's answer to `messages` (a model outside the tiers, priced as `probe`),
+        within the request's limits and behind the probe's own breaker; never retried."""
+        # A probe is outside the ladder: its reservation carries tier index -1.
+        return await self._call(run, -1, probe, "probe", messages, speculative=False)
+
+    async def _call(
+        self,
+        run: RunState,
+        index: int,
+        tier: TierConfig,
+        role: HopRole,
+        messages: list[Message],
+        *,
+        speculative: bool,
+        text: AnswerText | None = None,
+    ) -> CallOutcome:
+        draft, stop, permit = self._prepare(run, tier, role, speculative=speculative)
         position = len(run.hops) - 1
         if permit is None:
             self._finished(run, position, draft)
@@ -255,7 +276,7 @@ class TierCaller:
         return delay
 
     def _prepare(
-        self, run: RunState, index: int, role: HopRole, *, speculative: bool
+        self, run: RunState, tier: TierConfig, role: HopRole, *, speculative: bool
     ) -> tuple[HopDraft, Stop | None, Permit | None]:
         """Reserve the call's hop (in start order), ask the tier's circuit breaker, and
         charge the call to the request's limits.
@@ -264,7 +285,6 @@ class TierCaller:
         it, or is None when the breaker did (the hop is skipped as `circuit_open`, and
         nothing is charged to the attempt budget).
         """
-        tier = self._tiers[index]
         draft = HopDraft(
             tier=tier,
             role=role,

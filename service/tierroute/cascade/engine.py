@@ -31,6 +31,7 @@ from typing import TypeAlias
 
 from opentelemetry import trace
 
+from tierroute.cascade.agreement import Agreement
 from tierroute.cascade.breaker import CIRCUIT_OPEN, BreakerBoard, DegradeAction
 from tierroute.cascade.calibrated import ModelCascade, ModelCascades
 from tierroute.cascade.caller import Speculation, TierCaller
@@ -41,6 +42,7 @@ from tierroute.cascade.spend import SPEND_STOPS, Ledger, RequestSpend
 from tierroute.cascade.streaming import AnswerText, EventStream
 from tierroute.cascade.telemetry import CascadeTelemetry
 from tierroute.cascade.types import (
+    AGREEMENT_MODES,
     JUDGE_MODES,
     CallOutcome,
     CascadeQuery,
@@ -84,6 +86,8 @@ class _Judging:
     start: bool
     escalated: bool
     unjudged: JudgeStatus
+    # Checked by agreement with a probe (and earlier answers) instead of by a judge.
+    by_agreement: bool = False
 
     def judges(self, index: int, start_index: int) -> bool:
         """Whether the answer of tier `index` is judged."""
@@ -95,6 +99,17 @@ _PLAN_JUDGING: dict[str, _Judging] = {
     "none": _Judging(False, False, "skipped"),
     "all": _Judging(True, True, "skipped"),
     "start_only": _Judging(True, False, "skipped"),
+    "agree": _Judging(True, True, "skipped", by_agreement=True),
+    "agree_mid": _Judging(True, False, "skipped", by_agreement=True),
+}
+# The request's agreement modes, as the value plan's agreement plans.
+_AGREEMENT_PLAN = {"agreement": "agree", "agreement_mid": "agree_mid"}
+# The judge modes a request can fix, whatever the plan or the sampler would say.
+_FIXED_JUDGING: dict[str, _Judging] = {
+    "always": _Judging(True, True, "sampled_out"),
+    "never": _Judging(False, False, "sampled_out"),
+    "start_only": _Judging(True, False, "skipped"),
+    **{mode: _PLAN_JUDGING[plan] for mode, plan in _AGREEMENT_PLAN.items()},
 }
 
 
@@ -175,6 +190,7 @@ class _Climb:
     messages: list[Message]
     self_routing: bool
     fallback: _Candidate | None = None
+    agreement: Agreement | None = None
 
     @classmethod
     def begin(
@@ -235,6 +251,7 @@ class CascadeEngine:
         self._config = settings.cascade
         self._tiers = settings.tiers
         self._top = len(settings.tiers) - 1
+        self._probe = settings.agreement_probe()
         self._router = router
         self._clock = clock
         self._telemetry = CascadeTelemetry.from_settings(
@@ -328,12 +345,8 @@ class CascadeEngine:
     # -- the start tier ------------------------------------------------------------------
 
     def _start(self, query: CascadeQuery) -> tuple[int, Decision | None]:
-        if query.speculation not in ("default", "on", "off"):
-            raise InvalidRequest(f"speculation mode {query.speculation!r} is unknown")
-        if query.judge_mode not in JUDGE_MODES:
-            raise InvalidRequest(f"judge mode {query.judge_mode!r} is unknown")
-        if query.max_output_tokens is not None and query.max_output_tokens < 0:
-            raise InvalidRequest("max_output_tokens must not be negative")
+        self._check(query)
+        agreement = query.judge_mode in AGREEMENT_MODES
         override: int | None = None
         if query.start_tier:
             try:
@@ -360,10 +373,29 @@ class CascadeEngine:
             decision = self._router.decide(query.route, for_cascade=query.judge_mode != "never")
             if query.cheapest_only:
                 decision = self._cheapest(decision, query.route.tenant_id)
-            elif override is not None:
-                decision = self._overridden(decision, override)
+            else:
+                if override is None and agreement and decision.tier_index != 0:
+                    # The agreement rules start on the cheapest tier unless the caller says.
+                    override = 0
+                if override is not None:
+                    decision = self._overridden(decision, override)
             self._telemetry.routed(span, decision)
         return decision.tier_index, decision
+
+    def _check(self, query: CascadeQuery) -> None:
+        """InvalidRequest for a request whose options are unknown or contradict each other."""
+        if query.speculation not in ("default", "on", "off"):
+            raise InvalidRequest(f"speculation mode {query.speculation!r} is unknown")
+        if query.judge_mode not in JUDGE_MODES:
+            raise InvalidRequest(f"judge mode {query.judge_mode!r} is unknown")
+        if query.max_output_tokens is not None and query.max_output_tokens < 0:
+            raise InvalidRequest("max_output_tokens must not be negative")
+        if query.judge_mode in AGREEMENT_MODES and self._probe is None:
+            raise InvalidRequest(
+                f"judge mode {query.judge_mode!r} needs a probe: configure one with [[probes]]"
+            )
+        if query.judge_mode in AGREEMENT_MODES and query.self_routing:
+            raise InvalidRequest("self-routing and the agreement modes cannot be combined")
 
     def _overridden(self, decision: Decision, override: int) -> Decision:
         """The decision with the caller's start tier in place of the routed one."""
@@ -413,12 +445,8 @@ class CascadeEngine:
         mode = run.query.judge_mode
         if run.query.pinned or run.query.cheapest_only:
             return _Judging(False, False, "skipped")
-        if mode == "always":
-            return _Judging(True, True, "sampled_out")
-        if mode == "never":
-            return _Judging(False, False, "sampled_out")
-        if mode == "start_only":
-            return _Judging(True, False, "skipped")
+        if mode in _FIXED_JUDGING:
+            return _FIXED_JUDGING[mode]
         if decision is not None and decision.plan is not None:
             return _PLAN_JUDGING[decision.plan.judge]
         sampled = sampler.should_judge(run.request_id, query_type(run.query.route.text))
@@ -441,7 +469,15 @@ class CascadeEngine:
         # The one owner of the call run ahead: leaving the block cancels it if it is still in
         # flight, whichever way the climb ended. The result (or error) is made only after,
         # so a fall-back's calls never race it and no exit path cancels it itself.
-        async with self._caller.speculate(run, ahead, climb.plain) as speculation:
+        probe = None
+        if climb.judging.by_agreement and start_index < self._top and self._probe is not None:
+            probe = self._probe.as_tier()
+        async with (
+            self._caller.speculate(run, ahead, climb.plain) as speculation,
+            Agreement(self._caller, run, probe, climb.plain) as agreement,
+        ):
+            if climb.judging.by_agreement:
+                climb.agreement = agreement
             end = await self._climb(run, climb, speculation)
         return await self._conclude(run, climb, end)
 
@@ -510,7 +546,23 @@ class CascadeEngine:
             return _Candidate.of(completion, index, "not_required")
         if not climb.judging.judges(index, climb.start):
             return _Candidate.of(completion, index, climb.judging.unjudged)
+        if climb.agreement is not None:
+            return await self._agreed(run, climb, climb.agreement, completion)
         return await self._judged(run, climb, completion)
+
+    async def _agreed(
+        self, run: RunState, climb: _Climb, agreement: Agreement, completion: Completion
+    ) -> _End | None:
+        """Check the answer by agreement: an end when it agrees, else None having moved up
+        (with the plain question) and the answer held in case nothing better arrives."""
+        index = climb.index
+        disagreement = await agreement.check(completion.text, self._tiers[index].name)
+        if disagreement is None:
+            return _Candidate.of(completion, index, "agreed")
+        self._escalate(run, disagreement, index)
+        climb.fallback = _Candidate.of(completion, index, "failed")
+        climb.up(climb.plain)
+        return None
 
     def _refused(self, run: RunState, climb: _Climb) -> _End | None:
         """The current tier's breaker is open: its degradation policy decides

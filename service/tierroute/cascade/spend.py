@@ -32,7 +32,10 @@ class Ledger(Protocol):
     async def reserve(
         self, tier_name: str, tier_index: int, worst_usd: float, worst_tokens: int
     ) -> str:
-        """A reservation id; raises TenantLimited when the call does not fit."""
+        """A reservation id; raises TenantLimited when the call does not fit.
+
+        `tier_index` is the call's place on the ladder, -1 for a probe outside it.
+        """
         ...
 
     def settle(self, reservation: str, cost_usd: float, tokens: int) -> None:

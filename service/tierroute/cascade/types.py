@@ -15,7 +15,7 @@ from tierroute.providers import AnswerParams, Block, Completion, Message, prompt
 from tierroute.routing import Decision, ReasonNote, RouteQuery
 from tierroute.settings import TierConfig
 
-HopRole = Literal["answer", "judge"]
+HopRole = Literal["answer", "judge", "probe"]
 HopOutcome = Literal["ok", "error", "cancelled", "skipped"]
 VerdictValue = Literal["pass", "fail", "unavailable"]
 JudgeStatus = Literal[
@@ -27,10 +27,20 @@ JudgeStatus = Literal[
     "self_accepted",
     "skipped",
     "tool_use",
+    "agreed",
 ]
 SpeculationMode = Literal["default", "on", "off"]
-JudgeMode = Literal["default", "always", "never", "start_only"]
-JUDGE_MODES: tuple[JudgeMode, ...] = ("default", "always", "never", "start_only")
+JudgeMode = Literal["default", "always", "never", "start_only", "agreement", "agreement_mid"]
+JUDGE_MODES: tuple[JudgeMode, ...] = (
+    "default",
+    "always",
+    "never",
+    "start_only",
+    "agreement",
+    "agreement_mid",
+)
+# The judge modes that check answers by agreement with a probe instead of a judge.
+AGREEMENT_MODES: tuple[JudgeMode, ...] = ("agreement", "agreement_mid")
 # The request limit that refused or cut a call: its deadline, its attempt budget, its cost
 # ceiling (policy.max_cost_usd) or its tenant's budget.
 Stop = Literal["deadline", "budget", "cost_ceiling", "tenant_budget"]

@@ -29,7 +29,7 @@ SHADOW_TIER = "shadow.tier"
 class HopRecord(TypedDict):
     """One model call of a cascade, as logged.
 
-    Canonical values: role "answer" | "judge"; outcome "ok" | "error" | "cancelled" |
+    Canonical values: role "answer" | "judge" | "probe"; outcome "ok" | "error" | "cancelled" |
     "skipped"; verdict "pass" | "fail" | "unavailable" | "" (not a judge hop). Readers also
     accept the proto enum names (`HOP_ROLE_ANSWER`, `JUDGE_VERDICT_PASS`, ...).
     """

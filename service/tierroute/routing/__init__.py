@@ -7,6 +7,7 @@ that implement it live in `tierroute.model`.
 from tierroute.routing.features import QUERY_TYPES, ShapeFeatures, classifier_text, query_type
 from tierroute.routing.plan import (
     ACTIONS,
+    AGREEMENT_ACTIONS,
     JUDGE_PLANS,
     CascadeAction,
     CascadePlan,
@@ -32,6 +33,7 @@ from tierroute.routing.router import (
 
 __all__ = [
     "ACTIONS",
+    "AGREEMENT_ACTIONS",
     "JUDGE_PLANS",
     "PLAN_DROPPED",
     "QUERY_TYPES",

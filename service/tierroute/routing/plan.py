@@ -10,10 +10,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-JudgePlan = Literal["none", "all", "start_only"]
+JudgePlan = Literal["none", "all", "start_only", "agree", "agree_mid"]
 
 
-JUDGE_PLANS: tuple[JudgePlan, ...] = ("none", "all", "start_only")
+# "agree" and "agree_mid" check by agreement with a probe instead of a judge (the Cascade's
+# agreement modes, docs/cascade.md): they start on the cheapest tier.
+JUDGE_PLANS: tuple[JudgePlan, ...] = ("none", "all", "start_only", "agree", "agree_mid")
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class CascadeAction:
         tier = tier_names[self.start] if self.start < len(tier_names) else str(self.start)
         if self.judge == "none":
             return tier
+        if self.judge in ("agree", "agree_mid"):
+            return f"{tier}+{self.judge}"
         return f"{tier}+judge" if self.judge == "all" else f"{tier}+judge_start_only"
 
     def as_dict(self) -> dict[str, Any]:
@@ -44,6 +48,15 @@ ACTIONS: tuple[CascadeAction, ...] = (
     CascadeAction(1, "none"),
     CascadeAction(1, "all"),
     CascadeAction(2, "none"),
+)
+
+# The agreement actions (a probe cross-checks the cheap answer; `agree`: on a disagreement
+# the mid tier answers and ships when it agrees with either, else the top tier; `agree_mid`:
+# on a disagreement the mid answer ships). A bundle whose value section lists them may
+# choose them; ACTIONS, what `make model` fits today, does not include them.
+AGREEMENT_ACTIONS: tuple[CascadeAction, ...] = (
+    CascadeAction(0, "agree"),
+    CascadeAction(0, "agree_mid"),
 )
 
 

@@ -38,6 +38,7 @@ class Reason(Enum):
     EXPECTED_VALUE = "EXPECTED_VALUE"
     AGENT_LOOP = "AGENT_LOOP"
     TENANT_BUDGET = "TENANT_BUDGET"
+    ANSWERS_DISAGREE = "ANSWERS_DISAGREE"
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,8 @@ _JUDGE: dict[str, pb.JudgeMode.ValueType] = {
     "always": pb.JUDGE_MODE_ALWAYS,
     "never": pb.JUDGE_MODE_NEVER,
     "start_only": pb.JUDGE_MODE_START_ONLY,
+    "agreement": pb.JUDGE_MODE_AGREEMENT,
+    "agreement_mid": pb.JUDGE_MODE_AGREEMENT_MID,
 }
 
 

@@ -57,6 +57,14 @@ def add_eval_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     )
     _common(parser)
     parser.add_argument("--out", type=Path, required=True, help="directory to write into")
+    parser.add_argument(
+        "--trio",
+        metavar="CHEAP,MID,TOP",
+        default=None,
+        help="recorded model keys to play the tiers (as in the data's models), e.g. "
+        "claude-3-haiku-20240307,claude-3-sonnet-20240229,claude-3-opus-20240229: only "
+        "the records holding all three are evaluated (default: the data's own trio)",
+    )
     parser.set_defaults(func=run_eval)
 
 
@@ -169,6 +177,7 @@ def run_eval(args: argparse.Namespace, settings: Settings, environ: Mapping[str,
             settings,
             _options(args),
             progress=progress_bar(args.quiet, "eval"),
+            trio=args.trio.split(",") if args.trio else None,
         )
     except (ConfigError, ModelLoadError) as exc:
         print(f"tierroute eval: error: {exc}", file=sys.stderr)

@@ -11,9 +11,10 @@ one named explicitly), else fitted from each record's recorded cost and token co
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,9 @@ class EvalData:
     pricing: Pricing
     # Only the first `limit` records of the file are evaluated (None: all).
     limit: int | None = None
+    # USD per million input and output tokens of every recorded model key in the file (the
+    # probes' prices), from the prices file where it has them, else fitted.
+    model_prices: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -120,13 +124,15 @@ def load_eval_data(path: Path, *, prices: Path | None = None, limit: int | None 
     ids = [r.id for r in records]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{path}: record ids must be unique")
+    prices_path = prices if prices is not None else path.parent / PRICES_FILE
     return EvalData(
         path=path,
         sha256=file_sha256(path),
         records=tuple(records),
         trio=_trio_labels(records),
-        pricing=load_pricing(raw, prices if prices is not None else path.parent / PRICES_FILE),
+        pricing=load_pricing(raw, prices_path),
         limit=limit,
+        model_prices=model_prices(raw, prices_path),
     )
 
 
@@ -207,15 +213,32 @@ def _read_prices(path: Path) -> dict[str, tuple[float, float]]:
     return table
 
 
+def model_prices(raw: Sequence[Mapping[str, Any]], prices: Path) -> dict[str, tuple[float, float]]:
+    """Every recorded model key's price: from `prices` where it lists it, else fitted."""
+    table = _read_prices(prices) if prices.is_file() else {}
+    keys = sorted({key for record in raw for key in record["models"]})
+    return {key: table[key] if key in table else _fit_model_price(raw, key) for key in keys}
+
+
+def _fit_model_price(raw: Sequence[Mapping[str, Any]], model: str) -> tuple[float, float]:
+    return _fit(raw, lambda record: model, model)
+
+
 def _fit_price(raw: Sequence[Mapping[str, Any]], key: str) -> tuple[float, float]:
+    return _fit(raw, lambda record: str(record["tiers"][key]), f"the {key} tier")
+
+
+def _fit(
+    raw: Sequence[Mapping[str, Any]], model_of: Callable[[Mapping[str, Any]], str], what: str
+) -> tuple[float, float]:
     rows, costs = [], []
     for record in raw:
-        outcome = record["models"].get(record["tiers"][key])
+        outcome = record["models"].get(model_of(record))
         if outcome and outcome.get("cost_usd") is not None:
             rows.append([float(outcome["input_tokens"]), float(outcome["output_tokens"])])
             costs.append(float(outcome["cost_usd"]))
     if len(rows) < 2:
-        raise ConfigError(f"cannot price the {key} tier: too few records with cost and tokens")
+        raise ConfigError(f"cannot price {what}: too few records with cost and tokens")
     solution, *_ = np.linalg.lstsq(np.array(rows), np.array(costs), rcond=None)
     usd_in, usd_out = (max(float(v) * 1e6, 0.0) for v in solution)
     return usd_in, usd_out

@@ -200,7 +200,7 @@ async def _answer(state: _State, unit: _Unit) -> list[Outcome]:
     plan = strategy.plan(unit.fold)
     settings = plan.settings
     loop = asyncio.get_running_loop()
-    replay = ReplayEngine(state.replay_store(), settings.tiers, settings.replay)
+    replay = ReplayEngine(state.replay_store(), settings.tiers, settings.replay, settings.probes)
     engine = CascadeEngine(
         settings,
         Router(settings, plan.scorer),

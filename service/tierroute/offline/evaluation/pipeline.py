@@ -7,8 +7,10 @@ own router and cascade engine, and only then scores with the ground truth.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,15 @@ from tierroute.model import Bundle
 from tierroute.model.bundle import THRESHOLDS_FILE
 from tierroute.offline.evaluation import calibration as cal
 from tierroute.offline.evaluation import calibration_output, valuefit
+from tierroute.offline.evaluation.agreement import NAMES as AGREEMENT_ORDER
+from tierroute.offline.evaluation.agreement import agreement_strategies
 from tierroute.offline.evaluation.crossval import CrossValidation, cross_validate
-from tierroute.offline.evaluation.eval_data import EvalData, load_eval_data, load_store
+from tierroute.offline.evaluation.eval_data import (
+    PRICES_FILE,
+    EvalData,
+    load_eval_data,
+    load_store,
+)
 from tierroute.offline.evaluation.first_token import first_token_report
 from tierroute.offline.evaluation.harness import Outcome, Strategy, describe, run_strategies
 from tierroute.offline.evaluation.scoring import GroundTruth, oracle_start_tiers
@@ -44,6 +53,7 @@ from tierroute.offline.evaluation.summary import (
     markdown_summary,
     write_json,
 )
+from tierroute.offline.evaluation.trio import trio_view
 from tierroute.offline.training.calibrate import DEFAULT_MAX_COST_RATIO, Target
 from tierroute.offline.training.value_fit import prepare_value_model, write_model_file
 from tierroute.settings import Settings
@@ -148,12 +158,39 @@ def evaluate(
     options: Options,
     *,
     progress: Callable[[int], Progress] | None = None,
+    trio: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Answer every record with every strategy, score, and write report.json and the plot.
 
     `progress(total)` is called once with the number of record answers to come and returns
-    the callback the harness calls as they finish.
+    the callback the harness calls as they finish. With `trio` (cheap, mid and expensive
+    recorded model keys) only the records holding all three are evaluated, with those
+    models playing the tiers (`trio.trio_view`); the report's `trio` says which.
     """
+    if trio is None:
+        return _evaluate(data_path, out_dir, settings, options, progress=progress)
+    with tempfile.TemporaryDirectory(prefix="tierroute-trio-") as tmp:
+        view, info = trio_view(data_path, trio, Path(tmp) / data_path.name)
+        prices = options.prices or data_path.parent / PRICES_FILE
+        return _evaluate(
+            view,
+            out_dir,
+            settings,
+            dataclasses.replace(options, prices=prices),
+            progress=progress,
+            extra={"trio": info},
+        )
+
+
+def _evaluate(
+    data_path: Path,
+    out_dir: Path,
+    settings: Settings,
+    options: Options,
+    *,
+    progress: Callable[[int], Progress] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     data, truth, bundle, settings = prepare(data_path, settings, options)
     if bundle is None and settings.routing.default_strategy == "classifier":
         raise ConfigError(
@@ -162,8 +199,9 @@ def evaluate(
         )
     cv = cross_validate_for(data, bundle, options)
     names = [t.name for t in settings.tiers]
+    agreement = agreement_strategies(settings, data)
     # Every strategy, the calibration tables, and the shipped strategy once more streamed.
-    n_runs = len(data) * (len(ORDER) + N_TABLE_COLUMNS + 1)
+    n_runs = len(data) * (len(ORDER) + len(agreement) + N_TABLE_COLUMNS + 1)
     tick = progress(n_runs) if progress is not None else None
     store = load_store(data.path, data.limit) if options.workers <= 1 else None
     # The shipped procedure cross-fitted: calibrate on the other folds, answer the fold. Its
@@ -183,6 +221,7 @@ def evaluate(
             settings, oracle_start_tiers(truth, {r.id: r.replay_id for r in data.records}, names)
         ),
         *routed_strategies(settings, data, cv),
+        *agreement,
         shipped_strategy(settings, data, cv, bundle, value),
     ]
 
@@ -229,7 +268,7 @@ def evaluate(
     )
     outcomes.update(run([tuned, random]))
     strategies += [tuned, random]
-    ordered = {name: outcomes[name] for name in ORDER if name in outcomes}
+    ordered = {name: outcomes[name] for name in (*ORDER, *AGREEMENT_ORDER) if name in outcomes}
     report = build_report(
         data,
         ordered,
@@ -247,6 +286,7 @@ def evaluate(
                     "per_fold": [p.as_dict() for p in fit.params],
                 },
             },
+            **(extra or {}),
             "pricing": data.pricing.as_dict(),
             "seed": options.seed,
             "time_to_first_token": first_token_report(outcomes[SHIPPED], streamed, SHIPPED),

@@ -27,7 +27,7 @@ from typing import Any, Self
 from tierroute.outcomes import default_data_path
 from tierroute.providers.replay.messages import ReplayEngine, Reply, error_body
 from tierroute.providers.replay.recorded import ReplayStore
-from tierroute.settings import ReplayConfig, Settings, TierConfig
+from tierroute.settings import ProbeConfig, ReplayConfig, Settings, TierConfig
 
 logger = logging.getLogger(__name__)
 
@@ -275,9 +275,13 @@ class ReplayServer:
     """A local Anthropic Messages API serving recorded answers; see docs/replay.md."""
 
     def __init__(
-        self, store: ReplayStore, tiers: Sequence[TierConfig], config: ReplayConfig
+        self,
+        store: ReplayStore,
+        tiers: Sequence[TierConfig],
+        config: ReplayConfig,
+        probes: Sequence[ProbeConfig] = (),
     ) -> None:
-        self._engine = ReplayEngine(store, tiers, config)
+        self._engine = ReplayEngine(store, tiers, config, probes)
         self._config = config
         self._store = store
         self._httpd: _HTTPServer | None = None
@@ -297,7 +301,7 @@ class ReplayServer:
             store = ReplayStore()
         else:
             store = ReplayStore.load(path)
-        return cls(store, settings.tiers, settings.replay)
+        return cls(store, settings.tiers, settings.replay, settings.probes)
 
     @property
     def store(self) -> ReplayStore:

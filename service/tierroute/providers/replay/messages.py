@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tierroute.errors import ConfigError
+from tierroute.providers.answers import answers_agree, extract_answer
 from tierroute.providers.base import estimate_tokens, prompt_text
 from tierroute.providers.prompts import (
     JUDGE_TOOL,
@@ -26,14 +27,13 @@ from tierroute.providers.prompts import (
     extract_candidate,
     extract_question,
 )
-from tierroute.providers.replay.answers import answers_agree, extract_answer
 from tierroute.providers.replay.caching import PromptCache
 from tierroute.providers.replay.faults import FaultPlan, FaultSpec
 from tierroute.providers.replay.latency import LatencyModel
 from tierroute.providers.replay.recorded import TRIOS, ReplayRecord, ReplayStore
 from tierroute.providers.replay.sse import SseEvent, cut_midstream, stream_events
 from tierroute.providers.replay.tools import chosen_tool, tool_use_block
-from tierroute.settings import ReplayConfig, TierConfig
+from tierroute.settings import ProbeConfig, ReplayConfig, TierConfig
 
 logger = logging.getLogger(__name__)
 
@@ -304,7 +304,11 @@ class ReplayEngine:
     """Answers Messages API requests from a ReplayStore. Thread-safe."""
 
     def __init__(
-        self, store: ReplayStore, tiers: Sequence[TierConfig], config: ReplayConfig
+        self,
+        store: ReplayStore,
+        tiers: Sequence[TierConfig],
+        config: ReplayConfig,
+        probes: Sequence[ProbeConfig] = (),
     ) -> None:
         if not tiers:
             raise ConfigError("the replay backend needs at least one tier")
@@ -318,6 +322,8 @@ class ReplayEngine:
         self._tiers = tuple(tiers)
         self._config = config
         self._tier_by_model = {t.model: i for i, t in enumerate(self._tiers)}
+        # Probes answer as recorded by their replay models; a tier's model id wins a clash.
+        self._probe_by_model = {p.model: p for p in probes if p.model not in self._tier_by_model}
         self._latency = LatencyModel(config.ttft_s, config.tokens_per_s, config.time_scale)
         self._faults = FaultPlan(
             config.faults, config.fault_seed, allow_headers=config.allow_fault_headers
@@ -352,17 +358,18 @@ class ReplayEngine:
             )
         except _BadRequest as exc:
             return self._error(400, "invalid_request_error", str(exc), request_id)
-        tier = self._tier_by_model.get(request.model)
-        if tier is None:
-            return self._error(404, "not_found_error", f"model: {request.model}", request_id)
+        served = self._served_by(request, request_id)
+        if isinstance(served, Reply):
+            return served
+        position, probe = served
         if path == COUNT_TOKENS_PATH:
             count = {"input_tokens": estimate_tokens(request.prompt_text)}
             return Reply(200, count, kind="count_tokens")
         try:
             fault = self._faults.choose(
                 headers,
-                tier_index=tier,
-                tier_name=self._tiers[tier].name,
+                tier_index=position if probe is None else -1,
+                tier_name=probe.label if probe is not None else self._tiers[position].name,
                 model=request.model,
                 is_judge=request.is_judge,
             )
@@ -377,13 +384,33 @@ class ReplayEngine:
             # Unary calls meet the error a stream would carry, before any bytes.
             return self._fault_reply(FaultSpec("529"), request_id)
         if request.is_judge:
-            reply = self._judge(request, tier, fault)
+            reply = self._judge(request, position, fault)
         else:
-            reply = self._answer(request, tier)
+            reply = self._answer(request, position, probe)
         reply = self._cached(request, reply)
         if request.stream:
-            return self._streamed(reply, tier, midstream=midstream)
+            return self._streamed(reply, position, midstream=midstream)
         return reply
+
+    def _served_by(
+        self, request: _Request, request_id: str
+    ) -> tuple[int, ProbeConfig | None] | Reply:
+        """The tier position (and probe, if it is one) the requested model plays, else the
+        error reply. A probe answers at the cheapest tier's latency; it never judges."""
+        tier = self._tier_by_model.get(request.model)
+        if tier is not None:
+            return tier, None
+        probe = self._probe_by_model.get(request.model)
+        if probe is None:
+            return self._error(404, "not_found_error", f"model: {request.model}", request_id)
+        if request.is_judge:
+            return self._error(
+                400,
+                "invalid_request_error",
+                f"model: {request.model} is a probe here; probes answer, they do not judge",
+                request_id,
+            )
+        return 0, probe
 
     def _cached(self, request: _Request, reply: Reply) -> Reply:
         """The reply with its input tokens split by the request's cache breakpoints."""
@@ -425,7 +452,19 @@ class ReplayEngine:
             )
         return Reply(status, body, headers, kind="fault")
 
-    def _answer(self, request: _Request, tier: int) -> Reply:
+    def _recorded_key(
+        self, record: ReplayRecord, tier: int, probe: ProbeConfig | None
+    ) -> str | None:
+        """The recorded model answering: the tier's, or the probe's first replay model the
+        record holds (None: the record holds none, and the answer is synthetic)."""
+        if probe is None:
+            return record.model_key(tier, len(self._tiers), self._config.trio)
+        for key in probe.replay_models or (probe.model,):
+            if key in record.answers:
+                return key
+        return None
+
+    def _answer(self, request: _Request, tier: int, probe: ProbeConfig | None = None) -> Reply:
         user_text = request.last_user_text
         question = extract_question(user_text).strip()
         tool = chosen_tool(request.tools, request.tool_choice)
@@ -434,8 +473,9 @@ class ReplayEngine:
         record, matched = self._match(question, user_text)
         self_routing = SELF_ROUTING_INSTRUCTION in user_text
         prompt_tokens = estimate_tokens(request.prompt_text)
-        if record is not None:
-            model_key = record.model_key(tier, len(self._tiers), self._config.trio)
+        recorded_key = None if record is None else self._recorded_key(record, tier, probe)
+        if record is not None and recorded_key is not None:
+            model_key = recorded_key
             recorded = record.answers[model_key]
             text, pred = recorded.response, recorded.pred
             output_tokens = recorded.output_tokens

@@ -199,6 +199,11 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     """The tenant's budget over its window is spent and its policy is
     on_budget_exhausted = "cheapest": the cheapest tier answers, unjudged.
     """
+    REASON_CODE_ANSWERS_DISAGREE: _ReasonCode.ValueType  # 20
+    """Cascade, agreement modes: the answer's final answer disagreed with the
+    probe's (and, above the cheapest tier, with every answer before it), or
+    one of them stated none.
+    """
 
 class ReasonCode(_ReasonCode, metaclass=_ReasonCodeEnumTypeWrapper):
     """ReasonCode says, machine-readably, why a decision was made."""
@@ -251,6 +256,11 @@ REASON_CODE_TENANT_BUDGET: ReasonCode.ValueType  # 19
 """The tenant's budget over its window is spent and its policy is
 on_budget_exhausted = "cheapest": the cheapest tier answers, unjudged.
 """
+REASON_CODE_ANSWERS_DISAGREE: ReasonCode.ValueType  # 20
+"""Cascade, agreement modes: the answer's final answer disagreed with the
+probe's (and, above the cheapest tier, with every answer before it), or
+one of them stated none.
+"""
 Global___ReasonCode: _TypeAlias = ReasonCode  # noqa: Y015
 
 class _SpeculationMode:
@@ -296,6 +306,19 @@ class _JudgeModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JudgeMode.V
     """Judge the starting tier's answer only; answers after an escalation are
     returned unjudged (SKIPPED).
     """
+    JUDGE_MODE_AGREEMENT: _JudgeMode.ValueType  # 4
+    """Agreement instead of a judge (needs a configured probe; starts on the
+    cheapest tier): the cheapest tier and the probe answer in parallel; when
+    their final answers agree the cheap answer is returned (AGREED). Otherwise
+    the next tier answers and is returned when it agrees with either (AGREED);
+    otherwise the top tier's answer is returned (NOT_REQUIRED). An answer with
+    no explicitly stated final answer agrees with nothing. The probe's call is
+    a HOP_ROLE_PROBE hop, billed and counted like any call.
+    """
+    JUDGE_MODE_AGREEMENT_MID: _JudgeMode.ValueType  # 5
+    """As AGREEMENT, but on a disagreement the next tier's answer is returned
+    unchecked (SKIPPED): the cheaper rule.
+    """
 
 class JudgeMode(_JudgeMode, metaclass=_JudgeModeEnumTypeWrapper):
     """JudgeMode controls which answers of one request are judged."""
@@ -313,6 +336,19 @@ JUDGE_MODE_START_ONLY: JudgeMode.ValueType  # 3
 """Judge the starting tier's answer only; answers after an escalation are
 returned unjudged (SKIPPED).
 """
+JUDGE_MODE_AGREEMENT: JudgeMode.ValueType  # 4
+"""Agreement instead of a judge (needs a configured probe; starts on the
+cheapest tier): the cheapest tier and the probe answer in parallel; when
+their final answers agree the cheap answer is returned (AGREED). Otherwise
+the next tier answers and is returned when it agrees with either (AGREED);
+otherwise the top tier's answer is returned (NOT_REQUIRED). An answer with
+no explicitly stated final answer agrees with nothing. The probe's call is
+a HOP_ROLE_PROBE hop, billed and counted like any call.
+"""
+JUDGE_MODE_AGREEMENT_MID: JudgeMode.ValueType  # 5
+"""As AGREEMENT, but on a disagreement the next tier's answer is returned
+unchecked (SKIPPED): the cheaper rule.
+"""
 Global___JudgeMode: _TypeAlias = JudgeMode  # noqa: Y015
 
 class _HopRole:
@@ -327,6 +363,10 @@ class _HopRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HopRole.Value
     """The tier answered the query."""
     HOP_ROLE_JUDGE: _HopRole.ValueType  # 2
     """The tier judged a lower tier's answer."""
+    HOP_ROLE_PROBE: _HopRole.ValueType  # 3
+    """A probe (a configured model outside the tiers) answered the query to
+    cross-check a tier's answer; `tier` holds the probe's name.
+    """
 
 class HopRole(_HopRole, metaclass=_HopRoleEnumTypeWrapper):
     """HopRole is what a model call in a cascade was for."""
@@ -337,6 +377,10 @@ HOP_ROLE_ANSWER: HopRole.ValueType  # 1
 """The tier answered the query."""
 HOP_ROLE_JUDGE: HopRole.ValueType  # 2
 """The tier judged a lower tier's answer."""
+HOP_ROLE_PROBE: HopRole.ValueType  # 3
+"""A probe (a configured model outside the tiers) answered the query to
+cross-check a tier's answer; `tier` holds the probe's name.
+"""
 Global___HopRole: _TypeAlias = HopRole  # noqa: Y015
 
 class _HopOutcome:
@@ -439,6 +483,10 @@ class _JudgeStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JudgeStat
     """The answer calls a tool: it goes to the caller unjudged (not checked), as
     a judge grades text answers only.
     """
+    JUDGE_STATUS_AGREED: _JudgeStatus.ValueType  # 9
+    """Agreement modes: the answer's final answer agreed with the probe's or
+    another tier's (checked by agreement, not by a judge).
+    """
 
 class JudgeStatus(_JudgeStatus, metaclass=_JudgeStatusEnumTypeWrapper):
     """JudgeStatus is what became of the final answer's check."""
@@ -466,6 +514,10 @@ JUDGE_MODE_START_ONLY after an escalation, or by the value policy's
 JUDGE_STATUS_TOOL_USE: JudgeStatus.ValueType  # 8
 """The answer calls a tool: it goes to the caller unjudged (not checked), as
 a judge grades text answers only.
+"""
+JUDGE_STATUS_AGREED: JudgeStatus.ValueType  # 9
+"""Agreement modes: the answer's final answer agreed with the probe's or
+another tier's (checked by agreement, not by a judge).
 """
 Global___JudgeStatus: _TypeAlias = JudgeStatus  # noqa: Y015
 
