@@ -26,15 +26,25 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TypeAlias
 
 from opentelemetry import trace
 
 from tierroute.cascade.agreement import Agreement
-from tierroute.cascade.breaker import CIRCUIT_OPEN, BreakerBoard, DegradeAction
+from tierroute.cascade.breaker import CIRCUIT_OPEN, BreakerBoard
 from tierroute.cascade.calibrated import ModelCascade, ModelCascades
 from tierroute.cascade.caller import Speculation, TierCaller
+from tierroute.cascade.climb import (
+    FIXED_JUDGING,
+    PLAN_JUDGING,
+    Candidate,
+    Climb,
+    End,
+    Exhausted,
+    Interrupted,
+    Judging,
+    Refused,
+    Stopped,
+)
 from tierroute.cascade.limits import AttemptBudget, Deadline
 from tierroute.cascade.run import RunState
 from tierroute.cascade.sampling import JudgeSampler
@@ -60,7 +70,7 @@ from tierroute.errors import (
     ProviderError,
 )
 from tierroute.observability import Metrics
-from tierroute.providers import Block, Completion, Message, Provider, prompts
+from tierroute.providers import Completion, Provider, prompts
 from tierroute.routing import (
     PLAN_DROPPED,
     Decision,
@@ -72,162 +82,6 @@ from tierroute.routing import (
 from tierroute.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class _Judging:
-    """Which answers of one request are judged, and what an unjudged one is called.
-
-    `start` covers the start tier's answer, `escalated` every answer after an escalation.
-    An answer left unjudged by the sampler (or JUDGE_MODE_NEVER) is `sampled_out`; one left
-    unjudged by the request's or the value policy's choice is `skipped`.
-    """
-
-    start: bool
-    escalated: bool
-    unjudged: JudgeStatus
-    # Checked by agreement with a probe (and earlier answers) instead of by a judge.
-    by_agreement: bool = False
-
-    def judges(self, index: int, start_index: int) -> bool:
-        """Whether the answer of tier `index` is judged."""
-        return self.start if index == start_index else self.escalated
-
-
-# The value policy's judge plans (`tierroute.routing.plan.JudgePlan`) as judging decisions.
-_PLAN_JUDGING: dict[str, _Judging] = {
-    "none": _Judging(False, False, "skipped"),
-    "all": _Judging(True, True, "skipped"),
-    "start_only": _Judging(True, False, "skipped"),
-    "agree": _Judging(True, True, "skipped", by_agreement=True),
-    "agree_mid": _Judging(True, False, "skipped", by_agreement=True),
-}
-# The request's agreement modes, as the value plan's agreement plans.
-_AGREEMENT_PLAN = {"agreement": "agree", "agreement_mid": "agree_mid"}
-# The judge modes a request can fix, whatever the plan or the sampler would say.
-_FIXED_JUDGING: dict[str, _Judging] = {
-    "always": _Judging(True, True, "sampled_out"),
-    "never": _Judging(False, False, "sampled_out"),
-    "start_only": _Judging(True, False, "skipped"),
-    **{mode: _PLAN_JUDGING[plan] for mode, plan in _AGREEMENT_PLAN.items()},
-}
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    """An answer the request may return: the one chosen, or one held in reserve."""
-
-    text: str
-    tier_index: int
-    status: JudgeStatus
-    # The answer's tool_use blocks (with any text blocks around them), for a tool call.
-    content: tuple[Block, ...] = ()
-    stop_reason: str = ""
-
-    @classmethod
-    def of(
-        cls, completion: Completion, index: int, status: JudgeStatus, text: str | None = None
-    ) -> _Candidate:
-        """The candidate a completed answer call makes (`text` replaces its own)."""
-        content = completion.content if completion.tool_calls else ()
-        answer = completion.text if text is None else text
-        return cls(answer, index, status, content, completion.stop_reason)
-
-
-@dataclass(frozen=True)
-class _Stopped:
-    """A request limit ended the climb; `held` is the answer at hand, if any."""
-
-    stop: Stop
-    held: _Candidate | None
-
-
-@dataclass(frozen=True)
-class _Refused:
-    """Tier `index`'s breaker refused its answer call, and its policy does not skip it."""
-
-    index: int
-    action: DegradeAction
-    held: _Candidate | None
-
-
-@dataclass(frozen=True)
-class _Interrupted:
-    """Tier `index`'s committed answer broke off after its text was sent."""
-
-    index: int
-    outcome: CallOutcome
-
-
-@dataclass(frozen=True)
-class _Exhausted:
-    """The top tier, `index`, failed with `error`: no tier is left to climb to."""
-
-    index: int
-    error: ProviderError
-    held: _Candidate | None
-
-
-# How the climb up the tiers ended. The result (or error) is made from it only once the
-# call run ahead has been used or cancelled, so no exit path has to cancel it.
-_End: TypeAlias = _Candidate | _Stopped | _Refused | _Exhausted | _Interrupted
-
-
-@dataclass
-class _Climb:
-    """Where one request's cascade stands: its fixed start, and the tier it is on now."""
-
-    start: int
-    decision: Decision | None
-    judging: _Judging
-    question: str
-    history: list[Message]
-    # The question's turn, with any content blocks it carries.
-    turn: Message
-    # The question as asked: what a tier gets when there is no failed attempt to pass on.
-    plain: list[Message]
-    index: int
-    messages: list[Message]
-    self_routing: bool
-    fallback: _Candidate | None = None
-    agreement: Agreement | None = None
-
-    @classmethod
-    def begin(
-        cls, query: CascadeQuery, start: int, decision: Decision | None, judging: _Judging
-    ) -> _Climb:
-        question = query.route.text
-        history = list(query.route.history)
-        turn = query.question_turn
-        plain = [*history, turn]
-        self_routing = query.self_routing
-        return cls(
-            start=start,
-            decision=decision,
-            judging=judging,
-            question=question,
-            history=history,
-            turn=turn,
-            plain=plain,
-            index=start,
-            messages=(
-                prompts.self_routing_messages(question, history, turn) if self_routing else plain
-            ),
-            self_routing=self_routing,
-        )
-
-    def up(self, messages: list[Message] | None = None) -> None:
-        """Move to the next tier, asking it `messages`.
-
-        Without `messages` the next tier is asked what this one was, except that the
-        self-routing prompt is left behind for the plain question.
-        """
-        if messages is not None:
-            self.messages = messages
-        elif self.self_routing:
-            self.messages = self.plain
-        self.self_routing = False
-        self.index += 1
 
 
 class CascadeEngine:
@@ -439,18 +293,18 @@ class CascadeEngine:
         # Speculation only pays when the cheap answer will be judged and may well fail.
         return decision is not None and judged and decision.confidence < bound
 
-    def _judging(self, run: RunState, decision: Decision | None, sampler: JudgeSampler) -> _Judging:
+    def _judging(self, run: RunState, decision: Decision | None, sampler: JudgeSampler) -> Judging:
         """The request's judge mode decides; by default the value policy's plan, else the
         sampler, whose one draw covers every answer of the request."""
         mode = run.query.judge_mode
         if run.query.pinned or run.query.cheapest_only:
-            return _Judging(False, False, "skipped")
-        if mode in _FIXED_JUDGING:
-            return _FIXED_JUDGING[mode]
+            return Judging(False, False, "skipped")
+        if mode in FIXED_JUDGING:
+            return FIXED_JUDGING[mode]
         if decision is not None and decision.plan is not None:
-            return _PLAN_JUDGING[decision.plan.judge]
+            return PLAN_JUDGING[decision.plan.judge]
         sampled = sampler.should_judge(run.request_id, query_type(run.query.route.text))
-        return _Judging(sampled, sampled, "sampled_out")
+        return Judging(sampled, sampled, "sampled_out")
 
     # -- the cascade ---------------------------------------------------------------------
 
@@ -458,7 +312,7 @@ class CascadeEngine:
         self, run: RunState, start_index: int, decision: Decision | None
     ) -> CascadeResult:
         model = self._model_cascade()
-        climb = _Climb.begin(
+        climb = Climb.begin(
             run.query, start_index, decision, self._judging(run, decision, model.sampler)
         )
         ahead: int | None = None
@@ -481,7 +335,7 @@ class CascadeEngine:
             end = await self._climb(run, climb, speculation)
         return await self._conclude(run, climb, end)
 
-    async def _climb(self, run: RunState, climb: _Climb, speculation: Speculation) -> _End:
+    async def _climb(self, run: RunState, climb: Climb, speculation: Speculation) -> End:
         """Ask tier after tier, from the start tier up, until the cascade reaches an end."""
         while True:
             prestarted = speculation.take(climb.index)
@@ -492,13 +346,13 @@ class CascadeEngine:
             committed_text_out = text is not None and text.sent and not run.query.stream_drafts
             if committed_text_out and outcome.completion is None:
                 # Committed text is out and its stream broke: nothing may replace it.
-                return _Interrupted(climb.index, outcome)
+                return Interrupted(climb.index, outcome)
             end = await self._answered(run, climb, outcome)
             if end is not None:
                 return end
 
     def _answer_text(
-        self, run: RunState, climb: _Climb, held: AnswerText | None
+        self, run: RunState, climb: Climb, held: AnswerText | None
     ) -> AnswerText | None:
         """Where a streamed request's answer call streams: live when it is committed.
 
@@ -520,10 +374,10 @@ class CascadeEngine:
             return held
         return AnswerText(events, self._tiers[index].name, live=live)
 
-    async def _answered(self, run: RunState, climb: _Climb, outcome: CallOutcome) -> _End | None:
+    async def _answered(self, run: RunState, climb: Climb, outcome: CallOutcome) -> End | None:
         """Where the current tier's answer call leads: an end, or None having moved up."""
         if outcome.stop is not None:
-            return _Stopped(outcome.stop, climb.fallback)
+            return Stopped(outcome.stop, climb.fallback)
         if outcome.circuit_open:
             return self._refused(run, climb)
         completion = outcome.completion
@@ -532,39 +386,39 @@ class CascadeEngine:
             return self._provider_failed(run, climb, outcome.error)
         if completion.tool_calls:
             # A judge grades text answers: a tool call goes back to the caller unjudged.
-            return _Candidate.of(completion, climb.index, "tool_use")
+            return Candidate.of(completion, climb.index, "tool_use")
         if climb.self_routing:
             return self._self_assessed(run, climb, completion)
         return await self._judge_if_due(run, climb, completion)
 
     async def _judge_if_due(
-        self, run: RunState, climb: _Climb, completion: Completion
-    ) -> _End | None:
+        self, run: RunState, climb: Climb, completion: Completion
+    ) -> End | None:
         """A plain answer: the end when no judge is due for it (the top tier's never is)."""
         index = climb.index
         if index == self._top:
-            return _Candidate.of(completion, index, "not_required")
+            return Candidate.of(completion, index, "not_required")
         if not climb.judging.judges(index, climb.start):
-            return _Candidate.of(completion, index, climb.judging.unjudged)
+            return Candidate.of(completion, index, climb.judging.unjudged)
         if climb.agreement is not None:
             return await self._agreed(run, climb, climb.agreement, completion)
         return await self._judged(run, climb, completion)
 
     async def _agreed(
-        self, run: RunState, climb: _Climb, agreement: Agreement, completion: Completion
-    ) -> _End | None:
+        self, run: RunState, climb: Climb, agreement: Agreement, completion: Completion
+    ) -> End | None:
         """Check the answer by agreement: an end when it agrees, else None having moved up
         (with the plain question) and the answer held in case nothing better arrives."""
         index = climb.index
         disagreement = await agreement.check(completion.text, self._tiers[index].name)
         if disagreement is None:
-            return _Candidate.of(completion, index, "agreed")
+            return Candidate.of(completion, index, "agreed")
         self._escalate(run, disagreement, index)
-        climb.fallback = _Candidate.of(completion, index, "failed")
+        climb.fallback = Candidate.of(completion, index, "failed")
         climb.up(climb.plain)
         return None
 
-    def _refused(self, run: RunState, climb: _Climb) -> _End | None:
+    def _refused(self, run: RunState, climb: Climb) -> End | None:
         """The current tier's breaker is open: its degradation policy decides
         (docs/RELIABILITY.md)."""
         index = climb.index
@@ -576,13 +430,13 @@ class CascadeEngine:
             self._escalate(run, note, index)
             climb.up()
             return None
-        return _Refused(index, action, climb.fallback)
+        return Refused(index, action, climb.fallback)
 
-    def _provider_failed(self, run: RunState, climb: _Climb, error: ProviderError) -> _End | None:
+    def _provider_failed(self, run: RunState, climb: Climb, error: ProviderError) -> End | None:
         """The current tier failed to answer: the next tier serves, if there is one."""
         index = climb.index
         if index == self._top or run.query.pinned:
-            return _Exhausted(index, error, climb.fallback)
+            return Exhausted(index, error, climb.fallback)
         tier_name = self._tiers[index].name
         self._escalate(
             run, ReasonNote(Reason.PROVIDER_ERROR, f"{tier_name} failed with {error.kind}"), index
@@ -591,7 +445,7 @@ class CascadeEngine:
         climb.up()
         return None
 
-    def _self_assessed(self, run: RunState, climb: _Climb, completion: Completion) -> _End | None:
+    def _self_assessed(self, run: RunState, climb: Climb, completion: Completion) -> End | None:
         """A self-routed answer: accepted on its own stated confidence, else escalated."""
         index = climb.index
         answer, assessment = prompts.parse_self_assessment(completion.text)
@@ -601,21 +455,21 @@ class CascadeEngine:
             and assessment.needs_escalation is False
             and confidence >= self._config.self_confidence_threshold
         ):
-            return _Candidate.of(completion, index, "self_accepted", answer)
+            return Candidate.of(completion, index, "self_accepted", answer)
         if confidence is None:
             detail = "confidence block missing or unparseable"
-            climb.fallback = _Candidate.of(completion, index, "unavailable", answer)
+            climb.fallback = Candidate.of(completion, index, "unavailable", answer)
         else:
             detail = (
                 f"stated confidence {confidence:.2f}, "
                 f"needs_escalation={assessment.needs_escalation}"
             )
-            climb.fallback = _Candidate.of(completion, index, "failed", answer)
+            climb.fallback = Candidate.of(completion, index, "failed", answer)
         self._escalate(run, ReasonNote(Reason.SELF_LOW_CONFIDENCE, detail), index)
         climb.up()
         return None
 
-    async def _judged(self, run: RunState, climb: _Climb, completion: Completion) -> _End | None:
+    async def _judged(self, run: RunState, climb: Climb, completion: Completion) -> End | None:
         """Have the tier above judge the answer: an end when it passes, else None having
         moved up with the answer held in case nothing better arrives."""
         index = climb.index
@@ -626,7 +480,7 @@ class CascadeEngine:
         if outcome.stop is not None:
             # A judge the cost ceiling or the budget left out chose not to judge: skipped.
             status: JudgeStatus = "skipped" if outcome.stop in SPEND_STOPS else "unavailable"
-            return _Stopped(outcome.stop, _Candidate.of(completion, index, status))
+            return Stopped(outcome.stop, Candidate.of(completion, index, status))
         if outcome.circuit_open:
             # Unjudged is not passed: escalate, holding the answer in case nothing better.
             note = ReasonNote(
@@ -635,19 +489,19 @@ class CascadeEngine:
             )
             self._escalate(run, note, index)
             _degrade(run, f"{CIRCUIT_OPEN}:{judge_name}")
-            climb.fallback = _Candidate.of(completion, index, "unavailable")
+            climb.fallback = Candidate.of(completion, index, "unavailable")
             climb.up(climb.plain)
             return None
         verdict = outcome.verdict
         if verdict is not None and verdict.passes is True:
-            return _Candidate.of(completion, index, "passed")
+            return Candidate.of(completion, index, "passed")
         if verdict is not None and verdict.passes is False:
             note = ReasonNote(
                 Reason.JUDGE_FAILED,
                 f"{judge_name} failed the {answer_name} answer with {len(verdict.issues)} issue(s)",
             )
             self._escalate(run, note, index)
-            climb.fallback = _Candidate.of(completion, index, "failed")
+            climb.fallback = Candidate.of(completion, index, "failed")
             climb.up(
                 prompts.escalation_messages(
                     climb.question, answer, list(verdict.issues), climb.history, climb.turn
@@ -663,7 +517,7 @@ class CascadeEngine:
             run, ReasonNote(Reason.JUDGE_UNAVAILABLE, f"{judge_name} judge: {why}"), index
         )
         run.degraded.append(f"judge_unavailable:{judge_name}")
-        climb.fallback = _Candidate.of(completion, index, "unavailable")
+        climb.fallback = Candidate.of(completion, index, "unavailable")
         # No verdict means no issues to pass on: the next tier gets the plain question.
         climb.up(climb.plain)
         return None
@@ -684,16 +538,16 @@ class CascadeEngine:
 
     # -- the end -------------------------------------------------------------------------
 
-    async def _conclude(self, run: RunState, climb: _Climb, end: _End) -> CascadeResult:
+    async def _conclude(self, run: RunState, climb: Climb, end: End) -> CascadeResult:
         """The request's result, or its error, from how the climb ended."""
-        if isinstance(end, _Candidate):
+        if isinstance(end, Candidate):
             return self._result(run, climb, end)
-        if isinstance(end, _Stopped):
+        if isinstance(end, Stopped):
             if end.held is None and run.spend.serves_cheapest:
                 return await self._cheapest_instead(run, climb)
             return self._stopped(run, climb, end.stop, end.held)
         name = self._tiers[end.index].name
-        if isinstance(end, _Interrupted):
+        if isinstance(end, Interrupted):
             if end.outcome.stop == "deadline":
                 raise DeadlineExceeded(
                     f"the request's deadline passed while the {name} answer streamed"
@@ -702,7 +556,7 @@ class CascadeEngine:
                 f"the {name} answer's stream failed after its text began "
                 f"({self._error_kind(end.outcome)}); the text received is incomplete"
             ) from end.outcome.error
-        if isinstance(end, _Exhausted):
+        if isinstance(end, Exhausted):
             if end.held is None:
                 raise AllTiersFailed(
                     f"no tier could answer; {name} failed with {end.error.kind}"
@@ -718,7 +572,7 @@ class CascadeEngine:
         return await self._fall_back(run, climb, end.index, end.held)
 
     async def _fall_back(
-        self, run: RunState, climb: _Climb, index: int, held: _Candidate | None
+        self, run: RunState, climb: Climb, index: int, held: Candidate | None
     ) -> CascadeResult:
         """Tier `index` is open and falls back: the answer held, else the nearest tier below.
 
@@ -749,7 +603,7 @@ class CascadeEngine:
                 )
                 run.degraded.append(f"fell_back:{lower_name}")
                 return self._result(
-                    run, climb, _Candidate.of(outcome.completion, lower, "unavailable")
+                    run, climb, Candidate.of(outcome.completion, lower, "unavailable")
                 )
             if outcome.error is not None:
                 run.degraded.append(f"provider_error:{lower_name}:{outcome.error.kind}")
@@ -759,7 +613,7 @@ class CascadeEngine:
             f"no tier could answer; the {name} circuit breaker is open and no tier below answered"
         )
 
-    async def _cheapest_instead(self, run: RunState, climb: _Climb) -> CascadeResult:
+    async def _cheapest_instead(self, run: RunState, climb: Climb) -> CascadeResult:
         """The tenant's budget refused the tier asked, and its policy serves the cheapest
         tier instead: its answer, unjudged."""
         note = ReasonNote(
@@ -775,10 +629,10 @@ class CascadeEngine:
             ) from outcome.error
         if outcome.completion is None:
             return self._stopped(run, climb, outcome.stop or "tenant_budget", None)
-        return self._result(run, climb, _Candidate.of(outcome.completion, 0, "skipped"))
+        return self._result(run, climb, Candidate.of(outcome.completion, 0, "skipped"))
 
     def _stopped(
-        self, run: RunState, climb: _Climb, stop: Stop, held: _Candidate | None
+        self, run: RunState, climb: Climb, stop: Stop, held: Candidate | None
     ) -> CascadeResult:
         """A request limit cut the cascade: the answer held, degraded, else its error."""
         if held is None:
@@ -793,7 +647,7 @@ class CascadeEngine:
         run.degraded.append(stop)
         return self._result(run, climb, held)
 
-    def _result(self, run: RunState, climb: _Climb, answer: _Candidate) -> CascadeResult:
+    def _result(self, run: RunState, climb: Climb, answer: Candidate) -> CascadeResult:
         now = self._clock()
         hops = tuple(draft.freeze(now) for draft in run.hops)
         return CascadeResult(

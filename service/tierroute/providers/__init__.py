@@ -4,7 +4,7 @@ answers). `backend` chooses between Anthropic and replay; `prompts` holds the ju
 self-routing prompts every provider is sent.
 """
 
-from tierroute.providers.answers import final_answer, final_answers_agree
+from tierroute.providers.answers import extract_answer, final_answer, final_answers_agree
 from tierroute.providers.backend import Backend, build_backend, uses_anthropic
 from tierroute.providers.base import (
     AnswerParams,
@@ -32,6 +32,7 @@ __all__ = [
     "ToolSpec",
     "build_backend",
     "estimate_tokens",
+    "extract_answer",
     "final_answer",
     "final_answers_agree",
     "message_body",

@@ -30,7 +30,7 @@ from typing import Any
 
 from tierroute.errors import ConfigError
 from tierroute.outcomes import TIER_KEYS
-from tierroute.providers.replay.answers import extract_answer
+from tierroute.providers import extract_answer
 from tierroute.querylog import QueryRecord, Store, TierLabel
 from tierroute.querylog.records import ts_text
 from tierroute.settings import Settings, TierConfig

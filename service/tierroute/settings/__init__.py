@@ -9,50 +9,21 @@ a few common ones have short aliases (see `_ALIASES`). Nothing here runs at impo
 from __future__ import annotations
 
 import dataclasses
-import tomllib
-import types
-import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
 from tierroute.errors import ConfigError
+from tierroute.settings.parsing import Secret, build, merge, read_toml, section_types
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
 _BUNDLED_CONFIG = _PACKAGE_DIR / "default_config.toml"
 
 
 def _default_model_dir() -> Path:
     # In a source checkout the bundle sits in model_export/; images set TIERROUTE_MODEL_DIR.
     return _PACKAGE_DIR.parent.parent / "model_export" / "bundle"
-
-
-class Secret:
-    """A string that never shows itself in repr, str or logs."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def get(self) -> str:
-        """Return the secret value; call only where it is sent."""
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __repr__(self) -> str:
-        return "<secret>" if self._value else "<empty>"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 @dataclass(frozen=True)
@@ -458,7 +429,7 @@ def tenants_from_mapping(
             raise ConfigError(f"{where}.{tenant_id} must be a table")
         if "id" in values:
             raise ConfigError(f"{where}.{tenant_id}: the table's name is the tenant id")
-        tenants.append(_build(TenantConfig, {**values, "id": tenant_id}, f"{where}.{tenant_id}"))
+        tenants.append(build(TenantConfig, {**values, "id": tenant_id}, f"{where}.{tenant_id}"))
     return tuple(tenants)
 
 
@@ -616,11 +587,11 @@ class Settings:
         data: dict[str, Any] = {}
         for path in (_BUNDLED_CONFIG, environ.get("TIERROUTE_CONFIG")):
             if path:
-                _merge(data, _read_toml(Path(path)))
+                merge(data, read_toml(Path(path)))
         for env_name, (section, key) in _ALIASES.items():
             if env_name in environ:
                 data.setdefault(section, {})[key] = environ[env_name]
-        for section in _section_types(cls):
+        for section in section_types(cls):
             prefix = f"TIERROUTE_{section.upper()}_"
             for env_name, value in environ.items():
                 if env_name.startswith(prefix):
@@ -631,16 +602,16 @@ class Settings:
     def from_mapping(cls, data: Mapping[str, Any]) -> Self:
         """Build settings from nested mappings, as read from TOML; unknown keys are errors."""
         kwargs: dict[str, Any] = {}
-        sections = _section_types(cls)
+        sections = section_types(cls)
         for key, value in data.items():
             if key == "tiers":
-                kwargs["tiers"] = tuple(_build(TierConfig, t, "tiers") for t in value)
+                kwargs["tiers"] = tuple(build(TierConfig, t, "tiers") for t in value)
             elif key == "tenants":
                 kwargs["tenants"] = tenants_from_mapping(value)
             elif key == "probes":
                 kwargs["probes"] = _probes(value)
             elif key in sections:
-                kwargs[key] = _build(sections[key], value, key)
+                kwargs[key] = build(sections[key], value, key)
             else:
                 raise ConfigError(f"unknown configuration section {key!r}")
         settings = cls(**kwargs)
@@ -745,96 +716,8 @@ _ALIASES: dict[str, tuple[str, str]] = {
 }
 
 
-def _section_types(cls: type) -> dict[str, type]:
-    hints = typing.get_type_hints(cls)
-    return {
-        f.name: hints[f.name]
-        for f in dataclasses.fields(cls)
-        if isinstance(hints[f.name], type) and dataclasses.is_dataclass(hints[f.name])
-    }
-
-
 def _probes(value: Any) -> tuple[ProbeConfig, ...]:
     """The `[[probes]]` array of tables."""
     if isinstance(value, Mapping) or not isinstance(value, list | tuple):
         raise ConfigError("probes must be an array of tables ([[probes]])")
-    return tuple(_build(ProbeConfig, p, f"probes[{i}]") for i, p in enumerate(value))
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"configuration file not found: {path} (TIERROUTE_CONFIG)") from exc
-    except OSError as exc:
-        raise ConfigError(
-            f"configuration file {path} cannot be read ({exc.strerror}); check TIERROUTE_CONFIG"
-        ) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from exc
-
-
-def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
-    for key, value in new.items():
-        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = value
-
-
-def _build(kind: type[Any], values: Any, where: str) -> Any:
-    if not isinstance(values, Mapping):
-        raise ConfigError(f"{where} must be a table")
-    hints = typing.get_type_hints(kind)
-    known = {f.name for f in dataclasses.fields(kind)}
-    kwargs: dict[str, Any] = {}
-    for key, raw in values.items():
-        if key not in known:
-            raise ConfigError(f"unknown setting {where}.{key}")
-        kwargs[key] = _coerce(hints[key], raw, f"{where}.{key}")
-    try:
-        return kind(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
-
-
-def _as_bool(raw: Any) -> bool:
-    if isinstance(raw, str):
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(raw)
-    return bool(raw)
-
-
-# How a raw TOML or environment value becomes each scalar type a setting may have.
-_SCALARS: dict[Any, Callable[[Any], Any]] = {
-    bool: _as_bool,
-    int: int,
-    float: float,
-    Path: Path,
-    Secret: lambda raw: Secret(str(raw)),
-    str: str,
-}
-
-
-def _coerce(hint: Any, raw: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if raw is None or raw == "":
-            return None
-        return _coerce(args[0], raw, where)
-    try:
-        if hint in _SCALARS:
-            return _SCALARS[hint](raw)
-        if origin is tuple:
-            items = raw.split(",") if isinstance(raw, str) else list(raw)
-            return tuple(_coerce(typing.get_args(hint)[0], i, where) for i in items if i != "")
-        if origin is dict:
-            return dict(raw)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: cannot read {raw!r} as {hint}") from exc
-    return raw
+    return tuple(build(ProbeConfig, p, f"probes[{i}]") for i, p in enumerate(value))
