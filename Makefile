@@ -138,16 +138,20 @@ fmt: $(STAMP)
 	$(BIN)/ruff format service tests bench model_export clients/python
 	$(BIN)/ruff check --fix service tests bench model_export clients/python
 
-# Train on the recorded outcomes, calibrate, export to ONNX, verify parity.
+# Train on the recorded outcomes, calibrate the operating points (parity served by default)
+# for the tier prices in the configuration, export to ONNX, verify parity.
 model: $(STAMP)
 	$(BIN)/python model_export/build.py --data $(DATA) --out model_export/bundle
-	$(BIN)/tierroute calibrate --data $(DATA) --model-dir model_export/bundle --max-cost-per-query 0.3333x \
+	$(BIN)/tierroute calibrate --data $(DATA) --model-dir model_export/bundle --prices config \
 		--out model_export/bundle/thresholds.json --report model_export/calibration_slices.json \
 		--workers 2 --quiet
 
-# Replay every record of the data through every strategy; writes out/eval/report.json and the plot.
+# Replay every record of the data through every strategy under both price ladders: the
+# configured tiers' (out/eval) and the recorded trio's (out/eval-recorded); report.json and
+# the plot in each.
 eval: $(STAMP)
-	$(BIN)/tierroute eval --data $(DATA) --out out/eval --workers 2
+	$(BIN)/tierroute eval --data $(DATA) --out out/eval --prices config --workers 2
+	$(BIN)/tierroute eval --data $(DATA) --out out/eval-recorded --prices recorded --workers 2
 
 # The own-traffic learning curve (docs/own-traffic.md): labels from the replay judge only.
 own-traffic-curve: $(STAMP)

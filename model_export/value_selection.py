@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tierroute.model.operating import Ladder
 from tierroute.offline.evaluation import calibration as cal
 from tierroute.offline.evaluation import pipeline, valuefit
 from tierroute.offline.training.value_fit import MAX_FEATURES, QUALITY_C
@@ -54,17 +55,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     cv = pipeline.cross_validate_for(data, bundle, options)
     tables = cal.build_tables(data, settings, truth, workers=args.workers)
-    quality, cost = valuefit.action_targets(tables.quality, tables.cost, cal.ACTION_COLUMNS)
+    assert tables.tokens is not None  # build_tables counts tokens
+    quality, tokens = valuefit.action_targets(tables.quality, tables.tokens, cal.ACTION_COLUMNS)
+    # Costs at the evaluated ladder: the token heads are scored by the cost they predict.
+    ladder = Ladder.of(settings.tiers)
+    cost = ladder.price(tokens)
     texts = valuefit.featurised(data, cv.prefix_chars)
     folds = cv.fold_array(data)
     rows = []
     for c, features in CANDIDATES:
-        p, est = valuefit.out_of_fold(
-            texts, quality, cost, folds, args.workers, quality_c=c, max_features=features
+        p, est_tokens = valuefit.out_of_fold(
+            texts, quality, tokens, folds, args.workers, quality_c=c, max_features=features
         )
+        est = np.maximum(ladder.price(est_tokens), 1e-12)
         p = np.clip(p, 1e-12, 1 - 1e-12)
         log_loss = float(-np.mean(quality * np.log(p) + (1 - quality) * np.log(1 - p)))
-        rmse = float(np.sqrt(np.mean((np.log(est) - np.log(cost)) ** 2)))
+        rmse = float(np.sqrt(np.mean((np.log(est) - np.log(np.maximum(cost, 1e-12))) ** 2)))
         rows.append(
             {
                 "quality_c": c,

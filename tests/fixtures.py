@@ -122,3 +122,67 @@ def cascade_records(n: int = 60, seed: int = 7) -> list[dict[str, Any]]:
 def labelled(records: list[dict[str, Any]], min_tier_correct: str) -> dict[str, Any]:
     """The first record whose cheapest correct tier is `min_tier_correct`."""
     return next(r for r in records if r["min_tier_correct"] == min_tier_correct)
+
+
+def add_value_policy(
+    bundle: Path,
+    prompts: list[str],
+    quality: Any,
+    tokens: Any,
+    *,
+    tiers: Any,
+    default_point: str = "parity",
+    edit: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Fit a value model on `prompts` and add it to the classifier bundle in `bundle`.
+
+    `quality` (rows, actions) and `tokens` (rows, actions, tiers, 4: input, output, cache
+    write, cache read) are both the training targets and the realised outcomes stored as
+    calibration data; the operating points are solved for `tiers`' prices. `edit` updates
+    the `cascade` section after it is written. Returns the `cascade.value` section.
+    """
+    import numpy as np
+
+    from tierroute.model.operating import OPERATING_POINTS, CalibrationData, Ladder
+    from tierroute.model.value import top_action
+    from tierroute.offline.training.value_fit import (
+        fit_value_pipeline,
+        predict,
+        solve_points,
+        write_value_model,
+    )
+    from tierroute.routing.features import classifier_text
+    from tierroute.routing.plan import ACTIONS
+
+    metadata = json.loads((bundle / "metadata.json").read_text(encoding="utf-8"))
+    prefix = int(metadata["prefix_chars"])
+    texts = [classifier_text(p, prefix) for p in prompts]
+    tokens = np.asarray(tokens, dtype=np.float64)
+    pipeline = fit_value_pipeline(texts, quality, tokens[..., :2])
+    p, predicted = predict(pipeline, texts, tokens.shape[2])
+    evidence = CalibrationData(
+        oof_p=p,
+        oof_tokens=predicted,
+        quality=np.asarray(quality, dtype=np.float64),
+        tokens=tokens,
+        top_action=top_action(ACTIONS, tokens.shape[2]),
+    )
+    ladder = Ladder.of(tiers)
+    section = write_value_model(
+        bundle,
+        pipeline,
+        evidence,
+        ladder=ladder,
+        points=solve_points(evidence, ladder, OPERATING_POINTS),
+        default_point=default_point,
+        prefix_chars=prefix,
+        parity_texts=prompts[:20],
+    )
+    path = bundle / "thresholds.json"
+    thresholds = json.loads(path.read_text(encoding="utf-8"))
+    cascade = dict(thresholds.get("cascade") or {})
+    cascade.update(policy="value", value=section)
+    cascade.update(edit or {})
+    thresholds["cascade"] = cascade
+    path.write_text(json.dumps(thresholds), encoding="utf-8")
+    return section

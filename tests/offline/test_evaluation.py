@@ -33,6 +33,7 @@ from tierroute.offline.evaluation.pipeline import (
     calibrate,
     classifier_target,
     evaluate,
+    priced,
     shipped_target,
     value_estimates,
 )
@@ -265,7 +266,7 @@ def test_report_states_the_cross_validation(report: dict[str, Any]) -> None:
     assert report["cv"]["folds"] == FOLDS
     assert "dup_group" in report["cv"]["grouping"]
     assert len(report["cv"]["classifier_thresholds"]["per_fold"]) == FOLDS
-    assert len(report["cv"]["shipped_cv"]["per_fold"]) == FOLDS
+    assert len(report["cv"]["shipped_procedure"]["per_fold"]) == FOLDS
 
 
 def test_output_is_identical_for_a_fixed_seed_and_any_worker_count(
@@ -374,7 +375,7 @@ def test_value_policy_table_figures_equal_an_engine_run(
     settings = eval_settings(_settings(), data)
     truth = GroundTruth.load(data.path)
     tables = cal.build_tables(data, settings, truth)
-    value = value_estimates(data, folds, tables, Options(folds=FOLDS))
+    value = priced(value_estimates(data, folds, tables, Options(folds=FOLDS)), settings)
     inputs, fold_array = cal.fold_inputs(folds, data, tables, value)
     target = cal.CalibrationTarget("max_cost_per_query", 0.5, relative=True)
     fit = cal.cross_fit(inputs, fold_array, target)
@@ -450,8 +451,21 @@ def test_calibrate_ships_the_value_policy_beside_the_thresholds(
     assert section["price_per_correct_usd"] > 0
     assert section["parity"]["max_abs_diff_p_correct"] < 1e-4
     assert all("price_per_correct_usd" in fold for fold in thresholds["calibration"]["per_fold"])
+    # The named points and the target given (`custom`, served by default), each with its
+    # held-out figures, and the calibration data they can be solved again from.
+    assert list(section["operating_points"]) == ["parity", "q95", "third_cost", "custom"]
+    assert section["default_operating_point"] == "custom"
+    custom = section["operating_points"]["custom"]
+    assert custom["price_per_correct_usd"] == section["price_per_correct_usd"]
+    assert custom["held_out"]["cost_ratio_vs_always_expensive"] <= 0.5 + 1e-9
+    assert section["prices"]["output_usd_per_mtok"] == [5.0, 15.0, 25.0]
+    data_file = bundle / section["calibration_data"]["file"]
+    assert section["calibration_data"]["sha256"] == file_sha256(data_file)
     loaded = ValueModel.load(bundle, section, n_tiers=3, prefix_chars=4096, where="test")
     assert loaded.plan("Question 1: add the apples?").action in ACTIONS
+    assert loaded.points == {
+        name: entry["price_per_correct_usd"] for name, entry in section["operating_points"].items()
+    }
 
 
 def test_calibrate_lists_every_fixed_setting_overall_and_per_task(
@@ -492,23 +506,34 @@ def test_evaluating_a_value_bundle_routes_shipped_with_the_value_policy(
     small_data: Path,
     tmp_path: Path,
 ) -> None:
-    """`shipped` and `shipped_cv` of a value bundle use its price and per-fold prices."""
+    """`shipped` of a value bundle uses its default point's price; every operating point is
+    a cross-fitted `shipped@<name>` strategy, and the report's default names the served one."""
     _, bundle, thresholds, _ = calibrated
     report = evaluate(small_data, tmp_path, _settings(), Options(folds=FOLDS, model_dir=bundle))
     cascade = thresholds["cascade"]
     price = cascade["value"]["price_per_correct_usd"]
     shipped = report["strategies"]["shipped"]
     assert f"value policy at ${price:g}" in shipped["description"]
-    per_fold = report["cv"]["shipped_cv"]["per_fold"]
+    per_fold = report["cv"]["shipped_procedure"]["per_fold"]
     assert all(fold["policy"] == "value" for fold in per_fold)
+    names = [f"shipped@{n}" for n in cascade["value"]["operating_points"]]
+    assert set(names) <= set(report["strategies"])
+    assert report["default"] == "shipped@custom" == report["goal"]["strategy"]
+    assert set(report["goals"]) == {"shipped@parity", "shipped@q95"}
+    assert report["pricing"]["ladder"] == "config"
+    points = report["cv"]["operating_points"]
+    assert all(len(p["per_fold_price_per_correct_usd"]) == FOLDS for p in points.values())
+    assert "value policy (price of a correct answer)" in report["curves"]
     # What `shipped` did is what the value policy at the bundle's price predicts from the
     # tables and the out-of-fold estimates (the thresholds policy would differ).
     data = load_eval_data(small_data)
     cv = cross_validate(
         data, k=FOLDS, target=classifier_target(Bundle.read(bundle)), prefix_chars=4096
     )
-    tables = cal.build_tables(data, eval_settings(_settings(), data), GroundTruth.load(small_data))
-    inputs, _ = cal.fold_inputs(cv, data, tables, value_estimates(data, cv, tables, Options()))
+    settings = eval_settings(_settings(), data, "config")
+    tables = cal.build_tables(data, settings, GroundTruth.load(small_data))
+    value = priced(value_estimates(data, cv, tables, Options()), settings)
+    inputs, _ = cal.fold_inputs(cv, data, tables, value)
     params = cal.Params(
         tuple(cascade["risk"]), (1.0,) * 4, cascade["speculative_bound"], 1.0, price
     )
@@ -728,3 +753,65 @@ def test_paired_noise_by_hand() -> None:
     low, high = noise["quality_diff_ci95"]
     assert -0.75 <= low < 0 < high <= 0.75
     assert paired_noise(np.array([1.0]), np.array([0.0]))["quality_diff_se"] is None
+
+
+def test_an_operating_point_through_the_engine_matches_its_table_figures(
+    cv: tuple[EvalData, CrossValidation],
+) -> None:
+    """A cross-fitted operating point (`shipped@<name>` in reports) answers, through the
+    router and engine, exactly what its table lookups predict."""
+    from tierroute.model.operating import OPERATING_POINTS
+
+    data, folds = cv
+    settings = eval_settings(_settings(), data, "config")
+    truth = GroundTruth.load(data.path)
+    tables = cal.build_tables(data, settings, truth)
+    value = priced(value_estimates(data, folds, tables, Options(folds=FOLDS)), settings)
+    inputs, fold_array = cal.fold_inputs(folds, data, tables, value)
+    base = cal.cross_fit(inputs, fold_array, cal.CalibrationTarget("min_quality", 1.0, True))
+    fit = cal.point_cross_fit(inputs, fold_array, base, OPERATING_POINTS["q95"])
+    predicted = cal.figures(inputs, fit.columns, np.ones(len(data), dtype=bool), ["c", "m", "e"])
+    tuned = cal.tuned_strategy(
+        "q95", "under test", settings=settings, data=data, cv=folds, fit=fit, inputs=inputs
+    )
+    outcomes = run_strategies(data, [tuned], folds=folds.fold_of)["q95"]
+    actual = strategy_metrics(outcomes, data, truth, ["c", "m", "e"])
+    for key in ("quality", "cost_per_query_usd"):
+        assert actual[key] == predicted[key], key
+
+
+@pytest.mark.parametrize("spec", ["config", "recorded"])
+def test_both_price_ladders_price_the_same_answers(
+    cv: tuple[EvalData, CrossValidation], spec: str
+) -> None:
+    """`--prices config` bills the configured tiers' prices, `recorded` the recorded trio's;
+    the recorded models answer either way."""
+    data, _ = cv
+    settings = eval_settings(_settings(), data, spec)
+    expected = (
+        [(t.input_usd_per_mtok, t.output_usd_per_mtok) for t in _settings().tiers]
+        if spec == "config"
+        else [data.pricing.usd_per_mtok[k] for k in ("cheap", "mid", "expensive")]
+    )
+    assert [(t.input_usd_per_mtok, t.output_usd_per_mtok) for t in settings.tiers] == expected
+    assert [t.model for t in settings.tiers] == [
+        data.trio[k] for k in ("cheap", "mid", "expensive")
+    ]
+
+
+def test_a_prices_file_replaces_the_configured_prices(
+    cv: tuple[EvalData, CrossValidation], tmp_path: Path
+) -> None:
+    """A TOML file of [[tiers]] prices the tiers it names; a tier it lacks is a ConfigError."""
+    data, _ = cv
+    path = tmp_path / "prices.toml"
+    rows = "".join(
+        f'[[tiers]]\nname = "{n}"\ninput_usd_per_mtok = {i}\noutput_usd_per_mtok = {o}\n'
+        for n, i, o in (("cheap", 0.5, 2.0), ("mid", 1.0, 4.0), ("expensive", 2.0, 8.0))
+    )
+    path.write_text(rows)
+    settings = eval_settings(_settings(), data, str(path))
+    assert [t.output_usd_per_mtok for t in settings.tiers] == [2.0, 4.0, 8.0]
+    path.write_text(rows.split('[[tiers]]\nname = "expensive"')[0])
+    with pytest.raises(ConfigError, match="no \\[\\[tiers\\]\\] entry named 'expensive'"):
+        eval_settings(_settings(), data, str(path))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from tierroute.errors import ConfigError, ModelLoadError
-from tierroute.model.value import ValueModel, parse_actions
+from tierroute.model.operating import OPERATING_POINTS, CalibrationData, Ladder
+from tierroute.model.value import ValueModel, parse_actions, top_action
 from tierroute.offline.evaluation import calibration as cal
 from tierroute.offline.evaluation import valuefit
 from tierroute.offline.training.value_fit import (
@@ -17,6 +18,7 @@ from tierroute.offline.training.value_fit import (
     export,
     fit_value_pipeline,
     predict,
+    solve_points,
     write_value_model,
 )
 from tierroute.routing.features import classifier_text
@@ -25,10 +27,24 @@ from tierroute.routing.plan import ACTIONS, CascadeAction, choose, plan_from
 N_ACTIONS = len(ACTIONS)
 
 
+LADDER = Ladder((1.0, 3.0, 5.0), (5.0, 15.0, 25.0), (1.25,) * 3, (0.1,) * 3)
+
+
 def _training_table(n: int = 240) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Texts whose topic decides which actions end correct and what they cost."""
+    """Texts whose topic decides which actions end correct and how many tokens they bill."""
     rng = np.random.default_rng(7)
-    texts, quality, cost = [], [], []
+    texts, quality, tokens = [], [], []
+    # Output tokens per action and tier: cheap answers, judges (mid), escalations (top).
+    base = np.zeros((N_ACTIONS, 3, 2))
+    base[:, :, 0] = 200.0
+    base[:, :, 1] = [
+        [300, 0, 0],
+        [300, 40, 0],
+        [300, 40, 0],
+        [0, 300, 0],
+        [0, 300, 60],
+        [0, 0, 300],
+    ]
     for i in range(n):
         hard = i % 3 == 0
         texts.append(
@@ -37,15 +53,15 @@ def _training_table(n: int = 240) -> tuple[list[str], np.ndarray, np.ndarray]:
         # Hard queries: only the judged or top actions tend to be right; easy: all are.
         p = np.array([0.2, 0.7, 0.6, 0.4, 0.8, 0.85]) if hard else np.full(N_ACTIONS, 0.9)
         quality.append((rng.random(N_ACTIONS) < p).astype(float))
-        base = np.array([1.0, 6.0, 4.0, 15.0, 40.0, 90.0]) * 1e-5
-        cost.append(base * (3.0 if hard else 1.0) * np.exp(rng.normal(0, 0.1, N_ACTIONS)))
-    return [classifier_text(t, 4096) for t in texts], np.array(quality), np.array(cost)
+        scale = (3.0 if hard else 1.0) * np.exp(rng.normal(0, 0.1, (N_ACTIONS, 3, 1)))
+        tokens.append(base * scale * (base > 0))
+    return [classifier_text(t, 4096) for t in texts], np.array(quality), np.array(tokens)
 
 
 @pytest.fixture(scope="module")
 def fitted() -> tuple[object, list[str]]:
-    texts, quality, cost = _training_table()
-    return fit_value_pipeline(texts, quality, cost), texts
+    texts, quality, tokens = _training_table()
+    return fit_value_pipeline(texts, quality, tokens), texts
 
 
 def test_the_exported_model_reproduces_scikit_learn(fitted: tuple[object, list[str]]) -> None:
@@ -56,10 +72,11 @@ def test_the_exported_model_reproduces_scikit_learn(fitted: tuple[object, list[s
         export(pipeline),  # type: ignore[arg-type]
         texts,
         prefix_chars=4096,
+        ladder=LADDER,
         price_per_correct_usd=1e-3,
     )
     assert report.max_abs_diff_p < 1e-4
-    assert report.max_rel_diff_cost < 1e-4
+    assert report.max_rel_diff_tokens < 1e-4
     assert report.rows > len(texts)
 
 
@@ -70,25 +87,49 @@ def test_the_export_is_byte_for_byte_deterministic(fitted: tuple[object, list[st
 
 
 def test_the_model_learns_which_queries_need_a_judge(fitted: tuple[object, list[str]]) -> None:
-    """Hard queries get a lower P(correct) for the unjudged cheap action and a higher cost."""
+    """Hard queries get a lower P(correct) for the unjudged cheap action and more tokens."""
     pipeline, texts = fitted
-    p, c = predict(pipeline, texts)  # type: ignore[arg-type]
+    p, tokens = predict(pipeline, texts, 3)  # type: ignore[arg-type]
     hard = np.arange(len(texts)) % 3 == 0
     assert p[hard, 0].mean() < p[~hard, 0].mean() - 0.3
-    assert c[hard, 5].mean() > 2 * c[~hard, 5].mean()
+    cost = LADDER.price(tokens)
+    assert cost[hard, 5].mean() > 2 * cost[~hard, 5].mean()
+    # An action never calls a tier it does not reach: those token heads learn zero.
+    assert np.abs(tokens[:, 5, 0, 1]).max() < 1.0
+
+
+def _evidence(texts: list[str], quality: np.ndarray, tokens: np.ndarray) -> CalibrationData:
+    pipeline = fit_value_pipeline(texts, quality, tokens)
+    p, predicted = predict(pipeline, texts, 3)
+    full = np.concatenate([tokens, np.zeros_like(tokens)], axis=3)
+    return CalibrationData(p, predicted, quality, full, top_action(ACTIONS, 3))
+
+
+def _write(tmp_path: Path, pipeline: object, texts: list[str]) -> dict[str, object]:
+    _, quality, tokens = _training_table()
+    evidence = _evidence(texts, quality, tokens)
+    return write_value_model(
+        tmp_path,
+        pipeline,  # type: ignore[arg-type]
+        evidence,
+        ladder=LADDER,
+        points=solve_points(evidence, LADDER, OPERATING_POINTS),
+        default_point="parity",
+        prefix_chars=4096,
+        parity_texts=texts[:20],
+    )
 
 
 def test_write_and_load_round_trip(tmp_path: Path, fitted: tuple[object, list[str]]) -> None:
     """The section written names a model ValueModel.load accepts and plans with."""
     pipeline, texts = fitted
-    section = write_value_model(
-        tmp_path, pipeline, price_per_correct_usd=2e-3, prefix_chars=4096, parity_texts=texts[:20]
-    )  # type: ignore[arg-type]
+    section = _write(tmp_path, pipeline, texts)
     model = ValueModel.load(tmp_path, section, n_tiers=3, prefix_chars=4096, where="t.json")
     plan = model.plan("question 3: prove the integral of the polynomial")
     p, cost = model.estimate("question 3: prove the integral of the polynomial")
-    assert plan.index == choose(p, cost, 2e-3)
+    assert plan.index == choose(p, cost, model.points["parity"])
     assert plan.action == ACTIONS[plan.index]
+    assert set(model.points) == set(OPERATING_POINTS)
     assert json.loads(json.dumps(section)) == section
 
 
@@ -96,8 +137,8 @@ def test_loading_refuses_a_changed_model_file(
     tmp_path: Path, fitted: tuple[object, list[str]]
 ) -> None:
     """A value.onnx whose hash is not the recorded one is refused, naming the mismatch."""
-    pipeline, _ = fitted
-    section = write_value_model(tmp_path, pipeline, price_per_correct_usd=1e-3, prefix_chars=4096)  # type: ignore[arg-type]
+    pipeline, texts = fitted
+    section = _write(tmp_path, pipeline, texts)
     (tmp_path / "value.onnx").write_bytes(b"not a model")
     with pytest.raises(ModelLoadError, match="SHA-256"):
         ValueModel.load(tmp_path, section, n_tiers=3, prefix_chars=4096, where="t.json")
@@ -111,6 +152,23 @@ def test_loading_refuses_a_missing_model_file(tmp_path: Path) -> None:
         ValueModel.load(tmp_path, section, n_tiers=3, prefix_chars=4096, where="t.json")
 
 
+def test_a_price_change_flips_the_plan(tmp_path: Path, fitted: tuple[object, list[str]]) -> None:
+    """The same bundle, loaded with another tier's price, chooses another action: prices
+    reach decisions at load time (here a cheap-tier output price 50x higher moves a query
+    off the cheap tier)."""
+    pipeline, texts = fitted
+    section = _write(tmp_path, pipeline, texts)
+    text = "question 4: name the river"
+    base = ValueModel.load(tmp_path, section, n_tiers=3, prefix_chars=4096, where="t.json")
+    dear = Ladder((1.0, 3.0, 5.0), (250.0, 15.0, 25.0), (1.25,) * 3, (0.1,) * 3)
+    repriced = ValueModel.load(
+        tmp_path, section, n_tiers=3, prefix_chars=4096, where="t.json", ladder=dear
+    )
+    assert base.plan(text).start == 0
+    assert repriced.plan(text).start > 0
+    assert repriced.points != base.points
+
+
 @pytest.mark.parametrize(
     "actions",
     [[], [{"start": 3, "judge": "none"}], [{"start": 0, "judge": "sometimes"}], "cheap"],
@@ -122,12 +180,14 @@ def test_bad_action_lists_are_refused(actions: object) -> None:
 
 
 def test_training_refuses_inconsistent_tables() -> None:
-    """Mismatched shapes and non-positive costs (whose log is fitted) are refused."""
-    texts, quality, cost = _training_table(30)
+    """Mismatched shapes and negative token counts are refused."""
+    texts, quality, tokens = _training_table(30)
     with pytest.raises(ConfigError, match="shapes disagree"):
-        fit_value_pipeline(texts[:-1], quality, cost)
-    with pytest.raises(ConfigError, match="positive"):
-        fit_value_pipeline(texts, quality, np.zeros_like(cost))
+        fit_value_pipeline(texts[:-1], quality, tokens)
+    with pytest.raises(ConfigError, match="shapes disagree"):
+        fit_value_pipeline(texts, quality, tokens[..., 0])
+    with pytest.raises(ConfigError, match="negative"):
+        fit_value_pipeline(texts, quality, -tokens)
 
 
 def test_the_policy_trades_cost_against_quality_at_its_price() -> None:
@@ -156,7 +216,14 @@ def _inputs(n: int = 400) -> cal.Inputs:
         escalated=np.zeros((n, n_cols), dtype=bool),
     )
     value_p = np.clip(quality[:, cal.ACTION_COLUMNS] + rng.normal(0, 0.3, (n, N_ACTIONS)), 0, 1)
-    value_cost = cost[:, cal.ACTION_COLUMNS]
+    return _with_signals(rng, tables, value_p, cost[:, cal.ACTION_COLUMNS])
+
+
+def _with_signals(
+    rng: np.random.Generator, tables: cal.Tables, value_p: np.ndarray, value_cost: np.ndarray
+) -> cal.Inputs:
+    """Search inputs over `tables` with random classifier probabilities and sampler draws."""
+    n = len(value_p)
     proba = rng.dirichlet(np.ones(3), size=n)
     return cal.Inputs(
         risks=np.column_stack([proba[:, 1] + proba[:, 2], proba[:, 2], np.zeros(n)]),
@@ -228,3 +295,50 @@ def test_the_price_search_meets_a_cost_budget() -> None:
     bigger = cal.search(inputs, rows, cal.CalibrationTarget("max_cost_per_query", 0.6, True))
     more = cal.figures(inputs, cal.columns_for(inputs, bigger, rows), rows, ["c", "m", "e"])
     assert more["quality"] >= figures["quality"]
+
+
+def _fresh_inputs(evidence: CalibrationData, ladder: Ladder) -> cal.Inputs:
+    """Calibration inputs built from scratch on the same rows, priced with `ladder`: every
+    table column plays the action whose serial column it is (speculative ones copy it)."""
+    # Column -> action: serial columns play their action (ACTION_COLUMNS); the speculative
+    # columns 2, 5 and 8 copy their serial twins' actions 1, 4 and 2.
+    source = [0, 1, 1, 3, 4, 4, 5, 2, 2]
+    assert [source[c] for c in cal.ACTION_COLUMNS] == list(range(N_ACTIONS))
+    quality = evidence.quality[:, source]
+    cost = ladder.price(evidence.tokens[:, source])
+    rng = np.random.default_rng(5)
+    tables = cal.Tables(
+        quality=quality,
+        cost=cost,
+        judge_cost=np.zeros_like(cost),
+        latency_ms=np.ones_like(cost),
+        final=np.zeros(cost.shape, dtype=np.int64),
+        escalated=np.zeros(cost.shape, dtype=bool),
+    )
+    return _with_signals(rng, tables, evidence.oof_p, ladder.price(evidence.oof_tokens))
+
+
+@pytest.mark.parametrize("ladder_name", ["calibration", "flat"])
+def test_re_solving_stored_predictions_equals_a_fresh_calibration(ladder_name: str) -> None:
+    """Operating points solved from the stored out-of-fold predictions (what a server does
+    on a price change) are the prices calibration's own search finds on the same
+    predictions priced the same way."""
+    texts, quality, tokens = _training_table()
+    evidence = _evidence(texts, quality, tokens)
+    ladder = (
+        LADDER
+        if ladder_name == "calibration"
+        else Ladder((2.0,) * 3, (10.0,) * 3, (1.25,) * 3, (0.1,) * 3)
+    )
+    solved = evidence.solve(ladder, OPERATING_POINTS)
+    inputs = _fresh_inputs(evidence, ladder)
+    everything = np.ones(len(texts), dtype=bool)
+    for name, point in OPERATING_POINTS.items():
+        target = cal.CalibrationTarget(point.kind, point.value, relative=True)
+        try:
+            fresh = cal.search(inputs, everything, target).price_per_correct_usd
+        except ConfigError:
+            assert not solved[name].feasible
+            continue
+        assert solved[name].feasible
+        assert solved[name].price_per_correct_usd == fresh

@@ -25,17 +25,16 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from tierroute_client import AsyncTierRouteClient
 
-from tests.fixtures import make_records, write_dataset
+from tests.fixtures import add_value_policy, make_records, write_dataset
 from tests.helpers import Running, make_settings, running_server
 from tierroute.api.security import hash_token
 from tierroute.errors import ConfigError, ModelLoadError
-from tierroute.model.bundle import VALUE_FILE
+from tierroute.model.bundle import VALUE_CALIBRATION_FILE, VALUE_FILE
 from tierroute.model.classifier import RouterModel
 from tierroute.model.registry import ModelRegistry
 from tierroute.observability.metrics import CASCADE_PLANS
 from tierroute.observability.names import ATTR_PLAN, SPAN_ROUTE
 from tierroute.providers.scripted import Reply, ScriptedProvider
-from tierroute.routing.features import classifier_text
 from tierroute.routing.plan import ACTIONS, CascadePlan
 from tierroute.settings import Settings
 from tierroute.testing import StaticScorer
@@ -483,28 +482,16 @@ def value_bundle(
     action costs the same, so it plans `cheap+judge` for every text. `edit` updates the
     `cascade` section after it is written.
     """
-    from tierroute.offline.training.value_fit import fit_value_pipeline, write_value_model
-
     copy_bundle(trained.bundle, dest, version)
-    prefix = int(read_json(dest / "metadata.json")["prefix_chars"])
-    texts = [classifier_text(p, prefix) for p in trained.prompts]
-    quality = np.zeros((len(texts), len(ACTIONS)))
+    n = len(trained.prompts)
+    quality = np.zeros((n, len(ACTIONS)))
     quality[:, FITTED_ACTION] = 1.0
-    cost = np.full((len(texts), len(ACTIONS)), 0.001)
-    pipeline = fit_value_pipeline(texts, quality, cost)
-    section = write_value_model(
-        dest,
-        pipeline,
-        price_per_correct_usd=0.01,
-        prefix_chars=prefix,
-        parity_texts=trained.prompts[:20],
+    # Every action bills the same tokens on every tier: only P(correct) tells them apart.
+    tokens = np.zeros((n, len(ACTIONS), 3, 4))
+    tokens[..., :2] = 100.0
+    add_value_policy(
+        dest, trained.prompts, quality, tokens, tiers=make_settings().tiers, edit=dict(edit or {})
     )
-    thresholds = read_json(dest / "thresholds.json")
-    cascade_section = dict(thresholds.get("cascade") or {})
-    cascade_section.update(policy="value", value=section)
-    cascade_section.update(edit or {})
-    thresholds["cascade"] = cascade_section
-    (dest / "thresholds.json").write_text(json.dumps(thresholds))
     return dest
 
 
@@ -524,7 +511,10 @@ async def test_loaded_bundle_plans_through_the_server(trained: Trained, tmp_path
         route = await s.stub.Route(pb.RouteRequest(query=trained.prompts[0]))
     assert codes(r.route.reasons) == [pb.REASON_CODE_EXPECTED_VALUE]
     assert r.route.reasons[0].detail.startswith("cheap+judge: P(correct) 1.00")
-    assert r.route.thresholds["price_per_correct_usd"] == pytest.approx(0.01)
+    parity = read_json(bundle / "thresholds.json")["cascade"]["value"]["operating_points"]["parity"]
+    assert r.route.thresholds["price_per_correct_usd"] == pytest.approx(
+        parity["price_per_correct_usd"]
+    )
     assert r.route.model_version == "value-v1"
     assert (r.tier.name, r.judge_status) == ("cheap", pb.JUDGE_STATUS_PASSED)
     assert pb.REASON_CODE_EXPECTED_VALUE not in codes(route.reasons)
@@ -532,13 +522,16 @@ async def test_loaded_bundle_plans_through_the_server(trained: Trained, tmp_path
 
 def test_router_model_loads_the_value_model(trained: Trained, tmp_path: Path) -> None:
     """RouterModel.load reads the value model; cascade_plan returns its plan for any text."""
-    model = RouterModel.load(value_bundle(trained, tmp_path / "bundle"), 3)
+    bundle = value_bundle(trained, tmp_path / "bundle")
+    model = RouterModel.load(bundle, 3)
     model.warm_up()
     plan_ = model.cascade_plan("What is the capital of France?")
     assert plan_ is not None
     assert plan_.action == ACTIONS[FITTED_ACTION]
     assert len(plan_.p_correct) == len(plan_.cost_usd) == len(ACTIONS)
-    assert plan_.price_per_correct_usd == pytest.approx(0.01)
+    section = read_json(bundle / "thresholds.json")["cascade"]["value"]
+    assert plan_.price_per_correct_usd == section["price_per_correct_usd"]
+    assert plan_.operating_point == section["default_operating_point"] == "parity"
 
 
 def test_bundle_without_the_section_has_no_plan(trained: Trained) -> None:
@@ -587,6 +580,20 @@ def _bad_prefix(bundle: Path) -> None:
     edit_cascade(bundle, value={**section, "prefix_chars": 0})
 
 
+def _missing_calibration_data(bundle: Path) -> None:
+    (bundle / VALUE_CALIBRATION_FILE).unlink()
+
+
+def _changed_calibration_data(bundle: Path) -> None:
+    path = bundle / VALUE_CALIBRATION_FILE
+    path.write_bytes(path.read_bytes() + b"\0")
+
+
+def _unknown_default_point(bundle: Path) -> None:
+    section = read_json(bundle / "thresholds.json")["cascade"]["value"]
+    edit_cascade(bundle, value={**section, "default_operating_point": "cheapest"})
+
+
 def _unknown_policy(bundle: Path) -> None:
     edit_cascade(bundle, policy="bandit")
 
@@ -603,6 +610,9 @@ BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
     "bad actions": (_bad_actions, "thresholds.json"),
     "bad prefix_chars": (_bad_prefix, "thresholds.json"),
     "unknown policy": (_unknown_policy, "thresholds.json"),
+    "missing calibration data": (_missing_calibration_data, VALUE_CALIBRATION_FILE),
+    "changed calibration data": (_changed_calibration_data, VALUE_CALIBRATION_FILE),
+    "unknown default point": (_unknown_default_point, "thresholds.json"),
     "no value section": (_no_value_section, "thresholds.json"),
 }
 

@@ -176,6 +176,8 @@ export interface RouteOptions {
   rule?: Rule;
   qualityFloor?: number;
   maxCostUsd?: number;
+  /** The Cascade value policy's operating point ("parity", "q95", "third_cost"). */
+  operatingPoint?: string;
   tenantId?: string;
   sessionId?: string;
   metadata?: Record<string, string>;
@@ -497,11 +499,17 @@ function routeFields(text: string | undefined, o: RouteOptions): RouteRequest {
     metadata: o.metadata ?? {},
     requestId: o.requestId ?? "",
   };
-  if (o.rule !== undefined || o.qualityFloor !== undefined || o.maxCostUsd !== undefined) {
+  if (
+    o.rule !== undefined ||
+    o.qualityFloor !== undefined ||
+    o.maxCostUsd !== undefined ||
+    o.operatingPoint !== undefined
+  ) {
     request.policy = {
       rule: o.rule ? lookup(RULES, o.rule, "rule") : "DECISION_RULE_UNSPECIFIED",
       qualityFloor: o.qualityFloor ?? 0,
       maxCostUsd: o.maxCostUsd ?? 0,
+      operatingPoint: o.operatingPoint ?? "",
     };
   }
   return request;

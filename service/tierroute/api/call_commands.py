@@ -67,6 +67,11 @@ def add_cascade_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         "cascade", description="Answer a query through the judged cascade of a server."
     )
     _common(parser, timeout=120.0)
+    parser.add_argument(
+        "--operating-point",
+        default="",
+        help="the value policy's operating point: parity (default), q95 or third_cost",
+    )
     parser.add_argument("--strategy", choices=("heuristic", "classifier", "self_routing"))
     parser.add_argument("--start-tier", help="start on this tier instead of routing")
     parser.add_argument(
@@ -138,6 +143,8 @@ def run_cascade(args: argparse.Namespace, settings: Settings, environ: Mapping[s
         options["session_id"] = args.session
     if args.max_output_tokens:
         options["max_output_tokens"] = args.max_output_tokens
+    if args.operating_point:
+        options["operating_point"] = args.operating_point
     if args.drafts:
         options["stream_drafts"] = True
     try:

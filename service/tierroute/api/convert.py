@@ -74,6 +74,13 @@ def _check_id(value: str, field: str, limits: LimitsConfig) -> None:
         )
 
 
+def _check_point_name(name: str, limits: LimitsConfig) -> str:
+    """policy.operating_point, bounded like an id (whether the model ships it, the router
+    checks)."""
+    _check_id(name, "policy.operating_point", limits)
+    return name
+
+
 def _check_metadata(metadata: Mapping[str, str], limits: LimitsConfig) -> dict[str, str]:
     if len(metadata) > limits.max_metadata_entries:
         raise InvalidRequest(
@@ -209,6 +216,7 @@ def _route_query(
         rule=rule,
         quality_floor=policy.quality_floor,
         max_cost_usd=policy.max_cost_usd,
+        operating_point=_check_point_name(policy.operating_point, limits),
         tenant_id=request.tenant_id,
         session_id=request.session_id,
         request_id=request.request_id or uuid.uuid4().hex,

@@ -11,6 +11,7 @@ are built from the settings.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 from collections.abc import Mapping, Sequence
@@ -63,10 +64,11 @@ class TierRouteServer:
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
         querylog: QueryLogWriter | None = None,
-        model_loader: Loader = load_model,
+        model_loader: Loader | None = None,
     ) -> None:
         self.settings = settings
-        self._model_loader = model_loader
+        # The default loader prices the value policy with the configured tiers' prices.
+        self._model_loader = model_loader or functools.partial(load_model, tiers=settings.tiers)
         # An injected query-log writer is the caller's to start and close; a built one is ours.
         self._querylog = querylog
         self._own_querylog: QueryLogWriter | None = None

@@ -22,9 +22,12 @@ METADATA_FILE = "metadata.json"
 THRESHOLDS_FILE = "thresholds.json"
 # The Cascade's value model, present when thresholds.json ships the value policy.
 VALUE_FILE = "value.onnx"
+# What the value policy's operating points were solved from (out-of-fold estimates and
+# realised outcomes per calibration record), so they can be solved again for other prices.
+VALUE_CALIBRATION_FILE = "value_calibration.npz"
 # Every bundle has these; a registry copies the optional ones along when present.
 BUNDLE_FILES = (MODEL_FILE, THRESHOLDS_FILE, METADATA_FILE)
-OPTIONAL_FILES = (VALUE_FILE,)
+OPTIONAL_FILES = (VALUE_FILE, VALUE_CALIBRATION_FILE)
 
 # thresholds.json: the Cascade's section, and the policies it may name (`cascade.policy`;
 # absent means "thresholds").

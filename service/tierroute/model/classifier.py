@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,11 @@ from tierroute.model.bundle import (
     THRESHOLDS_FILE,
 )
 from tierroute.model.onnx_session import ORT_LOAD_ERRORS, create_session
+from tierroute.model.operating import Ladder
 from tierroute.model.value import ValueModel
 from tierroute.outcomes import file_sha256
 from tierroute.routing import CascadePlan, RiskThresholds, classifier_text
+from tierroute.settings import TierConfig
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +73,14 @@ class RouterModel:
         self.value_model = value_model
 
     @classmethod
-    def load(cls, model_dir: Path, n_tiers: int) -> RouterModel:
+    def load(
+        cls, model_dir: Path, n_tiers: int, tiers: Sequence[TierConfig] | None = None
+    ) -> RouterModel:
         """Load and validate the bundle in `model_dir` for `n_tiers` configured tiers.
 
-        Raises ModelLoadError naming the missing, corrupt or mismatched file.
+        `tiers` price the value policy's predicted tokens (None: the prices it was
+        calibrated under). Raises ModelLoadError naming the missing, corrupt or mismatched
+        file.
         """
         metadata_path = model_dir / METADATA_FILE
         metadata = _read_json(metadata_path)
@@ -119,7 +125,12 @@ class RouterModel:
                 f"{thresholds_doc.get('version')!r}, not {version!r} of {metadata_path}"
             )
         value_model = _load_policy(
-            model_dir, cascade_section, thresholds_path, n_tiers=n_tiers, prefix_chars=prefix_chars
+            model_dir,
+            cascade_section,
+            thresholds_path,
+            n_tiers=n_tiers,
+            prefix_chars=prefix_chars,
+            ladder=Ladder.of(tiers) if tiers is not None else None,
         )
 
         logger.info("loaded router model %s from %s", version, model_dir)
@@ -142,11 +153,17 @@ class RouterModel:
         result: list[float] = probs[0].tolist()
         return result
 
-    def cascade_plan(self, text: str) -> CascadePlan | None:
-        """The value policy's plan for a Cascade of `text`, or None without a value model."""
+    @property
+    def operating_points(self) -> tuple[str, ...]:
+        """The value policy's operating point names a request may pick (none without it)."""
+        return tuple(self.value_model.points) if self.value_model is not None else ()
+
+    def cascade_plan(self, text: str, point: str | None = None) -> CascadePlan | None:
+        """The value policy's plan for a Cascade of `text` at operating point `point` (None:
+        the default), or None without a value model."""
         if self.value_model is None:
             return None
-        return self.value_model.plan(text)
+        return self.value_model.plan(text, point)
 
     def warm_up(self) -> None:
         """Run the models once: the first run after loading is much slower than the rest."""
@@ -161,6 +178,7 @@ def _load_policy(
     *,
     n_tiers: int,
     prefix_chars: int,
+    ladder: Ladder | None = None,
 ) -> ValueModel | None:
     """The value model when the thresholds file's `cascade.policy` is "value", else None."""
     if (
@@ -186,7 +204,12 @@ def _load_policy(
             f"{thresholds_path}: cascade.value.prefix_chars must be an integer >= 1"
         )
     return ValueModel.load(
-        model_dir, value, n_tiers=n_tiers, prefix_chars=prefix, where=str(thresholds_path)
+        model_dir,
+        value,
+        n_tiers=n_tiers,
+        prefix_chars=prefix,
+        where=str(thresholds_path),
+        ladder=ladder,
     )
 
 

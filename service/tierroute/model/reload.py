@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,7 +15,7 @@ from tierroute.model.registry import ModelRegistry
 if TYPE_CHECKING:
     from tierroute.model.vocabulary import Vocabulary
     from tierroute.routing import Router, Scorer
-    from tierroute.settings import Settings
+    from tierroute.settings import Settings, TierConfig
 
 logger = logging.getLogger(__name__)
 
@@ -28,16 +28,19 @@ class LoadedModel:
     vocabulary: Vocabulary | None
 
 
-def load_model(bundle: Path, n_tiers: int) -> LoadedModel:
+def load_model(
+    bundle: Path, n_tiers: int, tiers: Sequence[TierConfig] | None = None
+) -> LoadedModel:
     """Load, validate and warm the bundle in `bundle` (blocking: run it off the loop).
 
-    ModelLoadError names the file at fault. The vocabulary is optional: a model whose graph
+    `tiers` price the value policy (None: the prices it was calibrated under); ModelLoadError
+    names the file at fault. The vocabulary is optional: a model whose graph
     it cannot be read from still serves, without coverage figures.
     """
     from tierroute.model.classifier import RouterModel
     from tierroute.model.vocabulary import Vocabulary
 
-    model = RouterModel.load(bundle, n_tiers)
+    model = RouterModel.load(bundle, n_tiers, tiers)
     model.warm_up()
     try:
         vocabulary: Vocabulary | None = Vocabulary.from_bundle(bundle, model.prefix_chars)
@@ -55,7 +58,7 @@ def startup_model(
     if scorer is not None:
         return LoadedModel(scorer, None)
     bundle = registry.promoted_dir() if registry is not None else settings.routing.model_dir
-    return load_model(bundle, len(settings.tiers))
+    return load_model(bundle, len(settings.tiers), settings.tiers)
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,19 @@ go straight to the top. `tierroute calibrate` runs every record of the data unde
 these ACTIONS with the cascade engine, and fits, on the prompt's TF-IDF features:
 
 - per action, a logistic regression for P(the cascade's final answer is correct);
-- per action, a ridge regression for the logarithm of its cost in USD, judges included.
+- per action and per tier, a ridge regression for the expected input and output tokens
+  of every call the action makes on that tier (answers, judges and escalations).
 
-Both are linear in the same features, so one ONNX graph (TF-IDF, then a linear layer with
-2 x len(ACTIONS) outputs) computes them: the first half are logits, the second half log
-costs. The policy picks the action with the lowest `cost - price * P(correct)`, where the
-price of a correct answer is what calibration searched toward its stated target (a
-quality floor or a cost budget). A higher price buys quality; a lower one saves money.
+All are linear in the same features, so one ONNX graph (TF-IDF, then a linear layer with
+A + 2 x A x T outputs for A actions and T tiers) computes them: first the logits, then the
+tokens, action-major, tier, then (input, output). Tokens are priced here, at load time,
+with the configured tiers' prices (`tierroute.model.operating.Ladder`): a tier's price is
+configuration, and it reaches every decision. The policy picks the action with the lowest
+`cost - price * P(correct)`, where the price of a correct answer is the requested operating
+point's (`parity`, `q95`, `third_cost`; the bundle names its default). When the configured
+prices differ from the ones the bundle was calibrated under, the operating points are
+solved again for the configured ladder from the out-of-fold estimates the bundle stores
+(`value_calibration.npz`), with no refitting.
 
 The model is optional: a bundle without it, or a request the policy does not cover (a
 quality floor, the published rule), starts on the risk thresholds as before.
@@ -21,14 +27,22 @@ quality floor, the published rule), starts on the risk thresholds as before.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tierroute.errors import ModelLoadError
-from tierroute.model.bundle import POLICY_VALUE, VALUE_FILE
+from tierroute.errors import InvalidRequest, ModelLoadError
+from tierroute.model.bundle import POLICY_VALUE, VALUE_CALIBRATION_FILE, VALUE_FILE
+from tierroute.model.operating import (
+    DEFAULT_SPECULATION_COST_SHARE,
+    PREDICTED_KINDS,
+    CalibrationData,
+    Ladder,
+    parse_points,
+)
 from tierroute.outcomes import file_sha256
 from tierroute.routing import (
     ACTIONS,
@@ -41,15 +55,24 @@ from tierroute.routing import (
     plan_from,
 )
 
+logger = logging.getLogger(__name__)
+
 VALUE_INPUT = "text"
 VALUE_OUTPUT = "variable"
 
 
-def split_outputs(raw: Any, n_actions: int) -> tuple[Any, Any]:
-    """The model's raw rows as (P(correct), cost USD) arrays: sigmoid and exp of the halves."""
+def output_width(n_actions: int, n_tiers: int) -> int:
+    """The value graph's outputs: a logit per action, then tokens per action, tier and kind."""
+    return n_actions + n_actions * n_tiers * PREDICTED_KINDS
+
+
+def split_outputs(raw: Any, n_actions: int, n_tiers: int) -> tuple[Any, Any]:
+    """The model's raw rows as P(correct) (..., A) and expected tokens (..., A, T, 2):
+    the sigmoid of the logits, the token regressions clipped at zero."""
     values = np.asarray(raw, dtype=np.float64)
-    logits, log_cost = values[..., :n_actions], values[..., n_actions:]
-    return 1.0 / (1.0 + np.exp(-logits)), np.exp(log_cost)
+    logits, tokens = values[..., :n_actions], values[..., n_actions:]
+    shape = (*tokens.shape[:-1], n_actions, n_tiers, PREDICTED_KINDS)
+    return 1.0 / (1.0 + np.exp(-logits)), np.maximum(tokens.reshape(shape), 0.0)
 
 
 def parse_actions(raw: Any, n_tiers: int, where: str) -> tuple[CascadeAction, ...]:
@@ -69,6 +92,22 @@ def parse_actions(raw: Any, n_tiers: int, where: str) -> tuple[CascadeAction, ..
     return tuple(out)
 
 
+def top_action(actions: Sequence[CascadeAction], n_tiers: int) -> int:
+    """The index of "the top tier, unjudged": the always-top baseline operating points are
+    relative to."""
+    for index, action in enumerate(actions):
+        if action.start == n_tiers - 1 and action.judge == "none":
+            return index
+    raise ModelLoadError("the value policy's actions lack the top tier, unjudged")
+
+
+def _number(section: Mapping[str, Any], key: str, where: str) -> float:
+    value = section.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ModelLoadError(f"{where}: {key} must be a number >= 0")
+    return float(value)
+
+
 class ValueModel:
     """A loaded expected-value model: per-action estimates and the plan for a query."""
 
@@ -77,13 +116,26 @@ class ValueModel:
         session: Any,
         *,
         actions: Sequence[CascadeAction],
-        price_per_correct_usd: float,
+        ladder: Ladder,
+        points: Mapping[str, float],
+        default_point: str,
         prefix_chars: int,
     ) -> None:
+        if default_point not in points:
+            raise ModelLoadError(f"default operating point {default_point!r} is not shipped")
         self._session = session
         self.actions = tuple(actions)
-        self.price_per_correct_usd = price_per_correct_usd
+        self.ladder = ladder
+        self.n_tiers = len(ladder.input_usd_per_mtok)
+        # Operating point name -> its price of a correct answer (USD) under `ladder`.
+        self.points = dict(points)
+        self.default_point = default_point
         self.prefix_chars = prefix_chars
+
+    @property
+    def price_per_correct_usd(self) -> float:
+        """The default operating point's price of a correct answer."""
+        return self.points[self.default_point]
 
     @classmethod
     def load(
@@ -94,9 +146,11 @@ class ValueModel:
         n_tiers: int,
         prefix_chars: int,
         where: str,
+        ladder: Ladder | None = None,
     ) -> ValueModel:
-        """Load the model a thresholds file's `cascade.value` section names; ModelLoadError
-        naming the file at fault when anything is missing, corrupt or inconsistent.
+        """Load the model a thresholds file's `cascade.value` section names, priced with
+        `ladder` (None: the prices it was calibrated under); ModelLoadError naming the file
+        at fault when anything is missing, corrupt or inconsistent.
         """
         from tierroute.model.onnx_session import ORT_LOAD_ERRORS, create_session
 
@@ -105,11 +159,6 @@ class ValueModel:
             # The registry copies bundles by file name: the value model has one fixed name.
             raise ModelLoadError(f"{where}: cascade.value.model must be {VALUE_FILE!r}")
         actions = parse_actions(section.get("actions"), n_tiers, f"{where}: cascade.value")
-        price = section.get("price_per_correct_usd")
-        if isinstance(price, bool) or not isinstance(price, int | float) or not price >= 0:
-            raise ModelLoadError(
-                f"{where}: cascade.value.price_per_correct_usd must be a number >= 0"
-            )
         path = model_dir / name
         if not path.is_file():
             raise ModelLoadError(f"value model file not found: {path} (named by {where})")
@@ -119,6 +168,9 @@ class ValueModel:
             raise ModelLoadError(
                 f"{path}: SHA-256 {actual} does not match {expected!r} recorded in {where}"
             )
+        used, points, default = operating_prices(
+            model_dir, section, n_tiers=n_tiers, where=where, ladder=ladder
+        )
         try:
             session = create_session(path.read_bytes())
         except ORT_LOAD_ERRORS as exc:
@@ -132,27 +184,129 @@ class ValueModel:
             )
         shape = outputs[VALUE_OUTPUT]
         width = shape[-1] if isinstance(shape, list) and len(shape) == 2 else None
-        if width != 2 * len(actions):
+        if width != output_width(len(actions), n_tiers):
             # A symbolic or wrong width would fail every Cascade later: refuse it now.
             raise ModelLoadError(
                 f"{path}: output {VALUE_OUTPUT!r} has shape {shape}, but {where} lists "
-                f"{len(actions)} actions: expected [batch, {2 * len(actions)}]"
+                f"{len(actions)} actions over {n_tiers} tiers: expected "
+                f"[batch, {output_width(len(actions), n_tiers)}]"
             )
         return cls(
-            session, actions=actions, price_per_correct_usd=float(price), prefix_chars=prefix_chars
+            session,
+            actions=actions,
+            ladder=used,
+            points=points,
+            default_point=default,
+            prefix_chars=prefix_chars,
         )
 
-    def estimate(self, text: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Per action: P(the Cascade ends correct) and its expected cost in USD."""
+    def estimate_tokens(self, text: str) -> tuple[tuple[float, ...], Any]:
+        """Per action: P(the Cascade ends correct), and expected tokens (A, T, 2)."""
         feed = {VALUE_INPUT: np.array([[classifier_text(text, self.prefix_chars)]], dtype=object)}
         (raw,) = self._session.run([VALUE_OUTPUT], feed)
-        p, cost = split_outputs(raw[0], len(self.actions))
-        return tuple(float(v) for v in p), tuple(float(v) for v in cost)
+        p, tokens = split_outputs(raw[0], len(self.actions), self.n_tiers)
+        return tuple(float(v) for v in p), tokens
 
-    def plan(self, text: str) -> CascadePlan:
-        """The action with the best expected value for `text`."""
+    def estimate(self, text: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per action: P(the Cascade ends correct) and its expected cost in USD under the
+        configured prices."""
+        p, tokens = self.estimate_tokens(text)
+        return p, tuple(float(v) for v in self.ladder.price(tokens))
+
+    def price_for(self, point: str | None) -> float:
+        """An operating point's price of a correct answer (None or "": the default);
+        InvalidRequest naming the known points for any other name."""
+        if not point:
+            return self.price_per_correct_usd
+        try:
+            return self.points[point]
+        except KeyError:
+            raise InvalidRequest(
+                f"policy.operating_point {point!r} is not one of this model's operating "
+                f"points: {', '.join(self.points)}"
+            ) from None
+
+    def plan(self, text: str, point: str | None = None) -> CascadePlan:
+        """The action with the best expected value for `text` at operating point `point`."""
+        price = self.price_for(point)
         p, cost = self.estimate(text)
-        return plan_from(p, cost, self.price_per_correct_usd, self.actions)
+        return plan_from(p, cost, price, self.actions, point or self.default_point)
+
+
+def operating_prices(
+    model_dir: Path,
+    section: Mapping[str, Any],
+    *,
+    n_tiers: int,
+    where: str,
+    ladder: Ladder | None = None,
+) -> tuple[Ladder, dict[str, float], str]:
+    """The ladder in use, every operating point's price of a correct answer under it, and
+    the default point's name: as stored when `ladder` is the calibration's (or None), else
+    solved again from the stored calibration data. Needs no onnxruntime."""
+    actions = parse_actions(section.get("actions"), n_tiers, f"{where}: cascade.value")
+    calibrated = Ladder.from_dict(section.get("prices"), n_tiers, f"{where}: cascade.value")
+    points, default = _stored_points(section, where)
+    data = _calibration_data(model_dir, section, actions, n_tiers, where)
+    used = ladder if ladder is not None else calibrated
+    if used != calibrated:
+        share = section.get("speculation_cost_share", DEFAULT_SPECULATION_COST_SHARE)
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+            raise ModelLoadError(f"{where}: cascade.value.speculation_cost_share must be in [0, 1]")
+        targets = parse_points(section.get("operating_points"), f"{where}: cascade.value")
+        solved = data.solve(used, targets, float(share))
+        points = {n: s.price_per_correct_usd for n, s in solved.items()}
+        logger.info(
+            "value policy: configured prices differ from calibration's; operating points "
+            "re-solved on %s stored rows: %s",
+            len(data.oof_p),
+            ", ".join(f"{n} ${p:.3g}" for n, p in points.items()),
+        )
+    return used, points, default
+
+
+def _stored_points(section: Mapping[str, Any], where: str) -> tuple[dict[str, float], str]:
+    """The operating points' stored prices and the default's name."""
+    raw = section.get("operating_points")
+    parse_points(raw, f"{where}: cascade.value")
+    assert isinstance(raw, Mapping)  # parse_points refused anything else
+    points = {
+        str(n): _number(entry, "price_per_correct_usd", f"{where}: cascade.value.{n}")
+        for n, entry in raw.items()
+    }
+    default = section.get("default_operating_point")
+    if default not in points:
+        raise ModelLoadError(
+            f"{where}: cascade.value.default_operating_point {default!r} is not one of "
+            f"{sorted(points)}"
+        )
+    return points, str(default)
+
+
+def _calibration_data(
+    model_dir: Path,
+    section: Mapping[str, Any],
+    actions: Sequence[CascadeAction],
+    n_tiers: int,
+    where: str,
+) -> CalibrationData:
+    """The stored calibration evidence, checked against its recorded hash and shapes."""
+    entry = section.get("calibration_data")
+    if not isinstance(entry, Mapping) or entry.get("file") != VALUE_CALIBRATION_FILE:
+        raise ModelLoadError(
+            f"{where}: cascade.value.calibration_data must name {VALUE_CALIBRATION_FILE!r}"
+        )
+    path = model_dir / VALUE_CALIBRATION_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"value calibration file not found: {path} (named by {where})")
+    actual = file_sha256(path)
+    if actual != entry.get("sha256"):
+        raise ModelLoadError(
+            f"{path}: SHA-256 {actual} does not match {entry.get('sha256')!r} recorded in {where}"
+        )
+    return CalibrationData.load(
+        path, n_actions=len(actions), n_tiers=n_tiers, top_action=top_action(actions, n_tiers)
+    )
 
 
 __all__ = [
@@ -165,7 +319,10 @@ __all__ = [
     "JudgePlan",
     "ValueModel",
     "choose",
+    "operating_prices",
+    "output_width",
     "parse_actions",
     "plan_from",
     "split_outputs",
+    "top_action",
 ]

@@ -69,6 +69,8 @@ class CascadePlan:
     p_correct: tuple[float, ...]
     cost_usd: tuple[float, ...]
     price_per_correct_usd: float
+    # The operating point whose price of a correct answer chose it ("" when none is named).
+    operating_point: str = ""
 
     @property
     def start(self) -> int:
@@ -101,6 +103,7 @@ def plan_from(
     cost_usd: Sequence[float],
     price_per_correct_usd: float,
     actions: Sequence[CascadeAction] = ACTIONS,
+    operating_point: str = "",
 ) -> CascadePlan:
     """The plan for one query from its per-action estimates."""
     index = choose(p_correct, cost_usd, price_per_correct_usd)
@@ -110,4 +113,5 @@ def plan_from(
         tuple(float(p) for p in p_correct),
         tuple(float(c) for c in cost_usd),
         price_per_correct_usd,
+        operating_point,
     )

@@ -61,9 +61,10 @@ PLAN_DROPPED = "; value plan dropped, judge sampling decides"
 class Scorer(Protocol):
     """What the router needs of a classifier: probabilities per tier, and its identity.
 
-    Two members are optional and looked up when present: `cascade_thresholds` (where a
-    Cascade starts, calibrated apart from Route's) and `cascade_plan(text)` (the value
-    policy's `CascadePlan` for a Cascade, or None).
+    Three members are optional and looked up when present: `cascade_thresholds` (where a
+    Cascade starts, calibrated apart from Route's), `cascade_plan(text, point)` (the value
+    policy's `CascadePlan` for a Cascade at an operating point, or None) and
+    `operating_points` (the names a request may pick).
     """
 
     @property
@@ -91,6 +92,8 @@ class RouteQuery:
     metadata: Mapping[str, str] = field(default_factory=dict)
     # The last user turn carries tool results: the turn continues an agent loop.
     continues_tool_use: bool = False
+    # The value policy's operating point for a Cascade ("" = the model's default).
+    operating_point: str = ""
     # The session's state, read by the caller from the tenant state before routing: the
     # highest tier that answered in it so far, and the tier of its open agent loop (whose
     # last answer called a tool). Only answered calls raise them; routing never does.
@@ -264,6 +267,8 @@ class Router:
         strategy = query.strategy or settings.routing.default_strategy
         rule = query.rule or settings.routing.default_rule
         _check(query, strategy, rule)
+        if query.operating_point:
+            self._check_point(query.operating_point)
         text = routing_text(
             query.text,
             query.history,
@@ -335,7 +340,11 @@ class Router:
             return pick
         # A quality floor is a promise about the start tier itself, which the value policy
         # does not make: those requests keep the risk thresholds.
-        plan = self._plan(scorer, text) if for_cascade and query.quality_floor == 0 else None
+        plan = (
+            self._plan(scorer, text, query.operating_point)
+            if for_cascade and query.quality_floor == 0
+            else None
+        )
         if plan is not None:
             pick.index, pick.notes, pick.plan = plan.start, [self._plan_note(plan)], plan
             pick.thresholds = {"price_per_correct_usd": plan.price_per_correct_usd}
@@ -401,7 +410,21 @@ class Router:
             )
             pick.index, pick.plan = capped, None
 
-    def _plan(self, scorer: Scorer, text: str) -> CascadePlan | None:
+    def _check_point(self, point: str) -> None:
+        """InvalidRequest unless the served model ships operating point `point`."""
+        known = tuple(getattr(self._scorer, "operating_points", None) or ())
+        if not known:
+            raise InvalidRequest(
+                f"policy.operating_point {point!r}: the served model ships no operating "
+                "points (its Cascade has no value policy)"
+            )
+        if point not in known:
+            raise InvalidRequest(
+                f"policy.operating_point {point!r} is not one of the served model's "
+                f"operating points: {', '.join(known)}"
+            )
+
+    def _plan(self, scorer: Scorer, text: str, point: str = "") -> CascadePlan | None:
         """The value policy's plan for a Cascade, or None when there is no policy to ask.
 
         `cascade.use_model_calibration = false` turns the policy off along with the rest
@@ -412,7 +435,7 @@ class Router:
         planner = getattr(scorer, "cascade_plan", None)
         if not callable(planner):
             return None
-        plan = planner(text)
+        plan = planner(text, point) if point else planner(text)
         if not isinstance(plan, CascadePlan):
             return None
         if not 0 <= plan.start < len(self._tiers):
@@ -427,7 +450,8 @@ class Router:
         return ReasonNote(
             Reason.EXPECTED_VALUE,
             f"{plan.action.name(self._names)}: P(correct) {p:.2f} at ~${cost:.2g}; "
-            f"price of a correct answer ${plan.price_per_correct_usd:.2g}",
+            f"price of a correct answer ${plan.price_per_correct_usd:.2g}"
+            + (f" (operating point {plan.operating_point})" if plan.operating_point else ""),
         )
 
 

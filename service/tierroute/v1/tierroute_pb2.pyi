@@ -903,6 +903,7 @@ class RoutingPolicy(_message.Message):
     RULE_FIELD_NUMBER: _builtins.int
     QUALITY_FLOOR_FIELD_NUMBER: _builtins.int
     MAX_COST_USD_FIELD_NUMBER: _builtins.int
+    OPERATING_POINT_FIELD_NUMBER: _builtins.int
     rule: Global___DecisionRule.ValueType
     """Which rule turns classifier probabilities into a tier."""
     quality_floor: _builtins.float
@@ -920,16 +921,30 @@ class RoutingPolicy(_message.Message):
     error_kind "cost_ceiling", skip_reason). The answer in hand is returned
     (degraded "cost_ceiling"); with none, FAILED_PRECONDITION.
     """
+    operating_point: _builtins.str
+    """Optional operating point of the Cascade's value policy: which trade-off
+    between quality and cost its start tier and judging are chosen for. A
+    calibrated model ships "parity" (the cheapest with quality >= always using
+    the top tier; the default), "q95" (the cheapest with >= 95 % of that
+    quality) and "third_cost" (the best quality at <= 1/3 of its cost), each
+    priced for the server's configured tier prices. Empty = the model's
+    default. A name the served model does not ship, or any name when it has no
+    value policy, is INVALID_ARGUMENT naming the known ones. Route accepts and
+    checks it too but answers with one tier, which the point does not change; a
+    quality_floor takes precedence (the Cascade then starts on the risk
+    thresholds).
+    """
     def __init__(
         self,
         *,
         rule: Global___DecisionRule.ValueType = ...,
         quality_floor: _builtins.float = ...,
         max_cost_usd: _builtins.float = ...,
+        operating_point: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_cost_usd", b"max_cost_usd", "quality_floor", b"quality_floor", "rule", b"rule"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_cost_usd", b"max_cost_usd", "operating_point", b"operating_point", "quality_floor", b"quality_floor", "rule", b"rule"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

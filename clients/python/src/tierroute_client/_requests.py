@@ -53,6 +53,9 @@ class RouteOptions(TypedDict, total=False):
     rule: Rule
     quality_floor: float
     max_cost_usd: float
+    # The Cascade value policy's operating point ("parity", "q95", "third_cost"; the
+    # server's model lists them): which quality-cost trade-off it is planned for.
+    operating_point: str
     tenant_id: str
     session_id: str
     metadata: Mapping[str, str]
@@ -105,13 +108,14 @@ def _messages(options: RouteOptions) -> list[pb.ChatMessage]:
 
 
 def _policy(options: RouteOptions) -> pb.RoutingPolicy | None:
-    if not {"rule", "quality_floor", "max_cost_usd"} & options.keys():
+    if not {"rule", "quality_floor", "max_cost_usd", "operating_point"} & options.keys():
         return None
     rule = options.get("rule")
     return pb.RoutingPolicy(
         rule=_lookup(_RULES, rule, "rule") if rule else pb.DECISION_RULE_UNSPECIFIED,
         quality_floor=options.get("quality_floor", 0.0),
         max_cost_usd=options.get("max_cost_usd", 0.0),
+        operating_point=options.get("operating_point", ""),
     )
 
 

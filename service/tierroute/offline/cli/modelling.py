@@ -32,9 +32,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--prices",
-        type=Path,
-        default=None,
-        help="prices CSV of the shared data schema (default: prices.csv beside the data)",
+        default="config",
+        metavar="LADDER",
+        help="what the tiers' tokens cost: 'config' (the configured [[tiers]] prices, what "
+        "`make run` serves; default), 'recorded' (the recorded trio's, prices.csv beside the "
+        "data), a prices CSV of the shared data schema, or a TOML file of [[tiers]] entries "
+        "(name, input_usd_per_mtok, output_usd_per_mtok) replacing the configured prices",
     )
     parser.add_argument(
         "--model-dir",
@@ -81,7 +84,7 @@ def add_calibrate_parser(
         "A value ending in x is relative to always using the top tier (e.g. 0.3333x).",
     )
     _common(parser)
-    target = parser.add_mutually_exclusive_group(required=True)
+    target = parser.add_mutually_exclusive_group()
     target.add_argument(
         "--target-quality",
         metavar="Q",
@@ -91,6 +94,13 @@ def add_calibrate_parser(
         "--max-cost-per-query",
         metavar="C",
         help="maximise quality with cost per query <= C USD (or Cx times always-top's cost)",
+    )
+    parser.add_argument(
+        "--operating-point",
+        default=None,
+        help="the operating point served by default: parity (quality >= always-top's, the "
+        "default without a target), q95, third_cost, or custom (the target given, the "
+        "default with one)",
     )
     parser.add_argument("--out", type=Path, required=True, help="thresholds file to write")
     parser.add_argument(
@@ -205,6 +215,14 @@ def _summary(report: dict[str, Any]) -> str:
             f"{goal.get('quality_diff_se') or 0:.4f}, cost "
             f"{goal['cost_ratio_vs_always_expensive']:.3f} x)"
         )
+    for name, g in report.get("goals", {}).items():
+        low, high = g.get("quality_diff_ci95") or (float("nan"), float("nan"))
+        lines.append(
+            f"goal ({g['statement']}) on {name}: {'met' if g['met'] else 'not met'} "
+            f"(quality {g['quality_ratio_vs_always_expensive']:.4f} x, diff "
+            f"{g['quality_diff_vs_always_expensive']:+.4f} [{low:+.4f}, {high:+.4f}], "
+            f"{g['times_cheaper']:.2f}x cheaper)"
+        )
     return "\n".join(lines)
 
 
@@ -217,11 +235,12 @@ def run_calibrate(args: argparse.Namespace, settings: Settings, environ: Mapping
     started = time.perf_counter()
     data = args.data or default_data_path(environ)
     try:
+        target = None
         if args.target_quality is not None:
             target = CalibrationTarget.parse("min_quality", args.target_quality)
-        else:
+        elif args.max_cost_per_query is not None:
             target = CalibrationTarget.parse("max_cost_per_query", args.max_cost_per_query)
-        extra = {}
+        extra: dict[str, Any] = {"operating_point": args.operating_point}
         if args.speculation_cost_share is not None:
             if not 0 <= args.speculation_cost_share <= 1:
                 raise ConfigError("--speculation-cost-share must be within [0, 1]")
@@ -242,11 +261,18 @@ def run_calibrate(args: argparse.Namespace, settings: Settings, environ: Mapping
         return 2
     doc = result.thresholds
     held = doc["calibration"]["held_out"]
+    points = doc["cascade"].get("value", {}).get("operating_points", {})
+    listing = "".join(
+        f"\n  operating point {name}: ${p['price_per_correct_usd']:.3g} per correct answer, "
+        f"held out {p['held_out']['quality_vs_always_expensive']:+.4f} at "
+        f"{p['held_out']['cost_ratio_vs_always_expensive']:.3f}x"
+        for name, p in points.items()
+    )
     print(
         f"wrote {args.out} and {report_path} in {time.perf_counter() - started:.1f} s\n"
         f"route risk {doc['risk']}, cascade "
         f"{ {k: v for k, v in doc['cascade'].items() if k != 'value'} } "
-        f"({target.statement()})\n"
+        f"({doc['cascade'].get('target', {}).get('statement', '')}){listing}\n"
         f"held out: quality {held['quality']:.4f} "
         f"({held['quality_vs_always_expensive']:+.4f} vs always-expensive), cost "
         f"{held['cost_ratio_vs_always_expensive']:.3f} x always-expensive",

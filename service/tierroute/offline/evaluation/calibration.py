@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -39,6 +38,14 @@ import numpy.typing as npt
 
 from tierroute.cascade import JudgeMode, apply_cascade, uniform_draw
 from tierroute.errors import ConfigError
+from tierroute.model.operating import (
+    DEFAULT_SPECULATION_COST_SHARE,
+    PointTarget,
+    Solved,
+    feasible_best,
+    limit_of,
+    solve_price,
+)
 from tierroute.offline.evaluation.crossval import CrossValidation
 from tierroute.offline.evaluation.eval_data import EvalData
 from tierroute.offline.evaluation.harness import Outcome, RunPlan, Strategy, run_strategies
@@ -76,13 +83,10 @@ _SPECULATIVE = np.array([2, 5, 6])
 ACTION_COLUMNS = np.array([0, 1, 7, 3, 4, 6])
 _ACTION_SPECULATIVE = np.array([0, 2, 8, 3, 5, 6])
 _ACTION_JUDGED = np.array([False, True, True, False, True, False])
-# Price-of-a-correct-answer grid, relative to always-top's cost per query: geometric.
-PRICE_GRID_RELATIVE = np.geomspace(0.01, 100.0, 601)
 RISK_COARSE = np.round(np.arange(51) * 0.02, 4)
 RISK_FINE_STEP = 0.0025
 RATE_GRID = np.round(np.arange(11) * 0.1, 4)
 BOUND_GRID = np.round(np.arange(21) * 0.05, 4)
-DEFAULT_SPECULATION_COST_SHARE = 0.02
 # Query types with fewer calibration rows than this use the default judge rate.
 MIN_TYPE_ROWS = 100
 DIGITS = 6
@@ -155,6 +159,9 @@ class Tables:
     latency_ms: npt.NDArray[np.float64]
     final: npt.NDArray[np.int64]
     escalated: npt.NDArray[np.bool_]
+    # Tokens billed per row, column, tier and kind (operating.TOKEN_KINDS): what the value
+    # model learns to predict, and what prices the outcome under another ladder.
+    tokens: npt.NDArray[np.float64] | None = None
 
 
 def table_strategies(settings: Settings) -> list[Strategy]:
@@ -213,6 +220,9 @@ def tables_from_outcomes(
         latency_ms=stack(lambda o: o.latency_ms),
         final=stack(lambda o: o.final_tier).astype(np.int64),
         escalated=stack(lambda o: o.escalated).astype(bool),
+        tokens=np.array([[o.tokens for o in col] for col in columns], dtype=np.float64).transpose(
+            1, 0, 2, 3
+        ),
     )
 
 
@@ -379,18 +389,18 @@ def _choose(
     q: npt.NDArray[np.float64], c: npt.NDArray[np.float64], kind: TargetKind, limit: float, n: int
 ) -> tuple[tuple[float, float], int] | None:
     """(sort key, flat index) of the best feasible combination, or None."""
-    if kind == "max_cost_per_query":
-        feasible = c <= limit * n * (1 + 1e-12)
-        primary, secondary = -q, c
-    else:
-        # Quality sums count correct answers, so the floor compares exactly.
-        feasible = q >= math.ceil(limit * n - 1e-9)
-        primary, secondary = c, -q
-    candidates = np.flatnonzero(feasible)
-    if len(candidates) == 0:
+    best = feasible_best(q, c, kind, limit, n)
+    if best is None:
         return None
-    best = candidates[np.lexsort((candidates, secondary[candidates], primary[candidates]))[0]]
-    return (float(primary[best]), float(secondary[best])), int(best)
+    key = (
+        (-float(q[best]), float(c[best]))
+        if kind == "max_cost_per_query"
+        else (
+            float(c[best]),
+            -float(q[best]),
+        )
+    )
+    return key, best
 
 
 def _unravel_rates(flat: int) -> tuple[float, ...]:
@@ -475,6 +485,34 @@ def search(
     return dataclasses.replace(base, speculative_bound=bound)
 
 
+def action_tables(
+    inputs: Inputs, rows: npt.NDArray[np.bool_]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Realised quality and cost of every action (its serial column) on `rows`."""
+    return (
+        inputs.tables.quality[rows][:, ACTION_COLUMNS],
+        inputs.tables.cost[rows][:, ACTION_COLUMNS],
+    )
+
+
+def _solve(
+    inputs: Inputs, rows: npt.NDArray[np.bool_], kind: str, limit: float, top_cost: float
+) -> Solved:
+    """`tierroute.model.operating.solve_price` on `rows`' estimates and action outcomes."""
+    if inputs.value_p is None or inputs.value_cost is None:
+        raise ConfigError("the value policy needs value-model estimates")
+    quality, cost = action_tables(inputs, rows)
+    return solve_price(
+        inputs.value_p[rows],
+        inputs.value_cost[rows],
+        quality,
+        cost,
+        kind=kind,
+        limit=limit,
+        top_cost=top_cost,
+    )
+
+
 def _search_price(
     inputs: Inputs,
     rows: npt.NDArray[np.bool_],
@@ -482,30 +520,50 @@ def _search_price(
     limit: float,
     top_cost: float,
 ) -> float:
-    """The value policy's price of a correct answer that best meets `target` on `rows`.
-
-    Prices run over a geometric grid relative to always-top's cost per query; the policy's
-    serial columns give each price's quality and cost. Ties go to the lower cost, then the
-    lower price.
-    """
-    n = int(rows.sum())
-    quality, cost = inputs.tables.quality[rows], inputs.tables.cost[rows]
-    arange = np.arange(n)
-    prices = [float(f"{rel * top_cost:.6g}") for rel in PRICE_GRID_RELATIVE]
-    q = np.empty(len(prices))
-    c = np.empty(len(prices))
-    for i, price in enumerate(prices):
-        cols = ACTION_COLUMNS[inputs.action_index(rows, price)]
-        q[i], c[i] = quality[arange, cols].sum(), cost[arange, cols].sum()
-    found = _choose(q, c, target.kind, limit, n)
-    if found is None:
+    """The value policy's price of a correct answer that best meets `target` on `rows`
+    (`tierroute.model.operating.solve_price`); ConfigError when no price meets it."""
+    found = _solve(inputs, rows, target.kind, limit, top_cost)
+    if not found.feasible:
         raise ConfigError(
-            f"no price of a correct answer meets the target ({target.statement()}) on {n} rows "
-            f"with the value policy: quality {q.min() / n:.4f}..{q.max() / n:.4f}, cost "
-            f"${c.min() / n:.6f}..${c.max() / n:.6f} per query (--policy thresholds searches "
-            "risk thresholds and judge rates instead)"
+            f"no price of a correct answer meets the target ({target.statement()}) on "
+            f"{int(rows.sum())} rows with the value policy (nearest: quality "
+            f"{found.quality:.4f} at ${found.cost_per_query_usd:.6f} per query; --policy "
+            "thresholds searches risk thresholds and judge rates instead)"
         )
-    return prices[found[1]]
+    return found.price_per_correct_usd
+
+
+def solve_point(
+    inputs: Inputs,
+    rows: npt.NDArray[np.bool_],
+    target: PointTarget,
+    share: float = DEFAULT_SPECULATION_COST_SHARE,
+) -> Solved:
+    """An operating point's price on `rows`: its relative target against always-top there
+    (the nearest price, marked infeasible, when none meets it)."""
+    top_q = float(inputs.tables.quality[rows, TOP_COLUMN].mean())
+    top_c = float(inputs.tables.cost[rows, TOP_COLUMN].mean())
+    return _solve(inputs, rows, target.kind, limit_of(target, top_q, top_c, share), top_c)
+
+
+def point_cross_fit(
+    inputs: Inputs,
+    folds: npt.NDArray[np.int64],
+    base: CrossFit,
+    target: PointTarget,
+    share: float = DEFAULT_SPECULATION_COST_SHARE,
+) -> CrossFit:
+    """An operating point cross-fitted: per fold, its price solved on the other folds (the
+    rest of `base`'s fold configuration kept), applied to the fold."""
+    columns = np.zeros(len(folds), dtype=np.int64)
+    params = []
+    for fold, fold_params in enumerate(base.params):
+        held_out = folds == fold
+        price = solve_point(inputs, ~held_out, target, share).price_per_correct_usd
+        found = dataclasses.replace(fold_params, price_per_correct_usd=price)
+        columns[held_out] = columns_for(inputs, found, held_out)
+        params.append(found)
+    return CrossFit(tuple(params), columns)
 
 
 def _choose_bound(
@@ -713,16 +771,20 @@ def column_name(column: int, tier_names: Sequence[str]) -> str:
 __all__ = [
     "ACTION_COLUMNS",
     "COLUMNS",
+    "DEFAULT_SPECULATION_COST_SHARE",
     "CalibrationTarget",
     "CrossFit",
     "Inputs",
     "Params",
     "Tables",
+    "action_tables",
     "build_tables",
     "column_name",
     "columns_for",
     "cross_fit",
     "figures",
+    "point_cross_fit",
     "search",
+    "solve_point",
     "tuned_strategy",
 ]

@@ -124,6 +124,7 @@ def thresholds_document(
     classifier_cv: Any = None,
     static: Mapping[str, Any] | None = None,
     value_section: Mapping[str, Any] | None = None,
+    pricing: Mapping[str, Any] | None = None,
     settings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The reviewable thresholds file: values, what each means, and the CV figures.
@@ -193,7 +194,7 @@ def thresholds_document(
             },
         },
         "data": {"file": data.path.name, "sha256": data.sha256, "records": len(data.records)},
-        "pricing": data.pricing.as_dict(),
+        "pricing": pricing if pricing is not None else data.pricing.as_dict(),
     }
     if value_section is not None:
         document["cascade"]["policy"] = "value"
@@ -203,12 +204,21 @@ def thresholds_document(
                 "cascade.policy": "'value': a Cascade starts, and judges, by the value policy; "
                 "'thresholds' (or absent): it starts on cascade.risk and judges by the sampling "
                 "rates. Requests with a quality floor use cascade.risk either way",
-                "cascade.value.price_per_correct_usd": "the price of a correct answer: per "
-                "request the action with the lowest expected cost - price x P(correct) is "
-                "taken, over the actions listed (start tier; judge none, all answers below the "
-                "top, or only the first)",
+                "cascade.value.price_per_correct_usd": "the default operating point's price of "
+                "a correct answer: per request the action with the lowest expected cost - "
+                "price x P(correct) is taken, over the actions listed (start tier; judge none, "
+                "all answers below the top, or only the first)",
+                "cascade.value.operating_points": "named targets relative to always-top "
+                "(parity: cheapest with quality >= always-top's; q95: >= 95 % of it; "
+                "third_cost: best quality at <= 1/3 of its cost), each with its price under "
+                "cascade.value.prices and its held-out (cross-fitted) figures; a request picks "
+                "one with policy.operating_point, default_operating_point serves the rest",
+                "cascade.value.prices": "the tier prices calibration priced tokens with; a "
+                "server configured with other prices solves the operating points again from "
+                "cascade.value.calibration_data, without refitting",
                 "cascade.value.model": "value.onnx beside this file: per action, the logit of "
-                "P(correct) and the log of the expected cost (USD at the calibration prices)",
+                "P(correct), then the expected input and output tokens per tier (priced at "
+                "load time with the configured tiers' prices)",
             }
         )
         document["calibration"]["search"]["price_grid"] = (

@@ -4,8 +4,14 @@
 the replay store keeps the recorded answers (it copies no ground truth either). Scoring
 reads the truth separately (`tierroute.offline.evaluation.scoring`), after the strategies answered.
 
-Tier prices for the report are the recorded trio's: `prices.csv` beside the data file (or
-one named explicitly), else fitted from each record's recorded cost and token counts.
+Two price ladders are first-class (`--prices` of eval and calibrate, `price_ladder`):
+- `config`: the configured tiers' prices (`[[tiers]]` of the settings, what `make run`
+  serves), or a TOML file of the same `[[tiers]]` form (name, input_usd_per_mtok,
+  output_usd_per_mtok, optionally the cache multipliers) replacing them by tier name;
+- `recorded`: the recorded trio's prices, from `prices.csv` beside the data file (or a CSV
+  of that schema named explicitly), else fitted from each record's recorded cost and
+  token counts.
+Either way the answers are the recorded models'; only what their tokens cost changes.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import logging
+import tomllib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -244,24 +251,109 @@ def _fit(
     return usd_in, usd_out
 
 
-def eval_tiers(settings: Settings, data: EvalData) -> tuple[TierConfig, ...]:
-    """The configured tiers, played and priced by the recorded models that answer for them.
+LADDER_CONFIG = "config"
+LADDER_RECORDED = "recorded"
 
-    The replay backend maps tier positions to trio keys the same way (`trio_key`), so each
-    tier is priced as the model whose recorded answers it serves.
+
+def ladder_kind(spec: str) -> str:
+    """`recorded` for the recorded trio's prices (the word, or a prices CSV), else `config`
+    (the word, or a TOML file of [[tiers]] prices)."""
+    if spec == LADDER_RECORDED or spec.lower().endswith(".csv"):
+        return LADDER_RECORDED
+    if spec == LADDER_CONFIG or spec.lower().endswith(".toml"):
+        return LADDER_CONFIG
+    raise ConfigError(
+        f"--prices {spec!r}: use 'config' (the configured tiers' prices), 'recorded' (the "
+        "recorded trio's), a prices CSV of the shared data schema, or a TOML file of "
+        "[[tiers]] prices"
+    )
+
+
+def priced_tiers(settings: Settings, spec: str) -> tuple[TierConfig, ...]:
+    """The configured tiers, with the prices of a TOML file's [[tiers]] (matched by name)
+    when `spec` names one; ConfigError naming the file when it cannot price every tier."""
+    if not spec.lower().endswith(".toml"):
+        return settings.tiers
+    path = Path(spec)
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"--prices {path}: not a readable TOML file: {exc}") from exc
+    rows = document.get("tiers")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ConfigError(f"--prices {path}: expected [[tiers]] tables")
+    by_name = {str(r.get("name")): r for r in rows}
+    fields = (
+        "input_usd_per_mtok",
+        "output_usd_per_mtok",
+        "cache_write_multiplier",
+        "cache_read_multiplier",
+    )
+    out = []
+    for tier in settings.tiers:
+        row = by_name.get(tier.name)
+        if row is None:
+            raise ConfigError(f"--prices {path}: no [[tiers]] entry named {tier.name!r}")
+        changes: dict[str, float] = {}
+        for field in fields:
+            if field not in row:
+                if field.endswith("per_mtok"):
+                    raise ConfigError(f"--prices {path}: tier {tier.name!r} lacks {field}")
+                continue
+            value = row[field]
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ConfigError(
+                    f"--prices {path}: tier {tier.name!r} {field} must be a number >= 0"
+                )
+            changes[field] = float(value)
+        out.append(dataclasses.replace(tier, **changes))  # type: ignore[arg-type]
+    return tuple(out)
+
+
+def eval_tiers(
+    settings: Settings, data: EvalData, prices: str = LADDER_RECORDED
+) -> tuple[TierConfig, ...]:
+    """The configured tiers, played by the recorded models that answer for them, priced by
+    the `prices` ladder (`ladder_kind`): the recorded trio's, or the configured ones.
+
+    The replay backend maps tier positions to trio keys the same way (`trio_key`), so under
+    `recorded` each tier is priced as the model whose recorded answers it serves.
     """
     n = len(settings.tiers)
+    kind = ladder_kind(prices)
+    configured = priced_tiers(settings, prices)
     tiers = []
-    for index, tier in enumerate(settings.tiers):
+    for index, tier in enumerate(configured):
         key = trio_key(index, n)
-        price_in, price_out = data.pricing.usd_per_mtok[key]
-        tiers.append(
-            TierConfig(
-                name=tier.name,
-                model=data.trio[key],
-                input_usd_per_mtok=price_in,
-                output_usd_per_mtok=price_out,
-                context_window=tier.context_window,
+        price = data.pricing.usd_per_mtok[key]
+        played = dataclasses.replace(tier, model=data.trio[key])
+        if kind == LADDER_RECORDED:
+            played = dataclasses.replace(
+                played,
+                input_usd_per_mtok=price[0],
+                output_usd_per_mtok=price[1],
+                cache_write_multiplier=TierConfig.cache_write_multiplier,
+                cache_read_multiplier=TierConfig.cache_read_multiplier,
+                max_output_tokens=TierConfig.max_output_tokens,
             )
-        )
+        else:
+            played = dataclasses.replace(played, max_output_tokens=TierConfig.max_output_tokens)
+        tiers.append(played)
     return tuple(tiers)
+
+
+def pricing_report(tiers: Sequence[TierConfig], prices: str, data: EvalData) -> dict[str, Any]:
+    """The report's `pricing` section: which ladder, and each tier's prices."""
+    kind = ladder_kind(prices)
+    return {
+        "ladder": kind,
+        "source": data.pricing.source if kind == LADDER_RECORDED else prices,
+        "usd_per_mtok": {
+            t.name: {
+                "input": round(t.input_usd_per_mtok, 6),
+                "output": round(t.output_usd_per_mtok, 6),
+            }
+            for t in tiers
+        },
+        "recorded": data.pricing.as_dict(),
+    }

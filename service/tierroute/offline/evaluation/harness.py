@@ -99,12 +99,39 @@ class Outcome:
     # Streamed runs only: why the stream ended in an error after its text began (a deadline
     # reached mid-answer: a committed answer cannot fall back to another tier), else "".
     stream_error: str = ""
+    # Tokens billed per tier (configured order): (input, output, cache write, cache read),
+    # summed over the record's calls, so any price ladder can price the outcome again.
+    tokens: tuple[tuple[int, int, int, int], ...] = ()
+
+
+def tier_tokens(
+    hops: Sequence[Any], tier_names: Sequence[str]
+) -> tuple[tuple[int, int, int, int], ...]:
+    """Per tier: the input, output, cache-write and cache-read tokens its calls billed.
+
+    Calls on models outside the tiers (an agreement probe) are in `cost_usd` only: no
+    configured tier's price applies to them.
+    """
+    totals = [[0, 0, 0, 0] for _ in tier_names]
+    index = {name: i for i, name in enumerate(tier_names)}
+    for hop in hops:
+        if hop.tier not in index:
+            continue
+        row = totals[index[hop.tier]]
+        row[0] += hop.input_tokens
+        row[1] += hop.output_tokens
+        row[2] += hop.cache_creation_input_tokens
+        row[3] += hop.cache_read_input_tokens
+    return tuple((a, b, c, d) for a, b, c, d in totals)
 
 
 def outcome_of(
-    record_id: str, result: CascadeResult, first_token_ms: float | None = None
+    record_id: str,
+    result: CascadeResult,
+    first_token_ms: float | None = None,
+    tier_names: Sequence[str] = (),
 ) -> Outcome:
-    """Summarise a cascade result for scoring."""
+    """Summarise a cascade result for scoring (`tier_names`: count tokens per tier)."""
     hops = result.hops
     final = [
         h for h in hops if h.role == "answer" and h.outcome == "ok" and h.tier == result.tier.name
@@ -123,6 +150,7 @@ def outcome_of(
         truncated=bool(final) and final[-1].stop_reason == "max_tokens",
         calls=sum(1 for h in hops if h.outcome in ("ok", "error")),
         first_token_ms=first_token_ms,
+        tokens=tier_tokens(hops, tier_names) if tier_names else (),
     )
 
 
@@ -210,6 +238,7 @@ async def _answer(state: _State, unit: _Unit) -> list[Outcome]:
         clock=loop.time,
     )
     forced = strategy.start_tiers or {}
+    names = [t.name for t in settings.tiers]
     outcomes = []
     for index in unit.indices:
         record = state.data.records[index]
@@ -227,7 +256,8 @@ async def _answer(state: _State, unit: _Unit) -> list[Outcome]:
             speculation=plan.speculation,
         )
         if not state.stream:
-            outcomes.append(outcome_of(record.id, await engine.run(query, deadline_s=None)))
+            result = await engine.run(query, deadline_s=None)
+            outcomes.append(outcome_of(record.id, result, tier_names=names))
             continue
         events = EventStream(clock=loop.time)
         started = loop.time()
@@ -237,7 +267,8 @@ async def _answer(state: _State, unit: _Unit) -> list[Outcome]:
             outcomes.append(_failed_stream(record.id, events, started, loop.time(), exc))
             continue
         assert events.first_text_at is not None  # finish() sends the answer's text
-        outcomes.append(outcome_of(record.id, result, (events.first_text_at - started) * 1000))
+        first = (events.first_text_at - started) * 1000
+        outcomes.append(outcome_of(record.id, result, first, names))
     return outcomes
 
 

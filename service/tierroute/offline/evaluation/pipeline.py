@@ -17,19 +17,32 @@ from typing import Any
 
 import numpy as np
 
-from tierroute.errors import ConfigError
+from tierroute.errors import ConfigError, ModelLoadError
 from tierroute.model import Bundle
-from tierroute.model.bundle import THRESHOLDS_FILE
+from tierroute.model.bundle import CASCADE_SECTION, THRESHOLDS_FILE
+from tierroute.model.operating import (
+    DEFAULT_POINT,
+    OPERATING_POINTS,
+    CalibrationData,
+    Ladder,
+    PointTarget,
+    parse_points,
+)
+from tierroute.model.value import operating_prices, top_action
 from tierroute.offline.evaluation import calibration as cal
 from tierroute.offline.evaluation import calibration_output, valuefit
 from tierroute.offline.evaluation.agreement import NAMES as AGREEMENT_ORDER
 from tierroute.offline.evaluation.agreement import agreement_strategies
 from tierroute.offline.evaluation.crossval import CrossValidation, cross_validate
+from tierroute.offline.evaluation.curves import price_curve, risk_curve
 from tierroute.offline.evaluation.eval_data import (
+    LADDER_CONFIG,
     PRICES_FILE,
     EvalData,
+    ladder_kind,
     load_eval_data,
     load_store,
+    pricing_report,
 )
 from tierroute.offline.evaluation.first_token import first_token_report
 from tierroute.offline.evaluation.harness import Outcome, Strategy, describe, run_strategies
@@ -47,6 +60,7 @@ from tierroute.offline.evaluation.strategies import (
 )
 from tierroute.offline.evaluation.summary import (
     PLOT_FILE,
+    POINT_GOALS,
     REPORT_FILE,
     SUMMARY_FILE,
     build_report,
@@ -55,7 +69,8 @@ from tierroute.offline.evaluation.summary import (
 )
 from tierroute.offline.evaluation.trio import trio_view
 from tierroute.offline.training.calibrate import DEFAULT_MAX_COST_RATIO, Target
-from tierroute.offline.training.value_fit import prepare_value_model, write_model_file
+from tierroute.offline.training.value_fit import solve_points, write_value_model
+from tierroute.routing import ACTIONS
 from tierroute.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -77,12 +92,17 @@ class Options:
     workers: int = 1
     seed: int = 0
     limit: int | None = None
-    prices: Path | None = None
+    # The price ladder (`eval_data.ladder_kind`): "config", "recorded", a prices CSV or a
+    # TOML file of [[tiers]] prices.
+    prices: str = LADDER_CONFIG
     model_dir: Path | None = None
     speculation_cost_share: float = cal.DEFAULT_SPECULATION_COST_SHARE
     # calibrate: "value" fits the value model and searches its price; "thresholds" ships
     # risk thresholds and judge sampling rates only.
     policy: str = "value"
+    # calibrate: the operating point the bundle serves by default (None: `parity`, or
+    # `custom` when an explicit target was given).
+    operating_point: str | None = None
 
 
 def read_bundle(settings: Settings, options: Options) -> Bundle | None:
@@ -129,10 +149,12 @@ def prepare(
     data_path: Path, settings: Settings, options: Options
 ) -> tuple[EvalData, GroundTruth, Bundle | None, Settings]:
     """The data (without ground truth), the ground truth, the bundle and the eval settings."""
-    data = load_eval_data(data_path, prices=options.prices, limit=options.limit)
+    ladder_kind(options.prices)
+    csv = Path(options.prices) if options.prices.lower().endswith(".csv") else None
+    data = load_eval_data(data_path, prices=csv, limit=options.limit)
     truth = GroundTruth.load(data_path, options.limit)
     bundle = read_bundle(settings, options)
-    return data, truth, bundle, eval_settings(settings, data)
+    return data, truth, bundle, eval_settings(settings, data, options.prices)
 
 
 def cross_validate_for(data: EvalData, bundle: Bundle | None, options: Options) -> CrossValidation:
@@ -171,7 +193,13 @@ def evaluate(
         return _evaluate(data_path, out_dir, settings, options, progress=progress)
     with tempfile.TemporaryDirectory(prefix="tierroute-trio-") as tmp:
         view, info = trio_view(data_path, trio, Path(tmp) / data_path.name)
-        prices = options.prices or data_path.parent / PRICES_FILE
+        # The view is written elsewhere: the recorded prices stay the data's prices.csv.
+        recorded = ladder_kind(options.prices) == "recorded"
+        prices = (
+            str(data_path.parent / PRICES_FILE)
+            if recorded and not options.prices.lower().endswith(".csv")
+            else options.prices
+        )
         return _evaluate(
             view,
             out_dir,
@@ -212,8 +240,11 @@ def _evaluate(
         data, settings, truth, workers=options.workers, progress=tick, store=store
     )
     value = None
+    points: dict[str, Any] = {}
+    served_price = None
     if bundle is not None and bundle.cascade_policy == "value":
-        value = value_estimates(data, cv, tables, options)
+        value = priced(value_estimates(data, cv, tables, options), settings)
+        points, default_point, served_price = bundle_points(bundle, settings)
     inputs, folds = cal.fold_inputs(cv, data, tables, value)
     strategies: list[Strategy] = [
         *baseline_strategies(settings),
@@ -222,7 +253,7 @@ def _evaluate(
         ),
         *routed_strategies(settings, data, cv),
         *agreement,
-        shipped_strategy(settings, data, cv, bundle, value),
+        shipped_strategy(settings, data, cv, bundle, value, price=served_price),
     ]
 
     def run(items: list[Strategy], *, stream: bool = False) -> dict[str, tuple[Outcome, ...]]:
@@ -241,53 +272,92 @@ def _evaluate(
     # The shipped strategy once more, the way CascadeStream answers: time to first token.
     streamed = run([strategies[-1]], stream=True)[SHIPPED]
     fit = cal.cross_fit(inputs, folds, target, speculation_cost_share=share)
-    searched = (
-        "the value policy's price of a correct answer (with risk thresholds and judge rates "
-        "as its fallback)"
-        if value is not None
-        else "risk thresholds, judge rates"
-    )
-    tuned = cal.tuned_strategy(
-        SHIPPED_CV,
-        f"the shipped configuration's calibration procedure, cross-fitted: per fold, {searched} "
-        f"and speculative bound searched on the other folds toward: {target.statement()}",
-        settings=settings,
-        data=data,
-        cv=cv,
-        fit=fit,
-        inputs=inputs,
-    )
-    # Random routing at the shipped strategy's cost: each tier's one-call cost per record is
-    # what its always-tier baseline paid.
+    tuned_list: list[Strategy] = []
+    point_folds: dict[str, Any] = {}
+    if value is not None:
+        # Every operating point cross-fitted: per fold, its price solved on the other folds
+        # (risk thresholds, judge rates and speculative bound as the shipped target's).
+        for name, point in points.items():
+            point_fit = cal.point_cross_fit(inputs, folds, fit, point, share)
+            tuned_list.append(
+                cal.tuned_strategy(
+                    point_name(name),
+                    f"operating point {name} cross-fitted: per fold, the value policy's price "
+                    f"of a correct answer solved on the other folds toward: "
+                    f"{point.statement()}",
+                    settings=settings,
+                    data=data,
+                    cv=cv,
+                    fit=point_fit,
+                    inputs=inputs,
+                )
+            )
+            point_folds[name] = {
+                "target": point.as_dict(),
+                "per_fold_price_per_correct_usd": [
+                    p.price_per_correct_usd for p in point_fit.params
+                ],
+            }
+        default = goal_strategy = point_name(default_point)
+    else:
+        tuned_list.append(
+            cal.tuned_strategy(
+                SHIPPED_CV,
+                "the shipped configuration's calibration procedure, cross-fitted: per fold, "
+                "risk thresholds, judge rates and speculative bound searched on the other "
+                f"folds toward: {target.statement()}",
+                settings=settings,
+                data=data,
+                cv=cv,
+                fit=fit,
+                inputs=inputs,
+            )
+        )
+        default, goal_strategy = SHIPPED, SHIPPED_CV
+    outcomes.update(run(tuned_list))
+    # Random routing at the default's cost: each tier's one-call cost per record is what
+    # its always-tier baseline paid.
     tier_costs = [
         [o.cost_usd for o in outcomes[always_name(i, len(names))]] for i in range(len(names))
     ]
-    shipped_cost = float(np.mean([o.cost_usd for o in outcomes[SHIPPED]]))
+    default_cost = float(np.mean([o.cost_usd for o in outcomes[default]]))
     random = random_strategy(
-        settings, [r.id for r in data.records], tier_costs, shipped_cost, options.seed
+        settings,
+        [r.id for r in data.records],
+        tier_costs,
+        default_cost,
+        options.seed,
+        compared=default,
     )
-    outcomes.update(run([tuned, random]))
-    strategies += [tuned, random]
-    ordered = {name: outcomes[name] for name in (*ORDER, *AGREEMENT_ORDER) if name in outcomes}
+    outcomes.update(run([random]))
+    strategies += [*tuned_list, random]
+    order = [*ORDER, *AGREEMENT_ORDER, *(s.name for s in tuned_list)]
+    ordered = {name: outcomes[name] for name in order if name in outcomes}
     report = build_report(
         data,
         ordered,
         truth,
         tier_names=names,
         descriptions=describe(strategies),
-        default=SHIPPED,
-        goal_strategy=SHIPPED_CV,
+        default=default,
+        goal_strategy=goal_strategy,
+        point_goals={
+            point_name(name): bounds
+            for name, bounds in POINT_GOALS[ladder_kind(options.prices)].items()
+        },
         extra={
             "cv": {
                 **cv.as_dict(),
-                SHIPPED_CV: {
+                "shipped_procedure": {
                     "target": target.as_dict(),
                     "speculation_cost_share": share,
                     "per_fold": [p.as_dict() for p in fit.params],
                 },
+                "operating_points": point_folds,
             },
             **(extra or {}),
-            "pricing": data.pricing.as_dict(),
+            "pricing": pricing_report(settings.tiers, options.prices, data),
+            "curves": curves(inputs, names, value is not None),
             "seed": options.seed,
             "time_to_first_token": first_token_report(outcomes[SHIPPED], streamed, SHIPPED),
             "bundle": bundle.version if bundle else None,
@@ -316,15 +386,55 @@ def _evaluate(
 def value_estimates(
     data: EvalData, cv: CrossValidation, tables: cal.Tables, options: Options
 ) -> valuefit.Estimates:
-    """Out-of-fold value-model estimates per action, in record order (the CV folds)."""
-    quality, cost = valuefit.action_targets(tables.quality, tables.cost, cal.ACTION_COLUMNS)
+    """Out-of-fold value-model estimates per action, in record order (the CV folds):
+    P(correct) (rows, A) and expected tokens (rows, A, T, 2)."""
+    assert tables.tokens is not None  # build_tables counts tokens
+    quality, tokens = valuefit.action_targets(tables.quality, tables.tokens, cal.ACTION_COLUMNS)
     return valuefit.out_of_fold(
         valuefit.featurised(data, cv.prefix_chars),
         quality,
-        cost,
+        tokens,
         cv.fold_array(data),
         options.workers,
     )
+
+
+def priced(estimates: valuefit.Estimates, settings: Settings) -> valuefit.Estimates:
+    """(P(correct), cost USD) per action: the predicted tokens priced with `settings`' tiers."""
+    return estimates[0], Ladder.of(settings.tiers).price(estimates[1])
+
+
+def point_name(name: str) -> str:
+    """The report's strategy name of an operating point."""
+    return f"{SHIPPED}@{name}"
+
+
+def bundle_points(bundle: Bundle, settings: Settings) -> tuple[dict[str, PointTarget], str, float]:
+    """The bundle's operating point targets, its default point's name, and that point's
+    price of a correct answer under `settings`' tier prices (solved again from the stored
+    calibration data when they differ from the calibration's)."""
+    section = bundle.thresholds[CASCADE_SECTION]["value"]
+    where = str(bundle.path / THRESHOLDS_FILE)
+    try:
+        targets = parse_points(section.get("operating_points"), where)
+        _, prices, default = operating_prices(
+            bundle.path,
+            section,
+            n_tiers=len(settings.tiers),
+            where=where,
+            ladder=Ladder.of(settings.tiers),
+        )
+    except ModelLoadError as exc:
+        raise ConfigError(f"{exc} (rebuild the bundle with `make model`)") from exc
+    return targets, default, prices[default]
+
+
+def curves(inputs: cal.Inputs, names: list[str], value: bool) -> dict[str, Any]:
+    """Each policy's trade-off over its knob, from the tables (out-of-fold estimates)."""
+    out = {"classifier (risk threshold)": risk_curve(inputs)}
+    if value:
+        out["value policy (price of a correct answer)"] = price_curve(inputs)
+    return out
 
 
 @dataclass(frozen=True)
@@ -335,75 +445,133 @@ class CalibrationResult:
     slices: dict[str, Any]
 
 
+CUSTOM_POINT = "custom"
+
+
 def calibrate(
     data_path: Path,
     out: Path,
     settings: Settings,
-    target: cal.CalibrationTarget,
+    target: cal.CalibrationTarget | None,
     options: Options,
     *,
     report_path: Path | None = None,
     progress: Callable[[int], Progress] | None = None,
 ) -> CalibrationResult:
-    """Search the shipped configuration toward `target` and write the thresholds file."""
+    """Search the shipped configuration and write the thresholds file.
+
+    The value policy ships the named OPERATING_POINTS, priced for `options.prices`, and
+    `target` (None: `parity`'s) as operating point `custom` when one is given; the risk
+    thresholds, judge rates and speculative bound are searched toward the default point's
+    target.
+    """
     data, truth, bundle, settings = prepare(data_path, settings, options)
     if bundle is None:
         raise ConfigError(
             "calibrate needs the model bundle whose thresholds it writes (--model-dir)"
         )
+    if options.policy not in POLICIES:
+        raise ConfigError(
+            f"calibration policy {options.policy!r} is unknown; use one of {POLICIES}"
+        )
+    targets: dict[str, PointTarget] = dict(OPERATING_POINTS)
+    if target is not None:
+        targets[CUSTOM_POINT] = PointTarget(target.kind, target.value, target.relative)
+    default_point = options.operating_point or (
+        CUSTOM_POINT if target is not None else DEFAULT_POINT
+    )
+    if default_point not in targets:
+        raise ConfigError(f"--operating-point {default_point!r} is not one of {', '.join(targets)}")
+    chosen = targets[default_point]
+    search_target = cal.CalibrationTarget(chosen.kind, chosen.value, chosen.relative)
     cv = cross_validate_for(data, bundle, options)
     tick = progress(len(data) * N_TABLE_COLUMNS) if progress is not None else None
     store = load_store(data.path, data.limit) if options.workers <= 1 else None
     tables = cal.build_tables(
         data, settings, truth, workers=options.workers, progress=tick, store=store
     )
-    if options.policy not in POLICIES:
-        raise ConfigError(
-            f"calibration policy {options.policy!r} is unknown; use one of {POLICIES}"
-        )
-    value = value_estimates(data, cv, tables, options) if options.policy == "value" else None
+    estimates = value_estimates(data, cv, tables, options) if options.policy == "value" else None
+    value = priced(estimates, settings) if estimates is not None else None
     inputs, folds = cal.fold_inputs(cv, data, tables, value)
     share = options.speculation_cost_share
-    fit = cal.cross_fit(inputs, folds, target, speculation_cost_share=share)
+    fit = cal.cross_fit(inputs, folds, search_target, speculation_cost_share=share)
     everything = np.ones(len(data), dtype=bool)
     names = [t.name for t in settings.tiers]
-    held_out = cal.figures(inputs, fit.columns, everything, names)
-    params = cal.search(inputs, everything, target, speculation_cost_share=share)
-    in_sample = cal.figures(inputs, cal.columns_for(inputs, params, everything), everything, names)
+    params = cal.search(inputs, everything, search_target, speculation_cost_share=share)
     value_section = None
-    value_bytes = b""
-    if params.price_per_correct_usd is not None:
+    held_fit = fit
+    if estimates is not None and tables.tokens is not None:
+        ladder = Ladder.of(settings.tiers)
+        evidence = CalibrationData(
+            oof_p=estimates[0],
+            oof_tokens=estimates[1],
+            quality=tables.quality[:, cal.ACTION_COLUMNS],
+            tokens=tables.tokens[:, cal.ACTION_COLUMNS],
+            top_action=top_action(ACTIONS, len(names)),
+        )
+        entries = solve_points(evidence, ladder, targets, share)
+        for name, point in targets.items():
+            point_fit = cal.point_cross_fit(inputs, folds, fit, point, share)
+            if name == default_point:
+                held_fit = point_fit
+            entries[name]["held_out"] = _brief(
+                cal.figures(inputs, point_fit.columns, everything, names)
+            )
+        params = dataclasses.replace(
+            params, price_per_correct_usd=entries[default_point]["price_per_correct_usd"]
+        )
         texts = valuefit.featurised(data, cv.prefix_chars)
-        quality, cost = valuefit.action_targets(tables.quality, tables.cost, cal.ACTION_COLUMNS)
-        value_bytes, value_section = prepare_value_model(
-            valuefit.fit_all(texts, quality, cost),
-            price_per_correct_usd=params.price_per_correct_usd,
+        quality, tokens = valuefit.action_targets(tables.quality, tables.tokens, cal.ACTION_COLUMNS)
+        value_pipeline = valuefit.fit_all(texts, quality, tokens)
+    held_out = cal.figures(inputs, held_fit.columns, everything, names)
+    in_sample = cal.figures(inputs, cal.columns_for(inputs, params, everything), everything, names)
+    sweep = cal.target_sweep(inputs, folds, names, speculation_cost_share=share)
+    slices = calibration_output.slice_report(data, inputs, held_fit.columns, truth, names)
+    # The value model, its calibration data and the file naming their hashes are written
+    # back to back, after all the work, so a reader never waits through a search with one
+    # of them stale.
+    if estimates is not None:
+        value_section = write_value_model(
+            out.parent,
+            value_pipeline,
+            evidence,
+            ladder=ladder,
+            points=entries,
+            default_point=default_point,
             prefix_chars=cv.prefix_chars,
             parity_texts=[r.prompt for r in data.records],
+            share=share,
         )
     document = calibration_output.thresholds_document(
         version=bundle.version,
         tier_names=names,
         params=params,
-        target=target,
+        target=search_target,
         in_sample=in_sample,
         held_out=held_out,
-        fit=fit,
+        fit=held_fit,
         cv=cv,
         data=data,
         speculation_cost_share=share,
-        sweep=cal.target_sweep(inputs, folds, names, speculation_cost_share=share),
+        sweep=sweep,
         classifier_cv=bundle.thresholds.get("classifier_cv", bundle.thresholds.get("cv")),
         static=bundle.thresholds,
         value_section=value_section,
+        pricing=pricing_report(settings.tiers, options.prices, data),
         settings=calibration_output.settings_table(inputs, data, names),
     )
-    slices = calibration_output.slice_report(data, inputs, fit.columns, truth, names)
-    # The value model and the file naming its hash are written back to back, after all the
-    # work, so a reader never waits through a search with one of them stale.
-    if value_section is not None:
-        write_model_file(out.parent, value_bytes)
     write_json(out, document)
     if report_path is not None:
-        write_json(report_path, {"target": target.as_dict(), "folds": cv.k, **slices})
+        write_json(report_path, {"target": search_target.as_dict(), "folds": cv.k, **slices})
     return CalibrationResult(document, slices)
+
+
+def _brief(figures: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "quality",
+        "cost_per_query_usd",
+        "quality_vs_always_expensive",
+        "cost_ratio_vs_always_expensive",
+        "p95_latency_ms",
+    )
+    return {k: figures[k] for k in keys}

@@ -1,4 +1,11 @@
-"""The cost-quality frontier plot of a report: one marker per strategy, reference lines.
+"""The cost-quality frontier plot of a report: each policy's curve over its knob, one marker
+per strategy, the operating points marked, reference lines.
+
+A report's `curves` (the value policy over its price of a correct answer, the classifier
+over its risk threshold; from the calibration tables on out-of-fold estimates) are drawn
+as lines; the grey line through the always-one-tier squares is random routing over its
+tier mix. The `shipped@<point>` strategies, the operating points, are stars on the curve's
+colour, each named.
 
 Two panels: the whole frontier on a log cost axis, and a linear zoom on the region between
 always-mid and always-expensive where the routers and cascades crowd together. Strategies
@@ -44,6 +51,46 @@ def _references(ax: Any, strategies: Mapping[str, Mapping[str, Any]]) -> None:
         ax.axhline(strategies["oracle"]["quality"], color="tab:green", linestyle="--", linewidth=1)
 
 
+_CURVE_COLOURS = ("tab:purple", "tab:orange", "tab:brown", "tab:cyan")
+
+
+def _curves(ax: Any, report: Mapping[str, Any], top_cost: float, labelled: bool) -> None:
+    for colour, (name, points) in zip(
+        _CURVE_COLOURS, report.get("curves", {}).items(), strict=False
+    ):
+        ax.plot(
+            [p["cost_ratio_vs_always_expensive"] * top_cost for p in points],
+            [p["quality"] for p in points],
+            color=colour,
+            linewidth=1.4,
+            alpha=0.8,
+            zorder=2,
+            label=f"curve: {name}" if labelled else None,
+        )
+
+
+def _operating_points(ax: Any, strategies: Mapping[str, Mapping[str, Any]]) -> None:
+    for name, entry in strategies.items():
+        if "@" not in name:
+            continue
+        ax.scatter(
+            entry["cost_per_query_usd"],
+            entry["quality"],
+            marker="*",
+            s=260,
+            color="gold",
+            edgecolors="black",
+            zorder=4,
+        )
+        ax.annotate(
+            name.split("@", 1)[1],
+            (entry["cost_per_query_usd"], entry["quality"]),
+            textcoords="offset points",
+            xytext=(6, -12),
+            fontsize=8,
+        )
+
+
 def plot_frontier(report: Mapping[str, Any], path: Path) -> None:
     """Draw cost per query against quality for every strategy of `report` into `path`."""
     from matplotlib import colormaps
@@ -53,8 +100,11 @@ def plot_frontier(report: Mapping[str, Any], path: Path) -> None:
     figure = Figure(figsize=(14, 6.5), dpi=100)
     full, zoom = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1.15, 1]})
     colours = colormaps["tab20"]
+    top_cost = strategies.get("always_expensive", {}).get("cost_per_query_usd", 0.0)
     for ax in (full, zoom):
         _references(ax, strategies)
+        _curves(ax, report, top_cost, ax is full)
+        _operating_points(ax, strategies)
     for i, (name, entry) in enumerate(strategies.items()):
         default = name == report.get("default")
         style = {
@@ -70,6 +120,7 @@ def plot_frontier(report: Mapping[str, Any], path: Path) -> None:
         )
         full.scatter(entry["cost_per_query_usd"], entry["quality"], label=label, **style)
         zoom.scatter(entry["cost_per_query_usd"], entry["quality"], **style)
+    full.plot([], [], color="0.6", label="curve: random routing over its tier mix")
     full.set_xscale("log")
     full.set_xlabel("cost per query, USD (log scale; judge calls included)")
     full.set_ylabel("quality (share of answers correct)")
@@ -86,7 +137,9 @@ def plot_frontier(report: Mapping[str, Any], path: Path) -> None:
     figure.legend(loc="lower center", ncol=3, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.0))
     figure.suptitle(
         f"tierroute cost-quality frontier on {report.get('data_file', 'data')} "
-        f"({report['n']} queries); grey squares: always one tier; green: oracle"
+        f"({report['n']} queries, {report.get('pricing', {}).get('ladder', '')} prices)\ngrey "
+        "squares: always one tier; green: oracle; lines: each policy over its knob (in-sample "
+        "knob, out-of-fold estimates); stars: the operating points, cross-fitted"
     )
     figure.tight_layout(rect=(0, 0.17, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)

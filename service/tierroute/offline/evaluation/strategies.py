@@ -18,7 +18,7 @@ from tierroute.cascade import SpeculationMode, apply_cascade
 from tierroute.errors import ConfigError
 from tierroute.model import Bundle
 from tierroute.offline.evaluation.crossval import CrossValidation
-from tierroute.offline.evaluation.eval_data import EvalData, eval_tiers
+from tierroute.offline.evaluation.eval_data import LADDER_RECORDED, EvalData, eval_tiers
 from tierroute.offline.evaluation.harness import RunPlan, Strategy
 from tierroute.offline.evaluation.valuefit import Estimates
 from tierroute.outcomes import TIER_KEYS
@@ -45,16 +45,17 @@ ORDER = (
 )
 
 
-def eval_settings(settings: Settings, data: EvalData) -> Settings:
-    """`settings` with the tiers played and priced by the recorded trio, replayed in full.
+def eval_settings(settings: Settings, data: EvalData, prices: str = LADDER_RECORDED) -> Settings:
+    """`settings` with the tiers played by the recorded trio and priced by the `prices`
+    ladder (`eval_data.ladder_kind`: `recorded` or `config`), replayed in full.
 
     The replay runs at time scale 1 (on a virtual clock, so it costs no real time), with
-    no injected faults and the default trio whose answers and prices the report uses.
+    no injected faults and the default trio whose answers the report uses.
     """
     replay = dataclasses.replace(
         settings.replay, time_scale=1.0, faults="", trio="default", data=None
     )
-    return dataclasses.replace(settings, tiers=eval_tiers(settings, data), replay=replay)
+    return dataclasses.replace(settings, tiers=eval_tiers(settings, data, prices), replay=replay)
 
 
 def always_name(index: int, n_tiers: int) -> str:
@@ -94,8 +95,11 @@ def random_strategy(
     tier_costs: Sequence[Sequence[float]],
     target_cost_usd: float,
     seed: int,
+    *,
+    compared: str = SHIPPED,
 ) -> Strategy:
-    """Random routing that spends what the strategy it is compared with spends, one call.
+    """Random routing that spends what the strategy it is compared with (`compared`, the
+    report's default) spends, one call.
 
     `tier_costs[t][i]` is what record i costs answered once by tier t (the always-t
     baseline's cost). In a seeded random order, records move up from the cheapest tier one
@@ -120,8 +124,8 @@ def random_strategy(
     mix = ", ".join(f"{m} {np.mean(tiers == k):.3f}" for k, m in enumerate(names))
     return Strategy(
         RANDOM,
-        f"each query to a random tier, drawn so the total cost matches the shipped "
-        f"strategy's (${target_cost_usd:.6f} per query; mix {mix}), one call, seed {seed}",
+        f"each query to a random tier, drawn so the total cost matches {compared}'s "
+        f"(${target_cost_usd:.6f} per query; mix {mix}), one call, seed {seed}",
         (RunPlan(settings, judge_mode="never", speculation="off"),),
         start_tiers={r: names[int(t)] for r, t in zip(record_ids, tiers, strict=True)},
     )
@@ -211,10 +215,13 @@ def shipped_strategy(
     cv: CrossValidation | None,
     bundle: Bundle | None,
     value: Estimates | None = None,
+    *,
+    price: float | None = None,
 ) -> Strategy:
     """What `make run` serves: the configured strategy and cascade settings, the bundle's
     thresholds and the cascade settings calibrated into them, on out-of-fold scores (and,
-    when the bundle ships the value policy, out-of-fold value estimates at its price).
+    when the bundle ships the value policy, out-of-fold value estimates at `price`, its
+    default operating point's price for the evaluated tier prices; None: as stored).
     """
     strategy = settings.routing.default_strategy
     if strategy == "heuristic" or bundle is None or cv is None:
@@ -228,7 +235,10 @@ def shipped_strategy(
     )
     risk = [bundle.cascade_risk] * cv.k
     c = shipped.cascade
-    price = bundle.price_per_correct_usd
+    if bundle.price_per_correct_usd is None:
+        price = None
+    elif price is None:
+        price = bundle.price_per_correct_usd
     if price is not None and value is None:
         raise ConfigError("the bundle ships the value policy: evaluating it needs value estimates")
     how = (

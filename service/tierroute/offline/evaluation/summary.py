@@ -153,6 +153,45 @@ def goal(
     }
 
 
+# Issue 13's goals per operating point and price ladder: (quality at least this share of
+# always-expensive's, cost at most this share of its cost).
+POINT_GOALS: Mapping[str, Mapping[str, tuple[float, float]]] = {
+    "recorded": {"parity": (1.0, 1 / 4), "q95": (0.95, 1 / 10)},
+    "config": {"parity": (1.0, 1 / 2), "q95": (0.95, 1 / 4)},
+}
+
+
+def point_goal(
+    entry: Mapping[str, Any],
+    reference: Mapping[str, Any],
+    name: str,
+    bounds: tuple[float, float],
+    noise: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Whether an operating point's strategy meets its goal: quality >= a share of
+    always-expensive's at <= a share of its cost; `noise` as `paired_noise` gives it."""
+    share, max_ratio = bounds
+    ratio = entry.get("cost_ratio_vs_always_expensive")
+    quality_ratio = entry["quality"] / reference["quality"] if reference["quality"] else None
+    quality_met = entry["quality"] >= share * reference["quality"] - 1e-12
+    cost_met = ratio is not None and ratio <= max_ratio + 1e-12
+    return {
+        **noise,
+        "strategy": name,
+        "statement": f"quality >= {share:g} x always_expensive's at cost <= 1/{1 / max_ratio:g} "
+        "of always_expensive's",
+        "quality_ratio_vs_always_expensive": None
+        if quality_ratio is None
+        else round(quality_ratio, _Q),
+        "quality_diff_vs_always_expensive": entry["quality_diff_vs_always_expensive"],
+        "cost_ratio_vs_always_expensive": ratio,
+        "times_cheaper": round(1 / ratio, 3) if ratio else None,
+        "quality_met": quality_met,
+        "cost_met": cost_met,
+        "met": quality_met and cost_met,
+    }
+
+
 def misroutes(final: npt.NDArray[np.int64], labels: npt.NDArray[np.int64]) -> tuple[float, float]:
     """(up, down): shares answered above / below the cheapest correct tier.
 
@@ -175,8 +214,10 @@ def build_report(
     default: str,
     goal_strategy: str,
     extra: Mapping[str, Any],
+    point_goals: Mapping[str, tuple[float, float]] | None = None,
 ) -> dict[str, Any]:
-    """The whole report.json document."""
+    """The whole report.json document; `point_goals` maps strategies (the operating
+    points) to their (quality share, cost share) goal against always-expensive."""
     strategies: dict[str, Any] = {}
     for name, items in outcomes.items():
         strategies[name] = {
@@ -203,6 +244,20 @@ def build_report(
             correctness(outcomes[REFERENCE], data, truth, n_tiers),
         )
         report["goal"] = goal(strategies[goal_strategy], goal_strategy, noise)
+    if point_goals and REFERENCE in strategies:
+        n_tiers = len(tier_names)
+        reference = correctness(outcomes[REFERENCE], data, truth, n_tiers)
+        report["goals"] = {
+            name: point_goal(
+                strategies[name],
+                strategies[REFERENCE],
+                name,
+                bounds,
+                paired_noise(correctness(outcomes[name], data, truth, n_tiers), reference),
+            )
+            for name, bounds in point_goals.items()
+            if name in strategies
+        }
     return report
 
 

@@ -2,9 +2,10 @@
 
 Training rows are the calibration tables (what the cascade engine did per record under each
 fixed setting, scored): per action of `tierroute.routing.plan.ACTIONS`, whether the final answer
-was correct and what it cost. Like the classifier's, every record's estimates come from a
-model fitted on the other folds only (the same folds), so no record is routed by a model
-that saw its outcome. This reads ground truth (through the tables), as training does.
+was correct and the tokens its calls billed per tier (input, output). Like the classifier's,
+every record's estimates come from a model fitted on the other folds only (the same folds),
+so no record is routed by a model that saw its outcome. This reads ground truth (through
+the tables), as training does.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.pipeline import Pipeline
 
+from tierroute.model.operating import PREDICTED_KINDS
 from tierroute.offline.evaluation.eval_data import EvalData
 from tierroute.offline.training.value_fit import fit_value_pipeline, predict
 from tierroute.routing import classifier_text
@@ -30,12 +32,14 @@ Estimates = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
 
 def action_targets(
     quality: npt.NDArray[np.float64],
-    cost: npt.NDArray[np.float64],
+    tokens: npt.NDArray[np.float64],
     columns: npt.NDArray[np.int64] | Sequence[int],
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Per-action training targets: the tables' columns that play each action, serially."""
+    """Per-action training targets: the tables' columns that play each action, serially:
+    correctness (rows, A) and input/output tokens per tier (rows, A, T, 2). The Cascade's
+    calls carry no cache_control, so the cache kinds the tables keep are zero."""
     index = [int(c) for c in columns]
-    return quality[:, index], cost[:, index]
+    return quality[:, index], tokens[:, index, :, :PREDICTED_KINDS]
 
 
 def featurised(data: EvalData, prefix_chars: int) -> list[str]:
@@ -46,23 +50,24 @@ def featurised(data: EvalData, prefix_chars: int) -> list[str]:
 def _fit_and_estimate(
     texts: list[str],
     quality: npt.NDArray[np.float64],
-    cost: npt.NDArray[np.float64],
+    tokens: npt.NDArray[np.float64],
     held_out: list[str],
     hyper: Mapping[str, Any],
 ) -> Estimates:
-    pipeline = fit_value_pipeline(texts, quality, cost, **hyper)
-    return predict(pipeline, held_out)
+    pipeline = fit_value_pipeline(texts, quality, tokens, **hyper)
+    return predict(pipeline, held_out, tokens.shape[2])
 
 
 def out_of_fold(
     texts: Sequence[str],
     quality: npt.NDArray[np.float64],
-    cost: npt.NDArray[np.float64],
+    tokens: npt.NDArray[np.float64],
     folds: npt.NDArray[np.int64],
     workers: int = 1,
     **hyper: Any,
 ) -> Estimates:
-    """Per-action P(correct) and cost for every row, from the model fitted without its fold.
+    """Per-action P(correct) and tokens (rows, A, T, 2) for every row, from the model
+    fitted without its fold (`tokens` as `action_targets` gives them).
 
     `hyper` goes to `fit_value_pipeline` (quality_c, max_features) for model selection.
     """
@@ -72,9 +77,9 @@ def out_of_fold(
         held_out = folds == fold
         train = [t for t, h in zip(texts, held_out, strict=True) if not h]
         test = [t for t, h in zip(texts, held_out, strict=True) if h]
-        jobs.append((held_out, (train, quality[~held_out], cost[~held_out], test, hyper)))
+        jobs.append((held_out, (train, quality[~held_out], tokens[~held_out], test, hyper)))
     p = np.zeros(quality.shape, dtype=np.float64)
-    c = np.zeros(cost.shape, dtype=np.float64)
+    c = np.zeros(tokens.shape, dtype=np.float64)
     logger.info("value model: fitting %s fold models on %s records", n_folds, len(texts))
     if workers <= 1:
         for held_out, args in jobs:
@@ -90,10 +95,10 @@ def out_of_fold(
 
 
 def fit_all(
-    texts: Sequence[str], quality: npt.NDArray[np.float64], cost: npt.NDArray[np.float64]
+    texts: Sequence[str], quality: npt.NDArray[np.float64], tokens: npt.NDArray[np.float64]
 ) -> Pipeline:
     """The model that ships: fitted on every row."""
-    return fit_value_pipeline(texts, quality, cost)
+    return fit_value_pipeline(texts, quality, tokens)
 
 
 __all__ = ["Estimates", "action_targets", "featurised", "fit_all", "out_of_fold"]

@@ -1,25 +1,29 @@
 """Fit, export and check the Cascade's expected-value model (`tierroute.model.value`).
 
 Training data is a table: per record and per action of `tierroute.routing.plan.ACTIONS`, whether
-the cascade engine's final answer was correct and what it cost (judges included), as
-`tierroute calibrate` measures them. The features are the router classifier's kind: TF-IDF
-over word 1-2 grams of the lower-cased prompt prefix, vocabulary chosen the same way, but
-MAX_FEATURES of them. On them:
+the cascade engine's final answer was correct and the tokens its calls billed per tier
+(input and output, judges and escalations included), as `tierroute calibrate` measures
+them. Tokens, not dollars: the serving side prices them with the configured tiers' prices,
+so the model holds no price and a price change needs no refit. The features are the router
+classifier's kind: TF-IDF over word 1-2 grams of the lower-cased prompt prefix, vocabulary
+chosen the same way, but MAX_FEATURES of them. On them:
 
 - per action, a logistic regression (C = 1, unweighted: these are probabilities, not
   decisions) for P(correct);
-- per action, a ridge regression (alpha = 1) for log(cost in USD).
+- one multi-output ridge regression (alpha = 1) for the expected tokens per action, tier
+  and kind (input, output): the mean, not a log, because expected cost is linear in
+  expected tokens, so E[tokens] priced is E[cost] under any ladder.
 
 All of them are linear in the same features, so they are stacked into one multi-output
 `LinearRegression` after the vectorizer, which skl2onnx exports as one graph. The serving
-side takes the sigmoid of the first half and the exponential of the second.
+side takes the sigmoid of the first A outputs and clips the token outputs at zero.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +35,14 @@ from sklearn.pipeline import Pipeline
 
 from tierroute.errors import ConfigError, ModelLoadError
 from tierroute.model import ValueModel, split_outputs
-from tierroute.model.bundle import POLICY_VALUE, VALUE_FILE
+from tierroute.model.bundle import POLICY_VALUE, VALUE_CALIBRATION_FILE, VALUE_FILE
+from tierroute.model.operating import (
+    DEFAULT_SPECULATION_COST_SHARE,
+    PREDICTED_KINDS,
+    CalibrationData,
+    Ladder,
+    PointTarget,
+)
 from tierroute.model.value import VALUE_OUTPUT
 from tierroute.offline.training.export import adversarial_texts, to_onnx
 from tierroute.offline.training.model import (
@@ -40,6 +51,7 @@ from tierroute.offline.training.model import (
     build_pipeline,
     select_vocabulary,
 )
+from tierroute.outcomes import file_sha256
 from tierroute.routing import ACTIONS, CascadeAction, classifier_text
 
 logger = logging.getLogger(__name__)
@@ -53,9 +65,10 @@ MAX_FEATURES = 40_000
 _CLIP = 1e-4
 PARITY_TOLERANCE = 1e-4
 OUTPUTS_DOC = (
-    "value.onnx maps the classifier's text to 2 x len(actions) numbers: the logits of "
-    "P(the Cascade's final answer is correct) per action, then the natural log of its "
-    "expected cost in USD (calibration prices, judges included) per action"
+    "value.onnx maps the classifier's text to A + 2 x A x T numbers (A actions, T tiers): "
+    "the logits of P(the Cascade's final answer is correct) per action, then the expected "
+    "input and output tokens its calls bill per action and tier (action-major, then tier, "
+    "then input/output; judges and escalations included), priced at load time"
 )
 
 
@@ -65,35 +78,44 @@ def hyperparameters() -> dict[str, Any]:
         "features": "TF-IDF as the router classifier's (word 1-2 grams, sublinear tf), "
         f"{MAX_FEATURES:,} features",
         "quality": f"logistic regression per action, C={QUALITY_C}, unweighted, lbfgs",
-        "cost": f"ridge regression of log(cost USD) per action, alpha={COST_ALPHA}",
+        "tokens": f"ridge regression of expected tokens per action, tier and kind (input, "
+        f"output), alpha={COST_ALPHA}",
     }
 
 
 def fit_value_pipeline(
     texts: Sequence[str],
     quality: npt.NDArray[np.float64],
-    cost: npt.NDArray[np.float64],
+    tokens: npt.NDArray[np.float64],
     *,
     quality_c: float = QUALITY_C,
     max_features: int = MAX_FEATURES,
 ) -> Pipeline:
-    """TF-IDF plus one linear layer of 2 x A outputs, from per-action quality and cost.
+    """TF-IDF plus one linear layer of A + 2 x A x T outputs, from per-action quality and
+    tokens.
 
-    `texts` are already featurised (`classifier_text`); `quality` is 0/1 and `cost` is
-    positive, both of shape (len(texts), A).
+    `texts` are already featurised (`classifier_text`); `quality` is 0/1 of shape
+    (len(texts), A) and `tokens` is (len(texts), A, T, 2): input and output tokens billed
+    per action and tier.
     """
     n_actions = quality.shape[1]
-    if quality.shape != cost.shape or quality.shape[0] != len(texts):
+    if (
+        quality.shape[0] != len(texts)
+        or tokens.ndim != 4
+        or tokens.shape[:2] != quality.shape
+        or tokens.shape[3] != PREDICTED_KINDS
+    ):
         raise ConfigError(
             f"value training shapes disagree: {len(texts)} texts, quality {quality.shape}, "
-            f"cost {cost.shape}"
+            f"tokens {tokens.shape} (expected (rows, actions, tiers, {PREDICTED_KINDS}))"
         )
-    if not np.all(cost > 0):
-        raise ConfigError("value training costs must be positive (a log is fitted)")
+    if not np.all(tokens >= 0):
+        raise ConfigError("value training token counts must not be negative")
     tfidf = build_pipeline(select_vocabulary(texts, max_features)).named_steps["tfidf"]
     features = tfidf.fit_transform(list(texts))
-    weights = np.zeros((2 * n_actions, features.shape[1]))
-    bias = np.zeros(2 * n_actions)
+    n_tokens = int(np.prod(tokens.shape[1:]))
+    weights = np.zeros((n_actions + n_tokens, features.shape[1]))
+    bias = np.zeros(n_actions + n_tokens)
     for a in range(n_actions):
         labels = quality[:, a].astype(np.int64)
         if labels.min() == labels.max():
@@ -104,9 +126,9 @@ def fit_value_pipeline(
             model = LogisticRegression(C=quality_c, max_iter=MAX_ITER, random_state=RANDOM_STATE)
             model.fit(features, labels)
             weights[a], bias[a] = model.coef_[0], model.intercept_[0]
-        ridge = Ridge(alpha=COST_ALPHA)
-        ridge.fit(features, np.log(cost[:, a]))
-        weights[n_actions + a], bias[n_actions + a] = ridge.coef_, ridge.intercept_
+    ridge = Ridge(alpha=COST_ALPHA)
+    ridge.fit(features, tokens.reshape(len(texts), n_tokens))
+    weights[n_actions:], bias[n_actions:] = ridge.coef_, ridge.intercept_
     linear = LinearRegression()
     linear.coef_ = weights
     linear.intercept_ = bias
@@ -115,13 +137,13 @@ def fit_value_pipeline(
 
 
 def predict(
-    pipeline: Pipeline, texts: Sequence[str]
+    pipeline: Pipeline, texts: Sequence[str], n_tiers: int
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """scikit-learn's (P(correct), cost) for already featurised texts."""
+    """scikit-learn's (P(correct) (N, A), tokens (N, A, T, 2)) for featurised texts."""
     raw = pipeline.predict(list(texts))
-    n_actions = raw.shape[1] // 2
-    p, c = split_outputs(raw, n_actions)
-    return np.asarray(p, dtype=np.float64), np.asarray(c, dtype=np.float64)
+    n_actions = raw.shape[1] // (1 + n_tiers * PREDICTED_KINDS)
+    p, tokens = split_outputs(raw, n_actions, n_tiers)
+    return np.asarray(p, dtype=np.float64), np.asarray(tokens, dtype=np.float64)
 
 
 def export(pipeline: Pipeline) -> bytes:
@@ -129,7 +151,8 @@ def export(pipeline: Pipeline) -> bytes:
     return to_onnx(
         pipeline,
         output=VALUE_OUTPUT,
-        doc="tierroute cascade value model: tf-idf + linear layer, per-action logits and log costs",
+        doc="tierroute cascade value model: tf-idf + linear layer, per-action logits and "
+        "expected tokens per tier",
     )
 
 
@@ -139,7 +162,7 @@ class ValueParity:
 
     rows: int
     max_abs_diff_p: float
-    max_rel_diff_cost: float
+    max_rel_diff_tokens: float
     plan_changes: int
 
     def as_dict(self) -> dict[str, Any]:
@@ -147,7 +170,7 @@ class ValueParity:
         return {
             "rows": self.rows,
             "max_abs_diff_p_correct": float(f"{self.max_abs_diff_p:.3g}"),
-            "max_rel_diff_cost": float(f"{self.max_rel_diff_cost:.3g}"),
+            "max_rel_diff_tokens": float(f"{self.max_rel_diff_tokens:.3g}"),
             "plan_changes": self.plan_changes,
             "tolerance": PARITY_TOLERANCE,
         }
@@ -159,42 +182,50 @@ def check_parity(
     texts: Sequence[str],
     *,
     prefix_chars: int,
+    ladder: Ladder,
     price_per_correct_usd: float,
     actions: Sequence[CascadeAction] = ACTIONS,
 ) -> ValueParity:
-    """Compare the serving path (`ValueModel.estimate`) with scikit-learn on raw texts and
-    adversarial ones; ModelLoadError when they drift apart.
+    """Compare the serving path (`ValueModel.estimate_tokens`) with scikit-learn on raw
+    texts and adversarial ones, plans priced with `ladder`; ModelLoadError when they drift.
     """
     from tierroute.model import create_session
 
+    n_tiers = len(ladder.input_usd_per_mtok)
     served = ValueModel(
         create_session(model_bytes),
         actions=actions,
-        price_per_correct_usd=price_per_correct_usd,
+        ladder=ladder,
+        points={"check": price_per_correct_usd},
+        default_point="check",
         prefix_chars=prefix_chars,
     )
     cases = [*texts, *adversarial_texts()]
-    expected_p, expected_c = predict(pipeline, [classifier_text(t, prefix_chars) for t in cases])
-    got = [served.estimate(t) for t in cases]
+    expected_p, expected_t = predict(
+        pipeline, [classifier_text(t, prefix_chars) for t in cases], n_tiers
+    )
+    got = [served.estimate_tokens(t) for t in cases]
     actual_p = np.array([g[0] for g in got])
-    actual_c = np.array([g[1] for g in got])
+    actual_t = np.array([g[1] for g in got])
     diff_p = float(np.abs(actual_p - expected_p).max())
-    diff_c = float((np.abs(actual_c - expected_c) / expected_c).max())
-    value_expected = expected_c - price_per_correct_usd * expected_p
-    value_actual = actual_c - price_per_correct_usd * actual_p
+    # Tokens are counts in the hundreds: relative to the count, or absolute below one.
+    diff_t = float((np.abs(actual_t - expected_t) / np.maximum(np.abs(expected_t), 1.0)).max())
+    value_expected = ladder.price(expected_t) - price_per_correct_usd * expected_p
+    value_actual = ladder.price(actual_t) - price_per_correct_usd * actual_p
     changes = int((value_expected.argmin(axis=1) != value_actual.argmin(axis=1)).sum())
-    report = ValueParity(len(cases), diff_p, diff_c, changes)
+    report = ValueParity(len(cases), diff_p, diff_t, changes)
     logger.info(
-        "value model parity: %s texts, max |dp| %.3g, max relative cost diff %.3g, %s plan changes",
+        "value model parity: %s texts, max |dp| %.3g, max relative token diff %.3g, "
+        "%s plan changes",
         len(cases),
         diff_p,
-        diff_c,
+        diff_t,
         changes,
     )
-    if not (diff_p < PARITY_TOLERANCE and diff_c < PARITY_TOLERANCE):
+    if not (diff_p < PARITY_TOLERANCE and diff_t < PARITY_TOLERANCE):
         raise ModelLoadError(
             f"value model ONNX export disagrees with scikit-learn: max |dp| {diff_p:.3g}, "
-            f"max relative cost difference {diff_c:.3g} (tolerance {PARITY_TOLERANCE:g})"
+            f"max relative token difference {diff_t:.3g} (tolerance {PARITY_TOLERANCE:g})"
         )
     return report
 
@@ -202,34 +233,62 @@ def check_parity(
 def prepare_value_model(
     pipeline: Pipeline,
     *,
-    price_per_correct_usd: float,
+    ladder: Ladder,
+    points: Mapping[str, Mapping[str, Any]],
+    default_point: str,
     prefix_chars: int,
     parity_texts: Sequence[str] = (),
     actions: Sequence[CascadeAction] = ACTIONS,
 ) -> tuple[bytes, dict[str, Any]]:
     """Export `pipeline`, check parity, and return the ONNX bytes with the thresholds file's
     `cascade.value` section naming them (set `cascade.policy` to `value` to use it).
+
+    `points` are the operating points (name -> {"target", "price_per_correct_usd", ...})
+    solved under `ladder`, the prices the section records as the calibration's; the
+    section names `calibration_data` (`write_calibration_data`) for solving them again.
     """
     data = export(pipeline)
+    default_price = float(points[default_point]["price_per_correct_usd"])
     parity = check_parity(
         pipeline,
         data,
         parity_texts,
         prefix_chars=prefix_chars,
-        price_per_correct_usd=price_per_correct_usd,
+        ladder=ladder,
+        price_per_correct_usd=default_price,
         actions=actions,
     )
     section = {
         "model": VALUE_FILE,
         "sha256": hashlib.sha256(data).hexdigest(),
         "actions": [a.as_dict() for a in actions],
-        "price_per_correct_usd": price_per_correct_usd,
+        "prices": ladder.as_dict(),
+        "default_operating_point": default_point,
+        "price_per_correct_usd": default_price,
+        "operating_points": {name: dict(entry) for name, entry in points.items()},
         "prefix_chars": prefix_chars,
         "outputs": OUTPUTS_DOC,
         "hyperparameters": hyperparameters(),
         "parity": parity.as_dict(),
     }
     return data, section
+
+
+def write_calibration_data(model_dir: Path, data: CalibrationData) -> dict[str, Any]:
+    """Write `value_calibration.npz` atomically; the `calibration_data` entry naming it."""
+    path = model_dir / VALUE_CALIBRATION_FILE
+    partial = path.with_suffix(".npz.partial")
+    data.save(partial)
+    partial.replace(path)
+    return {
+        "file": VALUE_CALIBRATION_FILE,
+        "sha256": file_sha256(path),
+        "rows": len(data.oof_p),
+        "arrays": "oof_p (rows, actions): out-of-fold P(correct); oof_tokens (rows, actions, "
+        "tiers, 2): out-of-fold expected input/output tokens; quality (rows, actions): the "
+        "action's realised correctness; tokens (rows, actions, tiers, 4): its realised "
+        "input, output, cache-write and cache-read tokens",
+    }
 
 
 def write_model_file(model_dir: Path, data: bytes) -> Path:
@@ -241,24 +300,64 @@ def write_model_file(model_dir: Path, data: bytes) -> Path:
     return path
 
 
+def stored(evidence: CalibrationData) -> CalibrationData:
+    """`evidence` as the bundle stores and a server reads it back (float32 estimates,
+    integer tokens), so prices solved on it are exactly what a server re-solves."""
+    return CalibrationData(
+        oof_p=evidence.oof_p.astype(np.float32).astype(np.float64),
+        oof_tokens=evidence.oof_tokens.astype(np.float32).astype(np.float64),
+        quality=evidence.quality.astype(np.int8).astype(np.float64),
+        tokens=np.rint(evidence.tokens),
+        top_action=evidence.top_action,
+    )
+
+
+def solve_points(
+    evidence: CalibrationData,
+    ladder: Ladder,
+    targets: Mapping[str, PointTarget],
+    share: float = DEFAULT_SPECULATION_COST_SHARE,
+) -> dict[str, dict[str, Any]]:
+    """Every operating point's entry for the thresholds file: its target and its price
+    (with in-sample figures) under `ladder`, solved on the stored form of `evidence`."""
+    solved = stored(evidence).solve(ladder, targets, share)
+    return {
+        name: {
+            "target": {**target.as_dict(), "statement": target.statement()},
+            **solved[name].as_dict(),
+        }
+        for name, target in targets.items()
+    }
+
+
 def write_value_model(
     model_dir: Path,
     pipeline: Pipeline,
+    evidence: CalibrationData,
     *,
-    price_per_correct_usd: float,
+    ladder: Ladder,
+    points: Mapping[str, Mapping[str, Any]],
+    default_point: str,
     prefix_chars: int,
     parity_texts: Sequence[str] = (),
+    share: float = DEFAULT_SPECULATION_COST_SHARE,
     actions: Sequence[CascadeAction] = ACTIONS,
 ) -> dict[str, Any]:
-    """`prepare_value_model`, then write the file: the section naming it is returned."""
+    """Export and check `pipeline`, write value.onnx and value_calibration.npz into
+    `model_dir`, and return the `cascade.value` section naming both (`points` as
+    `solve_points` makes them, figures added as wished)."""
     data, section = prepare_value_model(
         pipeline,
-        price_per_correct_usd=price_per_correct_usd,
+        ladder=ladder,
+        points=points,
+        default_point=default_point,
         prefix_chars=prefix_chars,
         parity_texts=parity_texts,
         actions=actions,
     )
     write_model_file(model_dir, data)
+    section["calibration_data"] = write_calibration_data(model_dir, evidence)
+    section["speculation_cost_share"] = share
     return section
 
 
@@ -270,6 +369,9 @@ __all__ = [
     "fit_value_pipeline",
     "predict",
     "prepare_value_model",
+    "solve_points",
+    "stored",
+    "write_calibration_data",
     "write_model_file",
     "write_value_model",
 ]

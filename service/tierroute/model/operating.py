@@ -1,0 +1,382 @@
+"""Prices and operating points of the Cascade's value policy, solved with numpy only.
+
+The value model predicts tokens, not dollars: per action (`tierroute.routing.plan.ACTIONS`)
+and per tier, the expected input and output tokens of every call the action makes. A
+`Ladder` (each tier's USD per million input and output tokens and its cache multipliers)
+prices them, so a tier's configured prices reach the policy's decisions at load time.
+Expected cost is linear in expected tokens, so pricing predicted tokens per (tier, kind)
+is exact under any ladder, which one summed token count per action could not be: input and
+output, and tiers, have different prices.
+
+An operating point is a target relative to always-top on the calibration rows (`parity`:
+the cheapest price of a correct answer with quality >= always-top's; `q95`: >= 95 % of
+it; `third_cost`: the best quality at <= 1/3 of its cost). `solve_price` finds a point's
+price of a correct answer from out-of-fold per-record estimates and each action's realised
+outcome; calibration and the loader both call it, so a bundle re-solved for another ladder
+gets what a fresh calibration on the same estimates would.
+
+`CalibrationData` is that evidence as the bundle stores it (`value_calibration.npz`, no
+pickles): per calibration record, the out-of-fold P(correct) and tokens per action, and
+per action the realised correctness and tokens (input, output, cache write, cache read
+per tier).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from tierroute.errors import ModelLoadError
+from tierroute.settings import TierConfig
+
+TargetKind = Literal["max_cost_per_query", "min_quality"]
+# Token kinds the realised tables keep per tier; the value model predicts the first two
+# (the Cascade's calls carry no cache_control, so its cache tokens are zero).
+TOKEN_KINDS = ("input", "output", "cache_write", "cache_read")
+PREDICTED_KINDS = 2
+# Price-of-a-correct-answer grid, relative to always-top's cost per query: geometric.
+PRICE_GRID_RELATIVE = np.geomspace(0.01, 100.0, 601)
+DEFAULT_SPECULATION_COST_SHARE = 0.02
+DEFAULT_POINT = "parity"
+# The array names of value_calibration.npz and their dimensions (N rows, A actions, T tiers).
+ARRAYS = {
+    "oof_p": ("N", "A"),
+    "oof_tokens": ("N", "A", "T", PREDICTED_KINDS),
+    "quality": ("N", "A"),
+    "tokens": ("N", "A", "T", len(TOKEN_KINDS)),
+}
+
+
+@dataclass(frozen=True)
+class PointTarget:
+    """A cost budget or a quality floor: times always-top's figure on the same rows
+    (`relative`), or absolute (USD per query, or a 0-1 quality)."""
+
+    kind: TargetKind
+    value: float
+    relative: bool = True
+
+    def statement(self) -> str:
+        """The target in one sentence."""
+        scale = " x always-top's" if self.relative else ""
+        if self.kind == "max_cost_per_query":
+            unit = " cost" if self.relative else " USD"
+            return f"best quality at cost per query <= {self.value:.6g}{scale}{unit}"
+        return f"cheapest with quality >= {self.value:.6g}{scale}" + (
+            " quality" if self.relative else ""
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """For the thresholds file."""
+        return {
+            "kind": self.kind,
+            "value": round(self.value, 6),
+            "relative_to": "always_top_tier" if self.relative else "absolute",
+        }
+
+
+# The named operating points every calibrated bundle ships, in the order reports list them.
+OPERATING_POINTS: Mapping[str, PointTarget] = {
+    "parity": PointTarget("min_quality", 1.0),
+    "q95": PointTarget("min_quality", 0.95),
+    "third_cost": PointTarget("max_cost_per_query", 1 / 3),
+}
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """Per tier: USD per million input and output tokens, and the cache multipliers."""
+
+    input_usd_per_mtok: tuple[float, ...]
+    output_usd_per_mtok: tuple[float, ...]
+    cache_write_multiplier: tuple[float, ...]
+    cache_read_multiplier: tuple[float, ...]
+
+    @classmethod
+    def of(cls, tiers: Sequence[TierConfig]) -> Ladder:
+        """The configured tiers' prices."""
+        return cls(
+            tuple(float(t.input_usd_per_mtok) for t in tiers),
+            tuple(float(t.output_usd_per_mtok) for t in tiers),
+            tuple(float(t.cache_write_multiplier) for t in tiers),
+            tuple(float(t.cache_read_multiplier) for t in tiers),
+        )
+
+    @classmethod
+    def from_dict(cls, raw: Any, n_tiers: int, where: str) -> Ladder:
+        """A ladder as `as_dict` wrote it; ModelLoadError naming `where` when malformed."""
+        fields = ("input_usd_per_mtok", "output_usd_per_mtok")
+        optional = ("cache_write_multiplier", "cache_read_multiplier")
+        if not isinstance(raw, Mapping):
+            raise ModelLoadError(f"{where}: prices must be an object of per-tier lists")
+        values = []
+        for name in fields + optional:
+            column = raw.get(name, [1.25 if "write" in name else 0.1] * n_tiers)
+            if (
+                not isinstance(column, list)
+                or len(column) != n_tiers
+                or not all(
+                    isinstance(v, int | float) and not isinstance(v, bool) and v >= 0
+                    for v in column
+                )
+            ):
+                raise ModelLoadError(
+                    f"{where}: prices.{name} must be {n_tiers} numbers >= 0, got {column!r}"
+                )
+            values.append(tuple(float(v) for v in column))
+        return cls(*values)
+
+    def as_dict(self) -> dict[str, list[float]]:
+        """For the thresholds file."""
+        return {
+            "input_usd_per_mtok": list(self.input_usd_per_mtok),
+            "output_usd_per_mtok": list(self.output_usd_per_mtok),
+            "cache_write_multiplier": list(self.cache_write_multiplier),
+            "cache_read_multiplier": list(self.cache_read_multiplier),
+        }
+
+    def per_token(self) -> npt.NDArray[np.float64]:
+        """USD per token, shape (tiers, TOKEN_KINDS)."""
+        price_in = np.array(self.input_usd_per_mtok) / 1e6
+        price_out = np.array(self.output_usd_per_mtok) / 1e6
+        return np.stack(
+            [
+                price_in,
+                price_out,
+                price_in * np.array(self.cache_write_multiplier),
+                price_in * np.array(self.cache_read_multiplier),
+            ],
+            axis=1,
+        )
+
+    def price(self, tokens: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """USD of token counts shaped (..., tiers, kinds): the first `kinds` TOKEN_KINDS."""
+        counts = np.asarray(tokens, dtype=np.float64)
+        rates = self.per_token()[:, : counts.shape[-1]]
+        if counts.shape[-2] != rates.shape[0]:
+            raise ValueError(f"tokens for {counts.shape[-2]} tiers, ladder of {rates.shape[0]}")
+        return np.asarray(np.einsum("...tk,tk->...", counts, rates), dtype=np.float64)
+
+
+def action_choice(
+    p: npt.NDArray[np.float64], cost: npt.NDArray[np.float64], price: float
+) -> npt.NDArray[np.int64]:
+    """Per row, the action with the lowest `cost - price * P(correct)` (ties: the cheaper)."""
+    return np.asarray((cost - price * p).argmin(axis=1), dtype=np.int64)
+
+
+def limit_of(target: Any, top_quality: float, top_cost: float, share: float) -> float:
+    """The absolute limit a target sets on rows scoring (top_quality, top_cost) when it is
+    relative: a budget keeps a reserve of `share` for speculation, which only buys latency."""
+    relative = getattr(target, "relative", True)
+    if target.kind == "max_cost_per_query":
+        return float(target.value * (top_cost if relative else 1.0) / (1 + share))
+    return float(target.value * (top_quality if relative else 1.0))
+
+
+def feasible_best(
+    q: npt.NDArray[np.float64], c: npt.NDArray[np.float64], kind: str, limit: float, n: int
+) -> int | None:
+    """The grid index best meeting a limit on sums over `n` rows, or None: for a budget,
+    the most correct answers within it; for a floor, the cheapest at or above it. Ties go
+    to the lower cost, then to the lower index."""
+    if kind == "max_cost_per_query":
+        feasible = c <= limit * n * (1 + 1e-12)
+        primary, secondary = -q, c
+    else:
+        # Quality sums count correct answers, so the floor compares exactly.
+        feasible = q >= math.ceil(limit * n - 1e-9)
+        primary, secondary = c, -q
+    candidates = np.flatnonzero(feasible)
+    if len(candidates) == 0:
+        return None
+    return int(candidates[np.lexsort((candidates, secondary[candidates], primary[candidates]))[0]])
+
+
+@dataclass(frozen=True)
+class Solved:
+    """A price of a correct answer, whether it meets its target, and its in-sample figures."""
+
+    price_per_correct_usd: float
+    feasible: bool
+    quality: float
+    cost_per_query_usd: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """For the thresholds file."""
+        return {
+            "price_per_correct_usd": self.price_per_correct_usd,
+            "feasible": self.feasible,
+            "in_sample_quality": round(self.quality, 6),
+            "in_sample_cost_per_query_usd": round(self.cost_per_query_usd, 9),
+        }
+
+
+def price_sweep(
+    p: npt.NDArray[np.float64],
+    cost_pred: npt.NDArray[np.float64],
+    quality: npt.NDArray[np.float64],
+    cost_real: npt.NDArray[np.float64],
+    top_cost: float,
+) -> tuple[list[float], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The price grid and, per price, the sums of realised quality and cost over the rows.
+
+    `p`, `cost_pred` are per-row estimates per action; `quality`, `cost_real` the realised
+    outcome of each action on each row; prices are relative to always-top's `top_cost`.
+    """
+    n = len(p)
+    arange = np.arange(n)
+    prices = [float(f"{rel * top_cost:.6g}") for rel in PRICE_GRID_RELATIVE]
+    q = np.empty(len(prices))
+    c = np.empty(len(prices))
+    for i, price in enumerate(prices):
+        chosen = action_choice(p, cost_pred, price)
+        q[i], c[i] = quality[arange, chosen].sum(), cost_real[arange, chosen].sum()
+    return prices, q, c
+
+
+def solve_price(
+    p: npt.NDArray[np.float64],
+    cost_pred: npt.NDArray[np.float64],
+    quality: npt.NDArray[np.float64],
+    cost_real: npt.NDArray[np.float64],
+    *,
+    kind: str,
+    limit: float,
+    top_cost: float,
+) -> Solved:
+    """The grid price that best meets an absolute `limit` (see `feasible_best`).
+
+    When no price meets it, the nearest: the best quality for a floor, the lowest cost for
+    a budget, with `feasible` False.
+    """
+    n = len(p)
+    prices, q, c = price_sweep(p, cost_pred, quality, cost_real, top_cost)
+    found = feasible_best(q, c, kind, limit, n)
+    feasible = found is not None
+    if found is None:
+        order = (
+            np.lexsort((c, -q)) if kind == "min_quality" else np.lexsort((-q, c))
+        )  # best quality (then cheaper), or lowest cost (then better)
+        found = int(order[0])
+    return Solved(prices[found], feasible, float(q[found] / n), float(c[found] / n))
+
+
+@dataclass(frozen=True)
+class CalibrationData:
+    """The value policy's calibration evidence, as a bundle stores it (record order)."""
+
+    oof_p: npt.NDArray[np.float64]
+    oof_tokens: npt.NDArray[np.float64]
+    quality: npt.NDArray[np.float64]
+    tokens: npt.NDArray[np.float64]
+    top_action: int
+
+    def save(self, path: Path) -> None:
+        """Write the arrays as a compressed .npz (float32 estimates, integer tokens)."""
+        with path.open("wb") as handle:
+            np.savez_compressed(
+                handle,
+                oof_p=self.oof_p.astype(np.float32),
+                oof_tokens=self.oof_tokens.astype(np.float32),
+                quality=self.quality.astype(np.int8),
+                tokens=np.rint(self.tokens).astype(np.int32),
+            )
+
+    @classmethod
+    def load(cls, path: Path, *, n_actions: int, n_tiers: int, top_action: int) -> CalibrationData:
+        """Read and check `path`; ModelLoadError naming it when anything is malformed."""
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {name: np.asarray(archive[name], dtype=np.float64) for name in ARRAYS}
+        except FileNotFoundError as exc:
+            raise ModelLoadError(f"value calibration file not found: {path}") from exc
+        except KeyError as exc:
+            raise ModelLoadError(f"{path}: missing array {exc}; expected {list(ARRAYS)}") from exc
+        except (OSError, ValueError, EOFError) as exc:
+            raise ModelLoadError(f"{path}: not a readable .npz of arrays: {exc}") from exc
+        sizes: dict[str, int] = {"A": n_actions, "T": n_tiers, "N": len(arrays["oof_p"])}
+        for name, dims in ARRAYS.items():
+            expected = tuple(sizes[d] if isinstance(d, str) else d for d in dims)
+            if arrays[name].shape != expected:
+                raise ModelLoadError(
+                    f"{path}: array {name!r} has shape {arrays[name].shape}, expected {expected} "
+                    f"({', '.join(str(d) for d in dims)})"
+                )
+            if not np.all(np.isfinite(arrays[name])) or arrays[name].min(initial=0) < 0:
+                raise ModelLoadError(f"{path}: array {name!r} holds negative or non-finite values")
+        if sizes["N"] == 0:
+            raise ModelLoadError(f"{path}: no calibration rows")
+        if arrays["oof_p"].max() > 1 or not np.isin(arrays["quality"], (0.0, 1.0)).all():
+            raise ModelLoadError(f"{path}: probabilities or correctness outside [0, 1]")
+        return cls(**arrays, top_action=top_action)
+
+    def solve(
+        self,
+        ladder: Ladder,
+        targets: Mapping[str, PointTarget],
+        share: float = DEFAULT_SPECULATION_COST_SHARE,
+    ) -> dict[str, Solved]:
+        """Every target's price of a correct answer under `ladder`, on all stored rows."""
+        cost_pred = ladder.price(self.oof_tokens)
+        cost_real = ladder.price(self.tokens)
+        top_quality = float(self.quality[:, self.top_action].mean())
+        top_cost = float(cost_real[:, self.top_action].mean())
+        return {
+            name: solve_price(
+                self.oof_p,
+                cost_pred,
+                self.quality,
+                cost_real,
+                kind=target.kind,
+                limit=limit_of(target, top_quality, top_cost, share),
+                top_cost=top_cost,
+            )
+            for name, target in targets.items()
+        }
+
+
+def parse_points(raw: Any, where: str) -> dict[str, PointTarget]:
+    """The thresholds file's `operating_points` targets; ModelLoadError when malformed."""
+    if not isinstance(raw, Mapping) or not raw:
+        raise ModelLoadError(f"{where}: operating_points must be a non-empty object")
+    out = {}
+    for name, entry in raw.items():
+        target = entry.get("target") if isinstance(entry, Mapping) else None
+        kind = target.get("kind") if isinstance(target, Mapping) else None
+        value = target.get("value") if isinstance(target, Mapping) else None
+        if (
+            kind not in ("max_cost_per_query", "min_quality")
+            or isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not value > 0
+        ):
+            raise ModelLoadError(f"{where}: operating point {name!r} has no valid target")
+        relative = target.get("relative_to", "always_top_tier") != "absolute"  # type: ignore[union-attr]
+        out[str(name)] = PointTarget(kind, float(value), relative)
+    return out
+
+
+__all__ = [
+    "DEFAULT_POINT",
+    "DEFAULT_SPECULATION_COST_SHARE",
+    "OPERATING_POINTS",
+    "PRICE_GRID_RELATIVE",
+    "TOKEN_KINDS",
+    "CalibrationData",
+    "Ladder",
+    "PointTarget",
+    "Solved",
+    "action_choice",
+    "feasible_best",
+    "limit_of",
+    "parse_points",
+    "price_sweep",
+    "solve_price",
+]
