@@ -15,7 +15,7 @@ import pytest
 from tests.fixtures import cascade_records, labelled
 from tests.helpers import Running, make_settings, running_server
 from tierroute import errors
-from tierroute.api.http import http_error
+from tierroute.api.http import http_error, parse_request
 from tierroute.api.security import hash_token
 from tierroute.testing import StaticScorer
 
@@ -295,3 +295,18 @@ def test_all_tiers_failed_takes_the_last_tiers_kind_and_retry_after() -> None:
 def test_an_unexpected_error_hides_its_message() -> None:
     """A bug's message never reaches the caller."""
     assert "secret" not in http_error(RuntimeError("secret detail")).message
+
+
+def test_an_operating_point_suffix_goes_into_the_routing_policy() -> None:
+    """`tierroute@q95` asks the Cascade for operating point q95, through policy.operating_point."""
+    parsed = parse_request(
+        {
+            "model": "tierroute@q95",
+            "max_tokens": 16,
+            "messages": [{"role": "user", "content": "q"}],
+        },
+        make_settings(),
+        operating_points=("q90", "q95"),
+    )
+    assert parsed.request.policy.operating_point == "q95"
+    assert parsed.model.tier is None

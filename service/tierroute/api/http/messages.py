@@ -162,10 +162,8 @@ def parse_request(
 
 
 def _apply_model(request: pb.CascadeRequest, model: ModelChoice) -> None:
-    if model.operating_point:
-        # The routing policy's field (issue 13a's); `choose_model` admits only names the
-        # served model ships, and a model that ships any comes with the field.
-        setattr(request.policy, "operating_point", model.operating_point)  # noqa: B010
+    # `choose_model` admits only names the served model ships; the router checks it again.
+    request.policy.operating_point = model.operating_point
     if model.tier is not None:
         # A concrete model answers alone: no judge, nothing run ahead.
         request.start_tier = model.tier
