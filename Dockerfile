@@ -41,11 +41,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     TIERROUTE_MODEL_DIR=/opt/tierroute/model \
     TIERROUTE_PORT=50051 \
+    TIERROUTE_HTTP_PORT=8080 \
     TIERROUTE_TELEMETRY_PROMETHEUS_HOST=0.0.0.0 \
     TIERROUTE_TELEMETRY_PROMETHEUS_PORT=9464
 WORKDIR /var/lib/tierroute
 USER 10001:10001
-EXPOSE 50051 9464
+EXPOSE 50051 8080 9464
 # grpc_health_probe is a downloaded binary; this probe is a few lines of Python in the package.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-m", "tierroute.healthprobe", "--addr", "127.0.0.1:50051", "--timeout", "4"]

@@ -177,6 +177,7 @@ def start_server(args: argparse.Namespace, scratch: Path) -> tuple[subprocess.Po
         TIERROUTE_QUERYLOG_SPOOL_PATH=str(scratch / "querylog.spool.jsonl"),
         TIERROUTE_SERVER_DRAIN_DELAY_S="0",
         TIERROUTE_TELEMETRY_MODE="off",
+        TIERROUTE_HTTP_PORT="0",
     )
     if data.is_file():
         env["TIERROUTE_REPLAY_DATA"] = str(data)

@@ -26,9 +26,12 @@ from tierroute.v1 import tierroute_pb2_grpc as pb_grpc
 def make_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from the bundled config plus `environ`, never the process environment.
 
-    The query log is off unless the test turns it on, so no test writes into the checkout.
+    The query log is off unless the test turns it on, so no test writes into the checkout,
+    and so is the HTTP endpoint, whose configured port is fixed (tests bind port 0).
     """
-    return Settings.from_env({"TIERROUTE_QUERYLOG_ENABLED": "false", **(environ or {})})
+    return Settings.from_env(
+        {"TIERROUTE_QUERYLOG_ENABLED": "false", "TIERROUTE_HTTP_PORT": "0", **(environ or {})}
+    )
 
 
 @dataclass
@@ -40,19 +43,30 @@ class Running:
     stub: Any
     port: int
 
+    @property
+    def http_url(self) -> str:
+        """The base URL of the server's Messages API endpoint (started with http=True)."""
+        assert self.server.http_port, "start the server with running_server(http=True)"
+        return f"http://127.0.0.1:{self.server.http_port}"
+
 
 @asynccontextmanager
 async def running_server(
-    settings: Settings | None = None, *, scorer: Scorer | None = None, **kwargs: Any
+    settings: Settings | None = None,
+    *,
+    scorer: Scorer | None = None,
+    http: bool = False,
+    **kwargs: Any,
 ) -> AsyncIterator[Running]:
     """Start the real server on 127.0.0.1:0 with the factory `tierroute serve` uses.
 
     Without an injected provider the server starts its own replay backend; unless the test
-    says otherwise it serves synthetic answers only (no data file), which starts fast.
+    says otherwise it serves synthetic answers only (no data file), which starts fast. With
+    `http` the Messages API endpoint listens on a free port too (`Running.http_url`).
     """
     kwargs.setdefault("environ", {"TIERROUTE_DATA": "/nonexistent/tierroute-test-data"})
     server = TierRouteServer(settings or make_settings(), scorer=scorer, **kwargs)
-    port = await server.start("127.0.0.1", 0)
+    port = await server.start("127.0.0.1", 0, http_port=0 if http else None)
     channel = aio.insecure_channel(f"127.0.0.1:{port}")
     try:
         yield Running(server, channel, pb_grpc.TierRouterStub(channel), port)

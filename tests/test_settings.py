@@ -57,3 +57,16 @@ def test_bad_configuration_is_a_clear_error(env: dict[str, str], message: str) -
     """Unusable configuration raises ConfigError naming the setting."""
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(env)
+
+
+def test_the_http_endpoint_is_on_port_8080_until_turned_off() -> None:
+    """http.port is 8080 by default, on the gRPC host; TIERROUTE_HTTP_PORT=0 turns it off."""
+    s = Settings.from_env({})
+    assert (s.http.port, s.http.host) == (8080, "")
+    assert Settings.from_env({"TIERROUTE_HTTP_PORT": "0"}).http.port == 0
+
+
+def test_an_http_ping_interval_must_be_positive() -> None:
+    """A stream cannot ping every 0 seconds."""
+    with pytest.raises(ConfigError, match="ping_interval_s"):
+        Settings.from_env({"TIERROUTE_HTTP_PING_INTERVAL_S": "0"})

@@ -2,7 +2,8 @@
 
 TierrouteError
 ├── InvalidRequest            bad input from the caller
-│   └── QueryTooLong          a query over the configured character limit
+│   ├── QueryTooLong          a query over the configured character limit
+│   └── RequestTooLarge       an HTTP request body over the configured byte limit
 ├── NotFound                  an unknown request id, tier or model version
 ├── Unauthenticated           no or unknown credential
 ├── PermissionDenied          a credential without the right to this call
@@ -46,6 +47,10 @@ class QueryTooLong(InvalidRequest):
         super().__init__(f"query has {length} characters; the limit is {limit}")
         self.length = length
         self.limit = limit
+
+
+class RequestTooLarge(InvalidRequest):
+    """An HTTP request body is over the configured maximum number of bytes."""
 
 
 class NotFound(TierrouteError):

@@ -36,6 +36,7 @@ def _env(**extra: str) -> dict[str, str]:
     env.update(
         TIERROUTE_DATA="/nonexistent/tierroute-test-data",
         TIERROUTE_QUERYLOG_ENABLED="false",
+        TIERROUTE_HTTP_PORT="0",
         **extra,
     )
     return env

@@ -176,7 +176,9 @@ def test_serve_imports_no_offline_or_training_module(tmp_path: Path) -> None:
     backend, imports no offline module and none of the training libraries."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TIERROUTE_", "ANTHROPIC_"))}
     env.update(
-        TIERROUTE_DATA="/nonexistent/tierroute-test-data", TIERROUTE_QUERYLOG_ENABLED="false"
+        TIERROUTE_DATA="/nonexistent/tierroute-test-data",
+        TIERROUTE_QUERYLOG_ENABLED="false",
+        TIERROUTE_HTTP_PORT="0",
     )
     argv = [sys.executable, "-X", "importtime", "-m", "tierroute", "serve", "--port", "0"]
     # The import report is long: to a file, so a full pipe never stalls the server.

@@ -16,7 +16,7 @@ import yaml
 
 from tierroute.api.security import TokenStore
 from tierroute.api.server import SERVICE_NAME
-from tierroute.settings import ServerConfig, Settings
+from tierroute.settings import HttpConfig, ServerConfig, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -24,6 +24,7 @@ K8S = DEPLOY / "k8s"
 ENVOY = DEPLOY / "envoy"
 GRPC_PORT = ServerConfig().port
 METRICS_PORT = 9464
+HTTP_PORT = HttpConfig().port
 IMAGE_UID = 10001
 
 
@@ -134,8 +135,12 @@ def test_readiness_checks_the_tierroute_service_by_name() -> None:
 
 
 def test_container_ports_match_the_service_defaults() -> None:
-    """The gRPC port is the server's default and the metrics port the image's."""
-    assert _ports(_server_container()) == {"grpc": GRPC_PORT, "metrics": METRICS_PORT}
+    """The gRPC and HTTP ports are the server's defaults and the metrics port the image's."""
+    assert _ports(_server_container()) == {
+        "grpc": GRPC_PORT,
+        "http": HTTP_PORT,
+        "metrics": METRICS_PORT,
+    }
 
 
 def test_services_route_to_the_named_grpc_port() -> None:
@@ -307,10 +312,10 @@ def test_dockerfile_final_stage_runs_as_the_non_root_user() -> None:
     assert users == [f"{IMAGE_UID}:{IMAGE_UID}"]
 
 
-def test_dockerfile_exposes_the_grpc_and_metrics_ports() -> None:
-    """EXPOSE names the gRPC and Prometheus ports."""
+def test_dockerfile_exposes_the_grpc_http_and_metrics_ports() -> None:
+    """EXPOSE names the gRPC, Messages API and Prometheus ports."""
     [exposed] = re.findall(r"(?m)^EXPOSE (.+)$", _final_stage())
-    assert {int(p) for p in exposed.split()} == {GRPC_PORT, METRICS_PORT}
+    assert {int(p) for p in exposed.split()} == {GRPC_PORT, HTTP_PORT, METRICS_PORT}
 
 
 def test_dockerfile_health_check_uses_the_python_probe() -> None:
@@ -345,3 +350,10 @@ def test_dockerfile_final_stage_copies_the_model_bundle() -> None:
     copied = re.search(r"(?m)^COPY model_export/bundle (\S+)$", final)
     assert copied is not None
     assert f"TIERROUTE_MODEL_DIR={copied.group(1)}" in final
+
+
+def test_the_service_sends_the_http_port_to_the_pods_http_port() -> None:
+    """The `tierroute` Service publishes the Messages API endpoint on its default port."""
+    spec = _one("Service", "tierroute")["spec"]
+    http = next(p for p in spec["ports"] if p["name"] == "http")
+    assert (http["port"], http["targetPort"]) == (HTTP_PORT, "http")

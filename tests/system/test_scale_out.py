@@ -56,6 +56,8 @@ def _replica(pg_url: str, tmp_path: Path, name: str, port: int) -> subprocess.Po
         TIERROUTE_QUERYLOG_FLUSH_INTERVAL_S="0.05",
         TIERROUTE_DATA="/nonexistent/tierroute-test-data",
         TIERROUTE_SERVER_GRACE_PERIOD_S="10",
+        # Replicas share the machine: the HTTP endpoint's fixed port would collide.
+        TIERROUTE_HTTP_PORT="0",
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "tierroute", "--log-level", "WARNING", "serve", "--port", str(port)],

@@ -78,6 +78,7 @@ def _child_env(tmp: Path, replay_url: str) -> dict[str, str]:
         # No drain delay: new calls must meet a server that has stopped accepting them.
         TIERROUTE_SERVER_DRAIN_DELAY_S="0",
         TIERROUTE_TELEMETRY_MODE="off",
+        TIERROUTE_HTTP_PORT="0",
     )
     return env
 

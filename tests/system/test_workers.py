@@ -57,6 +57,8 @@ def _env(tmp_path: Path, model_dir: Path) -> dict[str, str]:
         TIERROUTE_DB_URL=f"sqlite:///{tmp_path / 'querylog.sqlite3'}",
         TIERROUTE_QUERYLOG_SPOOL_PATH=str(tmp_path / "querylog.spool.jsonl"),
         TIERROUTE_SERVER_DRAIN_DELAY_S="0",
+        # The HTTP endpoint off unless a test asks for it (`--http-port 0`): no fixed port.
+        TIERROUTE_HTTP_PORT="0",
     )
     return env
 
@@ -188,3 +190,42 @@ async def test_sigterm_drains_every_worker_into_one_log(
     assert len(submitted) == 2, log.read_text()[-2000:]
     assert min(submitted) > 0, submitted
     assert sorted(await stored_ids(tmp_path / "querylog.sqlite3")) == sorted(ids)
+
+
+def test_the_workers_share_one_http_port(tmp_path: Path) -> None:
+    """`serve --workers 2 --http-port 0`: the group reserves one HTTP port, both workers
+    listen on it (SO_REUSEPORT) and it answers the Messages API's model list."""
+    import urllib.request
+
+    model_dir = _copy_bundle(BUNDLE, tmp_path / "model")
+    command = [sys.executable, "-m", "tierroute", "serve", "--port", "0", "--workers", "2"]
+    with (tmp_path / "serve.log").open("w") as err:
+        proc = subprocess.Popen(
+            [*command, "--http-port", "0"],
+            env=_env(tmp_path, model_dir),
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+    try:
+        assert proc.stdout is not None
+        http_line, grpc_line = proc.stdout.readline(), proc.stdout.readline()
+        log = (tmp_path / "serve.log").read_text()
+        assert "serving HTTP on" in http_line, f"{http_line!r}\n{log}"
+        http_port = int(http_line.strip().rsplit(":", 1)[1])
+        assert "serving on" in grpc_line
+        for _ in range(8):
+            # A new connection each time, so the kernel may hand it to either worker.
+            asked = urllib.request.Request(
+                f"http://127.0.0.1:{http_port}/v1/models", headers={"x-api-key": ADMIN_TOKEN}
+            )
+            with urllib.request.urlopen(asked, timeout=30) as answer:  # noqa: S310 (http only)
+                listed = json.loads(answer.read())
+            assert any(m["id"] == "tierroute" for m in listed["data"])
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+        proc.stdout.close() if proc.stdout is not None else None

@@ -1,7 +1,8 @@
 /**
- * Starts a real tierroute server for the tests: `python -m tierroute serve --port 0` from the
- * repository's virtualenv, with synthetic replay answers that arrive at once. The bound port
- * is read from the server's "serving on" line, then the gRPC health check must say SERVING.
+ * Starts a real tierroute server for the tests: `python -m tierroute serve --port 0
+ * --http-port 0` from the repository's virtualenv, with synthetic replay answers that arrive
+ * at once. The bound ports are read from the server's "serving HTTP on" and "serving on"
+ * lines, then the gRPC health check must say SERVING.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
@@ -20,7 +21,14 @@ const START_TIMEOUT_MS = 60_000;
 export interface RunningServer {
   address: string;
   port: number;
+  /** The base URL of the Anthropic Messages API endpoint, for an SDK's baseURL. */
+  httpUrl: string;
   stop(): Promise<void>;
+}
+
+interface BoundPorts {
+  grpc: number;
+  http: number;
 }
 
 function serverEnv(): NodeJS.ProcessEnv {
@@ -38,17 +46,21 @@ function serverEnv(): NodeJS.ProcessEnv {
   };
 }
 
-function boundPort(child: ChildProcess, stderr: () => string): Promise<number> {
+function boundPorts(child: ChildProcess, stderr: () => string): Promise<BoundPorts> {
+  let http = 0;
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       reject(new Error(`server did not start in ${START_TIMEOUT_MS} ms:\n${stderr()}`));
     }, START_TIMEOUT_MS);
     const lines = createInterface({ input: child.stdout! });
     lines.on("line", (line) => {
+      // The HTTP line comes first; "serving on" says both transports are up.
+      const httpMatch = /tierroute serving HTTP on \S+:(\d+)/.exec(line);
+      if (httpMatch) http = Number(httpMatch[1]);
       const match = /tierroute serving on \S+:(\d+)/.exec(line);
       if (match) {
         clearTimeout(timer);
-        resolve(Number(match[1]));
+        resolve({ grpc: Number(match[1]), http });
       }
     });
     child.once("exit", (code) => {
@@ -62,7 +74,19 @@ export async function startServer(): Promise<RunningServer> {
   const cwd = mkdtempSync(join(tmpdir(), "tierroute-node-test-"));
   const child = spawn(
     PYTHON,
-    ["-m", "tierroute", "--log-level", "WARNING", "serve", "--host", "127.0.0.1", "--port", "0"],
+    [
+      "-m",
+      "tierroute",
+      "--log-level",
+      "WARNING",
+      "serve",
+      "--host",
+      "127.0.0.1",
+      "--port",
+      "0",
+      "--http-port",
+      "0",
+    ],
     { cwd, env: serverEnv(), stdio: ["ignore", "pipe", "pipe"] },
   );
   let stderr = "";
@@ -78,7 +102,8 @@ export async function startServer(): Promise<RunningServer> {
     rmSync(cwd, { recursive: true, force: true });
   };
   try {
-    const port = await boundPort(child, () => stderr);
+    const ports = await boundPorts(child, () => stderr);
+    const port = ports.grpc;
     const address = `127.0.0.1:${port}`;
     const probe = new TierRouteClient(address);
     try {
@@ -87,7 +112,7 @@ export async function startServer(): Promise<RunningServer> {
     } finally {
       probe.close();
     }
-    return { address, port, stop };
+    return { address, port, httpUrl: `http://127.0.0.1:${ports.http}`, stop };
   } catch (error) {
     await stop();
     throw error;

@@ -1,6 +1,7 @@
 """The gRPC edge: the server and its lifecycle, the servicer that translates protobuf to the
 core and back, health, TLS and bearer tokens, admission control, error-to-status mapping and
-the query-log records of each call. The only wing that imports grpc.
+the query-log records of each call; and, in `http`, Anthropic's Messages API over HTTP in the
+same process. The only wing that imports grpc.
 
 The door is lazy (`tierroute.lazy_door`): the command-line front ends in this wing
 (`call_commands`) must not load the server to call one.

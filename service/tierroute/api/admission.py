@@ -64,17 +64,31 @@ class AdmissionInterceptor(ServerInterceptor):
             response_serializer=handler.response_serializer,
         )
 
-    async def _admit(self, context: aio.ServicerContext[Any, Any]) -> None:
+    def enter(self) -> None:
+        """Count one call in; Overloaded, counting nothing, when the server is at capacity.
+
+        The gRPC calls come through the interceptor; the HTTP endpoint calls this and
+        `leave` itself, so both transports share one bound.
+        """
         # Check and increment with no await in between: on one event loop this is atomic,
         # so the bound holds without a lock.
         if self.limit and self._in_flight >= self.limit:
             self.refused += 1
-            exc = Overloaded(
+            logger.debug("refused a call: %s in flight", self._in_flight)
+            raise Overloaded(
                 f"server at capacity ({self._in_flight} calls in flight); retry with back-off"
             )
-            logger.debug("refused a call: %s in flight", self._in_flight)
-            await context.abort(status_for(exc), str(exc))
         self._in_flight += 1
+
+    def leave(self) -> None:
+        """Count one call out (one that `enter` let in)."""
+        self._in_flight -= 1
+
+    async def _admit(self, context: aio.ServicerContext[Any, Any]) -> None:
+        try:
+            self.enter()
+        except Overloaded as exc:
+            await context.abort(status_for(exc), str(exc))
 
     def _wrap(self, behaviour: Behaviour) -> Behaviour:
         async def admitted(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
@@ -82,7 +96,7 @@ class AdmissionInterceptor(ServerInterceptor):
             try:
                 return await behaviour(request, context)
             finally:
-                self._in_flight -= 1
+                self.leave()
 
         return admitted
 
@@ -95,6 +109,6 @@ class AdmissionInterceptor(ServerInterceptor):
                 async for response in behaviour(request, context):
                     yield response
             finally:
-                self._in_flight -= 1
+                self.leave()
 
         return admitted

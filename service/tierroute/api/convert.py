@@ -54,6 +54,19 @@ _ROLES: dict[pb.Role.ValueType, Literal["system", "user", "assistant"]] = {
 }
 
 
+def engine_deadline(remaining: float | None) -> float | None:
+    """The engine's share of the caller's remaining time (gRPC's deadline, or the timeout an
+    HTTP client announces).
+
+    A margin (5 %, at least 50 ms, at most 1 s) is held back so that an answer already in
+    hand when the engine's deadline passes (returned degraded) still reaches the caller
+    before the caller gives up at its own deadline.
+    """
+    if remaining is None:
+        return None
+    return max(0.0, remaining - min(1.0, max(0.05, 0.05 * remaining)))
+
+
 def _check_id(value: str, field: str, limits: LimitsConfig) -> None:
     if len(value) > limits.max_id_chars:
         raise InvalidRequest(

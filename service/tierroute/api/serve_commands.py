@@ -26,7 +26,10 @@ def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     """Register `serve`."""
     parser = subparsers.add_parser(
         "serve",
-        description="Run the gRPC server: load the model, warm up, serve until SIGTERM or SIGINT.",
+        description=(
+            "Run the gRPC server and the Messages API endpoint: load the model, warm up, "
+            "serve until SIGTERM or SIGINT."
+        ),
     )
     parser.add_argument("--host", default=None, help="bind address (default from config)")
     parser.add_argument("--port", type=int, default=None, help="port (default from config)")
@@ -35,6 +38,13 @@ def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         type=int,
         default=None,
         help="server processes sharing the port (default: server.workers, 0 = one per core)",
+    )
+    parser.add_argument(
+        "--http-port",
+        type=int,
+        default=None,
+        help="port of the Anthropic Messages API endpoint; 0 picks a free one (default from "
+        "config, http.port, where 0 turns the endpoint off)",
     )
     parser.set_defaults(func=run_serve)
 
@@ -47,8 +57,8 @@ def run_serve(args: argparse.Namespace, settings: Settings, environ: Mapping[str
     if n < 1:
         raise ConfigError("--workers must be at least 1")
     if n > 1:
-        return run_group(settings, n, args.host, args.port, environ)
-    asyncio.run(serve(settings, args.host, args.port, environ=environ))
+        return run_group(settings, n, args.host, args.port, environ, http_port=args.http_port)
+    asyncio.run(serve(settings, args.host, args.port, environ=environ, http_port=args.http_port))
     return 0
 
 

@@ -1,5 +1,8 @@
 """Builds and runs the tierroute gRPC server: load -> warm up -> SERVING -> drain -> stop.
 
+The Messages API endpoint (`tierroute.api.http`) runs in the same event loop over the same
+router, engine, tenancy, query log and in-flight bound, binds with the gRPC port and drains
+with it.
 `TierRouteServer` is the one factory that `tierroute serve` and the tests both use. Its
 collaborators (router model, provider, tracer provider) can be injected; by default they
 are built from the settings.
@@ -26,7 +29,9 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from tierroute import observability
 from tierroute.api import ext_proc
 from tierroute.api.admission import AdmissionInterceptor
+from tierroute.api.calllog import CallLog
 from tierroute.api.health import SERVICE_NAME, BreakerHealthServicer
+from tierroute.api.http import HttpServer, MessagesEdge
 from tierroute.api.preflight import check_paths
 from tierroute.api.security import AuthInterceptor, TokenStore, server_credentials
 from tierroute.api.servicer import TierRouterServicer
@@ -109,9 +114,18 @@ class TierRouteServer:
         # Tenants' limits and state (budgets, rate limits, sessions, request ids).
         self.tenancy: Tenancy | None = None
         self.reloader: Reloader | None = None
+        # The Anthropic Messages API endpoint, when on (http.port, or start's http_port).
+        self._http: HttpServer | None = None
+        self.http_port = 0
 
-    async def start(self, host: str | None = None, port: int | None = None) -> int:
-        """Bind, load and warm the model, then report SERVING; returns the bound port."""
+    async def start(
+        self, host: str | None = None, port: int | None = None, *, http_port: int | None = None
+    ) -> int:
+        """Bind, load and warm the model, then report SERVING; returns the bound gRPC port.
+
+        The HTTP endpoint listens on `http_port` when given (0: a free port), else on the
+        configured `http.port`, where 0 turns it off; its bound port is `http_port` after.
+        """
         cfg = self.settings.server
         # Every file and directory first: a problem is one line naming the setting.
         check_paths(self.settings, model_injected=self._scorer is not None)
@@ -168,6 +182,8 @@ class TierRouteServer:
                 f"cannot listen on {address}: the port is in use or the address is not local"
             ) from exc
         try:
+            # Before the query log and the backend start, like the gRPC port above.
+            self._bind_http(host, http_port)
             self.tenancy = tenancy
             await tenancy.start()
             if self._querylog is None and self.settings.querylog.enabled:
@@ -199,10 +215,7 @@ class TierRouteServer:
                 ),
                 server,
             )
-            # Envoy's external processor shares the port, the router and the query log.
-            extra = ext_proc.add_to_server(
-                server, self.settings, self.router, self._querylog, tenancy
-            )
+            extra = self._add_edges(server, auth, tenancy, forward)
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
             reflection.enable_server_reflection(
                 (SERVICE_NAME, *extra, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -292,8 +305,48 @@ class TierRouteServer:
         """The query-log writer process this server started (None: a group's, or none)."""
         return self._writer_process
 
+    def _add_edges(
+        self, server: aio.Server, auth: AuthInterceptor, tenancy: Tenancy, forward: bool
+    ) -> tuple[str, ...]:
+        """Envoy's external processor on the gRPC port and the Messages API on the HTTP one,
+        over the same router, engine, tenancy and query log; the extra gRPC service names."""
+        assert self.router is not None
+        assert self.engine is not None
+        extra = ext_proc.add_to_server(server, self.settings, self.router, self._querylog, tenancy)
+        if self._http is None:
+            return extra
+        edge = MessagesEdge(
+            self.settings,
+            self.router,
+            self.engine,
+            tenancy=tenancy,
+            calls=CallLog(self.settings, self._querylog, self.models),
+            authenticator=auth.authenticator,
+            admission=self.admission,
+            forward_fault_headers=forward,
+        )
+        self._http.start(edge.app(self._tracer_provider))
+        return extra
+
+    def _bind_http(self, host: str | None, http_port: int | None) -> None:
+        """Listen for HTTP when it is on; ConfigError when its port cannot be had."""
+        port = self.settings.http.port if http_port is None else http_port
+        if http_port is None and port == 0:
+            return
+        http_host = self.settings.http.host or host or self.settings.server.host
+        self._http = HttpServer()
+        try:
+            # Workers of `serve --workers N` share the HTTP port as they share the gRPC one.
+            self.http_port = self._http.bind(http_host, port, reuse_port=self._reuse_port)
+        except ConfigError:
+            self._http = None
+            raise
+
     async def _abandon(self, server: aio.Server) -> None:
         await server.stop(None)
+        if self._http is not None:
+            await self._http.stop(0)
+            self._http = None
         if self.tenancy is not None:
             await self.tenancy.aclose()
             self.tenancy = None
@@ -364,8 +417,11 @@ class TierRouteServer:
             await asyncio.sleep(drain_s)
         await self._health.close()
         grace = self.settings.server.grace_period_s if grace_s is None else grace_s
-        await self._server.stop(grace)
-        self._server = None
+        # Both transports drain together, within the one grace period.
+        await asyncio.gather(
+            self._server.stop(grace), self._http.stop(grace) if self._http else asyncio.sleep(0)
+        )
+        self._server = self._http = None
         # After the drain: every call in flight has settled its spend by now.
         if self.tenancy is not None:
             await self.tenancy.aclose()
@@ -393,8 +449,12 @@ async def serve(
     port: int | None = None,
     *,
     environ: Mapping[str, str],
+    http_port: int | None = None,
 ) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    """Run until SIGTERM or SIGINT, then shut down gracefully.
+
+    `http_port` (None: from the settings, where 0 is off) is where the HTTP endpoint listens.
+    """
     tel = observability.setup(settings, environ)
     try:
         server = TierRouteServer(
@@ -403,7 +463,7 @@ async def serve(
             tracer_provider=tel.tracer_provider,
             meter_provider=tel.meter_provider,
         )
-        bound = await server.start(host, port)
+        bound = await server.start(host, port, http_port=http_port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -411,7 +471,11 @@ async def serve(
         # SIGHUP reloads the tokens and tenants files without dropping a call. Installed
         # before the line below, which tells whoever waits for it that signals are safe.
         loop.add_signal_handler(signal.SIGHUP, server.reload_files)
-        print(f"tierroute serving on {host or settings.server.host}:{bound}", flush=True)
+        address = host or settings.server.host
+        if server.http_port:
+            http_host = settings.http.host or address
+            print(f"tierroute serving HTTP on {http_host}:{server.http_port}", flush=True)
+        print(f"tierroute serving on {address}:{bound}", flush=True)
         await stop.wait()
         logger.info(
             "shutting down; drain %ss, grace period %ss",

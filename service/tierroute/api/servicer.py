@@ -44,18 +44,6 @@ logger = logging.getLogger(__name__)
 Context = aio.ServicerContext[Any, Any]
 
 
-def _engine_deadline(remaining: float | None) -> float | None:
-    """The engine's share of the caller's remaining time.
-
-    A margin (5 %, at least 50 ms, at most 1 s) is held back so that an answer already in
-    hand when the engine's deadline passes (returned degraded) still reaches the caller
-    before gRPC cancels the call at the caller's own deadline.
-    """
-    if remaining is None:
-        return None
-    return max(0.0, remaining - min(1.0, max(0.05, 0.05 * remaining)))
-
-
 # Held on a request id beyond the call's own deadline, so that a replica that dies with it
 # running frees it for a retry a little after the call would have ended anyway.
 LEASE_MARGIN_S = 30.0
@@ -294,7 +282,7 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
                 return pb.CascadeResponse.FromString(call.recorded)
             # The caller's deadline flows down to every provider call; the engine caps it.
             result = await self._run(
-                query, call, deadline_s=_engine_deadline(context.time_remaining())
+                query, call, deadline_s=convert.engine_deadline(context.time_remaining())
             )
         except BaseException as exc:
             if call is not None:
@@ -328,7 +316,7 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
                 self._run(
                     query,
                     call,
-                    deadline_s=_engine_deadline(context.time_remaining()),
+                    deadline_s=convert.engine_deadline(context.time_remaining()),
                     events=events,
                 ),
                 name=f"cascade-stream-{query.route.request_id}",

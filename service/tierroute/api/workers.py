@@ -106,6 +106,8 @@ class WorkerGroup:
         host: str | None,
         port: int | None,
         environ: Mapping[str, str],
+        *,
+        http_port: int | None = None,
     ) -> None:
         if n < 1:
             raise ConfigError("--workers must be at least 1")
@@ -118,6 +120,13 @@ class WorkerGroup:
         self.n = n
         self.host = host or settings.server.host
         self._port = settings.server.port if port is None else port
+        # The HTTP endpoint: --http-port (0: a free one) or http.port (0: off), one port
+        # for every worker as the gRPC one is.
+        self._http_wanted = http_port is not None or settings.http.port != 0
+        self._http_port = settings.http.port if http_port is None else http_port
+        self.http_host = settings.http.host or self.host
+        self.http_port = 0
+        self._reserved_http: socket.socket | None = None
         self._environ = dict(environ)
         self._context = multiprocessing.get_context("spawn")
         self.run_dir = Path(tempfile.mkdtemp(prefix="tierroute-"))
@@ -137,20 +146,11 @@ class WorkerGroup:
         self.port = 0
 
     def _reserve_port(self) -> int:
-        # Port 0: pick one port for all workers. The reserving socket never listens, so the
-        # kernel hands it no connection; it only keeps the number ours.
-        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            sock.bind((self.host, self._port))
-        except OSError as exc:
-            sock.close()
-            raise ConfigError(
-                f"cannot listen on {self.host}:{self._port}: the port is in use or the "
-                "address is not local"
-            ) from exc
-        self._reserved = sock
-        port: int = sock.getsockname()[1]
+        self._reserved = _reserve(self.host, self._port, "")
+        port: int = self._reserved.getsockname()[1]
+        if self._http_wanted:
+            self._reserved_http = _reserve(self.http_host, self._http_port, "for HTTP ")
+            self.http_port = self._reserved_http.getsockname()[1]
         return port
 
     def start(self) -> int:
@@ -190,6 +190,7 @@ class WorkerGroup:
             run_dir=self.run_dir,
             querylog_address=None if self.writer is None else self.writer.address,
             log_level=logging.getLogger().level,
+            http_port=self.http_port if self._http_wanted else None,
         )
         process = self._context.Process(
             target=worker_main, args=(spec, child), name=f"tierroute-worker-{slot}"
@@ -298,17 +299,24 @@ class WorkerGroup:
         self._pipes.clear()
         if self.writer is not None:
             self.writer.stop()
-        if self._reserved is not None:
-            self._reserved.close()
-            self._reserved = None
+        for sock in (self._reserved, self._reserved_http):
+            if sock is not None:
+                sock.close()
+        self._reserved = self._reserved_http = None
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 def run_group(
-    settings: Settings, n: int, host: str | None, port: int | None, environ: Mapping[str, str]
+    settings: Settings,
+    n: int,
+    host: str | None,
+    port: int | None,
+    environ: Mapping[str, str],
+    *,
+    http_port: int | None = None,
 ) -> int:
     """`serve --workers N` (N > 1): supervise until SIGTERM or SIGINT; the exit code."""
-    group = WorkerGroup(settings, n, host, port, environ)
+    group = WorkerGroup(settings, n, host, port, environ, http_port=http_port)
     stop_read, stop_write = multiprocessing.Pipe(duplex=False)
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -322,6 +330,8 @@ def run_group(
         bound = group.start()
         # The same line as a lone server's: scripts read the port at its end.
         logger.info("%s workers serving", n)
+        if group.http_port:
+            print(f"tierroute serving HTTP on {group.http_host}:{group.http_port}", flush=True)
         print(f"tierroute serving on {group.host}:{bound}", flush=True)
         group.supervise(stop_read)
         logger.info("shutting down %s workers", n)
@@ -347,6 +357,8 @@ class WorkerSpec:
     run_dir: Path
     querylog_address: Path | None
     log_level: int
+    # The HTTP endpoint's port, shared by the group (None: off).
+    http_port: int | None = None
 
 
 def worker_main(spec: WorkerSpec, ready: Connection) -> None:
@@ -388,7 +400,8 @@ async def _serve_worker(spec: WorkerSpec, ready: Connection) -> None:
             worker_slot=slot,
             reuse_port=True,
         )
-        await server.start(spec.host, spec.port)
+        # http_port 0 would pick a free port per worker: the group reserved one for all.
+        await server.start(spec.host, spec.port, http_port=spec.http_port)
         stop = asyncio.Event()
         link = GroupLink(
             server,
@@ -522,3 +535,18 @@ __all__ = [
     "run_group",
     "worker_health_name",
 ]
+
+
+def _reserve(host: str, port: int, what: str) -> socket.socket:
+    """A socket bound to host:port with SO_REUSEPORT (port 0: one port for all workers).
+    It never listens, so the kernel hands it no connection; it only keeps the number ours."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen {what}on {host}:{port}: the port is in use or the address is not local"
+        ) from exc
+    return sock

@@ -286,7 +286,7 @@ class CascadeEngine:
     def _speculate(
         query: CascadeQuery, decision: Decision | None, judged: bool, bound: float
     ) -> bool:
-        if query.speculation == "off" or query.cheapest_only:
+        if query.speculation == "off" or query.pinned or query.cheapest_only:
             return False
         if query.speculation == "on":
             return True
@@ -297,7 +297,7 @@ class CascadeEngine:
         """The request's judge mode decides; by default the value policy's plan, else the
         sampler, whose one draw covers every answer of the request."""
         mode = run.query.judge_mode
-        if run.query.cheapest_only:
+        if run.query.pinned or run.query.cheapest_only:
             return Judging(False, False, "skipped")
         if mode in FIXED_JUDGING:
             return FIXED_JUDGING[mode]
@@ -425,7 +425,7 @@ class CascadeEngine:
         tier_name = self._tiers[index].name
         _degrade(run, f"{CIRCUIT_OPEN}:{tier_name}")
         action = self._breakers.action(tier_name)
-        if action == "skip_to_next" and index < self._top:
+        if action == "skip_to_next" and index < self._top and not run.query.pinned:
             note = ReasonNote(Reason.CIRCUIT_OPEN, f"{tier_name} circuit breaker is open")
             self._escalate(run, note, index)
             climb.up()
@@ -435,7 +435,7 @@ class CascadeEngine:
     def _provider_failed(self, run: RunState, climb: Climb, error: ProviderError) -> End | None:
         """The current tier failed to answer: the next tier serves, if there is one."""
         index = climb.index
-        if index == self._top:
+        if index == self._top or run.query.pinned:
             return Exhausted(index, error, climb.fallback)
         tier_name = self._tiers[index].name
         self._escalate(
@@ -563,6 +563,8 @@ class CascadeEngine:
                 ) from end.error
             run.degraded.append(f"tier_unavailable:{name}")
             return self._result(run, climb, end.held)
+        if run.query.pinned:
+            raise AllTiersFailed(f"the {name} tier's circuit breaker is open")
         if end.action == "fail":
             raise AllTiersFailed(
                 f"the {name} tier's circuit breaker is open and its degradation policy is to fail"

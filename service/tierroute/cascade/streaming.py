@@ -59,9 +59,10 @@ class VerdictEvent:
 
 @dataclass(frozen=True)
 class TextEvent:
-    """A piece of the answer's text."""
+    """A piece of the answer's text; `tier` names the tier that wrote it."""
 
     text: str
+    tier: str = ""
 
 
 @dataclass(frozen=True)
@@ -105,13 +106,13 @@ class EventStream:
         """Queue one event."""
         self._queue.put_nowait(event)
 
-    def text(self, piece: str) -> None:
-        """Send a piece of answer text."""
+    def text(self, piece: str, tier: str = "") -> None:
+        """Send a piece of answer text written by `tier`."""
         if piece:
             if self.first_text_at is None and self._clock is not None:
                 self.first_text_at = self._clock()
             self._delivered.append(piece)
-            self.emit(TextEvent(piece))
+            self.emit(TextEvent(piece, tier))
 
     @property
     def delivered(self) -> str:
@@ -138,7 +139,7 @@ class EventStream:
                 )
             self.withdraw(result.tier.name, "replaced")
             delivered = ""
-        self.text(answer[len(delivered) :])
+        self.text(answer[len(delivered) :], result.tier.name)
         self.emit(ResultEvent(result))
 
     def close(self) -> None:
@@ -175,7 +176,7 @@ class AnswerText:
         """A delta from the provider."""
         self._chunks.append(piece)
         if self._live and piece:
-            self._events.text(piece)
+            self._events.text(piece, self._tier)
             self.sent = True
 
     def go_live(self) -> None:
@@ -185,7 +186,7 @@ class AnswerText:
         self._live = True
         held = "".join(self._chunks)
         if held:
-            self._events.text(held)
+            self._events.text(held, self._tier)
             self.sent = True
 
     def restart(self) -> bool:

@@ -70,6 +70,9 @@ class CascadeQuery:
     # The tenant's budget is spent and its policy is "cheapest": the cheapest tier answers,
     # unjudged (docs/tenancy.md).
     cheapest_only: bool = False
+    # The start tier answers alone: no judge, no speculation, no escalation; its failure (or
+    # its open breaker) is the request's error. A concrete model id on the HTTP endpoint.
+    pinned: bool = False
 
     @property
     def question_turn(self) -> Message:

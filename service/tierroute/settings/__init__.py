@@ -117,6 +117,24 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """The Anthropic Messages API endpoint, served beside gRPC in the same process."""
+
+    # "" = the gRPC server's address (server.host, or `serve --host`).
+    host: str = ""
+    # 0 turns the endpoint off.
+    port: int = 8080
+    # Request bodies larger than this are refused with 413 before they are parsed.
+    max_body_bytes: int = 32 * 1024 * 1024
+    # A started stream sends a `ping` event after this many seconds without another event.
+    ping_interval_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.ping_interval_s <= 0 or self.max_body_bytes < 1:
+            raise ConfigError("http.ping_interval_s and http.max_body_bytes must be positive")
+
+
+@dataclass(frozen=True)
 class LimitsConfig:
     """Input limits, enforced before any work."""
 
@@ -538,6 +556,7 @@ class Settings:
     """Everything tierroute is configured with; built once in `__main__`."""
 
     server: ServerConfig = field(default_factory=ServerConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     heuristic: HeuristicConfig = field(default_factory=HeuristicConfig)
