@@ -118,6 +118,9 @@ async def _scenario(tmp: Path, replay: ReplayServer) -> Shutdown:
             "127.0.0.1",
             "--port",
             "0",
+            # One server process: the group's SIGTERM is tests/system/test_workers.py's.
+            "--workers",
+            "1",
             env=_child_env(tmp, replay.base_url),
             stdout=asyncio.subprocess.PIPE,
             stderr=log,

@@ -114,9 +114,15 @@ describe("the Anthropic SDK against the HTTP endpoint", () => {
     );
   });
 
-  test("models lists the Cascade and every tier", async () => {
+  test("models lists the Cascade, its operating points and every tier", async () => {
     const ids: string[] = [];
     for await (const model of client.models.list()) ids.push(model.id);
-    assert.deepEqual(ids, ["tierroute", ...TIER_MODELS]);
+    const points = ids.filter((id) => id.startsWith("tierroute@"));
+    assert.deepEqual(
+      ids.filter((id) => !points.includes(id)),
+      ["tierroute", ...TIER_MODELS],
+    );
+    // The shipped bundle's default operating point is one a caller can name.
+    assert.ok(points.includes("tierroute@parity"), `no tierroute@parity in ${ids}`);
   });
 });

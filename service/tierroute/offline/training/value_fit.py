@@ -67,9 +67,9 @@ MAX_FEATURES = 40_000
 _CLIP = 1e-4
 PARITY_TOLERANCE = 1e-4
 # Token estimates relative to their size: float32 sums over 40,000 features reach ~1e-4 of a
-# token mean (9.2e-5 for the dense graph on dev, and the shared feature graph's other order
-# adds as much, shared_graph.MERGE_RELATIVE_TOLERANCE). 1e-3 moves a priced cost by 0.1 %;
-# plan changes are counted beside it.
+# token mean where its intercept and terms cancel (9.2e-5 on dev, for the dense and the
+# shared feature graph alike), which left 1e-4 no margin. 1e-3 moves a priced cost by 0.1 %;
+# plan changes are counted beside it (0 on dev).
 TOKEN_PARITY_TOLERANCE = 1e-3
 SHARED_DOC = (
     "tierroute cascade value model sharing the router classifier's feature pass: "
