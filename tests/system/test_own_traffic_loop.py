@@ -76,6 +76,8 @@ async def test_own_traffic_loop_from_import_to_hot_reload(
         "TIERROUTE_QUERYLOG_ENABLED": "false",
         "TIERROUTE_AUTH_TOKENS_FILE": str(tokens),
         "TIERROUTE_ROUTING_REGISTRY_DIR": str(tmp_path / "models"),
+        # The server below serves no HTTP: no fixed port.
+        "TIERROUTE_HTTP_PORT": "0",
     }
     db = f"sqlite:///{tmp_path / 'log.sqlite3'}"
     run = asyncio.to_thread
