@@ -8,6 +8,7 @@ TierrouteError
 ├── Unauthenticated           no or unknown credential
 ├── PermissionDenied          a credential without the right to this call
 ├── Overloaded                admission control refused the call
+├── ShuttingDown              the server is draining: retry on another replica
 ├── BudgetExhausted           the request's attempt budget is spent
 ├── TenantLimited             a tenant's budget or rate limit refused the call
 │   ├── TenantBudgetExhausted the tenant's rolling-window budget is spent
@@ -67,6 +68,10 @@ class PermissionDenied(TierrouteError):
 
 class Overloaded(TierrouteError):
     """Too many calls are in flight; the caller should back off and retry."""
+
+
+class ShuttingDown(TierrouteError):
+    """The server is draining for shutdown; the caller should retry on another replica."""
 
 
 class BudgetExhausted(TierrouteError):

@@ -147,3 +147,14 @@ def test_negative_bound_is_rejected() -> None:
     """The interceptor refuses a negative bound outright."""
     with pytest.raises(ValueError, match="negative"):
         AdmissionInterceptor(-1)
+
+
+async def test_a_draining_server_refuses_new_calls_unavailable() -> None:
+    """Once the server drains for shutdown, a new call on an open channel is refused with
+    UNAVAILABLE naming the shutdown, not cancelled."""
+    async with running_server() as s:
+        await s.server.admission.drain(0)
+        with pytest.raises(aio.AioRpcError) as err:
+            await s.stub.Route(pb.RouteRequest(query="What is the capital of France?"))
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "shutting down" in (err.value.details() or "")

@@ -232,6 +232,7 @@ MAPPED: list[tuple[Exception, int, str]] = [
     (errors.Unauthenticated("who"), 401, "authentication_error"),
     (errors.PermissionDenied("no"), 403, "permission_error"),
     (errors.Overloaded("full"), 529, "overloaded_error"),
+    (errors.ShuttingDown("draining"), 529, "overloaded_error"),
     (errors.BudgetExhausted("spent"), 529, "overloaded_error"),
     (errors.TenantLimited("limit", tenant="a", retry_after_s=1), 429, "rate_limit_error"),
     (errors.TenantRateLimited("rpm", tenant="a", retry_after_s=1), 429, "rate_limit_error"),

@@ -3,13 +3,16 @@
 `AdmissionInterceptor` counts the unary calls and CascadeStream calls that are running (a
 stream counts until its last event). A call that would take the count past
 `server.max_in_flight` is refused immediately with RESOURCE_EXHAUSTED and a message that asks
-for back-off, instead of waiting in an unbounded queue behind the others. Health checking
+for back-off, instead of waiting in an unbounded queue behind the others. Once the server
+drains for shutdown, every new call is refused with UNAVAILABLE (ShuttingDown). Health checking
 and reflection are neither counted nor refused, so probes keep working while the server is
 full.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,7 +23,7 @@ from grpc import aio
 
 from tierroute.api.security import Behaviour, StreamBehaviour, is_probe
 from tierroute.api.status import MethodHandler, ServerInterceptor, status_for
-from tierroute.errors import Overloaded
+from tierroute.errors import Overloaded, ShuttingDown
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +37,10 @@ class AdmissionInterceptor(ServerInterceptor):
         self.limit = limit
         self._in_flight = 0
         self.refused = 0
+        # Set when the server starts draining: new calls are refused with ShuttingDown
+        # (UNAVAILABLE) while the listener stays open for the calls in flight.
+        self.draining = False
+        self._idle: asyncio.Event | None = None
 
     @property
     def in_flight(self) -> int:
@@ -72,6 +79,9 @@ class AdmissionInterceptor(ServerInterceptor):
         """
         # Check and increment with no await in between: on one event loop this is atomic,
         # so the bound holds without a lock.
+        if self.draining:
+            self.refused += 1
+            raise ShuttingDown("the server is shutting down; retry on another replica")
         if self.limit and self._in_flight >= self.limit:
             self.refused += 1
             logger.debug("refused a call: %s in flight", self._in_flight)
@@ -83,11 +93,23 @@ class AdmissionInterceptor(ServerInterceptor):
     def leave(self) -> None:
         """Count one call out (one that `enter` let in)."""
         self._in_flight -= 1
+        if self._idle is not None and self._in_flight == 0:
+            self._idle.set()
+
+    async def drain(self, timeout_s: float) -> None:
+        """Refuse every new call from now on, and wait up to `timeout_s` for the calls in
+        flight to finish."""
+        self.draining = True
+        self._idle = asyncio.Event()
+        if self._in_flight == 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
 
     async def _admit(self, context: aio.ServicerContext[Any, Any]) -> None:
         try:
             self.enter()
-        except Overloaded as exc:
+        except (Overloaded, ShuttingDown) as exc:
             await context.abort(status_for(exc), str(exc))
 
     def _wrap(self, behaviour: Behaviour) -> Behaviour:

@@ -417,6 +417,14 @@ class TierRouteServer:
             await asyncio.sleep(drain_s)
         await self._health.close()
         grace = self.settings.server.grace_period_s if grace_s is None else grace_s
+        # New calls on open connections are refused UNAVAILABLE by admission control while
+        # the listeners stay up for the calls in flight; gRPC's own stop would instead cancel
+        # a call that races its listener closing. Then both transports stop within what is
+        # left of the grace period.
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + grace
+        await self.admission.drain(grace)
+        grace = max(0.0, ends - loop.time())
         # Both transports drain together, within the one grace period.
         await asyncio.gather(
             self._server.stop(grace), self._http.stop(grace) if self._http else asyncio.sleep(0)

@@ -28,6 +28,7 @@ _STATUS: tuple[tuple[type[errors.TierrouteError], grpc.StatusCode], ...] = (
     (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (errors.Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.ShuttingDown, grpc.StatusCode.UNAVAILABLE),
     (errors.BudgetExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.TenantLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.CostCeilingReached, grpc.StatusCode.FAILED_PRECONDITION),

@@ -54,6 +54,8 @@ _KINDS: tuple[tuple[type[errors.TierrouteError], int, str], ...] = (
     (errors.PermissionDenied, 403, "permission_error"),
     # Admission control: this server is at capacity, as Anthropic's 529 says of its own.
     (errors.Overloaded, 529, "overloaded_error"),
+    # The server is draining for shutdown: another replica serves the retry.
+    (errors.ShuttingDown, 529, "overloaded_error"),
     # The request's attempt budget went on failed provider calls: transient, retry later.
     (errors.BudgetExhausted, 529, "overloaded_error"),
     # A tenant's rate limit or spent budget: the caller's own limit, retry after it frees.
