@@ -14,7 +14,7 @@ import asyncio
 import dataclasses
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from grpc import aio
@@ -64,11 +64,18 @@ class CallLog:
         self._audit_rate = settings.querylog.audit_sample_rate
         self._rng = random.Random()
 
-    def record(self, record: QueryRecord, text: str, answer: str | None = None) -> None:
-        """Submit `record`, with its coverage number and audit sample when drawn."""
+    def record(
+        self,
+        record: QueryRecord,
+        text: str,
+        answer: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Submit `record`, with `extra` fields (a shadow sample's), its coverage number and
+        its audit sample when drawn."""
         if self._log is None:
             return
-        changes: dict[str, Any] = {}
+        changes: dict[str, Any] = dict(extra or {})
         if self._models is not None:
             # A number for drift checks, for a sample of calls; never the text itself.
             coverage = self._models.coverage(text, record.query_sha256, record.model_version)

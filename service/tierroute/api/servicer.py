@@ -19,6 +19,7 @@ import grpc
 from grpc import aio
 
 from tierroute.api import convert, recording
+from tierroute.api.calllog import CallLog
 from tierroute.api.security import current_principal, current_tenant
 from tierroute.api.status import status_for
 from tierroute.cascade import CascadeEngine, CascadeQuery, CascadeResult, EventStream
@@ -75,9 +76,9 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
         self._log = querylog
         self._models = models
         self._store_text = settings.querylog.store_text
-        self._audit_rate = settings.querylog.audit_sample_rate
         self._shadow_rate = settings.shadow.sample_rate
         self._rng = random.Random()
+        self._calls = CallLog(settings, querylog, models)
         self._forward_faults = forward_fault_headers
         self._tier_names = tuple(t.name for t in settings.tiers)
 
@@ -119,16 +120,7 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
     ) -> None:
         if self._log is None:
             return
-        changes: dict[str, Any] = self._shadow(record, query)
-        if self._models is not None:
-            # A number for drift checks, for a sample of calls; never the text itself.
-            coverage = self._models.coverage(text, record.query_sha256, record.model_version)
-            if coverage is not None:
-                changes["vocab_coverage"] = coverage
-        if answer is not None and self._audit_rate > 0 and self._rng.random() < self._audit_rate:
-            # An opted-in audit sample: the question and answer an audit re-judges.
-            changes.update(query_text=text, answer_text=answer)
-        self._log.submit(dataclasses.replace(record, **changes) if changes else record)
+        self._calls.record(record, text, answer, self._shadow(record, query))
 
     def _record_failure(
         self,
