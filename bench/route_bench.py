@@ -89,7 +89,7 @@ async def _throughput(
     try:
         calls = [make_call(channel) for channel in channels]
         for channel in channels:
-            await channel.channel_ready()
+            await asyncio.wait_for(channel.channel_ready(), 30)
         done = 0
         deadline = time.perf_counter() + seconds
 
@@ -117,6 +117,8 @@ def _serve_command(workers: int, scratch: str, tag: str) -> tuple[subprocess.Pop
         TIERROUTE_DB_URL=f"sqlite:///{scratch}/{tag}.sqlite3",
         TIERROUTE_QUERYLOG_SPOOL_PATH=f"{scratch}/{tag}.spool.jsonl",
         TIERROUTE_SERVER_DRAIN_DELAY_S="0",
+        # Route only: the Anthropic HTTP endpoint stays off (and off port 8080).
+        TIERROUTE_HTTP_PORT="0",
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "tierroute", "--log-level", "WARNING", "serve", "--host",
@@ -124,8 +126,9 @@ def _serve_command(workers: int, scratch: str, tag: str) -> tuple[subprocess.Pop
         env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     assert proc.stdout is not None
+    # The gRPC line, "tierroute serving on HOST:PORT" (an HTTP line would say so).
     line = proc.stdout.readline()
-    found = re.search(r":(\d+)", line)
+    found = re.search(r"serving on \S+:(\d+)", line)
     if not found:
         proc.kill()
         raise SystemExit(f"tierroute serve --workers {workers} did not start: {line!r}")
@@ -188,6 +191,7 @@ def main() -> int:  # noqa: PLR0915 - the plan, read top to bottom
     scratch = tempfile.mkdtemp(prefix="tierroute-bench-")
     os.environ.setdefault("TIERROUTE_DB_URL", f"sqlite:///{scratch}/querylog.sqlite3")
     os.environ.setdefault("TIERROUTE_QUERYLOG_SPOOL_PATH", f"{scratch}/querylog.spool.jsonl")
+    os.environ["TIERROUTE_HTTP_PORT"] = "0"
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     stop = ctx.Event()

@@ -200,6 +200,35 @@ async def test_tenant_token_for_another_tenant_is_permission_denied(tmp_path: Pa
     assert code == grpc.StatusCode.PERMISSION_DENIED
 
 
+async def test_each_call_is_judged_on_its_own_credentials(tmp_path: Path) -> None:
+    """The interceptors wrap a method once and reuse the wrapping: calls in turn on one
+    method with a good token, none, another tenant's and a good one again each get their
+    own verdict, and the handler sees each call's own tenant."""
+    async with _auth_server(tmp_path) as s:
+        request = pb.RouteRequest(query="hi", tenant_id="acme")
+        verdicts = [
+            await _code(s.stub.Route(request, metadata=metadata))
+            for metadata in (
+                bearer_metadata(ACME_TOKEN),
+                None,
+                bearer_metadata(GLOBEX_TOKEN),
+                bearer_metadata(ACME_TOKEN),
+                bearer_metadata("not-a-token"),
+            )
+        ]
+        own = await s.stub.Route(
+            pb.RouteRequest(query="hi"), metadata=bearer_metadata(GLOBEX_TOKEN)
+        )
+    assert verdicts == [
+        grpc.StatusCode.OK,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.OK,
+        grpc.StatusCode.UNAUTHENTICATED,
+    ]
+    assert own.request_id
+
+
 async def test_every_token_of_a_tenant_is_accepted(tmp_path: Path) -> None:
     """A tenant may hold several tokens (for rotation); each one authenticates it."""
     async with _auth_server(tmp_path) as s:

@@ -11,7 +11,7 @@ from grpc import aio
 
 from tests.helpers import running_server
 from tierroute import errors
-from tierroute.api.status import status_for
+from tierroute.api.status import WrappedHandlers, status_for
 from tierroute.testing import FailingScorer
 from tierroute.v1 import tierroute_pb2 as pb
 
@@ -87,3 +87,23 @@ def test_request_refused_by_every_tier_is_not_retryable() -> None:
     failure.__cause__ = errors.TerminalProviderError("bad request", status_code=400)
     assert status_for(failure) is grpc.StatusCode.FAILED_PRECONDITION
     assert status_for(errors.AllTiersFailed("down")) is grpc.StatusCode.UNAVAILABLE
+
+
+def test_wrapped_handlers_build_once_per_inner_handler() -> None:
+    """A method's wrapping is built on its first call and reused while gRPC hands over the
+    same inner handler; a different inner handler (an interceptor that builds one per call)
+    is wrapped anew, so a reused wrapping never runs stale code."""
+    built: list[str] = []
+
+    def wrap(method: str, handler: object) -> object:
+        built.append(method)
+        return ("wrapped", handler)
+
+    handlers = WrappedHandlers(wrap)  # type: ignore[arg-type]
+    first, second = object(), object()
+    a = handlers.get("/svc/A", first)  # type: ignore[arg-type]
+    assert handlers.get("/svc/A", first) is a  # type: ignore[arg-type]
+    assert built == ["/svc/A"]
+    assert handlers.get("/svc/B", first) == ("wrapped", first)  # type: ignore[arg-type]
+    assert handlers.get("/svc/A", second) == ("wrapped", second)  # type: ignore[arg-type]
+    assert built == ["/svc/A", "/svc/B", "/svc/A"]

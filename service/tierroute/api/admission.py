@@ -22,7 +22,7 @@ import grpc
 from grpc import aio
 
 from tierroute.api.security import Behaviour, StreamBehaviour, is_probe
-from tierroute.api.status import MethodHandler, ServerInterceptor, status_for
+from tierroute.api.status import MethodHandler, ServerInterceptor, WrappedHandlers, status_for
 from tierroute.errors import Overloaded, ShuttingDown
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ class AdmissionInterceptor(ServerInterceptor):
         # (UNAVAILABLE) while the listener stays open for the calls in flight.
         self.draining = False
         self._idle: asyncio.Event | None = None
+        self._handlers = WrappedHandlers(self._wrap_handler)
 
     @property
     def in_flight(self) -> int:
@@ -57,6 +58,9 @@ class AdmissionInterceptor(ServerInterceptor):
         # Probes (health, reflection) are neither counted nor refused.
         if handler is None or is_probe(method):
             return handler
+        return self._handlers.get(method, handler)  # type: ignore[return-value]
+
+    def _wrap_handler(self, method: str, handler: MethodHandler) -> MethodHandler:
         if inspect.isasyncgenfunction(handler.unary_stream):
             return grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(handler.unary_stream),

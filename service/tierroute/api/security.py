@@ -27,7 +27,7 @@ import grpc
 from google.protobuf.message import Message
 from grpc import aio
 
-from tierroute.api.status import MethodHandler, ServerInterceptor, status_for
+from tierroute.api.status import MethodHandler, ServerInterceptor, WrappedHandlers, status_for
 from tierroute.errors import ConfigError, PermissionDenied, TierrouteError, Unauthenticated
 from tierroute.settings import AuthConfig, TlsConfig
 
@@ -244,6 +244,7 @@ class AuthInterceptor(ServerInterceptor):
 
     def __init__(self, authenticator: Authenticator) -> None:
         self.authenticator = authenticator
+        self._handlers = WrappedHandlers(self._wrap_handler)
 
     @classmethod
     def from_settings(cls, auth: AuthConfig) -> AuthInterceptor:
@@ -262,10 +263,14 @@ class AuthInterceptor(ServerInterceptor):
         method = handler_call_details.method
         if handler is None or is_probe(method):
             return handler
-        metadata = handler_call_details.invocation_metadata
+        # The wrapping holds no per-call state (each call's metadata is read from its
+        # context), so it is built once per method.
+        return self._handlers.get(method, handler)  # type: ignore[return-value]
+
+    def _wrap_handler(self, method: str, handler: MethodHandler) -> MethodHandler | None:
         if inspect.isasyncgenfunction(handler.unary_stream):
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, metadata, handler.unary_stream),
+                self._wrap_stream(method, handler.unary_stream),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -273,7 +278,7 @@ class AuthInterceptor(ServerInterceptor):
             # Bidirectional streams (Envoy's ext_proc) carry no tenant_id to check: the
             # token alone decides, and its tenant holds for the whole stream.
             return grpc.stream_stream_rpc_method_handler(
-                self._wrap_bidi(method, metadata, handler.stream_stream),  # type: ignore[arg-type]
+                self._wrap_bidi(method, handler.stream_stream),  # type: ignore[arg-type]
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -281,24 +286,19 @@ class AuthInterceptor(ServerInterceptor):
             # The tenant check needs the one request message; rather than let a
             # client-streaming method through unchecked, it is not served (UNIMPLEMENTED).
             logger.warning("refusing streaming method %s: authentication needs one request", method)
-            return None  # type: ignore[return-value]
+            return None
         return grpc.unary_unary_rpc_method_handler(
-            self._wrap(method, metadata, handler.unary_unary),  # type: ignore[arg-type]
+            self._wrap(method, handler.unary_unary),  # type: ignore[arg-type]
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
 
-    def _wrap(
-        self,
-        method: str,
-        metadata: Iterable[tuple[str, str | bytes]] | None,
-        behaviour: Behaviour,
-    ) -> Behaviour:
+    def _wrap(self, method: str, behaviour: Behaviour) -> Behaviour:
         authenticator = self.authenticator
 
         async def authorised(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
             try:
-                principal = authenticator.authorize(method, metadata, request)
+                principal = authenticator.authorize(method, context.invocation_metadata(), request)
             except TierrouteError as exc:
                 # Never log the presented token; the method and the refusal are enough.
                 logger.info("refused %s: %s", method, type(exc).__name__)
@@ -311,19 +311,14 @@ class AuthInterceptor(ServerInterceptor):
 
         return authorised
 
-    def _wrap_stream(
-        self,
-        method: str,
-        metadata: Iterable[tuple[str, str | bytes]] | None,
-        behaviour: StreamBehaviour,
-    ) -> StreamBehaviour:
+    def _wrap_stream(self, method: str, behaviour: StreamBehaviour) -> StreamBehaviour:
         authenticator = self.authenticator
 
         async def authorised(
             request: Any, context: aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
             try:
-                principal = authenticator.authorize(method, metadata, request)
+                principal = authenticator.authorize(method, context.invocation_metadata(), request)
             except TierrouteError as exc:
                 logger.info("refused %s: %s", method, type(exc).__name__)
                 await context.abort(status_for(exc), str(exc))
@@ -334,19 +329,14 @@ class AuthInterceptor(ServerInterceptor):
 
         return authorised
 
-    def _wrap_bidi(
-        self,
-        method: str,
-        metadata: Iterable[tuple[str, str | bytes]] | None,
-        behaviour: BidiBehaviour,
-    ) -> BidiBehaviour:
+    def _wrap_bidi(self, method: str, behaviour: BidiBehaviour) -> BidiBehaviour:
         authenticator = self.authenticator
 
         async def authorised(
             requests: AsyncIterator[Any], context: aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
             try:
-                principal = authenticator.authorize(method, metadata, None)
+                principal = authenticator.authorize(method, context.invocation_metadata(), None)
             except TierrouteError as exc:
                 logger.info("refused %s: %s", method, type(exc).__name__)
                 await context.abort(status_for(exc), str(exc))

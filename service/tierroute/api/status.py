@@ -73,6 +73,30 @@ else:
     MethodHandler = grpc.RpcMethodHandler
 
 
+class WrappedHandlers:
+    """Each method's wrapped handler, built on its first call and reused after.
+
+    gRPC hands an interceptor the same inner handler object for a method on every call (the
+    servicer's registered one, or the next interceptor's cached wrapping of it), so wrapping
+    it per call only rebuilds the same closures. A wrapping is reused while the inner handler
+    is that same object; one that changes (an interceptor that builds a new handler per
+    call) is wrapped again. Only registered methods reach here, so the table is bounded.
+    """
+
+    def __init__(self, wrap: Callable[[str, MethodHandler], MethodHandler | None]) -> None:
+        self._wrap = wrap
+        self._built: dict[str, tuple[MethodHandler, MethodHandler | None]] = {}
+
+    def get(self, method: str, handler: MethodHandler) -> MethodHandler | None:
+        """The wrapping of `handler` for `method`, built once per inner handler."""
+        built = self._built.get(method)
+        if built is not None and built[0] is handler:
+            return built[1]
+        wrapped = self._wrap(method, handler)
+        self._built[method] = (handler, wrapped)
+        return wrapped
+
+
 class UndecodableRequest:
     """Stands in for request bytes that do not parse, so the call ends INVALID_ARGUMENT."""
 
@@ -143,6 +167,9 @@ class ErrorMappingInterceptor(ServerInterceptor):
     """Maps tierroute exceptions to status codes for every unary-unary and unary-stream
     method."""
 
+    def __init__(self) -> None:
+        self._handlers = WrappedHandlers(self._wrap_handler)
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[MethodHandler]],
@@ -151,18 +178,22 @@ class ErrorMappingInterceptor(ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
+        return self._handlers.get(handler_call_details.method, handler)  # type: ignore[return-value]
+
+    @staticmethod
+    def _wrap_handler(method: str, handler: MethodHandler) -> MethodHandler:
         if inspect.isasyncgenfunction(handler.unary_stream):
             # Streams that yield; those that write to the context (health's Watch) are
             # left as they are.
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler_call_details.method, handler.unary_stream),
+                _wrap_stream(method, handler.unary_stream),
                 request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_unary is None:
             return handler
         return grpc.unary_unary_rpc_method_handler(
-            _wrap(handler_call_details.method, handler.unary_unary),  # type: ignore[arg-type]
+            _wrap(method, handler.unary_unary),  # type: ignore[arg-type]
             request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
