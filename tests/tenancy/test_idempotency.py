@@ -24,7 +24,9 @@ async def test_a_retried_request_id_is_answered_from_its_record(tmp_path) -> Non
         first = await s.stub.Cascade(cheap_call(request_id="order-7"))
         again = await s.stub.Cascade(cheap_call(request_id="order-7"))
     assert len(provider.calls) == 1
-    assert again.SerializeToString() == first.SerializeToString()
+    # Message equality: the route's thresholds are a map, whose wire order protobuf does not
+    # fix, so the bytes of one message can differ from one serialization to the next.
+    assert again == first
     assert again.request_id == "order-7"
 
 
