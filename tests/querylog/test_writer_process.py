@@ -12,6 +12,7 @@ from tests.helpers import T0, numbered_records, stored_ids
 from tests.querylog.test_writer import config as writer_config
 from tierroute.errors import ConfigError
 from tierroute.querylog import FeedbackRecord, QueryLogClient, WriterProcess, worker_spool_path
+from tierroute.querylog.process import _Pending
 from tierroute.querylog.spool import Spool
 from tierroute.settings import QueryLogConfig, Secret
 
@@ -193,3 +194,79 @@ async def test_submit_after_close_is_counted_as_lost(tmp_path: Path) -> None:
     assert not client.submit(numbered_records("z", 1)[0])
     assert client.stats().lost == 1
     await asyncio.sleep(0)
+
+
+async def _trickle(client: QueryLogClient, prefix: str, n: int) -> None:
+    """Submit n records one loop turn and a millisecond apart, as requests would come."""
+    for record in numbered_records(prefix, n):
+        assert client.submit(record)
+        await asyncio.sleep(0.001)
+
+
+async def test_records_arriving_one_by_one_are_committed_in_groups(
+    sqlite_file: Path, tmp_path: Path
+) -> None:
+    """Records sent one at a time share durable writes: within the commit delay the writer
+    process gathers them, stores them in one transaction and acknowledges the last."""
+    cfg = config(tmp_path, sqlite_file, commit_delay_s=1.0, batch_size=1000, flush_interval_s=1.0)
+    process = started(cfg, tmp_path / "run")
+    try:
+        client = client_for(cfg, process)
+        await client.start()
+        await _trickle(client, "g", 60)
+        await client.wait_drained()
+        stats = await client.writer_stats()
+        await client.close(timeout_s=10)
+    finally:
+        await asyncio.to_thread(process.stop)
+    assert stats is not None
+    assert stats["written"] == 60
+    # 60 sends over about 60 ms (far more on a loaded machine) inside one 1 s delay.
+    assert stats["stored_batches"] <= 3
+    assert client.stats().acknowledged == 60
+    assert await stored_ids(sqlite_file) == [f"g-{i}" for i in range(60)]
+
+
+async def test_without_commit_delay_each_read_is_its_own_write(
+    sqlite_file: Path, tmp_path: Path
+) -> None:
+    """commit_delay_s = 0: every chunk the writer reads is stored at once (the control for
+    the test above: spaced records then take many transactions)."""
+    cfg = config(tmp_path, sqlite_file, commit_delay_s=0.0, flush_interval_s=1.0)
+    process = started(cfg, tmp_path / "run")
+    try:
+        client = client_for(cfg, process)
+        await client.start()
+        for record in numbered_records("z", 20):
+            assert client.submit(record)
+            await client.flush()  # acknowledged before the next one is sent
+        stats = await client.writer_stats()
+        await client.close(timeout_s=10)
+    finally:
+        await asyncio.to_thread(process.stop)
+    assert stats is not None
+    assert (stats["written"], stats["stored_batches"]) == (20, 20)
+
+
+async def test_a_batch_worth_ends_the_gathering(tmp_path: Path) -> None:
+    """The group waits for the commit delay only until batch_size records have come; then
+    the durable pass starts at once, and covers them all."""
+    pending = _Pending(
+        config(tmp_path, tmp_path / "unused.sqlite3", commit_delay_s=1.0, batch_size=3)
+    )
+    pending.add(1)
+    pending.add(2)
+    gathering = asyncio.create_task(pending.gather())
+    await asyncio.sleep(0)
+    assert not gathering.done()  # two of three: it waits
+    pending.add(3)
+    await asyncio.wait_for(gathering, timeout=10)  # the third ends it, not the delay
+    assert pending.take() == 3
+    # The next group starts empty and waits again.
+    pending.add(4)
+    again = asyncio.create_task(pending.gather())
+    await asyncio.sleep(0)
+    assert not again.done()
+    pending.finish()  # the connection ends: whatever is pending goes now
+    await asyncio.wait_for(again, timeout=10)
+    assert pending.take() == 4

@@ -95,6 +95,9 @@ class QueryLogClient:
         self._seq = 0
         self._spool_sent = 0  # offset up to which spool lines are in the window
         self._transport: asyncio.Transport | None = None
+        # Frames posted this loop turn, written together at its end (_write_outbox).
+        self._outbox: list[bytes] = []
+        self._outbox_transport: asyncio.Transport | None = None
         self._wire: _Wire | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -149,15 +152,30 @@ class QueryLogClient:
         return True
 
     def _send(self, transport: asyncio.Transport, frame: bytes) -> None:
+        # Frames of one event-loop turn leave in one write: with many calls in flight that
+        # is one system call (and one wake-up of the writer process) for several records.
         if threading.get_ident() == self._loop_thread:
-            transport.write(frame)
+            self._post(transport, frame)
         elif self._loop is not None and not self._loop.is_closed():
             with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._write_if_connected, transport, frame)
+                self._loop.call_soon_threadsafe(self._post, transport, frame)
 
-    def _write_if_connected(self, transport: asyncio.Transport, frame: bytes) -> None:
-        if transport is self._transport and not transport.is_closing():
-            transport.write(frame)
+    def _post(self, transport: asyncio.Transport, frame: bytes) -> None:
+        if transport is not self._outbox_transport:
+            self._write_outbox()
+            self._outbox_transport = transport
+        self._outbox.append(frame)
+        if len(self._outbox) == 1 and self._loop is not None:
+            self._loop.call_soon(self._write_outbox)
+
+    def _write_outbox(self) -> None:
+        frames, transport = self._outbox, self._outbox_transport
+        if not frames:
+            return
+        self._outbox = []
+        # A frame for a connection since lost is in the window: the reconnection resends it.
+        if transport is not None and transport is self._transport and not transport.is_closing():
+            transport.write(b"".join(frames))
 
     def _spill(self, lines: list[str], *, sync: bool = False) -> bool:
         # Under self._lock (or at close). No fsync on the request path: the sync pass does it.
@@ -227,6 +245,7 @@ class QueryLogClient:
                 self._window.append((self._seq, frame, end))
                 frames.append(frame)
             self._spool_sent = offset
+        self._write_outbox()  # the window's order is the wire's order
         transport.write(b"".join(frames))
 
     def _lost(self, wire: _Wire) -> None:
@@ -263,6 +282,8 @@ class QueryLogClient:
             frames = [frame for _, frame, _ in self._window]
             # Lines of the spool that were in flight are in the window: they go again.
             self._counts["resent"] += len(frames)
+        # The window holds what the outbox held: it goes once, from the window.
+        self._outbox, self._outbox_transport = [], None
         if frames:
             transport.write(b"".join(frames))
         self._send_spooled()
@@ -353,6 +374,19 @@ class QueryLogClient:
         await self._wait_settled()
         await self._ask(b"D")
 
+    async def writer_stats(self, timeout_s: float = 5.0) -> dict[str, Any] | None:
+        """The writer process's counters (`WriterStats` as a dict); None when it is not
+        connected or does not answer within `timeout_s`."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                answer = await self._ask(b"S")
+        except TimeoutError:
+            return None
+        if not answer:
+            return None
+        stats: dict[str, Any] = json.loads(answer)
+        return stats
+
     async def has_request(
         self, request_id: str, *, tenant_id: str | None = None, timeout_s: float = 1.0
     ) -> bool:
@@ -377,6 +411,7 @@ class QueryLogClient:
         ident = b"%d" % self._ask_ids
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._asks[ident] = future
+        self._write_outbox()
         transport.write(b"%s\t%s\t%s\n" % (kind, ident, body))
         try:
             return await future

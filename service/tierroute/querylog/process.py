@@ -9,10 +9,14 @@ outage, replay, drain on close) behind a Unix socket. Serving processes connect 
                        H <id> <json>             has_request({"request_id", "tenant_id"})
                        F <id>                    flush, probing the database now
                        D <id>                    wait until everything is stored
+                       S <id>                    the writer's counters (WriterStats)
     writer -> client   A <seq>                   every record up to <seq> is durable
-                       R <id> <answer>           the answer to H, F or D
+                       R <id> <answer>           the answer to H, F, D (1) or S (JSON)
 
-(fields separated by one tab). "Durable" means stored in the database or appended to the
+(fields separated by one tab). The writer commits in groups: after a record arrives it lets
+more come for up to `commit_delay_s` (or a batch's worth), makes them all durable in one
+pass and acknowledges the last; one transaction per record would cost the writer process
+more CPU than the serving process spends on the request. "Durable" means stored in the database or appended to the
 writer's spool and fsynced: a client forgets a record only once it is acknowledged, and
 sends what is unacknowledged again after the writer process restarts. Stores skip ids they
 already hold, so a record sent twice is stored once.
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import multiprocessing
@@ -161,7 +166,7 @@ async def _serve(
         ready.close()
         await writer.store.aclose()
         return
-    served = _Served(writer)
+    served = _Served(writer, config)
     server = await asyncio.start_unix_server(served.handle, path=str(address))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -182,11 +187,52 @@ async def _serve(
     await asyncio.to_thread(address.unlink, missing_ok=True)
 
 
+class _Pending:
+    """Records of one connection taken by the writer and not yet acknowledged."""
+
+    def __init__(self, config: QueryLogConfig) -> None:
+        self._delay = config.commit_delay_s
+        self._batch = config.batch_size
+        self.last = 0  # the last sequence number taken
+        self._since = 0  # records taken since the last take()
+        self.arrived = asyncio.Event()
+        self._full = asyncio.Event()
+        self.finished = False
+
+    def add(self, seq: int) -> None:
+        self.last = seq
+        self._since += 1
+        self.arrived.set()
+        if self._since >= self._batch:
+            self._full.set()
+
+    def finish(self) -> None:
+        self.finished = True
+        self.arrived.set()
+        self._full.set()
+
+    async def gather(self) -> None:
+        """Let more records arrive: up to the commit delay, a batch's worth, or the end."""
+        if self._delay > 0 and not self._full.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._delay):
+                    await self._full.wait()
+
+    def take(self) -> int:
+        """The last sequence number to acknowledge after the next durable pass."""
+        self.arrived.clear()
+        if not self.finished:
+            self._full.clear()
+        self._since = 0
+        return self.last
+
+
 class _Served:
     """The socket's connections, each fed into the one writer."""
 
-    def __init__(self, writer: QueryLogWriter) -> None:
+    def __init__(self, writer: QueryLogWriter, config: QueryLogConfig) -> None:
         self.writer = writer
+        self.config = config
         self._connections: set[asyncio.Task[None]] = set()
         self._answers: set[asyncio.Task[None]] = set()
 
@@ -216,24 +262,41 @@ class _Served:
             await asyncio.wait(pending)
 
     async def _read(self, reader: asyncio.StreamReader, out: asyncio.StreamWriter) -> None:
-        rest = b""
-        while chunk := await reader.read(_READ_CHUNK):
-            lines = (rest + chunk).split(b"\n")
-            rest = lines.pop()
-            last = await self._take(lines, out)
-            if last is None:
-                continue
-            if last < 0:
-                return  # the writer refused a record (it is closing): the client keeps it
-            # One durable pass per chunk read: the batch is as large as what has arrived.
-            await self.writer.persist()
-            out.write(b"A\t%d\n" % last)
-            await out.drain()
+        pending = _Pending(self.config)
+        acknowledging = asyncio.create_task(self._acknowledge(pending, out))
+        try:
+            rest = b""
+            while not acknowledging.done() and (chunk := await reader.read(_READ_CHUNK)):
+                lines = (rest + chunk).split(b"\n")
+                rest = lines.pop()
+                if not await self._take(lines, out, pending):
+                    break  # the writer refused a record (it is closing): the client keeps it
+        finally:
+            # What was taken is made durable and acknowledged before the connection ends.
+            pending.finish()
+            with contextlib.suppress(ConnectionError):
+                await acknowledging
 
-    async def _take(self, lines: list[bytes], out: asyncio.StreamWriter) -> int | None:
-        """Submit the chunk's records; the last sequence number (-1: one was refused)."""
-        last: int | None = None
+    async def _acknowledge(self, pending: _Pending, out: asyncio.StreamWriter) -> None:
+        """Group commit: one durable pass for what arrives within `commit_delay_s` (or a
+        batch's worth), then one acknowledgement up to the last record it covered."""
+        acknowledged = 0
+        while True:
+            await pending.arrived.wait()
+            await pending.gather()
+            last = pending.take()
+            if last > acknowledged:
+                await self.writer.persist()
+                out.write(b"A\t%d\n" % last)
+                await out.drain()
+                acknowledged = last
+            if pending.finished and pending.last == acknowledged:
+                return
+
+    async def _take(self, lines: list[bytes], out: asyncio.StreamWriter, pending: _Pending) -> bool:
+        """Submit the chunk's records, noting each in `pending`; False when one was refused."""
         unreadable: list[str] = []
+        kept = True
         for raw in lines:
             kind, _, rest = raw.partition(b"\t")
             if kind == b"P":
@@ -250,9 +313,9 @@ class _Served:
                         else self.writer.submit_feedback(item)
                     )
                     if not kept:
-                        return -1
-                last = int(seq)
-            elif kind in (b"H", b"F", b"D"):
+                        break
+                pending.add(int(seq))
+            elif kind in (b"H", b"F", b"D", b"S"):
                 ident, _, body = rest.partition(b"\t")
                 task = asyncio.create_task(self._answer(kind, ident, body, out))
                 self._answers.add(task)
@@ -261,7 +324,7 @@ class _Served:
                 logger.error("query log writer: unknown message %r", raw[:40])
         if unreadable:
             await self.writer.keep_rejected(unreadable)
-        return last
+        return kept
 
     async def _answer(
         self, kind: bytes, ident: bytes, body: bytes, out: asyncio.StreamWriter
@@ -275,6 +338,8 @@ class _Served:
             answer = b"1" if known else b"0"
         elif kind == b"F":
             await self.writer.flush()
+        elif kind == b"S":
+            answer = json.dumps(dataclasses.asdict(self.writer.stats())).encode()
         else:
             await self.writer.wait_drained()
         with contextlib.suppress(ConnectionError, RuntimeError):

@@ -52,6 +52,7 @@ class WriterStats:
     written: int  # stored from the queue
     spooled: int  # appended to the spool (outage, full queue, shutdown)
     replayed: int  # stored from the spool
+    stored_batches: int  # batch writes that stored queued records (one transaction each)
     failed_batches: int  # batch writes that failed (unavailable or refused)
     queue_full: int  # submits that found the queue full
     spilled: int  # of those, records kept in the spool instead
@@ -115,8 +116,8 @@ class QueryLogWriter:
         self._recent_cap = max(1024, 2 * config.queue_size + 2 * config.batch_size)
         self._counts = dict.fromkeys(
             (
-                "enqueued", "written", "spooled", "replayed", "failed_batches", "queue_full",
-                "spilled", "rejected", "lost",
+                "enqueued", "written", "spooled", "replayed", "stored_batches",
+                "failed_batches", "queue_full", "spilled", "rejected", "lost",
             ),
             0,
         )  # fmt: skip
@@ -353,10 +354,16 @@ class QueryLogWriter:
             if not await self._replay_batch():
                 await self._spool_queue()
                 return
-        while True:
-            batch = self._take_batch()
+        # What is queued now, not what comes while it is written: a pass that chased the
+        # queue's tail would store records arriving one by one one per transaction. Later
+        # records wait for the next pass (the flush interval, a full batch or a persist).
+        with self._lock:
+            due = len(self._queue)
+        while due > 0:
+            batch = self._take_batch(due)
             if not batch:
                 return
+            due -= len(batch)
             try:
                 stored = await self._write_items(batch, from_spool=False)
             finally:
@@ -366,9 +373,11 @@ class QueryLogWriter:
                 await self._spool_queue()
                 return
 
-    def _take_batch(self) -> list[LogItem]:
+    def _take_batch(self, most: int | None = None) -> list[LogItem]:
         with self._lock:
             n = min(self._config.batch_size, len(self._queue))
+            if most is not None:
+                n = min(n, most)
             batch = [self._queue.popleft() for _ in range(n)]
             self._in_flight += n
         return batch
@@ -414,6 +423,7 @@ class QueryLogWriter:
         self._mark_up()
         if not from_spool:
             self._counts["written"] += len(items)
+            self._counts["stored_batches"] += 1
         return True
 
     async def _write_one_by_one(self, items: list[LogItem], *, from_spool: bool) -> bool:

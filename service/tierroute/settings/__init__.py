@@ -282,6 +282,10 @@ class ReplayConfig:
 QUERYLOG_WRITERS = ("process", "thread")
 
 
+# Longer would hold a serving process's unacknowledged window (and its memory) for nothing.
+_MAX_COMMIT_DELAY_S = 1.0
+
+
 @dataclass(frozen=True)
 class QueryLogConfig:
     """The query log: where it is stored and how the writer batches, spools and retries."""
@@ -301,6 +305,10 @@ class QueryLogConfig:
     queue_size: int = 10_000
     batch_size: int = 200
     flush_interval_s: float = 0.5
+    # Group commit in the writer process: after a record arrives it waits up to this long
+    # (or until batch_size records have come) so that one durable write stores them all.
+    # Acknowledgements wait for it; requests never do. 0 = one write per read.
+    commit_delay_s: float = 0.02
     # Local append-only file that holds records while the database is unreachable.
     spool_path: Path = Path("tierroute-querylog.spool.jsonl")
     retry_initial_s: float = 0.5
@@ -321,6 +329,10 @@ class QueryLogConfig:
             raise ConfigError("querylog.queue_size and querylog.batch_size must be at least 1")
         if self.flush_interval_s <= 0 or self.retry_initial_s <= 0:
             raise ConfigError("querylog intervals must be positive")
+        if not 0 <= self.commit_delay_s <= _MAX_COMMIT_DELAY_S:
+            raise ConfigError(
+                f"querylog.commit_delay_s must be between 0 and {_MAX_COMMIT_DELAY_S} s"
+            )
 
 
 @dataclass(frozen=True)
