@@ -8,6 +8,9 @@ One run measures:
 - one server process: a bare gRPC echo round trip (the floor any RPC pays) and the Route
   round trip with the bundled model, sequential; then Route and echo throughput with 32
   calls in flight on one channel (the keys `route_rps`, `echo_rps`);
+- the server process's garbage-collector pauses over those measures (total per second,
+  longest, full collections) and the CPU each call cost the server, its query-log writer
+  process and the client during them (Linux /proc);
 - `tierroute serve --workers 1` and `--workers N` as shipped (query log on, its writer
   process included): Route throughput with the calls spread over `--connections` channels,
   each its own TCP connection, so that the kernel spreads them over the workers.
@@ -21,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import multiprocessing as mp
 import os
 import re
@@ -68,12 +73,84 @@ def _serve(ready: Any, stop: Any) -> None:
         await echo.start()
         server = TierRouteServer(Settings.from_env(os.environ))
         route_port = await server.start("127.0.0.1", 0)
+        pauses = _GcPauses()
         ready.send((echo_port, route_port))
         await asyncio.get_running_loop().run_in_executor(None, stop.wait)
+        ready.send(pauses.summary())
         await server.stop(0)
         await echo.stop(0)
 
     asyncio.run(main())
+
+
+class _GcPauses:
+    """The cyclic collector's passes in this process from now on: each stops the event loop."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.total = 0.0
+        self.longest = 0.0
+        self.full = 0
+        self._at = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._at = time.perf_counter()
+            return
+        pause = time.perf_counter() - self._at
+        self.total += pause
+        self.longest = max(self.longest, pause)
+        self.full += info["generation"] == 2
+
+    def summary(self) -> dict[str, float]:
+        wall = time.perf_counter() - self.started
+        return {
+            "server_gc_ms_per_s": round(self.total * 1000 / wall, 2),
+            "server_gc_longest_pause_ms": round(self.longest * 1000, 1),
+            "server_gc_full_collections": self.full,
+        }
+
+
+# Calls completed by the last _throughput run (the CPU accounting divides by it).
+_LAST_CALLS = [0]
+
+
+def _cpu_s(pid: int) -> float:
+    """User plus system CPU seconds of process `pid`, all its threads (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    """The child processes of `pid`, whichever of its threads started them."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/children") as kids:
+                found.extend(int(k) for k in kids.read().split())
+    return found
+
+
+def _cpu_per_call(server: int, run: Any) -> tuple[float, dict[str, float]]:
+    """Run one throughput measure; its rate and the CPU microseconds each call cost the
+    server process, its children (the query-log writer) and this client process."""
+    children = _children(server)
+    before = (_cpu_s(server), sum(_cpu_s(c) for c in children), time.process_time())
+    rate = run()
+    after = (_cpu_s(server), sum(_cpu_s(c) for c in children), time.process_time())
+    calls = max(1, _LAST_CALLS[0])
+    spent = [(b - a) * 1e6 / calls for a, b in zip(before, after, strict=True)]
+    server_us, writer_us, client_us = spent
+    return rate, {
+        "server": round(server_us, 1),
+        "writer": round(writer_us, 1),
+        "client": round(client_us, 1),
+    }
 
 
 async def _echo(request: bytes, context: Any) -> bytes:
@@ -104,6 +181,7 @@ async def _throughput(
 
         start = time.perf_counter()
         await asyncio.gather(*(worker(k) for k in range(in_flight)))
+        _LAST_CALLS[0] = done
         return done / (time.perf_counter() - start)
     finally:
         for channel in channels:
@@ -220,14 +298,21 @@ def main() -> int:  # noqa: PLR0915 - the plan, read top to bottom
             reqs = [pb.RouteRequest(query=q) for q in QUERIES]
             return lambda i: s.Route(reqs[i % 4], timeout=5)
 
-        echo_rps = asyncio.run(
-            _throughput(f"127.0.0.1:{echo_port}", echo_call, args.in_flight, args.seconds)
+        echo_rps, echo_cpu = _cpu_per_call(
+            proc.pid,
+            lambda: asyncio.run(
+                _throughput(f"127.0.0.1:{echo_port}", echo_call, args.in_flight, args.seconds)
+            ),
         )
-        route_rps = asyncio.run(
-            _throughput(f"127.0.0.1:{route_port}", route_call, args.in_flight, args.seconds)
+        route_rps, route_cpu = _cpu_per_call(
+            proc.pid,
+            lambda: asyncio.run(
+                _throughput(f"127.0.0.1:{route_port}", route_call, args.in_flight, args.seconds)
+            ),
         )
     finally:
         stop.set()
+        gc_pauses = parent.recv() if parent.poll(30) else {}
         proc.join(30)
         if proc.is_alive():
             proc.terminate()
@@ -267,6 +352,13 @@ def main() -> int:  # noqa: PLR0915 - the plan, read top to bottom
         "value_plan_p50_us": round(plan_p50, 1),
         "value_plan_p99_us": round(plan_p99, 1),
         "value_plan_shared_pass": shared,
+        # The Route server process's collector passes over the whole run (both throughput
+        # measures included): the event loop answers nothing during one.
+        **gc_pauses,
+        # CPU microseconds per call during the throughput measures: where a Route costs more
+        # than an echo (its server process, the query-log writer process, the client).
+        "echo_cpu_us_per_call": echo_cpu,
+        "route_cpu_us_per_call": route_cpu,
         "calls": args.calls,
         "in_flight": args.in_flight,
         "load_average_1m": round(os.getloadavg()[0], 2),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from pathlib import Path
 
 import grpc
@@ -93,3 +94,17 @@ async def test_failed_start_up_leaves_nothing_running(tmp_path: Path) -> None:
     for _ in range(2):  # the second attempt would find the spool locked if it leaked
         with pytest.raises(ConfigError, match=r"api_key|API key|ANTHROPIC"):
             await TierRouteServer(settings, scorer=EASY).start("127.0.0.1", 0)
+
+
+async def test_start_up_heap_is_frozen_out_of_the_collector() -> None:
+    """What exists when the server reports SERVING is moved out of the cyclic collector's
+    generations (gc.freeze), so that full collections under load do not walk the model and
+    settings again; objects made later are collected as usual."""
+    before = [object()]  # a container the collector tracks
+    gc.collect()
+    assert any(o is before for o in gc.get_objects())
+    async with running_server(scorer=EASY) as s:
+        assert not any(o is before for o in gc.get_objects())  # frozen
+        after = [object()]
+        assert any(o is after for o in gc.get_objects())
+        assert (await s.stub.Route(pb.RouteRequest(query="What is 2+2?"))).tier.name

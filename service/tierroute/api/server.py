@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import shutil
 import signal
@@ -227,6 +228,7 @@ class TierRouteServer:
             await self._abandon(server)
             raise
         self._server = server
+        _settle_heap()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._watch(registry)
         logger.info("serving on port %s (model %s)", self.port, self.router.model_version)
@@ -494,3 +496,13 @@ async def serve(
     finally:
         # Flushing blocks on the exporter's network calls; keep the loop free meanwhile.
         await asyncio.to_thread(tel.shutdown)
+
+
+def _settle_heap() -> None:
+    """Move what start-up built (model vocabularies, settings, modules) out of the cyclic
+    collector's reach. Every full collection would otherwise walk it again: about 130 ms of
+    stopped event loop per pass with the bundled model, every few seconds under load. Frozen
+    objects are still freed when unreferenced; a collection first clears start-up's garbage
+    cycles so none is frozen."""
+    gc.collect()
+    gc.freeze()

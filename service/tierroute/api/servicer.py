@@ -159,6 +159,9 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
     def _tenant(self, query: RouteQuery, context: Context) -> RouteQuery:
         """The query with its tenant (docs/tenancy.md): the token's, else the request's or
         the tenant header's when authentication is off."""
+        return dataclasses.replace(query, tenant_id=self._tenant_id(query, context))
+
+    def _tenant_id(self, query: RouteQuery, context: Context) -> str:
         header = self._settings.tenancy.tenant_header
         named = [v for k, v in context.invocation_metadata() or () if k == header]
         tenant = resolve_tenant(
@@ -169,20 +172,23 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
         )
         if len(tenant) > self._settings.limits.max_id_chars:
             raise InvalidRequest("the tenant id is too long")
-        return dataclasses.replace(query, tenant_id=tenant)
+        return tenant
 
     async def Route(self, request: pb.RouteRequest, context: Context) -> pb.RouteResponse:
         try:
-            query = self._tenant(convert.route_query(request, self._settings), context)
+            query = convert.route_query(request, self._settings)
             if query.strategy == "self_routing":
                 raise InvalidRequest(
                     "self-routing calls a model; use Cascade for STRATEGY_SELF_ROUTING"
                 )
+            tenant = self._tenant_id(query, context)
             # Route calls no model: it counts toward the tenant's requests per minute only,
             # and reads its session's floor without raising it.
-            await self._tenancy.admit(query.tenant_id, model_calls=False)
-            floor, loop = await self._tenancy.session(query.tenant_id, query.session_id)
-            query = dataclasses.replace(query, session_floor=floor, session_loop_tier=loop)
+            await self._tenancy.admit(tenant, model_calls=False)
+            floor, loop = await self._tenancy.session(tenant, query.session_id)
+            query = dataclasses.replace(
+                query, tenant_id=tenant, session_floor=floor, session_loop_tier=loop
+            )
             decision = self._router.route(query)
         except BaseException as exc:
             self._record_failure("route", request, exc)
