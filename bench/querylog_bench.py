@@ -7,7 +7,14 @@ calling the store's `write_batch` directly with the same batches on a fresh stor
 temporary SQLite file, and a throw-away schema on the test PostgreSQL (127.0.0.1:5432,
 database `test`, or `TIERROUTE_TEST_PG_URL`) when it is reachable.
 
-    .venv/bin/python bench/querylog_bench.py [--records 20000] [--batch-size 200] [--json]
+The writer process (`querylog.writer = "process"`): `--trickle` records sent through a
+`QueryLogClient` as serving traffic sends them, a few per event-loop turn (8 every 4 ms,
+about 2,000/s), into a writer process on a SQLite file; the writer process's CPU per record
+and the transactions it took, with group commit (the shipped `commit_delay_s`) against
+without (`commit_delay_s = 0`), in the same run (Linux /proc for the CPU).
+
+    .venv/bin/python bench/querylog_bench.py [--records 20000] [--batch-size 200]
+        [--trickle 10000] [--json]
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -112,10 +120,54 @@ def _measure(kind: str, records: list[Any], batch_size: int) -> dict[str, Any]:
     return result
 
 
+def _process_cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _trickle_run(records: list[Any], commit_delay_s: float) -> dict[str, float]:
+    """Records through a client into a writer process, 8 every 4 ms; its CPU per record."""
+    from tierroute.querylog import QueryLogClient, WriterProcess, worker_spool_path
+    from tierroute.settings import QueryLogConfig, Secret
+
+    with tempfile.TemporaryDirectory(prefix="tierroute-qlbench-") as tmp:
+        scratch = Path(tmp)
+        config = QueryLogConfig(
+            url=Secret(f"sqlite:///{scratch}/querylog.sqlite3"),
+            spool_path=scratch / "spool.jsonl",
+            commit_delay_s=commit_delay_s,
+        )
+        (scratch / "run").mkdir()
+        writer = WriterProcess(config, scratch / "run")
+        await asyncio.to_thread(writer.start)
+        assert writer.pid is not None
+        client = QueryLogClient(config, writer.address, spool_path=worker_spool_path(config, 0))
+        try:
+            await client.start()
+            before = _process_cpu_s(writer.pid)
+            for i in range(0, len(records), 8):
+                for record in records[i : i + 8]:
+                    client.submit(record)
+                await asyncio.sleep(0.004)
+            await client.wait_drained()
+            spent = _process_cpu_s(writer.pid) - before
+            stats = await client.writer_stats() or {}
+            await client.close(config.close_timeout_s)
+        finally:
+            await asyncio.to_thread(writer.stop)
+    return {
+        "writer_cpu_us_per_record": round(spent * 1e6 / len(records), 1),
+        "transactions": stats.get("stored_batches", 0),
+        "records_per_transaction": round(len(records) / max(1, stats.get("stored_batches", 0)), 1),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=20_000, help="records per store")
     parser.add_argument("--batch-size", type=int, default=200)
+    parser.add_argument("--trickle", type=int, default=10_000, help="writer-process records")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -145,6 +197,21 @@ def main() -> int:
                 run["writer_records_per_s"] / run["direct_records_per_s"], 3
             ),
         }
+    from tierroute.settings import QueryLogConfig
+
+    print("writer process...", file=sys.stderr)
+    trickle = [sample_record(f"trickle-{i}") for i in range(args.trickle)]
+    grouped = asyncio.run(_trickle_run(trickle, QueryLogConfig().commit_delay_s))
+    single = asyncio.run(_trickle_run(trickle, 0.0))
+    result["writer_process"] = {
+        "records": args.trickle,
+        "commit_delay_s": QueryLogConfig().commit_delay_s,
+        "group_commit": grouped,
+        "no_delay": single,
+        "cpu_no_delay_over_group_commit": round(
+            single["writer_cpu_us_per_record"] / max(0.1, grouped["writer_cpu_us_per_record"]), 2
+        ),
+    }
     if args.json:
         print(json.dumps(result))
     else:
@@ -165,6 +232,14 @@ def main() -> int:
             f"{args.records} records per store, batches of {args.batch_size}; submit floor "
             f"(locked deque append) {floor_us:.3f} us/record"
         )
+        proc = result["writer_process"]
+        for name in ("group_commit", "no_delay"):
+            row = proc[name]
+            print(
+                f"writer process, {name}: {row['writer_cpu_us_per_record']} us CPU/record, "
+                f"{row['transactions']} transactions ({row['records_per_transaction']}/each)"
+            )
+        print(f"no delay / group commit CPU: {proc['cpu_no_delay_over_group_commit']}x")
     return 0
 
 

@@ -51,6 +51,8 @@ def test_secret_never_prints() -> None:
         ({"TIERROUTE_ROUTING_DEFAULT_STRATEGY": "magic"}, "default_strategy"),
         ({"TIERROUTE_SERVER_NOPE": "1"}, "server.nope"),
         ({"TIERROUTE_CONFIG": "/nonexistent/x.toml"}, "not found"),
+        ({"TIERROUTE_QUERYLOG_COMMIT_DELAY_S": "-0.1"}, "commit_delay_s"),
+        ({"TIERROUTE_QUERYLOG_COMMIT_DELAY_S": "5"}, "commit_delay_s"),
     ],
 )
 def test_bad_configuration_is_a_clear_error(env: dict[str, str], message: str) -> None:
