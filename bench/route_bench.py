@@ -9,8 +9,8 @@ One run measures:
   round trip with the bundled model, sequential; then Route and echo throughput with 32
   calls in flight on one channel (the keys `route_rps`, `echo_rps`);
 - the server process's garbage-collector pauses over those measures (total per second,
-  longest, full collections) and the CPU each call cost the server, its query-log writer
-  process and the client during them (Linux /proc);
+  longest, full collections; then one full collection's pause, timed), and the CPU each
+  call cost the server, its query-log writer process and the client (Linux /proc);
 - `tierroute serve --workers 1` and `--workers N` as shipped (query log on, its writer
   process included): Route throughput with the calls spread over `--connections` channels,
   each its own TCP connection, so that the kernel spreads them over the workers.
@@ -76,7 +76,13 @@ def _serve(ready: Any, stop: Any) -> None:
         pauses = _GcPauses()
         ready.send((echo_port, route_port))
         await asyncio.get_running_loop().run_in_executor(None, stop.wait)
-        ready.send(pauses.summary())
+        summary = pauses.summary()
+        # What one full collection stops the loop for now, start-up's heap included unless
+        # the server froze it (tierroute.api.server._settle_heap).
+        started = time.perf_counter()
+        gc.collect()
+        summary["server_full_collection_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        ready.send(summary)
         await server.stop(0)
         await echo.stop(0)
 
@@ -104,6 +110,7 @@ class _GcPauses:
         self.full += info["generation"] == 2
 
     def summary(self) -> dict[str, float]:
+        """Pause time per second of the run, the longest pause, full collections."""
         wall = time.perf_counter() - self.started
         return {
             "server_gc_ms_per_s": round(self.total * 1000 / wall, 2),
