@@ -16,10 +16,10 @@ outage, replay, drain on close) behind a Unix socket. Serving processes connect 
 (fields separated by one tab). The writer commits in groups: after a record arrives it lets
 more come for up to `commit_delay_s` (or a batch's worth), makes them all durable in one
 pass and acknowledges the last; one transaction per record would cost the writer process
-more CPU than the serving process spends on the request. "Durable" means stored in the database or appended to the
-writer's spool and fsynced: a client forgets a record only once it is acknowledged, and
-sends what is unacknowledged again after the writer process restarts. Stores skip ids they
-already hold, so a record sent twice is stored once.
+more CPU than the serving process spends on the request. "Durable" means stored in the
+database or appended to the writer's spool and fsynced: a client forgets a record only
+once it is acknowledged, and sends what is unacknowledged again after the writer process
+restarts. Stores skip ids they already hold, so a record sent twice is stored once.
 
 `WriterProcess` is the parent's handle: start (waiting until the socket listens), stop
 (SIGTERM: the writer drains to the database, or to its spool, within close_timeout_s),
