@@ -270,3 +270,6 @@ async def test_a_batch_worth_ends_the_gathering(tmp_path: Path) -> None:
     pending.finish()  # the connection ends: whatever is pending goes now
     await asyncio.wait_for(again, timeout=10)
     assert pending.take() == 4
+    pending.add(9, 2)
+    pending.add(7)  # an older number counts, but never lowers the acknowledgement
+    assert pending.take() == 9

@@ -199,9 +199,10 @@ class _Pending:
         self._full = asyncio.Event()
         self.finished = False
 
-    def add(self, seq: int) -> None:
-        self.last = seq
-        self._since += 1
+    def add(self, seq: int, count: int = 1) -> None:
+        """`count` more records taken, up to sequence number `seq`."""
+        self.last = max(self.last, seq)
+        self._since += count
         self.arrived.set()
         if self._since >= self._batch:
             self._full.set()
@@ -294,9 +295,11 @@ class _Served:
                 return
 
     async def _take(self, lines: list[bytes], out: asyncio.StreamWriter, pending: _Pending) -> bool:
-        """Submit the chunk's records, noting each in `pending`; False when one was refused."""
+        """Submit the chunk's records, then note them in `pending` (once the unreadable ones
+        are kept too, so none is acknowledged before it is); False when one was refused."""
         unreadable: list[str] = []
         kept = True
+        taken, last = 0, 0
         for raw in lines:
             kind, _, rest = raw.partition(b"\t")
             if kind == b"P":
@@ -314,7 +317,7 @@ class _Served:
                     )
                     if not kept:
                         break
-                pending.add(int(seq))
+                taken, last = taken + 1, int(seq)
             elif kind in (b"H", b"F", b"D", b"S"):
                 ident, _, body = rest.partition(b"\t")
                 task = asyncio.create_task(self._answer(kind, ident, body, out))
@@ -324,6 +327,8 @@ class _Served:
                 logger.error("query log writer: unknown message %r", raw[:40])
         if unreadable:
             await self.writer.keep_rejected(unreadable)
+        if taken:
+            pending.add(last, taken)
         return kept
 
     async def _answer(
