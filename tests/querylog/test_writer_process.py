@@ -208,7 +208,8 @@ async def test_records_arriving_one_by_one_are_committed_in_groups(
 ) -> None:
     """Records sent one at a time share durable writes: within the commit delay the writer
     process gathers them, stores them in one transaction and acknowledges the last."""
-    cfg = config(tmp_path, sqlite_file, commit_delay_s=1.0, batch_size=1000, flush_interval_s=1.0)
+    # The writer's own flush pass (every flush_interval_s) is kept out of the way.
+    cfg = config(tmp_path, sqlite_file, commit_delay_s=1.0, batch_size=1000, flush_interval_s=30)
     process = started(cfg, tmp_path / "run")
     try:
         client = client_for(cfg, process)
@@ -221,8 +222,9 @@ async def test_records_arriving_one_by_one_are_committed_in_groups(
         await asyncio.to_thread(process.stop)
     assert stats is not None
     assert stats["written"] == 60
-    # 60 sends over about 60 ms (far more on a loaded machine) inside one 1 s delay.
-    assert stats["stored_batches"] <= 3
+    # 60 sends over about 60 ms: one 1 s group, a few on a very loaded machine; sent one
+    # chunk each, without grouping they would take about 60.
+    assert stats["stored_batches"] <= 10
     assert client.stats().acknowledged == 60
     assert await stored_ids(sqlite_file) == [f"g-{i}" for i in range(60)]
 
@@ -232,7 +234,7 @@ async def test_without_commit_delay_each_read_is_its_own_write(
 ) -> None:
     """commit_delay_s = 0: every chunk the writer reads is stored at once (the control for
     the test above: spaced records then take many transactions)."""
-    cfg = config(tmp_path, sqlite_file, commit_delay_s=0.0, flush_interval_s=1.0)
+    cfg = config(tmp_path, sqlite_file, commit_delay_s=0.0, flush_interval_s=30)
     process = started(cfg, tmp_path / "run")
     try:
         client = client_for(cfg, process)
