@@ -5,14 +5,24 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
-from tests.helpers import T0, numbered_records, stored_ids
+from tests.helpers import T0, numbered_records, read_all, stored_ids
 from tests.querylog.test_writer import config as writer_config
 from tierroute.errors import ConfigError
-from tierroute.querylog import FeedbackRecord, QueryLogClient, WriterProcess, worker_spool_path
+from tierroute.querylog import (
+    FeedbackRecord,
+    QueryLogClient,
+    QueryLogWriter,
+    WriterProcess,
+    open_store,
+    worker_spool_path,
+)
+from tierroute.querylog.doubles import ToggleProxy, with_port
 from tierroute.querylog.process import _Pending
+from tierroute.querylog.records import QueryRecord
 from tierroute.querylog.spool import Spool
 from tierroute.settings import QueryLogConfig, Secret
 
@@ -275,3 +285,79 @@ async def test_a_batch_worth_ends_the_gathering(tmp_path: Path) -> None:
     pending.add(9, 2)
     pending.add(7)  # an older number counts, but never lowers the acknowledgement
     assert pending.take() == 9
+
+
+@pytest.mark.postgres
+async def test_sigterm_with_a_pass_hung_on_the_database_still_exits_cleanly(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """SIGTERM while a group's durable pass hangs on a stalled database and its client is
+    still connected: the connection is cancelled at the drain timeout with the pass in it
+    (its records go to the writer's spool), and the writer process exits by itself, 0,
+    instead of waiting on the hung pass until it is killed."""
+    target = urlsplit(pg_url)
+    with ToggleProxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
+        url = with_port(pg_url, proxy.port)
+        cfg = config(
+            tmp_path,
+            tmp_path / "unused.sqlite3",
+            url=Secret(url),
+            close_timeout_s=1.0,
+            commit_delay_s=0.0,
+            flush_interval_s=3600,
+        )
+        process = started(cfg, tmp_path / "run")
+        client = client_for(cfg, process)
+        await client.start()
+        try:
+            assert client.submit(numbered_records("m", 1)[0])
+            await client.wait_drained()  # migrated and reachable
+            proxy.stall()
+            for record in numbered_records("t", 10):
+                assert client.submit(record)
+            await asyncio.sleep(0.3)  # the group's pass is now waiting on the stalled server
+            # stop() waits close_timeout_s + 5 s, then kills: a clean exit is 0.
+            code = await asyncio.to_thread(process.stop)
+        finally:
+            await client.close(timeout_s=1)
+        assert code == 0
+        # Nothing lost: the writer spooled the hung batch, and the client its window.
+        proxy.enable()
+        second = QueryLogWriter(open_store(url), cfg)
+        await second.start()
+        await second.wait_drained()
+        await second.close(timeout_s=30)
+    stored = {r.request_id for r in await read_all(open_store(pg_url))}
+    assert {f"t-{i}" for i in range(10)} | {"m-0"} <= stored
+
+
+async def test_submits_from_threads_and_the_loop_are_all_acknowledged(
+    sqlite_file: Path, tmp_path: Path
+) -> None:
+    """Records submitted from other threads while the loop submits its own leave in
+    sequence order, so every one is acknowledged (an acknowledgement covers everything up to
+    its number) and stored once."""
+    cfg = config(tmp_path, sqlite_file)
+    process = started(cfg, tmp_path / "run")
+    try:
+        client = client_for(cfg, process)
+        await client.start()
+        records = numbered_records("x", 400)
+
+        def submit_all(part: list[QueryRecord]) -> None:
+            for record in part:
+                assert client.submit(record)
+
+        threads = [asyncio.to_thread(submit_all, records[i::4]) for i in range(3)]
+        running = asyncio.gather(*threads)
+        for record in records[3::4]:
+            assert client.submit(record)
+            await asyncio.sleep(0)
+        await running
+        async with asyncio.timeout(60):
+            await client.wait_drained()
+        await client.close(timeout_s=10)
+    finally:
+        await asyncio.to_thread(process.stop)
+    assert (client.stats().acknowledged, client.stats().lost) == (400, 0)
+    assert sorted(await stored_ids(sqlite_file)) == sorted(f"x-{i}" for i in range(400))

@@ -95,9 +95,8 @@ class QueryLogClient:
         self._seq = 0
         self._spool_sent = 0  # offset up to which spool lines are in the window
         self._transport: asyncio.Transport | None = None
-        # Frames posted this loop turn, written together at its end (_write_outbox).
+        # Frames submitted this loop turn, written together at its end (_write_outbox).
         self._outbox: list[bytes] = []
-        self._outbox_transport: asyncio.Transport | None = None
         self._wire: _Wire | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -140,9 +139,16 @@ class QueryLogClient:
                 self._seq += 1
                 frame = b"P\t%d\t%s\n" % (self._seq, line.encode("utf-8", "surrogatepass"))
                 self._window.append((self._seq, frame, None))
-                transport = self._transport
-            if transport is not None:
-                self._send(transport, frame)
+                # Frames of one event-loop turn leave in one write: with many calls in
+                # flight, one system call (and one wake-up of the writer process) for
+                # several records. Queued under the lock that numbered them, so they leave
+                # in sequence order whichever thread submitted them.
+                first = False
+                if self._transport is not None:
+                    self._outbox.append(frame)
+                    first = len(self._outbox) == 1
+            if first:
+                self._schedule_outbox()
         except Exception:
             # The request must never fail because of its log record; say why loudly.
             logger.exception("query log submit failed")
@@ -151,30 +157,23 @@ class QueryLogClient:
             return False
         return True
 
-    def _send(self, transport: asyncio.Transport, frame: bytes) -> None:
-        # Frames of one event-loop turn leave in one write: with many calls in flight that
-        # is one system call (and one wake-up of the writer process) for several records.
+    def _schedule_outbox(self) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
         if threading.get_ident() == self._loop_thread:
-            self._post(transport, frame)
-        elif self._loop is not None and not self._loop.is_closed():
+            loop.call_soon(self._write_outbox)
+        else:
             with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._post, transport, frame)
-
-    def _post(self, transport: asyncio.Transport, frame: bytes) -> None:
-        if transport is not self._outbox_transport:
-            self._write_outbox()
-            self._outbox_transport = transport
-        self._outbox.append(frame)
-        if len(self._outbox) == 1 and self._loop is not None:
-            self._loop.call_soon(self._write_outbox)
+                loop.call_soon_threadsafe(self._write_outbox)
 
     def _write_outbox(self) -> None:
-        frames, transport = self._outbox, self._outbox_transport
-        if not frames:
-            return
-        self._outbox = []
-        # A frame for a connection since lost is in the window: the reconnection resends it.
-        if transport is not None and transport is self._transport and not transport.is_closing():
+        """Write the frames queued since the last write (on the loop thread)."""
+        with self._lock:
+            frames, self._outbox = self._outbox, []
+            transport = self._transport
+        # Without a connection the frames wait in the window; the reconnection resends them.
+        if frames and transport is not None and not transport.is_closing():
             transport.write(b"".join(frames))
 
     def _spill(self, lines: list[str], *, sync: bool = False) -> bool:
@@ -282,8 +281,8 @@ class QueryLogClient:
             frames = [frame for _, frame, _ in self._window]
             # Lines of the spool that were in flight are in the window: they go again.
             self._counts["resent"] += len(frames)
-        # The window holds what the outbox held: it goes once, from the window.
-        self._outbox, self._outbox_transport = [], None
+            # The window holds what the outbox held: it goes once, from the window.
+            self._outbox = []
         if frames:
             transport.write(b"".join(frames))
         self._send_spooled()

@@ -52,6 +52,9 @@ SOCKET_NAME = "querylog.sock"
 # the database; this bounds interpreter start and imports on a loaded machine).
 START_TIMEOUT_S = 60.0
 _READ_CHUNK = 1 << 16
+# How long a store's close waits for a call stuck on a hung database before abandoning it
+# (the stores' default close_timeout_s, which the writer process uses).
+STORE_CLOSE_BOUND_S = 5.0
 _PARENT_POLL_S = 1.0
 
 
@@ -115,11 +118,20 @@ class WriterProcess:
         logger.info("query log writer process %s listening on %s", process.pid, self.address)
 
     def stop(self, timeout_s: float | None = None) -> int | None:
-        """SIGTERM, then wait for the drain; SIGKILL after `timeout_s`. The exit code."""
+        """SIGTERM, then wait for the drain; SIGKILL after `timeout_s`. The exit code.
+
+        The default wait covers the writer's own bounds: its connections' drain and its
+        queue's (close_timeout_s each), then a database call stuck on a hung server, which
+        the store abandons after its close timeout (STORE_CLOSE_BOUND_S), and a margin.
+        """
         process, self._process = self._process, None
         if process is None:
             return None
-        wait = self.config.close_timeout_s + 5.0 if timeout_s is None else timeout_s
+        wait = (
+            2 * self.config.close_timeout_s + STORE_CLOSE_BOUND_S + 5.0
+            if timeout_s is None
+            else timeout_s
+        )
         if process.is_alive():
             process.terminate()
         process.join(wait)
@@ -185,6 +197,17 @@ async def _serve(
     await served.finish(config.close_timeout_s)
     await writer.close(config.close_timeout_s)
     await asyncio.to_thread(address.unlink, missing_ok=True)
+
+
+def _close_on_failure(task: asyncio.Task[None], out: asyncio.StreamWriter) -> None:
+    if task.cancelled() or task.exception() is None:
+        return
+    logger.error(
+        "query log writer: a durable pass failed (%s); closing the connection so that its "
+        "client sends the unacknowledged records again",
+        task.exception(),
+    )
+    out.close()
 
 
 class _Pending:
@@ -265,18 +288,29 @@ class _Served:
     async def _read(self, reader: asyncio.StreamReader, out: asyncio.StreamWriter) -> None:
         pending = _Pending(self.config)
         acknowledging = asyncio.create_task(self._acknowledge(pending, out))
+        # A durable pass that fails ends the connection: its client reconnects and resends
+        # what was not acknowledged, instead of waiting for acknowledgements that never come.
+        acknowledging.add_done_callback(lambda task: _close_on_failure(task, out))
         try:
             rest = b""
-            while not acknowledging.done() and (chunk := await reader.read(_READ_CHUNK)):
+            while chunk := await reader.read(_READ_CHUNK):
                 lines = (rest + chunk).split(b"\n")
                 rest = lines.pop()
                 if not await self._take(lines, out, pending):
                     break  # the writer refused a record (it is closing): the client keeps it
-        finally:
-            # What was taken is made durable and acknowledged before the connection ends.
-            pending.finish()
-            with contextlib.suppress(ConnectionError):
-                await acknowledging
+        except BaseException:
+            # Cancelled (shutdown ran out of time) or the connection broke: the pass in
+            # flight is cancelled with it (its batch goes to the spool); what is not
+            # acknowledged stays with the client.
+            acknowledging.cancel()
+            await asyncio.gather(acknowledging, return_exceptions=True)
+            raise
+        # The client ended the connection: what was taken is made durable and acknowledged.
+        pending.finish()
+        with contextlib.suppress(Exception):
+            # A broken connection, or a failed pass that _close_on_failure logged (it closed
+            # the connection): either way the client keeps what was not acknowledged.
+            await acknowledging
 
     async def _acknowledge(self, pending: _Pending, out: asyncio.StreamWriter) -> None:
         """Group commit: one durable pass for what arrives within `commit_delay_s` (or a
@@ -317,7 +351,8 @@ class _Served:
                     )
                     if not kept:
                         break
-                taken, last = taken + 1, int(seq)
+                # A frame's number, not its place: the highest one is what gets acknowledged.
+                taken, last = taken + 1, max(last, int(seq))
             elif kind in (b"H", b"F", b"D", b"S"):
                 ident, _, body = rest.partition(b"\t")
                 task = asyncio.create_task(self._answer(kind, ident, body, out))
