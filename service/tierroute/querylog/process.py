@@ -305,7 +305,8 @@ class _Served:
             acknowledging.cancel()
             await asyncio.gather(acknowledging, return_exceptions=True)
             raise
-        # The client ended the connection: what was taken is made durable and acknowledged.
+        # The client ended the connection (or a record was refused): what was taken is made
+        # durable and acknowledged first.
         pending.finish()
         with contextlib.suppress(Exception):
             # A broken connection, or a failed pass that _close_on_failure logged (it closed
