@@ -24,7 +24,6 @@ import asyncio
 import collections
 import contextlib
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -33,6 +32,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from timing import process_cpu_s
 
 
 def _submit_floor_us(records: list[Any]) -> float:
@@ -120,12 +121,6 @@ def _measure(kind: str, records: list[Any], batch_size: int) -> dict[str, Any]:
     return result
 
 
-def _process_cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def _trickle_run(records: list[Any], commit_delay_s: float) -> dict[str, float]:
     """Records through a client into a writer process, 8 every 4 ms; its CPU per record."""
     from tierroute.querylog import QueryLogClient, WriterProcess, worker_spool_path
@@ -145,13 +140,13 @@ async def _trickle_run(records: list[Any], commit_delay_s: float) -> dict[str, f
         client = QueryLogClient(config, writer.address, spool_path=worker_spool_path(config, 0))
         try:
             await client.start()
-            before = _process_cpu_s(writer.pid)
+            before = process_cpu_s(writer.pid)
             for i in range(0, len(records), 8):
                 for record in records[i : i + 8]:
                     client.submit(record)
                 await asyncio.sleep(0.004)
             await client.wait_drained()
-            spent = _process_cpu_s(writer.pid) - before
+            spent = process_cpu_s(writer.pid) - before
             stats = await client.writer_stats() or {}
             await client.close(config.close_timeout_s)
         finally:

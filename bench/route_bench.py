@@ -40,7 +40,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from timing import print_result, time_calls
+from timing import print_result, process_cpu_s, time_calls
 
 ECHO_METHOD = "/bench.Echo/Echo"
 QUERIES = [
@@ -119,20 +119,6 @@ class _GcPauses:
         }
 
 
-# Calls completed by the last _throughput run (the CPU accounting divides by it).
-_LAST_CALLS = [0]
-
-
-def _cpu_s(pid: int) -> float:
-    """User plus system CPU seconds of process `pid`, all its threads (Linux /proc)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _children(pid: int) -> list[int]:
     """The child processes of `pid`, whichever of its threads started them."""
     found: list[int] = []
@@ -144,13 +130,19 @@ def _children(pid: int) -> list[int]:
 
 
 def _cpu_per_call(server: int, run: Any) -> tuple[float, dict[str, float]]:
-    """Run one throughput measure; its rate and the CPU microseconds each call cost the
-    server process, its children (the query-log writer) and this client process."""
+    """Run one throughput measure (`run()` gives its rate and calls); its rate and the CPU
+    microseconds each call cost the server process, its children (the query-log writer) and
+    this client process."""
     children = _children(server)
-    before = (_cpu_s(server), sum(_cpu_s(c) for c in children), time.process_time())
-    rate = run()
-    after = (_cpu_s(server), sum(_cpu_s(c) for c in children), time.process_time())
-    calls = max(1, _LAST_CALLS[0])
+
+    def cpu() -> tuple[float, float, float]:
+        kids = sum(process_cpu_s(c) for c in children)
+        return process_cpu_s(server), kids, time.process_time()
+
+    before = cpu()
+    rate, calls = run()
+    after = cpu()
+    calls = max(1, calls)
     spent = [(b - a) * 1e6 / calls for a, b in zip(before, after, strict=True)]
     server_us, writer_us, client_us = spent
     return rate, {
@@ -166,7 +158,8 @@ async def _echo(request: bytes, context: Any) -> bytes:
 
 async def _throughput(
     target: str, make_call: Any, in_flight: int, seconds: float, connections: int = 1
-) -> float:
+) -> tuple[float, int]:
+    """Calls per second with `in_flight` calls outstanding, and how many completed."""
     # A local subchannel pool per channel: each channel is its own TCP connection.
     options = [("grpc.use_local_subchannel_pool", 1)]
     channels = [aio.insecure_channel(target, options=options) for _ in range(connections)]
@@ -188,8 +181,7 @@ async def _throughput(
 
         start = time.perf_counter()
         await asyncio.gather(*(worker(k) for k in range(in_flight)))
-        _LAST_CALLS[0] = done
-        return done / (time.perf_counter() - start)
+        return done / (time.perf_counter() - start), done
     finally:
         for channel in channels:
             await channel.close()
@@ -332,7 +324,7 @@ def main() -> int:  # noqa: PLR0915 - the plan, read top to bottom
     for workers in (1, n_workers):
         served, port = _serve_command(workers, scratch, f"workers{workers}")
         try:
-            by_workers[workers] = asyncio.run(
+            by_workers[workers], _ = asyncio.run(
                 _throughput(
                     f"127.0.0.1:{port}", route_call, args.in_flight, args.seconds,
                     connections=args.connections,

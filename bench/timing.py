@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -27,6 +28,17 @@ def time_calls(fn: Callable[[int], Any], calls: int, warm: int = 200) -> tuple[f
         fn(i)
         samples.append(time.perf_counter_ns() - start)
     return percentiles(samples)
+
+
+def process_cpu_s(pid: int) -> float:
+    """User plus system CPU seconds of process `pid`, all its threads (Linux /proc); 0 when
+    it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def print_result(result: Mapping[str, Any], as_json: bool) -> None:

@@ -4,6 +4,8 @@ through the writer process crashing, being slow or gone at shutdown."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -45,6 +47,20 @@ def started(cfg: QueryLogConfig, run_dir: Path) -> WriterProcess:
 def client_for(cfg: QueryLogConfig, process: WriterProcess, slot: int = 0) -> QueryLogClient:
     """A client of `process` on serving slot `slot`'s spool."""
     return QueryLogClient(cfg, process.address, spool_path=worker_spool_path(cfg, slot))
+
+
+@contextlib.asynccontextmanager
+async def connected(cfg: QueryLogConfig, run_dir: Path) -> AsyncIterator[QueryLogClient]:
+    """A started writer process in `run_dir` and a started client of it; on the way out
+    the client closes (waiting for its acknowledgements) and the writer process stops."""
+    process = started(cfg, run_dir)
+    try:
+        client = client_for(cfg, process)
+        await client.start()
+        yield client
+        await client.close(timeout_s=10)
+    finally:
+        await asyncio.to_thread(process.stop)
 
 
 async def test_records_cross_to_the_writer_process(sqlite_file: Path, tmp_path: Path) -> None:
@@ -220,16 +236,10 @@ async def test_records_arriving_one_by_one_are_committed_in_groups(
     process gathers them, stores them in one transaction and acknowledges the last."""
     # The writer's own flush pass (every flush_interval_s) is kept out of the way.
     cfg = config(tmp_path, sqlite_file, commit_delay_s=1.0, batch_size=1000, flush_interval_s=30)
-    process = started(cfg, tmp_path / "run")
-    try:
-        client = client_for(cfg, process)
-        await client.start()
+    async with connected(cfg, tmp_path / "run") as client:
         await _trickle(client, "g", 60)
         await client.wait_drained()
         stats = await client.writer_stats()
-        await client.close(timeout_s=10)
-    finally:
-        await asyncio.to_thread(process.stop)
     assert stats is not None
     assert stats["written"] == 60
     # 60 sends over about 60 ms: one 1 s group, a few on a very loaded machine; sent one
@@ -245,17 +255,11 @@ async def test_without_commit_delay_each_read_is_its_own_write(
     """commit_delay_s = 0: every chunk the writer reads is stored at once (the control for
     the test above: spaced records then take many transactions)."""
     cfg = config(tmp_path, sqlite_file, commit_delay_s=0.0, flush_interval_s=30)
-    process = started(cfg, tmp_path / "run")
-    try:
-        client = client_for(cfg, process)
-        await client.start()
+    async with connected(cfg, tmp_path / "run") as client:
         for record in numbered_records("z", 20):
             assert client.submit(record)
             await client.flush()  # acknowledged before the next one is sent
         stats = await client.writer_stats()
-        await client.close(timeout_s=10)
-    finally:
-        await asyncio.to_thread(process.stop)
     assert stats is not None
     assert (stats["written"], stats["stored_batches"]) == (20, 20)
 
@@ -338,11 +342,8 @@ async def test_submits_from_threads_and_the_loop_are_all_acknowledged(
     sequence order, so every one is acknowledged (an acknowledgement covers everything up to
     its number) and stored once."""
     cfg = config(tmp_path, sqlite_file)
-    process = started(cfg, tmp_path / "run")
-    try:
-        client = client_for(cfg, process)
-        await client.start()
-        records = numbered_records("x", 400)
+    records = numbered_records("x", 400)
+    async with connected(cfg, tmp_path / "run") as client:
 
         def submit_all(part: list[QueryRecord]) -> None:
             for record in part:
@@ -356,8 +357,5 @@ async def test_submits_from_threads_and_the_loop_are_all_acknowledged(
         await running
         async with asyncio.timeout(60):
             await client.wait_drained()
-        await client.close(timeout_s=10)
-    finally:
-        await asyncio.to_thread(process.stop)
     assert (client.stats().acknowledged, client.stats().lost) == (400, 0)
     assert sorted(await stored_ids(sqlite_file)) == sorted(f"x-{i}" for i in range(400))

@@ -36,7 +36,12 @@ from tierroute.querylog.records import (
     ts_text,
     utc_now,
 )
-from tierroute.querylog.store import COUNTABLE_COLUMNS, QueryLogError, StoreUnavailable
+from tierroute.querylog.store import (
+    COUNTABLE_COLUMNS,
+    STORE_CLOSE_TIMEOUT_S,
+    QueryLogError,
+    StoreUnavailable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +69,7 @@ class SqlStore(abc.ABC):
     ts_param: ClassVar[str]
     migrations_table_ddl: ClassVar[str]
 
-    def __init__(self, display_url: str, *, close_timeout_s: float = 5.0) -> None:
+    def __init__(self, display_url: str, *, close_timeout_s: float = STORE_CLOSE_TIMEOUT_S) -> None:
         self._display_url = display_url
         self._close_timeout_s = close_timeout_s
         self._write_pool = DaemonWorker(f"querylog-{self.dialect}-w", self._release_thread)

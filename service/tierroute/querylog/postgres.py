@@ -20,6 +20,7 @@ import psycopg
 
 from tierroute.querylog._sql import SqlStore
 from tierroute.querylog.store import (
+    STORE_CLOSE_TIMEOUT_S,
     QueryLogError,
     StoreRejected,
     StoreUnavailable,
@@ -57,7 +58,11 @@ class PostgresStore(SqlStore):
     )
 
     def __init__(
-        self, url: str, *, connect_timeout_s: float = 5.0, close_timeout_s: float = 5.0
+        self,
+        url: str,
+        *,
+        connect_timeout_s: float = 5.0,
+        close_timeout_s: float = STORE_CLOSE_TIMEOUT_S,
     ) -> None:
         super().__init__(redact_url(url), close_timeout_s=close_timeout_s)
         self._url = url

@@ -42,6 +42,7 @@ from typing import Any
 
 from tierroute.errors import ConfigError
 from tierroute.querylog.records import QueryRecord, item_from_line
+from tierroute.querylog.store import STORE_CLOSE_TIMEOUT_S
 from tierroute.querylog.writer import QueryLogWriter
 from tierroute.settings import QueryLogConfig
 
@@ -52,9 +53,6 @@ SOCKET_NAME = "querylog.sock"
 # the database; this bounds interpreter start and imports on a loaded machine).
 START_TIMEOUT_S = 60.0
 _READ_CHUNK = 1 << 16
-# How long a store's close waits for a call stuck on a hung database before abandoning it
-# (the stores' default close_timeout_s, which the writer process uses).
-STORE_CLOSE_BOUND_S = 5.0
 _PARENT_POLL_S = 1.0
 
 
@@ -122,13 +120,13 @@ class WriterProcess:
 
         The default wait covers the writer's own bounds: its connections' drain and its
         queue's (close_timeout_s each), then a database call stuck on a hung server, which
-        the store abandons after its close timeout (STORE_CLOSE_BOUND_S), and a margin.
+        the store abandons after its close timeout (STORE_CLOSE_TIMEOUT_S), and a margin.
         """
         process, self._process = self._process, None
         if process is None:
             return None
         wait = (
-            2 * self.config.close_timeout_s + STORE_CLOSE_BOUND_S + 5.0
+            2 * self.config.close_timeout_s + STORE_CLOSE_TIMEOUT_S + 5.0
             if timeout_s is None
             else timeout_s
         )

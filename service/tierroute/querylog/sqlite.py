@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from tierroute.querylog._sql import SqlStore
-from tierroute.querylog.store import QueryLogError, StoreRejected, StoreUnavailable
+from tierroute.querylog.store import (
+    STORE_CLOSE_TIMEOUT_S,
+    QueryLogError,
+    StoreRejected,
+    StoreUnavailable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +39,11 @@ class SqliteStore(SqlStore):
     )
 
     def __init__(
-        self, path: Path | str, *, busy_timeout_s: float = 5.0, close_timeout_s: float = 5.0
+        self,
+        path: Path | str,
+        *,
+        busy_timeout_s: float = 5.0,
+        close_timeout_s: float = STORE_CLOSE_TIMEOUT_S,
     ) -> None:
         self.path = Path(path)
         super().__init__(f"sqlite:///{self.path}", close_timeout_s=close_timeout_s)

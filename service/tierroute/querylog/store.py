@@ -37,6 +37,10 @@ class StoreRejected(QueryLogError):
 
 
 # Columns a drift check may count by; anything else is refused before it reaches SQL.
+# How long a store's close waits for a call stuck on a hung database before it abandons the
+# call's worker thread (the stores' default close_timeout_s).
+STORE_CLOSE_TIMEOUT_S = 5.0
+
 COUNTABLE_COLUMNS = ("chosen_tier", "final_tier", "query_type", "strategy", "status", "kind")
 
 
