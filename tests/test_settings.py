@@ -53,6 +53,8 @@ def test_secret_never_prints() -> None:
         ({"TIERROUTE_CONFIG": "/nonexistent/x.toml"}, "not found"),
         ({"TIERROUTE_QUERYLOG_COMMIT_DELAY_S": "-0.1"}, "commit_delay_s"),
         ({"TIERROUTE_QUERYLOG_COMMIT_DELAY_S": "5"}, "commit_delay_s"),
+        ({"TIERROUTE_QUERYLOG_SEND_DELAY_S": "-0.001"}, "send_delay_s"),
+        ({"TIERROUTE_QUERYLOG_SEND_DELAY_S": "0.5"}, "send_delay_s"),
     ],
 )
 def test_bad_configuration_is_a_clear_error(env: dict[str, str], message: str) -> None:

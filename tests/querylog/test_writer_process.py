@@ -264,6 +264,25 @@ async def test_without_commit_delay_each_read_is_its_own_write(
     assert (stats["written"], stats["stored_batches"]) == (20, 20)
 
 
+async def test_records_of_one_send_delay_leave_in_one_write(
+    sqlite_file: Path, tmp_path: Path
+) -> None:
+    """send_delay_s: records submitted a loop turn and a millisecond apart go to the writer
+    together; with commit_delay_s = 0 the writer stores each read at once, so one write
+    shows as one transaction (20 with the records sent one by one, the test above)."""
+    cfg = config(tmp_path, sqlite_file, commit_delay_s=0.0, send_delay_s=0.1, flush_interval_s=30)
+    async with connected(cfg, tmp_path / "run") as client:
+        await _trickle(client, "s", 20)  # about 20 ms, well within the delay
+        await client.wait_drained()
+        stats = await client.writer_stats()
+    assert stats is not None
+    assert stats["written"] == 20
+    # One write; a read of it may come in two chunks.
+    assert stats["stored_batches"] <= 2
+    assert client.stats().acknowledged == 20
+    assert await stored_ids(sqlite_file) == [f"s-{i}" for i in range(20)]
+
+
 async def test_a_batch_worth_ends_the_gathering(tmp_path: Path) -> None:
     """The group waits for the commit delay only until batch_size records have come; then
     the durable pass starts at once, and covers them all."""

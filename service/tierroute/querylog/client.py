@@ -95,7 +95,7 @@ class QueryLogClient:
         self._seq = 0
         self._spool_sent = 0  # offset up to which spool lines are in the window
         self._transport: asyncio.Transport | None = None
-        # Frames submitted this loop turn, written together at its end (_write_outbox).
+        # Frames submitted within one send delay, written together (_write_outbox).
         self._outbox: list[bytes] = []
         self._wire: _Wire | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -139,10 +139,10 @@ class QueryLogClient:
                 self._seq += 1
                 frame = b"P\t%d\t%s\n" % (self._seq, line.encode("utf-8", "surrogatepass"))
                 self._window.append((self._seq, frame, None))
-                # Frames of one event-loop turn leave in one write: with many calls in
-                # flight, one system call (and one wake-up of the writer process) for
-                # several records. Queued under the lock that numbered them, so they leave
-                # in sequence order whichever thread submitted them.
+                # Frames of one send delay leave in one write: with many calls in flight,
+                # one system call (and one wake-up of the writer process) for several
+                # records. Queued under the lock that numbered them, so they leave in
+                # sequence order whichever thread submitted them.
                 first = False
                 if self._transport is not None:
                     self._outbox.append(frame)
@@ -158,14 +158,22 @@ class QueryLogClient:
         return True
 
     def _schedule_outbox(self) -> None:
+        """Write the outbox after `send_delay_s` (at the end of the loop turn for 0)."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
         if threading.get_ident() == self._loop_thread:
-            loop.call_soon(self._write_outbox)
+            self._write_later(loop)
         else:
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._write_outbox)
+                loop.call_soon_threadsafe(self._write_later, loop)
+
+    def _write_later(self, loop: asyncio.AbstractEventLoop) -> None:
+        delay = self._config.send_delay_s
+        if delay > 0:
+            loop.call_later(delay, self._write_outbox)
+        else:
+            loop.call_soon(self._write_outbox)
 
     def _write_outbox(self) -> None:
         """Write the frames queued since the last write (on the loop thread)."""

@@ -284,6 +284,8 @@ QUERYLOG_WRITERS = ("process", "thread")
 
 # Longer would hold a serving process's unacknowledged window (and its memory) for nothing.
 _MAX_COMMIT_DELAY_S = 1.0
+# Longer would widen what a serving process killed outright loses (records not yet sent).
+_MAX_SEND_DELAY_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -309,6 +311,11 @@ class QueryLogConfig:
     # (or until batch_size records have come) so that one durable write stores them all.
     # Acknowledgements wait for it; requests never do. 0 = one write per read.
     commit_delay_s: float = 0.02
+    # The serving process's side: after a record is submitted it lets more join for up to
+    # this long, then sends them to the writer process in one write (one wake-up of the
+    # writer for several records). What a process killed outright loses is what it had not
+    # sent yet. 0 = at the end of each event-loop turn.
+    send_delay_s: float = 0.005
     # Local append-only file that holds records while the database is unreachable.
     spool_path: Path = Path("tierroute-querylog.spool.jsonl")
     retry_initial_s: float = 0.5
@@ -333,6 +340,8 @@ class QueryLogConfig:
             raise ConfigError(
                 f"querylog.commit_delay_s must be between 0 and {_MAX_COMMIT_DELAY_S} s"
             )
+        if not 0 <= self.send_delay_s <= _MAX_SEND_DELAY_S:
+            raise ConfigError(f"querylog.send_delay_s must be between 0 and {_MAX_SEND_DELAY_S} s")
 
 
 @dataclass(frozen=True)
