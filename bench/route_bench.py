@@ -1,10 +1,11 @@
 """Route latency and throughput on loopback, against baselines measured in the same run.
 
 One run measures:
-- in process: onnxruntime `predict_proba` (the classifier alone), scikit-learn
+- in process: onnxruntime `predict_proba` (the classifier alone, the bundle's graph over
+  the prompt's n-grams), the same pipeline's dense graph as skl2onnx exports it, scikit-learn
   `predict_proba` of the same pipeline (refitted from the data file with the training code)
   and the value plan of a Cascade (`score_cascade`: scores and plan from the shared feature
-  pass), each as median and p99 over sequential calls;
+  pass), each as median (and p99) over sequential calls;
 - one server process: a bare gRPC echo round trip (the floor any RPC pays) and the Route
   round trip with the bundled model, sequential; then Route and echo throughput with 32
   calls in flight on one channel (the keys `route_rps`, `echo_rps`);
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 from grpc import aio
 
 from timing import print_result, process_cpu_s, time_calls
@@ -238,7 +240,9 @@ def main() -> int:  # noqa: PLR0915 - the plan, read top to bottom
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from tierroute.model.classifier import RouterModel
+    from tierroute.model import create_session
+    from tierroute.model.classifier import INPUT_NAME, PROBA_OUTPUT, RouterModel
+    from tierroute.offline.training.export import to_onnx
     from tierroute.offline.training.labels import load_training_set, training_rows
     from tierroute.offline.training.model import fit_pipeline
     from tierroute.outcomes import default_data_path
@@ -258,6 +262,11 @@ def main() -> int:  # noqa: PLR0915 - the plan, read top to bottom
 
     texts = [classifier_text(q, model.prefix_chars) for q in QUERIES]
     onnx_p50, onnx_p99 = time_calls(lambda i: model.predict_proba(QUERIES[i % 4]), args.calls)
+    # The same pipeline's graph as skl2onnx exports it (dense over the whole vocabulary),
+    # against the bundle's graph over the prompt's n-grams only.
+    dense = create_session(to_onnx(pipeline))
+    feeds = [{INPUT_NAME: np.array([[t]], dtype=object)} for t in texts]
+    dense_p50, _ = time_calls(lambda i: dense.run([PROBA_OUTPUT], feeds[i % 4]), args.calls)
     sk_p50, sk_p99 = time_calls(lambda i: pipeline.predict_proba([texts[i % 4]]), args.calls)
     # What a value-planned Cascade pays for its scores and plan, against the classifier alone.
     plan_p50, plan_p99 = time_calls(lambda i: model.score_cascade(QUERIES[i % 4]), args.calls)
@@ -340,6 +349,7 @@ def main() -> int:  # noqa: PLR0915 - the plan, read top to bottom
         "route_p99_us": round(route_p99, 1),
         "onnx_p50_us": round(onnx_p50, 1),
         "onnx_p99_us": round(onnx_p99, 1),
+        "onnx_dense_graph_p50_us": round(dense_p50, 1),
         "sklearn_p50_us": round(sk_p50, 1),
         "sklearn_p99_us": round(sk_p99, 1),
         "route_rps": round(route_rps, 1),
@@ -365,6 +375,7 @@ def main() -> int:  # noqa: PLR0915 - the plan, read top to bottom
         "ratios": {
             "route_p50_over_sklearn_p50": round(route_p50 / sk_p50, 3),
             "sklearn_p50_over_onnx_p50": round(sk_p50 / onnx_p50, 2),
+            "onnx_dense_graph_p50_over_onnx_p50": round(dense_p50 / onnx_p50, 2),
             "route_p50_over_echo_p50": round(route_p50 / echo_p50, 2),
             "route_rps_over_echo_rps": round(route_rps / echo_rps, 3),
             "n_workers_over_1_worker_rps": round(by_workers[n_workers] / by_workers[1], 3),

@@ -129,3 +129,35 @@ def test_a_graph_without_tf_idf_is_not_read() -> None:
     )
     with pytest.raises(ModelLoadError, match="not a TF-IDF graph"):
         read_head(helper.make_model(graph).SerializeToString())
+
+
+def test_the_bundles_one_head_graph_reads_back_as_its_head(
+    heads: tuple[object, object, list[str]],
+) -> None:
+    """model.onnx is the classifier as a one-head shared graph: read back, it is the dense
+    export's head, so merging the value head with either gives the same graph."""
+    classifier, value, _ = heads
+    dense = to_onnx(classifier)  # type: ignore[arg-type]
+    served = merge_heads({"probabilities": dense}, doc="test")
+    a, b = read_head(dense), read_head(served)
+    column = {gram: j for j, gram in enumerate(a.ngrams)}
+    order = [column[gram] for gram in b.ngrams]
+    assert sorted(order) == list(range(len(a.ngrams)))
+    assert np.array_equal(a.idf[order], b.idf)
+    assert np.array_equal(a.weights[:, order], b.weights)
+    assert np.array_equal(a.intercepts, b.intercepts)
+    assert (a.softmax, a.tokenizer) == (b.softmax, b.tokenizer)
+    value_graph = export(value)  # type: ignore[arg-type]
+    assert merge_heads({"probabilities": served, "variable": value_graph}, doc="t") == (
+        merge_heads({"probabilities": dense, "variable": value_graph}, doc="t")
+    )
+
+
+def test_a_two_head_graph_is_not_one_head(heads: tuple[object, object, list[str]]) -> None:
+    classifier, value, _ = heads
+    both = merge_heads(
+        {"probabilities": to_onnx(classifier), "variable": export(value)},  # type: ignore[arg-type]
+        doc="test",
+    )
+    with pytest.raises(ModelLoadError, match="2 heads is not one head"):
+        read_head(both)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from tests.fixtures import make_records, write_dataset
@@ -28,6 +29,7 @@ from tierroute.offline.training.labels import (
     training_rows,
 )
 from tierroute.offline.training.model import build_pipeline, fit_pipeline, select_vocabulary
+from tierroute.offline.training.shared_graph import GRAPH_NAME
 from tierroute.offline.training.trainer import TrainOptions, TrainResult, train_bundle
 from tierroute.outcomes import file_sha256, load_records
 from tierroute.routing.features import classifier_text
@@ -91,6 +93,17 @@ def test_onnx_matches_sklearn_on_adversarial_texts(bundle: TrainResult, small_da
     changes, diff = _parity(bundle, export.adversarial_texts(prompts))
     assert changes == 0
     assert diff < 1e-5
+
+
+def test_the_bundle_serves_the_classifier_over_present_n_grams(bundle: TrainResult) -> None:
+    """model.onnx is the one-head shared feature graph: no dense pass over the vocabulary
+    (normaliser, linear classifier), and its one output is the probabilities."""
+    graph = onnx.load(str(bundle.out_dir / MODEL_FILE)).graph
+    ops = {n.op_type for n in graph.node}
+    assert graph.name == GRAPH_NAME
+    assert {"NonZero", "Gather", "MatMul", "Softmax"} <= ops
+    assert not ops & {"Normalizer", "LinearClassifier"}
+    assert [o.name for o in graph.output] == ["probabilities"]
 
 
 def test_repeated_words_use_scikit_learns_sublinear_tf(bundle: TrainResult) -> None:

@@ -64,10 +64,13 @@ class LinearHead:
 
 
 def read_head(model_bytes: bytes) -> LinearHead:
-    """The head of a graph `to_onnx` wrote; ModelLoadError when it has another shape."""
+    """The head of a graph `to_onnx` wrote, or of a one-head graph `merge_heads` wrote (the
+    bundle's model.onnx); ModelLoadError when it has another shape."""
     model = onnx.load_from_string(model_bytes)
     nodes = {n.op_type: n for n in model.graph.node}
     init = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    if model.graph.name == GRAPH_NAME:
+        return _merged_head(model.graph, nodes, init)
     try:
         tokenizer = _attributes(nodes["Tokenizer"])
         counter = _attributes(nodes["TfIdfVectorizer"])
@@ -96,6 +99,33 @@ def read_head(model_bytes: bytes) -> LinearHead:
         weights=weights,
         intercepts=np.asarray(linear["intercepts"], dtype=np.float32),
         softmax=softmax,
+    )
+
+
+def _merged_head(
+    graph: Any, nodes: Mapping[str, Any], init: Mapping[str, npt.NDArray[Any]]
+) -> LinearHead:
+    """The one head of a graph `merge_heads` wrote, read back from its initializers."""
+    if len(graph.output) != 1:
+        raise ModelLoadError(
+            f"a shared feature graph with {len(graph.output)} heads is not one head"
+        )
+    name = graph.output[0].name
+    p = f"{name}_"
+    try:
+        counter = _attributes(nodes["TfIdfVectorizer"])
+        tokenizer = _attributes(nodes["Tokenizer"])
+        idf, weights = init[p + "idf"], init[p + "weights"]
+        intercepts = init[p + "intercepts"]
+    except KeyError as exc:
+        raise ModelLoadError(f"not a shared feature graph of merge_heads: no {exc}") from exc
+    return LinearHead(
+        tokenizer=tokenizer,
+        ngrams=_ngrams(counter),
+        idf=np.asarray(idf, dtype=np.float32),
+        weights=np.asarray(weights, dtype=np.float32).T,
+        intercepts=np.asarray(intercepts, dtype=np.float32).reshape(-1),
+        softmax=any(n.op_type == "Softmax" and n.output[0] == name for n in graph.node),
     )
 
 

@@ -39,10 +39,16 @@ from tierroute.offline.training.labels import (
     training_rows,
 )
 from tierroute.offline.training.model import fit_pipeline, hyperparameters, n_features
+from tierroute.offline.training.shared_graph import merge_heads
 from tierroute.outcomes import file_sha256
 from tierroute.settings import RoutingConfig
 
 logger = logging.getLogger(__name__)
+
+CLASSIFIER_DOC = (
+    "tierroute router: tf-idf + logistic regression over the prompt's n-grams, per-tier "
+    "probabilities"
+)
 
 THRESHOLDS_FORMAT = 1
 NONE_LABEL_WHY = {
@@ -107,7 +113,11 @@ def train_bundle(data_path: Path, out_dir: Path, options: TrainOptions) -> Train
     texts = [t for t, k in zip(data.texts, keep, strict=True) if k]
     logger.info("fitting the final model on %s records", len(texts))
     pipeline = fit_pipeline(texts, labels, len(data.tier_names))
-    model_bytes = export.to_onnx(pipeline)
+    # Served as the shared-features graph with the classifier as its one head: the same
+    # arithmetic on the prompt's n-grams only, where the exported graph works over the whole
+    # vocabulary (docs/BENCHMARKS.md, "The classifier graph"). Parity is checked on the
+    # served graph against scikit-learn itself.
+    model_bytes = merge_heads({PROBA_OUTPUT: export.to_onnx(pipeline)}, doc=CLASSIFIER_DOC)
     parity = export.check_parity(
         pipeline,
         model_bytes,
