@@ -41,11 +41,13 @@ class Trained:
     data: Path
     model: LoadedModel
     sklearn_words: frozenset[str]
+    dense_graph: bytes  # the same pipeline as skl2onnx exports it (a TfIdfVectorizer)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     """Train on 300 synthetic records (2 folds) and load the bundle as the server does."""
+    from tierroute.offline.training.export import to_onnx
     from tierroute.offline.training.trainer import TrainOptions, train_bundle
 
     root = tmp_path_factory.mktemp("drift")
@@ -55,7 +57,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     )
     vocabulary = result.pipeline.named_steps["tfidf"].vocabulary_
     words = frozenset(term for term in vocabulary if " " not in term)
-    return Trained(root / "bundle", data, load_model(root / "bundle", 3), words)
+    return Trained(
+        root / "bundle", data, load_model(root / "bundle", 3), words, to_onnx(result.pipeline)
+    )
 
 
 def served_record(index: int, prompt: str, model: LoadedModel) -> QueryRecord:
@@ -102,16 +106,23 @@ def test_the_vocabulary_read_from_onnx_is_the_trained_one(trained: Trained) -> N
 
 
 def test_the_vocabulary_matches_the_onnx_package(trained: Trained) -> None:
-    """The wire-format reader agrees with the onnx package's own parser."""
+    """The wire-format reader agrees with the onnx package's own parser, on the served
+    graph (a LabelEncoder's keys) and on skl2onnx's (a TfIdfVectorizer's pool)."""
     import onnx
 
-    graph = onnx.load(str(trained.bundle / "model.onnx")).graph
+    served = (trained.bundle / "model.onnx").read_bytes()
+    graph = onnx.load_from_string(served).graph
+    (node,) = (n for n in graph.node if n.op_type == "LabelEncoder")
+    (keys,) = (a.strings for a in node.attribute if a.name == "keys_strings")
+    assert onnx_unigrams(served) == frozenset(k.decode() for k in keys if b" " not in k)
+
+    graph = onnx.load_from_string(trained.dense_graph).graph
     (node,) = (n for n in graph.node if n.op_type == "TfIdfVectorizer")
     attributes = {a.name: a for a in node.attribute}
     starts = list(attributes["ngram_counts"].ints)
     pool = [s.decode() for s in attributes["pool_strings"].strings]
     expected = frozenset(pool[starts[0] : starts[1]])
-    assert onnx_unigrams((trained.bundle / "model.onnx").read_bytes()) == expected
+    assert onnx_unigrams(trained.dense_graph) == expected == trained.sklearn_words
 
 
 def test_coverage_is_the_share_of_known_words() -> None:

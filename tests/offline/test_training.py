@@ -96,13 +96,14 @@ def test_onnx_matches_sklearn_on_adversarial_texts(bundle: TrainResult, small_da
 
 
 def test_the_bundle_serves_the_classifier_over_present_n_grams(bundle: TrainResult) -> None:
-    """model.onnx is the one-head shared feature graph: no dense pass over the vocabulary
-    (normaliser, linear classifier), and its one output is the probabilities."""
+    """model.onnx is the one-head shared feature graph: n-grams looked up, not counted into
+    a row as wide as the vocabulary (TfIdfVectorizer) and worked on whole (normaliser, linear
+    classifier); its one output is the probabilities."""
     graph = onnx.load(str(bundle.out_dir / MODEL_FILE)).graph
     ops = {n.op_type for n in graph.node}
     assert graph.name == GRAPH_NAME
-    assert {"NonZero", "Gather", "MatMul", "Softmax"} <= ops
-    assert not ops & {"Normalizer", "LinearClassifier"}
+    assert {"LabelEncoder", "Unique", "Gather", "MatMul", "Softmax"} <= ops
+    assert not ops & {"TfIdfVectorizer", "Normalizer", "LinearClassifier"}
     assert [o.name for o in graph.output] == ["probabilities"]
 
 

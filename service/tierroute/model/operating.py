@@ -23,6 +23,7 @@ per tier).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -141,11 +142,11 @@ class Ladder:
             "cache_read_multiplier": list(self.cache_read_multiplier),
         }
 
-    def per_token(self) -> npt.NDArray[np.float64]:
-        """USD per token, shape (tiers, TOKEN_KINDS)."""
+    @functools.cached_property
+    def _per_token(self) -> npt.NDArray[np.float64]:
         price_in = np.array(self.input_usd_per_mtok) / 1e6
         price_out = np.array(self.output_usd_per_mtok) / 1e6
-        return np.stack(
+        rates = np.stack(
             [
                 price_in,
                 price_out,
@@ -154,6 +155,13 @@ class Ladder:
             ],
             axis=1,
         )
+        rates.flags.writeable = False
+        return rates
+
+    def per_token(self) -> npt.NDArray[np.float64]:
+        """USD per token, shape (tiers, TOKEN_KINDS), read-only (computed once: every
+        value-planned Cascade prices its estimates with it)."""
+        return self._per_token
 
     def price(self, tokens: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """USD of token counts shaped (..., tiers, kinds): the first `kinds` TOKEN_KINDS."""

@@ -136,6 +136,10 @@ class ValueModel:
         self.prefix_chars = prefix_chars
         # One run gives the classifier's probabilities too (one tokenization, one TF-IDF).
         self.shared = SHARED_PROBA_OUTPUT in {o.name for o in session.get_outputs()}
+        # A row's expected tokens (A x T x kinds, flat) times this is each action's cost in
+        # USD under `ladder`: one product per plan instead of reshaping and pricing.
+        rates = ladder.per_token()[:, :PREDICTED_KINDS].reshape(-1)
+        self._cost_matrix = np.kron(np.eye(len(self.actions)), rates.reshape(-1, 1))
 
     @property
     def price_per_correct_usd(self) -> float:
@@ -220,23 +224,25 @@ class ValueModel:
         price = self.price_for(point)
         feed = {VALUE_INPUT: np.array([[classifier_text(text, self.prefix_chars)]], dtype=object)}
         probs, raw = self._session.run([SHARED_PROBA_OUTPUT, VALUE_OUTPUT], feed)
-        p, tokens = split_outputs(raw[0], len(self.actions), self.n_tiers)
-        cost = self.ladder.price(tokens)
-        plan = plan_from(
-            tuple(float(v) for v in p),
-            tuple(float(v) for v in cost),
-            price,
-            self.actions,
-            point or self.default_point,
-        )
+        p, cost = self._estimates(raw[0])
         scores: list[float] = probs[0].tolist()
-        return scores, plan
+        return scores, plan_from(p, cost, price, self.actions, point or self.default_point)
+
+    def _estimates(self, raw: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """One row of the model's output as P(correct) and cost in USD per action (what
+        `split_outputs` and `Ladder.price` give, for one row at a time)."""
+        n = len(self.actions)
+        values = np.asarray(raw, dtype=np.float64)
+        p = 1.0 / (1.0 + np.exp(-values[:n]))
+        cost = np.maximum(values[n:], 0.0) @ self._cost_matrix
+        return tuple(p.tolist()), tuple(cost.tolist())
 
     def estimate(self, text: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Per action: P(the Cascade ends correct) and its expected cost in USD under the
         configured prices."""
-        p, tokens = self.estimate_tokens(text)
-        return p, tuple(float(v) for v in self.ladder.price(tokens))
+        feed = {VALUE_INPUT: np.array([[classifier_text(text, self.prefix_chars)]], dtype=object)}
+        (raw,) = self._session.run([VALUE_OUTPUT], feed)
+        return self._estimates(raw[0])
 
     def price_for(self, point: str | None) -> float:
         """An operating point's price of a correct answer (None or "": the default);

@@ -68,7 +68,9 @@ def _ints(value: int | memoryview) -> list[int]:
 
 
 def onnx_unigrams(model: bytes) -> frozenset[str]:
-    """The single words of the TfIdfVectorizer in an ONNX model, read from its protobuf.
+    """The single words of an ONNX model's vocabulary, read from its protobuf: its
+    TfIdfVectorizer's (skl2onnx's graph), or its LabelEncoder's keys (the shared feature
+    graph the bundle ships, whose bigram keys are two words with a space).
 
     Serving has onnxruntime, not the `onnx` package, and onnxruntime does not expose node
     attributes; the few fields needed are read from the wire format directly.
@@ -80,15 +82,17 @@ def onnx_unigrams(model: bytes) -> frozenset[str]:
             for node_number, node in _fields(graph):
                 if node_number != _GRAPH_NODE or isinstance(node, int):
                     continue
-                words = _tfidf_unigrams(node)
+                words = _node_unigrams(node)
                 if words is not None:
                     return words
     except (ValueError, IndexError, UnicodeDecodeError) as exc:
         raise ModelLoadError(f"cannot read the model's vocabulary: {exc}") from exc
-    raise ModelLoadError("the model has no TfIdfVectorizer node to read a vocabulary from")
+    raise ModelLoadError(
+        "the model has no TfIdfVectorizer or LabelEncoder node to read a vocabulary from"
+    )
 
 
-def _tfidf_unigrams(node: memoryview) -> frozenset[str] | None:
+def _node_unigrams(node: memoryview) -> frozenset[str] | None:
     op_type = ""
     attributes: dict[str, tuple[list[int], list[str]]] = {}
     for number, value in _fields(node):
@@ -104,6 +108,8 @@ def _tfidf_unigrams(node: memoryview) -> frozenset[str] | None:
                 elif attr_number == _ATTR_STRINGS and not isinstance(attr_value, int):
                     strings.append(bytes(attr_value).decode())
             attributes[name] = (ints, strings)
+    if op_type == "LabelEncoder":
+        return frozenset(k for k in attributes.get("keys_strings", ([], []))[1] if " " not in k)
     if op_type != "TfIdfVectorizer":
         return None
     pool = attributes.get("pool_strings", ([], []))[1]

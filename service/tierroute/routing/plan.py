@@ -110,8 +110,8 @@ def plan_from(
     return CascadePlan(
         index,
         actions[index],
-        tuple(float(p) for p in p_correct),
-        tuple(float(c) for c in cost_usd),
+        tuple(map(float, p_correct)),
+        tuple(map(float, cost_usd)),
         price_per_correct_usd,
         operating_point,
     )

@@ -10,11 +10,16 @@ vocabulary (sublinear tf, idf, L2 norm, a dense linear layer): 10,000 features f
 `merge_heads` reads the exported graphs back (their vocabulary, idf, weights and output
 transform, written by our exporter) and writes one graph that:
 
-1. tokenizes once and counts the union of the vocabularies once (TfIdfVectorizer, TF);
-2. keeps only the n-grams present (NonZero, Gather): a prompt has tens, not 40,000;
+1. tokenizes once and forms the text's words and bigrams (StringConcat);
+2. looks each up in the union of the vocabularies (LabelEncoder: its column, or -1) and
+   counts the columns present (Unique): a prompt has tens, not 40,000, and no step of the
+   graph is as wide as the vocabulary (a TfIdfVectorizer would write a dense row of it);
 3. per head: 1 + log(tf) times that head's idf, L2-normalised over that head's own
    features (a head's idf is zero for the union's other n-grams, which drops them from its
    norm and its dot product), then its weight rows for those n-grams only (Gather, MatMul).
+
+With one head it is the bundle's model.onnx (the classifier alone); with the classifier and
+the value model, value.onnx.
 
 This is scikit-learn's arithmetic (sublinear tf, idf, L2 norm, linear layer) on the
 non-zero entries only, so every head's output equals its own graph's; `check_merged`
@@ -41,6 +46,8 @@ from tierroute.routing import classifier_text
 logger = logging.getLogger(__name__)
 
 GRAPH_NAME = "tierroute_shared_features"
+# 20 for StringConcat; ai.onnx.ml for LabelEncoder; com.microsoft for the Tokenizer.
+OPSETS = {"": 20, "ai.onnx.ml": 3, "com.microsoft": 1}
 MERGE_TOLERANCE = 1e-5
 # Outputs compared relative to their size (the value heads' token estimates): float32 sums
 # over the present n-grams, in another order than the dense graph's, differ by about 1e-4
@@ -113,7 +120,7 @@ def _merged_head(
     name = graph.output[0].name
     p = f"{name}_"
     try:
-        counter = _attributes(nodes["TfIdfVectorizer"])
+        keys = _attributes(nodes["LabelEncoder"])["keys_strings"]
         tokenizer = _attributes(nodes["Tokenizer"])
         idf, weights = init[p + "idf"], init[p + "weights"]
         intercepts = init[p + "intercepts"]
@@ -121,7 +128,7 @@ def _merged_head(
         raise ModelLoadError(f"not a shared feature graph of merge_heads: no {exc}") from exc
     return LinearHead(
         tokenizer=tokenizer,
-        ngrams=_ngrams(counter),
+        ngrams=tuple(tuple(k.decode("utf-8").split(" ")) for k in keys),
         idf=np.asarray(idf, dtype=np.float32),
         weights=np.asarray(weights, dtype=np.float32).T,
         intercepts=np.asarray(intercepts, dtype=np.float32).reshape(-1),
@@ -158,28 +165,46 @@ def merge_heads(heads: Mapping[str, bytes], *, doc: str) -> bytes:
     union = sorted({g for h in read.values() for g in h.ngrams}, key=lambda g: (len(g), g))
     column = {g: j for j, g in enumerate(union)}
     max_n = max(len(g) for g in union)
+    if max_n > 2:
+        raise ModelLoadError(
+            f"the heads use {max_n}-grams; the shared graph reads words and bigrams"
+        )
+    # A bigram's key is its two words with a space: tokens never hold one (the tokenizer's
+    # pattern has none, and the exporter refuses a bigram without both its words).
+    keys = [" ".join(g) for g in union]
 
     nodes = [
         helper.make_node("Tokenizer", [INPUT_NAME], ["tokens"], domain="com.microsoft",
                          name="Tokenize", **tokenizer),
-        helper.make_node("Flatten", ["tokens"], ["tokens_flat"], name="TokensFlat"),
+        helper.make_node("Reshape", ["tokens", "minus_one"], ["words"], name="Words"),
+        # Each word and the next: the text's bigrams, as "left right".
+        helper.make_node("Slice", ["words", "zero_axis", "minus_one"], ["lefts"], name="Lefts"),
+        helper.make_node("Slice", ["words", "one_index", "to_end"], ["rights"], name="Rights"),
+        helper.make_node("StringConcat", ["lefts", "space"], ["lefts_sp"], name="LeftsSp"),
+        helper.make_node("StringConcat", ["lefts_sp", "rights"], ["pairs"], name="Pairs"),
+        helper.make_node("Concat", ["words", "pairs"], ["grams"], axis=0, name="Grams"),
+        # Each n-gram's column, -1 for one outside the vocabulary; those are dropped.
         helper.make_node(
-            "TfIdfVectorizer", ["tokens_flat"], ["counts"], name="CountNgrams", mode="TF",
-            min_gram_length=1, max_gram_length=max_n, max_skip_count=0,
-            ngram_counts=_pool_offsets(union, max_n),
-            ngram_indexes=list(range(len(union))),
-            pool_strings=[w.encode("utf-8") for g in union for w in g],
+            "LabelEncoder", ["grams"], ["ids"], domain="ai.onnx.ml", name="Columns",
+            keys_strings=keys, values_int64s=list(range(len(keys))), default_int64=-1,
         ),
-        helper.make_node("Reshape", ["counts", "minus_one"], ["counts_row"], name="CountsRow"),
-        helper.make_node("NonZero", ["counts_row"], ["present_2d"], name="Present"),
-        helper.make_node("Reshape", ["present_2d", "minus_one"], ["present"], name="PresentRow"),
-        helper.make_node("Gather", ["counts_row", "present"], ["tf"], name="TfPresent"),
+        helper.make_node("Greater", ["ids", "minus_one"], ["known"], name="Known"),
+        helper.make_node("Compress", ["ids", "known"], ["known_ids"], axis=0, name="KnownIds"),
+        # The present columns in column order, with their counts (the term frequencies).
+        helper.make_node(
+            "Unique", ["known_ids"], ["present", "first_at", "inverse", "counts"], sorted=1,
+            name="Present",
+        ),
+        helper.make_node("Cast", ["counts"], ["tf"], to=TensorProto.FLOAT, name="Tf"),
         # scikit-learn's sublinear tf on non-zero counts: 1 + log(tf).
         helper.make_node("Log", ["tf"], ["tf_log"], name="TfLog"),
         helper.make_node("Add", ["tf_log", "one"], ["tf_sub"], name="TfSub"),
     ]  # fmt: skip
     initializers = [
         numpy_helper.from_array(np.array([-1], dtype=np.int64), "minus_one"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "one_index"),
+        numpy_helper.from_array(np.array([np.iinfo(np.int64).max], dtype=np.int64), "to_end"),
+        numpy_helper.from_array(np.array([" "], dtype=object), "space"),
         numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one"),
         numpy_helper.from_array(np.array(_TINY_NORM, dtype=np.float32), "tiny"),
     ]
@@ -226,10 +251,7 @@ def merge_heads(heads: Mapping[str, bytes], *, doc: str) -> bytes:
     )
     model = helper.make_model(
         graph,
-        opset_imports=[
-            helper.make_opsetid("", 17),
-            helper.make_opsetid("com.microsoft", 1),
-        ],
+        opset_imports=[helper.make_opsetid(domain, version) for domain, version in OPSETS.items()],
         producer_name="tierroute",
         producer_version="1",
         domain="tierroute",
@@ -239,15 +261,6 @@ def merge_heads(heads: Mapping[str, bytes], *, doc: str) -> bytes:
     onnx.checker.check_model(model)
     data: bytes = model.SerializeToString(deterministic=True)
     return data
-
-
-def _pool_offsets(union: Sequence[tuple[str, ...]], max_n: int) -> list[int]:
-    """Where each n-gram length starts in the pool of strings (an n-gram takes n of them)."""
-    offsets, offset = [], 0
-    for n in range(1, max_n + 1):
-        offsets.append(offset)
-        offset += n * sum(1 for g in union if len(g) == n)
-    return offsets
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from tierroute.offline.training.labels import (
     training_rows,
 )
 from tierroute.offline.training.model import fit_pipeline, hyperparameters, n_features
-from tierroute.offline.training.shared_graph import merge_heads
+from tierroute.offline.training.shared_graph import OPSETS, merge_heads
 from tierroute.outcomes import file_sha256
 from tierroute.settings import RoutingConfig
 
@@ -166,7 +166,7 @@ def train_bundle(data_path: Path, out_dir: Path, options: TrainOptions) -> Train
         },
         "parity": parity.as_dict(),
         "onnx_sha256": onnx_sha,
-        "onnx_opset": export.TARGET_OPSET,
+        "onnx_opset": OPSETS,
         "libraries": {
             "python": platform.python_version(),
             **{name: importlib_metadata.version(name) for name in _LIBRARIES},
