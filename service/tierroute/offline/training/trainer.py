@@ -113,9 +113,9 @@ def train_bundle(data_path: Path, out_dir: Path, options: TrainOptions) -> Train
     texts = [t for t, k in zip(data.texts, keep, strict=True) if k]
     logger.info("fitting the final model on %s records", len(texts))
     pipeline = fit_pipeline(texts, labels, len(data.tier_names))
-    # Served as the shared-features graph with the classifier as its one head: the same
+    # Served as the shared feature graph with the classifier as its one head: the same
     # arithmetic on the prompt's n-grams only, where the exported graph works over the whole
-    # vocabulary (docs/BENCHMARKS.md, "The classifier graph"). Parity is checked on the
+    # vocabulary (model_export/README.md, "The served graph"). Parity is checked on the
     # served graph against scikit-learn itself.
     model_bytes = merge_heads({PROBA_OUTPUT: export.to_onnx(pipeline)}, doc=CLASSIFIER_DOC)
     parity = export.check_parity(
