@@ -8,7 +8,8 @@ One run measures:
   pass), each as median (and p99) over sequential calls;
 - one server process: a bare gRPC echo round trip (the floor any RPC pays) and the Route
   round trip with the bundled model, sequential; then Route and echo throughput with 32
-  calls in flight on one channel (the keys `route_rps`, `echo_rps`);
+  calls in flight on one channel (the keys `route_rps`, `echo_rps`), and the Route server's
+  health check the same way (`health_rps`: its interceptors and gRPC work, no handler);
 - the server process's garbage-collector pauses over those measures (total per second,
   longest, full collections; then one full collection's pause, timed), and the CPU each
   call cost the server, its query-log writer process and the client (Linux /proc);
@@ -39,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import numpy as np
 from grpc import aio
 
 from timing import print_result, process_cpu_s, time_calls
@@ -240,8 +240,10 @@ def main() -> int:  # noqa: PLR0915 - the plan, read top to bottom
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
     from tierroute.model import create_session
-    from tierroute.model.classifier import INPUT_NAME, PROBA_OUTPUT, RouterModel
+    from tierroute.model.classifier import RouterModel
     from tierroute.offline.training.export import to_onnx
     from tierroute.offline.training.labels import load_training_set, training_rows
     from tierroute.offline.training.model import fit_pipeline
@@ -263,10 +265,16 @@ def main() -> int:  # noqa: PLR0915 - the plan, read top to bottom
     texts = [classifier_text(q, model.prefix_chars) for q in QUERIES]
     onnx_p50, onnx_p99 = time_calls(lambda i: model.predict_proba(QUERIES[i % 4]), args.calls)
     # The same pipeline's graph as skl2onnx exports it (dense over the whole vocabulary),
-    # against the bundle's graph over the prompt's n-grams only.
-    dense = create_session(to_onnx(pipeline))
-    feeds = [{INPUT_NAME: np.array([[t]], dtype=object)} for t in texts]
-    dense_p50, _ = time_calls(lambda i: dense.run([PROBA_OUTPUT], feeds[i % 4]), args.calls)
+    # served the same way, against the bundle's graph over the prompt's n-grams only.
+    dense = RouterModel(
+        create_session(to_onnx(pipeline)),
+        version="dense",
+        labels=model.labels,
+        thresholds=model.thresholds,
+        prefix_chars=model.prefix_chars,
+        metadata={},
+    )
+    dense_p50, _ = time_calls(lambda i: dense.predict_proba(QUERIES[i % 4]), args.calls)
     sk_p50, sk_p99 = time_calls(lambda i: pipeline.predict_proba([texts[i % 4]]), args.calls)
     # What a value-planned Cascade pays for its scores and plan, against the classifier alone.
     plan_p50, plan_p99 = time_calls(lambda i: model.score_cascade(QUERIES[i % 4]), args.calls)
@@ -316,6 +324,20 @@ def main() -> int:  # noqa: PLR0915 - the plan, read top to bottom
             proc.pid,
             lambda: asyncio.run(
                 _throughput(f"127.0.0.1:{route_port}", route_call, args.in_flight, args.seconds)
+            ),
+        )
+
+        def health_call(channel: aio.Channel) -> Any:
+            s = health_pb2_grpc.HealthStub(channel)
+            request = health_pb2.HealthCheckRequest()
+            return lambda i: s.Check(request, timeout=5)
+
+        # The same server's floor: a health check passes the interceptors and the gRPC
+        # machinery a Route call does, with no handler work and no log record.
+        health_rps, health_cpu = _cpu_per_call(
+            proc.pid,
+            lambda: asyncio.run(
+                _throughput(f"127.0.0.1:{route_port}", health_call, args.in_flight, args.seconds)
             ),
         )
     finally:
@@ -368,6 +390,9 @@ def main() -> int:  # noqa: PLR0915 - the plan, read top to bottom
         # than an echo (its server process, the query-log writer process, the client).
         "echo_cpu_us_per_call": echo_cpu,
         "route_cpu_us_per_call": route_cpu,
+        # The Route server's health check: its interceptors and gRPC work without a handler.
+        "health_rps": round(health_rps, 1),
+        "health_cpu_us_per_call": health_cpu,
         "calls": args.calls,
         "in_flight": args.in_flight,
         "load_average_1m": round(os.getloadavg()[0], 2),

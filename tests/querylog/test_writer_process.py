@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -229,6 +230,22 @@ async def _trickle(client: QueryLogClient, prefix: str, n: int) -> None:
         await asyncio.sleep(0.001)
 
 
+async def _trickled(
+    cfg: QueryLogConfig, run_dir: Path, db: Path, prefix: str, n: int
+) -> dict[str, Any]:
+    """Trickle n records through a started writer process; its stats once all are
+    acknowledged, after checking that each is stored once, in order."""
+    async with connected(cfg, run_dir) as client:
+        await _trickle(client, prefix, n)
+        await client.wait_drained()
+        stats = await client.writer_stats()
+    assert stats is not None
+    assert stats["written"] == n
+    assert client.stats().acknowledged == n
+    assert await stored_ids(db) == [f"{prefix}-{i}" for i in range(n)]
+    return stats
+
+
 async def test_records_arriving_one_by_one_are_committed_in_groups(
     sqlite_file: Path, tmp_path: Path
 ) -> None:
@@ -236,17 +253,10 @@ async def test_records_arriving_one_by_one_are_committed_in_groups(
     process gathers them, stores them in one transaction and acknowledges the last."""
     # The writer's own flush pass (every flush_interval_s) is kept out of the way.
     cfg = config(tmp_path, sqlite_file, commit_delay_s=1.0, batch_size=1000, flush_interval_s=30)
-    async with connected(cfg, tmp_path / "run") as client:
-        await _trickle(client, "g", 60)
-        await client.wait_drained()
-        stats = await client.writer_stats()
-    assert stats is not None
-    assert stats["written"] == 60
+    stats = await _trickled(cfg, tmp_path / "run", sqlite_file, "g", 60)
     # 60 sends over about 60 ms: one 1 s group, a few on a very loaded machine; sent one
     # chunk each, without grouping they would take about 60.
     assert stats["stored_batches"] <= 10
-    assert client.stats().acknowledged == 60
-    assert await stored_ids(sqlite_file) == [f"g-{i}" for i in range(60)]
 
 
 async def test_without_commit_delay_each_read_is_its_own_write(
@@ -271,16 +281,10 @@ async def test_records_of_one_send_delay_leave_in_one_write(
     together; with commit_delay_s = 0 the writer stores each read at once, so one write
     shows as one transaction (20 with the records sent one by one, the test above)."""
     cfg = config(tmp_path, sqlite_file, commit_delay_s=0.0, send_delay_s=0.1, flush_interval_s=30)
-    async with connected(cfg, tmp_path / "run") as client:
-        await _trickle(client, "s", 20)  # about 20 ms, well within the delay
-        await client.wait_drained()
-        stats = await client.writer_stats()
-    assert stats is not None
-    assert stats["written"] == 20
+    # About 20 ms of sends, well within the delay.
+    stats = await _trickled(cfg, tmp_path / "run", sqlite_file, "s", 20)
     # One write; a read of it may come in two chunks.
     assert stats["stored_batches"] <= 2
-    assert client.stats().acknowledged == 20
-    assert await stored_ids(sqlite_file) == [f"s-{i}" for i in range(20)]
 
 
 async def test_a_batch_worth_ends_the_gathering(tmp_path: Path) -> None:
