@@ -74,3 +74,12 @@ def test_an_http_ping_interval_must_be_positive() -> None:
     """A stream cannot ping every 0 seconds."""
     with pytest.raises(ConfigError, match="ping_interval_s"):
         Settings.from_env({"TIERROUTE_HTTP_PING_INTERVAL_S": "0"})
+
+
+def test_reference_tier_must_name_a_configured_tier() -> None:
+    """routing.reference_tier names a configured tier, or is empty for the top tier."""
+    env = {"TIERROUTE_ROUTING_REFERENCE_TIER": "mid"}
+    assert Settings.from_env(env).routing.reference_tier == "mid"
+    assert Settings.from_env({}).routing.reference_tier == ""
+    with pytest.raises(ConfigError, match="reference_tier 'sonnet' is not a configured tier"):
+        Settings.from_env({"TIERROUTE_ROUTING_REFERENCE_TIER": "sonnet"})

@@ -144,6 +144,11 @@ class Settings:
         names = self._validate_tiers()
         self._validate_probes(names)
         self._validate_choices()
+        if self.routing.reference_tier and self.routing.reference_tier not in names:
+            raise ConfigError(
+                f"routing.reference_tier {self.routing.reference_tier!r} is not a configured "
+                f"tier; configured: {list(names)}"
+            )
         for name in ("judge_sample_rate", "speculative_bound", "self_confidence_threshold"):
             if not 0.0 <= getattr(self.cascade, name) <= 1.0:
                 raise ConfigError(f"cascade.{name} must be within [0, 1]")

@@ -171,6 +171,10 @@ class RoutingConfig:
     registry_dir: Path | None = None
     # Seconds between checks of the registry's promoted version, for hot reload; 0 = off.
     registry_poll_s: float = 0.0
+    # The tier the team uses today (a tier name); empty = the top tier. Savings are stated
+    # against it as well as against the top tier, operating points can be defined against it
+    # (docs/CALIBRATION.md), and unfamiliar queries escalate to it (docs/own-traffic.md).
+    reference_tier: str = ""
 
 
 @dataclass(frozen=True)
