@@ -63,7 +63,8 @@ def test_a_tool_result_turn_routes_on_the_question_that_asked() -> None:
     ("raw", "field"),
     [
         (b"[1, 2]", "JSON object"),
-        (b"\xff\xfe", "not JSON"),
+        (b"\xff\xfe", "not valid UTF-8"),
+        (b'{"model": 1, "model": 2}', "appears twice"),
         (json.dumps({"messages": [{"role": "user", "content": "x"}]}).encode(), "model"),
         (_raw([]), "messages"),
         (_raw([{"role": "system", "content": "x"}]), "messages[0].role"),

@@ -1,8 +1,9 @@
 """The body of an Anthropic Messages API request (`POST /v1/messages`), read for routing.
 
-`parse` checks the JSON just enough to route it: an object with a `model` string and a
-`messages` list of user and assistant turns whose content is a string or a list of blocks,
-within the input limits. The text routing reads is the last user turn's text (or, when that
+`parse` decodes the body within `api.jsonbody`'s bounds (depth, numbers, keys, UTF-8) and
+checks the JSON just enough to route it: an object with a `model` string and a `messages`
+list of user and assistant turns whose content is a string or a list of blocks, within the
+input limits. The text routing reads is the last user turn's text (or, when that
 turn only brings tool results, the text of the user turn that asked), as for a Route call
 with messages. `with_model` writes the same body back with another `model`; every other
 field is kept as it came. Every refusal is an `InvalidRequest` naming the field.
@@ -14,6 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from tierroute.api import jsonbody
 from tierroute.errors import InvalidRequest, QueryTooLong
 from tierroute.providers import Message
 from tierroute.settings import LimitsConfig
@@ -42,12 +44,7 @@ class _Turn:
 
 def parse(raw: bytes, limits: LimitsConfig) -> MessagesBody:
     """The request in `raw`; InvalidRequest when it is not a Messages API request."""
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidRequest(f"the request body is not JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise InvalidRequest("the request body must be a JSON object")
+    data = jsonbody.decode_object(raw)
     model = data.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("model: must be a non-empty string")

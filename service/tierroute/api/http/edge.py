@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import math
 import uuid
@@ -27,7 +26,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tierroute.api import convert
 from tierroute.api.admission import AdmissionInterceptor
 from tierroute.api.calllog import CallLog, request_texts
+from tierroute.api.http.body import ClientGone, read_json
 from tierroute.api.http.errors import HttpError, http_error
 from tierroute.api.http.messages import (
     CASCADE_MODEL,
@@ -58,8 +58,6 @@ from tierroute.cascade import (
     TextEvent,
 )
 from tierroute.errors import (
-    InvalidRequest,
-    RequestTooLarge,
     TierrouteError,
     Unauthenticated,
 )
@@ -82,10 +80,6 @@ REQUEST_ID_HEADER = "x-tierroute-request-id"
 TIMEOUT_HEADER = "x-stainless-timeout"
 # Anthropic's models carry a release date; tierroute's ids have none to give.
 _CREATED_AT = "1970-01-01T00:00:00Z"
-
-
-class ClientGone(Exception):
-    """The client closed its connection before the answer was sent."""
 
 
 def _error_response(error: HttpError, request_id: str = "") -> JSONResponse:
@@ -253,7 +247,7 @@ class MessagesEdge:
         cascade_request = pb.CascadeRequest(request_id=request_id)
         try:
             self._identify(cascade_request, request, admitted.principal, request_id)
-            body = await _json_body(request, self._settings.http.max_body_bytes)
+            body = await read_json(request, self._settings.http.max_body_bytes)
             parsed = parse_request(body, self._settings, self._operating_points())
             cascade_request = parsed.request
             self._identify(cascade_request, request, admitted.principal, request_id)
@@ -407,27 +401,6 @@ def _announced_timeout(request: Request) -> float | None:
     except ValueError:
         return None
     return seconds if math.isfinite(seconds) and seconds > 0 else None
-
-
-async def _json_body(request: Request, limit: int) -> Any:
-    """The request's JSON body; RequestTooLarge past `limit` bytes, InvalidRequest unparsed."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise RequestTooLarge(f"the request body has {declared} bytes; the limit is {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise RequestTooLarge(f"the request body is over the limit of {limit} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect as exc:
-        raise ClientGone from exc
-    try:
-        return json.loads(b"".join(chunks))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from exc
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:

@@ -1,0 +1,66 @@
+"""An HTTP request's JSON body, read within the byte limit and decoded within bounds.
+
+`read_json` is the one way an HTTP door reads its body, whatever error shape it answers
+in: the content type must be JSON (or absent), the bytes are counted as they arrive and
+refused past the limit before they are all read (a declared `content-length` over it is
+refused without reading any), and the bytes are decoded by `api.jsonbody` (UTF-8, depth,
+numbers, keys, surrogates). It raises `InvalidRequest` for a body it refuses
+(`RequestTooLarge`, a subclass, for one over the limit: 413) and `ClientGone` when the
+client leaves while sending it; the door maps the first to its own error JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import ClientDisconnect, Request
+
+from tierroute.api import jsonbody
+from tierroute.errors import InvalidRequest, RequestTooLarge
+
+
+class ClientGone(Exception):
+    """The client closed its connection before the answer was sent."""
+
+
+def _check_content_type(request: Request) -> None:
+    declared = request.headers.get("content-type")
+    if declared is None:
+        return
+    media = declared.partition(";")[0].strip().lower()
+    if media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        return
+    shown = ascii(declared[:60])
+    raise InvalidRequest(f"content-type {shown} is not JSON; send application/json")
+
+
+async def read_bytes(request: Request, limit: int) -> bytes:
+    """The body's bytes; RequestTooLarge past `limit`, ClientGone if the client leaves."""
+    declared = request.headers.get("content-length", "")
+    # ASCII digits only (str.isdigit takes "²" too), and no int() of a thousand of them.
+    digits = declared.lstrip("0") or "0"
+    if (
+        digits.isascii()
+        and digits.isdigit()
+        and (len(digits) > len(str(limit)) or int(digits) > limit)
+    ):
+        raise RequestTooLarge(f"the request body has {declared[:40]} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestTooLarge(f"the request body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect as exc:
+        raise ClientGone from exc
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, limit: int) -> dict[str, Any]:
+    """The request's body as a JSON object, within `limit` bytes and `api.jsonbody`'s bounds."""
+    _check_content_type(request)
+    return jsonbody.decode_object(await read_bytes(request, limit))
