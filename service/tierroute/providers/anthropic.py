@@ -131,6 +131,20 @@ def translate_error(exc: anthropic.AnthropicError) -> ProviderError:
     return ProviderError(f"provider error: {type(exc).__name__}")
 
 
+# Request fields the SDK's create() and stream() no longer name as arguments (anthropic 2.x):
+# the Messages API still reads them from the body, so they travel in `extra_body`.
+_BODY_ONLY = ("temperature", "top_p", "top_k")
+
+
+def _sdk_arguments(body: dict[str, Any]) -> dict[str, Any]:
+    """A Messages API request body as the SDK's keyword arguments."""
+    arguments = {key: value for key, value in body.items() if key not in _BODY_ONLY}
+    extra = {key: body[key] for key in _BODY_ONLY if key in body}
+    if extra:
+        arguments["extra_body"] = extra
+    return arguments
+
+
 class AnthropicProvider:
     """Completes conversations with Anthropic's Messages API (or the replay backend)."""
 
@@ -183,7 +197,7 @@ class AnthropicProvider:
         started = time.perf_counter()
         try:
             response = await self._client.messages.create(
-                **body,
+                **_sdk_arguments(body),
                 timeout=self._timeout(timeout_s),
                 extra_headers=dict(headers) if headers else None,
             )
@@ -216,7 +230,7 @@ class AnthropicProvider:
         started = time.perf_counter()
         try:
             async with self._client.messages.stream(
-                **body,
+                **_sdk_arguments(body),
                 timeout=self._timeout(timeout_s),
                 extra_headers=dict(headers) if headers else None,
             ) as stream:
