@@ -12,8 +12,8 @@ from typing import Any
 
 from tierroute.cascade import CascadeResult
 from tierroute.querylog import HopRecord, QueryRecord, hash_query
-from tierroute.querylog.records import Kind
-from tierroute.routing import Decision, RouteQuery, query_type
+from tierroute.querylog.records import Kind, ValuePlanRecord
+from tierroute.routing import CascadePlan, Decision, RouteQuery, query_type
 
 
 def _base(
@@ -51,6 +51,22 @@ def _decision_fields(decision: Decision) -> dict[str, Any]:
     }
 
 
+def _g6(value: float) -> float:
+    # Six significant digits: the estimates' own precision, at a fraction of repr's length.
+    return float(f"{value:.6g}")
+
+
+def value_plan_record(plan: CascadePlan) -> ValuePlanRecord:
+    """The value policy's estimates behind a plan, as the query log keeps them (no text)."""
+    return {
+        "p_correct": [_g6(p) for p in plan.p_correct],
+        "cost_usd": [_g6(c) for c in plan.cost_usd],
+        "action": plan.index,
+        "operating_point": plan.operating_point,
+        "price_per_correct_usd": _g6(plan.price_per_correct_usd),
+    }
+
+
 def route_record(
     query: RouteQuery, decision: Decision, *, store_text: bool, status: str = "OK"
 ) -> QueryRecord:
@@ -84,6 +100,8 @@ def cascade_record(
     )
     if result.decision is not None:
         fields.update(_decision_fields(result.decision))
+        if result.decision.plan is not None:
+            fields["value_plan"] = value_plan_record(result.decision.plan)
     else:
         fields["query_type"] = query_type(query.text)
     fields["strategy"] = strategy or str(fields.get("strategy", ""))

@@ -53,10 +53,12 @@ QUERY_COLUMNS = (
     "decision_time_us", "estimated_cost_usd", "hops", "total_cost_usd", "total_latency_ms",
     "escalated", "escalation_reasons", "judge_status", "degraded", "query_type", "status",
     "metadata", "answer_text", "vocab_coverage", "cache_creation_tokens", "cache_read_tokens",
-    "stop_reason",
+    "stop_reason", "value_plan",
 )  # fmt: skip
 FEEDBACK_COLUMNS = ("feedback_id", "request_id", "ts", "rating", "correct", "tenant_id")
-JSON_COLUMNS = frozenset({"scores", "hops", "escalation_reasons", "metadata"})
+JSON_COLUMNS = frozenset({"scores", "hops", "escalation_reasons", "metadata", "value_plan"})
+# JSON columns that hold SQL NULL, not JSON null, when the record has no value.
+NULLABLE_JSON_COLUMNS = frozenset({"value_plan"})
 
 
 class SqlStore(abc.ABC):
@@ -249,7 +251,9 @@ class SqlStore(abc.ABC):
     def _query_params(self, record: QueryRecord) -> tuple[Any, ...]:
         data = query_to_json(record)
         return tuple(
-            self._json_text(data[c]) if c in JSON_COLUMNS else self._scalar(data[c])
+            self._scalar(data[c])
+            if c not in JSON_COLUMNS or (data[c] is None and c in NULLABLE_JSON_COLUMNS)
+            else self._json_text(data[c])
             for c in QUERY_COLUMNS
         )
 

@@ -26,6 +26,19 @@ SHADOW_PREFIX = "shadow."
 SHADOW_TIER = "shadow.tier"
 
 
+class ValuePlanRecord(TypedDict):
+    """The value policy's estimates behind a planned Cascade, as logged (no text): per action
+    (the bundle's `cascade.value.actions` order) P(correct) and expected cost in USD under
+    the server's prices, the index of the action chosen, and the operating point whose price
+    of a correct answer chose it. `tierroute adapt` re-solves operating points from these."""
+
+    p_correct: list[float]
+    cost_usd: list[float]
+    action: int
+    operating_point: str
+    price_per_correct_usd: float
+
+
 class HopRecord(TypedDict):
     """One model call of a cascade, as logged.
 
@@ -111,6 +124,8 @@ class QueryRecord:
     cache_creation_tokens: int = 0
     cache_read_tokens: int = 0
     stop_reason: str = ""
+    # The value policy's estimates when it planned this Cascade (None otherwise).
+    value_plan: ValuePlanRecord | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ts", _utc(self.ts))
@@ -210,6 +225,7 @@ def query_to_json(record: QueryRecord) -> dict[str, Any]:
         "cache_creation_tokens": record.cache_creation_tokens,
         "cache_read_tokens": record.cache_read_tokens,
         "stop_reason": record.stop_reason,
+        "value_plan": None if record.value_plan is None else dict(record.value_plan),
     }
 
 
@@ -255,7 +271,24 @@ def query_from_json(data: Mapping[str, Any]) -> QueryRecord:
         cache_creation_tokens=int(data.get("cache_creation_tokens") or 0),
         cache_read_tokens=int(data.get("cache_read_tokens") or 0),
         stop_reason=str(data.get("stop_reason") or ""),
+        value_plan=_value_plan(_json_field(data.get("value_plan"), None)),
     )
+
+
+def _value_plan(data: Any) -> ValuePlanRecord | None:
+    """A logged value plan read back; None when absent or not of that shape."""
+    if not isinstance(data, Mapping):
+        return None
+    try:
+        return {
+            "p_correct": [float(v) for v in data["p_correct"]],
+            "cost_usd": [float(v) for v in data["cost_usd"]],
+            "action": int(data["action"]),
+            "operating_point": str(data.get("operating_point") or ""),
+            "price_per_correct_usd": float(data.get("price_per_correct_usd") or 0.0),
+        }
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def feedback_to_json(record: FeedbackRecord) -> dict[str, Any]:
