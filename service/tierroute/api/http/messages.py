@@ -98,6 +98,14 @@ def _need(value: Any, kind: type | tuple[type, ...], where: str, what: str) -> A
     return value
 
 
+def _int32(value: Any, where: str) -> int:
+    # The request's integers are int32 fields: a larger one is refused here, by name.
+    number: int = _need(value, int, where, "an integer")
+    if not -(2**31) <= number < 2**31:
+        raise InvalidRequest(f"{where}: {str(number)[:20]} is out of range")
+    return number
+
+
 def _number(body: Mapping[str, Any], key: str) -> float | None:
     value = body.get(key)
     if value is None:
@@ -124,12 +132,12 @@ def parse_request(
     _need(body, dict, "the request body", "a JSON object")
     unknown = sorted(set(body) - _FIELDS)
     if unknown:
-        raise InvalidRequest(f"{unknown[0]}: tierroute does not support this field")
+        raise InvalidRequest(f"{unknown[0][:80]}: tierroute does not support this field")
     for key in ("model", "max_tokens", "messages"):
         if key not in body:
             raise InvalidRequest(f"{key}: field required")
     model = choose_model(_need(body["model"], str, "model", "a string"), settings, operating_points)
-    max_tokens = _need(body["max_tokens"], int, "max_tokens", "an integer")
+    max_tokens = _int32(body["max_tokens"], "max_tokens")
     if max_tokens < 1:
         raise InvalidRequest("max_tokens: must be at least 1")
     request = pb.CascadeRequest(max_output_tokens=max_tokens)
@@ -142,7 +150,7 @@ def parse_request(
         if value is not None:
             setattr(request, key, value)
     if body.get("top_k") is not None:
-        request.top_k = _need(body["top_k"], int, "top_k", "an integer")
+        request.top_k = _int32(body["top_k"], "top_k")
     stops = _need(body.get("stop_sequences") or [], list, "stop_sequences", "a list")
     request.stop_sequences.extend(
         _need(s, str, f"stop_sequences.{i}", "a string") for i, s in enumerate(stops)
@@ -184,8 +192,11 @@ def _message(message: Any, where: str) -> pb.ChatMessage:
     _need(message, dict, where, "a message object")
     unknown = set(message) - {"role", "content"}
     if unknown:
-        raise InvalidRequest(f"{where}.{sorted(unknown)[0]}: tierroute does not support this field")
-    role = _ROLES.get(message.get("role"))
+        raise InvalidRequest(
+            f"{where}.{sorted(unknown)[0][:80]}: tierroute does not support this field"
+        )
+    role = message.get("role")
+    role = _ROLES.get(role) if isinstance(role, str) else None
     if role is None:
         raise InvalidRequest(f"{where}.role: expected 'user' or 'assistant'")
     content = message.get("content")
@@ -298,7 +309,8 @@ def _tool(tool: Any, where: str) -> pb.Tool:
 
 def _tool_choice(choice: Any) -> pb.ToolChoice:
     _need(choice, dict, "tool_choice", "an object")
-    kind = _TOOL_CHOICES.get(choice.get("type"))
+    kind = choice.get("type")
+    kind = _TOOL_CHOICES.get(kind) if isinstance(kind, str) else None
     if kind is None:
         raise InvalidRequest("tool_choice.type: expected 'auto', 'any', 'tool' or 'none'")
     return pb.ToolChoice(
