@@ -216,7 +216,7 @@ class TierRouteServer:
                 ),
                 server,
             )
-            extra = self._add_edges(server, auth, tenancy, forward)
+            extra = self._add_edges(server, auth, tenancy, forward, provider)
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
             reflection.enable_server_reflection(
                 (SERVICE_NAME, *extra, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -308,7 +308,12 @@ class TierRouteServer:
         return self._writer_process
 
     def _add_edges(
-        self, server: aio.Server, auth: AuthInterceptor, tenancy: Tenancy, forward: bool
+        self,
+        server: aio.Server,
+        auth: AuthInterceptor,
+        tenancy: Tenancy,
+        forward: bool,
+        provider: Provider,
     ) -> tuple[str, ...]:
         """Envoy's external processor on the gRPC port and the Messages API on the HTTP one,
         over the same router, engine, tenancy and query log; the extra gRPC service names."""
@@ -325,6 +330,7 @@ class TierRouteServer:
             calls=CallLog(self.settings, self._querylog, self.models),
             authenticator=auth.authenticator,
             admission=self.admission,
+            provider=provider,
             forward_fault_headers=forward,
         )
         self._http.start(edge.app(self._tracer_provider))

@@ -33,6 +33,7 @@ from tierroute.providers.base import (
     StreamItem,
     TextDelta,
     ToolSpec,
+    count_body,
     message_body,
 )
 from tierroute.settings import Settings
@@ -251,6 +252,28 @@ class AnthropicProvider:
             # A connection cut inside the body surfaces from the HTTP library itself.
             raise ProviderConnectionError("the connection to the provider failed") from exc
         yield _completion(message, None, time.perf_counter() - started)
+
+    async def count_tokens(
+        self,
+        *,
+        model: str,
+        messages: list[Message],
+        timeout_s: float,
+        system: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: AnswerParams | None = None,
+    ) -> int:
+        """The input tokens `model` reads for this request: the SDK's count_tokens."""
+        body = count_body(model=model, messages=messages, system=system, params=params)
+        try:
+            counted = await self._client.messages.count_tokens(
+                **body,
+                timeout=self._timeout(timeout_s),
+                extra_headers=dict(headers) if headers else None,
+            )
+        except anthropic.AnthropicError as exc:
+            raise translate_error(exc) from exc
+        return counted.input_tokens
 
     def _timeout(self, timeout_s: float) -> anthropic.Timeout:
         return anthropic.Timeout(timeout_s, connect=min(self._connect_timeout_s, timeout_s))

@@ -172,6 +172,20 @@ class Provider(Protocol):
         """
         ...
 
+    async def count_tokens(
+        self,
+        *,
+        model: str,
+        messages: list[Message],
+        timeout_s: float,
+        system: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: AnswerParams | None = None,
+    ) -> int:
+        """The input tokens `model` reads for this request, as its provider counts them
+        (Anthropic's count_tokens); a ProviderError subclass on failure."""
+        ...
+
     async def aclose(self) -> None:
         """Release connections."""
         ...
@@ -211,6 +225,22 @@ def message_body(
     elif params is not None:
         _apply(body, params)
     return body
+
+
+# What Anthropic's count_tokens takes of a Messages API request.
+_COUNTED = ("model", "messages", "system", "tools", "tool_choice")
+
+
+def count_body(
+    *,
+    model: str,
+    messages: list[Message],
+    system: str | None = None,
+    params: AnswerParams | None = None,
+) -> dict[str, Any]:
+    """The count_tokens request body for an answer call's request (no sampling, no limit)."""
+    body = message_body(model=model, messages=messages, max_tokens=1, system=system, params=params)
+    return {key: body[key] for key in _COUNTED if key in body}
 
 
 def _apply(body: dict[str, Any], params: AnswerParams) -> None:

@@ -37,6 +37,8 @@ from tierroute.providers.base import (
     StreamItem,
     TextDelta,
     ToolSpec,
+    count_body,
+    prompt_tokens,
 )
 
 _WORDS = re.compile(r"\S+\s*|\s+")
@@ -217,6 +219,10 @@ class ScriptedProvider(_CallLog):
     ) -> None:
         super().__init__()
         self.closed = False
+        # count_tokens: a model's count (or the error its call raises); unset, the estimate.
+        self.token_counts: dict[str, int | ProviderError] = {}
+        # The models count_tokens was asked for, in order.
+        self.counted: list[str] = []
         self._queues: dict[tuple[str, str], deque[Reply]] = {}
         for role, script in (("answer", answers or {}), ("judge", judges or {})):
             for model, replies in script.items():
@@ -332,6 +338,26 @@ class ScriptedProvider(_CallLog):
         if reply.mid_error is not None:
             call.end("error")
             raise reply.mid_error
+
+    async def count_tokens(
+        self,
+        *,
+        model: str,
+        messages: list[Message],
+        timeout_s: float,
+        system: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: AnswerParams | None = None,
+    ) -> int:
+        """`token_counts[model]` (raised, if an error), else the replay backend's estimate."""
+        self.counted.append(model)
+        scripted = self.token_counts.get(model)
+        if isinstance(scripted, ProviderError):
+            raise scripted
+        if scripted is not None:
+            return scripted
+        body = count_body(model=model, messages=messages, system=system, params=params)
+        return prompt_tokens(body, messages, system)
 
     async def aclose(self) -> None:
         """Nothing to release; remembers that it was closed."""
@@ -452,6 +478,26 @@ class RecordingProvider(_CallLog):
         finally:
             await inner.aclose()
         call.end("ok")
+
+    async def count_tokens(
+        self,
+        *,
+        model: str,
+        messages: list[Message],
+        timeout_s: float,
+        system: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: AnswerParams | None = None,
+    ) -> int:
+        """The wrapped provider's count (not recorded: it makes no answer or judge call)."""
+        return await self._inner.count_tokens(
+            model=model,
+            messages=messages,
+            timeout_s=timeout_s,
+            system=system,
+            headers=headers,
+            params=params,
+        )
 
     async def aclose(self) -> None:
         """Close the wrapped provider."""

@@ -1,5 +1,6 @@
-"""The HTTP edge: Anthropic's Messages API (`POST /v1/messages`, `GET /v1/models`) over the
-same core the gRPC servicer calls.
+"""The HTTP edge: Anthropic's Messages API (`POST /v1/messages`, `POST
+/v1/messages/count_tokens`), OpenAI's chat completions (`POST /v1/chat/completions`) and
+`GET /v1/models` for both, over the same core the gRPC servicer calls.
 
 Each request is admitted in one place (`MessagesEdge.admit`: the shared in-flight bound,
 then the bearer token from `x-api-key` or `Authorization: Bearer`), its body becomes a
@@ -8,7 +9,7 @@ gRPC call, the tenancy core admits it (`MessagesEdge.open`: the tenant's rate li
 budget, its session's floor), the engine answers it within the tenant's ledger, and
 `calllog.CallLog` logs it, success or failure. A
 client that goes away cancels its request and every provider call in flight, streamed or
-not. Errors are Anthropic's error JSON (`errors.http_error`).
+not. Errors are each door's error JSON (`errors.http_error`, written by the door's `Wire`).
 """
 
 from __future__ import annotations
@@ -39,13 +40,16 @@ from tierroute.api.http.errors import HttpError, http_error
 from tierroute.api.http.messages import (
     CASCADE_MODEL,
     ModelChoice,
+    ParsedRequest,
     answer_model,
     choose_model,
-    message_json,
     parse_request,
     tierroute_headers,
 )
-from tierroute.api.http.stream import PING, MessageEvents, error_event
+from tierroute.api.http.openai import parse_chat
+from tierroute.api.http.openai_stream import ChatWire
+from tierroute.api.http.tokens import count_query
+from tierroute.api.http.wire import MESSAGES_WIRE, Wire
 from tierroute.api.security import Authenticator, Principal, bearer_metadata
 from tierroute.cascade import (
     CascadeEngine,
@@ -61,6 +65,7 @@ from tierroute.errors import (
     TierrouteError,
     Unauthenticated,
 )
+from tierroute.providers import Provider
 from tierroute.providers.replay.faults import FAULT_HEADERS
 from tierroute.routing import Router
 from tierroute.settings import Settings
@@ -73,6 +78,10 @@ T = TypeVar("T")
 # The method name the token check and the tenancy rules see for HTTP calls.
 MESSAGES_METHOD = "POST /v1/messages"
 MODELS_METHOD = "GET /v1/models"
+CHAT_METHOD = "POST /v1/chat/completions"
+COUNT_TOKENS_METHOD = "POST /v1/messages/count_tokens"
+# Anthropic's SDKs send it on every request (its API requires it); OpenAI's never do.
+ANTHROPIC_VERSION_HEADER = "anthropic-version"
 # Request headers a caller may send besides Anthropic's own.
 SESSION_HEADER = "x-tierroute-session-id"
 REQUEST_ID_HEADER = "x-tierroute-request-id"
@@ -82,11 +91,19 @@ TIMEOUT_HEADER = "x-stainless-timeout"
 _CREATED_AT = "1970-01-01T00:00:00Z"
 
 
-def _error_response(error: HttpError, request_id: str = "") -> JSONResponse:
+def _error_response(
+    error: HttpError, request_id: str = "", wire: Wire = MESSAGES_WIRE
+) -> JSONResponse:
     headers = dict(error.headers())
     if request_id:
         headers.update({"request-id": request_id, REQUEST_ID_HEADER: request_id})
-    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+    status, body = wire.error(error)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _listing_wire(request: Request) -> Wire:
+    """Which door a request that both serve speaks: Anthropic's SDKs send anthropic-version."""
+    return MESSAGES_WIRE if ANTHROPIC_VERSION_HEADER in request.headers else ChatWire()
 
 
 async def _disconnected(receive: Receive) -> None:
@@ -136,6 +153,8 @@ class _Call:
     tenancy: CascadeCall
     # The engine's deadline from the caller's announced timeout (None: the configured one).
     deadline_s: float | None = None
+    # The door's format: Anthropic's Messages API or OpenAI's chat completions.
+    wire: Wire = MESSAGES_WIRE
 
     @property
     def request_id(self) -> str:
@@ -155,6 +174,7 @@ class MessagesEdge:
         calls: CallLog,
         authenticator: Authenticator,
         admission: AdmissionInterceptor,
+        provider: Provider,
         forward_fault_headers: bool = False,
     ) -> None:
         self._settings = settings
@@ -164,6 +184,7 @@ class MessagesEdge:
         self._calls = calls
         self._authenticator = authenticator
         self._admission = admission
+        self._provider = provider
         self._forward_faults = forward_fault_headers
         self._ping_s = settings.http.ping_interval_s
 
@@ -172,6 +193,8 @@ class MessagesEdge:
         app = Starlette(
             routes=[
                 Route("/v1/messages", self.messages, methods=["POST"]),
+                Route("/v1/messages/count_tokens", self.count_tokens, methods=["POST"]),
+                Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
                 Route("/v1/models", self.models, methods=["GET"]),
                 Route("/v1/models/{model_id:path}", self.model, methods=["GET"]),
             ],
@@ -238,17 +261,42 @@ class MessagesEdge:
 
     async def messages(self, request: Request) -> Response:
         """Answer one Messages request, whole or as a stream."""
+
+        def parse(body: dict[str, Any]) -> tuple[ParsedRequest, Wire]:
+            return parse_request(body, self._settings, self._operating_points()), MESSAGES_WIRE
+
+        return await self._answer(request, MESSAGES_METHOD, MESSAGES_WIRE, parse)
+
+    # -- POST /v1/chat/completions --------------------------------------------------------
+
+    async def chat_completions(self, request: Request) -> Response:
+        """Answer one OpenAI chat-completions request, whole or as a stream."""
+
+        def parse(body: dict[str, Any]) -> tuple[ParsedRequest, Wire]:
+            chat = parse_chat(body, self._settings, self._operating_points())
+            return chat.parsed, ChatWire(include_usage=chat.include_usage)
+
+        return await self._answer(request, CHAT_METHOD, ChatWire(), parse)
+
+    async def _answer(
+        self,
+        request: Request,
+        method: str,
+        wire: Wire,
+        parse: Callable[[dict[str, Any]], tuple[ParsedRequest, Wire]],
+    ) -> Response:
+        """Admit, read, convert and open one request; the response that runs it."""
         request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
         try:
-            admitted = self.admit(request, MESSAGES_METHOD)
+            admitted = self.admit(request, method)
         except TierrouteError as exc:
-            logger.info("refused %s: %s", MESSAGES_METHOD, type(exc).__name__)
-            return _error_response(http_error(exc), request_id)
+            logger.info("refused %s: %s", method, type(exc).__name__)
+            return _error_response(http_error(exc), request_id, wire)
         cascade_request = pb.CascadeRequest(request_id=request_id)
         try:
             self._identify(cascade_request, request, admitted.principal, request_id)
             body = await read_json(request, self._settings.http.max_body_bytes)
-            parsed = parse_request(body, self._settings, self._operating_points())
+            parsed, wire = parse(body)
             cascade_request = parsed.request
             self._identify(cascade_request, request, admitted.principal, request_id)
             query = convert.cascade_query(cascade_request, self._settings, self._faults(request))
@@ -258,7 +306,7 @@ class MessagesEdge:
             self._failed(cascade_request, exc)
             if isinstance(exc, ClientGone):
                 return Response(status_code=499)  # nobody reads it
-            return _error_response(http_error(exc), request_id)
+            return _error_response(http_error(exc), request_id, wire)
         call = _Call(
             cascade_request,
             dataclasses.replace(query, pinned=parsed.model.tier is not None),
@@ -266,6 +314,7 @@ class MessagesEdge:
             admitted,
             tenancy,
             convert.engine_deadline(_announced_timeout(request)),
+            wire,
         )
         return _Streamed(self, call) if parsed.stream else _Answered(self, call)
 
@@ -358,7 +407,7 @@ class MessagesEdge:
 
     # -- GET /v1/models -----------------------------------------------------------------
 
-    def _model_list(self) -> list[dict[str, str]]:
+    def _model_list(self, anthropic: bool) -> list[dict[str, Any]]:
         points = self._operating_points()
         entries = [(CASCADE_MODEL, "tierroute: the Cascade at its default operating point")]
         entries.extend(
@@ -366,32 +415,81 @@ class MessagesEdge:
             for p in points
         )
         entries.extend((t.model, f"{t.model} (tier {t.name})") for t in self._settings.tiers)
+        if not anthropic:
+            # OpenAI's Model object; `created` is the epoch, as `created_at` is.
+            return [
+                {"id": id_, "object": "model", "created": 0, "owned_by": "tierroute"}
+                for id_, _ in entries
+            ]
         return [
             {"type": "model", "id": id_, "display_name": name, "created_at": _CREATED_AT}
             for id_, name in entries
         ]
 
     async def models(self, request: Request) -> Response:
-        """Every model id a request may send, as Anthropic lists its models."""
+        """Every model id a request may send, as Anthropic lists its models to Anthropic's
+        SDKs (the anthropic-version header) and as OpenAI does to anyone else."""
+        wire = _listing_wire(request)
         try:
             self.admit(request, MODELS_METHOD, counted=False)
         except TierrouteError as exc:
-            return _error_response(http_error(exc))
-        data = self._model_list()
+            return _error_response(http_error(exc), wire=wire)
+        anthropic = wire is MESSAGES_WIRE
+        data = self._model_list(anthropic)
+        if not anthropic:
+            return JSONResponse({"object": "list", "data": data})
         return JSONResponse(
             {"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]}
         )
 
     async def model(self, request: Request) -> Response:
-        """One model id, or 404."""
+        """One model id, or 404 (in the shape `models` uses)."""
+        wire = _listing_wire(request)
         try:
             self.admit(request, MODELS_METHOD, counted=False)
             wanted = request.path_params["model_id"]
             choose_model(wanted, self._settings, self._operating_points())
         except TierrouteError as exc:
-            return _error_response(http_error(exc))
-        (entry,) = (m for m in self._model_list() if m["id"] == wanted)
+            return _error_response(http_error(exc), wire=wire)
+        (entry,) = (m for m in self._model_list(wire is MESSAGES_WIRE) if m["id"] == wanted)
         return JSONResponse(entry)
+
+    # -- POST /v1/messages/count_tokens ---------------------------------------------------
+
+    async def count_tokens(self, request: Request) -> Response:
+        """The input tokens of a Messages request, as the provider of the model it names
+        counts them; for the Cascade, the tier it would start on (`tokens.count_query`)."""
+        request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        try:
+            admitted = self.admit(request, COUNT_TOKENS_METHOD)
+        except TierrouteError as exc:
+            return _error_response(http_error(exc), request_id)
+        try:
+            body = await read_json(request, self._settings.http.max_body_bytes)
+            counted = count_query(body, self._settings, self._router, self._operating_points())
+            tokens = await _unless_gone(
+                self._provider.count_tokens(
+                    model=counted.tier.model,
+                    messages=counted.messages,
+                    timeout_s=self._settings.cascade.per_call_timeout_s,
+                    system=counted.system,
+                    headers=self._faults(request),
+                    params=counted.params,
+                ),
+                request.receive,
+            )
+        except ClientGone:
+            return Response(status_code=499)  # nobody reads it
+        except Exception as exc:
+            return _error_response(http_error(exc), request_id)
+        finally:
+            admitted.release()
+        headers = {
+            "x-tierroute-tier": counted.tier.name,
+            "x-tierroute-request-id": request_id,
+            "request-id": request_id,
+        }
+        return JSONResponse({"input_tokens": tokens}, headers=headers)
 
 
 def _announced_timeout(request: Request) -> float | None:
@@ -431,14 +529,16 @@ class _Answered(_CallResponse):
             self._edge.failed(call, exc)
             return
         except Exception as exc:
-            response: Response = _error_response(self._edge.error(call, exc), call.request_id)
+            response: Response = _error_response(
+                self._edge.error(call, exc), call.request_id, call.wire
+            )
         except BaseException as exc:
             # Cancelled (the server stops): logged as such, and the cancellation goes on.
             self._edge.failed(call, exc)
             raise
         else:
             headers = await self._edge.answered(call, result)
-            response = JSONResponse(message_json(result), headers=headers)
+            response = JSONResponse(call.wire.body(result), headers=headers)
         finally:
             call.admitted.release()
         await response(scope, receive, send)
@@ -510,7 +610,8 @@ class _Streamed(_CallResponse):
             try:
                 await run
             except Exception as exc:
-                response = _error_response(self._edge.error(call, exc), call.request_id)
+                error = self._edge.error(call, exc)
+                response = _error_response(error, call.request_id, call.wire)
                 await response(scope, _never, send)
                 return
             raise AssertionError("the cascade ended without a result")  # pragma: no cover
@@ -536,15 +637,16 @@ class _Streamed(_CallResponse):
         async def chunk(data: bytes) -> None:
             await send({"type": "http.response.body", "body": data, "more_body": True})
 
-        async def ping() -> None:
-            await chunk(PING)
-
         model = (
             answer_model(first.result)
             if isinstance(first, ResultEvent)
             else self._edge.tier_model(tier)
         )
-        writer = MessageEvents(call.request_id, model)
+        writer = call.wire.events(call.request_id, model)
+
+        async def ping() -> None:
+            await chunk(writer.ping())
+
         await chunk(writer.start())
         event: CascadeEvent | None = first
         try:
@@ -560,7 +662,7 @@ class _Streamed(_CallResponse):
         except (ClientGone, asyncio.CancelledError):
             raise
         except Exception as exc:
-            await chunk(error_event(self._edge.error(call, exc)))
+            await chunk(writer.error(self._edge.error(call, exc)))
         else:
             headers = await self._edge.answered(call, result)
             extension = {

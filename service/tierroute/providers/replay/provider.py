@@ -32,9 +32,15 @@ from tierroute.providers.base import (
     StreamItem,
     TextDelta,
     ToolSpec,
+    count_body,
     message_body,
 )
-from tierroute.providers.replay.messages import MESSAGES_PATH, ReplayEngine, Reply
+from tierroute.providers.replay.messages import (
+    COUNT_TOKENS_PATH,
+    MESSAGES_PATH,
+    ReplayEngine,
+    Reply,
+)
 
 _HTTP_OK = 200
 _HTTP_REQUEST_TIMEOUT = 408
@@ -160,11 +166,33 @@ class ReplayProvider:
                 yield TextDelta(str(delta.get("text", "")))
         yield _completion(reply, None, self._now() - started)
 
-    def _send(self, payload: Mapping[str, Any], headers: Mapping[str, str] | None) -> Reply:
+    async def count_tokens(
+        self,
+        *,
+        model: str,
+        messages: list[Message],
+        timeout_s: float,
+        system: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: AnswerParams | None = None,
+    ) -> int:
+        """The replay server's count of the request's input tokens."""
+        payload = count_body(model=model, messages=messages, system=system, params=params)
+        reply = self._send(payload, headers, COUNT_TOKENS_PATH)
+        if reply.status != _HTTP_OK:
+            raise status_error(reply)
+        return int((reply.body or {})["input_tokens"])
+
+    def _send(
+        self,
+        payload: Mapping[str, Any],
+        headers: Mapping[str, str] | None,
+        path: str = MESSAGES_PATH,
+    ) -> Reply:
         wire_headers = {"content-type": "application/json", **(headers or {})}
         if self._api_key:
             wire_headers["x-api-key"] = self._api_key
-        return self._engine.handle(MESSAGES_PATH, json.dumps(payload).encode(), wire_headers)
+        return self._engine.handle(path, json.dumps(payload).encode(), wire_headers)
 
     async def _unanswered(self, reply: Reply, timeout_s: float) -> None:
         """Raise as the client would for a reply the server never sends."""

@@ -1,0 +1,462 @@
+"""An OpenAI chat-completions request as the Messages API request the Cascade takes, and a
+result as a ChatCompletion.
+
+The body is translated field by field into a Messages API body (system and developer
+messages to `system`, tool calls to `tool_use` blocks, tool messages to `tool_result`
+blocks, `stop` to `stop_sequences`, `user` to `metadata.user_id`, ...), which
+`messages.parse_request` then turns into the same `CascadeRequest` the Messages door
+builds, checked by the same conversion. A field tierroute does not serve (n > 1, logprobs,
+a JSON response format, audio, ...) is refused with a message that names it, never
+dropped; a field set to what tierroute does anyway (n = 1, `response_format` text,
+`logprobs` false) is accepted. Errors are OpenAI's error JSON (`openai_error`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tierroute.api.http.errors import HttpError
+from tierroute.api.http.messages import (
+    ParsedRequest,
+    answer_blocks,
+    answer_hop,
+    answer_model,
+    parse_request,
+)
+from tierroute.cascade import CascadeResult
+from tierroute.errors import InvalidRequest
+from tierroute.settings import Settings
+
+# Fields mapped onto the Messages API request.
+_MAPPED = frozenset(
+    {
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "temperature",
+        "top_p",
+        "stop",
+        "max_tokens",
+        "max_completion_tokens",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "user",
+    }
+)
+# Fields accepted only at the value that asks for nothing tierroute does not do.
+_NEUTRAL: Mapping[str, tuple[Any, ...]] = {
+    "n": (None, 1),
+    "logprobs": (None, False),
+    "top_logprobs": (None, 0),
+    "frequency_penalty": (None, 0, 0.0),
+    "presence_penalty": (None, 0, 0.0),
+    "logit_bias": (None, {}),
+    "store": (None, False),
+    "modalities": (None, ["text"]),
+    "response_format": (None, {"type": "text"}),
+    "service_tier": (None, "auto", "default"),
+}
+# The fields of each role's message that are mapped.
+_MESSAGE_FIELDS: Mapping[str, frozenset[str]] = {
+    "system": frozenset({"role", "content"}),
+    "developer": frozenset({"role", "content"}),
+    "user": frozenset({"role", "content"}),
+    "assistant": frozenset({"role", "content", "tool_calls", "refusal"}),
+    "tool": frozenset({"role", "content", "tool_call_id"}),
+}
+_STOP_REASONS: Mapping[str, str] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+_DATA_URL = re.compile(r"data:(?P<media>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)", re.DOTALL)
+# A message that starts with a field path names that field (`messages[2].content: ...`).
+_PARAM = re.compile(r"(?P<param>[A-Za-z_][\w.\[\]]*): ")
+# OpenAI answers 529's meaning (busy, retry) with 503; its SDKs retry both.
+_STATUS = {529: 503}
+_KINDS: Mapping[int, tuple[str, str | None]] = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("invalid_request_error", "permission_denied"),
+    404: ("invalid_request_error", "not_found"),
+    409: ("invalid_request_error", "conflict"),
+    413: ("invalid_request_error", "request_too_large"),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+    503: ("server_error", "overloaded"),
+    504: ("server_error", "timeout"),
+}
+
+
+@dataclass(frozen=True)
+class ParsedChat:
+    """A chat-completions request as the Cascade's request, and what its reply needs."""
+
+    parsed: ParsedRequest
+    # stream_options.include_usage: a last chunk carries the usage.
+    include_usage: bool = False
+
+
+def _need(value: Any, kind: type | tuple[type, ...], where: str, what: str) -> Any:
+    # bool is an int in Python but never a number in JSON Schema.
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise InvalidRequest(f"{where}: expected {what}")
+    return value
+
+
+def _neutral(value: Any, allowed: Sequence[Any]) -> bool:
+    # 1 == True in Python; in JSON a number is never a boolean.
+    return any(value == a and isinstance(value, bool) == isinstance(a, bool) for a in allowed)
+
+
+def _unsupported(where: str, what: str = "this field") -> InvalidRequest:
+    return InvalidRequest(f"{where}: tierroute does not support {what}")
+
+
+def parse_chat(body: Any, settings: Settings, operating_points: Sequence[str] = ()) -> ParsedChat:
+    """The request body as a CascadeRequest; InvalidRequest naming the field at fault."""
+    _need(body, dict, "the request body", "a JSON object")
+    _check_fields(body)
+    out: dict[str, Any] = {"model": _need(body["model"], str, "model", "a string")}
+    system, turns = _conversation(_need(body["messages"], list, "messages", "a list of messages"))
+    if system:
+        out["system"] = system
+    out["messages"] = turns
+    limit = _max_tokens(body)
+    out["max_tokens"] = limit or 1
+    out.update(_sampling(body))
+    tools = _need(body.get("tools") or [], list, "tools", "a list of tools")
+    if tools:
+        out["tools"] = [_tool(t, f"tools[{i}]") for i, t in enumerate(tools)]
+    choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
+    if choice is not None:
+        out["tool_choice"] = choice
+    stream, include_usage = _streaming(body)
+    parsed = parse_request(out, settings, operating_points)
+    if limit is None:
+        # No limit asked: the Cascade's own (cascade.max_output_tokens) applies.
+        parsed.request.max_output_tokens = 0
+    return ParsedChat(ParsedRequest(parsed.request, parsed.model, stream), include_usage)
+
+
+def _check_fields(body: Mapping[str, Any]) -> None:
+    """Every field is one tierroute maps, or one set to what tierroute does anyway."""
+    for key in sorted(body):
+        if key in _MAPPED:
+            continue
+        if key not in _NEUTRAL:
+            raise _unsupported(key)
+        if not _neutral(body[key], _NEUTRAL[key]):
+            raise _unsupported(key, f"{key} = {json.dumps(body[key])[:60]}")
+    for key in ("model", "messages"):
+        if key not in body:
+            raise InvalidRequest(f"{key}: field required")
+
+
+def _sampling(body: Mapping[str, Any]) -> dict[str, Any]:
+    """temperature, top_p, stop and user as the Messages API has them."""
+    out: dict[str, Any] = {k: body[k] for k in ("temperature", "top_p") if body.get(k) is not None}
+    stop = body.get("stop")
+    if stop is not None:
+        stops = [stop] if isinstance(stop, str) else _need(stop, list, "stop", "a string or a list")
+        out["stop_sequences"] = [
+            _need(s, str, f"stop[{i}]", "a string") for i, s in enumerate(stops)
+        ]
+    if body.get("user") is not None:
+        out["metadata"] = {"user_id": _need(body["user"], str, "user", "a string")}
+    return out
+
+
+def _streaming(body: Mapping[str, Any]) -> tuple[bool, bool]:
+    """(stream, stream_options.include_usage)."""
+    stream = body.get("stream")
+    stream = False if stream is None else _need(stream, bool, "stream", "true or false")
+    options = _need(body.get("stream_options") or {}, dict, "stream_options", "an object")
+    if options and not stream:
+        raise InvalidRequest("stream_options: only allowed when stream is true")
+    unknown = sorted(set(options) - {"include_usage", "include_obfuscation"})
+    if unknown:
+        raise _unsupported(f"stream_options.{unknown[0]}")
+    include_usage = _need(
+        options.get("include_usage", False), bool, "stream_options.include_usage", "true or false"
+    )
+    return stream, include_usage
+
+
+def _max_tokens(body: Mapping[str, Any]) -> int | None:
+    values = {
+        k: body[k] for k in ("max_completion_tokens", "max_tokens") if body.get(k) is not None
+    }
+    for key, value in values.items():
+        if _need(value, int, key, "an integer") < 1:
+            raise InvalidRequest(f"{key}: must be at least 1")
+    if len(set(values.values())) > 1:
+        raise InvalidRequest("max_tokens: differs from max_completion_tokens; send one of them")
+    return next(iter(values.values()), None)
+
+
+def _conversation(messages: list[Any]) -> tuple[str, list[dict[str, Any]]]:
+    """The system prompt (every system and developer message, in order) and the turns, with
+    consecutive turns of one role joined, as the Messages API has them."""
+    system: list[str] = []
+    turns: list[dict[str, Any]] = []
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        _need(message, dict, where, "a message object")
+        role = message.get("role")
+        allowed = _MESSAGE_FIELDS.get(role) if isinstance(role, str) else None
+        if allowed is None:
+            raise InvalidRequest(
+                f"{where}.role: expected 'system', 'developer', 'user', 'assistant' or 'tool'"
+            )
+        unknown = sorted(set(message) - allowed)
+        if unknown:
+            raise _unsupported(f"{where}.{unknown[0]}")
+        if role in ("system", "developer"):
+            system.append(_text(message.get("content"), f"{where}.content"))
+            continue
+        if role == "user":
+            blocks = _user_content(message.get("content"), f"{where}.content")
+            _append(turns, "user", blocks)
+        elif role == "assistant":
+            _append(turns, "assistant", _assistant(message, where))
+        elif role == "tool":
+            result = {
+                "type": "tool_result",
+                "tool_use_id": _need(
+                    message.get("tool_call_id"), str, f"{where}.tool_call_id", "a string"
+                ),
+                "content": _text(message.get("content"), f"{where}.content"),
+            }
+            _append(turns, "user", [result])
+    return "\n\n".join(s for s in system if s), turns
+
+
+def _append(turns: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
+    if turns and turns[-1]["role"] == role:
+        previous = turns[-1]["content"]
+        # Tool results lead their turn, as the Messages API wants them.
+        results = [b for b in previous + blocks if b["type"] == "tool_result"]
+        others = [b for b in previous + blocks if b["type"] != "tool_result"]
+        turns[-1]["content"] = results + others
+    else:
+        turns.append({"role": role, "content": blocks})
+
+
+def _text(content: Any, where: str) -> str:
+    """A message's text: a string, or a list of text parts joined."""
+    if isinstance(content, str):
+        return content
+    parts = _need(content, list, where, "a string or a list of text parts")
+    texts = []
+    for i, part in enumerate(parts):
+        _need(part, dict, f"{where}[{i}]", "a content part object")
+        if part.get("type") != "text":
+            raise _unsupported(f"{where}[{i}].type", f"{str(part.get('type'))[:40]!r} parts here")
+        texts.append(_need(part.get("text"), str, f"{where}[{i}].text", "a string"))
+    return "".join(texts)
+
+
+def _user_content(content: Any, where: str) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    parts = _need(content, list, where, "a string or a list of content parts")
+    blocks: list[dict[str, Any]] = []
+    for i, part in enumerate(parts):
+        at = f"{where}[{i}]"
+        _need(part, dict, at, "a content part object")
+        kind = part.get("type")
+        if kind == "text":
+            blocks.append(
+                {"type": "text", "text": _need(part.get("text"), str, f"{at}.text", "a string")}
+            )
+        elif kind == "image_url":
+            blocks.append(_image(part.get("image_url"), f"{at}.image_url"))
+        else:
+            raise _unsupported(f"{at}.type", f"{str(kind)[:40]!r} parts")
+    return blocks
+
+
+def _image(image: Any, where: str) -> dict[str, Any]:
+    _need(image, dict, where, "an object")
+    url = _need(image.get("url"), str, f"{where}.url", "a string")
+    data = _DATA_URL.fullmatch(url)
+    if data is not None:
+        source = {"type": "base64", "media_type": data["media"], "data": data["data"]}
+    elif url.startswith(("https://", "http://")):
+        source = {"type": "url", "url": url}
+    else:
+        raise InvalidRequest(f"{where}.url: expected an http(s) URL or a base64 data URL")
+    return {"type": "image", "source": source}
+
+
+def _assistant(message: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    content = message.get("content")
+    if content is not None:
+        if isinstance(content, list):
+            # An assistant's refusal parts are text it said.
+            content = [
+                {"type": "text", "text": p.get("refusal")}
+                if isinstance(p, dict) and p.get("type") == "refusal"
+                else p
+                for p in content
+            ]
+        text = _text(content, f"{where}.content")
+        if text:
+            blocks.append({"type": "text", "text": text})
+    calls = _need(message.get("tool_calls") or [], list, f"{where}.tool_calls", "a list")
+    for i, call in enumerate(calls):
+        at = f"{where}.tool_calls[{i}]"
+        _need(call, dict, at, "a tool call object")
+        if call.get("type", "function") != "function":
+            raise _unsupported(f"{at}.type", "tool calls other than functions")
+        function = _need(call.get("function"), dict, f"{at}.function", "an object")
+        arguments = _need(function.get("arguments"), str, f"{at}.function.arguments", "a string")
+        try:
+            decoded = json.loads(arguments or "{}")
+        except ValueError as exc:
+            raise InvalidRequest(f"{at}.function.arguments: not valid JSON") from exc
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": _need(call.get("id"), str, f"{at}.id", "a string"),
+                "name": _need(function.get("name"), str, f"{at}.function.name", "a string"),
+                "input": _need(decoded, dict, f"{at}.function.arguments", "a JSON object"),
+            }
+        )
+    if not blocks:
+        raise InvalidRequest(f"{where}: an assistant message needs content or tool_calls")
+    return blocks
+
+
+def _tool(tool: Any, where: str) -> dict[str, Any]:
+    _need(tool, dict, where, "a tool object")
+    if tool.get("type") != "function":
+        raise _unsupported(f"{where}.type", "tools other than functions")
+    function = _need(tool.get("function"), dict, f"{where}.function", "an object")
+    unknown = sorted(set(function) - {"name", "description", "parameters", "strict"})
+    if unknown:
+        raise _unsupported(f"{where}.function.{unknown[0]}")
+    if function.get("strict"):
+        raise _unsupported(f"{where}.function.strict", "strict function schemas")
+    schema = function.get("parameters") or {"type": "object", "properties": {}}
+    return {
+        "name": _need(function.get("name"), str, f"{where}.function.name", "a string"),
+        "description": _need(
+            function.get("description") or "", str, f"{where}.function.description", "a string"
+        ),
+        "input_schema": _need(schema, dict, f"{where}.function.parameters", "an object"),
+    }
+
+
+def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
+    out: dict[str, Any] | None
+    if choice is None:
+        out = None
+    elif choice in ("auto", "none"):
+        out = {"type": choice}
+    elif choice == "required":
+        out = {"type": "any"}
+    elif isinstance(choice, dict) and choice.get("type") == "function":
+        function = _need(choice.get("function"), dict, "tool_choice.function", "an object")
+        name = _need(function.get("name"), str, "tool_choice.function.name", "a string")
+        out = {"type": "tool", "name": name}
+    else:
+        raise InvalidRequest(
+            "tool_choice: expected 'none', 'auto', 'required' or a function to call"
+        )
+    if parallel is None:
+        return out
+    if not _need(parallel, bool, "parallel_tool_calls", "true or false"):
+        out = out or {"type": "auto"}
+        if out["type"] != "none":
+            out["disable_parallel_tool_use"] = True
+    return out
+
+
+# -- the response -----------------------------------------------------------------------
+
+
+def completion_id(request_id: str) -> str:
+    """The ChatCompletion id of a request (OpenAI's ids start chatcmpl-)."""
+    return f"chatcmpl-{request_id}"
+
+
+def finish_reason(result: CascadeResult) -> str:
+    """The answer's stop reason in OpenAI's words."""
+    return _STOP_REASONS.get(result.stop_reason or "end_turn", "stop")
+
+
+def usage(result: CascadeResult) -> dict[str, Any]:
+    """The answering call's tokens as OpenAI counts them: the prompt includes its cached part."""
+    hop = answer_hop(result)
+    if hop is None:
+        return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    prompt = hop.input_tokens + hop.cache_creation_input_tokens + hop.cache_read_input_tokens
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": hop.output_tokens,
+        "total_tokens": prompt + hop.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": hop.cache_read_input_tokens},
+    }
+
+
+def tool_calls(result: CascadeResult) -> list[dict[str, Any]]:
+    """The answer's tool calls in OpenAI's shape (arguments as a JSON string)."""
+    return [
+        {
+            "id": block["id"],
+            "type": "function",
+            "function": {"name": block["name"], "arguments": json.dumps(block["input"])},
+        }
+        for block in answer_blocks(result)
+        if block["type"] == "tool_use"
+    ]
+
+
+def completion_json(result: CascadeResult) -> dict[str, Any]:
+    """A cascade result as OpenAI's ChatCompletion object."""
+    text = "".join(b["text"] for b in answer_blocks(result) if b["type"] == "text")
+    message: dict[str, Any] = {"role": "assistant", "content": text or None, "refusal": None}
+    calls = tool_calls(result)
+    if calls:
+        message["tool_calls"] = calls
+    return {
+        "id": completion_id(result.request_id),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": answer_model(result),
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": finish_reason(result),
+                "logprobs": None,
+            }
+        ],
+        "usage": usage(result),
+        "system_fingerprint": None,
+    }
+
+
+def openai_error(error: HttpError) -> tuple[int, dict[str, Any]]:
+    """The status and OpenAI's error JSON for an error: `param` names the field at fault."""
+    status = _STATUS.get(error.status, error.status)
+    kind, code = _KINDS.get(status, ("server_error", None))
+    named = _PARAM.match(error.message)
+    param = named["param"] if named is not None and status == 400 else None
+    if status == 404 and error.message.startswith("model:"):
+        param, code = "model", "model_not_found"
+    body = {"error": {"message": error.message, "type": kind, "param": param, "code": code}}
+    return status, body
