@@ -68,6 +68,13 @@ def add_eval_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         "claude-3-haiku-20240307,claude-3-sonnet-20240229,claude-3-opus-20240229: only "
         "the records holding all three are evaluated (default: the data's own trio)",
     )
+    parser.add_argument(
+        "--as-served",
+        action="store_true",
+        help="score the bundle a server loads (--model-dir, default routing.model_dir) as it "
+        "serves: its ONNX models and operating points, no refit and no re-solving, against "
+        "the always-one-tier baselines, per task (report.json and summary.md)",
+    )
     parser.set_defaults(func=run_eval)
 
 
@@ -180,6 +187,8 @@ def run_eval(args: argparse.Namespace, settings: Settings, environ: Mapping[str,
     _quiet_cascade_log()
     started = time.perf_counter()
     data = args.data or default_data_path(environ)
+    if args.as_served:
+        return _run_as_served(args, settings, data, started)
     try:
         report = evaluate(
             data,
@@ -195,6 +204,30 @@ def run_eval(args: argparse.Namespace, settings: Settings, environ: Mapping[str,
     elapsed = time.perf_counter() - started
     print(_summary(report), file=sys.stderr)
     print(f"wrote {args.out}/report.json and frontier.png in {elapsed:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _run_as_served(args: argparse.Namespace, settings: Settings, data: Path, started: float) -> int:
+    from tierroute.offline.evaluation.as_served import evaluate_as_served, served_markdown
+
+    try:
+        report = evaluate_as_served(
+            data,
+            args.out,
+            settings,
+            _options(args),
+            progress=progress_bar(args.quiet, "eval as served"),
+            trio=args.trio.split(",") if args.trio else None,
+        )
+    except (ConfigError, ModelLoadError) as exc:
+        print(f"tierroute eval: error: {exc}", file=sys.stderr)
+        return 2
+    print(served_markdown(report), file=sys.stderr)
+    print(
+        f"wrote {args.out}/report.json and summary.md ({report['evaluation']}) in "
+        f"{time.perf_counter() - started:.1f} s",
+        file=sys.stderr,
+    )
     return 0
 
 

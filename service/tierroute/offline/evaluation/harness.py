@@ -18,7 +18,8 @@ import logging
 import multiprocessing
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tierroute.cascade import (
@@ -30,13 +31,14 @@ from tierroute.cascade import (
     SpeculationMode,
 )
 from tierroute.errors import AnswerInterrupted, DeadlineExceeded
+from tierroute.model import load_model
 from tierroute.offline.evaluation.eval_data import EvalData, load_store
 from tierroute.offline.evaluation.vclock import VirtualTimeLoop
 from tierroute.providers.replay.messages import ReplayEngine
 from tierroute.providers.replay.provider import ReplayProvider
 from tierroute.providers.replay.recorded import ReplayStore
 from tierroute.routing import RouteQuery, Router, Scorer
-from tierroute.settings import Settings
+from tierroute.settings import Settings, TierConfig
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,11 @@ class RunPlan:
     self_routing: bool = False
     judge_mode: JudgeMode = "default"
     speculation: SpeculationMode = "default"
+    # As served: the bundle directory whose models route (loaded by `load_model`, as a
+    # server loads it, once per process; overrides `scorer`), and the value policy's
+    # operating point each request asks for ("" = the bundle's default).
+    bundle_dir: Path | None = None
+    operating_point: str = ""
 
 
 @dataclass(frozen=True)
@@ -192,11 +199,24 @@ class _State:
     store: ReplayStore | None = None
     # Answer through CascadeStream's path, measuring time to first token.
     stream: bool = False
+    # Bundles loaded for as-served plans in this process, by directory and tier prices.
+    served: dict[tuple[Path, tuple[TierConfig, ...]], Scorer] = field(default_factory=dict)
 
     def replay_store(self) -> ReplayStore:
         if self.store is None:
             self.store = load_store(self.data.path, self.data.limit)
         return self.store
+
+    def scorer(self, plan: RunPlan) -> Scorer | None:
+        """The plan's scorer: its bundle loaded as a server loads it (priced by the plan's
+        tiers, warmed), or the injected one."""
+        if plan.bundle_dir is None:
+            return plan.scorer
+        tiers = plan.settings.tiers
+        key = (plan.bundle_dir, tiers)
+        if key not in self.served:
+            self.served[key] = load_model(plan.bundle_dir, len(tiers), tiers).scorer
+        return self.served[key]
 
 
 def _units(
@@ -231,7 +251,7 @@ async def _answer(state: _State, unit: _Unit) -> list[Outcome]:
     replay = ReplayEngine(state.replay_store(), settings.tiers, settings.replay, settings.probes)
     engine = CascadeEngine(
         settings,
-        Router(settings, plan.scorer),
+        Router(settings, state.scorer(plan)),
         ReplayProvider(replay),
         rng_seed=state.seed,
         # The loop's clock is virtual: deadlines and latencies are in simulated seconds.
@@ -249,6 +269,7 @@ async def _answer(state: _State, unit: _Unit) -> list[Outcome]:
                 rule=plan.rule,
                 # The record id makes judge sampling reproducible run to run.
                 request_id=record.id,
+                operating_point=plan.operating_point,
             ),
             start_tier=forced.get(record.id, plan.start_tier),
             self_routing=plan.self_routing,
@@ -266,8 +287,9 @@ async def _answer(state: _State, unit: _Unit) -> list[Outcome]:
         except (DeadlineExceeded, AnswerInterrupted) as exc:
             outcomes.append(_failed_stream(record.id, events, started, loop.time(), exc))
             continue
-        assert events.first_text_at is not None  # finish() sends the answer's text
-        first = (events.first_text_at - started) * 1000
+        # An empty recorded answer streams no text: no first token to time (None, and the
+        # time-to-first-token report counts it apart).
+        first = None if events.first_text_at is None else (events.first_text_at - started) * 1000
         outcomes.append(outcome_of(record.id, result, first, names))
     return outcomes
 

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -82,6 +82,7 @@ N_TABLE_COLUMNS = len(cal.COLUMNS)
 POLICIES = ("value", "thresholds")
 
 Progress = Callable[[int], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -189,8 +190,26 @@ def evaluate(
     recorded model keys) only the records holding all three are evaluated, with those
     models playing the tiers (`trio.trio_view`); the report's `trio` says which.
     """
+    return in_view(
+        data_path,
+        options,
+        trio,
+        lambda path, opts, extra: _evaluate(
+            path, out_dir, settings, opts, progress=progress, extra=extra
+        ),
+    )
+
+
+def in_view(
+    data_path: Path,
+    options: Options,
+    trio: Sequence[str] | None,
+    run: Callable[[Path, Options, Mapping[str, Any] | None], T],
+) -> T:
+    """`run(path, options, extra)` on `data_path`, or with `trio` on the view of it in which
+    those recorded models play the tiers (`trio.trio_view`; `extra` then says which)."""
     if trio is None:
-        return _evaluate(data_path, out_dir, settings, options, progress=progress)
+        return run(data_path, options, None)
     with tempfile.TemporaryDirectory(prefix="tierroute-trio-") as tmp:
         view, info = trio_view(data_path, trio, Path(tmp) / data_path.name)
         # The view is written elsewhere: the recorded prices stay the data's prices.csv.
@@ -200,14 +219,7 @@ def evaluate(
             if recorded and not options.prices.lower().endswith(".csv")
             else options.prices
         )
-        return _evaluate(
-            view,
-            out_dir,
-            settings,
-            dataclasses.replace(options, prices=prices),
-            progress=progress,
-            extra={"trio": info},
-        )
+        return run(view, dataclasses.replace(options, prices=prices), {"trio": info})
 
 
 def _evaluate(
