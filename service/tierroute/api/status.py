@@ -1,9 +1,11 @@
 """The one place where tierroute's exceptions become gRPC status codes.
 
-`ErrorMappingInterceptor` wraps every unary and server-streaming handler: a
-`TierrouteError` aborts the call with its mapped code and message (after any messages
-already streamed); anything unexpected is logged with its traceback and the caller sees
-INTERNAL with a generic message, never a stack trace.
+`ErrorMappingInterceptor` wraps every unary, server-streaming and bidirectional handler
+that yields: request bytes that do not parse (a string that is not UTF-8, say) end the call
+INVALID_ARGUMENT with the parser's reason; a `TierrouteError` aborts the call with its
+mapped code and message (after any messages already streamed); anything unexpected is
+logged with its traceback and the caller sees INTERNAL with a generic message, never a
+stack trace.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ INTERNAL_MESSAGE = "internal error; the server logged the details"
 
 Handler = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
 StreamHandler = Callable[[Any, aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+BidiHandler = Callable[[AsyncIterator[Any], aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
 
 if TYPE_CHECKING:
     # The stubs make interceptors generic; at run time the class is not subscriptable.
@@ -100,7 +103,12 @@ class WrappedHandlers:
 class UndecodableRequest:
     """Stands in for request bytes that do not parse, so the call ends INVALID_ARGUMENT."""
 
-    __slots__ = ()
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        # The parser's own words (the message type, and e.g. "String field had bad UTF-8"):
+        # they name no byte of the request.
+        self.reason = reason
 
 
 def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
@@ -112,15 +120,24 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
     def deserialize(data: bytes) -> Any:
         try:
             return deserializer(data)
-        except DecodeError:
-            return UndecodableRequest()
+        except DecodeError as exc:
+            return UndecodableRequest(str(exc))
 
     return deserialize
 
 
 def _refuse_undecodable(request: Any) -> None:
     if isinstance(request, UndecodableRequest):
-        raise errors.InvalidRequest("the request is not a valid message for this method")
+        raise errors.InvalidRequest(
+            f"the request is not a valid message for this method: {request.reason}"
+        )
+
+
+async def _decoded(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    # A client stream's messages, each refused as it arrives if it does not parse.
+    async for request in requests:
+        _refuse_undecodable(request)
+        yield request
 
 
 async def _abort(method: str, exc: Exception, context: aio.ServicerContext[Any, Any]) -> None:
@@ -163,6 +180,21 @@ def _wrap_stream(method: str, behaviour: StreamHandler) -> StreamHandler:
     return guarded
 
 
+def _wrap_bidi(method: str, behaviour: BidiHandler) -> BidiHandler:
+    async def guarded(
+        requests: AsyncIterator[Any], context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        try:
+            async for response in behaviour(_decoded(requests), context):
+                yield response
+        except aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort(method, exc, context)
+
+    return guarded
+
+
 class ErrorMappingInterceptor(ServerInterceptor):
     """Maps tierroute exceptions to status codes for every unary-unary and unary-stream
     method."""
@@ -187,6 +219,14 @@ class ErrorMappingInterceptor(ServerInterceptor):
             # left as they are.
             return grpc.unary_stream_rpc_method_handler(
                 _wrap_stream(method, handler.unary_stream),
+                request_deserializer=_tolerant(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+        if inspect.isasyncgenfunction(handler.stream_stream):
+            # Envoy's external processor: each message of the client's stream is decoded
+            # as it comes, so one that does not parse ends the call INVALID_ARGUMENT too.
+            return grpc.stream_stream_rpc_method_handler(
+                _wrap_bidi(method, handler.stream_stream),
                 request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
