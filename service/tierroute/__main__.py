@@ -111,6 +111,11 @@ COMMANDS: Mapping[str, Command] = {
         "add_models_parser",
         "list a model registry's versions and history",
     ),
+    "adapt": Command(
+        "tierroute.offline.cli.operations",
+        "add_adapt_parser",
+        "re-solve the served model's operating points for the traffic in the query log",
+    ),
 }
 
 

@@ -38,8 +38,15 @@ from tierroute.api.security import AuthInterceptor, TokenStore, server_credentia
 from tierroute.api.servicer import TierRouterServicer
 from tierroute.api.status import ErrorMappingInterceptor, ServerInterceptor
 from tierroute.cascade import CascadeEngine
-from tierroute.errors import ConfigError
-from tierroute.model import Loader, ModelRegistry, ModelReloader, load_model, startup_model
+from tierroute.errors import ConfigError, ModelLoadError, NotFound
+from tierroute.model import (
+    AdaptLoop,
+    Loader,
+    ModelRegistry,
+    ModelReloader,
+    load_model,
+    startup_model,
+)
 from tierroute.observability import Metrics
 from tierroute.providers import Backend, Provider, build_backend
 from tierroute.querylog import (
@@ -110,6 +117,9 @@ class TierRouteServer:
         # Hot reload and rollback of the router model (ReloadModel, RollbackModel, watcher).
         self.models: ModelReloader | None = None
         self._watcher: asyncio.Task[None] | None = None
+        # `[adapt] interval_s`: operating points re-solved from this server's own log.
+        self.adapter: AdaptLoop | None = None
+        self._adapting: asyncio.Task[None] | None = None
         self.port = 0
         self.admission = AdmissionInterceptor(settings.server.max_in_flight)
         # Tenants' limits and state (budgets, rate limits, sessions, request ids).
@@ -243,6 +253,18 @@ class TierRouteServer:
             self._watcher = asyncio.create_task(
                 self.models.watch(poll_s), name="tierroute-model-watcher"
             )
+        # One process of a worker group adapts; the others follow its promotion.
+        if registry is not None and self.settings.adapt.interval_s > 0 and self._worker_slot == 0:
+            self.adapter = AdaptLoop(self.settings, registry, after=self._serve_adapted)
+            self._adapting = asyncio.create_task(self.adapter.run(), name="tierroute-adapt")
+
+    async def _serve_adapted(self, version: str) -> None:
+        """Serve the version the adapt loop promoted (no wait for the registry watcher)."""
+        if self.models is not None:
+            try:
+                await self.models.reload(version)
+            except (ConfigError, ModelLoadError, NotFound) as exc:
+                logger.error("adapted model %s was not loaded: %s", version, exc)
 
     def _reloader(self, auth: AuthInterceptor, tenancy: Tenancy) -> Reloader:
         """The files that reload on change and on SIGHUP: tokens and tenants' limits."""
@@ -414,10 +436,11 @@ class TierRouteServer:
         """
         if self._server is None:
             return
-        if self._watcher is not None:
-            self._watcher.cancel()
-            await asyncio.wait([self._watcher])
-            self._watcher = None
+        for task in (self._watcher, self._adapting):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task])
+        self._watcher = self._adapting = None
         if self.reloader is not None:
             await self.reloader.stop()
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from tierroute import lazy_door
 
 if TYPE_CHECKING:
+    from tierroute.model.adapt import AdaptLoop, AdaptResult
     from tierroute.model.bundle import Bundle
     from tierroute.model.classifier import RouterModel
     from tierroute.model.onnx_session import ORT_LOAD_ERRORS, create_session
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ORT_LOAD_ERRORS",
+    "AdaptLoop",
+    "AdaptResult",
     "Bundle",
     "LoadedModel",
     "Loader",
@@ -55,6 +58,7 @@ __all__ = [
 __getattr__ = lazy_door(
     __name__,
     {
+        "adapt": ["AdaptLoop", "AdaptResult"],
         "bundle": ["Bundle"],
         "classifier": ["RouterModel"],
         "onnx_session": ["ORT_LOAD_ERRORS", "create_session"],

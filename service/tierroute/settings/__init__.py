@@ -31,6 +31,7 @@ from tierroute.settings.sections import (
 )
 from tierroute.settings.sections import (
     JUDGE_BILLING_MODES,
+    AdaptConfig,
     AnthropicConfig,
     AuthConfig,
     BreakerConfig,
@@ -80,6 +81,7 @@ class Settings:
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     tenancy: TenancyConfig = field(default_factory=TenancyConfig)
     ext_proc: ExtProcConfig = field(default_factory=ExtProcConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
     tiers: tuple[TierConfig, ...] = ()
     tenants: tuple[TenantConfig, ...] = ()
     probes: tuple[ProbeConfig, ...] = ()
@@ -157,6 +159,7 @@ class Settings:
                 raise ConfigError(f"querylog.{name} must be within [0, 1]")
         if not 0.0 <= self.shadow.sample_rate <= 1.0:
             raise ConfigError("shadow.sample_rate must be within [0, 1]")
+        self._validate_adapt()
         server = self.server
         if server.max_concurrent_rpcs and server.max_in_flight >= server.max_concurrent_rpcs:
             raise ConfigError("server.max_in_flight must be below server.max_concurrent_rpcs")
@@ -175,6 +178,19 @@ class Settings:
                     v = getattr(value, f.name)
                     if isinstance(v, int | float) and not isinstance(v, bool) and v < 0:
                         raise ConfigError(f"{section.name}.{f.name} must not be negative")
+
+    def _validate_adapt(self) -> None:
+        """ConfigError when the server is to adapt its operating points with nothing to
+        adapt from or to: no model registry, or no query log."""
+        if self.adapt.interval_s > 0 and not (
+            self.routing.registry_dir is not None
+            and str(self.routing.registry_dir)
+            and self.querylog.enabled
+        ):
+            raise ConfigError(
+                "adapt.interval_s needs a model registry (routing.registry_dir) and the "
+                "query log (querylog.enabled) to adapt from"
+            )
 
     def _validate_tiers(self) -> list[str]:
         """The tier names; ConfigError for too few tiers, a repeated name or no output."""

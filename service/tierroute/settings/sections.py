@@ -568,3 +568,16 @@ class ExtProcConfig:
             raise ConfigError("ext_proc.path must start with '/'")
         if not self.alias:
             raise ConfigError("ext_proc.alias must not be empty")
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Operating points that follow the traffic (`tierroute adapt`, docs/operations.md): the
+    server re-solves its value policy's operating points from its own query log every
+    `interval_s` seconds (0 = off) and promotes the result in the model registry."""
+
+    interval_s: float = 0.0
+    # The log window each run reads: the last this many seconds (0 = the whole log).
+    window_s: float = 7 * 86400.0
+    # Fewer planned Cascades than this in the window: nothing changes.
+    min_decisions: int = 200

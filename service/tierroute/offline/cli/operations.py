@@ -588,3 +588,73 @@ def run_report(args: argparse.Namespace, settings: Settings, environ: Mapping[st
     else:
         print(format_table(report))
     return 0
+
+
+# -- adapt -----------------------------------------------------------------------------------
+
+
+def add_adapt_parser(subparsers: Any) -> None:
+    """Register `adapt` on an argparse subparsers object."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "adapt",
+        help="re-solve the served model's operating points for the traffic in the query log",
+        description="Read the value policy's estimates logged for each planned Cascade in "
+        "the window (corrected where tier labels, feedback or judge verdicts say whether an "
+        "answer was right), solve every operating point of the registry's promoted model "
+        "again on them, add the result to the registry as a new version and promote it. "
+        "Prints expected quality and cost before and after per operating point. Exit 0 "
+        "promoted (or nothing moved), 4 too few logged decisions, 1 when the log cannot be "
+        "read, 2 on bad arguments or a model without a value policy. See docs/operations.md.",
+    )
+    _db_argument(parser)
+    _registry_argument(parser)
+    _since_argument(parser, DEFAULT_SINCE)
+    parser.add_argument(
+        "--min-decisions",
+        type=int,
+        default=None,
+        help="fewer planned Cascades than this in the window change nothing "
+        "(default: adapt.min_decisions)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print, write nothing")
+    _json_argument(parser)
+    parser.set_defaults(func=run_adapt_command)
+
+
+async def _adapt(
+    url: str, registry: Any, settings: Settings, args: argparse.Namespace, min_decisions: int
+) -> Any:
+    from tierroute.model.adapt import adapt
+
+    async with _reading(url) as store:
+        return await adapt(
+            store,
+            registry,
+            settings,
+            since=_since(args.since),
+            min_decisions=min_decisions,
+            dry_run=args.dry_run,
+        )
+
+
+def run_adapt_command(
+    args: argparse.Namespace, settings: Settings, environ: Mapping[str, str]
+) -> int:
+    """`tierroute adapt`: print before and after; 0 done, 4 too few decisions."""
+    try:
+        url = args.db or settings.querylog.url.get()
+        registry = _registry(args, settings)
+        _since(args.since)
+        minimum = settings.adapt.min_decisions if args.min_decisions is None else args.min_decisions
+        if minimum < 1:
+            raise ConfigError(f"--min-decisions must be at least 1, not {minimum}")
+    except ConfigError as exc:
+        return _fail("adapt", exc)
+    try:
+        result = asyncio.run(_adapt(url, registry, settings, args, minimum))
+    except (ConfigError, ModelLoadError, NotFound, OSError) as exc:
+        return _fail("adapt", exc)
+    except QueryLogError as exc:
+        return _unreadable("adapt", url, exc)
+    _print(result.as_dict(), result.format(), args.json)
+    return EXIT_NOTHING if result.rows < minimum else EXIT_OK

@@ -1,0 +1,89 @@
+"""What the adapt tests share: the shipped bundle's value policy as a registry's seed, and
+logged planned Cascades with made-up estimates over its actions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from tierroute.model.bundle import BUNDLE_FILES, OPTIONAL_FILES
+from tierroute.model.value import parse_actions
+from tierroute.querylog import QueryRecord
+from tierroute.querylog.doubles import sample_record
+from tierroute.querylog.records import ValuePlanRecord
+from tierroute.settings import Settings
+
+SHIPPED = Path(__file__).resolve().parents[2] / "model_export" / "bundle"
+
+
+def shipped_version() -> str:
+    """The shipped bundle's model version."""
+    version: str = json.loads((SHIPPED / "metadata.json").read_text())["model_version"]
+    return version
+
+
+def shipped_actions() -> list[Any]:
+    """The shipped value policy's actions."""
+    doc = json.loads((SHIPPED / "thresholds.json").read_text())
+    return list(parse_actions(doc["cascade"]["value"]["actions"], 3, "shipped"))
+
+
+def copy_bundle(dest: Path, *, policy: str | None = "value") -> Path:
+    """A copy of the shipped bundle; `policy=None` removes its value policy."""
+    dest.mkdir(parents=True)
+    for name in (*BUNDLE_FILES, *OPTIONAL_FILES):
+        if (SHIPPED / name).is_file():
+            shutil.copyfile(SHIPPED / name, dest / name)
+    if policy is None:
+        path = dest / "thresholds.json"
+        doc = json.loads(path.read_text())
+        doc["cascade"].pop("value")
+        doc["cascade"]["policy"] = "thresholds"
+        path.write_text(json.dumps(doc))
+    return dest
+
+
+def easy_plan(index: int, n_actions: int) -> ValuePlanRecord:
+    """Estimates of an easy query: the cheap tier nearly as right as the top, far cheaper;
+    the plan chose the top tier (what a price solved on a harder mix does)."""
+    p = [0.9 + 0.001 * (index % 7)] * n_actions
+    p[-1] = 0.93
+    cost = [0.0002 * (1 + a) for a in range(n_actions)]
+    cost[-1] = 0.004
+    return {
+        "p_correct": p,
+        "cost_usd": cost,
+        "action": n_actions - 1,
+        "operating_point": "parity",
+        "price_per_correct_usd": 0.29,
+    }
+
+
+def planned_records(n: int, *, version: str, prefix: str = "r") -> list[QueryRecord]:
+    """`n` answered Cascades on the top tier with easy estimates, under model `version`."""
+    actions = len(shipped_actions())
+    return [
+        sample_record(
+            f"{prefix}-{i}",
+            model_version=version,
+            value_plan=easy_plan(i, actions),
+            chosen_tier="expensive",
+            final_tier="expensive",
+        )
+        for i in range(n)
+    ]
+
+
+def adapt_settings(db_url: str, registry: Path, **extra: str) -> Settings:
+    """Default tiers and prices, this log and registry (seeded from the shipped bundle)."""
+    environ = {
+        "TIERROUTE_QUERYLOG_ENABLED": "false",
+        "TIERROUTE_HTTP_PORT": "0",
+        "TIERROUTE_DB_URL": db_url,
+        "TIERROUTE_ROUTING_REGISTRY_DIR": str(registry),
+        "TIERROUTE_MODEL_DIR": str(SHIPPED),
+        **extra,
+    }
+    return Settings.from_env(environ)
