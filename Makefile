@@ -10,7 +10,7 @@ DATA ?= $(or $(TIERROUTE_DATA),../shared/data/dev.jsonl.gz)
 HOST ?= 127.0.0.1
 PORT ?= 50051
 
-.PHONY: venv install protos protos-check run test node-test check fmt model bench eval clean image-test own-traffic-curve
+.PHONY: venv install protos protos-check run test node-test check fmt model bench eval clean image-test own-traffic-curve transfer
 
 # The server and the client install in one resolver run: the client's grpcio and protobuf
 # ranges meet the root's pins, and neither install has to come first.
@@ -152,6 +152,12 @@ model: $(STAMP)
 eval: $(STAMP)
 	$(BIN)/tierroute eval --data $(DATA) --out out/eval --prices config --workers 2
 	$(BIN)/tierroute eval --data $(DATA) --out out/eval-recorded --prices recorded --workers 2
+
+# Each task of the data served by a bundle that never saw it: per task, train and calibrate
+# on the other tasks with the commands `model` runs, then `eval --as-served` on the task;
+# one table in out/transfer/transfer.json (docs/EVALUATION.md, "As served").
+transfer: $(STAMP)
+	$(BIN)/tierroute transfer --data $(DATA) --out out/transfer --prices config --workers 2 --quiet
 
 # The own-traffic learning curve (docs/own-traffic.md): labels from the replay judge only.
 own-traffic-curve: $(STAMP)

@@ -111,6 +111,16 @@ COMMANDS: Mapping[str, Command] = {
         "add_models_parser",
         "list a model registry's versions and history",
     ),
+    "split": Command(
+        "tierroute.offline.cli.transfer",
+        "add_split_parser",
+        "cut a recorded-outcome file into a training and a held-out part",
+    ),
+    "transfer": Command(
+        "tierroute.offline.cli.transfer",
+        "add_transfer_parser",
+        "per task: train and calibrate without it, serve the bundle on it as-is",
+    ),
     "adapt": Command(
         "tierroute.offline.cli.operations",
         "add_adapt_parser",

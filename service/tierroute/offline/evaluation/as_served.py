@@ -348,7 +348,7 @@ def served_markdown(report: Mapping[str, Any]) -> str:
     for name, s in strategies.items():
         label = f"**`{name}`**" if name == report["default"] else f"`{name}`"
         v = s["versus"]
-        mix = "/".join(f"{x:.2f}" for x in s["start_mix"].values())
+        mix = "/".join(f"{s['start_mix'][t]:.2f}" for t in report["tiers"])
         lines.append(
             f"| {label} | {s['quality']:.4f} | {s['cost_per_query_usd']:.6f} "
             f"| {_points(v['always_expensive'])} | {_times(v['always_expensive'])} "
