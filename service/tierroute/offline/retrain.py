@@ -41,7 +41,7 @@ import json
 import logging
 import math
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -51,7 +51,8 @@ from tierroute.errors import ConfigError
 from tierroute.model import ModelRegistry, bundle_version
 from tierroute.model.bundle import METADATA_FILE, THRESHOLDS_FILE
 from tierroute.outcomes import TIER_KEYS, file_sha256, iter_records, tier_model, trio_key
-from tierroute.querylog import FeedbackRecord, QueryRecord, Store
+from tierroute.querylog import QueryRecord, Store
+from tierroute.querylog.evidence import feedback_verdicts, hop_value
 from tierroute.settings import Settings
 
 if TYPE_CHECKING:
@@ -63,43 +64,9 @@ NO_TIER = -1
 DEFAULT_HOLDOUT = 0.2
 DEFAULT_MARGIN_QUALITY = 0.0
 DEFAULT_MARGIN_COST = 0.05
-GOOD_RATING = 4
-BAD_RATING = 2
 
 
 # -- labels from the log ---------------------------------------------------------------------
-
-
-def _norm(value: Any, prefix: str) -> str:
-    # Hop values are lower-case; the proto enum names ("JUDGE_VERDICT_PASS") are accepted too.
-    return str(value or "").upper().removeprefix(prefix)
-
-
-def feedback_verdicts(feedback: Iterable[FeedbackRecord]) -> dict[str, bool]:
-    """Request id -> whether the user found the final answer right, from the latest feedback.
-
-    A correct/incorrect flag wins over a rating; a rating of 4-5 counts as right, 1-2 as
-    wrong, and 3 as no evidence.
-    """
-    flags: dict[str, tuple[datetime, bool]] = {}
-    ratings: dict[str, tuple[datetime, int]] = {}
-    for fb in feedback:
-        if fb.correct is not None and (
-            fb.request_id not in flags or fb.ts >= flags[fb.request_id][0]
-        ):
-            flags[fb.request_id] = (fb.ts, fb.correct)
-        if fb.rating is not None and (
-            fb.request_id not in ratings or fb.ts >= ratings[fb.request_id][0]
-        ):
-            ratings[fb.request_id] = (fb.ts, fb.rating)
-    out: dict[str, bool] = {}
-    for request_id, (_, rating) in ratings.items():
-        if rating >= GOOD_RATING:
-            out[request_id] = True
-        elif rating <= BAD_RATING:
-            out[request_id] = False
-    out.update({k: v for k, (_, v) in flags.items()})
-    return out
 
 
 def label_from_log(
@@ -110,11 +77,11 @@ def label_from_log(
     sufficient: set[int] = set()
     insufficient: set[int] = set()
     for hop in record.hops:
-        if _norm(hop.get("role"), "HOP_ROLE_") != "JUDGE":
+        if hop_value(hop.get("role"), "HOP_ROLE_") != "JUDGE":
             continue
-        if _norm(hop.get("outcome"), "HOP_OUTCOME_") != "OK":
+        if hop_value(hop.get("outcome"), "HOP_OUTCOME_") != "OK":
             continue
-        verdict = _norm(hop.get("verdict"), "JUDGE_VERDICT_")
+        verdict = hop_value(hop.get("verdict"), "JUDGE_VERDICT_")
         judged = index.get(str(hop.get("tier")), 0) - 1
         if judged < 0 or verdict not in ("PASS", "FAIL"):
             continue
