@@ -10,7 +10,7 @@ DATA ?= $(or $(TIERROUTE_DATA),../shared/data/dev.jsonl.gz)
 HOST ?= 127.0.0.1
 PORT ?= 50051
 
-.PHONY: venv install protos protos-check run test node-test check fmt model bench eval clean image-test own-traffic-curve transfer
+.PHONY: venv install protos protos-check run test node-test check fmt model bench eval clean image-test own-traffic-curve transfer bench-gateway
 
 # The server and the client install in one resolver run: the client's grpcio and protobuf
 # ranges meet the root's pins, and neither install has to come first.
@@ -165,6 +165,15 @@ own-traffic-curve: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/route_bench.py
+
+# tierroute's Messages API door against LiteLLM's proxy and against no gateway, on nginx as a
+# fake Anthropic upstream with wrk as load, pinned with taskset (docs/BENCHMARKS.md). nginx and
+# wrk come from Debian, installed here when missing (root); the script makes LiteLLM's
+# virtualenv on its first run. Not in `make test`.
+bench-gateway: $(STAMP)
+	command -v nginx > /dev/null && command -v wrk > /dev/null || { apt-get update && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light wrk; }
+	$(BIN)/python bench/gateway_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
