@@ -123,18 +123,31 @@ async def test_a_tier_model_id_pins_that_tier(client: openai.AsyncOpenAI) -> Non
 
 
 async def test_the_cascade_escalates_a_question_the_cheap_tier_gets_wrong(
-    client: openai.AsyncOpenAI,
+    replay_data: Path,
 ) -> None:
-    """Routed to cheap, judged wrong there, the answer comes from the tier that gets it right."""
-    question, record = _question("expensive")
-    raw = await client.chat.completions.with_raw_response.create(
-        model="tierroute", messages=[{"role": "user", "content": question}]
+    """Routed to cheap and judged (every answer is), a wrong answer escalates to a tier that
+    gets it right."""
+    settings = make_settings(
+        {
+            "TIERROUTE_REPLAY_DATA": str(replay_data),
+            "TIERROUTE_REPLAY_TIME_SCALE": "0",
+            "TIERROUTE_CASCADE_JUDGE_SAMPLE_RATE": "1",
+        }
     )
+    question, record = _question("expensive")
+    scorer = StaticScorer((0.95, 0.03, 0.02))
+    async with running_server(settings, scorer=scorer, environ={}, http=True) as s:
+        sdk = openai.AsyncOpenAI(base_url=f"{s.http_url}/v1", api_key="unused", max_retries=0)
+        async with sdk:
+            raw = await sdk.chat.completions.with_raw_response.create(
+                model="tierroute", messages=[{"role": "user", "content": question}]
+            )
     completion = raw.parse()
-    assert raw.headers["x-tierroute-tier"] != "cheap"
     tier = raw.headers["x-tierroute-tier"]
+    assert tier != "cheap"
     key = {"mid": "pro-model", "expensive": "big-model"}[tier]
     assert completion.choices[0].message.content == record["models"][key]["response"]
+    assert completion.model == {"mid": MID, "expensive": TOP}[tier]
 
 
 async def test_system_and_developer_messages_reach_the_answering_model(
