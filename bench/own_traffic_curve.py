@@ -96,6 +96,9 @@ def main() -> int:  # noqa: PLR0915 - one linear experiment
     )
     parser.add_argument("--sizes", default="250,500,1000,1500,2000")
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument(
+        "--method", choices=("consensus", "judge"), default="consensus", help="label --method"
+    )
     parser.add_argument("--work", type=Path, default=None, help="keep files here")
     parser.add_argument(
         "--no-refit",
@@ -137,7 +140,11 @@ def main() -> int:  # noqa: PLR0915 - one linear experiment
     labelling: dict[int, Any] = {}
     for n in sizes:
         print(f"{n} labels", file=sys.stderr)
-        labelling[n] = _run(["label", "--db", db, "--sample", str(n), "--quiet", "--json"], env)
+        labelling[n] = _run(
+            ["label", "--db", db, "--sample", str(n), "--method", args.method, "--quiet",
+             "--json"],
+            env,
+        )  # fmt: skip
         labels = work / f"labels-{n}.jsonl.gz"
         _run(["export", "--db", db, "--labeled", "--out", str(labels), "--json"], env)
         bundle = work / f"bundle-{n}"

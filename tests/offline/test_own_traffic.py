@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import csv
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +15,23 @@ import pytest
 
 from tests.fixtures import cascade_records, write_dataset
 from tests.helpers import make_settings
+from tierroute.cascade.labelling import Labeller
 from tierroute.offline.cli.traffic import add_export_parser, add_import_parser, add_label_parser
 from tierroute.offline.evaluation.eval_data import load_eval_data
 from tierroute.outcomes import iter_records
 from tierroute.providers.replay.recorded import ReplayStore
+from tierroute.providers.scripted import ScriptedProvider
 from tierroute.querylog import open_store
 from tierroute.settings import Settings
 
 RECORDS = cascade_records(24)
 # The replay's price ladder is the configured tiers'; the judge is the top tier.
-PRICED = {"cheap": (1.0, 5.0), "mid": (3.0, 15.0), "expensive": (5.0, 25.0)}
+PRICED = {
+    "cheap": (1.0, 5.0),
+    "mid": (3.0, 15.0),
+    "expensive": (5.0, 25.0),
+    "probe": (0.25, 1.25),
+}
 
 
 @pytest.fixture
@@ -159,22 +168,67 @@ async def test_a_bad_row_fails_on_one_line_naming_line_and_field(
     assert not (tmp_path / "log.sqlite3").exists()
 
 
-async def test_label_stores_every_tier_answer_and_the_reference_verdict(
+async def test_label_stores_every_tier_answer_and_the_probe_answer_priced(
     log_url: str, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Each sampled question gets one row per tier, priced at the configured prices."""
+    """Each sampled question gets one row per tier and one for the probe, at their prices."""
     await cli(settings, "import", "--db", log_url, str(team_log(tmp_path / "l.jsonl")), "--quiet")
     doc = await run_json(settings, capsys, "label", "--db", log_url, "--sample", "9", "--quiet")
     _, _, labels = await stored(log_url)
     assert doc["questions_fully_labelled"] == 9
-    assert len(labels) == 27
+    assert sorted(Counter(lab.tier for lab in labels).items()) == [
+        ("cheap", 9), ("expensive", 9), ("mid", 9), ("probe", 9)
+    ]  # fmt: skip
     for lab in labels:
         price_in, price_out = PRICED[lab.tier]
         expected = (lab.input_tokens * price_in + lab.output_tokens * price_out) / 1e6
         assert lab.cost_usd == pytest.approx(expected)
-        assert lab.judge_tier == "expensive"
         assert lab.answer_text
     assert doc["spent_usd"] == pytest.approx(sum(lab.total_cost_usd for lab in labels))
+
+
+async def test_no_tier_grades_its_own_answer_under_consensus(
+    log_url: str, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every tier's verdict comes from the answers' consensus or another tier's judge."""
+    await cli(settings, "import", "--db", log_url, str(team_log(tmp_path / "l.jsonl")), "--quiet")
+    await cli(settings, "label", "--db", log_url, "--sample", "9", "--quiet")
+    _, _, labels = await stored(log_url)
+    tiers = [lab for lab in labels if lab.tier in ("cheap", "mid", "expensive")]
+    assert tiers
+    assert all(lab.judge_tier != lab.tier for lab in tiers)
+
+
+def _top_wrong(tmp_path: Path) -> Settings:
+    """Replay over one question that the top tier gets wrong and the others get right."""
+    record = copy.deepcopy(next(r for r in RECORDS if r["min_tier_correct"] == "cheap"))
+    top = record["models"][record["tiers"]["expensive"]]
+    top.update(correct=0, pred="Z", response="Reasoning by big-model. The answer is (Z).")
+    data = write_dataset(tmp_path / "top-wrong.jsonl.gz", [record])
+    log = team_log(tmp_path / "one.jsonl", [{"query": record["prompt"]}])
+    settings = make_settings(
+        {"TIERROUTE_REPLAY_DATA": str(data), "TIERROUTE_REPLAY_TIME_SCALE": "0"}
+    )
+    _cli(settings, "import", "--db", f"sqlite:///{tmp_path / 'log.sqlite3'}", str(log), "--quiet")
+    return settings
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [
+        ("consensus", {"cheap": "pass", "mid": "pass", "expensive": "fail"}),
+        ("judge", {"cheap": "fail", "mid": "fail", "expensive": "pass"}),
+    ],
+)
+async def test_a_wrong_top_answer_fails_by_consensus_and_passes_its_own_judge(
+    tmp_path: Path, method: str, expected: dict[str, str]
+) -> None:
+    """Cheap and mid agree against the top tier: consensus fails the top, a self-judge not."""
+    settings = await asyncio.to_thread(_top_wrong, tmp_path)
+    url = f"sqlite:///{tmp_path / 'log.sqlite3'}"
+    await cli(settings, "label", "--db", url, "--sample", "1", "--method", method, "--quiet")
+    _, _, labels = await stored(url)
+    assert {lab.tier: lab.verdict for lab in labels if lab.tier in expected} == expected
 
 
 async def test_label_samples_every_query_type(
@@ -197,15 +251,20 @@ async def test_label_stops_before_the_spend_limit_and_resumes_without_paying_twi
     """Stopped by --max-spend-usd (exit 3, under the limit), a rerun pays only the rest."""
     log_url = f"sqlite:///{tmp_path / 'log.sqlite3'}"
     await cli(settings, "import", "--db", log_url, str(team_log(tmp_path / "l.jsonl")), "--quiet")
-    args = ("label", "--db", log_url, "--sample", "6", "--quiet", "--concurrency", "1")
-    first = await run_json(settings, capsys, *args, "--max-spend-usd", "0.16", code=3)
+    args = ("label", "--db", log_url, "--sample", "6", "--quiet", "--concurrency", "1",
+            "--max-output-tokens", "1024")  # fmt: skip
+    labeller = Labeller(ScriptedProvider(), settings, max_output_tokens=1024)
+    # Room for one question at its worst case: the next does not fit once anything is paid.
+    limit = max(labeller.worst_case_usd(r["prompt"], settings.tiers) for r in RECORDS) * 1.001
+    first = await run_json(settings, capsys, *args, "--max-spend-usd", f"{limit:.6f}", code=3)
     assert first["stopped_by_budget"]
-    assert 0 < first["spent_usd"] <= 0.16
+    assert 0 < first["spent_usd"] <= limit
     _, _, before = await stored(log_url)
+    tier_rows = sum(lab.tier != "probe" for lab in before)
     second = await run_json(settings, capsys, *args)
     _, _, after = await stored(log_url)
-    assert second["units"]["already_labelled"] == len(before) == first["units"]["labelled_now"]
-    assert second["units"]["labelled_now"] == 18 - len(before)
+    assert second["units"]["already_labelled"] == tier_rows == first["units"]["labelled_now"]
+    assert second["units"]["labelled_now"] == 18 - tier_rows
     assert second["spent_usd"] == pytest.approx(
         sum(lab.total_cost_usd for lab in after) - sum(lab.total_cost_usd for lab in before)
     )

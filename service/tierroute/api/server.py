@@ -33,6 +33,7 @@ from tierroute.api.admission import AdmissionInterceptor
 from tierroute.api.calllog import CallLog
 from tierroute.api.health import SERVICE_NAME, BreakerHealthServicer
 from tierroute.api.http import HttpServer, MessagesEdge
+from tierroute.api.live_labels import LiveLabeller, close_quietly
 from tierroute.api.preflight import check_paths
 from tierroute.api.security import AuthInterceptor, TokenStore, server_credentials
 from tierroute.api.servicer import TierRouterServicer
@@ -125,6 +126,8 @@ class TierRouteServer:
         # Tenants' limits and state (budgets, rate limits, sessions, request ids).
         self.tenancy: Tenancy | None = None
         self.reloader: Reloader | None = None
+        # Live labelling (shadow.label_rate), in the background of this process.
+        self.labels: LiveLabeller | None = None
         # The Anthropic Messages API endpoint, when on (http.port, or start's http_port).
         self._http: HttpServer | None = None
         self.http_port = 0
@@ -223,6 +226,7 @@ class TierRouteServer:
                     querylog=self._querylog,
                     models=self.models,
                     forward_fault_headers=forward,
+                    labels=await self._start_labels(provider),
                 ),
                 server,
             )
@@ -243,6 +247,13 @@ class TierRouteServer:
         self._watch(registry)
         logger.info("serving on port %s (model %s)", self.port, self.router.model_version)
         return self.port
+
+    async def _start_labels(self, provider: Provider) -> LiveLabeller | None:
+        """Live labelling, when `shadow.label_rate` is on and calls are logged."""
+        if self.settings.shadow.label_rate > 0 and self._querylog is not None:
+            self.labels = LiveLabeller(self.settings, provider)
+            await self.labels.start()
+        return self.labels
 
     def _watch(self, registry: ModelRegistry | None) -> None:
         """Start watching the tokens and tenants files, and the registry's promotions."""
@@ -293,7 +304,7 @@ class TierRouteServer:
     async def _open_querylog(self) -> QueryLog:
         cfg = self.settings.querylog
         address = self._querylog_address
-        shadow = self.settings.shadow.sample_rate > 0
+        shadow = self.settings.shadow.keeps_text
         if address is None and cfg.writer == "thread":
             writer = QueryLogWriter.from_config(cfg, keep_shadow_text=shadow)
             await writer.start()
@@ -380,6 +391,8 @@ class TierRouteServer:
         if self.tenancy is not None:
             await self.tenancy.aclose()
             self.tenancy = None
+        await close_quietly(self.labels)
+        self.labels = None
         await self._close_querylog()
         if self._backend is not None:
             await self._backend.aclose()
@@ -465,6 +478,9 @@ class TierRouteServer:
         if self.tenancy is not None:
             await self.tenancy.aclose()
             self.tenancy = None
+        # Live labelling is background work: cancelled, never waited for.
+        await close_quietly(self.labels)
+        self.labels = None
         # After the drain: every call in flight has submitted its record by now.
         await self._close_querylog()
         if self._backend is not None:

@@ -20,6 +20,7 @@ from grpc import aio
 
 from tierroute.api import convert, recording
 from tierroute.api.calllog import CallLog
+from tierroute.api.live_labels import UNFAMILIAR_REASON, LiveLabeller
 from tierroute.api.security import current_principal, current_tenant
 from tierroute.api.status import status_for
 from tierroute.cascade import CascadeEngine, CascadeQuery, CascadeResult, EventStream
@@ -34,7 +35,7 @@ from tierroute.model import ModelReloader, valid_version_name
 from tierroute.providers.replay.faults import FAULT_HEADERS
 from tierroute.querylog import FeedbackRecord, QueryLog, QueryRecord
 from tierroute.querylog.records import SHADOW_PREFIX, SHADOW_TIER, Kind
-from tierroute.routing import RouteQuery, Router
+from tierroute.routing import Decision, RouteQuery, Router
 from tierroute.settings import Settings
 from tierroute.tenancy import CascadeCall, Tenancy, resolve_tenant
 from tierroute.v1 import tierroute_pb2 as pb
@@ -68,8 +69,10 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
         querylog: QueryLog | None = None,
         models: ModelReloader | None = None,
         forward_fault_headers: bool = False,
+        labels: LiveLabeller | None = None,
     ) -> None:
         self._settings = settings
+        self._labels = labels
         self._tenancy = tenancy
         self._router = router
         self._engine = engine
@@ -82,8 +85,11 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
         self._forward_faults = forward_fault_headers
         self._tier_names = tuple(t.name for t in settings.tiers)
 
-    def _shadow(self, record: QueryRecord, query: RouteQuery | None) -> dict[str, Any]:
-        """Shadow mode: for a sampled call, what the policy would have decided, with the text.
+    def _shadow(
+        self, record: QueryRecord, query: RouteQuery | None, *, sampled: bool = False
+    ) -> dict[str, Any]:
+        """Shadow mode: for a sampled call (drawn here, or `sampled` for live labelling),
+        what the policy would have decided, with the text.
 
         A caller's own `shadow.*` metadata is dropped, so only the server marks a sample.
         """
@@ -91,7 +97,9 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
         changes: dict[str, Any] = {}
         if len(metadata) != len(record.metadata):
             changes["metadata"] = metadata
-        if query is None or self._shadow_rate <= 0 or self._rng.random() >= self._shadow_rate:
+        if query is None:
+            return changes
+        if not sampled and (self._shadow_rate <= 0 or self._rng.random() >= self._shadow_rate):
             return changes
         try:
             decision = self._router.decide(
@@ -117,10 +125,23 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
         text: str,
         answer: str | None = None,
         query: RouteQuery | None = None,
+        decision: Decision | None = None,
     ) -> None:
         if self._log is None:
             return
-        self._calls.record(record, text, answer, self._shadow(record, query))
+        unfamiliar = decision is not None and any(
+            note.code.name == UNFAMILIAR_REASON for note in decision.reasons
+        )
+        label = (
+            self._labels is not None
+            and query is not None
+            and self._labels.wants(unfamiliar=unfamiliar)
+        )
+        extra = self._shadow(record, query, sampled=label)
+        self._calls.record(record, text, answer, extra)
+        if label and self._labels is not None and "query_text" in extra:
+            # Queued only: the labelling runs in the background, after this call returns.
+            self._labels.offer(record.request_id, text, unfamiliar=unfamiliar)
 
     def _record_failure(
         self,
@@ -197,6 +218,7 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
             recording.route_record(query, decision, store_text=self._store_text),
             query.text,
             query=query,
+            decision=decision,
         )
         return convert.route_response(decision, query.request_id, self._tier_names)
 
@@ -264,6 +286,7 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
             query.route.text,
             result.answer,
             query=query.route,
+            decision=result.decision,
         )
 
     async def Cascade(self, request: pb.CascadeRequest, context: Context) -> pb.CascadeResponse:

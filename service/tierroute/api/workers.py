@@ -135,7 +135,7 @@ class WorkerGroup:
             self.writer = WriterProcess(
                 settings.querylog,
                 self.run_dir,
-                keep_shadow_text=settings.shadow.sample_rate > 0,
+                keep_shadow_text=settings.shadow.keeps_text,
             )
         self._workers: dict[int, Any] = {}
         self._pipes: dict[int, Connection] = {}

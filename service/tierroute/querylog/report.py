@@ -31,6 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from tierroute.querylog.records import FeedbackRecord, QueryRecord, ts_text
+from tierroute.querylog.savings import Savings, format_savings
 
 UNKNOWN_MODEL = "(unknown)"
 
@@ -150,6 +151,8 @@ class Report:
     route_decisions: int
     route_by_tier: dict[str, int]
     failed_calls: dict[str, int]
+    # What the labelled sample says routing saves against the reference tier (savings.py).
+    savings: Savings | None = None
 
     @property
     def total_queries(self) -> int:
@@ -182,6 +185,8 @@ class Report:
             "cheap_tier_opportunity": self.cheap_tier_opportunity,
             "route_decisions": {"count": self.route_decisions, "by_tier": self.route_by_tier},
             "failed_calls": dict(self.failed_calls),
+            # Only when the log holds labels (`tierroute label`, live labelling).
+            **({} if self.savings is None else {"savings": self.savings.to_json()}),
         }
 
 
@@ -240,8 +245,14 @@ class ReportBuilder:
             self._above_cheap += 1
             self._opportunities += is_cheap_opportunity(record, self._tiers)
 
-    def build(self, *, since: datetime | None = None, until: datetime | None = None) -> Report:
-        """The report over everything added."""
+    def build(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        savings: Savings | None = None,
+    ) -> Report:
+        """The report over everything added (with the labelled sample's savings, if any)."""
         total = self._overall.queries
         return Report(
             since=since,
@@ -257,6 +268,7 @@ class ReportBuilder:
             route_decisions=sum(self._route_by_tier.values()),
             route_by_tier=dict(sorted(self._route_by_tier.items())),
             failed_calls=dict(sorted(self._failed.items())),
+            savings=savings,
         )
 
 
@@ -330,4 +342,6 @@ def format_table(report: Report) -> str:
     if report.failed_calls:
         errors = ", ".join(f"{k} {v:,}" for k, v in report.failed_calls.items())
         lines.append(f"calls that ended in an error: {errors}")
+    if report.savings is not None:
+        lines.extend(["", *format_savings(report.savings)])
     return "\n".join(lines)

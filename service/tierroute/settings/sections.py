@@ -351,6 +351,31 @@ class ShadowConfig:
     `querylog.store_text` off, so turning this on is the opt-in."""
 
     sample_rate: float = 0.0
+    # Live labelling (docs/own-traffic.md): this share of calls (unfamiliar ones always,
+    # while the budget lasts) is run through every tier in the background and labelled the
+    # way `tierroute label` labels, into the query log's `tier_labels`. 0 = off.
+    label_rate: float = 0.0
+    # The most live labelling may spend per serving process (USD); needed with label_rate.
+    label_budget_usd: float = 0.0
+    # "consensus" or "judge" (`tierroute label --method`).
+    label_method: str = "consensus"
+    # Sampled calls waiting to be labelled; beyond it a familiar one is dropped.
+    label_max_pending: int = 16
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.label_rate <= 1.0:
+            raise ConfigError("shadow.label_rate must be within [0, 1]")
+        if self.label_budget_usd < 0 or (self.label_rate > 0 and self.label_budget_usd <= 0):
+            raise ConfigError("shadow.label_budget_usd must be positive when label_rate is on")
+        if self.label_method not in ("consensus", "judge"):
+            raise ConfigError("shadow.label_method must be consensus or judge")
+        if self.label_max_pending < 1:
+            raise ConfigError("shadow.label_max_pending must be at least 1")
+
+    @property
+    def keeps_text(self) -> bool:
+        """Whether sampled calls keep their text (shadow samples or live labels)."""
+        return self.sample_rate > 0 or self.label_rate > 0
 
 
 @dataclass(frozen=True)

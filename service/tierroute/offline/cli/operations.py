@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import sys
+from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -29,9 +30,17 @@ from tierroute.errors import ConfigError, ModelLoadError, NotFound, ProviderErro
 from tierroute.offline.cli.args import add_data_argument, add_folds_argument
 from tierroute.offline.cli.tenant_report import run_tenant_report
 from tierroute.outcomes import default_data_path
-from tierroute.querylog import QueryLogError, Report, ReportBuilder, Store, open_store
+from tierroute.querylog import (
+    QueryLogError,
+    Report,
+    ReportBuilder,
+    Store,
+    TierLabel,
+    open_store,
+)
 from tierroute.querylog.records import utc_now
 from tierroute.querylog.report import format_table
+from tierroute.querylog.savings import SavingsBuilder
 from tierroute.querylog.store import redact_url
 from tierroute.settings import Settings
 
@@ -549,19 +558,29 @@ def add_report_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run_report)
 
 
-async def build_report(url: str, tiers: tuple[str, ...], since: datetime | None) -> Report:
-    """Read the log at `url` (never migrating it) and summarise it."""
+async def build_report(
+    url: str, tiers: tuple[str, ...], since: datetime | None, reference: str = ""
+) -> Report:
+    """Read the log at `url` (never migrating it) and summarise it, with the savings the
+    labelled sample shows against `reference` (default: the top tier)."""
     store = open_store(url)
     try:
         if await store.schema_version() == 0:
             raise QueryLogError(f"no query log at {store.display_url}")
-        # Feedback first (it is small): each query is then counted as it streams past.
+        # Feedback and labels first (they are small): each query is then counted as it
+        # streams past.
         builder = ReportBuilder(tiers, await store.fetch_feedback(since=since))
+        labels: dict[str, dict[str, TierLabel]] = defaultdict(dict)
+        for label in await store.fetch_tier_labels():
+            labels[label.request_id][label.tier] = label
+        savings = SavingsBuilder(tiers, reference or tiers[-1], labels) if tiers else None
         async for record in store.iter_queries(since=since):
             builder.add(record)
+            if savings is not None:
+                savings.add(record)
     finally:
         await store.aclose()
-    return builder.build(since=since)
+    return builder.build(since=since, savings=None if savings is None else savings.build())
 
 
 def run_report(args: argparse.Namespace, settings: Settings, environ: Mapping[str, str]) -> int:
@@ -576,7 +595,7 @@ def run_report(args: argparse.Namespace, settings: Settings, environ: Mapping[st
         return 2
     tiers = tuple(t.name for t in settings.tiers)
     try:
-        report = asyncio.run(build_report(url, tiers, since))
+        report = asyncio.run(build_report(url, tiers, since, settings.routing.reference_tier))
     except ConfigError as exc:
         print(f"tierroute report: {exc}", file=sys.stderr)
         return 2

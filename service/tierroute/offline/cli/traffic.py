@@ -119,7 +119,17 @@ def add_label_parser(subparsers: Any) -> None:
         "--max-spend-usd", type=float, default=None, help="stop before this run spends more"
     )
     parser.add_argument(
-        "--reference-tier", default=None, help="the judging tier (default: the top tier)"
+        "--reference-tier",
+        default=None,
+        help="the reference tier (default routing.reference_tier, else the top tier)",
+    )
+    parser.add_argument(
+        "--method",
+        choices=("consensus", "judge"),
+        default="consensus",
+        help="consensus (default): the tiers' and the probe's final answers decide, a judge "
+        "only where answers state none, no tier judging its own answer; judge: the "
+        "reference tier judges every answer, its own included",
     )
     parser.add_argument(
         "--max-output-tokens",
@@ -127,7 +137,7 @@ def add_label_parser(subparsers: Any) -> None:
         default=None,
         help="cap of each tier's answer (default cascade.max_output_tokens)",
     )
-    parser.add_argument("--concurrency", type=int, default=4, help="units in flight")
+    parser.add_argument("--concurrency", type=int, default=4, help="questions in flight")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     _quiet_argument(parser)
     _json_argument(parser)
@@ -148,7 +158,7 @@ async def _label(
                 backend.provider,
                 settings,
                 options,
-                progress=progress_bar(quiet, "label", "call pair"),
+                progress=progress_bar(quiet, "label", "question"),
             )
         finally:
             await backend.aclose()
@@ -158,6 +168,7 @@ def run_label_command(
     args: argparse.Namespace, settings: Settings, environ: Mapping[str, str]
 ) -> int:
     """`tierroute label`: 0 complete, 3 stopped early, 1 log/backend failure, 2 bad input."""
+    from tierroute.cascade.labelling import parse_method
     from tierroute.offline.traffic.labelling import LabelOptions, format_report, reference
 
     url = args.db or settings.querylog.url.get()
@@ -170,6 +181,7 @@ def run_label_command(
             max_output_tokens=args.max_output_tokens or settings.cascade.max_output_tokens,
             concurrency=args.concurrency,
             seed=args.seed,
+            method=parse_method(args.method),
         )
         reference(settings, options.reference_tier)
         report = asyncio.run(_label(url, settings, environ, options, args.quiet))

@@ -1,0 +1,147 @@
+"""Live labelling (`[shadow] label_rate`) through the real server: sampled calls are run
+through every tier in the background and labelled into `tier_labels`, within a budget."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+from tests.helpers import make_settings, running_server
+from tierroute.api.live_labels import LiveLabeller
+from tierroute.cascade.labelling import Labeller
+from tierroute.providers.scripted import Reply, ScriptedProvider
+from tierroute.querylog import SqliteStore, TierLabel, open_store
+from tierroute.settings import Settings
+from tierroute.v1 import tierroute_pb2 as pb
+
+QUESTION = "What is the capital of France?"
+MODELS = ("claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-8", "claude-3-haiku-20240307")
+
+
+def _settings(tmp_path: Path, **shadow: str) -> Settings:
+    env = {
+        "TIERROUTE_QUERYLOG_ENABLED": "true",
+        "TIERROUTE_DB_URL": f"sqlite:///{tmp_path / 'log.sqlite3'}",
+        "TIERROUTE_QUERYLOG_SPOOL_PATH": str(tmp_path / "log.spool.jsonl"),
+        "TIERROUTE_ROUTING_DEFAULT_STRATEGY": "heuristic",
+        "TIERROUTE_SHADOW_LABEL_RATE": "1.0",
+        "TIERROUTE_SHADOW_LABEL_BUDGET_USD": "10",
+    }
+    env.update({f"TIERROUTE_SHADOW_{k.upper()}": v for k, v in shadow.items()})
+    return make_settings(env)
+
+
+async def _labels(tmp_path: Path) -> list[TierLabel]:
+    store = open_store(f"sqlite:///{tmp_path / 'log.sqlite3'}")
+    try:
+        return list(await store.fetch_tier_labels())
+    finally:
+        await store.aclose()
+
+
+def _scripted(gate: asyncio.Event | None = None, questions: int = 4) -> ScriptedProvider:
+    """Every tier and the probe state the same final answer, `questions` times."""
+    provider = ScriptedProvider()
+    for model in MODELS:
+        provider.script(model, *[Reply.answer("The answer is (B).", gate=gate)] * questions)
+    return provider
+
+
+async def test_a_sampled_call_is_labelled_for_every_tier_into_tier_labels(tmp_path: Path) -> None:
+    """A Route call at label_rate 1: each tier's and the probe's answer, labelled, stored."""
+    settings = _settings(tmp_path)
+    async with running_server(settings, provider=_scripted()) as s:
+        response = await s.stub.Route(pb.RouteRequest(query=QUESTION, request_id="r-1"))
+        assert s.server.labels is not None
+        await s.server.labels.wait_idle()
+    labels = await _labels(tmp_path)
+    assert response.request_id == "r-1"
+    assert sorted((lab.request_id, lab.tier, lab.verdict) for lab in labels) == [
+        ("r-1", "cheap", "pass"),
+        ("r-1", "expensive", "pass"),
+        ("r-1", "mid", "pass"),
+        ("r-1", "probe", "pass"),
+    ]
+
+
+async def test_a_labelled_call_keeps_its_text_for_export(tmp_path: Path) -> None:
+    """The labelled call's record holds its question, so `export` can join the labels."""
+    async with running_server(_settings(tmp_path), provider=_scripted()) as s:
+        await s.stub.Route(pb.RouteRequest(query=QUESTION, request_id="r-1"))
+        assert s.server.labels is not None
+        await s.server.labels.wait_idle()
+    store = open_store(f"sqlite:///{tmp_path / 'log.sqlite3'}")
+    try:
+        (record,) = await store.fetch_queries()
+    finally:
+        await store.aclose()
+    assert record.query_text == QUESTION
+
+
+async def test_the_budget_stops_live_labelling_before_it_is_passed(tmp_path: Path) -> None:
+    """Room for one question's worst case: the first is labelled, the second never starts."""
+    base = _settings(tmp_path)
+    worst = Labeller(ScriptedProvider(), base, max_output_tokens=base.cascade.max_output_tokens)
+    budget = worst.worst_case_usd(QUESTION, base.tiers) * 1.001
+    settings = _settings(tmp_path, label_budget_usd=f"{budget:.9f}")
+    async with running_server(settings, provider=_scripted()) as s:
+        labels = s.server.labels
+        assert labels is not None
+        await s.stub.Route(pb.RouteRequest(query=QUESTION, request_id="r-1"))
+        await labels.wait_idle()
+        await s.stub.Route(pb.RouteRequest(query=QUESTION, request_id="r-2"))
+        await labels.wait_idle()
+        assert labels.stats.stopped_by_budget
+        assert 0 < labels.budget.spent <= budget
+    assert {lab.request_id for lab in await _labels(tmp_path)} == {"r-1"}
+
+
+async def test_the_call_returns_while_its_labelling_is_held_and_shutdown_cancels_it(
+    tmp_path: Path,
+) -> None:
+    """Labelling calls held open never delay the response; stopping the server cancels them."""
+    gate = asyncio.Event()  # never set: the labelling calls stay open
+    provider = _scripted(gate)
+    async with running_server(_settings(tmp_path), provider=provider) as s:
+        response = await s.stub.Route(pb.RouteRequest(query=QUESTION, request_id="r-1"))
+        await provider.wait_for_calls(len(MODELS))
+        assert response.tier.name
+        assert all(call.outcome == "pending" for call in provider.calls)
+    assert all(call.cancelled for call in provider.calls)
+    assert await _labels(tmp_path) == []
+
+
+async def test_unfamiliar_calls_are_labelled_before_familiar_ones(tmp_path: Path) -> None:
+    """Queued behind a held question, an unfamiliar call offered last is labelled first."""
+    settings = _settings(tmp_path)
+    gate = asyncio.Event()
+    provider = _scripted(gate, questions=3)
+    store = SqliteStore(tmp_path / "log.sqlite3")
+    await store.migrate()
+    labeller = LiveLabeller(settings, provider, store=store, rng=random.Random(0))
+    await labeller.start()
+    try:
+        labeller.offer("held", "Question held first?", unfamiliar=False)
+        await provider.wait_for_calls(len(MODELS))
+        labeller.offer("familiar", "A familiar question?", unfamiliar=False)
+        labeller.offer("unfamiliar", "An unfamiliar question?", unfamiliar=True)
+        gate.set()
+        await labeller.wait_idle()
+        stored = await store.fetch_tier_labels()
+    finally:
+        await labeller.aclose()
+        await store.aclose()
+    order = list(dict.fromkeys(lab.request_id for lab in stored))
+    assert order == ["held", "unfamiliar", "familiar"]
+
+
+def test_an_unfamiliar_call_is_always_sampled_and_a_familiar_one_at_the_rate(
+    tmp_path: Path,
+) -> None:
+    """At a rate of 0.001 a familiar call is rarely drawn; an unfamiliar one always is."""
+    settings = _settings(tmp_path, label_rate="0.001")
+    labeller = LiveLabeller(settings, ScriptedProvider(), rng=random.Random(1))
+    familiar = sum(labeller.wants(unfamiliar=False) for _ in range(1000))
+    assert all(labeller.wants(unfamiliar=True) for _ in range(100))
+    assert familiar < 10
