@@ -20,7 +20,7 @@ from tests.model.adapt_support import (
 from tierroute.errors import ConfigError
 from tierroute.model import ModelRegistry
 from tierroute.model.adapt import LoggedEstimates, adapt, correct_row, figures_at, solve_points
-from tierroute.model.operating import OPERATING_POINTS
+from tierroute.model.operating import OPERATING_POINTS, action_choice
 from tierroute.querylog import FeedbackRecord, PostgresStore, SqliteStore, Store, TierLabel
 from tierroute.routing.plan import ACTIONS
 from tierroute.settings import Settings
@@ -58,7 +58,7 @@ def estimates(n: int = 50) -> LoggedEstimates:
 def test_a_re_solved_floor_meets_its_target_on_the_logged_rows() -> None:
     """Each quality floor's new price meets it: expected quality >= its share of always-top's."""
     est = estimates()
-    solved = solve_points(est, OPERATING_POINTS, top=5)
+    solved = solve_points(est, OPERATING_POINTS, actions=ACTIONS, top=5)
     for name in ("parity", "q95"):
         after = figures_at(est, solved[name].price_per_correct_usd, ACTIONS)
         assert solved[name].feasible
@@ -69,16 +69,28 @@ def test_parity_on_easy_traffic_is_cheaper_than_always_top() -> None:
     """Where a judged cheap start is as likely right as the top tier, parity stops buying the
     top tier: its expected cost falls below always-top's."""
     est = estimates()
-    solved = solve_points(est, OPERATING_POINTS, top=5)
+    solved = solve_points(est, OPERATING_POINTS, actions=ACTIONS, top=5)
     assert figures_at(est, solved["parity"].price_per_correct_usd, ACTIONS).cost_usd < 0.004
 
 
 def test_a_budget_meets_its_cost_limit() -> None:
     """third_cost's new price keeps the expected cost within a third of always-top's."""
     est = estimates()
-    solved = solve_points(est, OPERATING_POINTS, top=5)
+    solved = solve_points(est, OPERATING_POINTS, actions=ACTIONS, top=5)
     after = figures_at(est, solved["third_cost"].price_per_correct_usd, ACTIONS)
     assert after.cost_usd <= 0.004 / 3
+
+
+def test_an_action_a_row_could_not_take_is_never_chosen_there() -> None:
+    """Rows whose plan excluded the cheap judged start never get it at any price."""
+    est = estimates(10)
+    allowed = np.ones((10, 6), dtype=bool)
+    allowed[:5, 1] = False
+    masked = LoggedEstimates(est.p, est.cost, est.quality, est.chosen, allowed=allowed)
+    solved = solve_points(masked, OPERATING_POINTS, actions=ACTIONS, top=5)
+    for point in solved.values():
+        chosen = action_choice(masked.p, masked.choice_cost, point.price_per_correct_usd)
+        assert not (chosen[:5] == 1).any()
 
 
 async def _adapt_dry(store: Store, tmp_path: Path, settings: Settings) -> dict[str, object]:

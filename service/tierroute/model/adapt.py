@@ -86,6 +86,9 @@ class LoggedEstimates:
     cost: npt.NDArray[np.float64]  # (N, A): expected cost in USD as logged
     quality: npt.NDArray[np.float64]  # (N, A): P(correct) after the evidence's correction
     chosen: npt.NDArray[np.int64]  # (N,): the action the server chose
+    # (N, A): False where the row's plan could not take the action (`allowed` logged with
+    # the plan); None: every action was open to every row.
+    allowed: npt.NDArray[np.bool_] | None = None
     # Rows corrected by each kind of evidence, and rows left out and why.
     corrected: Mapping[str, int] = field(default_factory=dict)
     skipped: Mapping[str, int] = field(default_factory=dict)
@@ -94,6 +97,14 @@ class LoggedEstimates:
     def rows(self) -> int:
         """How many planned Cascades the estimates cover."""
         return len(self.p)
+
+    @property
+    def choice_cost(self) -> npt.NDArray[np.float64]:
+        """The costs the choice compares: an action a row could not take costs more than any
+        price of a correct answer can make up, so it is never chosen there."""
+        if self.allowed is None:
+            return self.cost
+        return np.where(self.allowed, self.cost, np.inf)
 
 
 def correct_row(
@@ -136,6 +147,7 @@ async def read_estimates(
     cost_rows: list[list[float]] = []
     quality_rows: list[list[float]] = []
     chosen: list[int] = []
+    allowed_rows: list[list[bool]] = []
     corrected = dict.fromkeys(EVIDENCE_KINDS, 0)
     skipped = {"other_model": 0, "not_ok": 0, "malformed": 0}
     n = len(actions)
@@ -150,11 +162,14 @@ async def read_estimates(
             skipped["not_ok"] += 1
             continue
         p, cost, action = plan["p_correct"], plan["cost_usd"], plan["action"]
+        allowed = plan.get("allowed") or [True] * n
         values = [*p, *cost]
         if (
             len(p) != n
             or len(cost) != n
+            or len(allowed) != n
             or not 0 <= action < n
+            or not allowed[action]
             or not all(math.isfinite(v) and v >= 0 for v in values)
             or max(p) > 1
         ):
@@ -171,6 +186,7 @@ async def read_estimates(
             corrected[kind] += 1
         p_rows.append(list(p))
         cost_rows.append(list(cost))
+        allowed_rows.append(allowed)
         quality_rows.append(quality)
         chosen.append(action)
     shape = (len(p_rows), n)
@@ -179,6 +195,7 @@ async def read_estimates(
         cost=np.asarray(cost_rows, dtype=np.float64).reshape(shape),
         quality=np.asarray(quality_rows, dtype=np.float64).reshape(shape),
         chosen=np.asarray(chosen, dtype=np.int64),
+        allowed=None if all(all(r) for r in allowed_rows) else np.asarray(allowed_rows, bool),
         corrected=corrected,
         skipped=skipped,
     )
@@ -220,7 +237,7 @@ def figures_of(
 def figures_at(est: LoggedEstimates, price: float, actions: Sequence[CascadeAction]) -> Figures:
     """The expected figures at a price of a correct answer: each row's action chosen from
     its logged estimates as the server chooses it."""
-    return figures_of(est, action_choice(est.p, est.cost, price), actions)
+    return figures_of(est, action_choice(est.p, est.choice_cost, price), actions)
 
 
 def _best(
@@ -249,23 +266,38 @@ class SolvedPoint:
     feasible: bool
 
 
+def baseline_action(target: PointTarget, actions: Sequence[CascadeAction], top: int) -> int:
+    """The action a relative target is measured against: its reference tier unjudged (the
+    top tier, action `top`, when it names none); ConfigError when the actions lack it."""
+    reference = getattr(target, "reference", None)
+    if reference is None:
+        return top
+    for index, action in enumerate(actions):
+        if action.start == reference and action.judge == "none":
+            return index
+    raise ConfigError(f"no unjudged action on tier {reference} to measure a target against")
+
+
 def solve_points(
     est: LoggedEstimates,
     targets: Mapping[str, PointTarget],
     *,
+    actions: Sequence[CascadeAction],
     top: int,
     share: float = DEFAULT_SPECULATION_COST_SHARE,
 ) -> dict[str, SolvedPoint]:
-    """Every target's price of a correct answer on the logged rows (relative targets are
-    relative to always-top's expected figures there: action `top` on every row). A target
-    no price meets gets the nearest: the best quality for a floor, the lowest cost for a
-    budget, with `feasible` False."""
-    top_quality = float(est.quality[:, top].mean())
+    """Every target's price of a correct answer on the logged rows (a relative target is
+    relative to its baseline's expected figures there: always-top, or always its reference
+    tier, on every row). A target no price meets gets the nearest: the best quality for a
+    floor, the lowest cost for a budget, with `feasible` False."""
     top_cost = float(est.cost[:, top].mean())
-    prices, q, c = price_sweep(est.p, est.cost, est.quality, est.cost, top_cost)
+    prices, q, c = price_sweep(est.p, est.choice_cost, est.quality, est.cost, top_cost)
     out = {}
     for name, target in targets.items():
-        limit = limit_of(target, top_quality, top_cost, share)
+        base = baseline_action(target, actions, top)
+        limit = limit_of(
+            target, float(est.quality[:, base].mean()), float(est.cost[:, base].mean()), share
+        )
         found = _best(q, c, target.kind, limit, est.rows)
         feasible = found is not None
         if found is None:
@@ -390,6 +422,9 @@ class ServedPolicy:
     default_point: str
     value_sha256: str
     share: float
+    # The prices the points are solved under: the configured tiers' (and the agreement
+    # probe's, when the model prices one), as a server with that configuration uses them.
+    ladder: Ladder
 
     @classmethod
     def read(cls, path: Path, ladder: Ladder) -> ServedPolicy:
@@ -411,7 +446,7 @@ class ServedPolicy:
             )
         n_tiers = len(ladder.input_usd_per_mtok)
         actions = parse_actions(section.get("actions"), n_tiers, f"{where}: cascade.value")
-        _, prices, default = operating_prices(
+        used, prices, default = operating_prices(
             path, section, n_tiers=n_tiers, where=where, ladder=ladder
         )
         share = section.get("speculation_cost_share", DEFAULT_SPECULATION_COST_SHARE)
@@ -426,6 +461,7 @@ class ServedPolicy:
             default_point=default,
             value_sha256=str(section.get("sha256") or ""),
             share=float(share),
+            ladder=used,
         )
 
     @property
@@ -465,7 +501,7 @@ def _digest(base: str, ladder: Ladder, prices: Mapping[str, float]) -> str:
 
 
 def adapted_documents(
-    served: ServedPolicy, result: AdaptResult, ladder: Ladder, version: str
+    served: ServedPolicy, result: AdaptResult, version: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The new version's metadata.json and thresholds.json documents."""
     thresholds = json.loads(json.dumps(served.thresholds))
@@ -481,7 +517,7 @@ def adapted_documents(
     value["price_per_correct_usd"] = points[served.default_point].price_after
     # The prices the points were solved under: a server with these prices uses them as they
     # are; one with other prices solves them again from the calibration rows.
-    value["prices"] = ladder.as_dict()
+    value["prices"] = served.ladder.as_dict()
     thresholds["version"] = version
     metadata = dict(served.metadata)
     metadata["model_version"] = version
@@ -498,14 +534,12 @@ def adapted_documents(
     return metadata, thresholds
 
 
-def publish(
-    registry: ModelRegistry, served: ServedPolicy, result: AdaptResult, ladder: Ladder
-) -> str:
+def publish(registry: ModelRegistry, served: ServedPolicy, result: AdaptResult) -> str:
     """Add the adapted bundle to the registry (when it does not hold it already) and
     promote it; the version (blocking: run it off the event loop)."""
     prices = {p.name: p.price_after for p in result.points}
     version = check_version_name(
-        f"{served.base_version}{ADAPT_MARK}{_digest(served.base_version, ladder, prices)}"
+        f"{served.base_version}{ADAPT_MARK}{_digest(served.base_version, served.ladder, prices)}"
     )
     try:
         registry.bundle_dir(version)
@@ -513,7 +547,7 @@ def publish(
     except NotFound:
         held = False
     if not held:
-        metadata, thresholds = adapted_documents(served, result, ladder, version)
+        metadata, thresholds = adapted_documents(served, result, version)
         with tempfile.TemporaryDirectory(prefix="tierroute-adapt-") as scratch:
             bundle = Path(scratch)
             for name in (*BUNDLE_FILES, *OPTIONAL_FILES):
@@ -567,7 +601,7 @@ async def adapt(
         return replace(result, note="nothing changed: the operating points are where they were")
     if dry_run:
         return replace(result, note="dry run: nothing written")
-    version = await asyncio.to_thread(publish, registry, served, result, ladder)
+    version = await asyncio.to_thread(publish, registry, served, result)
     return replace(result, version=version, promoted=True)
 
 
@@ -575,7 +609,7 @@ def _solve(est: LoggedEstimates, served: ServedPolicy) -> dict[str, Any]:
     """Baselines and every point before and after, on the logged rows (numpy; blocking)."""
     n_tiers = max(a.start for a in served.actions) + 1
     top = top_action(served.actions, n_tiers)
-    solved = solve_points(est, served.targets, top=top, share=served.share)
+    solved = solve_points(est, served.targets, actions=served.actions, top=top, share=served.share)
     baselines = {}
     names = {0: "always_cheap", n_tiers - 2: "always_mid", n_tiers - 1: "always_top"}
     for index, action in enumerate(served.actions):

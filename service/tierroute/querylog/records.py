@@ -37,6 +37,8 @@ class ValuePlanRecord(TypedDict):
     action: int
     operating_point: str
     price_per_correct_usd: float
+    # Which actions the plan could choose for this query (absent: all of them).
+    allowed: NotRequired[list[bool]]
 
 
 class HopRecord(TypedDict):
@@ -280,15 +282,18 @@ def _value_plan(data: Any) -> ValuePlanRecord | None:
     if not isinstance(data, Mapping):
         return None
     try:
-        return {
+        plan: ValuePlanRecord = {
             "p_correct": [float(v) for v in data["p_correct"]],
             "cost_usd": [float(v) for v in data["cost_usd"]],
             "action": int(data["action"]),
             "operating_point": str(data.get("operating_point") or ""),
             "price_per_correct_usd": float(data.get("price_per_correct_usd") or 0.0),
         }
+        if data.get("allowed") is not None:
+            plan["allowed"] = [bool(v) for v in data["allowed"]]
     except (KeyError, TypeError, ValueError):
         return None
+    return plan
 
 
 def feedback_to_json(record: FeedbackRecord) -> dict[str, Any]:
