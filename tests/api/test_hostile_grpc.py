@@ -188,3 +188,48 @@ async def test_a_hostile_model_version_is_invalid_argument(
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert "version" in details
     assert_no_traceback(caplog)
+
+
+# Deeper than the interpreter's recursion limit, within the tool schema's character limit.
+DEEP = "[" * 10_000 + "]" * 10_000
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (
+            pb.CascadeRequest(
+                query="Look it up.", tools=[pb.Tool(name="lookup", input_schema_json=DEEP)]
+            ),
+            "tools",
+        ),
+        (
+            pb.CascadeRequest(
+                messages=[
+                    pb.ChatMessage(role=pb.ROLE_USER, content="Look it up."),
+                    pb.ChatMessage(
+                        role=pb.ROLE_ASSISTANT,
+                        blocks=[
+                            pb.ContentBlock(
+                                tool_use=pb.ToolUseBlock(id="t", name="lookup", input_json=DEEP)
+                            )
+                        ],
+                    ),
+                    pb.ChatMessage(role=pb.ROLE_USER, content="And?"),
+                ],
+            ),
+            "input_json",
+        ),
+    ],
+    ids=["tool schema", "tool_use input"],
+)
+async def test_json_nested_10000_deep_in_a_string_field_is_invalid_argument(
+    served: Running, request_: pb.CascadeRequest, field: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """JSON carried in a string field is decoded within the body's bounds: INVALID_ARGUMENT
+    naming the field, not a RecursionError."""
+    code, details = await _code(served.stub.Cascade(request_, metadata=METADATA))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in details
+    assert "nested more than" in details
+    assert_no_traceback(caplog)

@@ -101,3 +101,26 @@ def test_many_shallow_containers_are_not_deep() -> None:
     """Brackets side by side count as width, not depth."""
     raw = json.dumps({"a": [[1]] * 10_000}).encode()
     assert len(jsonbody.decode_object(raw)["a"]) == 10_000
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[" * 20_000, "tools[0].input_schema_json is nested more than"),
+        ('{"a": 1, "a": 2}', "tools[0].input_schema_json is refused: the key 'a' appears twice"),
+        ('{"a": "\ud800"}', "tools[0].input_schema_json holds a lone UTF-16 surrogate"),
+        ('{"a": NaN}', "tools[0].input_schema_json is refused: NaN"),
+        ("[1]", "tools[0].input_schema_json must be a JSON object, not an array"),
+        (" ", "tools[0].input_schema_json is empty"),
+    ],
+)
+def test_json_inside_a_field_is_held_to_the_same_bounds(text: str, message: str) -> None:
+    """A JSON object carried in a string field is refused by the same rules, naming the field."""
+    with pytest.raises(InvalidRequest) as caught:
+        jsonbody.decode_embedded(text, "tools[0].input_schema_json")
+    assert message in str(caught.value)
+
+
+def test_an_empty_embedded_object_is_an_empty_object() -> None:
+    """An absent tool input (the empty string) is the empty object, as before."""
+    assert jsonbody.decode_embedded("", "input_json") == {}

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tierroute.api import jsonbody
 from tierroute.errors import InvalidRequest
 from tierroute.providers import AnswerParams, Block, prompts
 from tierroute.settings import LimitsConfig
@@ -183,13 +184,8 @@ def _document(document: pb.DocumentBlock, where: str) -> dict[str, Any]:
 
 
 def _json_object(text: str, where: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text or "{}")
-    except json.JSONDecodeError as exc:
-        raise InvalidRequest(f"{where} is not valid JSON: {exc.msg}") from exc
-    if not isinstance(value, dict):
-        raise InvalidRequest(f"{where} must be a JSON object")
-    return value
+    # Within the bounds of a request body: a string can nest as deep as any body.
+    return jsonbody.decode_embedded(text, where)
 
 
 def _tool_use(tool_use: pb.ToolUseBlock, where: str) -> dict[str, Any]:

@@ -7,8 +7,10 @@ integer has at most `MAX_INTEGER_DIGITS` digits; `NaN` and `Infinity` are not JS
 object names each key once (a repeated key is refused rather than resolved, so two readers
 of one body, this door and the provider behind it, can never see two different requests);
 no string holds half of a UTF-16 surrogate pair (`"\\ud800"` alone decodes in Python but
-cannot be encoded again). Every refusal is one exception, `InvalidRequest`, whose message
-says what is wrong without quoting the body; each door maps it to its own error shape (a
+cannot be encoded again). JSON carried as a string inside a request (a tool call's
+`arguments`, a gRPC `input_json`) is decoded by `decode_embedded` within the same bounds.
+Every refusal is one exception, `InvalidRequest`, whose message says what is wrong without
+quoting the body; each door maps it to its own error shape (a
 400 in Anthropic's or OpenAI's error JSON, INVALID_ARGUMENT). The byte limit is the
 door's: it knows its setting and how the bytes arrive (`api.http.body`).
 """
@@ -33,6 +35,7 @@ MAX_INTEGER_DIGITS = 40
 # hold a lone one (strict UTF-8 decoding refuses encoded surrogates).
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+BODY = "the request body"
 
 
 class _Refused(Exception):
@@ -74,14 +77,15 @@ def _shown(text: str, width: int = 40) -> str:
     return ascii(short)
 
 
-def decode(raw: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
-    """The JSON value in `raw`; InvalidRequest saying why when it breaks a rule above."""
+def decode(raw: bytes, *, max_depth: int = MAX_DEPTH, what: str = BODY) -> Any:
+    """The JSON value in `raw`; InvalidRequest saying why when it breaks a rule above.
+    `what` names the JSON in the messages (the request body, or a field that carries JSON)."""
     if not raw.strip():
-        raise InvalidRequest("the request body is empty; it must be a JSON object")
+        raise InvalidRequest(f"{what} is empty; it must be a JSON object")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InvalidRequest(f"the request body is not valid UTF-8 (at byte {exc.start})") from None
+        raise InvalidRequest(f"{what} is not valid UTF-8 (at byte {exc.start})") from None
     try:
         value = json.loads(
             text,
@@ -92,26 +96,33 @@ def decode(raw: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
         )
     except json.JSONDecodeError as exc:
         raise InvalidRequest(
-            f"the request body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+            f"{what} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
     except _Refused as exc:
-        raise InvalidRequest(f"the request body is refused: {exc}") from None
+        raise InvalidRequest(f"{what} is refused: {exc}") from None
     except RecursionError:
-        raise InvalidRequest(_too_deep(max_depth)) from None
+        raise InvalidRequest(_too_deep(what, max_depth)) from None
     # Only a body with more brackets than the bound can be too deep, and only one with an
     # escaped surrogate can hold a lone one: the rest need no walk.
     deep = raw.count(b"[") + raw.count(b"{") > max_depth
     if deep or _ESCAPED_SURROGATE.search(raw):
-        _walk(value, max_depth)
+        _walk(value, max_depth, what)
     return value
 
 
-def decode_object(raw: bytes, *, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
+def decode_object(raw: bytes, *, max_depth: int = MAX_DEPTH, what: str = BODY) -> dict[str, Any]:
     """`decode`, and InvalidRequest unless the value is a JSON object."""
-    value = decode(raw, max_depth=max_depth)
+    value = decode(raw, max_depth=max_depth, what=what)
     if not isinstance(value, dict):
-        raise InvalidRequest(f"the request body must be a JSON object, not {_json_type(value)}")
+        raise InvalidRequest(f"{what} must be a JSON object, not {_json_type(value)}")
     return value
+
+
+def decode_embedded(text: str, what: str, *, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
+    """A JSON object carried as a string inside a request (a tool call's `arguments`, a gRPC
+    `input_json`), within the same bounds; `what` names the field. Empty text is `{}`."""
+    _check_text(text, what)
+    return decode_object(text.encode() if text else b"{}", max_depth=max_depth, what=what)
 
 
 def _json_type(value: Any) -> str:
@@ -126,34 +137,34 @@ def _json_type(value: Any) -> str:
     return "a number"
 
 
-def _too_deep(max_depth: int) -> str:
-    return f"the request body is nested more than {max_depth} deep"
+def _too_deep(what: str, max_depth: int) -> str:
+    return f"{what} is nested more than {max_depth} deep"
 
 
-def _walk(value: Any, max_depth: int) -> None:
+def _walk(value: Any, max_depth: int, what: str) -> None:
     """InvalidRequest if `value` nests deeper than `max_depth` or holds a lone surrogate."""
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, str):
-            _check_text(item)
+            _check_text(item, what)
             continue
         if not isinstance(item, dict | list):
             continue
         depth += 1
         if depth > max_depth:
-            raise InvalidRequest(_too_deep(max_depth))
+            raise InvalidRequest(_too_deep(what, max_depth))
         if isinstance(item, dict):
             for key, child in item.items():
-                _check_text(key)
+                _check_text(key, what)
                 stack.append((child, depth))
         else:
             stack.extend((child, depth) for child in item)
 
 
-def _check_text(text: str) -> None:
+def _check_text(text: str, what: str) -> None:
     if not text.isascii() and _SURROGATE.search(text):
         raise InvalidRequest(
-            "the request body holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff "
+            f"{what} holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff "
             "escape), which is not text"
         )
