@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tierroute.api import jsonbody
 from tierroute.api.http.errors import HttpError
 from tierroute.api.http.messages import (
     ParsedRequest,
@@ -323,10 +324,8 @@ def _assistant(message: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
             raise _unsupported(f"{at}.type", "tool calls other than functions")
         function = _need(call.get("function"), dict, f"{at}.function", "an object")
         arguments = _need(function.get("arguments"), str, f"{at}.function.arguments", "a string")
-        try:
-            decoded = json.loads(arguments or "{}")
-        except ValueError as exc:
-            raise InvalidRequest(f"{at}.function.arguments: not valid JSON") from exc
+        # JSON inside a string, held to the body's bounds (depth, numbers, keys).
+        decoded = jsonbody.decode_embedded(arguments, f"{at}.function.arguments")
         blocks.append(
             {
                 "type": "tool_use",
