@@ -124,6 +124,15 @@ async def test_a_message_not_served_is_400_naming_its_part(
     assert _error(caught.value)["param"] == param
 
 
+async def test_a_limit_of_the_shared_conversion_names_the_chat_field(
+    client: openai.AsyncOpenAI,
+) -> None:
+    """Past the stop-sequence limit the refusal's param is `stop`, the field this door took."""
+    with pytest.raises(openai.BadRequestError) as caught:
+        await _ask(client, stop=[f"s{i}" for i in range(40)])
+    assert _error(caught.value)["param"] == "stop"
+
+
 async def test_a_strict_function_is_400(client: openai.AsyncOpenAI) -> None:
     """Strict function schemas are not served: refused, named."""
     tool: Any = {

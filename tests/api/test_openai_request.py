@@ -189,3 +189,34 @@ def test_anthropics_overloaded_is_openais_503() -> None:
     status, body = openai_error(HttpError(529, "overloaded_error", "busy"))
     assert status == 503
     assert body["error"]["type"] == "server_error"
+
+
+@pytest.mark.parametrize(
+    ("message", "param"),
+    [
+        ("temperature must be within [0, 1]", "temperature"),
+        ("stop_sequences has 17 entries; the limit is 16", "stop"),
+        ("max_output_tokens 99999 is above the largest tier limit", "max_completion_tokens"),
+        ("messages[1].blocks[0].text is empty", "messages"),
+        ("messages[1].blocks[0]: unknown block", "messages"),
+        ("query is empty", "messages"),
+        ("messages[2].content[0].type: tierroute does not support 'file' parts", None),
+    ],
+)
+def test_the_shared_conversions_refusals_name_the_chat_field(
+    message: str, param: str | None
+) -> None:
+    """A refusal worded in the Cascade request's names carries the chat-completions field."""
+    expected = param or message.partition(":")[0]
+    _, body = openai_error(HttpError(400, "invalid_request_error", message))
+    assert body["error"]["param"] == expected
+    assert body["error"]["message"] == message
+
+
+def test_a_bad_data_url_is_named_by_its_chat_path() -> None:
+    """An image data URL whose base64 does not decode is refused at its own path."""
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,@@"}}
+    with pytest.raises(InvalidRequest, match=r"^messages\[0\]\.content\[0\]\.image_url\.url: "):
+        parse_chat(
+            {"model": "tierroute", "messages": [{"role": "user", "content": [image]}]}, SETTINGS
+        )

@@ -13,6 +13,8 @@ dropped; a field set to what tierroute does anyway (n = 1, `response_format` tex
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 import time
@@ -84,6 +86,21 @@ _STOP_REASONS: Mapping[str, str] = {
 _DATA_URL = re.compile(r"data:(?P<media>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)", re.DOTALL)
 # A message that starts with a field path names that field (`messages[2].content: ...`).
 _PARAM = re.compile(r"(?P<param>[A-Za-z_][\w.\[\]]*): ")
+_LEADING = re.compile(r"[A-Za-z_]+")
+# The field a message of the shared conversion (`api.convert`, `api.blocks`: the Cascade's
+# request, whose turns and names differ from chat completions') names first, as the
+# chat-completions field it came from.
+_CONVERTED: Mapping[str, str] = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "stop_sequences": "stop",
+    "max_output_tokens": "max_completion_tokens",
+    "metadata": "user",
+    "tool_choice": "tool_choice",
+    "tools": "tools",
+    "messages": "messages",
+    "query": "messages",
+}
 # OpenAI answers 529's meaning (busy, retry) with 503; its SDKs retry both.
 _STATUS = {529: 503}
 _KINDS: Mapping[int, tuple[str, str | None]] = {
@@ -293,6 +310,10 @@ def _image(image: Any, where: str) -> dict[str, Any]:
     url = _need(image.get("url"), str, f"{where}.url", "a string")
     data = _DATA_URL.fullmatch(url)
     if data is not None:
+        try:
+            base64.b64decode(data["data"], validate=True)
+        except binascii.Error as exc:
+            raise InvalidRequest(f"{where}.url: the data URL's base64 is not valid") from exc
         source = {"type": "base64", "media_type": data["media"], "data": data["data"]}
     elif url.startswith(("https://", "http://")):
         source = {"type": "url", "url": url}
@@ -449,12 +470,22 @@ def completion_json(result: CascadeResult) -> dict[str, Any]:
     }
 
 
+def _param(message: str) -> str | None:
+    """The chat-completions field a refusal's message names, if it names one."""
+    named = _PARAM.match(message)
+    if named is not None and ".blocks[" not in named["param"]:
+        # This module's own paths (messages[2].content[0].type) and the fields both APIs
+        # share a name for (model, temperature).
+        return named["param"]
+    leading = _LEADING.match(message)
+    return _CONVERTED.get(leading[0]) if leading is not None else None
+
+
 def openai_error(error: HttpError) -> tuple[int, dict[str, Any]]:
     """The status and OpenAI's error JSON for an error: `param` names the field at fault."""
     status = _STATUS.get(error.status, error.status)
     kind, code = _KINDS.get(status, ("server_error", None))
-    named = _PARAM.match(error.message)
-    param = named["param"] if named is not None and status == 400 else None
+    param = _param(error.message) if status == 400 else None
     if status == 404 and error.message.startswith("model:"):
         param, code = "model", "model_not_found"
     body = {"error": {"message": error.message, "type": kind, "param": param, "code": code}}
