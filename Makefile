@@ -10,7 +10,7 @@ DATA ?= $(or $(TIERROUTE_DATA),../shared/data/dev.jsonl.gz)
 HOST ?= 127.0.0.1
 PORT ?= 50051
 
-.PHONY: venv install protos protos-check run test node-test check fmt model bench eval clean image-test own-traffic-curve transfer bench-gateway
+.PHONY: venv install protos protos-check run test node-test check fmt model bench eval clean image-test own-traffic-curve transfer bench-gateway adapt-bench
 
 # The server and the client install in one resolver run: the client's grpcio and protobuf
 # ranges meet the root's pins, and neither install has to come first.
@@ -165,6 +165,13 @@ own-traffic-curve: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/route_bench.py
+
+# An easy-traffic team (docs/operations.md, "tierroute adapt"): one task of $(DATA) served
+# through a real server, `tierroute adapt` on its own query log, served again; scored by the
+# answering tier's recorded outcome. TASK=gsm8k by default.
+TASK ?= gsm8k
+adapt-bench: $(STAMP)
+	$(BIN)/python bench/adapt_bench.py --data $(DATA) --task $(TASK)
 
 # tierroute's Messages API door against LiteLLM's proxy and against no gateway, on nginx as a
 # fake Anthropic upstream with wrk as load, pinned with taskset (docs/BENCHMARKS.md). nginx and

@@ -1,14 +1,15 @@
-"""The operator's commands: `audit`, `drift`, `retrain`, `rollback` and `models`.
+"""The operator's commands: `audit`, `drift`, `retrain`, `rollback`, `models` and `adapt`.
 
 `__main__` registers them with `add_audit_parser(sub)`, `add_drift_parser(sub)`,
-`add_retrain_parser(sub)`, `add_rollback_parser(sub)` and `add_models_parser(sub)`; each sets
-`func(args) -> int`. Registering imports nothing heavy. The parsed namespace may carry
-`settings` (and `environ`) set by a caller; otherwise they are read from the process
-environment when the command runs.
+`add_retrain_parser(sub)`, `add_rollback_parser(sub)`, `add_models_parser(sub)` and
+`add_adapt_parser(sub)`; each sets `func(args) -> int`. Registering imports nothing heavy.
+The parsed namespace may carry `settings` (and `environ`) set by a caller; otherwise they
+are read from the process environment when the command runs.
 
 Exit codes, for schedulers: 0 all well (retrain: promoted); 3 the alarm (audit above the
-misroute rate, drift shifted, retrain refused the candidate); 4 nothing to audit; 1 the log
-or the backend cannot be read or reached; 2 bad arguments or configuration.
+misroute rate, drift shifted, retrain refused the candidate); 4 nothing to audit (adapt: too
+few logged decisions); 1 the log or the backend cannot be read or reached; 2 bad arguments
+or configuration.
 """
 
 from __future__ import annotations
