@@ -81,6 +81,15 @@ describe("the OpenAI SDK against the chat-completions door", () => {
     assert.ok(usage && usage.completion_tokens > 0);
   });
 
+  test("tierroute@parity runs the Cascade at the shipped default operating point", async () => {
+    const completion = await client.chat.completions.create({
+      model: "tierroute@parity",
+      messages: [{ role: "user", content: QUESTION }],
+    });
+    assert.ok(TIER_MODELS.includes(completion.model), completion.model);
+    assert.ok(completion.choices[0]?.message.content);
+  });
+
   test("a tool call comes back as a function call with JSON arguments", async () => {
     const completion = await client.chat.completions.create({
       model: "tierroute",
