@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -93,7 +94,7 @@ def test_an_action_a_row_could_not_take_is_never_chosen_there() -> None:
         assert not (chosen[:5] == 1).any()
 
 
-async def _adapt_dry(store: Store, tmp_path: Path, settings: Settings) -> dict[str, object]:
+async def _adapt_dry(store: Store, tmp_path: Path, settings: Settings) -> dict[str, Any]:
     registry = ModelRegistry(tmp_path / "registry", seed=SHIPPED)
     result = await adapt(store, registry, settings, since=None, min_decisions=1, dry_run=True)
     return result.as_dict()
@@ -150,3 +151,16 @@ def test_adapting_needs_a_registry_when_the_server_does_it(tmp_path: Path) -> No
 def test_the_shipped_policy_has_the_actions_the_helpers_assume() -> None:
     """The helpers' made-up estimates line up with the shipped value policy's actions."""
     assert shipped_actions()[-1].start == 2
+
+
+async def test_a_point_already_meeting_its_target_keeps_its_price(tmp_path: Path) -> None:
+    """Where the served price already meets parity on the log and no price does better,
+    the point keeps its price (a grid price choosing the same actions is no change)."""
+    store = SqliteStore(tmp_path / "log.sqlite3")
+    await store.migrate()
+    await store.write_batch(planned_records(30, version=shipped_version()), [])
+    settings = adapt_settings(f"sqlite:///{tmp_path / 'log.sqlite3'}", tmp_path / "registry")
+    document = await _adapt_dry(store, tmp_path, settings)
+    await store.aclose()
+    parity = document["points"]["parity"]["price_per_correct_usd"]
+    assert parity["after"] == parity["before"]

@@ -385,18 +385,19 @@ class AdaptResult:
             for name, fig in self.baselines.items():
                 lines.append(f"  {name:<16} quality {fig.quality:.4f}  cost ${fig.cost_usd:.6f}")
             lines.append(
-                f"  {'point':<12} {'price of a correct answer':>27} {'quality':>17} "
-                f"{'cost per query':>25} {'x cheaper than top':>20}"
+                f"  {'point':<12}  {'price of a correct answer':<24}  {'quality':<16}  "
+                f"{'cost per query':<24}  x cheaper than always-top"
             )
             for p in self.points:
                 ratio = [top.cost_usd / f.cost_usd if f.cost_usd > 0 else math.inf
                          for f in (p.before, p.after)]  # fmt: skip
                 mark = "" if p.feasible else "  (target not met)"
+                prices = f"${p.price_before:.4g} -> ${p.price_after:.4g}"
                 lines.append(
-                    f"  {p.name:<12} ${p.price_before:>11.4g} -> ${p.price_after:<11.4g} "
+                    f"  {p.name:<12}  {prices:<24}  "
                     f"{p.before.quality:.4f} -> {p.after.quality:.4f}  "
                     f"${p.before.cost_usd:.6f} -> ${p.after.cost_usd:.6f}  "
-                    f"{ratio[0]:6.2f}x -> {ratio[1]:.2f}x{mark}"
+                    f"{ratio[0]:.2f}x -> {ratio[1]:.2f}x{mark}"
                 )
         if self.version is not None:
             lines.append(
@@ -617,19 +618,43 @@ def _solve(est: LoggedEstimates, served: ServedPolicy) -> dict[str, Any]:
             chosen = np.full(est.rows, index, dtype=np.int64)
             baselines[names[action.start]] = figures_of(est, chosen, served.actions)
     baselines["as_logged"] = figures_of(est, est.chosen, served.actions)
-    points = tuple(
-        PointChange(
-            name=name,
-            target=target,
-            price_before=served.prices[name],
-            price_after=solved[name].price_per_correct_usd,
-            feasible=solved[name].feasible,
-            before=figures_at(est, served.prices[name], served.actions),
-            after=figures_at(est, solved[name].price_per_correct_usd, served.actions),
+    points = []
+    for name, target in served.targets.items():
+        served_price, price = served.prices[name], solved[name].price_per_correct_usd
+        before = figures_at(est, served_price, served.actions)
+        after = figures_at(est, price, served.actions)
+        base = figures_of(
+            est,
+            np.full(est.rows, baseline_action(target, served.actions, top), dtype=np.int64),
+            served.actions,
         )
-        for name, target in served.targets.items()
-    )
-    return {"baselines": baselines, "points": points}
+        kept = _keeps(target, before, after, base, served.share)
+        if kept:
+            price, after = served_price, before
+        points.append(
+            PointChange(
+                name=name,
+                target=target,
+                price_before=served_price,
+                price_after=price,
+                feasible=solved[name].feasible or kept,
+                before=before,
+                after=after,
+            )
+        )
+    return {"baselines": baselines, "points": tuple(points)}
+
+
+def _keeps(
+    target: PointTarget, before: Figures, after: Figures, base: Figures, share: float
+) -> bool:
+    """Whether the served price already meets `target` on the logged rows and the re-solved
+    one does no better there: then the point stays where it is (no version for a price
+    that changes nothing)."""
+    limit = limit_of(target, base.quality, base.cost_usd, share)
+    if target.kind == "max_cost_per_query":
+        return before.cost_usd <= limit * (1 + 1e-12) and before.quality >= after.quality - 1e-12
+    return before.quality >= limit - 1e-9 and before.cost_usd <= after.cost_usd * (1 + 1e-12)
 
 
 class AdaptLoop:
