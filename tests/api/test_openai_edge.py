@@ -160,3 +160,21 @@ async def test_a_quiet_stream_sends_comment_pings_until_the_answer_goes_on(
         await writer.wait_closed()
     assert seen.split(b'"content":"one "', 1)[1].count(b": ping\n\n") >= 1
     assert b"data: [DONE]\n\n" in seen + rest
+
+
+async def test_the_read_timeout_the_python_sdk_announces_is_the_deadline(tmp_path: Path) -> None:
+    """OpenAI's Python SDK announces x-stainless-read-timeout: a tier that never answers
+    within it ends in a 504 and its call is cancelled."""
+    provider = ScriptedProvider({CHEAP: [Reply.answer("never", gate=asyncio.Event())]})
+    async with (
+        running_server(_settings(tmp_path), scorer=EASY, provider=provider, http=True) as s,
+        openai.AsyncOpenAI(
+            base_url=f"{s.http_url}/v1", api_key=TOKEN, max_retries=0, timeout=60
+        ) as client,
+    ):
+        with pytest.raises(openai.APIStatusError) as caught:
+            await _ask(client, model=CHEAP, extra_headers={"x-stainless-read-timeout": "0.5"})
+        await provider.wait_settled()
+    assert caught.value.status_code == 504
+    (call,) = provider.calls
+    assert call.cancelled

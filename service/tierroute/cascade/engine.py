@@ -34,6 +34,7 @@ from tierroute.cascade.breaker import CIRCUIT_OPEN, BreakerBoard
 from tierroute.cascade.calibrated import ModelCascade, ModelCascades
 from tierroute.cascade.caller import Speculation, TierCaller
 from tierroute.cascade.climb import (
+    CHECK_JUDGING,
     FIXED_JUDGING,
     PLAN_JUDGING,
     Candidate,
@@ -70,8 +71,9 @@ from tierroute.errors import (
     ProviderError,
 )
 from tierroute.observability import Metrics
-from tierroute.providers import Completion, Provider, prompts
+from tierroute.providers import Completion, Provider, final_answer, prompts
 from tierroute.routing import (
+    CHECK_DROPPED,
     PLAN_DROPPED,
     Decision,
     Reason,
@@ -234,6 +236,7 @@ class CascadeEngine:
                 if override is not None:
                     decision = self._overridden(decision, override)
             self._telemetry.routed(span, decision)
+            self._router.record_familiarity("cascade", decision)
         return decision.tier_index, decision
 
     def _check(self, query: CascadeQuery) -> None:
@@ -254,11 +257,14 @@ class CascadeEngine:
     def _overridden(self, decision: Decision, override: int) -> Decision:
         """The decision with the caller's start tier in place of the routed one."""
         # The value policy's plan holds for the start tier it chose, and no other.
-        dropped = decision.plan is not None and override != decision.tier_index
+        moved = override != decision.tier_index
+        dropped = decision.plan is not None and moved
+        checked = decision.check_to is not None and moved
         note = ReasonNote(
             Reason.TIER_OVERRIDE,
             f"caller chose {self._tiers[override].name} over {decision.tier.name}"
-            + (PLAN_DROPPED if dropped else ""),
+            + (PLAN_DROPPED if dropped else "")
+            + (CHECK_DROPPED if checked else ""),
         )
         return dataclasses.replace(
             decision,
@@ -266,6 +272,7 @@ class CascadeEngine:
             tier=self._tiers[override],
             reasons=(*decision.reasons, note),
             plan=None if dropped else decision.plan,
+            check_to=None if checked else decision.check_to,
         )
 
     def _cheapest(self, decision: Decision, tenant: str) -> Decision:
@@ -280,6 +287,7 @@ class CascadeEngine:
             tier=self._tiers[0],
             reasons=(*decision.reasons, note),
             plan=None,
+            check_to=None,
         )
 
     @staticmethod
@@ -290,6 +298,10 @@ class CascadeEngine:
             return False
         if query.speculation == "on":
             return True
+        if decision is not None and decision.check_to is not None:
+            # An unfamiliar query's check escalates to the reference tier: running that
+            # ahead on every such query would pay it most of the time the check saves it.
+            return False
         # Speculation only pays when the cheap answer will be judged and may well fail.
         return decision is not None and judged and decision.confidence < bound
 
@@ -301,6 +313,8 @@ class CascadeEngine:
             return Judging(False, False, "skipped")
         if mode in FIXED_JUDGING:
             return FIXED_JUDGING[mode]
+        if decision is not None and decision.check_to is not None:
+            return CHECK_JUDGING
         if decision is not None and decision.plan is not None:
             return PLAN_JUDGING[decision.plan.judge]
         sampled = sampler.should_judge(run.request_id, query_type(run.query.route.text))
@@ -316,21 +330,27 @@ class CascadeEngine:
             run.query, start_index, decision, self._judging(run, decision, model.sampler)
         )
         ahead: int | None = None
+        # An agreement check is no judge: by default nothing runs ahead of it (its
+        # disagreements go up one tier at a time, as calibration measures them).
+        judged = climb.judging.start and not climb.judging.by_agreement
+        if climb.judging.check and decision is not None:
+            climb.escalate_to = decision.check_to
         if start_index < self._top and self._speculate(
             run.query, decision, climb.judging.start, model.speculative_bound
         ):
-            ahead = start_index + 1
+            ahead = climb.next_index
         # The one owner of the call run ahead: leaving the block cancels it if it is still in
         # flight, whichever way the climb ended. The result (or error) is made only after,
         # so a fall-back's calls never race it and no exit path cancels it itself.
         probe = None
-        if climb.judging.by_agreement and start_index < self._top and self._probe is not None:
+        checks = climb.judging.by_agreement or climb.judging.check
+        if checks and start_index < self._top and self._probe is not None:
             probe = self._probe.as_tier()
         async with (
             self._caller.speculate(run, ahead, climb.plain) as speculation,
             Agreement(self._caller, run, probe, climb.plain) as agreement,
         ):
-            if climb.judging.by_agreement:
+            if checks:
                 climb.agreement = agreement
             end = await self._climb(run, climb, speculation)
         return await self._conclude(run, climb, end)
@@ -400,6 +420,12 @@ class CascadeEngine:
             return Candidate.of(completion, index, "not_required")
         if not climb.judging.judges(index, climb.start):
             return Candidate.of(completion, index, climb.judging.unjudged)
+        if climb.judging.check and climb.agreement is not None:
+            # An unfamiliar query's check: agreement with the probe where the answer states
+            # a final answer, else a judge by the tier above.
+            if self._probe is not None and final_answer(completion.text):
+                return await self._agreed(run, climb, climb.agreement, completion)
+            return await self._judged(run, climb, completion)
         if climb.agreement is not None:
             return await self._agreed(run, climb, climb.agreement, completion)
         return await self._judged(run, climb, completion)
@@ -413,7 +439,7 @@ class CascadeEngine:
         disagreement = await agreement.check(completion.text, self._tiers[index].name)
         if disagreement is None:
             return Candidate.of(completion, index, "agreed")
-        self._escalate(run, disagreement, index)
+        self._escalate(run, disagreement, index, climb.next_index)
         climb.fallback = Candidate.of(completion, index, "failed")
         climb.up(climb.plain)
         return None
@@ -427,7 +453,7 @@ class CascadeEngine:
         action = self._breakers.action(tier_name)
         if action == "skip_to_next" and index < self._top and not run.query.pinned:
             note = ReasonNote(Reason.CIRCUIT_OPEN, f"{tier_name} circuit breaker is open")
-            self._escalate(run, note, index)
+            self._escalate(run, note, index, climb.next_index)
             climb.up()
             return None
         return Refused(index, action, climb.fallback)
@@ -439,7 +465,10 @@ class CascadeEngine:
             return Exhausted(index, error, climb.fallback)
         tier_name = self._tiers[index].name
         self._escalate(
-            run, ReasonNote(Reason.PROVIDER_ERROR, f"{tier_name} failed with {error.kind}"), index
+            run,
+            ReasonNote(Reason.PROVIDER_ERROR, f"{tier_name} failed with {error.kind}"),
+            index,
+            climb.next_index,
         )
         run.degraded.append(f"provider_error:{tier_name}:{error.kind}")
         climb.up()
@@ -465,7 +494,7 @@ class CascadeEngine:
                 f"needs_escalation={assessment.needs_escalation}"
             )
             climb.fallback = Candidate.of(completion, index, "failed", answer)
-        self._escalate(run, ReasonNote(Reason.SELF_LOW_CONFIDENCE, detail), index)
+        self._escalate(run, ReasonNote(Reason.SELF_LOW_CONFIDENCE, detail), index, climb.next_index)
         climb.up()
         return None
 
@@ -487,7 +516,7 @@ class CascadeEngine:
                 Reason.CIRCUIT_OPEN,
                 f"{judge_name} circuit breaker is open; the {answer_name} answer was not judged",
             )
-            self._escalate(run, note, index)
+            self._escalate(run, note, index, climb.next_index)
             _degrade(run, f"{CIRCUIT_OPEN}:{judge_name}")
             climb.fallback = Candidate.of(completion, index, "unavailable")
             climb.up(climb.plain)
@@ -500,7 +529,7 @@ class CascadeEngine:
                 Reason.JUDGE_FAILED,
                 f"{judge_name} failed the {answer_name} answer with {len(verdict.issues)} issue(s)",
             )
-            self._escalate(run, note, index)
+            self._escalate(run, note, index, climb.next_index)
             climb.fallback = Candidate.of(completion, index, "failed")
             climb.up(
                 prompts.escalation_messages(
@@ -514,7 +543,10 @@ class CascadeEngine:
             else f"judge call failed with {self._error_kind(outcome)}"
         )
         self._escalate(
-            run, ReasonNote(Reason.JUDGE_UNAVAILABLE, f"{judge_name} judge: {why}"), index
+            run,
+            ReasonNote(Reason.JUDGE_UNAVAILABLE, f"{judge_name} judge: {why}"),
+            index,
+            climb.next_index,
         )
         run.degraded.append(f"judge_unavailable:{judge_name}")
         climb.fallback = Candidate.of(completion, index, "unavailable")

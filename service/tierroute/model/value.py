@@ -50,6 +50,8 @@ from tierroute.routing import (
     CascadeAction,
     CascadePlan,
     JudgePlan,
+    Scored,
+    allowed_actions,
     choose,
     classifier_text,
     plan_from,
@@ -62,6 +64,8 @@ VALUE_OUTPUT = "variable"
 # A value graph that shares its feature pass with the classifier (offline.training.
 # shared_graph) also outputs the classifier's per-tier probabilities under this name.
 SHARED_PROBA_OUTPUT = "probabilities"
+# ... and the classifier's familiarity signal under this name (model.classifier's).
+FAMILIARITY_OUTPUT = "familiarity"
 
 
 def output_width(n_actions: int, n_tiers: int) -> int:
@@ -135,7 +139,13 @@ class ValueModel:
         self.default_point = default_point
         self.prefix_chars = prefix_chars
         # One run gives the classifier's probabilities too (one tokenization, one TF-IDF).
-        self.shared = SHARED_PROBA_OUTPUT in {o.name for o in session.get_outputs()}
+        outputs = {o.name for o in session.get_outputs()}
+        self.shared = SHARED_PROBA_OUTPUT in outputs
+        # The shared graph also carries the classifier's familiarity signal (model.classifier).
+        self.familiar = self.shared and FAMILIARITY_OUTPUT in outputs
+        self._shared_outputs = [SHARED_PROBA_OUTPUT, VALUE_OUTPUT] + (
+            [FAMILIARITY_OUTPUT] if self.familiar else []
+        )
         # A row's expected tokens (A x T x kinds, flat) times this is each action's cost in
         # USD under `ladder`: one product per plan instead of reshaping and pricing.
         rates = ladder.per_token()[:, :PREDICTED_KINDS].reshape(-1)
@@ -223,10 +233,20 @@ class ValueModel:
         default) from one run of a shared graph (`shared`)."""
         price = self.price_for(point)
         feed = {VALUE_INPUT: np.array([[classifier_text(text, self.prefix_chars)]], dtype=object)}
-        probs, raw = self._session.run([SHARED_PROBA_OUTPUT, VALUE_OUTPUT], feed)
+        out = self._session.run(self._shared_outputs, feed)
+        probs, raw = out[0], out[1]
+        familiarity = float(out[2].reshape(-1)[0]) if self.familiar else None
         p, cost = self._estimates(raw[0])
         scores: list[float] = probs[0].tolist()
-        return scores, plan_from(p, cost, price, self.actions, point or self.default_point)
+        plan = plan_from(
+            p,
+            cost,
+            price,
+            self.actions,
+            point or self.default_point,
+            allowed=allowed_actions(self.actions, text),
+        )
+        return Scored(scores, familiarity, plan)
 
     def _estimates(self, raw: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """One row of the model's output as P(correct) and cost in USD per action (what
@@ -249,6 +269,13 @@ class ValueModel:
         InvalidRequest naming the known points for any other name."""
         if not point:
             return self.price_per_correct_usd
+        scored = self.scored(text, point)
+        assert scored.plan is not None  # a value model always plans
+        return scored.probs, scored.plan
+
+    def scored(self, text: str, point: str | None = None) -> Scored:
+        """`scores_and_plan`, with the classifier's familiarity signal when the shared graph
+        outputs it (`familiar`), from the same run."""
         try:
             return self.points[point]
         except KeyError:

@@ -19,6 +19,9 @@ can check them against hand-computed values. Definitions (also in docs/querylog.
   or a judge passed a cheap-tier answer (a judge hop on the second tier with verdict pass).
   `cheap_tier_opportunity` is their count over all answered queries. Queries whose cheap
   answer the judge failed are not counted: the cheap tier was tried and was not enough.
+- Unfamiliar share per day (UTC): of the calls that ended OK and whose routing model logged
+  a familiarity (classifier decisions of a bundle with the signal, Route and Cascade alike),
+  the share below the model's threshold (reason UNFAMILIAR_QUERY).
 """
 
 from __future__ import annotations
@@ -135,6 +138,23 @@ class GroupFigures:
 
 
 @dataclass(frozen=True)
+class DayFamiliarity:
+    """One day's calls with a logged familiarity, and how many were unfamiliar."""
+
+    calls: int
+    unfamiliar: int
+
+    @property
+    def share(self) -> float:
+        """Unfamiliar calls over calls with a familiarity."""
+        return self.unfamiliar / self.calls if self.calls else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """For the JSON report."""
+        return {"calls": self.calls, "unfamiliar": self.unfamiliar, "share": self.share}
+
+
+@dataclass(frozen=True)
 class Report:
     """Every figure `tierroute report` prints."""
 
@@ -153,6 +173,8 @@ class Report:
     failed_calls: dict[str, int]
     # What the labelled sample says routing saves against the reference tier (savings.py).
     savings: Savings | None = None
+    # Per UTC day ("2026-12-07"), the calls with a logged familiarity and the unfamiliar ones.
+    unfamiliar_by_day: dict[str, DayFamiliarity] = field(default_factory=dict)
 
     @property
     def total_queries(self) -> int:
@@ -187,6 +209,7 @@ class Report:
             "failed_calls": dict(self.failed_calls),
             # Only when the log holds labels (`tierroute label`, live labelling).
             **({} if self.savings is None else {"savings": self.savings.to_json()}),
+            "unfamiliar_by_day": {k: v.to_json() for k, v in self.unfamiliar_by_day.items()},
         }
 
 
@@ -222,12 +245,18 @@ class ReportBuilder:
         self._failed: Counter[str] = Counter()
         self._above_cheap = 0
         self._opportunities = 0
+        # UTC day -> [calls with a familiarity, unfamiliar calls]
+        self._days: dict[str, list[int]] = defaultdict(lambda: [0, 0])
 
     def add(self, record: QueryRecord) -> None:
         """Count one logged call."""
         if record.status != "OK":
             self._failed[record.status or "UNKNOWN"] += 1
             return
+        if record.familiarity is not None and math.isfinite(record.familiarity):
+            day = self._days[record.ts.date().isoformat()]
+            day[0] += 1
+            day[1] += record.unfamiliar
         if record.kind == "route":
             self._route_by_tier[record.chosen_tier] += 1
             return
@@ -269,6 +298,10 @@ class ReportBuilder:
             route_by_tier=dict(sorted(self._route_by_tier.items())),
             failed_calls=dict(sorted(self._failed.items())),
             savings=savings,
+            unfamiliar_by_day={
+                day: DayFamiliarity(calls, unfamiliar)
+                for day, (calls, unfamiliar) in sorted(self._days.items())
+            },
         )
 
 
@@ -342,6 +375,14 @@ def format_table(report: Report) -> str:
     if report.failed_calls:
         errors = ", ".join(f"{k} {v:,}" for k, v in report.failed_calls.items())
         lines.append(f"calls that ended in an error: {errors}")
+    if report.unfamiliar_by_day:
+        lines.extend(
+            ["", "UNFAMILIAR QUERIES BY DAY (UTC; familiarity below the model's threshold)"]
+        )
+        lines.extend(
+            f"  {day}  {d.unfamiliar:>7,} of {d.calls:>8,} calls  {_pct(d.share):>8}"
+            for day, d in report.unfamiliar_by_day.items()
+        )
     if report.savings is not None:
         lines.extend(["", *format_savings(report.savings)])
     return "\n".join(lines)

@@ -31,6 +31,7 @@ from tierroute.settings.sections import (
 )
 from tierroute.settings.sections import (
     JUDGE_BILLING_MODES,
+    ON_UNFAMILIAR_CHOICES,
     AdaptConfig,
     AnthropicConfig,
     AuthConfig,
@@ -229,6 +230,11 @@ class Settings:
             raise ConfigError("routing.default_strategy must be 'heuristic' or 'classifier'")
         if self.routing.default_rule not in ("calibrated", "published"):
             raise ConfigError("routing.default_rule must be 'calibrated' or 'published'")
+        if self.routing.on_unfamiliar not in ON_UNFAMILIAR_CHOICES:
+            raise ConfigError(
+                f"routing.on_unfamiliar must be one of {', '.join(ON_UNFAMILIAR_CHOICES)}, "
+                f"not {self.routing.on_unfamiliar!r}"
+            )
         if self.anthropic.backend not in ("auto", "anthropic", "replay"):
             raise ConfigError("anthropic.backend must be 'auto', 'anthropic' or 'replay'")
         if self.replay.trio not in ("default", "claude"):

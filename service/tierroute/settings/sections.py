@@ -148,6 +148,10 @@ class LimitsConfig:
     max_cache_breakpoints: int = 4
 
 
+# The values routing.on_unfamiliar may take (tierroute.routing.policy says what each does).
+ON_UNFAMILIAR_CHOICES = ("check", "reference", "classifier")
+
+
 @dataclass(frozen=True)
 class RoutingConfig:
     """Strategy defaults and the classifier's serving knobs."""
@@ -175,6 +179,10 @@ class RoutingConfig:
     # against it as well as against the top tier, operating points can be defined against it
     # (docs/CALIBRATION.md), and unfamiliar queries escalate to it (docs/own-traffic.md).
     reference_tier: str = ""
+    # What a query unlike the model's training prompts gets (docs/operations.md): "check"
+    # (the cheapest tier, its answer checked, the reference tier on doubt), "reference" (the
+    # reference tier) or "classifier" (decided as any other query).
+    on_unfamiliar: str = "check"
 
 
 @dataclass(frozen=True)

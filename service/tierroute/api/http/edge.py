@@ -86,7 +86,9 @@ ANTHROPIC_VERSION_HEADER = "anthropic-version"
 SESSION_HEADER = "x-tierroute-session-id"
 REQUEST_ID_HEADER = "x-tierroute-request-id"
 # The timeout, in seconds, the official SDKs announce on every request: the caller's deadline.
+# OpenAI's Python SDK announces only its read timeout, which for one response is the same.
 TIMEOUT_HEADER = "x-stainless-timeout"
+READ_TIMEOUT_HEADER = "x-stainless-read-timeout"
 # Anthropic's models carry a release date; tierroute's ids have none to give.
 _CREATED_AT = "1970-01-01T00:00:00Z"
 
@@ -494,8 +496,9 @@ class MessagesEdge:
 
 def _announced_timeout(request: Request) -> float | None:
     """The seconds the client will wait, as its SDK announces them; None when unsaid."""
+    announced = request.headers.get(TIMEOUT_HEADER) or request.headers.get(READ_TIMEOUT_HEADER, "")
     try:
-        seconds = float(request.headers.get(TIMEOUT_HEADER, ""))
+        seconds = float(announced)
     except ValueError:
         return None
     return seconds if math.isfinite(seconds) and seconds > 0 else None

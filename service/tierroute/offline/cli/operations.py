@@ -227,6 +227,7 @@ def add_drift_parser(subparsers: Any) -> None:
     from tierroute.offline.drift import (
         DEFAULT_MAX_COVERAGE_DROP,
         DEFAULT_MAX_TV,
+        DEFAULT_MAX_UNFAMILIAR_RISE,
         DEFAULT_MIN_RECORDS,
     )
 
@@ -250,6 +251,12 @@ def add_drift_parser(subparsers: Any) -> None:
         type=float,
         default=DEFAULT_MAX_COVERAGE_DROP,
         help="coverage threshold, as a fraction (0.10 = 10 points)",
+    )
+    parser.add_argument(
+        "--max-unfamiliar-rise",
+        type=float,
+        default=DEFAULT_MAX_UNFAMILIAR_RISE,
+        help="unfamiliar-share threshold, as a fraction (0.05 = 5 points)",
     )
     parser.add_argument(
         "--min-records",
@@ -301,7 +308,9 @@ def run_drift_command(
 
     try:
         url = args.db or settings.querylog.url.get()
-        thresholds = DriftThresholds(args.max_tv, args.max_coverage_drop, args.min_records)
+        thresholds = DriftThresholds(
+            args.max_tv, args.max_coverage_drop, args.min_records, args.max_unfamiliar_rise
+        )
         _since(args.since)
     except ConfigError as exc:
         return _fail("drift", exc)
