@@ -12,7 +12,7 @@ import grpc
 from grpc import aio
 
 from tierroute.api import MethodHandler, ServerInterceptor
-from tierroute.routing import CascadePlan, RiskThresholds
+from tierroute.routing import CascadePlan, RiskThresholds, Scored
 
 
 class StaticScorer:
@@ -21,6 +21,8 @@ class StaticScorer:
     `probs` may be a sequence (the same for every query) or a function of the routed text.
     `plan` is the value policy's answer for a Cascade (`cascade_plan`): a fixed
     `CascadePlan`, a function of the routed text, or None for a bundle without the policy.
+    `familiarity` (fixed or a function of the text) and `familiarity_threshold` play the
+    bundle's familiarity signal; None (the default) is a bundle without it.
     """
 
     def __init__(
@@ -30,9 +32,14 @@ class StaticScorer:
         version: str = "static-test",
         cascade_risk: Sequence[float] | None = None,
         plan: CascadePlan | Callable[[str], CascadePlan | None] | None = None,
+        *,
+        familiarity: float | Callable[[str], float] | None = None,
+        familiarity_threshold: float | None = None,
     ) -> None:
         self._probs = probs
         self._plan = plan
+        self._familiarity = familiarity
+        self.familiarity_threshold = familiarity_threshold
         self.plan_calls = 0
         self._thresholds = RiskThresholds(tuple(risk))
         # Where Cascade starts, when it differs from Route's thresholds (as calibrated models do).
@@ -55,6 +62,19 @@ class StaticScorer:
         self.calls += 1
         probs = self._probs(text) if callable(self._probs) else self._probs
         return [float(p) for p in probs]
+
+    def score(self, text: str, point: str | None = None, *, plan: bool = False) -> Scored:
+        """Probabilities, familiarity and (with `plan`) the plan, as one scorer run."""
+        fam = self._familiarity
+        familiarity = fam(text) if callable(fam) else fam
+        # A subclass that scores and plans in one call (`score_cascade`) is asked that way.
+        both = getattr(self, "score_cascade", None)
+        if plan and callable(both):
+            probs, early = both(text, point) if point else both(text)
+            return Scored(list(probs), familiarity, early)
+        return Scored(
+            self.predict_proba(text), familiarity, self.cascade_plan(text) if plan else None
+        )
 
     def cascade_plan(self, text: str) -> CascadePlan | None:
         """The fixed or computed value-policy plan for `text` (None: no value policy)."""

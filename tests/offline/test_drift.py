@@ -1,4 +1,4 @@
-"""Drift: the model's vocabulary, the three measures, shifted and unshifted logs, the CLI."""
+"""Drift: the model's vocabulary, the four measures, shifted and unshifted logs, the CLI."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from tierroute.offline.drift import (
 from tierroute.outcomes import iter_records
 from tierroute.querylog import QueryRecord, hash_query, open_store
 from tierroute.querylog.doubles import sample_record
+from tierroute.routing import is_unfamiliar
 from tierroute.routing.features import query_type
 from tierroute.settings import Settings
 from tierroute.v1 import tierroute_pb2 as pb
@@ -65,21 +66,25 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
 def served_record(index: int, prompt: str, model: LoadedModel) -> QueryRecord:
     """What the server logs for a Route call of `prompt` decided by `model`."""
     assert model.vocabulary is not None
+    scored = model.scorer.score(prompt)
     return sample_record(
         f"r{index}",
         kind="route",
         query_sha256=hash_query(prompt),
         query_chars=len(prompt),
-        scores=model.scorer.predict_proba(prompt),
+        scores=scored.probs,
         model_version=model.scorer.version,
         query_type=query_type(prompt),
         vocab_coverage=model.vocabulary.coverage(prompt),
         hops=[],
+        familiarity=scored.familiarity,
+        unfamiliar=is_unfamiliar(scored.familiarity, model.scorer.familiarity_threshold),
     )
 
 
 def shifted_record(index: int, model: LoadedModel) -> QueryRecord:
-    """A call unlike the training data: sure it needs the top tier, coding, unknown words."""
+    """A call unlike the training data: sure it needs the top tier, coding, unknown words,
+    unfamiliar."""
     return sample_record(
         f"s{index}",
         kind="route",
@@ -88,6 +93,8 @@ def shifted_record(index: int, model: LoadedModel) -> QueryRecord:
         query_type="coding",
         vocab_coverage=0.4,
         hops=[],
+        familiarity=0.0,
+        unfamiliar=True,
     )
 
 
@@ -149,12 +156,14 @@ def test_traffic_like_the_training_data_has_not_shifted(trained: Trained) -> Non
         ("predicted_tier_mix", "ok"),
         ("query_type_mix", "ok"),
         ("vocabulary_coverage", "ok"),
+        ("unfamiliar_share", "ok"),
     ]
-    assert [m.distance for m in report.measures] == pytest.approx([0.0, 0.0, 0.0], abs=1e-9)
+    assert [m.distance for m in report.measures] == pytest.approx([0.0] * 4, abs=1e-9)
 
 
 def test_a_shifted_log_is_detected_on_every_measure(trained: Trained) -> None:
-    """All-top, all-coding traffic at 40 % coverage shifts the tier mix, type mix and coverage."""
+    """All-top, all-coding, all-unfamiliar traffic at 40 % coverage shifts the tier mix, type
+    mix, coverage and unfamiliar share."""
     model = trained.model
     reference = reference_from_file(trained.data, model.scorer, model.vocabulary, TIERS)
     recent = traffic(trained, [shifted_record(i, model) for i in range(100)])
@@ -170,6 +179,8 @@ def test_a_shifted_log_is_detected_on_every_measure(trained: Trained) -> None:
     )
     assert reference.coverage is not None
     assert measures["vocabulary_coverage"].distance == pytest.approx(reference.coverage - 0.4)
+    assert reference.unfamiliar is not None
+    assert measures["unfamiliar_share"].distance == pytest.approx(1.0 - reference.unfamiliar)
 
 
 def test_too_few_records_say_so_instead_of_guessing(trained: Trained) -> None:
@@ -225,6 +236,7 @@ async def test_cli_exits_3_on_a_shifted_log(
         "predicted_tier_mix",
         "query_type_mix",
         "vocabulary_coverage",
+        "unfamiliar_share",
     ]
 
 

@@ -98,13 +98,13 @@ def test_onnx_matches_sklearn_on_adversarial_texts(bundle: TrainResult, small_da
 def test_the_bundle_serves_the_classifier_over_present_n_grams(bundle: TrainResult) -> None:
     """model.onnx is the one-head shared feature graph: n-grams looked up, not counted into
     a row as wide as the vocabulary (TfIdfVectorizer) and worked on whole (normaliser, linear
-    classifier); its one output is the probabilities."""
+    classifier); its outputs are the probabilities and the familiarity signal."""
     graph = onnx.load(str(bundle.out_dir / MODEL_FILE)).graph
     ops = {n.op_type for n in graph.node}
     assert graph.name == GRAPH_NAME
     assert {"LabelEncoder", "Unique", "Gather", "MatMul", "Softmax"} <= ops
     assert not ops & {"TfIdfVectorizer", "Normalizer", "LinearClassifier"}
-    assert [o.name for o in graph.output] == ["probabilities"]
+    assert [o.name for o in graph.output] == ["probabilities", "familiarity"]
 
 
 def test_repeated_words_use_scikit_learns_sublinear_tf(bundle: TrainResult) -> None:

@@ -200,6 +200,7 @@ def expected_json() -> dict[str, Any]:
         "cheap_tier_opportunity": 0.5,
         "route_decisions": {"count": 2, "by_tier": {"cheap": 1, "mid": 1}},
         "failed_calls": {"INVALID_ARGUMENT": 1},
+        "unfamiliar_by_day": {},
     }  # fmt: skip
 
 

@@ -268,6 +268,7 @@ def route_response(
             has_code_block=features.has_code_block,
             multi_step=features.multi_step,
             query_type=features.query_type,
+            familiarity=decision.familiarity,
         ),
         estimated_cost_usd=decision.estimated_cost_usd,
         confidence=decision.confidence,

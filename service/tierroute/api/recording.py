@@ -48,6 +48,8 @@ def _decision_fields(decision: Decision) -> dict[str, Any]:
         "decision_time_us": decision.decision_time_us,
         "estimated_cost_usd": decision.estimated_cost_usd,
         "query_type": decision.features.query_type,
+        "familiarity": decision.familiarity,
+        "unfamiliar": decision.unfamiliar,
     }
 
 

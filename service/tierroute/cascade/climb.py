@@ -28,6 +28,10 @@ class Judging:
     unjudged: JudgeStatus
     # Checked by agreement with a probe (and earlier answers) instead of by a judge.
     by_agreement: bool = False
+    # An unfamiliar query's check (routing.on_unfamiliar = "check"): by agreement with the
+    # probe when the answer states a final answer, else by a judge; on doubt the climb goes
+    # to the reference tier (`Climb.escalate_to`), whose answer is not checked.
+    check: bool = False
 
     def judges(self, index: int, start_index: int) -> bool:
         """Whether the answer of tier `index` is judged."""
@@ -42,6 +46,8 @@ PLAN_JUDGING: dict[str, Judging] = {
     "agree": Judging(True, True, "skipped", by_agreement=True),
     "agree_mid": Judging(True, False, "skipped", by_agreement=True),
 }
+# An unfamiliar query's checked start (`Decision.check_to`).
+CHECK_JUDGING = Judging(True, False, "skipped", check=True)
 # The request's agreement modes, as the value plan's agreement plans.
 AGREEMENT_PLAN = {"agreement": "agree", "agreement_mid": "agree_mid"}
 # The judge modes a request can fix, whatever the plan or the sampler would say.
@@ -131,6 +137,9 @@ class Climb:
     self_routing: bool
     fallback: Candidate | None = None
     agreement: Agreement | None = None
+    # The tier the first escalation goes to when it is not the next one (an unfamiliar
+    # query's reference tier); later escalations go one tier up.
+    escalate_to: int | None = None
 
     @classmethod
     def begin(
@@ -156,8 +165,14 @@ class Climb:
             self_routing=self_routing,
         )
 
+    @property
+    def next_index(self) -> int:
+        """The tier an escalation from here goes to."""
+        target = self.escalate_to
+        return target if target is not None and target > self.index else self.index + 1
+
     def up(self, messages: list[Message] | None = None) -> None:
-        """Move to the next tier, asking it `messages`.
+        """Move to the next tier (`next_index`), asking it `messages`.
 
         Without `messages` the next tier is asked what this one was, except that the
         self-routing prompt is left behind for the plain question.
@@ -167,4 +182,4 @@ class Climb:
         elif self.self_routing:
             self.messages = self.plain
         self.self_routing = False
-        self.index += 1
+        self.index = self.next_index

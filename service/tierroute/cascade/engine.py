@@ -336,7 +336,7 @@ class CascadeEngine:
         if climb.judging.check and decision is not None:
             climb.escalate_to = decision.check_to
         if start_index < self._top and self._speculate(
-            run.query, decision, climb.judging.start, model.speculative_bound
+            run.query, decision, judged, model.speculative_bound
         ):
             ahead = climb.next_index
         # The one owner of the call run ahead: leaving the block cancels it if it is still in
@@ -554,13 +554,14 @@ class CascadeEngine:
         climb.up(climb.plain)
         return None
 
-    def _escalate(self, run: RunState, note: ReasonNote, index: int) -> None:
-        """Record why the cascade moves from tier `index` to the next one.
+    def _escalate(self, run: RunState, note: ReasonNote, index: int, to: int | None = None) -> None:
+        """Record why the cascade moves from tier `index` to tier `to` (default the next).
 
         A draft streamed from tier `index` is not the answer: it is retracted.
         """
         run.reasons.append(note)
-        self._telemetry.escalated(note, self._tiers[index].name, self._tiers[index + 1].name)
+        target = index + 1 if to is None else to
+        self._telemetry.escalated(note, self._tiers[index].name, self._tiers[target].name)
         if run.events is not None:
             run.events.withdraw(self._tiers[index].name, note.code.value.lower())
 

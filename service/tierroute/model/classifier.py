@@ -29,9 +29,9 @@ from tierroute.model.bundle import (
 )
 from tierroute.model.onnx_session import ORT_LOAD_ERRORS, create_session
 from tierroute.model.operating import Ladder
-from tierroute.model.value import ValueModel
+from tierroute.model.value import FAMILIARITY_OUTPUT, ValueModel
 from tierroute.outcomes import file_sha256
-from tierroute.routing import CascadePlan, RiskThresholds, classifier_text
+from tierroute.routing import CascadePlan, RiskThresholds, Scored, classifier_text
 from tierroute.settings import TierConfig
 
 logger = logging.getLogger(__name__)
@@ -40,6 +40,10 @@ FORMAT_VERSION = 1
 # Graph names fixed by the exporter; the loader checks them so a foreign model fails early.
 INPUT_NAME = "text"
 PROBA_OUTPUT = "probabilities"
+# FAMILIARITY_OUTPUT (value.py's): how much the prompt looks like the training prompts
+# (0-1), from the same feature pass; bundles built before it serve without the signal.
+# thresholds.json: the section with the threshold below which a query is unfamiliar.
+FAMILIARITY_SECTION = "familiarity"
 
 
 class RouterModel:
@@ -57,9 +61,14 @@ class RouterModel:
         calibration: Mapping[str, Any] | None = None,
         cascade_thresholds: RiskThresholds | None = None,
         value_model: ValueModel | None = None,
+        familiarity_threshold: float | None = None,
     ) -> None:
         self._session = session
-        self._outputs = [PROBA_OUTPUT]
+        names = {o.name for o in session.get_outputs()}
+        self.has_familiarity = FAMILIARITY_OUTPUT in names
+        self._outputs = [PROBA_OUTPUT] + ([FAMILIARITY_OUTPUT] if self.has_familiarity else [])
+        # Below it a query is unfamiliar (None: the bundle ships no signal or no threshold).
+        self.familiarity_threshold = familiarity_threshold if self.has_familiarity else None
         self.version = version
         self.labels = labels
         self.thresholds = thresholds
@@ -124,6 +133,7 @@ class RouterModel:
                 f"{thresholds_path}: calibrated for model version "
                 f"{thresholds_doc.get('version')!r}, not {version!r} of {metadata_path}"
             )
+        familiarity_threshold = _familiarity_threshold(thresholds_doc, thresholds_path)
         value_model = _load_policy(
             model_dir,
             cascade_section,
@@ -144,14 +154,32 @@ class RouterModel:
             calibration=thresholds_doc,
             cascade_thresholds=cascade_thresholds,
             value_model=value_model,
+            familiarity_threshold=familiarity_threshold,
         )
 
     def predict_proba(self, text: str) -> list[float]:
         """Per-tier probabilities (label order) that each tier is the cheapest one needed."""
+        return self.score(text).probs
+
+    def score(self, text: str, point: str | None = None, *, plan: bool = False) -> Scored:
+        """The probabilities and the familiarity of `text` from one run, and with `plan`
+        the value policy's plan for a Cascade at operating point `point` (None: the
+        default; the plan is None without a value model)."""
+        if plan:
+            value = self.value_model
+            if (
+                value is not None
+                and value.shared
+                and value.prefix_chars == self.prefix_chars
+                and (value.familiar or not self.has_familiarity)
+            ):
+                return value.scored(text, point)
+            scored = self.score(text)
+            return Scored(scored.probs, scored.familiarity, self.cascade_plan(text, point))
         feed = {INPUT_NAME: np.array([[classifier_text(text, self.prefix_chars)]], dtype=object)}
-        (probs,) = self._session.run(self._outputs, feed)
-        result: list[float] = probs[0].tolist()
-        return result
+        out = self._session.run(self._outputs, feed)
+        familiarity = float(out[1].reshape(-1)[0]) if self.has_familiarity else None
+        return Scored(out[0][0].tolist(), familiarity)
 
     @property
     def operating_points(self) -> tuple[str, ...]:
@@ -175,10 +203,8 @@ class RouterModel:
         answers both (the same probabilities as `predict_proba`, to 1e-5); otherwise the
         two models run one after the other.
         """
-        value = self.value_model
-        if value is not None and value.shared and value.prefix_chars == self.prefix_chars:
-            return value.scores_and_plan(text, point)
-        return self.predict_proba(text), self.cascade_plan(text, point)
+        scored = self.score(text, point, plan=True)
+        return scored.probs, scored.plan
 
     def warm_up(self) -> None:
         """Run the models once: the first run after loading is much slower than the rest."""
@@ -227,6 +253,17 @@ def _load_policy(
         where=str(thresholds_path),
         ladder=ladder,
     )
+
+
+def _familiarity_threshold(document: Mapping[str, Any], path: Path) -> float | None:
+    """The `familiarity.threshold` of a thresholds file, checked; None when absent."""
+    section = document.get(FAMILIARITY_SECTION)
+    if section is None:
+        return None
+    value = section.get("threshold") if isinstance(section, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ModelLoadError(f"{path}: familiarity.threshold must be a number in [0, 1]")
+    return float(value)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

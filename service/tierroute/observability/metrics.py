@@ -15,6 +15,8 @@ Prometheus names (dots become underscores, counters gain `_total`, units a suffi
     tierroute_judge_parse_failures_total{tier}
     tierroute_cost_usd_total{tier,role}
     tierroute_routing_decision_duration_seconds{rpc,strategy,tier}   (histogram)
+    tierroute_routing_familiarity{rpc}   (histogram, 0-1, classifier decisions with the signal)
+    tierroute_unfamiliar_queries_total{rpc,handling}   (handling: routing.on_unfamiliar)
     tierroute_provider_errors_total{tier,role,kind}
     tierroute_circuit_breaker_state{tier}   0 closed, 1 half-open, 2 open
     gen_ai_client_operation_duration_seconds{...}   (histogram, GenAI conventions)
@@ -55,6 +57,9 @@ JUDGE_PARSE_FAILURES = "tierroute.judge.parse_failures"
 COST = "tierroute.cost.usd"
 DECISION_DURATION = "tierroute.routing.decision.duration"
 PROVIDER_ERRORS = "tierroute.provider.errors"
+FAMILIARITY = "tierroute.routing.familiarity"
+UNFAMILIAR = "tierroute.unfamiliar_queries"
+_FAMILIARITY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 BREAKER_STATE = "tierroute.circuit_breaker.state"
 
 # Routing takes tens of microseconds (the classifier) to a few milliseconds (cold paths).
@@ -117,6 +122,17 @@ class Metrics:
         self._errors = meter.create_counter(
             PROVIDER_ERRORS, unit="{error}", description="Failed provider calls, by kind"
         )
+        self._familiarity = meter.create_histogram(
+            FAMILIARITY,
+            unit="1",
+            description="How much routed queries look like the model's training prompts (0-1)",
+            explicit_bucket_boundaries_advisory=_FAMILIARITY_BUCKETS,
+        )
+        self._unfamiliar = meter.create_counter(
+            UNFAMILIAR,
+            unit="{query}",
+            description="Queries below the model's familiarity threshold, by how they were served",
+        )
         self._call_duration = meter.create_histogram(
             gen_ai_metrics.GEN_AI_CLIENT_OPERATION_DURATION,
             unit="s",
@@ -146,6 +162,13 @@ class Metrics:
     def decision(self, *, rpc: str, strategy: str, tier: str, seconds: float) -> None:
         """Record how long one routing decision took."""
         self._decision.record(seconds, {"rpc": rpc, "strategy": strategy, "tier": tier})
+
+    def familiarity(self, *, rpc: str, value: float, unfamiliar: bool, handling: str) -> None:
+        """Record one query's familiarity, and count it when it is unfamiliar (`handling`:
+        what routing.on_unfamiliar gave it)."""
+        self._familiarity.record(value, {"rpc": rpc})
+        if unfamiliar:
+            self._unfamiliar.add(1, {"rpc": rpc, "handling": handling})
 
     def escalation(self, *, reason: str, from_tier: str) -> None:
         """Count one escalation away from `from_tier`."""

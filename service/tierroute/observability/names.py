@@ -86,6 +86,14 @@ ATTR_QUERY_TYPE = "tierroute.route.query_type"
 ATTR_ESTIMATED_TOKENS = "tierroute.route.estimated_tokens"
 
 
+# How much the query looks like the model's training prompts (0-1), and whether it is below
+# the model's threshold (reason UNFAMILIAR_QUERY); set when the classifier has the signal.
+ATTR_FAMILIARITY = "tierroute.route.familiarity"
+
+
+ATTR_UNFAMILIAR = "tierroute.route.unfamiliar"
+
+
 # The value policy's plan for a Cascade: its action, and what it expected of that action.
 ATTR_PLAN = "tierroute.route.plan"
 

@@ -7,10 +7,14 @@ Three measures compare the query log since a time with the training data:
 - query-type mix: the logged query types against those of the training prompts;
 - vocabulary coverage: the mean share of a query's words that are in the model's
   vocabulary. The server logs this share (a number, never text) for a sample of calls
-  (`querylog.coverage_sample_rate`), so coverage works without storing any query text.
+  (`querylog.coverage_sample_rate`), so coverage works without storing any query text;
+- unfamiliar share: the share of calls whose familiarity (the model's own signal, logged
+  with every classifier decision) was below the bundle's threshold, against the share of
+  training prompts below it.
 
 A mix has shifted when its total-variation distance exceeds `max_tv` (default 0.1); coverage
-has shifted when it dropped by more than `max_coverage_drop` (default 10 points). A measure
+has shifted when it dropped by more than `max_coverage_drop` (default 10 points); the
+unfamiliar share when it rose by more than `max_unfamiliar_rise` (default 5 points). A measure
 with fewer than `min_records` recent records says so instead of guessing. Only prompts are
 read from the training data: drift never looks at ground truth.
 
@@ -32,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from tierroute.errors import ConfigError
 from tierroute.model import Vocabulary
 from tierroute.outcomes import file_sha256, iter_records
-from tierroute.routing import RiskThresholds, calibrated_rule, query_type
+from tierroute.routing import RiskThresholds, Scored, calibrated_rule, is_unfamiliar, query_type
 
 if TYPE_CHECKING:
     from tierroute.querylog import QueryRecord, Store
@@ -43,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_TV = 0.1
 DEFAULT_MAX_COVERAGE_DROP = 0.10
+DEFAULT_MAX_UNFAMILIAR_RISE = 0.05
 DEFAULT_MIN_RECORDS = 50
 
 
@@ -63,6 +68,9 @@ class Reference:
     tier_mix: dict[str, float]
     type_mix: dict[str, float]
     coverage: float | None
+    # The share of training prompts below the model's familiarity threshold (None: the
+    # model has no familiarity signal).
+    unfamiliar: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """For the JSON report."""
@@ -74,6 +82,7 @@ class Reference:
             "tier_mix": _rounded(self.tier_mix),
             "type_mix": _rounded(self.type_mix),
             "coverage": None if self.coverage is None else round(self.coverage, 6),
+            "unfamiliar_share": None if self.unfamiliar is None else round(self.unfamiliar, 6),
         }
 
 
@@ -90,10 +99,20 @@ def reference_from_prompts(
     tiers: Counter[str] = Counter()
     types: Counter[str] = Counter()
     coverages: list[float] = []
+    unfamiliar: list[bool] = []
+    score = getattr(scorer, "score", None)
+    threshold = getattr(scorer, "familiarity_threshold", None)
     n = 0
     for prompt in prompts:
         n += 1
-        index, _ = calibrated_rule(scorer.predict_proba(prompt), scorer.thresholds, tier_names)
+        if callable(score):
+            scored: Scored = score(prompt)
+            probs = scored.probs
+            if scored.familiarity is not None and threshold is not None:
+                unfamiliar.append(is_unfamiliar(scored.familiarity, threshold))
+        else:
+            probs = scorer.predict_proba(prompt)
+        index, _ = calibrated_rule(probs, scorer.thresholds, tier_names)
         tiers[tier_names[index]] += 1
         types[query_type(prompt)] += 1
         if vocabulary is not None:
@@ -110,6 +129,7 @@ def reference_from_prompts(
         tier_mix=_shares(tiers, tier_names),
         type_mix=_shares(types),
         coverage=math.fsum(coverages) / len(coverages) if coverages else None,
+        unfamiliar=sum(unfamiliar) / len(unfamiliar) if unfamiliar else None,
     )
 
 
@@ -138,9 +158,11 @@ class DriftThresholds:
     max_tv: float = DEFAULT_MAX_TV
     max_coverage_drop: float = DEFAULT_MAX_COVERAGE_DROP
     min_records: int = DEFAULT_MIN_RECORDS
+    max_unfamiliar_rise: float = DEFAULT_MAX_UNFAMILIAR_RISE
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.max_tv <= 1.0 or not 0.0 <= self.max_coverage_drop <= 1.0:
+        limits = (self.max_tv, self.max_coverage_drop, self.max_unfamiliar_rise)
+        if not all(0.0 <= v <= 1.0 for v in limits):
             raise ConfigError("drift thresholds must be within [0, 1]")
         if self.min_records < 1:
             raise ConfigError("--min-records must be at least 1")
@@ -156,6 +178,8 @@ class RecentTraffic:
     tiers: Counter[str] = field(default_factory=Counter)
     types: Counter[str] = field(default_factory=Counter)
     coverages: list[float] = field(default_factory=list)
+    # Per call with a logged familiarity: whether it was below the model's threshold.
+    unfamiliar: list[bool] = field(default_factory=list)
     records: int = 0
     other_versions: int = 0
 
@@ -180,6 +204,8 @@ class RecentTraffic:
             self.tiers[self.tier_names[index]] += 1
         if record.vocab_coverage is not None and math.isfinite(record.vocab_coverage):
             self.coverages.append(record.vocab_coverage)
+        if record.familiarity is not None and math.isfinite(record.familiarity):
+            self.unfamiliar.append(record.unfamiliar)
 
 
 @dataclass(frozen=True)
@@ -270,6 +296,7 @@ def compare(
         ),
         _mix_measure("query_type_mix", reference.type_mix, recent.types, thresholds),
         _coverage_measure(reference.coverage, recent.coverages, thresholds),
+        _unfamiliar_measure(reference.unfamiliar, recent.unfamiliar, thresholds),
     )
     return DriftReport(reference, since, recent.records, recent.other_versions, measures)
 
@@ -356,6 +383,40 @@ def _coverage_measure(
         "shifted" if drop > thresholds.max_coverage_drop else "ok",
         f"{recent * 100:.1f}% of recent query words are in the vocabulary, against "
         f"{reference * 100:.1f}% on the training data ({-drop * 100:+.1f} pts)",
+    )
+
+
+def _unfamiliar_measure(
+    reference: float | None, flags: Sequence[bool], thresholds: DriftThresholds
+) -> Measure:
+    n = len(flags)
+    recent = sum(flags) / n if n else None
+    ref = None if reference is None else round(reference, 6)
+    rec = None if recent is None else round(recent, 6)
+    limit = thresholds.max_unfamiliar_rise
+    if reference is None or recent is None or n < thresholds.min_records:
+        why = (
+            "the model has no familiarity signal (a bundle built before it)"
+            if reference is None
+            else f"{n} records with a logged familiarity; at least {thresholds.min_records} "
+            "are needed"
+        )
+        return Measure(
+            "unfamiliar_share", "share_rise", ref, rec, n, None, limit, "insufficient_data", why
+        )
+    rise = recent - reference
+    return Measure(
+        "unfamiliar_share",
+        "share_rise",
+        ref,
+        rec,
+        n,
+        rise,
+        limit,
+        "shifted" if rise > limit else "ok",
+        f"{recent * 100:.1f}% of recent calls were unfamiliar (below the model's familiarity "
+        f"threshold), against {reference * 100:.1f}% of the training prompts "
+        f"({rise * 100:+.1f} pts)",
     )
 
 

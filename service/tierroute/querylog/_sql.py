@@ -53,7 +53,7 @@ QUERY_COLUMNS = (
     "decision_time_us", "estimated_cost_usd", "hops", "total_cost_usd", "total_latency_ms",
     "escalated", "escalation_reasons", "judge_status", "degraded", "query_type", "status",
     "metadata", "answer_text", "vocab_coverage", "cache_creation_tokens", "cache_read_tokens",
-    "stop_reason", "value_plan",
+    "stop_reason", "value_plan", "familiarity", "unfamiliar",
 )  # fmt: skip
 FEEDBACK_COLUMNS = ("feedback_id", "request_id", "ts", "rating", "correct", "tenant_id")
 JSON_COLUMNS = frozenset({"scores", "hops", "escalation_reasons", "metadata", "value_plan"})

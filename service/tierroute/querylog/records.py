@@ -128,6 +128,10 @@ class QueryRecord:
     stop_reason: str = ""
     # The value policy's estimates when it planned this Cascade (None otherwise).
     value_plan: ValuePlanRecord | None = None
+    # The routing model's familiarity signal for the query (0-1; None without it), and
+    # whether it was below the model's threshold (reason UNFAMILIAR_QUERY).
+    familiarity: float | None = None
+    unfamiliar: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ts", _utc(self.ts))
@@ -228,6 +232,8 @@ def query_to_json(record: QueryRecord) -> dict[str, Any]:
         "cache_read_tokens": record.cache_read_tokens,
         "stop_reason": record.stop_reason,
         "value_plan": None if record.value_plan is None else dict(record.value_plan),
+        "familiarity": record.familiarity,
+        "unfamiliar": record.unfamiliar,
     }
 
 
@@ -241,6 +247,7 @@ def query_from_json(data: Mapping[str, Any]) -> QueryRecord:
     text = data.get("query_text")
     answer = data.get("answer_text")
     coverage = data.get("vocab_coverage")
+    familiarity = data.get("familiarity")
     return QueryRecord(
         request_id=str(data["request_id"]),
         kind="route" if data["kind"] == "route" else "cascade",
@@ -274,6 +281,8 @@ def query_from_json(data: Mapping[str, Any]) -> QueryRecord:
         cache_read_tokens=int(data.get("cache_read_tokens") or 0),
         stop_reason=str(data.get("stop_reason") or ""),
         value_plan=_value_plan(_json_field(data.get("value_plan"), None)),
+        familiarity=None if familiarity is None else float(familiarity),
+        unfamiliar=bool(data.get("unfamiliar")),
     )
 
 

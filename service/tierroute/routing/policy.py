@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from tierroute.errors import ConfigError, ModelLoadError
+from tierroute.routing.plan import CascadePlan
 
 
 class Reason(Enum):
@@ -39,6 +40,7 @@ class Reason(Enum):
     AGENT_LOOP = "AGENT_LOOP"
     TENANT_BUDGET = "TENANT_BUDGET"
     ANSWERS_DISAGREE = "ANSWERS_DISAGREE"
+    UNFAMILIAR_QUERY = "UNFAMILIAR_QUERY"
 
 
 @dataclass(frozen=True)
@@ -151,3 +153,27 @@ PUBLISHED_THRESHOLDS = {
     "published_mid": PUBLISHED_MID,
     "published_mid_from_top": PUBLISHED_MID_FROM_TOP,
 }
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What one run of the scorer says of a query: per-tier probabilities, its familiarity
+    (0-1; None when the model has no such signal) and, for a Cascade, the value plan."""
+
+    probs: list[float]
+    familiarity: float | None = None
+    plan: CascadePlan | None = None
+
+
+# What an unfamiliar query gets (`routing.on_unfamiliar`, ON_UNFAMILIAR_CHOICES,
+# docs/operations.md):
+# "check": the cheapest tier, its answer checked (agreement with a probe when it states a
+#   final answer, else a judge by the tier above), the reference tier on doubt; Route
+#   answers the cheapest tier with UNFAMILIAR_QUERY, which tells its caller to check;
+# "reference": the reference tier, unjudged (Route: the reference tier);
+# "classifier": the classifier decides as for any query; the reason code is still given.
+
+
+def is_unfamiliar(familiarity: float | None, threshold: float | None) -> bool:
+    """Whether a query's familiarity is below the model's threshold (never without both)."""
+    return familiarity is not None and threshold is not None and familiarity < threshold

@@ -7,6 +7,9 @@ inline on the event loop; onnxruntime via a thread was measured slower.
 A Cascade's start tier comes from the model's value policy when it has one
 (`tierroute.model.value`): the decision then carries the `CascadePlan`, which also says which
 answers the cascade engine judges. Everything else routes on risk thresholds.
+
+A query unlike the model's training prompts (its familiarity below the bundle's threshold)
+is not left to the text model: `routing.on_unfamiliar` decides (`_unfamiliar`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from tierroute.observability.names import (
     ATTR_DECISION_TIME_US,
     ATTR_ESTIMATED_COST_USD,
     ATTR_ESTIMATED_TOKENS,
+    ATTR_FAMILIARITY,
     ATTR_MODEL_VERSION,
     ATTR_PLAN,
     ATTR_PLAN_COST_USD,
@@ -37,6 +41,7 @@ from tierroute.observability.names import (
     ATTR_THRESHOLD_PREFIX,
     ATTR_TIER,
     ATTR_TIER_INDEX,
+    ATTR_UNFAMILIAR,
     SPAN_ROUTE,
 )
 from tierroute.providers import Message
@@ -47,7 +52,9 @@ from tierroute.routing.policy import (
     Reason,
     ReasonNote,
     RiskThresholds,
+    Scored,
     calibrated_rule,
+    is_unfamiliar,
     published_rule,
 )
 from tierroute.settings import HeuristicConfig, Settings, TierConfig
@@ -56,16 +63,22 @@ STRATEGIES = ("heuristic", "classifier")
 RULES = ("calibrated", "published")
 # Appended to the reason that moved a Cascade off the value policy's start tier.
 PLAN_DROPPED = "; value plan dropped, judge sampling decides"
+# ... and off an unfamiliar query's checked start (routing.on_unfamiliar = "check").
+CHECK_DROPPED = "; unfamiliar check dropped, judge sampling decides"
+# The decision's `thresholds` entry holding the model's familiarity threshold.
+MIN_FAMILIARITY = "min_familiarity"
 
 
 class Scorer(Protocol):
     """What the router needs of a classifier: probabilities per tier, and its identity.
 
-    Four members are optional and looked up when present: `cascade_thresholds` (where a
+    Six members are optional and looked up when present: `cascade_thresholds` (where a
     Cascade starts, calibrated apart from Route's), `cascade_plan(text, point)` (the value
     policy's `CascadePlan` for a Cascade at an operating point, or None),
     `score_cascade(text, point)` (both the probabilities and that plan, from one feature
-    pass) and `operating_points` (the names a request may pick).
+    pass), `operating_points` (the names a request may pick), `score(text, point, plan=)`
+    (a `Scored`: probabilities, familiarity and, with `plan`, the plan, from one pass) and
+    `familiarity_threshold` (below it a query is unfamiliar; None: no signal).
     """
 
     @property
@@ -121,6 +134,14 @@ class Decision:
     # The value policy's plan (start tier and which answers to judge), Cascade only; None
     # when the risk thresholds decided or stickiness or a cost ceiling moved the tier.
     plan: CascadePlan | None = None
+    # How much the query looks like the model's training prompts (0-1); None without a
+    # classifier that has the signal.
+    familiarity: float | None = None
+    # Below the model's familiarity threshold (reason UNFAMILIAR_QUERY).
+    unfamiliar: bool = False
+    # Cascade, routing.on_unfamiliar = "check": the start answer is checked and, on doubt,
+    # the cascade goes to this tier (the reference tier); None otherwise.
+    check_to: int | None = None
 
 
 def routing_text(text: str, history: Sequence[Message], turns: int, chars: int) -> str:
@@ -185,6 +206,16 @@ class _Pick:
     version: str
     rule: str
     plan: CascadePlan | None = None
+    familiarity: float | None = None
+    unfamiliar: bool = False
+    check_to: int | None = None
+
+    def dropped(self) -> str:
+        """What moving the tier drops, for the reason's detail (and drops it)."""
+        text = PLAN_DROPPED if self.plan is not None else ""
+        text += CHECK_DROPPED if self.check_to is not None else ""
+        self.plan, self.check_to = None, None
+        return text
 
 
 class Router:
@@ -248,10 +279,21 @@ class Router:
             tier=decision.tier.name,
             seconds=decision.decision_time_us / 1e6,
         )
+        self.record_familiarity("route", decision)
         self._metrics.request(
             rpc="route", tier=decision.tier.name, strategy=decision.strategy, outcome="ok"
         )
         return decision
+
+    def record_familiarity(self, rpc: str, decision: Decision) -> None:
+        """The decision's familiarity in the metrics, when the classifier has the signal."""
+        if decision.familiarity is not None:
+            self._metrics.familiarity(
+                rpc=rpc,
+                value=decision.familiarity,
+                unfamiliar=decision.unfamiliar,
+                handling=self._settings.routing.on_unfamiliar,
+            )
 
     def decide(self, query: RouteQuery, *, for_cascade: bool = False) -> Decision:
         """Decide the tier for `query` without a span; InvalidRequest for a bad strategy or rule.
@@ -303,6 +345,9 @@ class Router:
             estimated_cost_usd=tier.cost_usd(input_tokens, output_tokens),
             confidence=pick.confidence,
             plan=pick.plan,
+            familiarity=pick.familiarity,
+            unfamiliar=pick.unfamiliar,
+            check_to=pick.check_to,
         )
 
     def _heuristic_pick(self, features: ShapeFeatures) -> _Pick:
@@ -333,15 +378,9 @@ class Router:
             and rule != "published"
             and self._settings.cascade.use_model_calibration
         )
-        both = getattr(scorer, "score_cascade", None) if wants_plan else None
-        planned: tuple[CascadePlan | None] | None = None
-        if callable(both):
-            probs, early = (
-                both(text, query.operating_point) if query.operating_point else both(text)
-            )
-            planned = (early,)
-        else:
-            probs = scorer.predict_proba(text)
+        scored = self._score(scorer, text, query.operating_point, wants_plan)
+        probs = scored.probs
+        planned = (scored.plan,) if wants_plan else None
         pick = _Pick(
             index=0,
             notes=[],
@@ -350,11 +389,92 @@ class Router:
             confidence=max(probs),
             version=scorer.version,
             rule=rule,
+            familiarity=scored.familiarity,
         )
+        found = getattr(scorer, "familiarity_threshold", None)
+        threshold = float(found) if isinstance(found, int | float) else None
+        pick.unfamiliar = is_unfamiliar(scored.familiarity, threshold)
+        mode = self._settings.routing.on_unfamiliar
+        if (
+            threshold is not None
+            and pick.unfamiliar
+            and mode != "classifier"
+            and rule != "published"
+        ):
+            return self._unfamiliar(pick, mode, threshold, for_cascade=for_cascade)
+        self._decide_scored(pick, scorer, text, query, planned, for_cascade=for_cascade)
+        if threshold is not None:
+            if pick.unfamiliar:
+                note = self._unfamiliar_note(pick, threshold, f"the {rule} rule decides")
+                pick.notes.insert(0, note)
+            pick.thresholds[MIN_FAMILIARITY] = threshold
+        return pick
+
+    @staticmethod
+    def _score(scorer: Scorer, text: str, point: str, wants_plan: bool) -> Scored:
+        """One run of the scorer: `score` when it has it, else its older members."""
+        score = getattr(scorer, "score", None)
+        if callable(score):
+            scored = score(text, point or None, plan=wants_plan)
+            assert isinstance(scored, Scored)  # the Scorer protocol's `score`
+            return scored
+        both = getattr(scorer, "score_cascade", None) if wants_plan else None
+        if callable(both):
+            probs, early = both(text, point) if point else both(text)
+            return Scored(list(probs), None, early)
+        return Scored(scorer.predict_proba(text))
+
+    @staticmethod
+    def _unfamiliar_note(pick: _Pick, threshold: float, outcome: str) -> ReasonNote:
+        return ReasonNote(
+            Reason.UNFAMILIAR_QUERY,
+            f"familiarity {pick.familiarity or 0.0:.3f} < {threshold:.3f}: {outcome}",
+        )
+
+    def _reference(self) -> int:
+        """The reference tier's index (routing.reference_tier; empty: the top tier)."""
+        name = self._settings.routing.reference_tier
+        return self._names.index(name) if name in self._names else len(self._tiers) - 1
+
+    def _unfamiliar(self, pick: _Pick, mode: str, threshold: float, *, for_cascade: bool) -> _Pick:
+        """An unfamiliar query, decided by routing.on_unfamiliar instead of the text model.
+
+        "reference": the reference tier. "check": the cheapest tier; a Cascade checks its
+        answer and goes to the reference tier on doubt (`Decision.check_to`), and Route,
+        which has no check to run, names the same start with the reason code.
+        """
+        reference = self._reference()
+        pick.thresholds = {MIN_FAMILIARITY: threshold}
+        if mode == "reference":
+            pick.index = reference
+            outcome = f"the reference tier {self._names[reference]} answers"
+        else:
+            pick.index = 0
+            target = max(reference, 1) if len(self._tiers) > 1 else None
+            if for_cascade and target is not None:
+                pick.check_to = target
+                outcome = f"{self._names[0]} answers, checked; {self._names[target]} on doubt"
+            else:
+                outcome = f"{self._names[0]}, as a Cascade starts; check its answer"
+        pick.notes = [self._unfamiliar_note(pick, threshold, outcome)]
+        return pick
+
+    def _decide_scored(
+        self,
+        pick: _Pick,
+        scorer: Scorer,
+        text: str,
+        query: RouteQuery,
+        planned: tuple[CascadePlan | None] | None,
+        *,
+        for_cascade: bool,
+    ) -> None:
+        """The tier by the rule, the value plan or the risk thresholds, into `pick`."""
+        rule, probs = pick.rule, pick.scores
         if rule == "published":
             pick.index, pick.notes = published_rule(probs, self._names)
             pick.thresholds = dict(PUBLISHED_THRESHOLDS)
-            return pick
+            return
         # A quality floor is a promise about the start tier itself, which the value policy
         # does not make: those requests keep the risk thresholds.
         plan = (
@@ -365,13 +485,12 @@ class Router:
         if plan is not None:
             pick.index, pick.notes, pick.plan = plan.start, [self._plan_note(plan)], plan
             pick.thresholds = {"price_per_correct_usd": plan.price_per_correct_usd}
-            return pick
+            return
         risk = _risk_thresholds(scorer, for_cascade=for_cascade)
         pick.index, pick.notes = calibrated_rule(probs, risk, self._names, query.quality_floor)
         pick.thresholds = risk.as_dict(self._names)
         if query.quality_floor > 0:
             pick.thresholds["quality_floor"] = query.quality_floor
-        return pick
 
     def _agent_loop(self, pick: _Pick, query: RouteQuery) -> bool:
         """Keep a turn that answers a tool call on the tier that made the call.
@@ -387,10 +506,10 @@ class Router:
                 ReasonNote(
                     Reason.AGENT_LOOP,
                     f"the session's tool call was made on {self._names[loop]}; the agent loop "
-                    "stays there" + (PLAN_DROPPED if pick.plan is not None else ""),
+                    "stays there" + pick.dropped(),
                 )
             )
-            pick.index, pick.plan = loop, None
+            pick.index = loop
         return True
 
     def _session_floor(self, pick: _Pick, query: RouteQuery) -> None:
@@ -400,11 +519,10 @@ class Router:
             pick.notes.append(
                 ReasonNote(
                     Reason.SESSION_STICKY,
-                    f"session already used {self._names[floor]}; not routing down"
-                    + (PLAN_DROPPED if pick.plan is not None else ""),
+                    f"session already used {self._names[floor]}; not routing down" + pick.dropped(),
                 )
             )
-            pick.index, pick.plan = floor, None
+            pick.index = floor
 
     def _cost_ceiling(
         self, pick: _Pick, max_cost_usd: float, input_tokens: int, output_tokens: int
@@ -421,11 +539,10 @@ class Router:
                 ReasonNote(
                     Reason.COST_CEILING,
                     f"{self._names[pick.index]} estimated above ${max_cost_usd:g}; "
-                    f"using {self._names[capped]}"
-                    + (PLAN_DROPPED if pick.plan is not None else ""),
+                    f"using {self._names[capped]}" + pick.dropped(),
                 )
             )
-            pick.index, pick.plan = capped, None
+            pick.index = capped
 
     def _check_point(self, point: str) -> None:
         """InvalidRequest unless the served model ships operating point `point`."""
@@ -502,6 +619,9 @@ def annotate_route(span: trace.Span, decision: Decision, tier_names: Sequence[st
     span.set_attribute(ATTR_ESTIMATED_COST_USD, decision.estimated_cost_usd)
     span.set_attribute(ATTR_QUERY_TYPE, decision.features.query_type)
     span.set_attribute(ATTR_ESTIMATED_TOKENS, decision.features.estimated_tokens)
+    if decision.familiarity is not None:
+        span.set_attribute(ATTR_FAMILIARITY, decision.familiarity)
+        span.set_attribute(ATTR_UNFAMILIAR, decision.unfamiliar)
     for name, score in zip(tier_names, decision.scores, strict=False):
         span.set_attribute(f"{ATTR_SCORE_PREFIX}{name}", score)
     for name, value in decision.thresholds.items():

@@ -226,4 +226,7 @@ def thresholds_document(
         )
     if classifier_cv is not None:
         document["classifier_cv"] = classifier_cv
+    if "familiarity" in static:
+        # The familiarity threshold belongs to the classifier's features: training set it.
+        document["familiarity"] = dict(static["familiarity"])
     return document

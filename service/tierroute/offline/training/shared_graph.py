@@ -21,6 +21,14 @@ transform, written by our exporter) and writes one graph that:
 With one head it is the bundle's model.onnx (the classifier alone); with the classifier and
 the value model, value.onnx.
 
+A head may carry the familiarity signal (`Familiarity`, fitted by `offline.training.
+familiarity`): the graph then also outputs `familiarity`, in [0, 1], from the same pass over
+that head's features: the TF-IDF mass of the prompt before normalisation (its L2 norm) and
+the cosine of its normalised row to the nearest of a few training centroids, each divided
+by its median over the training rows and capped at 1, multiplied. Text like the training
+prompts scores near 1; text the head knows little of (few or common n-grams, none of the
+training prompts' shape) scores near 0.
+
 This is scikit-learn's arithmetic (sublinear tf, idf, L2 norm, linear layer) on the
 non-zero entries only, so every head's output equals its own graph's; `check_merged`
 proves it on the parity texts, and the heads' own parity checks tie those to scikit-learn.
@@ -29,6 +37,7 @@ The graph reads one text per run (serving's shape).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +50,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tierroute.errors import ModelLoadError
 from tierroute.model.classifier import INPUT_NAME
+from tierroute.model.value import FAMILIARITY_OUTPUT
 from tierroute.routing import classifier_text
 
 logger = logging.getLogger(__name__)
@@ -59,6 +69,15 @@ _TINY_NORM = 1e-12
 
 
 @dataclass(frozen=True)
+class Familiarity:
+    """The familiarity signal's parameters over one head's features (its column order)."""
+
+    centroids: npt.NDArray[np.float32]  # (n_features, n_centroids), unit columns
+    mass_ref: float  # the median TF-IDF mass (L2 norm before normalisation) of training rows
+    cos_ref: float  # the median cosine of a training row to its nearest centroid
+
+
+@dataclass(frozen=True)
 class LinearHead:
     """One exported TF-IDF + linear graph, read back: its n-grams and its arithmetic."""
 
@@ -68,6 +87,7 @@ class LinearHead:
     weights: npt.NDArray[np.float32]  # (n_outputs, n_features)
     intercepts: npt.NDArray[np.float32]
     softmax: bool  # LinearClassifier SOFTMAX (probabilities), else raw (LinearRegressor)
+    familiarity: Familiarity | None = None
 
 
 def read_head(model_bytes: bytes) -> LinearHead:
@@ -113,17 +133,23 @@ def _merged_head(
     graph: Any, nodes: Mapping[str, Any], init: Mapping[str, npt.NDArray[Any]]
 ) -> LinearHead:
     """The one head of a graph `merge_heads` wrote, read back from its initializers."""
-    if len(graph.output) != 1:
-        raise ModelLoadError(
-            f"a shared feature graph with {len(graph.output)} heads is not one head"
-        )
-    name = graph.output[0].name
+    names = [o.name for o in graph.output if o.name != FAMILIARITY_OUTPUT]
+    if len(names) != 1:
+        raise ModelLoadError(f"a shared feature graph with {len(names)} heads is not one head")
+    name = names[0]
     p = f"{name}_"
     try:
         keys = _attributes(nodes["LabelEncoder"])["keys_strings"]
         tokenizer = _attributes(nodes["Tokenizer"])
         idf, weights = init[p + "idf"], init[p + "weights"]
         intercepts = init[p + "intercepts"]
+        familiarity = None
+        if len(graph.output) > 1:
+            familiarity = Familiarity(
+                centroids=np.asarray(init[p + "centroids"], dtype=np.float32),
+                mass_ref=float(init[p + "mass_ref"]),
+                cos_ref=float(init[p + "cos_ref"]),
+            )
     except KeyError as exc:
         raise ModelLoadError(f"not a shared feature graph of merge_heads: no {exc}") from exc
     return LinearHead(
@@ -133,6 +159,7 @@ def _merged_head(
         weights=np.asarray(weights, dtype=np.float32).T,
         intercepts=np.asarray(intercepts, dtype=np.float32).reshape(-1),
         softmax=any(n.op_type == "Softmax" and n.output[0] == name for n in graph.node),
+        familiarity=familiarity,
     )
 
 
@@ -155,9 +182,18 @@ def _ngrams(counter: Mapping[str, Any]) -> tuple[tuple[str, ...], ...]:
     return tuple(columns[j] for j in range(len(columns)))
 
 
-def merge_heads(heads: Mapping[str, bytes], *, doc: str) -> bytes:
-    """One graph whose output `name` equals the graph `heads[name]`'s only output."""
+def merge_heads(
+    heads: Mapping[str, bytes], *, doc: str, familiarity: Mapping[str, Familiarity] | None = None
+) -> bytes:
+    """One graph whose output `name` equals the graph `heads[name]`'s only output.
+
+    `familiarity` gives a head the familiarity signal; a head read from a graph that has
+    one keeps it. At most one head carries it (output `familiarity`)."""
     read = {name: read_head(data) for name, data in heads.items()}
+    for name, fam in (familiarity or {}).items():
+        read[name] = dataclasses.replace(read[name], familiarity=fam)
+    if sum(h.familiarity is not None for h in read.values()) > 1:
+        raise ModelLoadError("more than one head carries the familiarity signal")
     tokenizers = {repr(sorted(h.tokenizer.items())) for h in read.values()}
     if len(tokenizers) != 1:
         raise ModelLoadError("the heads tokenize differently; they cannot share a feature pass")
@@ -239,6 +275,11 @@ def merge_heads(heads: Mapping[str, bytes], *, doc: str) -> bytes:
         outputs.append(
             helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, head.weights.shape[0]])
         )
+        if head.familiarity is not None:
+            _familiarity_nodes(head, column, p, nodes=nodes, initializers=initializers)
+            outputs.append(
+                helper.make_tensor_value_info(FAMILIARITY_OUTPUT, TensorProto.FLOAT, [1, 1])
+            )
     initializers.append(numpy_helper.from_array(np.array([0], dtype=np.int64), "zero_axis"))
     for index, node in enumerate(nodes):
         node.name = node.name or f"n{index}_{node.op_type}"
@@ -261,6 +302,40 @@ def merge_heads(heads: Mapping[str, bytes], *, doc: str) -> bytes:
     onnx.checker.check_model(model)
     data: bytes = model.SerializeToString(deterministic=True)
     return data
+
+
+def _familiarity_nodes(
+    head: LinearHead,
+    column: Mapping[tuple[str, ...], int],
+    p: str,
+    *,
+    nodes: list[Any],
+    initializers: list[Any],
+) -> None:
+    """The familiarity output from head `p`'s TF-IDF row: its mass before normalisation
+    (`p`norm) and its normalised row's (`p`row) cosine to the nearest centroid, each over
+    its training median and capped at 1, multiplied."""
+    fam = head.familiarity
+    assert fam is not None  # the caller checked
+    centroids_u = np.zeros((len(column), fam.centroids.shape[1]), dtype=np.float32)
+    for j, gram in enumerate(head.ngrams):
+        centroids_u[column[gram]] = fam.centroids[j]
+    initializers += [
+        numpy_helper.from_array(centroids_u, p + "centroids"),
+        numpy_helper.from_array(np.array(fam.mass_ref, dtype=np.float32), p + "mass_ref"),
+        numpy_helper.from_array(np.array(fam.cos_ref, dtype=np.float32), p + "cos_ref"),
+    ]
+    nodes += [
+        helper.make_node("Gather", [p + "centroids", "present"], [p + "c_present"], axis=0),
+        # An empty row (no known n-gram) is all zeros: cosine 0, mass 0.
+        helper.make_node("MatMul", [p + "row", p + "c_present"], [p + "cosines"]),
+        helper.make_node("ReduceMax", [p + "cosines", "one_index"], [p + "cos"], keepdims=1),
+        helper.make_node("Div", [p + "cos", p + "cos_ref"], [p + "cos_over"]),
+        helper.make_node("Min", [p + "cos_over", "one"], [p + "cos_part"]),
+        helper.make_node("Div", [p + "norm", p + "mass_ref"], [p + "mass_over"]),
+        helper.make_node("Min", [p + "mass_over", "one"], [p + "mass_part"]),
+        helper.make_node("Mul", [p + "cos_part", p + "mass_part"], [FAMILIARITY_OUTPUT]),
+    ]
 
 
 @dataclass(frozen=True)
@@ -295,11 +370,26 @@ def check_merged(
 
     shared = create_session(merged)
     alone = {name: create_session(data) for name, data in heads.items()}
+    # Heads whose own graph outputs the familiarity signal: the merged graph must equal it.
+    familiar = {
+        name
+        for name, session in alone.items()
+        if FAMILIARITY_OUTPUT in {o.name for o in session.get_outputs()}
+    }
     worst = dict.fromkeys(heads, 0.0)
     for text in texts:
         feed = {INPUT_NAME: np.array([[classifier_text(text, prefix_chars)]], dtype=object)}
         got = dict(zip(heads, shared.run(list(heads), feed), strict=True))
         for name, session in alone.items():
+            if name in familiar:
+                expected, fam = session.run([name, FAMILIARITY_OUTPUT], feed)
+                (mine,) = shared.run([FAMILIARITY_OUTPUT], feed)
+                worst[FAMILIARITY_OUTPUT] = max(
+                    worst.get(FAMILIARITY_OUTPUT, 0.0), float(np.abs(mine - fam).max())
+                )
+                diff = np.abs(got[name] - expected)
+                worst[name] = max(worst[name], float(diff.max()))
+                continue
             (expected,) = session.run([name], feed)
             diff = np.abs(got[name] - expected)
             if name in relative:
@@ -320,4 +410,11 @@ def check_merged(
     return parity
 
 
-__all__ = ["LinearHead", "MergeParity", "check_merged", "merge_heads", "read_head"]
+__all__ = [
+    "Familiarity",
+    "LinearHead",
+    "MergeParity",
+    "check_merged",
+    "merge_heads",
+    "read_head",
+]

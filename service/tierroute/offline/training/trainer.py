@@ -27,7 +27,7 @@ from sklearn.pipeline import Pipeline
 from tierroute.errors import ConfigError
 from tierroute.model.bundle import METADATA_FILE, MODEL_FILE, THRESHOLDS_FILE
 from tierroute.model.classifier import FORMAT_VERSION, INPUT_NAME, PROBA_OUTPUT
-from tierroute.offline.training import calibrate, export
+from tierroute.offline.training import calibrate, export, familiarity
 from tierroute.offline.training.calibrate import Target
 from tierroute.offline.training.folds import make_folds, out_of_fold_proba
 from tierroute.offline.training.labels import (
@@ -117,7 +117,20 @@ def train_bundle(data_path: Path, out_dir: Path, options: TrainOptions) -> Train
     # arithmetic on the prompt's n-grams only, where the exported graph works over the whole
     # vocabulary (model_export/README.md, "The served graph"). Parity is checked on the
     # served graph against scikit-learn itself.
-    model_bytes = merge_heads({PROBA_OUTPUT: export.to_onnx(pipeline)}, doc=CLASSIFIER_DOC)
+    # The familiarity signal rides on the classifier's features (training.familiarity); its
+    # threshold flags 1 % of held-out rows, each scored by a signal fitted without its fold.
+    tfidf = pipeline.named_steps["tfidf"]
+    signal = familiarity.fit_familiarity(tfidf, texts)
+    familiar = familiarity.threshold_section(familiarity.out_of_fold(data.texts, folds), signal)
+    model_bytes = merge_heads(
+        {PROBA_OUTPUT: export.to_onnx(pipeline)},
+        doc=CLASSIFIER_DOC,
+        familiarity={PROBA_OUTPUT: signal},
+    )
+    familiar_diff = familiarity.check_parity(
+        model_bytes, tfidf, signal, data.prompts, prefix_chars=options.prefix_chars
+    )
+    familiar["parity_max_abs_diff"] = float(f"{familiar_diff:.3g}")
     parity = export.check_parity(
         pipeline,
         model_bytes,
@@ -138,6 +151,7 @@ def train_bundle(data_path: Path, out_dir: Path, options: TrainOptions) -> Train
         "risk": cv["risk"],
         "target": options.target.as_dict(),
         "cv": cv["report"],
+        "familiarity": familiar,
     }
     metadata = {
         "format_version": FORMAT_VERSION,

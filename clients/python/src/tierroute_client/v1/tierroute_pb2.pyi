@@ -204,6 +204,13 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     probe's (and, above the cheapest tier, with every answer before it), or
     one of them stated none.
     """
+    REASON_CODE_UNFAMILIAR_QUERY: _ReasonCode.ValueType  # 21
+    """The query is unlike the model's training prompts (features.familiarity below
+    the bundle's threshold), so the classifier's scores are not trusted:
+    routing.on_unfamiliar decides (by default the cheapest tier, its answer
+    checked, the reference tier on doubt; on Route the cheapest tier, whose
+    answer the caller should check).
+    """
 
 class ReasonCode(_ReasonCode, metaclass=_ReasonCodeEnumTypeWrapper):
     """ReasonCode says, machine-readably, why a decision was made."""
@@ -260,6 +267,13 @@ REASON_CODE_ANSWERS_DISAGREE: ReasonCode.ValueType  # 20
 """Cascade, agreement modes: the answer's final answer disagreed with the
 probe's (and, above the cheapest tier, with every answer before it), or
 one of them stated none.
+"""
+REASON_CODE_UNFAMILIAR_QUERY: ReasonCode.ValueType  # 21
+"""The query is unlike the model's training prompts (features.familiarity below
+the bundle's threshold), so the classifier's scores are not trusted:
+routing.on_unfamiliar decides (by default the cheapest tier, its answer
+checked, the reference tier on doubt; on Route the cheapest tier, whose
+answer the caller should check).
 """
 Global___ReasonCode: _TypeAlias = ReasonCode  # noqa: Y015
 
@@ -1148,6 +1162,7 @@ class QueryFeatures(_message.Message):
     HAS_CODE_BLOCK_FIELD_NUMBER: _builtins.int
     MULTI_STEP_FIELD_NUMBER: _builtins.int
     QUERY_TYPE_FIELD_NUMBER: _builtins.int
+    FAMILIARITY_FIELD_NUMBER: _builtins.int
     estimated_tokens: _builtins.int
     """Estimated tokens (words x 1.3)."""
     has_code_block: _builtins.bool
@@ -1156,6 +1171,11 @@ class QueryFeatures(_message.Message):
     """Whether the query gives multi-step instructions."""
     query_type: _builtins.str
     """Keyword-classified type: factual, analytical, creative or coding."""
+    familiarity: _builtins.float
+    """How much the query looks like the prompts the classifier was trained on, 0-1
+    (the TF-IDF mass and the nearest training centroid's cosine, each relative to
+    training's median). Unset for the heuristic strategy and bundles without it.
+    """
     def __init__(
         self,
         *,
@@ -1163,12 +1183,15 @@ class QueryFeatures(_message.Message):
         has_code_block: _builtins.bool = ...,
         multi_step: _builtins.bool = ...,
         query_type: _builtins.str = ...,
+        familiarity: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_familiarity", b"_familiarity", "familiarity", b"familiarity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimated_tokens", b"estimated_tokens", "has_code_block", b"has_code_block", "multi_step", b"multi_step", "query_type", b"query_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_familiarity", b"_familiarity", "estimated_tokens", b"estimated_tokens", "familiarity", b"familiarity", "has_code_block", b"has_code_block", "multi_step", b"multi_step", "query_type", b"query_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__familiarity: _TypeAlias = _typing.Literal["familiarity"]  # noqa: Y015
+    _WhichOneofArgType__familiarity: _TypeAlias = _typing.Literal["_familiarity", b"_familiarity"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__familiarity) -> _WhichOneofReturnType__familiarity | None: ...
 
 Global___QueryFeatures: _TypeAlias = QueryFeatures  # noqa: Y015
 
