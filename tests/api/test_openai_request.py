@@ -220,3 +220,11 @@ def test_a_bad_data_url_is_named_by_its_chat_path() -> None:
         parse_chat(
             {"model": "tierroute", "messages": [{"role": "user", "content": [image]}]}, SETTINGS
         )
+
+
+def test_a_long_unknown_field_is_named_but_not_echoed_whole() -> None:
+    """An unknown field's name is cut in the message, however long the caller made it."""
+    with pytest.raises(InvalidRequest) as caught:
+        _parse(**{"k" * 60_000: 1})
+    assert len(str(caught.value)) < 200
+    assert str(caught.value).startswith("k" * 80 + "...: ")

@@ -101,6 +101,8 @@ _CONVERTED: Mapping[str, str] = {
     "messages": "messages",
     "query": "messages",
 }
+# The most of a caller's field name a message shows.
+_SHOWN = 80
 # OpenAI answers 529's meaning (busy, retry) with 503; its SDKs retry both.
 _STATUS = {529: 503}
 _KINDS: Mapping[int, tuple[str, str | None]] = {
@@ -138,7 +140,9 @@ def _neutral(value: Any, allowed: Sequence[Any]) -> bool:
 
 
 def _unsupported(where: str, what: str = "this field") -> InvalidRequest:
-    return InvalidRequest(f"{where}: tierroute does not support {what}")
+    # A field's name is the caller's text: never echoed whole.
+    shown = where if len(where) <= _SHOWN else f"{where[:_SHOWN]}..."
+    return InvalidRequest(f"{shown}: tierroute does not support {what}")
 
 
 def parse_chat(body: Any, settings: Settings, operating_points: Sequence[str] = ()) -> ParsedChat:
