@@ -139,9 +139,12 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix service tests bench model_export clients/python
 
 # Train on the recorded outcomes, calibrate the operating points (parity served by default)
-# for the tier prices in the configuration, export to ONNX, verify parity.
+# for the tier prices in the configuration, export to ONNX, verify parity. The value policy
+# also ships `ref_parity` against REFERENCE_TIER (the tier a team pays for today).
+REFERENCE_TIER ?= mid
 model: $(STAMP)
 	$(BIN)/python model_export/build.py --data $(DATA) --out model_export/bundle
+	TIERROUTE_ROUTING_REFERENCE_TIER=$(REFERENCE_TIER) \
 	$(BIN)/tierroute calibrate --data $(DATA) --model-dir model_export/bundle --prices config \
 		--out model_export/bundle/thresholds.json --report model_export/calibration_slices.json \
 		--workers 2 --quiet

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     cv = pipeline.cross_validate_for(data, bundle, options)
     tables = cal.build_tables(data, settings, truth, workers=args.workers)
     assert tables.tokens is not None  # build_tables counts tokens
-    quality, tokens = valuefit.action_targets(tables.quality, tables.tokens, cal.ACTION_COLUMNS)
+    quality, tokens = valuefit.action_targets(tables.quality, tables.tokens, tables.action_columns)
     # Costs at the evaluated ladder: the token heads are scored by the cost they predict.
     ladder = Ladder.of(settings.tiers)
     cost = ladder.price(tokens)

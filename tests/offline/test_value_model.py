@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.helpers import make_settings
 from tierroute.errors import ConfigError, ModelLoadError
 from tierroute.model.operating import OPERATING_POINTS, CalibrationData, Ladder
 from tierroute.model.value import ValueModel, parse_actions, top_action
 from tierroute.offline.evaluation import calibration as cal
 from tierroute.offline.evaluation import valuefit
+from tierroute.offline.evaluation.calibration_probe import with_probe_tokens
 from tierroute.offline.training.value_fit import (
     check_parity,
     export,
@@ -22,7 +25,16 @@ from tierroute.offline.training.value_fit import (
     write_value_model,
 )
 from tierroute.routing.features import classifier_text
-from tierroute.routing.plan import ACTIONS, CascadeAction, choose, plan_from
+from tierroute.routing.plan import (
+    ACTIONS,
+    VALUE_ACTIONS,
+    CascadeAction,
+    agreement_applies,
+    allowed_actions,
+    choose,
+    plan_from,
+)
+from tierroute.settings import ProbeConfig
 
 N_ACTIONS = len(ACTIONS)
 
@@ -204,7 +216,8 @@ def test_the_policy_trades_cost_against_quality_at_its_price() -> None:
 def _inputs(n: int = 400) -> cal.Inputs:
     """Search inputs whose value estimates are the truth plus noise."""
     rng = np.random.default_rng(3)
-    n_cols = len(cal.COLUMNS)
+    # The fixed settings without the agreement columns (no probe), six actions.
+    n_cols = len(cal.COLUMNS) - len(cal.AGREEMENT_COLUMNS)
     quality = (rng.random((n, n_cols)) < 0.5 + 0.05 * np.arange(n_cols) % 0.4).astype(float)
     cost = np.tile(np.array([1, 6, 6, 15, 40, 40, 90, 4, 4], dtype=float) * 1e-5, (n, 1))
     tables = cal.Tables(
@@ -215,8 +228,9 @@ def _inputs(n: int = 400) -> cal.Inputs:
         final=np.zeros((n, n_cols), dtype=np.int64),
         escalated=np.zeros((n, n_cols), dtype=bool),
     )
-    value_p = np.clip(quality[:, cal.ACTION_COLUMNS] + rng.normal(0, 0.3, (n, N_ACTIONS)), 0, 1)
-    return _with_signals(rng, tables, value_p, cost[:, cal.ACTION_COLUMNS])
+    columns = tables.action_columns
+    value_p = np.clip(quality[:, columns] + rng.normal(0, 0.3, (n, N_ACTIONS)), 0, 1)
+    return _with_signals(rng, tables, value_p, cost[:, columns])
 
 
 def _with_signals(
@@ -303,7 +317,7 @@ def _fresh_inputs(evidence: CalibrationData, ladder: Ladder) -> cal.Inputs:
     # Column -> action: serial columns play their action (ACTION_COLUMNS); the speculative
     # columns 2, 5 and 8 copy their serial twins' actions 1, 4 and 2.
     source = [0, 1, 1, 3, 4, 4, 5, 2, 2]
-    assert [source[c] for c in cal.ACTION_COLUMNS] == list(range(N_ACTIONS))
+    assert [source[c] for c in cal.ACTION_COLUMNS[:N_ACTIONS]] == list(range(N_ACTIONS))
     quality = evidence.quality[:, source]
     cost = ladder.price(evidence.tokens[:, source])
     rng = np.random.default_rng(5)
@@ -342,3 +356,129 @@ def test_re_solving_stored_predictions_equals_a_fresh_calibration(ladder_name: s
             continue
         assert solved[name].feasible
         assert solved[name].price_per_correct_usd == fresh
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "Question: Which gas?\nOptions: A. neon\nB. argon\nC. xenon\nAnswer: Let's think.",
+        'Solve it. Please show your final answer in the `answer` field, e.g. "answer": "42".',
+        "assert f([1, 2], 3) == ??",
+        "Janet has 16 eggs and eats 3. How many are left?",
+        "Find the sum of all integers x with |x| < 7.",
+    ],
+)
+def test_agreement_applies_where_answers_state_a_final_answer(prompt: str) -> None:
+    """Options, an answer format, a code-output assertion or a short quantitative question:
+    answers will state a final answer the agreement check can compare."""
+    assert agreement_applies(prompt)
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "Write a poem about the 3 rivers of my town?",
+        "Explain how RNA sequencing works.",
+        "Implement a linux kernel module that prints 42.",
+        "What does this do?\n```python\nprint(1)\n```",
+        "Why is the sky blue?",
+        "Summarise the following report: " + "quarterly figures 2024. " * 100,
+    ],
+)
+def test_agreement_does_not_apply_to_open_ended_prompts(prompt: str) -> None:
+    """Requests to write, explain or implement, code to discuss, questions without a
+    quantity and long briefs have no comparable final answer."""
+    assert not agreement_applies(prompt)
+
+
+def test_the_plan_never_takes_agreement_where_it_cannot_apply() -> None:
+    """However good agreement looks, an open-ended prompt's plan takes another action;
+    a question with a final answer takes it."""
+    p = [0.5] * 6 + [0.99, 0.99]
+    cost = [1e-3] * 6 + [1e-4, 1e-4]
+    open_ended = allowed_actions(VALUE_ACTIONS, "Explain how tides work.")
+    closed = allowed_actions(VALUE_ACTIONS, "What is 17 times 3?")
+    assert closed is None
+    assert plan_from(p, cost, 0.01, VALUE_ACTIONS, allowed=open_ended).action.judge != "agree"
+    assert plan_from(p, cost, 0.01, VALUE_ACTIONS, allowed=closed).action.judge == "agree"
+
+
+def test_a_value_model_with_a_probe_loads_priced_with_it(tmp_path: Path) -> None:
+    """Fitted over VALUE_ACTIONS with the probe as a fourth payer, the model writes, loads
+    with the configured tiers' ladder (the probe's calibration price appended) and plans
+    agreement only where it applies."""
+    texts, quality6, tokens6 = _training_table()
+    n = len(texts)
+    quality = np.concatenate([quality6, np.ones((n, 2))], axis=1)
+    tokens = np.zeros((n, len(VALUE_ACTIONS), 4, 2))
+    tokens[:, :6, :3] = tokens6
+    tokens[:, 6:, 0] = tokens6[:, :1, 0]
+    tokens[:, 6:, 3] = [200.0, 100.0]
+    pipeline = fit_value_pipeline(texts, quality, tokens)
+    p, predicted = predict(pipeline, texts, 4)
+    full = np.concatenate([tokens, np.zeros_like(tokens)], axis=3)
+    evidence = CalibrationData(p, predicted, quality, full, top_action(VALUE_ACTIONS, 3))
+    ladder = LADDER.with_probe(0.25, 1.25)
+    section = write_value_model(
+        tmp_path,
+        pipeline,
+        evidence,
+        ladder=ladder,
+        points=solve_points(evidence, ladder, OPERATING_POINTS),
+        default_point="parity",
+        prefix_chars=4096,
+        parity_texts=texts[:20],
+        actions=VALUE_ACTIONS,
+        probe=ProbeConfig("probe-model", 0.25, 1.25, name="probe"),
+    )
+    assert section["probe"]["name"] == "probe"
+    three_tiers = Ladder(LADDER.input_usd_per_mtok, (5.0, 15.0, 30.0), (1.25,) * 3, (0.1,) * 3)
+    model = ValueModel.load(
+        tmp_path, section, n_tiers=3, prefix_chars=4096, where="t.json", ladder=three_tiers
+    )
+    assert model.ladder.input_usd_per_mtok == (1.0, 3.0, 5.0, 0.25)
+    assert model.plan("question 4: name the river?").action.judge in ("agree", "agree_mid")
+    assert model.plan("Explain the river to me").action.judge not in ("agree", "agree_mid")
+
+
+def test_the_calibration_search_takes_agreement_only_where_allowed() -> None:
+    """Inputs' per-row `allowed` keeps the agreement actions off the rows they cannot apply
+    to, as the served plan does."""
+    rng = np.random.default_rng(9)
+    n = 200
+    tables = cal.Tables(
+        quality=np.ones((n, len(cal.COLUMNS))),
+        cost=np.ones((n, len(cal.COLUMNS))),
+        judge_cost=np.zeros((n, len(cal.COLUMNS))),
+        latency_ms=np.ones((n, len(cal.COLUMNS))),
+        final=np.zeros((n, len(cal.COLUMNS)), dtype=np.int64),
+        escalated=np.zeros((n, len(cal.COLUMNS)), dtype=bool),
+    )
+    value_p = np.full((n, 8), 0.5)
+    value_p[:, 6] = 0.99
+    allowed = np.ones((n, 8), dtype=bool)
+    allowed[: n // 2, 6:] = False
+    inputs = dataclasses.replace(
+        _with_signals(rng, tables, value_p, np.full((n, 8), 1e-4)), allowed=allowed
+    )
+    chosen = inputs.action_index(np.ones(n, dtype=bool), 0.01)
+    assert (chosen[: n // 2] < 6).all()
+    assert (chosen[n // 2 :] == 6).all()
+
+
+def test_probe_tokens_are_what_the_agreement_runs_paid_beyond_the_tiers() -> None:
+    """The probe's payer row: the prompt's input tokens, and the output tokens the rest of
+    the run's cost paid at the probe's output price; other columns have none."""
+    tiers = make_settings().tiers
+    probe = ProbeConfig("p", 0.25, 1.25)
+    tokens = np.zeros((2, len(cal.COLUMNS), 3, 4))
+    tokens[0, :, 0, :2] = [400, 100]
+    tokens[1, :, 0, :2] = [800, 50]
+    tier_cost = Ladder.of(tiers).price(tokens)
+    probe_cost = np.array([400 * 0.25 + 30 * 1.25, 800 * 0.25 + 70 * 1.25]) / 1e6
+    cost = tier_cost.copy()
+    cost[:, list(cal.AGREEMENT_COLUMNS)] += probe_cost[:, None]
+    out = with_probe_tokens(tokens, cost, tiers, probe, cal.AGREEMENT_COLUMNS)
+    assert out.shape == (2, len(cal.COLUMNS), 4, 4)
+    np.testing.assert_array_equal(out[:, 9, 3, :2], [[400, 30], [800, 70]])
+    np.testing.assert_array_equal(out[:, 0, 3], 0)

@@ -56,16 +56,27 @@ ARRAYS = {
 
 @dataclass(frozen=True)
 class PointTarget:
-    """A cost budget or a quality floor: times always-top's figure on the same rows
-    (`relative`), or absolute (USD per query, or a 0-1 quality)."""
+    """A cost budget or a quality floor: times the reference's figure on the same rows
+    (`relative`), or absolute (USD per query, or a 0-1 quality).
+
+    The reference is always using one tier, unjudged: the top tier unless `reference`
+    names another tier's index (a team's current tier, `routing.reference_tier`), with
+    `reference_name` its configured name for statements."""
 
     kind: TargetKind
     value: float
     relative: bool = True
+    reference: int | None = None
+    reference_name: str = ""
+
+    def _baseline(self) -> str:
+        if self.reference is None:
+            return "always-top's"
+        return f"always-{self.reference_name or f'tier-{self.reference}'}'s"
 
     def statement(self) -> str:
         """The target in one sentence."""
-        scale = " x always-top's" if self.relative else ""
+        scale = f" x {self._baseline()}" if self.relative else ""
         if self.kind == "max_cost_per_query":
             unit = " cost" if self.relative else " USD"
             return f"best quality at cost per query <= {self.value:.6g}{scale}{unit}"
@@ -75,11 +86,15 @@ class PointTarget:
 
     def as_dict(self) -> dict[str, Any]:
         """For the thresholds file."""
-        return {
+        out: dict[str, Any] = {
             "kind": self.kind,
             "value": round(self.value, 6),
             "relative_to": "always_top_tier" if self.relative else "absolute",
         }
+        if self.relative and self.reference is not None:
+            out["relative_to"] = "always_reference_tier"
+            out["reference_tier"] = {"index": self.reference, "name": self.reference_name}
+        return out
 
 
 # The named operating points every calibrated bundle ships, in the order reports list them.
@@ -88,6 +103,22 @@ OPERATING_POINTS: Mapping[str, PointTarget] = {
     "q95": PointTarget("min_quality", 0.95),
     "third_cost": PointTarget("max_cost_per_query", 1 / 3),
 }
+REFERENCE_POINT = "ref_parity"
+
+
+def reference_points(tier_names: Sequence[str], reference: str = "") -> dict[str, PointTarget]:
+    """The points defined against the reference tier (`routing.reference_tier`, the tier a
+    team uses today), for tiers `tier_names`: `ref_parity`, the cheapest with quality >=
+    always-<reference>'s, when `reference` names a tier below the top ("" or the top tier:
+    none, `parity` is that point)."""
+    names = list(tier_names)
+    if reference not in names[:-1]:
+        return {}
+    return {
+        REFERENCE_POINT: PointTarget(
+            "min_quality", 1.0, reference=names.index(reference), reference_name=reference
+        )
+    }
 
 
 @dataclass(frozen=True)
@@ -107,6 +138,16 @@ class Ladder:
             tuple(float(t.output_usd_per_mtok) for t in tiers),
             tuple(float(t.cache_write_multiplier) for t in tiers),
             tuple(float(t.cache_read_multiplier) for t in tiers),
+        )
+
+    def with_probe(self, input_usd_per_mtok: float, output_usd_per_mtok: float) -> Ladder:
+        """This ladder with the agreement probe's prices as one more payer after the tiers
+        (the value model's token estimates of an action with a probe have that row too)."""
+        return Ladder(
+            (*self.input_usd_per_mtok, float(input_usd_per_mtok)),
+            (*self.output_usd_per_mtok, float(output_usd_per_mtok)),
+            (*self.cache_write_multiplier, 1.25),
+            (*self.cache_read_multiplier, 0.1),
         )
 
     @classmethod
@@ -173,10 +214,17 @@ class Ladder:
 
 
 def action_choice(
-    p: npt.NDArray[np.float64], cost: npt.NDArray[np.float64], price: float
+    p: npt.NDArray[np.float64],
+    cost: npt.NDArray[np.float64],
+    price: float,
+    allowed: npt.NDArray[np.bool_] | None = None,
 ) -> npt.NDArray[np.int64]:
-    """Per row, the action with the lowest `cost - price * P(correct)` (ties: the cheaper)."""
-    return np.asarray((cost - price * p).argmin(axis=1), dtype=np.int64)
+    """Per row, the action with the lowest `cost - price * P(correct)` (ties: the cheaper)
+    among the row's `allowed` actions (None: all; `routing.plan.allowed_actions`)."""
+    value = cost - price * p
+    if allowed is not None:
+        value = np.where(allowed, value, np.inf)
+    return np.asarray(value.argmin(axis=1), dtype=np.int64)
 
 
 def limit_of(target: Any, top_quality: float, top_cost: float, share: float) -> float:
@@ -232,11 +280,14 @@ def price_sweep(
     quality: npt.NDArray[np.float64],
     cost_real: npt.NDArray[np.float64],
     top_cost: float,
+    *,
+    allowed: npt.NDArray[np.bool_] | None = None,
 ) -> tuple[list[float], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """The price grid and, per price, the sums of realised quality and cost over the rows.
 
     `p`, `cost_pred` are per-row estimates per action; `quality`, `cost_real` the realised
-    outcome of each action on each row; prices are relative to always-top's `top_cost`.
+    outcome of each action on each row; prices are relative to always-top's `top_cost`;
+    `allowed` (rows, actions) masks the actions a row may not take (None: all).
     """
     n = len(p)
     arange = np.arange(n)
@@ -244,7 +295,7 @@ def price_sweep(
     q = np.empty(len(prices))
     c = np.empty(len(prices))
     for i, price in enumerate(prices):
-        chosen = action_choice(p, cost_pred, price)
+        chosen = action_choice(p, cost_pred, price, allowed)
         q[i], c[i] = quality[arange, chosen].sum(), cost_real[arange, chosen].sum()
     return prices, q, c
 
@@ -258,14 +309,16 @@ def solve_price(
     kind: str,
     limit: float,
     top_cost: float,
+    allowed: npt.NDArray[np.bool_] | None = None,
 ) -> Solved:
-    """The grid price that best meets an absolute `limit` (see `feasible_best`).
+    """The grid price that best meets an absolute `limit` (see `feasible_best`); `allowed`
+    as in `price_sweep`.
 
     When no price meets it, the nearest: the best quality for a floor, the lowest cost for
     a budget, with `feasible` False.
     """
     n = len(p)
-    prices, q, c = price_sweep(p, cost_pred, quality, cost_real, top_cost)
+    prices, q, c = price_sweep(p, cost_pred, quality, cost_real, top_cost, allowed=allowed)
     found = feasible_best(q, c, kind, limit, n)
     feasible = found is not None
     if found is None:
@@ -285,24 +338,42 @@ class CalibrationData:
     quality: npt.NDArray[np.float64]
     tokens: npt.NDArray[np.float64]
     top_action: int
+    # (rows, actions): the actions each row may take (`routing.plan.allowed_actions`);
+    # None: all of them. Stored as `allowed` when given.
+    allowed: npt.NDArray[np.bool_] | None = None
+    # Per tier, the index of its action "this tier, unjudged": the baselines of points
+    # defined against a reference tier (empty: such points cannot be solved).
+    plain_actions: tuple[int, ...] = ()
 
     def save(self, path: Path) -> None:
         """Write the arrays as a compressed .npz (float32 estimates, integer tokens)."""
+        arrays: dict[str, npt.NDArray[Any]] = {
+            "oof_p": self.oof_p.astype(np.float32),
+            "oof_tokens": self.oof_tokens.astype(np.float32),
+            "quality": self.quality.astype(np.int8),
+            "tokens": np.rint(self.tokens).astype(np.int32),
+        }
+        if self.allowed is not None:
+            arrays["allowed"] = self.allowed.astype(np.int8)
         with path.open("wb") as handle:
-            np.savez_compressed(
-                handle,
-                oof_p=self.oof_p.astype(np.float32),
-                oof_tokens=self.oof_tokens.astype(np.float32),
-                quality=self.quality.astype(np.int8),
-                tokens=np.rint(self.tokens).astype(np.int32),
-            )
+            np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
 
     @classmethod
-    def load(cls, path: Path, *, n_actions: int, n_tiers: int, top_action: int) -> CalibrationData:
-        """Read and check `path`; ModelLoadError naming it when anything is malformed."""
+    def load(
+        cls,
+        path: Path,
+        *,
+        n_actions: int,
+        n_tiers: int,
+        top_action: int,
+        plain_actions: tuple[int, ...] = (),
+    ) -> CalibrationData:
+        """Read and check `path` (`n_tiers`: the payers its tokens have, the agreement
+        probe included); ModelLoadError naming it when anything is malformed."""
         try:
             with np.load(path, allow_pickle=False) as archive:
                 arrays = {name: np.asarray(archive[name], dtype=np.float64) for name in ARRAYS}
+                allowed = np.asarray(archive["allowed"]) if "allowed" in archive.files else None
         except FileNotFoundError as exc:
             raise ModelLoadError(f"value calibration file not found: {path}") from exc
         except KeyError as exc:
@@ -323,7 +394,30 @@ class CalibrationData:
             raise ModelLoadError(f"{path}: no calibration rows")
         if arrays["oof_p"].max() > 1 or not np.isin(arrays["quality"], (0.0, 1.0)).all():
             raise ModelLoadError(f"{path}: probabilities or correctness outside [0, 1]")
-        return cls(**arrays, top_action=top_action)
+        if allowed is not None and (
+            allowed.shape != arrays["oof_p"].shape or not np.isin(allowed, (0, 1)).all()
+        ):
+            raise ModelLoadError(
+                f"{path}: array 'allowed' must be 0/1 of shape {arrays['oof_p'].shape}"
+            )
+        return cls(
+            **arrays,
+            top_action=top_action,
+            allowed=None if allowed is None else allowed.astype(bool),
+            plain_actions=plain_actions,
+        )
+
+    def baseline(self, target: PointTarget) -> int:
+        """The action a relative target is measured against: always its reference tier
+        (the top tier when it names none), unjudged."""
+        if target.reference is None:
+            return self.top_action
+        if not 0 <= target.reference < len(self.plain_actions):
+            raise ModelLoadError(
+                f"operating point against tier {target.reference}: the calibration data "
+                f"has no unjudged action for it"
+            )
+        return self.plain_actions[target.reference]
 
     def solve(
         self,
@@ -334,20 +428,26 @@ class CalibrationData:
         """Every target's price of a correct answer under `ladder`, on all stored rows."""
         cost_pred = ladder.price(self.oof_tokens)
         cost_real = ladder.price(self.tokens)
-        top_quality = float(self.quality[:, self.top_action].mean())
         top_cost = float(cost_real[:, self.top_action].mean())
-        return {
-            name: solve_price(
+        out = {}
+        for name, target in targets.items():
+            base = self.baseline(target)
+            out[name] = solve_price(
                 self.oof_p,
                 cost_pred,
                 self.quality,
                 cost_real,
                 kind=target.kind,
-                limit=limit_of(target, top_quality, top_cost, share),
+                limit=limit_of(
+                    target,
+                    float(self.quality[:, base].mean()),
+                    float(cost_real[:, base].mean()),
+                    share,
+                ),
                 top_cost=top_cost,
+                allowed=self.allowed,
             )
-            for name, target in targets.items()
-        }
+        return out
 
 
 def parse_points(raw: Any, where: str) -> dict[str, PointTarget]:
@@ -366,8 +466,19 @@ def parse_points(raw: Any, where: str) -> dict[str, PointTarget]:
             or not value > 0
         ):
             raise ModelLoadError(f"{where}: operating point {name!r} has no valid target")
-        relative = target.get("relative_to", "always_top_tier") != "absolute"  # type: ignore[union-attr]
-        out[str(name)] = PointTarget(kind, float(value), relative)
+        relative_to = target.get("relative_to", "always_top_tier")  # type: ignore[union-attr]
+        reference, reference_name = None, ""
+        if relative_to == "always_reference_tier":
+            tier = target.get("reference_tier")  # type: ignore[union-attr]
+            index = tier.get("index") if isinstance(tier, Mapping) else None
+            if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+                raise ModelLoadError(
+                    f"{where}: operating point {name!r} names no valid reference tier"
+                )
+            reference, reference_name = index, str(tier.get("name", ""))
+        out[str(name)] = PointTarget(
+            kind, float(value), relative_to != "absolute", reference, reference_name
+        )
     return out
 
 
@@ -376,6 +487,7 @@ __all__ = [
     "DEFAULT_SPECULATION_COST_SHARE",
     "OPERATING_POINTS",
     "PRICE_GRID_RELATIVE",
+    "REFERENCE_POINT",
     "TOKEN_KINDS",
     "CalibrationData",
     "Ladder",
@@ -386,5 +498,6 @@ __all__ = [
     "limit_of",
     "parse_points",
     "price_sweep",
+    "reference_points",
     "solve_price",
 ]

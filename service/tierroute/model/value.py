@@ -108,6 +108,33 @@ def top_action(actions: Sequence[CascadeAction], n_tiers: int) -> int:
     raise ModelLoadError("the value policy's actions lack the top tier, unjudged")
 
 
+def plain_actions(actions: Sequence[CascadeAction], n_tiers: int) -> tuple[int, ...]:
+    """Per tier, the index of its action "this tier, unjudged" (the baselines of points
+    defined against a reference tier); empty when some tier has none."""
+    index = {(a.start, a.judge): i for i, a in enumerate(actions)}
+    found = tuple(index.get((t, "none"), -1) for t in range(n_tiers))
+    return () if -1 in found else found
+
+
+def payers(section: Mapping[str, Any], n_tiers: int, where: str) -> int:
+    """How many priced payers a value section's token estimates have: the tiers, and the
+    agreement probe after them when the section names one (`probe`)."""
+    probe = section.get("probe")
+    if probe is None:
+        return n_tiers
+    if not isinstance(probe, Mapping) or not isinstance(probe.get("name"), str):
+        raise ModelLoadError(f"{where}: cascade.value.probe must be an object with a name")
+    return n_tiers + 1
+
+
+def with_probe_prices(ladder: Ladder, calibrated: Ladder, n_payers: int) -> Ladder:
+    """`ladder` (the configured tiers' prices) with the calibration's probe row appended
+    when the model prices a probe and `ladder` lacks one."""
+    if len(ladder.input_usd_per_mtok) >= n_payers:
+        return ladder
+    return ladder.with_probe(calibrated.input_usd_per_mtok[-1], calibrated.output_usd_per_mtok[-1])
+
+
 def _number(section: Mapping[str, Any], key: str, where: str) -> float:
     value = section.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
@@ -203,12 +230,13 @@ class ValueModel:
             )
         shape = outputs[VALUE_OUTPUT]
         width = shape[-1] if isinstance(shape, list) and len(shape) == 2 else None
-        if width != output_width(len(actions), n_tiers):
+        n_payers = payers(section, n_tiers, where)
+        if width != output_width(len(actions), n_payers):
             # A symbolic or wrong width would fail every Cascade later: refuse it now.
             raise ModelLoadError(
                 f"{path}: output {VALUE_OUTPUT!r} has shape {shape}, but {where} lists "
-                f"{len(actions)} actions over {n_tiers} tiers: expected "
-                f"[batch, {output_width(len(actions), n_tiers)}]"
+                f"{len(actions)} actions over {n_payers} priced payers: expected "
+                f"[batch, {output_width(len(actions), n_payers)}]"
             )
         return cls(
             session,
@@ -231,6 +259,13 @@ class ValueModel:
     ) -> tuple[list[float], CascadePlan]:
         """The classifier's probabilities and the plan at operating point `point` (None: the
         default) from one run of a shared graph (`shared`)."""
+        scored = self.scored(text, point)
+        assert scored.plan is not None  # a value model always plans
+        return scored.probs, scored.plan
+
+    def scored(self, text: str, point: str | None = None) -> Scored:
+        """`scores_and_plan`, with the classifier's familiarity signal when the shared graph
+        outputs it (`familiar`), from the same run."""
         price = self.price_for(point)
         feed = {VALUE_INPUT: np.array([[classifier_text(text, self.prefix_chars)]], dtype=object)}
         out = self._session.run(self._shared_outputs, feed)
@@ -269,13 +304,6 @@ class ValueModel:
         InvalidRequest naming the known points for any other name."""
         if not point:
             return self.price_per_correct_usd
-        scored = self.scored(text, point)
-        assert scored.plan is not None  # a value model always plans
-        return scored.probs, scored.plan
-
-    def scored(self, text: str, point: str | None = None) -> Scored:
-        """`scores_and_plan`, with the classifier's familiarity signal when the shared graph
-        outputs it (`familiar`), from the same run."""
         try:
             return self.points[point]
         except KeyError:
@@ -288,7 +316,14 @@ class ValueModel:
         """The action with the best expected value for `text` at operating point `point`."""
         price = self.price_for(point)
         p, cost = self.estimate(text)
-        return plan_from(p, cost, price, self.actions, point or self.default_point)
+        return plan_from(
+            p,
+            cost,
+            price,
+            self.actions,
+            point or self.default_point,
+            allowed=allowed_actions(self.actions, text),
+        )
 
 
 def operating_prices(
@@ -301,12 +336,16 @@ def operating_prices(
 ) -> tuple[Ladder, dict[str, float], str]:
     """The ladder in use, every operating point's price of a correct answer under it, and
     the default point's name: as stored when `ladder` is the calibration's (or None), else
-    solved again from the stored calibration data. Needs no onnxruntime."""
+    solved again from the stored calibration data. Needs no onnxruntime.
+
+    A model that prices an agreement probe (`cascade.value.probe`) has one more payer
+    after the tiers; a `ladder` of the tiers alone gets the calibration's probe prices."""
     actions = parse_actions(section.get("actions"), n_tiers, f"{where}: cascade.value")
-    calibrated = Ladder.from_dict(section.get("prices"), n_tiers, f"{where}: cascade.value")
+    n_payers = payers(section, n_tiers, where)
+    calibrated = Ladder.from_dict(section.get("prices"), n_payers, f"{where}: cascade.value")
     points, default = _stored_points(section, where)
     data = _calibration_data(model_dir, section, actions, n_tiers, where)
-    used = ladder if ladder is not None else calibrated
+    used = calibrated if ladder is None else with_probe_prices(ladder, calibrated, n_payers)
     if used != calibrated:
         share = section.get("speculation_cost_share", DEFAULT_SPECULATION_COST_SHARE)
         if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
@@ -363,7 +402,11 @@ def _calibration_data(
             f"{path}: SHA-256 {actual} does not match {entry.get('sha256')!r} recorded in {where}"
         )
     return CalibrationData.load(
-        path, n_actions=len(actions), n_tiers=n_tiers, top_action=top_action(actions, n_tiers)
+        path,
+        n_actions=len(actions),
+        n_tiers=payers(section, n_tiers, where),
+        top_action=top_action(actions, n_tiers),
+        plain_actions=plain_actions(actions, n_tiers),
     )
 
 
@@ -380,7 +423,10 @@ __all__ = [
     "operating_prices",
     "output_width",
     "parse_actions",
+    "payers",
+    "plain_actions",
     "plan_from",
     "split_outputs",
     "top_action",
+    "with_probe_prices",
 ]

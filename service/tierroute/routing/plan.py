@@ -6,6 +6,7 @@ expected cost minus the price of a correct answer times its probability."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -52,12 +53,61 @@ ACTIONS: tuple[CascadeAction, ...] = (
 
 # The agreement actions (a probe cross-checks the cheap answer; `agree`: on a disagreement
 # the mid tier answers and ships when it agrees with either, else the top tier; `agree_mid`:
-# on a disagreement the mid answer ships). A bundle whose value section lists them may
-# choose them; ACTIONS, what `make model` fits today, does not include them.
+# on a disagreement the mid answer ships). They apply only to prompts that ask for a
+# comparable final answer (`agreement_applies`).
 AGREEMENT_ACTIONS: tuple[CascadeAction, ...] = (
     CascadeAction(0, "agree"),
     CascadeAction(0, "agree_mid"),
 )
+# What `tierroute calibrate` fits when a probe is configured: the judge and start-tier
+# actions, then the agreement checks (a bundle lists its own actions; this is the default).
+VALUE_ACTIONS: tuple[CascadeAction, ...] = (*ACTIONS, *AGREEMENT_ACTIONS)
+
+# The prompt's shape says whether its answers will state a final answer that
+# `providers.answers.final_answer` can compare: lettered options, an answer-format
+# instruction, a code-output assertion, or a short quantitative question. Open-ended
+# requests (write, explain, implement, code fences, long briefs) have none.
+_CHOICES = re.compile(r"(?m)^\s*\(?[A-J][.)]\s+\S")
+_FORMAT = re.compile(r"answer is|\banswer:|\\boxed|[\"`]answer[\"`]|final answer", re.IGNORECASE)
+_ASSERTION = re.compile(r"assert\s.*==\s*\?\?")
+_OPEN_ENDED = re.compile(
+    r"^\W*(?:please\s+)?(?:write|implement|create|explain|describe|design|generate|draft|"
+    r"compose|build|make|fix|refactor|translate|summari[sz]e|rewrite|list|give|show|help|"
+    r"tell|suggest|develop|code|convert|improve|act|imagine|provide|plan|outline|"
+    r"can you|could you|would you|i need|i want|i have|i am|i'm|"
+    r"how (?:do|can|would|should) i)\b",
+    re.IGNORECASE,
+)
+_QUANTITATIVE = re.compile(r"\d|\\frac|\\sqrt|\$")
+_ASKS = re.compile(
+    r"\?\s*$|^\W*(?:find|compute|calculate|evaluate|solve|simplify|determine|what|"
+    r"how many|how much|if|let|suppose|given)\b",
+    re.IGNORECASE,
+)
+# A longer prompt without options or a format is a brief, not a question with one answer.
+_OPEN_ENDED_CHARS = 2000
+# The patterns read this much of a prompt, so a huge one costs no more than this.
+_SCAN_CHARS = 8192
+
+
+def agreement_applies(text: str) -> bool:
+    """Whether answers to `text` will state a comparable final answer, by the prompt's
+    shape: only then can a probe's answer agree with a tier's (docs/cascade.md)."""
+    head = text[:_SCAN_CHARS]
+    if len(_CHOICES.findall(head)) >= 2 or _FORMAT.search(head) or _ASSERTION.search(head):
+        return True
+    if "```" in head or len(text) > _OPEN_ENDED_CHARS or _OPEN_ENDED.search(head):
+        return False
+    stripped = head.strip()
+    return bool(_QUANTITATIVE.search(stripped) and _ASKS.search(stripped))
+
+
+def allowed_actions(actions: Sequence[CascadeAction], text: str) -> tuple[bool, ...] | None:
+    """Which of `actions` may be chosen for `text` (None: all): the agreement checks only
+    where `agreement_applies`."""
+    if not any(a.judge in ("agree", "agree_mid") for a in actions) or agreement_applies(text):
+        return None
+    return tuple(a.judge not in ("agree", "agree_mid") for a in actions)
 
 
 @dataclass(frozen=True)
@@ -84,14 +134,20 @@ class CascadePlan:
 
 
 def choose(
-    p_correct: Sequence[float], cost_usd: Sequence[float], price_per_correct_usd: float
+    p_correct: Sequence[float],
+    cost_usd: Sequence[float],
+    price_per_correct_usd: float,
+    allowed: Sequence[bool] | None = None,
 ) -> int:
-    """The action index with the lowest `cost - price * P(correct)`; ties go to the cheaper.
+    """The action index with the lowest `cost - price * P(correct)` among the `allowed`
+    ones (None: all); ties go to the cheaper.
 
     ACTIONS are ordered cheapest first, so on a tie the earlier index wins.
     """
     best, best_value = 0, math.inf
     for index, (p, c) in enumerate(zip(p_correct, cost_usd, strict=True)):
+        if allowed is not None and not allowed[index]:
+            continue
         value = c - price_per_correct_usd * p
         if value < best_value:
             best, best_value = index, value
@@ -104,9 +160,11 @@ def plan_from(
     price_per_correct_usd: float,
     actions: Sequence[CascadeAction] = ACTIONS,
     operating_point: str = "",
+    *,
+    allowed: Sequence[bool] | None = None,
 ) -> CascadePlan:
-    """The plan for one query from its per-action estimates."""
-    index = choose(p_correct, cost_usd, price_per_correct_usd)
+    """The plan for one query from its per-action estimates (`allowed`: see `choose`)."""
+    index = choose(p_correct, cost_usd, price_per_correct_usd, allowed)
     return CascadePlan(
         index,
         actions[index],

@@ -31,7 +31,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -42,10 +42,13 @@ from tierroute.model.operating import (
     DEFAULT_SPECULATION_COST_SHARE,
     PointTarget,
     Solved,
+    action_choice,
     feasible_best,
     limit_of,
     solve_price,
 )
+from tierroute.offline.evaluation.calibration_probe import probe_settings, with_probe_tokens
+from tierroute.offline.evaluation.calibration_target import DIGITS, CalibrationTarget, TargetKind
 from tierroute.offline.evaluation.crossval import CrossValidation
 from tierroute.offline.evaluation.eval_data import EvalData
 from tierroute.offline.evaluation.harness import Outcome, RunPlan, Strategy, run_strategies
@@ -53,12 +56,11 @@ from tierroute.offline.evaluation.scoring import GroundTruth
 from tierroute.offline.evaluation.summary import correctness
 from tierroute.offline.training.calibrate import risk_columns
 from tierroute.providers.replay.recorded import ReplayStore
-from tierroute.routing import QUERY_TYPES, RiskThresholds
-from tierroute.settings import Settings
+from tierroute.routing import QUERY_TYPES, VALUE_ACTIONS, RiskThresholds, allowed_actions
+from tierroute.settings import ProbeConfig, Settings
 
 logger = logging.getLogger(__name__)
 
-TargetKind = Literal["max_cost_per_query", "min_quality"]
 # (start tier index, judge mode, speculative) of each table column; the top tier is never
 # judged. "start_only" judges the first answer and returns an escalated one unjudged.
 COLUMNS: tuple[tuple[int, JudgeMode, bool], ...] = (
@@ -71,82 +73,29 @@ COLUMNS: tuple[tuple[int, JudgeMode, bool], ...] = (
     (2, "never", False),
     (0, "start_only", False),
     (0, "start_only", True),
+    # The agreement checks (with the probe, `calibration_probe`): only when one is set up.
+    (0, "agreement", False),
+    (0, "agreement_mid", False),
 )
+AGREEMENT_COLUMNS = (9, 10)
 COLUMNS_TIERS = 3
 TOP_COLUMN = 6
 _PLAIN = np.array([0, 3, 6])
 _JUDGED = np.array([1, 4, 6])
 _SPECULATIVE = np.array([2, 5, 6])
-# The value policy's actions (tierroute.routing.plan.ACTIONS) as table columns, serial and
-# speculative (the speculative column is used when the start answer is judged and the
-# classifier's confidence is below the speculative bound).
-ACTION_COLUMNS = np.array([0, 1, 7, 3, 4, 6])
-_ACTION_SPECULATIVE = np.array([0, 2, 8, 3, 5, 6])
-_ACTION_JUDGED = np.array([False, True, True, False, True, False])
+# The value policy's actions (tierroute.routing.plan.VALUE_ACTIONS: ACTIONS, then the
+# agreement checks) as table columns, serial and speculative (the speculative column is
+# used when the start answer is judged and the classifier's confidence is below the
+# speculative bound; an agreement check never speculates).
+ACTION_COLUMNS = np.array([0, 1, 7, 3, 4, 6, 9, 10])
+_ACTION_SPECULATIVE = np.array([0, 2, 8, 3, 5, 6, 9, 10])
+_ACTION_JUDGED = np.array([False, True, True, False, True, False, False, False])
 RISK_COARSE = np.round(np.arange(51) * 0.02, 4)
 RISK_FINE_STEP = 0.0025
 RATE_GRID = np.round(np.arange(11) * 0.1, 4)
 BOUND_GRID = np.round(np.arange(21) * 0.05, 4)
 # Query types with fewer calibration rows than this use the default judge rate.
 MIN_TYPE_ROWS = 100
-DIGITS = 6
-
-
-@dataclass(frozen=True)
-class CalibrationTarget:
-    """A cost budget or a quality floor, absolute or relative to always-top on the same rows."""
-
-    kind: TargetKind
-    value: float
-    relative: bool
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("max_cost_per_query", "min_quality"):
-            raise ConfigError(f"unknown calibration target {self.kind!r}")
-        if not self.value > 0 or (
-            self.kind == "min_quality" and not self.relative and self.value > 1
-        ):
-            raise ConfigError(f"target {self.kind} {self.value} is out of range")
-
-    @classmethod
-    def parse(cls, kind: TargetKind, text: str) -> CalibrationTarget:
-        """`0.0037` (USD or 0-1 quality) or `0.3333x` (times always-top-tier's figure)."""
-        relative = text.strip().lower().endswith("x")
-        try:
-            value = float(text.strip().rstrip("xX"))
-        except ValueError as exc:
-            raise ConfigError(
-                f"target {text!r} is not a number (or a number followed by x)"
-            ) from exc
-        return cls(kind, value, relative)
-
-    def limit(self, top_quality: float, top_cost: float) -> float:
-        """The absolute limit on rows where always-top scores `top_quality` at `top_cost`."""
-        if not self.relative:
-            return self.value
-        return self.value * (top_cost if self.kind == "max_cost_per_query" else top_quality)
-
-    def statement(self) -> str:
-        """The target in one sentence."""
-        scale = " x always-top-tier's" if self.relative else ""
-        if self.kind == "max_cost_per_query":
-            unit = "" if self.relative else " USD"
-            return (
-                f"maximise quality subject to cost per query <= {self.value:.6g}{unit}{scale}"
-                + (" cost" if self.relative else "")
-            )
-        return f"minimise cost per query subject to quality >= {self.value:.6g}{scale}" + (
-            " quality" if self.relative else ""
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        """For the thresholds file."""
-        return {
-            "kind": self.kind,
-            "value": round(self.value, DIGITS),
-            "relative_to": "always_top_tier" if self.relative else "absolute",
-            "statement": self.statement(),
-        }
 
 
 @dataclass(frozen=True)
@@ -162,15 +111,29 @@ class Tables:
     # Tokens billed per row, column, tier and kind (operating.TOKEN_KINDS): what the value
     # model learns to predict, and what prices the outcome under another ladder.
     tokens: npt.NDArray[np.float64] | None = None
+    # The probe the agreement columns called (None: the tables have no such columns); its
+    # tokens are one more payer after the tiers in `tokens`.
+    probe: ProbeConfig | None = None
+
+    @property
+    def action_columns(self) -> npt.NDArray[np.int64]:
+        """The columns that play the value policy's actions these tables can score."""
+        return ACTION_COLUMNS if self.quality.shape[1] == len(COLUMNS) else ACTION_COLUMNS[:6]
 
 
-def table_strategies(settings: Settings) -> list[Strategy]:
-    """The fixed settings (COLUMNS) as harness strategies (routing overridden by start tier)."""
+def table_strategies(settings: Settings, probe: ProbeConfig | None = None) -> list[Strategy]:
+    """The fixed settings (COLUMNS) as harness strategies (routing overridden by start
+    tier); the agreement columns only with a `probe`."""
     if len(settings.tiers) != 3:
         raise ConfigError("calibration searches three-tier configurations only")
     names = [t.name for t in settings.tiers]
     out = []
     for column, (start, judge_mode, speculative) in enumerate(COLUMNS):
+        played = settings
+        if column in AGREEMENT_COLUMNS:
+            if probe is None:
+                continue
+            played = probe_settings(settings, probe)
         tier = settings.tiers[start].name
         out.append(
             Strategy(
@@ -178,7 +141,7 @@ def table_strategies(settings: Settings) -> list[Strategy]:
                 "calibration table column",
                 (
                     RunPlan(
-                        settings,
+                        played,
                         start_tier=tier,
                         judge_mode=judge_mode,
                         speculation="on" if speculative else "off",
@@ -197,12 +160,18 @@ def build_tables(
     workers: int = 1,
     progress: Callable[[int], None] | None = None,
     store: ReplayStore | None = None,
+    probe: ProbeConfig | None = None,
 ) -> Tables:
-    """Answer every record under every fixed setting with the cascade engine, and score it."""
-    strategies = table_strategies(settings)
+    """Answer every record under every fixed setting with the cascade engine, and score it
+    (the agreement columns too, with `probe`: `calibration_probe.table_probe`)."""
+    strategies = table_strategies(settings, probe)
     outcomes = run_strategies(data, strategies, workers=workers, progress=progress, store=store)
     columns = [outcomes[s.name] for s in strategies]
-    return tables_from_outcomes(columns, data, truth)
+    tables = tables_from_outcomes(columns, data, truth)
+    if probe is None or tables.tokens is None:
+        return tables
+    tokens = with_probe_tokens(tables.tokens, tables.cost, settings.tiers, probe, AGREEMENT_COLUMNS)
+    return dataclasses.replace(tables, tokens=tokens, probe=probe)
 
 
 def tables_from_outcomes(
@@ -239,6 +208,9 @@ class Inputs:
     # value policy is calibrated: P(correct) and cost in USD.
     value_p: npt.NDArray[np.float64] | None = None
     value_cost: npt.NDArray[np.float64] | None = None
+    # (rows, actions): the actions each record may take (routing.plan.allowed_actions:
+    # the agreement checks only where the prompt asks for a comparable final answer).
+    allowed: npt.NDArray[np.bool_] | None = None
 
     @classmethod
     def build(
@@ -259,14 +231,15 @@ class Inputs:
             tables=tables,
             value_p=value[0] if value is not None else None,
             value_cost=value[1] if value is not None else None,
+            allowed=None if value is None else allowed_matrix(data, value[0].shape[1]),
         )
 
     def action_index(self, rows: npt.NDArray[np.bool_], price: float) -> npt.NDArray[np.int64]:
         """The value policy's action per row at `price` (ties to the cheaper action)."""
         if self.value_p is None or self.value_cost is None:
             raise ConfigError("the value policy needs value-model estimates")
-        value = self.value_cost[rows] - price * self.value_p[rows]
-        return np.asarray(value.argmin(axis=1), dtype=np.int64)
+        allowed = None if self.allowed is None else self.allowed[rows]
+        return action_choice(self.value_p[rows], self.value_cost[rows], price, allowed)
 
 
 @dataclass(frozen=True)
@@ -489,9 +462,11 @@ def action_tables(
     inputs: Inputs, rows: npt.NDArray[np.bool_]
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Realised quality and cost of every action (its serial column) on `rows`."""
+    n_actions = inputs.value_p.shape[1] if inputs.value_p is not None else 6
+    columns = ACTION_COLUMNS[:n_actions]
     return (
-        inputs.tables.quality[rows][:, ACTION_COLUMNS],
-        inputs.tables.cost[rows][:, ACTION_COLUMNS],
+        inputs.tables.quality[rows][:, columns],
+        inputs.tables.cost[rows][:, columns],
     )
 
 
@@ -510,6 +485,7 @@ def _solve(
         kind=kind,
         limit=limit,
         top_cost=top_cost,
+        allowed=None if inputs.allowed is None else inputs.allowed[rows],
     )
 
 
@@ -539,11 +515,14 @@ def solve_point(
     target: PointTarget,
     share: float = DEFAULT_SPECULATION_COST_SHARE,
 ) -> Solved:
-    """An operating point's price on `rows`: its relative target against always-top there
-    (the nearest price, marked infeasible, when none meets it)."""
-    top_q = float(inputs.tables.quality[rows, TOP_COLUMN].mean())
+    """An operating point's price on `rows`: its relative target against always its
+    reference tier there (the top tier unless it names another; the nearest price, marked
+    infeasible, when none meets it)."""
+    base = TOP_COLUMN if target.reference is None else int(_PLAIN[target.reference])
+    base_q = float(inputs.tables.quality[rows, base].mean())
+    base_c = float(inputs.tables.cost[rows, base].mean())
     top_c = float(inputs.tables.cost[rows, TOP_COLUMN].mean())
-    return _solve(inputs, rows, target.kind, limit_of(target, top_q, top_c, share), top_c)
+    return _solve(inputs, rows, target.kind, limit_of(target, base_q, base_c, share), top_c)
 
 
 def point_cross_fit(
@@ -761,23 +740,44 @@ def fold_inputs(
     return Inputs.build(data, cv.proba_matrix(data), tables, value), cv.fold_array(data)
 
 
+def allowed_matrix(data: EvalData, n_actions: int) -> npt.NDArray[np.bool_]:
+    """(rows, actions): whether each record may take each of the first `n_actions` of
+    VALUE_ACTIONS, as the served policy decides it (`routing.plan.allowed_actions`)."""
+    actions = VALUE_ACTIONS[:n_actions]
+    rows = []
+    for record in data.records:
+        allowed = allowed_actions(actions, record.prompt)
+        rows.append([True] * n_actions if allowed is None else list(allowed))
+    return np.array(rows, dtype=bool).reshape(len(data.records), n_actions)
+
+
 def column_name(column: int, tier_names: Sequence[str]) -> str:
     """A fixed setting's readable name, e.g. `cheap:judged:serial`."""
     start, mode, speculative = COLUMNS[column]
-    judged = {"never": "plain", "always": "judged", "start_only": "judged_start_only"}[mode]
+    judged = {
+        "never": "plain",
+        "always": "judged",
+        "start_only": "judged_start_only",
+        "agreement": "agree",
+        "agreement_mid": "agree_mid",
+    }[mode]
     return f"{tier_names[start]}:{judged}:{'speculative' if speculative else 'serial'}"
 
 
 __all__ = [
     "ACTION_COLUMNS",
+    "AGREEMENT_COLUMNS",
     "COLUMNS",
     "DEFAULT_SPECULATION_COST_SHARE",
+    "DIGITS",
     "CalibrationTarget",
     "CrossFit",
     "Inputs",
     "Params",
     "Tables",
+    "TargetKind",
     "action_tables",
+    "allowed_matrix",
     "build_tables",
     "column_name",
     "columns_for",

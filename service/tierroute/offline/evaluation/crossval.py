@@ -39,7 +39,14 @@ from tierroute.offline.training.labels import (
 )
 from tierroute.offline.training.model import RANDOM_STATE, fit_pipeline
 from tierroute.outcomes import iter_records
-from tierroute.routing import CascadePlan, RiskThresholds, classifier_text, plan_from
+from tierroute.routing import (
+    VALUE_ACTIONS,
+    CascadePlan,
+    RiskThresholds,
+    allowed_actions,
+    classifier_text,
+    plan_from,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +103,10 @@ class PrecomputedScorer:
                 f"{self.version} has no out-of-fold value estimate for this query: it is not "
                 "one of the fold's held-out records"
             ) from exc
-        return plan_from(p, c, self._price)
+        # The estimates cover ACTIONS, then the agreement checks when the tables had them;
+        # those apply only where the prompt asks for a comparable final answer, as served.
+        actions = VALUE_ACTIONS[: len(p)]
+        return plan_from(p, c, self._price, actions, allowed=allowed_actions(actions, text))
 
     def predict_proba(self, text: str) -> list[float]:
         """The held-out probabilities of the record whose prompt is `text`."""

@@ -23,16 +23,18 @@ from tierroute.model.bundle import CASCADE_SECTION, MODEL_FILE, THRESHOLDS_FILE
 from tierroute.model.operating import (
     DEFAULT_POINT,
     OPERATING_POINTS,
-    CalibrationData,
     Ladder,
     PointTarget,
     parse_points,
+    reference_points,
 )
-from tierroute.model.value import operating_prices, top_action
+from tierroute.model.value import operating_prices
 from tierroute.offline.evaluation import calibration as cal
 from tierroute.offline.evaluation import calibration_output, valuefit
 from tierroute.offline.evaluation.agreement import NAMES as AGREEMENT_ORDER
 from tierroute.offline.evaluation.agreement import agreement_strategies
+from tierroute.offline.evaluation.calibration_probe import ladder as probe_ladder
+from tierroute.offline.evaluation.calibration_probe import table_probe
 from tierroute.offline.evaluation.crossval import CrossValidation, cross_validate
 from tierroute.offline.evaluation.curves import price_curve, risk_curve
 from tierroute.offline.evaluation.eval_data import (
@@ -70,8 +72,7 @@ from tierroute.offline.evaluation.summary import (
 from tierroute.offline.evaluation.trio import trio_view
 from tierroute.offline.training.calibrate import DEFAULT_MAX_COST_RATIO, Target
 from tierroute.offline.training.value_fit import solve_points, write_value_model
-from tierroute.routing import ACTIONS
-from tierroute.settings import Settings
+from tierroute.settings import ProbeConfig, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -248,14 +249,21 @@ def _evaluate(
     # tables (and, for the value policy, out-of-fold value estimates) come first, because
     # the shipped strategy routes with the same estimates.
     target, share = shipped_target(bundle)
+    value_policy = bundle is not None and bundle.cascade_policy == "value"
     tables = cal.build_tables(
-        data, settings, truth, workers=options.workers, progress=tick, store=store
+        data,
+        settings,
+        truth,
+        workers=options.workers,
+        progress=tick,
+        store=store,
+        probe=table_probe(settings, data, options.prices) if value_policy else None,
     )
     value = None
     points: dict[str, Any] = {}
     served_price = None
-    if bundle is not None and bundle.cascade_policy == "value":
-        value = priced(value_estimates(data, cv, tables, options), settings)
+    if bundle is not None and value_policy:
+        value = priced(value_estimates(data, cv, tables, options), settings, tables.probe)
         points, default_point, served_price = bundle_points(bundle, settings)
     inputs, folds = cal.fold_inputs(cv, data, tables, value)
     strategies: list[Strategy] = [
@@ -401,7 +409,7 @@ def value_estimates(
     """Out-of-fold value-model estimates per action, in record order (the CV folds):
     P(correct) (rows, A) and expected tokens (rows, A, T, 2)."""
     assert tables.tokens is not None  # build_tables counts tokens
-    quality, tokens = valuefit.action_targets(tables.quality, tables.tokens, cal.ACTION_COLUMNS)
+    quality, tokens = valuefit.action_targets(tables.quality, tables.tokens, tables.action_columns)
     return valuefit.out_of_fold(
         valuefit.featurised(data, cv.prefix_chars),
         quality,
@@ -411,9 +419,12 @@ def value_estimates(
     )
 
 
-def priced(estimates: valuefit.Estimates, settings: Settings) -> valuefit.Estimates:
-    """(P(correct), cost USD) per action: the predicted tokens priced with `settings`' tiers."""
-    return estimates[0], Ladder.of(settings.tiers).price(estimates[1])
+def priced(
+    estimates: valuefit.Estimates, settings: Settings, probe: ProbeConfig | None = None
+) -> valuefit.Estimates:
+    """(P(correct), cost USD) per action: the predicted tokens priced with `settings`' tiers
+    (and `probe`'s prices, the agreement probe's payer, when the tables had one)."""
+    return estimates[0], probe_ladder(settings.tiers, probe).price(estimates[1])
 
 
 def point_name(name: str) -> str:
@@ -460,6 +471,25 @@ class CalibrationResult:
 CUSTOM_POINT = "custom"
 
 
+def point_targets(
+    settings: Settings, target: cal.CalibrationTarget | None, options: Options
+) -> tuple[dict[str, PointTarget], str]:
+    """The operating points a calibration ships (the named ones, `ref_parity` against the
+    reference tier when one is set, and `target` as `custom`) and the default one's name."""
+    targets: dict[str, PointTarget] = {
+        **OPERATING_POINTS,
+        **reference_points([t.name for t in settings.tiers], settings.routing.reference_tier),
+    }
+    if target is not None:
+        targets[CUSTOM_POINT] = PointTarget(target.kind, target.value, target.relative)
+    default_point = options.operating_point or (
+        CUSTOM_POINT if target is not None else DEFAULT_POINT
+    )
+    if default_point not in targets:
+        raise ConfigError(f"--operating-point {default_point!r} is not one of {', '.join(targets)}")
+    return targets, default_point
+
+
 def calibrate(
     data_path: Path,
     out: Path,
@@ -486,24 +516,24 @@ def calibrate(
         raise ConfigError(
             f"calibration policy {options.policy!r} is unknown; use one of {POLICIES}"
         )
-    targets: dict[str, PointTarget] = dict(OPERATING_POINTS)
-    if target is not None:
-        targets[CUSTOM_POINT] = PointTarget(target.kind, target.value, target.relative)
-    default_point = options.operating_point or (
-        CUSTOM_POINT if target is not None else DEFAULT_POINT
-    )
-    if default_point not in targets:
-        raise ConfigError(f"--operating-point {default_point!r} is not one of {', '.join(targets)}")
+    targets, default_point = point_targets(settings, target, options)
     chosen = targets[default_point]
     search_target = cal.CalibrationTarget(chosen.kind, chosen.value, chosen.relative)
     cv = cross_validate_for(data, bundle, options)
     tick = progress(len(data) * N_TABLE_COLUMNS) if progress is not None else None
     store = load_store(data.path, data.limit) if options.workers <= 1 else None
     tables = cal.build_tables(
-        data, settings, truth, workers=options.workers, progress=tick, store=store
+        data,
+        settings,
+        truth,
+        workers=options.workers,
+        progress=tick,
+        store=store,
+        # The agreement checks are value-policy actions: their columns only for it.
+        probe=table_probe(settings, data, options.prices) if options.policy == "value" else None,
     )
     estimates = value_estimates(data, cv, tables, options) if options.policy == "value" else None
-    value = priced(estimates, settings) if estimates is not None else None
+    value = priced(estimates, settings, tables.probe) if estimates is not None else None
     inputs, folds = cal.fold_inputs(cv, data, tables, value)
     share = options.speculation_cost_share
     fit = cal.cross_fit(inputs, folds, search_target, speculation_cost_share=share)
@@ -513,13 +543,14 @@ def calibrate(
     value_section = None
     held_fit = fit
     if estimates is not None and tables.tokens is not None:
-        ladder = Ladder.of(settings.tiers)
-        evidence = CalibrationData(
-            oof_p=estimates[0],
-            oof_tokens=estimates[1],
-            quality=tables.quality[:, cal.ACTION_COLUMNS],
-            tokens=tables.tokens[:, cal.ACTION_COLUMNS],
-            top_action=top_action(ACTIONS, len(names)),
+        ladder = probe_ladder(settings.tiers, tables.probe)
+        columns = tables.action_columns
+        evidence = valuefit.evidence(
+            estimates,
+            tables.quality[:, columns],
+            tables.tokens[:, columns],
+            inputs.allowed,
+            len(names),
         )
         entries = solve_points(evidence, ladder, targets, share)
         for name, point in targets.items():
@@ -533,7 +564,7 @@ def calibrate(
             params, price_per_correct_usd=entries[default_point]["price_per_correct_usd"]
         )
         texts = valuefit.featurised(data, cv.prefix_chars)
-        quality, tokens = valuefit.action_targets(tables.quality, tables.tokens, cal.ACTION_COLUMNS)
+        quality, tokens = valuefit.action_targets(tables.quality, tables.tokens, columns)
         value_pipeline = valuefit.fit_all(texts, quality, tokens)
     held_out = cal.figures(inputs, held_fit.columns, everything, names)
     in_sample = cal.figures(inputs, cal.columns_for(inputs, params, everything), everything, names)
@@ -555,6 +586,8 @@ def calibrate(
             share=share,
             # One feature pass for the classifier and the value heads (shared_graph).
             classifier_model=(bundle.path / MODEL_FILE).read_bytes(),
+            actions=valuefit.actions_for(estimates),
+            probe=tables.probe,
         )
     document = calibration_output.thresholds_document(
         version=bundle.version,

@@ -1,11 +1,11 @@
 """The value policy's training step inside calibration and evaluation: out-of-fold estimates.
 
 Training rows are the calibration tables (what the cascade engine did per record under each
-fixed setting, scored): per action of `tierroute.routing.plan.ACTIONS`, whether the final answer
-was correct and the tokens its calls billed per tier (input, output). Like the classifier's,
-every record's estimates come from a model fitted on the other folds only (the same folds),
-so no record is routed by a model that saw its outcome. This reads ground truth (through
-the tables), as training does.
+fixed setting, scored): per action of `tierroute.routing.plan.VALUE_ACTIONS`, whether the
+final answer was correct and the tokens its calls billed per payer (each tier, then the
+agreement probe; input, output). Like the classifier's, every record's estimates come from
+a model fitted on the other folds only (the same folds), so no record is routed by a model
+that saw its outcome. This reads ground truth (through the tables), as training does.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.pipeline import Pipeline
 
-from tierroute.model.operating import PREDICTED_KINDS
+from tierroute.model.operating import PREDICTED_KINDS, CalibrationData
+from tierroute.model.value import plain_actions, top_action
 from tierroute.offline.evaluation.eval_data import EvalData
 from tierroute.offline.training.value_fit import fit_value_pipeline, predict
-from tierroute.routing import classifier_text
+from tierroute.routing import VALUE_ACTIONS, CascadeAction, classifier_text
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,34 @@ def out_of_fold(
     return p, c
 
 
+def actions_for(estimates: Estimates) -> tuple[CascadeAction, ...]:
+    """The actions out-of-fold `estimates` cover: VALUE_ACTIONS (the agreement checks last)
+    or its first six when the tables had no agreement columns."""
+    return VALUE_ACTIONS[: estimates[0].shape[1]]
+
+
+def evidence(
+    estimates: Estimates,
+    quality: npt.NDArray[np.float64],
+    tokens: npt.NDArray[np.float64],
+    allowed: npt.NDArray[np.bool_] | None,
+    n_tiers: int,
+) -> CalibrationData:
+    """The calibration evidence a bundle stores: out-of-fold `estimates`, and per action
+    the realised `quality` (rows, A) and `tokens` (rows, A, payers, 4) and which actions
+    each row may take."""
+    actions = actions_for(estimates)
+    return CalibrationData(
+        oof_p=estimates[0],
+        oof_tokens=estimates[1],
+        quality=quality,
+        tokens=tokens,
+        top_action=top_action(actions, n_tiers),
+        allowed=allowed,
+        plain_actions=plain_actions(actions, n_tiers),
+    )
+
+
 def fit_all(
     texts: Sequence[str], quality: npt.NDArray[np.float64], tokens: npt.NDArray[np.float64]
 ) -> Pipeline:
@@ -101,4 +130,12 @@ def fit_all(
     return fit_value_pipeline(texts, quality, tokens)
 
 
-__all__ = ["Estimates", "action_targets", "featurised", "fit_all", "out_of_fold"]
+__all__ = [
+    "Estimates",
+    "action_targets",
+    "actions_for",
+    "evidence",
+    "featurised",
+    "fit_all",
+    "out_of_fold",
+]

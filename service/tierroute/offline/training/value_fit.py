@@ -55,6 +55,7 @@ from tierroute.offline.training.model import (
 from tierroute.offline.training.shared_graph import check_merged, merge_heads
 from tierroute.outcomes import file_sha256
 from tierroute.routing import ACTIONS, CascadeAction, classifier_text
+from tierroute.settings import ProbeConfig
 
 logger = logging.getLogger(__name__)
 
@@ -253,9 +254,13 @@ def prepare_value_model(
     parity_texts: Sequence[str] = (),
     actions: Sequence[CascadeAction] = ACTIONS,
     classifier_model: bytes | None = None,
+    probe: ProbeConfig | None = None,
 ) -> tuple[bytes, dict[str, Any]]:
     """Export `pipeline`, check parity, and return the ONNX bytes with the thresholds file's
     `cascade.value` section naming them (set `cascade.policy` to `value` to use it).
+
+    With `probe` (the agreement actions' probe), the model's tokens and `ladder` have it
+    as one more payer after the tiers, and the section names it (`probe`).
 
     `points` are the operating points (name -> {"target", "price_per_correct_usd", ...})
     solved under `ladder`, the prices the section records as the calibration's; the
@@ -287,6 +292,7 @@ def prepare_value_model(
         "sha256": hashlib.sha256(data).hexdigest(),
         "actions": [a.as_dict() for a in actions],
         "prices": ladder.as_dict(),
+        **({} if probe is None else {"probe": probe_entry(probe)}),
         "default_operating_point": default_point,
         "price_per_correct_usd": default_price,
         "operating_points": {name: dict(entry) for name, entry in points.items()},
@@ -303,6 +309,19 @@ def prepare_value_model(
     return data, section
 
 
+def probe_entry(probe: ProbeConfig) -> dict[str, Any]:
+    """The value section's `probe`: who played it in calibration and at what price (the
+    last row of `prices`)."""
+    return {
+        "name": probe.label,
+        "replay_models": list(probe.replay_models),
+        "prices": "the last row of cascade.value.prices: its tokens are the last payer",
+        "applies": "only to prompts that ask for a comparable final answer "
+        "(tierroute.routing.agreement_applies); elsewhere the agreement actions are "
+        "never chosen",
+    }
+
+
 def write_calibration_data(model_dir: Path, data: CalibrationData) -> dict[str, Any]:
     """Write `value_calibration.npz` atomically; the `calibration_data` entry naming it."""
     path = model_dir / VALUE_CALIBRATION_FILE
@@ -316,7 +335,9 @@ def write_calibration_data(model_dir: Path, data: CalibrationData) -> dict[str, 
         "arrays": "oof_p (rows, actions): out-of-fold P(correct); oof_tokens (rows, actions, "
         "tiers, 2): out-of-fold expected input/output tokens; quality (rows, actions): the "
         "action's realised correctness; tokens (rows, actions, tiers, 4): its realised "
-        "input, output, cache-write and cache-read tokens",
+        "input, output, cache-write and cache-read tokens (tiers: the payers, the probe "
+        "last when the model has one); allowed (rows, actions), when present: the actions "
+        "the record may take",
     }
 
 
@@ -338,6 +359,8 @@ def stored(evidence: CalibrationData) -> CalibrationData:
         quality=evidence.quality.astype(np.int8).astype(np.float64),
         tokens=np.rint(evidence.tokens),
         top_action=evidence.top_action,
+        allowed=evidence.allowed,
+        plain_actions=evidence.plain_actions,
     )
 
 
@@ -372,6 +395,7 @@ def write_value_model(
     share: float = DEFAULT_SPECULATION_COST_SHARE,
     actions: Sequence[CascadeAction] = ACTIONS,
     classifier_model: bytes | None = None,
+    probe: ProbeConfig | None = None,
 ) -> dict[str, Any]:
     """Export and check `pipeline`, write value.onnx and value_calibration.npz into
     `model_dir`, and return the `cascade.value` section naming both (`points` as
@@ -385,6 +409,7 @@ def write_value_model(
         parity_texts=parity_texts,
         actions=actions,
         classifier_model=classifier_model,
+        probe=probe,
     )
     write_model_file(model_dir, data)
     section["calibration_data"] = write_calibration_data(model_dir, evidence)
@@ -400,6 +425,7 @@ __all__ = [
     "fit_value_pipeline",
     "predict",
     "prepare_value_model",
+    "probe_entry",
     "solve_points",
     "stored",
     "write_calibration_data",
