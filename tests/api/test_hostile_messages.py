@@ -21,6 +21,8 @@ from tests.api.hostile_bodies import (
     send,
 )
 from tests.helpers import Running, make_settings, running_server
+from tierroute.api.http import parse_request
+from tierroute.errors import InvalidRequest
 from tierroute.testing import StaticScorer
 
 IN_MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")
@@ -206,3 +208,25 @@ async def test_a_hostile_request_ends_clean_and_the_door_answers_after(
     assert_no_traceback(caplog)
     after = await http.post(PATH, content=json.dumps(BASE).encode(), headers=HEADERS)
     assert after.status_code == 200, after.text
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            {"messages": [{"role": "user", "content": "x"}] * 300 + [{"role": "robot"}]},
+            "messages has 301 turns; the limit is 256",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}] * 65 + [7]}]},
+            "messages.0 has 66 blocks; the limit is 64",
+        ),
+        ({"tools": [{"name": "t"}] * 65 + [7]}, "tools has 66 entries; the limit is 64"),
+    ],
+)
+def test_counts_are_checked_before_any_item_is_read(fields: dict[str, Any], message: str) -> None:
+    """Too many turns, blocks or tools are refused by count before any of them is converted
+    (a bad item past the limit is never reached), so a huge list costs no conversion."""
+    with pytest.raises(InvalidRequest) as caught:
+        parse_request({**BASE, **fields}, make_settings())
+    assert str(caught.value) == message

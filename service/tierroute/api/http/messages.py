@@ -20,7 +20,7 @@ from typing import Any
 
 from tierroute.cascade import CascadeResult, Hop
 from tierroute.errors import InvalidRequest, NotFound
-from tierroute.settings import Settings
+from tierroute.settings import LimitsConfig, Settings
 from tierroute.v1 import tierroute_pb2 as pb
 
 CASCADE_MODEL = "tierroute"
@@ -141,10 +141,12 @@ def parse_request(
     if max_tokens < 1:
         raise InvalidRequest("max_tokens: must be at least 1")
     request = pb.CascadeRequest(max_output_tokens=max_tokens)
+    limits = settings.limits
     if "system" in body:
-        request.messages.append(_system(body["system"]))
+        request.messages.append(_system(body["system"], limits))
     messages = _need(body["messages"], list, "messages", "a list of messages")
-    request.messages.extend(_message(m, f"messages.{i}") for i, m in enumerate(messages))
+    _counted(messages, limits.max_messages, "messages", "turns")
+    request.messages.extend(_message(m, f"messages.{i}", limits) for i, m in enumerate(messages))
     for key in ("temperature", "top_p"):
         value = _number(body, key)
         if value is not None:
@@ -152,6 +154,7 @@ def parse_request(
     if body.get("top_k") is not None:
         request.top_k = _int32(body["top_k"], "top_k")
     stops = _need(body.get("stop_sequences") or [], list, "stop_sequences", "a list")
+    _counted(stops, limits.max_stop_sequences, "stop_sequences", "entries")
     request.stop_sequences.extend(
         _need(s, str, f"stop_sequences.{i}", "a string") for i, s in enumerate(stops)
     )
@@ -161,6 +164,7 @@ def parse_request(
     if metadata.get("user_id") is not None:
         request.metadata_user_id = _need(metadata["user_id"], str, "metadata.user_id", "a string")
     tools = _need(body.get("tools") or [], list, "tools", "a list of tools")
+    _counted(tools, limits.max_tools, "tools", "entries")
     request.tools.extend(_tool(t, f"tools.{i}") for i, t in enumerate(tools))
     if body.get("tool_choice") is not None:
         request.tool_choice.CopyFrom(_tool_choice(body["tool_choice"]))
@@ -179,16 +183,26 @@ def _apply_model(request: pb.CascadeRequest, model: ModelChoice) -> None:
         request.speculation = pb.SPECULATION_MODE_OFF
 
 
-def _system(system: Any) -> pb.ChatMessage:
+def _counted(items: list[Any], limit: int, where: str, unit: str) -> None:
+    # Counted before any item is converted, so that a body of a million turns or blocks costs
+    # no million protobuf messages before the conversion's own check (api.convert, the same
+    # limit and words) refuses it.
+    if len(items) > limit:
+        raise InvalidRequest(f"{where} has {len(items)} {unit}; the limit is {limit}")
+
+
+def _system(system: Any, limits: LimitsConfig) -> pb.ChatMessage:
     if isinstance(system, str):
         return pb.ChatMessage(role=pb.ROLE_SYSTEM, content=system)
     blocks = _need(system, list, "system", "a string or a list of text blocks")
+    _counted(blocks, limits.max_blocks_per_message, "system", "blocks")
     return pb.ChatMessage(
-        role=pb.ROLE_SYSTEM, blocks=[_block(b, f"system.{i}") for i, b in enumerate(blocks)]
+        role=pb.ROLE_SYSTEM,
+        blocks=[_block(b, f"system.{i}", limits) for i, b in enumerate(blocks)],
     )
 
 
-def _message(message: Any, where: str) -> pb.ChatMessage:
+def _message(message: Any, where: str, limits: LimitsConfig) -> pb.ChatMessage:
     _need(message, dict, where, "a message object")
     unknown = set(message) - {"role", "content"}
     if unknown:
@@ -203,8 +217,10 @@ def _message(message: Any, where: str) -> pb.ChatMessage:
     if isinstance(content, str):
         return pb.ChatMessage(role=role, content=content)
     blocks = _need(content, list, f"{where}.content", "a string or a list of content blocks")
+    _counted(blocks, limits.max_blocks_per_message, where, "blocks")
     return pb.ChatMessage(
-        role=role, blocks=[_block(b, f"{where}.content.{i}") for i, b in enumerate(blocks)]
+        role=role,
+        blocks=[_block(b, f"{where}.content.{i}", limits) for i, b in enumerate(blocks)],
     )
 
 
@@ -219,7 +235,7 @@ def _cache_control(block: Mapping[str, Any], where: str) -> pb.CacheControl | No
     )
 
 
-def _block(block: Any, where: str) -> pb.ContentBlock:
+def _block(block: Any, where: str, limits: LimitsConfig) -> pb.ContentBlock:
     _need(block, dict, where, "a content block object")
     kind = block.get("type")
     out = pb.ContentBlock()
@@ -240,7 +256,7 @@ def _block(block: Any, where: str) -> pb.ContentBlock:
             )
         )
     elif kind == "tool_result":
-        out.tool_result.CopyFrom(_tool_result(block, where))
+        out.tool_result.CopyFrom(_tool_result(block, where, limits))
     else:
         raise InvalidRequest(f"{where}.type: tierroute does not accept {str(kind)[:40]!r} blocks")
     control = _cache_control(block, where)
@@ -278,14 +294,15 @@ def _document(block: Mapping[str, Any], where: str) -> pb.DocumentBlock:
     )
 
 
-def _tool_result(block: Mapping[str, Any], where: str) -> pb.ToolResultBlock:
+def _tool_result(block: Mapping[str, Any], where: str, limits: LimitsConfig) -> pb.ToolResultBlock:
     content = block.get("content", [])
     if isinstance(content, str):
         content = [{"type": "text", "text": content}] if content else []
     _need(content, list, f"{where}.content", "a string or a list of content blocks")
+    _counted(content, limits.max_blocks_per_message, f"{where}.content", "blocks")
     return pb.ToolResultBlock(
         tool_use_id=_need(block.get("tool_use_id"), str, f"{where}.tool_use_id", "a string"),
-        content=[_block(b, f"{where}.content.{i}") for i, b in enumerate(content)],
+        content=[_block(b, f"{where}.content.{i}", limits) for i, b in enumerate(content)],
         is_error=_need(block.get("is_error", False), bool, f"{where}.is_error", "true or false"),
     )
 
