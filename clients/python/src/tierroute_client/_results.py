@@ -46,6 +46,9 @@ class Features:
     has_code_block: bool
     multi_step: bool
     query_type: str
+    # How much the text looks like the router model's training prompts (0-1); None when the
+    # server's model has no such signal (or the heuristic strategy decided).
+    familiarity: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +97,7 @@ class RouteResult:
                 has_code_block=f.has_code_block,
                 multi_step=f.multi_step,
                 query_type=f.query_type,
+                familiarity=f.familiarity if f.HasField("familiarity") else None,
             ),
         )
 
