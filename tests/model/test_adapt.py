@@ -21,7 +21,7 @@ from tests.model.adapt_support import (
 from tierroute.errors import ConfigError
 from tierroute.model import ModelRegistry
 from tierroute.model.adapt import LoggedEstimates, adapt, correct_row, figures_at, solve_points
-from tierroute.model.operating import OPERATING_POINTS, action_choice
+from tierroute.model.operating import OPERATING_POINTS, PointTarget, action_choice
 from tierroute.querylog import FeedbackRecord, PostgresStore, SqliteStore, Store, TierLabel
 from tierroute.routing.plan import ACTIONS
 from tierroute.settings import Settings
@@ -74,6 +74,17 @@ def test_parity_on_easy_traffic_is_cheaper_than_always_top() -> None:
     assert figures_at(est, solved["parity"].price_per_correct_usd, ACTIONS).cost_usd < 0.004
 
 
+def test_a_point_against_the_reference_tier_is_measured_against_it() -> None:
+    """A floor relative to always-mid is met against always-mid's expected quality there."""
+    est = estimates()
+    mid_parity = {"mid_parity": PointTarget("min_quality", 1.0, reference=1, reference_name="mid")}
+    solved = solve_points(est, mid_parity, actions=ACTIONS, top=5)
+    after = figures_at(est, solved["mid_parity"].price_per_correct_usd, ACTIONS)
+    assert solved["mid_parity"].feasible
+    assert 0.93 <= after.quality < 0.95
+    assert after.cost_usd < 0.004
+
+
 def test_a_budget_meets_its_cost_limit() -> None:
     """third_cost's new price keeps the expected cost within a third of always-top's."""
     est = estimates()
@@ -90,7 +101,7 @@ def test_an_action_a_row_could_not_take_is_never_chosen_there() -> None:
     masked = LoggedEstimates(est.p, est.cost, est.quality, est.chosen, allowed=allowed)
     solved = solve_points(masked, OPERATING_POINTS, actions=ACTIONS, top=5)
     for point in solved.values():
-        chosen = action_choice(masked.p, masked.choice_cost, point.price_per_correct_usd)
+        chosen = action_choice(masked.p, masked.cost, point.price_per_correct_usd, allowed)
         assert not (chosen[:5] == 1).any()
 
 

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import psycopg
 
+from tierroute.api.recording import value_plan_record
 from tierroute.querylog import PostgresStore, SqliteStore
 from tierroute.querylog.doubles import sample_record
 from tierroute.querylog.records import ValuePlanRecord, item_from_line, item_to_line
+from tierroute.routing.plan import ACTIONS, CascadePlan
 
 PLAN: ValuePlanRecord = {
     "p_correct": [0.61, 0.7, 0.66, 0.72, 0.74, 0.8],
@@ -18,7 +20,20 @@ PLAN: ValuePlanRecord = {
     "action": 3,
     "operating_point": "parity",
     "price_per_correct_usd": 0.29,
+    "allowed": [True, True, True, True, True, False],
 }
+
+
+def test_a_plan_s_allowed_actions_are_logged() -> None:
+    """A plan that could not take some actions logs which it could; one that could take all
+    logs no mask."""
+    masked = CascadePlan(
+        0, ACTIONS[0], (0.5,) * 6, (0.001,) * 6, 0.3, "parity", (True,) * 5 + (False,)
+    )
+    assert value_plan_record(masked)["allowed"] == [True] * 5 + [False]
+    assert "allowed" not in value_plan_record(
+        CascadePlan(0, ACTIONS[0], (0.5,) * 6, (0.001,) * 6, 0.3)
+    )
 
 
 def test_spool_line_round_trips_the_value_plan() -> None:

@@ -60,13 +60,16 @@ def _g6(value: float) -> float:
 
 def value_plan_record(plan: CascadePlan) -> ValuePlanRecord:
     """The value policy's estimates behind a plan, as the query log keeps them (no text)."""
-    return {
+    record: ValuePlanRecord = {
         "p_correct": [_g6(p) for p in plan.p_correct],
         "cost_usd": [_g6(c) for c in plan.cost_usd],
         "action": plan.index,
         "operating_point": plan.operating_point,
         "price_per_correct_usd": _g6(plan.price_per_correct_usd),
     }
+    if plan.allowed is not None:
+        record["allowed"] = list(plan.allowed)
+    return record
 
 
 def route_record(

@@ -98,14 +98,6 @@ class LoggedEstimates:
         """How many planned Cascades the estimates cover."""
         return len(self.p)
 
-    @property
-    def choice_cost(self) -> npt.NDArray[np.float64]:
-        """The costs the choice compares: an action a row could not take costs more than any
-        price of a correct answer can make up, so it is never chosen there."""
-        if self.allowed is None:
-            return self.cost
-        return np.where(self.allowed, self.cost, np.inf)
-
 
 def correct_row(
     p: Sequence[float],
@@ -237,7 +229,7 @@ def figures_of(
 def figures_at(est: LoggedEstimates, price: float, actions: Sequence[CascadeAction]) -> Figures:
     """The expected figures at a price of a correct answer: each row's action chosen from
     its logged estimates as the server chooses it."""
-    return figures_of(est, action_choice(est.p, est.choice_cost, price), actions)
+    return figures_of(est, action_choice(est.p, est.cost, price, est.allowed), actions)
 
 
 def _best(
@@ -269,7 +261,7 @@ class SolvedPoint:
 def baseline_action(target: PointTarget, actions: Sequence[CascadeAction], top: int) -> int:
     """The action a relative target is measured against: its reference tier unjudged (the
     top tier, action `top`, when it names none); ConfigError when the actions lack it."""
-    reference = getattr(target, "reference", None)
+    reference = target.reference
     if reference is None:
         return top
     for index, action in enumerate(actions):
@@ -291,7 +283,9 @@ def solve_points(
     tier, on every row). A target no price meets gets the nearest: the best quality for a
     floor, the lowest cost for a budget, with `feasible` False."""
     top_cost = float(est.cost[:, top].mean())
-    prices, q, c = price_sweep(est.p, est.choice_cost, est.quality, est.cost, top_cost)
+    prices, q, c = price_sweep(
+        est.p, est.cost, est.quality, est.cost, top_cost, allowed=est.allowed
+    )
     out = {}
     for name, target in targets.items():
         base = baseline_action(target, actions, top)

@@ -121,6 +121,8 @@ class CascadePlan:
     price_per_correct_usd: float
     # The operating point whose price of a correct answer chose it ("" when none is named).
     operating_point: str = ""
+    # Which actions it could choose for this query (None: all); the query log keeps it.
+    allowed: tuple[bool, ...] | None = None
 
     @property
     def start(self) -> int:
@@ -172,4 +174,5 @@ def plan_from(
         tuple(map(float, cost_usd)),
         price_per_correct_usd,
         operating_point,
+        None if allowed is None else tuple(map(bool, allowed)),
     )
