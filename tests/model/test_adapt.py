@@ -135,7 +135,12 @@ async def test_sqlite_log_feeds_adapt_with_evidence_counted(tmp_path: Path) -> N
     await store.aclose()
     assert document["rows"] == 12
     assert document["corrected_rows"] == {"label": 1, "feedback": 1, "judge": 1}
-    assert document["skipped_rows"] == {"other_model": 3, "not_ok": 0, "malformed": 0}
+    assert document["skipped_rows"] == {
+        "other_model": 3,
+        "not_ok": 0,
+        "malformed": 0,
+        "unfamiliar": 0,
+    }
 
 
 async def test_postgres_log_feeds_adapt(pg_url: str, tmp_path: Path) -> None:
@@ -175,3 +180,16 @@ async def test_a_point_already_meeting_its_target_keeps_its_price(tmp_path: Path
     await store.aclose()
     parity = document["points"]["parity"]["price_per_correct_usd"]
     assert parity["after"] == parity["before"]
+
+
+async def test_unfamiliar_rows_count_only_with_evidence(tmp_path: Path) -> None:
+    """Rows flagged unfamiliar are left out unless a label or feedback speaks for them."""
+    store = SqliteStore(tmp_path / "log.sqlite3")
+    await store.migrate()
+    rows = [replace(r, unfamiliar=True) for r in planned_records(6, version=shipped_version())]
+    await store.write_batch(rows, [FeedbackRecord(request_id="r-0", rating=5)])
+    settings = adapt_settings(f"sqlite:///{tmp_path / 'log.sqlite3'}", tmp_path / "registry")
+    document = await _adapt_dry(store, tmp_path, settings)
+    await store.aclose()
+    assert document["rows"] == 1
+    assert document["skipped_rows"]["unfamiliar"] == 5

@@ -19,6 +19,10 @@ user's feedback on the tier that answered, then a judge verdict on it). Then:
   tier has evidence;
 - every other action keeps the model's estimate.
 
+A planned Cascade the router flagged unfamiliar (`QueryRecord.unfamiliar`: the model knew
+too little of the query, so its estimates are close to its prior) counts only when the log
+has evidence on it.
+
 The result is the served bundle with new prices in `thresholds.json` (and the prices they
 were solved under), under a version named after it (`<base>-adapt-<digest>`, the same
 digest for the same points), added to the registry and promoted; servers with
@@ -141,7 +145,7 @@ async def read_estimates(
     chosen: list[int] = []
     allowed_rows: list[list[bool]] = []
     corrected = dict.fromkeys(EVIDENCE_KINDS, 0)
-    skipped = {"other_model": 0, "not_ok": 0, "malformed": 0}
+    skipped = {"other_model": 0, "not_ok": 0, "malformed": 0, "unfamiliar": 0}
     n = len(actions)
     async for record in store.iter_queries(since=since):
         plan = record.value_plan
@@ -173,6 +177,11 @@ async def read_estimates(
             labels=labels.get(record.request_id),
             user_verdict=users.get(record.request_id),
         )
+        if record.unfamiliar and not outcomes:
+            # The model knew too little of the query: its estimates are close to the class
+            # prior, whatever was asked. Only evidence makes such a row count.
+            skipped["unfamiliar"] += 1
+            continue
         quality, used = correct_row(p, actions, action, tier_index.get(record.final_tier), outcomes)
         for kind in used:
             corrected[kind] += 1
@@ -397,6 +406,13 @@ class AdaptResult:
             lines.append(
                 ("promoted " if self.promoted else "wrote ")
                 + f"{self.version} (was {self.served_version})"
+            )
+        unfamiliar = self.skipped.get("unfamiliar", 0)
+        if unfamiliar:
+            lines.append(
+                f"{unfamiliar} planned Cascade(s) flagged unfamiliar and without evidence were "
+                "left out: the model's estimates for them are its prior; label them "
+                "(tierroute label) to count them"
             )
         if self.note:
             lines.append(self.note)
