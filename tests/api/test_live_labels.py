@@ -7,9 +7,12 @@ import asyncio
 import random
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import make_settings, running_server
 from tierroute.api.live_labels import LiveLabeller
 from tierroute.cascade.labelling import Labeller
+from tierroute.errors import ConfigError
 from tierroute.providers.scripted import Reply, ScriptedProvider
 from tierroute.querylog import SqliteStore, TierLabel, open_store
 from tierroute.settings import Settings
@@ -145,3 +148,9 @@ def test_an_unfamiliar_call_is_always_sampled_and_a_familiar_one_at_the_rate(
     familiar = sum(labeller.wants(unfamiliar=False) for _ in range(1000))
     assert all(labeller.wants(unfamiliar=True) for _ in range(100))
     assert familiar < 10
+
+
+def test_a_label_rate_without_a_budget_is_refused_in_one_line() -> None:
+    """Live labelling spends money: label_rate with no label_budget_usd is a ConfigError."""
+    with pytest.raises(ConfigError, match="label_budget_usd must be positive"):
+        make_settings({"TIERROUTE_SHADOW_LABEL_RATE": "0.1"})

@@ -303,3 +303,38 @@ async def test_export_with_nothing_labelled_exits_2(
     assert await cli(settings, "export", "--db", log_url, "--labeled", "--out", str(out)) == 2
     assert "run tierroute label first" in capsys.readouterr().err
     assert not out.exists()
+
+
+async def test_prose_answers_go_to_a_judge_billed_for_its_working_never_their_own_tier(
+    tmp_path: Path,
+) -> None:
+    """No final answers to compare: judge calls, each billed its recorded working, top by mid."""
+    record = copy.deepcopy(RECORDS[0])
+    for key, outcome in record["models"].items():
+        outcome["response"] = f"Reasoning by {key}: it is {outcome['pred']}, plainly."
+    data = write_dataset(tmp_path / "prose.jsonl.gz", [record])
+    settings = make_settings(
+        {"TIERROUTE_REPLAY_DATA": str(data), "TIERROUTE_REPLAY_TIME_SCALE": "0"}
+    )
+    url = f"sqlite:///{tmp_path / 'log.sqlite3'}"
+    log = team_log(tmp_path / "one.jsonl", [{"query": record["prompt"]}])
+    await cli(settings, "import", "--db", url, str(log), "--quiet")
+    await cli(settings, "label", "--db", url, "--sample", "1", "--quiet")
+    _, _, labels = await stored(url)
+    by_tier = {lab.tier: lab for lab in labels}
+    judged_by = {t: by_tier[t].judge_tier for t in ("cheap", "mid", "expensive")}
+    assert judged_by == {"cheap": "expensive", "mid": "expensive", "expensive": "mid"}
+    # The judging model's recorded output (its own solution) is billed before the verdict.
+    recorded = {
+        tier: record["models"][key]["output_tokens"] for tier, key in record["tiers"].items()
+    }
+    for tier, judge in judged_by.items():
+        assert by_tier[tier].judge_output_tokens > recorded[judge]
+        price_in, price_out = PRICED[judge]
+        assert by_tier[tier].judge_cost_usd == pytest.approx(
+            (
+                by_tier[tier].judge_input_tokens * price_in
+                + by_tier[tier].judge_output_tokens * price_out
+            )
+            / 1e6
+        )
