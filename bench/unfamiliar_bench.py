@@ -2,12 +2,14 @@
 whether its familiarity signal separates open-ended traffic from dev's.
 
     .venv/bin/python bench/unfamiliar_bench.py [--model-dir model_export/bundle]
+        [--questions tests/easy_questions.txt]
         [--ood ../shared/data/ood/arena_bench_v1.jsonl.gz] [--json out/unfamiliar.json]
 
-1. `EASY_QUESTIONS` (30 questions of the seed article's kind: "How do I reverse a list in
-   Python?", "What is the capital of France?", ...) go through the Cascade and the Route RPC
-   of a real server (the factory `tierroute serve` uses, on 127.0.0.1, its replay backend
-   answering instantly) loaded with the bundle in `--model-dir`, under the configured
+1. The questions of `--questions` (tests/easy_questions.txt: 30 of the seed article's kind,
+   "How do I reverse a list in Python?", "What is the capital of France?", ...) go through
+   the Cascade and the Route RPC of a real server (the factory `tierroute serve` uses, on
+   127.0.0.1, its replay backend answering instantly) loaded with the bundle in
+   `--model-dir`, under the configured
    `routing.on_unfamiliar` (TIERROUTE_ROUTING_ON_UNFAMILIAR). Reported: where each Cascade
    started, and what Route named.
 2. The bundle's familiarity on the prompts of `--ood` (open-ended chat and coding prompts),
@@ -36,42 +38,18 @@ from tierroute.settings import Settings
 from tierroute.v1 import tierroute_pb2 as pb
 from tierroute.v1 import tierroute_pb2_grpc as pb_grpc
 
-EASY_QUESTIONS = (
-    "How do I reverse a list in Python?",
-    "What does this error mean?",
-    "What is the capital of France?",
-    "How do I undo the last git commit?",
-    "What's the difference between a list and a tuple in Python?",
-    "How can I read a file line by line in Python?",
-    "What is a null pointer exception?",
-    "How do I center a div in CSS?",
-    "What does HTTP status 404 mean?",
-    "How do I install a package with pip?",
-    "How do I check which version of Node.js is installed?",
-    "What is the difference between let and const in JavaScript?",
-    "How do I convert a string to an integer in Java?",
-    "What does \"TypeError: 'NoneType' object is not subscriptable\" mean?",
-    "How do I create a new branch in git?",
-    "What is a REST API?",
-    "How do I sort a dictionary by value in Python?",
-    "What does the SQL JOIN keyword do?",
-    "How do I exit vim?",
-    "What is the difference between == and === in JavaScript?",
-    "How do I list all files in a directory with bash?",
-    "What is Docker used for?",
-    "How do I merge two dictionaries in Python?",
-    'What does "segmentation fault (core dumped)" mean?',
-    "How do I make an HTTP request in Go?",
-    "What is the time complexity of binary search?",
-    "How do I remove duplicates from a list in Python?",
-    "What is the largest planet in our solar system?",
-    "How do I rename a column in a pandas DataFrame?",
-    'What does the "async" keyword do in Python?',
-)
+# The seed article's kind of question, one a line: the test fixture tests/system uses too.
+QUESTIONS_FILE = Path("tests/easy_questions.txt")
 
 
-async def through_server(model_dir: Path) -> dict[str, Any]:
-    """Cascade and Route every easy question through a real server with the bundle."""
+def read_questions(path: Path) -> tuple[str, ...]:
+    """The non-empty lines of `path`."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return tuple(line.strip() for line in lines if line.strip())
+
+
+async def through_server(model_dir: Path, questions: tuple[str, ...]) -> dict[str, Any]:
+    """Cascade and Route every question through a real server with the bundle."""
     environ = {
         **{k: v for k, v in os.environ.items() if k.startswith("TIERROUTE_ROUTING_")},
         "TIERROUTE_MODEL_DIR": str(model_dir),
@@ -90,7 +68,7 @@ async def through_server(model_dir: Path) -> dict[str, Any]:
     try:
         async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = pb_grpc.TierRouterStub(channel)
-            for question in EASY_QUESTIONS:
+            for question in questions:
                 c = await stub.Cascade(pb.CascadeRequest(query=question))
                 r = await stub.Route(pb.RouteRequest(query=question))
                 start = c.route.tier.name
@@ -110,7 +88,7 @@ async def through_server(model_dir: Path) -> dict[str, Any]:
     finally:
         await server.stop(0)
     tiers = [t.name for t in settings.tiers]
-    n = len(EASY_QUESTIONS)
+    n = len(questions)
     return {
         "on_unfamiliar": settings.routing.on_unfamiliar,
         "questions": n,
@@ -161,10 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ood", type=Path, default=Path("../shared/data/ood/arena_bench_v1.jsonl.gz")
     )
+    parser.add_argument("--questions", type=Path, default=QUESTIONS_FILE, help="one a line")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     report: dict[str, Any] = {"model_dir": str(args.model_dir)}
-    report["easy_questions"] = asyncio.run(through_server(args.model_dir))
+    questions = read_questions(args.questions)
+    report["easy_questions"] = asyncio.run(through_server(args.model_dir, questions))
     if args.ood.is_file():
         report["separation"] = separation(args.model_dir, args.ood, 3)
     easy = report["easy_questions"]
