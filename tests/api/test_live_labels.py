@@ -7,8 +7,10 @@ import asyncio
 import random
 from pathlib import Path
 
+import anthropic
 import pytest
 
+from tests.fixtures import cascade_records
 from tests.helpers import make_settings, running_server
 from tierroute.api.live_labels import LiveLabeller
 from tierroute.cascade.labelling import Labeller
@@ -16,21 +18,26 @@ from tierroute.errors import ConfigError
 from tierroute.providers.scripted import Reply, ScriptedProvider
 from tierroute.querylog import SqliteStore, TierLabel, open_store
 from tierroute.settings import Settings
+from tierroute.testing import StaticScorer
 from tierroute.v1 import tierroute_pb2 as pb
 
 QUESTION = "What is the capital of France?"
 MODELS = ("claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-8", "claude-3-haiku-20240307")
 
 
-def _settings(tmp_path: Path, **shadow: str) -> Settings:
-    env = {
+def _env(tmp_path: Path) -> dict[str, str]:
+    """The query log in `tmp_path`, every call sampled for labelling, $10 to spend."""
+    return {
         "TIERROUTE_QUERYLOG_ENABLED": "true",
         "TIERROUTE_DB_URL": f"sqlite:///{tmp_path / 'log.sqlite3'}",
         "TIERROUTE_QUERYLOG_SPOOL_PATH": str(tmp_path / "log.spool.jsonl"),
-        "TIERROUTE_ROUTING_DEFAULT_STRATEGY": "heuristic",
         "TIERROUTE_SHADOW_LABEL_RATE": "1.0",
         "TIERROUTE_SHADOW_LABEL_BUDGET_USD": "10",
     }
+
+
+def _settings(tmp_path: Path, **shadow: str) -> Settings:
+    env = {**_env(tmp_path), "TIERROUTE_ROUTING_DEFAULT_STRATEGY": "heuristic"}
     env.update({f"TIERROUTE_SHADOW_{k.upper()}": v for k, v in shadow.items()})
     return make_settings(env)
 
@@ -154,3 +161,38 @@ def test_a_label_rate_without_a_budget_is_refused_in_one_line() -> None:
     """Live labelling spends money: label_rate with no label_budget_usd is a ConfigError."""
     with pytest.raises(ConfigError, match="label_budget_usd must be positive"):
         make_settings({"TIERROUTE_SHADOW_LABEL_RATE": "0.1"})
+
+
+async def test_a_call_through_the_messages_door_is_labelled_too(
+    tmp_path: Path, replay_data: Path
+) -> None:
+    """An Anthropic SDK call on the HTTP door is sampled and labelled like a gRPC one."""
+    settings = make_settings(
+        {
+            **_env(tmp_path),
+            "TIERROUTE_REPLAY_DATA": str(replay_data),
+            "TIERROUTE_REPLAY_TIME_SCALE": "0",
+        }
+    )
+    question = str(cascade_records()[0]["prompt"])
+    async with running_server(
+        settings, scorer=StaticScorer((0.95, 0.03, 0.02)), environ={}, http=True
+    ) as s:
+        sdk = anthropic.AsyncAnthropic(base_url=s.http_url, api_key="unused", max_retries=0)
+        try:
+            await sdk.messages.create(
+                model="tierroute",
+                max_tokens=512,
+                messages=[{"role": "user", "content": question}],
+                extra_headers={"x-tierroute-request-id": "http-1"},
+            )
+        finally:
+            await sdk.close()
+        assert s.server.labels is not None
+        await s.server.labels.wait_idle()
+    labels = await _labels(tmp_path)
+    assert {(lab.request_id, lab.tier) for lab in labels} >= {
+        ("http-1", "cheap"),
+        ("http-1", "mid"),
+        ("http-1", "expensive"),
+    }

@@ -5,7 +5,9 @@ failed: a record goes to the query log (with a vocabulary-coverage number for a 
 calls, and the text only for an opted-in audit sample), and a failure is logged under the
 status names the gRPC servicer uses (the gRPC code names, the query log's one vocabulary).
 The servicer's own `_record` adds shadow sampling; moving both onto this class is the next
-step (docs/http.md).
+step (docs/http.md). Live labelling (`[shadow] label_rate`) samples answered calls here as
+the servicer does: a sampled call keeps its text and the decision that routed it
+(`shadow.*` metadata), and is queued for the background labeller.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 from grpc import aio
 
 from tierroute.api import recording
+from tierroute.api.live_labels import LiveLabeller, decision_metadata, is_unfamiliar
 from tierroute.api.status import status_for
 from tierroute.cascade import CascadeQuery, CascadeResult
 from tierroute.errors import TierrouteError
@@ -57,8 +60,10 @@ class CallLog:
         settings: Settings,
         querylog: QueryLog | None,
         models: ModelReloader | None = None,
+        labels: LiveLabeller | None = None,
     ) -> None:
         self._log = querylog
+        self._labels = labels
         self._models = models
         self.store_text = settings.querylog.store_text
         self._audit_rate = settings.querylog.audit_sample_rate
@@ -87,15 +92,25 @@ class CallLog:
         self._log.submit(dataclasses.replace(record, **changes) if changes else record)
 
     def answered(self, query: CascadeQuery, result: CascadeResult) -> None:
-        """Log an answered Cascade call."""
+        """Log an answered Cascade call (and queue it for live labelling when sampled)."""
         strategy = "self_routing" if query.self_routing else ""
-        self.record(
-            recording.cascade_record(
-                query.route, result, strategy=strategy, store_text=self.store_text
-            ),
-            query.route.text,
-            result.answer,
+        record = recording.cascade_record(
+            query.route, result, strategy=strategy, store_text=self.store_text
         )
+        text = query.route.text
+        unfamiliar = is_unfamiliar(result.decision)
+        if (
+            self._log is None
+            or self._labels is None
+            or result.decision is None
+            or not self._labels.wants(unfamiliar=unfamiliar)
+        ):
+            self.record(record, text, result.answer)
+            return
+        metadata = {**record.metadata, **decision_metadata(result.decision)}
+        self.record(record, text, result.answer, {"metadata": metadata, "query_text": text})
+        # Queued only: the labelling runs in the background, after this call returns.
+        self._labels.offer(record.request_id, text, unfamiliar=unfamiliar)
 
     def failed(
         self,

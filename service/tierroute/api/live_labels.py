@@ -2,10 +2,11 @@
 every tier in the background and labelled the way `tierroute label` labels
 (`cascade.labelling`), into the query log's `tier_labels`.
 
-- Sampling: an unfamiliar call (its decision carries the UNFAMILIAR_QUERY reason) is always
-  offered; any other call with probability `label_rate`. Offered calls wait in a bounded
-  queue, unfamiliar ones first; when it is full a new unfamiliar call drops the oldest
-  familiar one, and a new familiar call is dropped.
+- Sampling: an unfamiliar call (its decision below the model's familiarity threshold, reason
+  UNFAMILIAR_QUERY) is always offered; any other call with probability `label_rate`. The
+  gRPC servicer and the HTTP doors (`CallLog`) both offer their calls. Offered calls wait
+  in a bounded queue, unfamiliar ones first; when it is full a new unfamiliar call drops
+  the oldest familiar one, and a new familiar call is dropped.
 - Nothing on the request path waits: `offer` only appends to the queue. One background task
   labels a question at a time, and the server cancels it at shutdown (a question cut short
   stores nothing, and nothing it paid for is lost from the budget's view: it is counted
@@ -27,11 +28,27 @@ from dataclasses import dataclass
 from tierroute.cascade.labelling import LabelBudget, Labeller, parse_method
 from tierroute.providers import Provider
 from tierroute.querylog import QueryLogError, Store, open_store
+from tierroute.querylog.records import SHADOW_PREFIX, SHADOW_TIER
+from tierroute.routing import Decision
 from tierroute.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-UNFAMILIAR_REASON = "UNFAMILIAR_QUERY"
+
+def is_unfamiliar(decision: Decision | None) -> bool:
+    """Whether a call's routing decision found its query unfamiliar."""
+    return decision is not None and decision.unfamiliar
+
+
+def decision_metadata(decision: Decision) -> dict[str, str]:
+    """A shadow sample's metadata: the tier, strategy, rule, model and scores of `decision`."""
+    return {
+        SHADOW_TIER: decision.tier.name,
+        f"{SHADOW_PREFIX}strategy": decision.strategy,
+        f"{SHADOW_PREFIX}rule": decision.rule,
+        f"{SHADOW_PREFIX}model_version": decision.model_version,
+        f"{SHADOW_PREFIX}scores": ",".join(f"{s:.6f}" for s in decision.scores),
+    }
 
 
 @dataclass

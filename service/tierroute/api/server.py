@@ -360,7 +360,7 @@ class TierRouteServer:
             self.router,
             self.engine,
             tenancy=tenancy,
-            calls=CallLog(self.settings, self._querylog, self.models),
+            calls=CallLog(self.settings, self._querylog, self.models, self.labels),
             authenticator=auth.authenticator,
             admission=self.admission,
             provider=provider,

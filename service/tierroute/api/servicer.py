@@ -20,7 +20,7 @@ from grpc import aio
 
 from tierroute.api import convert, recording
 from tierroute.api.calllog import CallLog
-from tierroute.api.live_labels import UNFAMILIAR_REASON, LiveLabeller
+from tierroute.api.live_labels import LiveLabeller, decision_metadata, is_unfamiliar
 from tierroute.api.security import current_principal, current_tenant
 from tierroute.api.status import status_for
 from tierroute.cascade import CascadeEngine, CascadeQuery, CascadeResult, EventStream
@@ -34,7 +34,7 @@ from tierroute.errors import (
 from tierroute.model import ModelReloader, valid_version_name
 from tierroute.providers.replay.faults import FAULT_HEADERS
 from tierroute.querylog import FeedbackRecord, QueryLog, QueryRecord
-from tierroute.querylog.records import SHADOW_PREFIX, SHADOW_TIER, Kind
+from tierroute.querylog.records import SHADOW_PREFIX, Kind
 from tierroute.routing import Decision, RouteQuery, Router
 from tierroute.settings import Settings
 from tierroute.tenancy import CascadeCall, Tenancy, resolve_tenant
@@ -108,15 +108,7 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
         except TierrouteError as exc:
             logger.debug("shadow decision unavailable: %s", exc)
             return changes
-        metadata.update(
-            {
-                SHADOW_TIER: decision.tier.name,
-                f"{SHADOW_PREFIX}strategy": decision.strategy,
-                f"{SHADOW_PREFIX}rule": decision.rule,
-                f"{SHADOW_PREFIX}model_version": decision.model_version,
-                f"{SHADOW_PREFIX}scores": ",".join(f"{s:.6f}" for s in decision.scores),
-            }
-        )
+        metadata.update(decision_metadata(decision))
         return {"metadata": metadata, "query_text": query.text}
 
     def _record(
@@ -129,9 +121,7 @@ class TierRouterServicer(pb_grpc.TierRouterServicer):
     ) -> None:
         if self._log is None:
             return
-        unfamiliar = decision is not None and any(
-            note.code.name == UNFAMILIAR_REASON for note in decision.reasons
-        )
+        unfamiliar = is_unfamiliar(decision)
         label = (
             self._labels is not None
             and query is not None
