@@ -228,3 +228,22 @@ def test_a_long_unknown_field_is_named_but_not_echoed_whole() -> None:
         _parse(**{"k" * 60_000: 1})
     assert len(str(caught.value)) < 200
     assert str(caught.value).startswith("k" * 80 + "...: ")
+
+
+@pytest.mark.parametrize(
+    ("fields", "refusal"),
+    [
+        ({"messages": ["not a message"] * 16_385}, "messages: 16385 messages, over the limit"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}] * 64 + [7]}]},
+            "messages[0].content: 65 parts, over the limit",
+        ),
+        ({"messages": [USER], "stop": [7] * 17}, "stop: 17 entries, over the limit"),
+        ({"messages": [USER], "tools": [7] * 65}, "tools: 65 entries, over the limit"),
+    ],
+)
+def test_lists_are_counted_before_any_item_is_read(fields: dict[str, Any], refusal: str) -> None:
+    """A list past its limit is refused by its length; no item of it is converted first."""
+    with pytest.raises(InvalidRequest) as caught:
+        parse_chat({"model": "tierroute", **fields}, SETTINGS)
+    assert str(caught.value).startswith(refusal)

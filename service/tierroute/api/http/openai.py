@@ -33,7 +33,7 @@ from tierroute.api.http.messages import (
 )
 from tierroute.cascade import CascadeResult
 from tierroute.errors import InvalidRequest
-from tierroute.settings import Settings
+from tierroute.settings import LimitsConfig, Settings
 
 # Fields mapped onto the Messages API request.
 _MAPPED = frozenset(
@@ -150,14 +150,19 @@ def parse_chat(body: Any, settings: Settings, operating_points: Sequence[str] = 
     _need(body, dict, "the request body", "a JSON object")
     _check_fields(body)
     out: dict[str, Any] = {"model": _need(body["model"], str, "model", "a string")}
-    system, turns = _conversation(_need(body["messages"], list, "messages", "a list of messages"))
+    limits = settings.limits
+    messages = _need(body["messages"], list, "messages", "a list of messages")
+    # Every message but a system one is at least one block of a turn.
+    _counted(messages, limits.max_messages * limits.max_blocks_per_message, "messages", "messages")
+    system, turns = _conversation(messages, limits)
     if system:
         out["system"] = system
     out["messages"] = turns
     limit = _max_tokens(body)
     out["max_tokens"] = limit or 1
-    out.update(_sampling(body))
+    out.update(_sampling(body, limits))
     tools = _need(body.get("tools") or [], list, "tools", "a list of tools")
+    _counted(tools, limits.max_tools, "tools", "entries")
     if tools:
         out["tools"] = [_tool(t, f"tools[{i}]") for i, t in enumerate(tools)]
     choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
@@ -185,12 +190,20 @@ def _check_fields(body: Mapping[str, Any]) -> None:
             raise InvalidRequest(f"{key}: field required")
 
 
-def _sampling(body: Mapping[str, Any]) -> dict[str, Any]:
+def _counted(items: list[Any], limit: int, where: str, unit: str) -> None:
+    # Counted before any item is converted, so a body of a million messages or parts costs
+    # no million conversions before the Messages door's own check refuses it.
+    if len(items) > limit:
+        raise InvalidRequest(f"{where}: {len(items)} {unit}, over the limit of {limit}")
+
+
+def _sampling(body: Mapping[str, Any], limits: LimitsConfig) -> dict[str, Any]:
     """temperature, top_p, stop and user as the Messages API has them."""
     out: dict[str, Any] = {k: body[k] for k in ("temperature", "top_p") if body.get(k) is not None}
     stop = body.get("stop")
     if stop is not None:
         stops = [stop] if isinstance(stop, str) else _need(stop, list, "stop", "a string or a list")
+        _counted(stops, limits.max_stop_sequences, "stop", "entries")
         out["stop_sequences"] = [
             _need(s, str, f"stop[{i}]", "a string") for i, s in enumerate(stops)
         ]
@@ -227,7 +240,7 @@ def _max_tokens(body: Mapping[str, Any]) -> int | None:
     return next(iter(values.values()), None)
 
 
-def _conversation(messages: list[Any]) -> tuple[str, list[dict[str, Any]]]:
+def _conversation(messages: list[Any], limits: LimitsConfig) -> tuple[str, list[dict[str, Any]]]:
     """The system prompt (every system and developer message, in order) and the turns, with
     consecutive turns of one role joined, as the Messages API has them."""
     system: list[str] = []
@@ -245,20 +258,20 @@ def _conversation(messages: list[Any]) -> tuple[str, list[dict[str, Any]]]:
         if unknown:
             raise _unsupported(f"{where}.{unknown[0]}")
         if role in ("system", "developer"):
-            system.append(_text(message.get("content"), f"{where}.content"))
+            system.append(_text(message.get("content"), f"{where}.content", limits))
             continue
         if role == "user":
-            blocks = _user_content(message.get("content"), f"{where}.content")
+            blocks = _user_content(message.get("content"), f"{where}.content", limits)
             _append(turns, "user", blocks)
         elif role == "assistant":
-            _append(turns, "assistant", _assistant(message, where))
+            _append(turns, "assistant", _assistant(message, where, limits))
         elif role == "tool":
             result = {
                 "type": "tool_result",
                 "tool_use_id": _need(
                     message.get("tool_call_id"), str, f"{where}.tool_call_id", "a string"
                 ),
-                "content": _text(message.get("content"), f"{where}.content"),
+                "content": _text(message.get("content"), f"{where}.content", limits),
             }
             _append(turns, "user", [result])
     return "\n\n".join(s for s in system if s), turns
@@ -275,11 +288,12 @@ def _append(turns: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]
         turns.append({"role": role, "content": blocks})
 
 
-def _text(content: Any, where: str) -> str:
+def _text(content: Any, where: str, limits: LimitsConfig) -> str:
     """A message's text: a string, or a list of text parts joined."""
     if isinstance(content, str):
         return content
     parts = _need(content, list, where, "a string or a list of text parts")
+    _counted(parts, limits.max_blocks_per_message, where, "parts")
     texts = []
     for i, part in enumerate(parts):
         _need(part, dict, f"{where}[{i}]", "a content part object")
@@ -289,10 +303,11 @@ def _text(content: Any, where: str) -> str:
     return "".join(texts)
 
 
-def _user_content(content: Any, where: str) -> list[dict[str, Any]]:
+def _user_content(content: Any, where: str, limits: LimitsConfig) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}]
     parts = _need(content, list, where, "a string or a list of content parts")
+    _counted(parts, limits.max_blocks_per_message, where, "parts")
     blocks: list[dict[str, Any]] = []
     for i, part in enumerate(parts):
         at = f"{where}[{i}]"
@@ -326,11 +341,14 @@ def _image(image: Any, where: str) -> dict[str, Any]:
     return {"type": "image", "source": source}
 
 
-def _assistant(message: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
+def _assistant(
+    message: Mapping[str, Any], where: str, limits: LimitsConfig
+) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     content = message.get("content")
     if content is not None:
         if isinstance(content, list):
+            _counted(content, limits.max_blocks_per_message, f"{where}.content", "parts")
             # An assistant's refusal parts are text it said.
             content = [
                 {"type": "text", "text": p.get("refusal")}
@@ -338,10 +356,11 @@ def _assistant(message: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
                 else p
                 for p in content
             ]
-        text = _text(content, f"{where}.content")
+        text = _text(content, f"{where}.content", limits)
         if text:
             blocks.append({"type": "text", "text": text})
     calls = _need(message.get("tool_calls") or [], list, f"{where}.tool_calls", "a list")
+    _counted(calls, limits.max_blocks_per_message, f"{where}.tool_calls", "calls")
     for i, call in enumerate(calls):
         at = f"{where}.tool_calls[{i}]"
         _need(call, dict, at, "a tool call object")
