@@ -358,3 +358,54 @@ def test_onnx_matches_sklearn_on_real_dev_rows(real_data: Path) -> None:
     )
     assert report.class_changes == 0
     assert report.max_abs_diff < 1e-5
+
+
+# -- the value policy's agreement actions, as `make model` calibrates them ----------------------
+
+
+def test_calibrate_fits_the_agreement_actions_when_the_data_holds_the_probe(
+    tmp_path: Path,
+) -> None:
+    """With the probe's recorded answers in the data, calibrate fits the eight actions (the
+    agreement checks last), prices the probe as one more payer, stores which actions each
+    record may take, ships `ref_parity` against the reference tier, and the bundle loads."""
+    from tierroute.model.bundle import VALUE_CALIBRATION_FILE
+    from tierroute.offline.evaluation.pipeline import Options
+    from tierroute.offline.evaluation.pipeline import calibrate as calibrate_bundle
+    from tierroute.routing import VALUE_ACTIONS
+
+    records = make_records(150)
+    for record in records[::2]:
+        # The probe (its first replay model) agrees with the cheap tier on every other record.
+        probe = dict(record["models"][record["tiers"]["cheap"]])
+        record["models"]["gpt-4o-mini-2024-07-18"] = probe
+    for record in records[1::2]:
+        probe = dict(record["models"][record["tiers"]["expensive"]])
+        record["models"]["gpt-4o-mini-2024-07-18"] = probe
+    data = write_dataset(tmp_path / "probe.jsonl.gz", records)
+    bundle = tmp_path / "bundle"
+    train_bundle(data, bundle, TrainOptions(folds=2, compare_none_labels=False, progress=False))
+    settings = Settings.from_env({"TIERROUTE_ROUTING_REFERENCE_TIER": "mid"})
+    result = calibrate_bundle(
+        data, bundle / THRESHOLDS_FILE, settings, None, Options(folds=2, model_dir=bundle)
+    )
+    section = result.thresholds["cascade"]["value"]
+    assert [(a["start"], a["judge"]) for a in section["actions"]] == [
+        (a.start, a.judge) for a in VALUE_ACTIONS
+    ]
+    assert section["probe"]["name"] == "probe"
+    assert section["prices"]["input_usd_per_mtok"] == [1.0, 3.0, 5.0, 0.25]
+    assert section["operating_points"]["ref_parity"]["target"]["reference_tier"] == {
+        "index": 1,
+        "name": "mid",
+    }
+    with np.load(bundle / VALUE_CALIBRATION_FILE) as stored:
+        assert stored["allowed"].shape == (150, len(VALUE_ACTIONS))
+        assert stored["tokens"].shape == (150, len(VALUE_ACTIONS), 4, 4)
+        # The probe's payer bills only in the agreement actions.
+        assert stored["tokens"][:, :6, 3].sum() == 0
+        assert stored["tokens"][:, 6:, 3, 0].min() > 0
+    model = RouterModel.load(bundle, 3, settings.tiers)
+    assert model.value_model is not None
+    assert model.value_model.actions == VALUE_ACTIONS
+    assert "ref_parity" in model.operating_points
