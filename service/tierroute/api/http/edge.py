@@ -18,6 +18,7 @@ import asyncio
 import dataclasses
 import logging
 import math
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -295,9 +296,12 @@ class MessagesEdge:
             logger.info("refused %s: %s", method, type(exc).__name__)
             return _error_response(http_error(exc), request_id, wire)
         cascade_request = pb.CascadeRequest(request_id=request_id)
+        deadline = self._deadline(request)
         try:
             self._identify(cascade_request, request, admitted.principal, request_id)
-            body = await read_json(request, self._settings.http.max_body_bytes)
+            body = await read_json(
+                request, self._settings.http.max_body_bytes, within_s=deadline.remaining()
+            )
             parsed, wire = parse(body)
             cascade_request = parsed.request
             self._identify(cascade_request, request, admitted.principal, request_id)
@@ -315,10 +319,18 @@ class MessagesEdge:
             parsed.model,
             admitted,
             tenancy,
-            convert.engine_deadline(_announced_timeout(request)),
+            deadline.engine_s(),
             wire,
         )
         return _Streamed(self, call) if parsed.stream else _Answered(self, call)
+
+    def _deadline(self, request: Request) -> _Deadline:
+        """The request's one deadline, from now: the caller's announced timeout, else the
+        configured default, capped by `cascade.max_deadline_s`."""
+        cascade = self._settings.cascade
+        announced = _announced_timeout(request)
+        seconds = cascade.default_deadline_s if announced is None else announced
+        return _Deadline(time.monotonic() + min(seconds, cascade.max_deadline_s), announced)
 
     def _operating_points(self) -> Sequence[str]:
         # The names the served model ships (none until the model has operating points).
@@ -492,6 +504,29 @@ class MessagesEdge:
             "request-id": request_id,
         }
         return JSONResponse({"input_tokens": tokens}, headers=headers)
+
+
+@dataclass(frozen=True)
+class _Deadline:
+    """When a request's time is up; it covers receiving the body as well as answering."""
+
+    at: float
+    # The caller's announced timeout (None: the configured default applies).
+    announced: float | None
+
+    def remaining(self) -> float:
+        """Seconds left (0 once passed)."""
+        return max(0.0, self.at - time.monotonic())
+
+    def engine_s(self) -> float:
+        """The engine's share of what is left: less a margin when the caller announced its
+        own timeout, so an answer in hand still reaches it (`convert.engine_deadline`)."""
+        left = self.remaining()
+        if self.announced is None:
+            return left
+        engine = convert.engine_deadline(left)
+        assert engine is not None
+        return engine
 
 
 def _announced_timeout(request: Request) -> float | None:
