@@ -283,11 +283,12 @@ def start_tierroute(scratch: Path, upstream_url: str, tag: str) -> Gateway:
         "TIERROUTE_CASCADE_SPECULATIVE_BOUND": "0",
         "TIERROUTE_SERVER_DRAIN_DELAY_S": "0",
     }
+    # As shipped (log level INFO), its log in the scratch directory.
+    log = (scratch / f"tierroute-{tag}.log").open("w")
     proc = subprocess.Popen(
-        ["taskset", "-c", GATEWAY_CORE, sys.executable, "-m", "tierroute", "--log-level",
-         "WARNING", "serve", "--workers", "1", "--host", "127.0.0.1", "--port", "0",
-         "--http-port", "0"],
-        env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        ["taskset", "-c", GATEWAY_CORE, sys.executable, "-m", "tierroute", "serve",
+         "--workers", "1", "--host", "127.0.0.1", "--port", "0", "--http-port", "0"],
+        env=env, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     assert proc.stdout is not None
     http_port = None
@@ -299,7 +300,7 @@ def start_tierroute(scratch: Path, upstream_url: str, tag: str) -> Gateway:
             break
     if http_port is None:
         _stop(proc)
-        raise SystemExit("tierroute serve did not report its HTTP port")
+        raise SystemExit(f"tierroute serve did not report its HTTP port (log: {log.name})")
     # Nothing reads the rest of its output; it only prints at start-up.
     return Gateway("tierroute", proc, f"http://127.0.0.1:{http_port}")
 
@@ -340,7 +341,6 @@ def start_litellm(scratch: Path, upstream: Upstream) -> Gateway:
         **os.environ,
         # The bundled price map instead of a download at start-up.
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        "LITELLM_LOG": "ERROR",
         "LITELLM_TELEMETRY": "False",
         "DISABLE_SCHEMA_UPDATE": "True",
         # No keys on either side: tierroute's door runs without a tokens file here, and
