@@ -478,8 +478,11 @@ class MessagesEdge:
             admitted = self.admit(request, COUNT_TOKENS_METHOD)
         except TierrouteError as exc:
             return _error_response(http_error(exc), request_id)
+        deadline = self._deadline(request)
         try:
-            body = await read_json(request, self._settings.http.max_body_bytes)
+            body = await read_json(
+                request, self._settings.http.max_body_bytes, within_s=deadline.remaining()
+            )
             counted = count_query(body, self._settings, self._router, self._operating_points())
             tokens = await _unless_gone(
                 self._provider.count_tokens(
