@@ -1,16 +1,22 @@
-"""What the adapt tests share: the shipped bundle's value policy as a registry's seed, and
-logged planned Cascades with made-up estimates over its actions."""
+"""What the adapt tests share: the shipped bundle's value policy as a registry's seed,
+logged planned Cascades with made-up estimates over its actions, a real server whose query
+log the test can flush, and `adapt` over a whole log."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import Running, running_server
+from tierroute.model import ModelRegistry
+from tierroute.model.adapt import AdaptResult, adapt
 from tierroute.model.bundle import BUNDLE_FILES, OPTIONAL_FILES
 from tierroute.model.value import parse_actions
-from tierroute.querylog import QueryRecord
+from tierroute.querylog import QueryLogWriter, QueryRecord, open_store
 from tierroute.querylog.doubles import sample_record
 from tierroute.querylog.records import ValuePlanRecord
 from tierroute.settings import Settings
@@ -87,3 +93,26 @@ def adapt_settings(db_url: str, registry: Path, **extra: str) -> Settings:
         **extra,
     }
     return Settings.from_env(environ)
+
+
+@asynccontextmanager
+async def logged_server(settings: Settings) -> AsyncIterator[tuple[Running, QueryLogWriter]]:
+    """The real server with a query-log writer the test can flush."""
+    writer = QueryLogWriter.from_config(settings.querylog)
+    await writer.start()
+    try:
+        async with running_server(settings, querylog=writer, environ={}) as s:
+            yield s, writer
+    finally:
+        await writer.close(10)
+
+
+async def run_adapt(settings: Settings, *, dry_run: bool = False) -> AdaptResult:
+    """`adapt` over the whole log, as `tierroute adapt --since all` runs it."""
+    store = open_store(settings.querylog.url.get())
+    registry = ModelRegistry.from_settings(settings)
+    assert registry is not None
+    try:
+        return await adapt(store, registry, settings, since=None, min_decisions=1, dry_run=dry_run)
+    finally:
+        await store.aclose()

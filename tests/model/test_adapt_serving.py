@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures import cascade_records, write_dataset
-from tests.helpers import Running, make_settings, running_server
-from tests.model.adapt_support import SHIPPED, shipped_actions
+from tests.helpers import Running, make_settings
+from tests.model.adapt_support import SHIPPED, logged_server, run_adapt, shipped_actions
 from tierroute.model import ModelRegistry
-from tierroute.model.adapt import AdaptResult, adapt
 from tierroute.querylog import QueryLogWriter, open_store
 from tierroute.settings import Settings
 from tierroute.v1 import tierroute_pb2 as pb
@@ -47,34 +44,11 @@ def serving_settings(tmp_path: Path, **extra: str) -> Settings:
     )
 
 
-@asynccontextmanager
-async def logged_server(settings: Settings) -> AsyncIterator[tuple[Running, QueryLogWriter]]:
-    """The real server with a query-log writer the test can flush."""
-    writer = QueryLogWriter.from_config(settings.querylog)
-    await writer.start()
-    try:
-        async with running_server(settings, querylog=writer, environ={}) as s:
-            yield s, writer
-    finally:
-        await writer.close(10)
-
-
 async def send_traffic(s: Running, writer: QueryLogWriter) -> list[pb.CascadeResponse]:
     """Every prompt through the Cascade RPC; stored in the log when this returns."""
     responses = [await s.stub.Cascade(pb.CascadeRequest(query=p)) for p in PROMPTS]
     await writer.flush()
     return responses
-
-
-async def run_adapt(settings: Settings, *, dry_run: bool = False) -> AdaptResult:
-    """`adapt` over the whole log, as `tierroute adapt --since all` runs it."""
-    store = open_store(settings.querylog.url.get())
-    registry = ModelRegistry.from_settings(settings)
-    assert registry is not None
-    try:
-        return await adapt(store, registry, settings, since=None, min_decisions=1, dry_run=dry_run)
-    finally:
-        await store.aclose()
 
 
 async def served(s: Running, version: str) -> None:
