@@ -112,6 +112,7 @@ def hostile_bodies(base: Mapping[str, Any], *, max_body_bytes: int) -> list[Host
             valid,
             headers={"content-type": "multipart/form-data; boundary=x"},
         ),
+        Hostile("gzip content encoding", valid, headers={"content-encoding": "gzip"}),
         Hostile(
             "body over the limit",
             valid[:-1] + b', "x": "' + b"a" * max_body_bytes + b'"}',

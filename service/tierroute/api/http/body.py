@@ -1,13 +1,14 @@
 """An HTTP request's JSON body, read within the byte limit and decoded within bounds.
 
 `read_json` is the one way an HTTP door reads its body, whatever error shape it answers
-in: the content type must be JSON (or absent), the bytes are counted as they arrive and
-refused past the limit before they are all read (a declared `content-length` over it is
-refused without reading any), and the bytes are decoded by `api.jsonbody` (UTF-8, depth,
-numbers, keys, surrogates). It raises `InvalidRequest` for a body it refuses
-(`RequestTooLarge`, a subclass, for one over the limit: 413), `DeadlineExceeded` for one that
-has not all arrived by the request's deadline, and `ClientGone` when the client leaves while
-sending it; the door maps the first two to its own error JSON.
+in: the content type must be JSON (or absent) and the body uncompressed, the bytes are
+counted as they arrive and refused past the limit before they are all read (a declared
+`content-length` over it is refused without reading any), and the bytes are decoded by
+`api.jsonbody` (UTF-8, depth, numbers, keys, surrogates). It raises `InvalidRequest` for a
+body it refuses (`RequestTooLarge`, a subclass, for one over the limit: 413),
+`DeadlineExceeded` for one that has not all arrived by the request's deadline, and
+`ClientGone` when the client leaves while sending it; the door maps the first two to its own
+error JSON.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ class ClientGone(Exception):
 
 
 def _check_content_type(request: Request) -> None:
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        # Nothing here inflates a body: a compressed one would only be read as bytes that are
+        # not UTF-8, and inflating it could take it far past the byte limit.
+        raise InvalidRequest(
+            f"content-encoding {encoding[:40]!a} is not accepted; send the body uncompressed"
+        )
     declared = request.headers.get("content-type")
     if declared is None:
         return
