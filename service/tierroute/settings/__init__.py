@@ -15,23 +15,15 @@ from pathlib import Path
 from typing import Any, Self
 
 from tierroute.errors import ConfigError
-from tierroute.settings.parsing import Secret as Secret
-from tierroute.settings.parsing import build, merge, read_toml, section_types
+from tierroute.settings.parsing import Secret, build, merge, read_toml, section_types
 from tierroute.settings.sections import (
-    BUDGET_MODES as BUDGET_MODES,
-)
-from tierroute.settings.sections import (
-    BUDGET_WINDOWS as BUDGET_WINDOWS,
-)
-from tierroute.settings.sections import (
-    DEGRADE_ACTIONS as DEGRADE_ACTIONS,
-)
-from tierroute.settings.sections import (
-    EXT_PROC_FAILURE_MODES as EXT_PROC_FAILURE_MODES,
-)
-from tierroute.settings.sections import (
+    BUDGET_MODES,
+    BUDGET_WINDOWS,
+    DEGRADE_ACTIONS,
+    EXT_PROC_FAILURE_MODES,
     JUDGE_BILLING_MODES,
     ON_UNFAMILIAR_CHOICES,
+    QUERYLOG_WRITERS,
     AdaptConfig,
     AnthropicConfig,
     AuthConfig,
@@ -54,9 +46,39 @@ from tierroute.settings.sections import (
     TlsConfig,
     tenants_from_mapping,
 )
-from tierroute.settings.sections import (
-    QUERYLOG_WRITERS as QUERYLOG_WRITERS,
-)
+
+__all__ = [
+    "BUDGET_MODES",
+    "BUDGET_WINDOWS",
+    "DEGRADE_ACTIONS",
+    "EXT_PROC_FAILURE_MODES",
+    "JUDGE_BILLING_MODES",
+    "ON_UNFAMILIAR_CHOICES",
+    "QUERYLOG_WRITERS",
+    "AdaptConfig",
+    "AnthropicConfig",
+    "AuthConfig",
+    "BreakerConfig",
+    "CascadeConfig",
+    "ExtProcConfig",
+    "HeuristicConfig",
+    "HttpConfig",
+    "LimitsConfig",
+    "ProbeConfig",
+    "QueryLogConfig",
+    "ReplayConfig",
+    "RoutingConfig",
+    "Secret",
+    "ServerConfig",
+    "Settings",
+    "ShadowConfig",
+    "TelemetryConfig",
+    "TenancyConfig",
+    "TenantConfig",
+    "TierConfig",
+    "TlsConfig",
+    "tenants_from_mapping",
+]
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 _BUNDLED_CONFIG = _PACKAGE_DIR / "default_config.toml"
@@ -147,11 +169,7 @@ class Settings:
         names = self._validate_tiers()
         self._validate_probes(names)
         self._validate_choices()
-        if self.routing.reference_tier and self.routing.reference_tier not in names:
-            raise ConfigError(
-                f"routing.reference_tier {self.routing.reference_tier!r} is not a configured "
-                f"tier; configured: {list(names)}"
-            )
+        self._validate_reference_tier(names)
         for name in ("judge_sample_rate", "speculative_bound", "self_confidence_threshold"):
             if not 0.0 <= getattr(self.cascade, name) <= 1.0:
                 raise ConfigError(f"cascade.{name} must be within [0, 1]")
@@ -179,6 +197,14 @@ class Settings:
                     v = getattr(value, f.name)
                     if isinstance(v, int | float) and not isinstance(v, bool) and v < 0:
                         raise ConfigError(f"{section.name}.{f.name} must not be negative")
+
+    def _validate_reference_tier(self, names: Sequence[str]) -> None:
+        """ConfigError when routing.reference_tier names no configured tier."""
+        if self.routing.reference_tier and self.routing.reference_tier not in names:
+            raise ConfigError(
+                f"routing.reference_tier {self.routing.reference_tier!r} is not a configured "
+                f"tier; configured: {list(names)}"
+            )
 
     def _validate_adapt(self) -> None:
         """ConfigError when the server is to adapt its operating points with nothing to
