@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures import make_records, write_dataset
 from tests.helpers import make_settings, running_server
 from tierroute.errors import ConfigError
 from tierroute.model.bundle import THRESHOLDS_FILE
@@ -31,6 +32,22 @@ from tierroute.v1 import tierroute_pb2 as pb
 
 FOLDS = 3
 POINTS = ("parity", "q95", "third_cost")
+PROBE_MODEL = "gpt-4o-mini-2024-07-18"
+
+
+def probed(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`records` in which the agreement probe's replay model answers as the cheap tier does
+    (dev's records hold it too)."""
+    for record in records:
+        record["models"][PROBE_MODEL] = dict(record["models"][record["tiers"]["cheap"]])
+    return records
+
+
+@pytest.fixture(scope="module")
+def probed_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """300 fixture records with the probe's model beside the tiers'."""
+    path = tmp_path_factory.mktemp("probed") / "probed.jsonl.gz"
+    return write_dataset(path, probed(make_records(300, claude=True)))
 
 
 def _settings(environ: dict[str, str] | None = None) -> Settings:
@@ -38,12 +55,12 @@ def _settings(environ: dict[str, str] | None = None) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def served_dir(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def served_dir(probed_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A bundle as `make model` builds it (train, then calibrate the value policy)."""
     bundle = tmp_path_factory.mktemp("served") / "bundle"
-    train_bundle(small_data, bundle, TrainOptions(folds=FOLDS, progress=False))
+    train_bundle(probed_data, bundle, TrainOptions(folds=FOLDS, progress=False))
     calibrate(
-        small_data,
+        probed_data,
         bundle / THRESHOLDS_FILE,
         _settings(),
         None,
@@ -55,12 +72,12 @@ def served_dir(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 @pytest.fixture(scope="module")
 def served_report(
-    small_data: Path, served_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    probed_data: Path, served_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[dict[str, Any], Path]:
     """One as-served evaluation of the fixture, with the middle tier as the reference."""
     out = tmp_path_factory.mktemp("as-served")
     settings = _settings({"TIERROUTE_ROUTING_REFERENCE_TIER": "mid"})
-    report = evaluate_as_served(small_data, out, settings, Options(model_dir=served_dir))
+    report = evaluate_as_served(probed_data, out, settings, Options(model_dir=served_dir))
     return report, out
 
 
@@ -91,18 +108,18 @@ def test_the_figures_are_scored_as_served_by_the_bundle_version(
 
 
 async def test_each_record_is_answered_as_the_real_server_answers_it(
-    small_data: Path, served_dir: Path
+    probed_data: Path, served_dir: Path
 ) -> None:
     """The harness's as-served answer of a record starts, ends and costs as the server's
     Cascade RPC does with the same bundle and replayed answers."""
     settings = make_settings(
         {
             "TIERROUTE_MODEL_DIR": str(served_dir),
-            "TIERROUTE_REPLAY_DATA": str(small_data),
+            "TIERROUTE_REPLAY_DATA": str(probed_data),
             "TIERROUTE_REPLAY_TIME_SCALE": "0",
         }
     )
-    data = load_eval_data(small_data, limit=40)
+    data = load_eval_data(probed_data, limit=40)
     played = eval_settings(settings, data, "config")
     bundle = served_bundle(served_dir, played)
     strategies = served_strategies(played, bundle)
@@ -127,12 +144,12 @@ async def test_each_record_is_answered_as_the_real_server_answers_it(
 
 
 def test_each_slice_is_compared_with_top_mid_and_the_reference_tier(
-    served_report: tuple[dict[str, Any], Path], small_data: Path
+    served_report: tuple[dict[str, Any], Path], probed_data: Path
 ) -> None:
     """Per task, every strategy carries its figures against always-top, always-mid and the
     configured reference tier's baseline (here the middle tier)."""
     report, _ = served_report
-    tasks = {str(r["task"]) for r in iter_records(small_data)}
+    tasks = {str(r["task"]) for r in iter_records(probed_data)}
     assert report["reference_tier"] == {"tier": "mid", "baseline": "always_mid"}
     for entry in report["strategies"].values():
         assert set(entry["per_task"]) == tasks
@@ -175,12 +192,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def test_the_cli_prints_the_as_served_tables(
-    small_data: Path, served_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    probed_data: Path, served_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`tierroute eval --as-served` exits 0 and prints figures labelled as served."""
     args = _parser().parse_args(
         [
-            *("eval", "--as-served", "--data", str(small_data), "--limit", "60"),
+            *("eval", "--as-served", "--data", str(probed_data), "--limit", "60"),
             *("--out", str(tmp_path), "--model-dir", str(served_dir), "--quiet"),
         ]
     )
@@ -190,7 +207,7 @@ def test_the_cli_prints_the_as_served_tables(
     assert json.loads((tmp_path / REPORT_FILE).read_text())["n"] == 60
 
 
-def test_a_directory_without_a_bundle_is_a_clear_error(small_data: Path, tmp_path: Path) -> None:
+def test_a_directory_without_a_bundle_is_a_clear_error(probed_data: Path, tmp_path: Path) -> None:
     """--as-served on a directory holding no bundle names the directory."""
     with pytest.raises(ConfigError, match="needs a model bundle"):
-        evaluate_as_served(small_data, tmp_path, _settings(), Options(model_dir=tmp_path))
+        evaluate_as_served(probed_data, tmp_path, _settings(), Options(model_dir=tmp_path))

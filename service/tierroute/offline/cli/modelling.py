@@ -248,6 +248,9 @@ def _summary(report: dict[str, Any]) -> str:
             f"{goal.get('quality_diff_se') or 0:.4f}, cost "
             f"{goal['cost_ratio_vs_always_expensive']:.3f} x)"
         )
+    from tierroute.offline.evaluation.usable import check_lines
+
+    lines += check_lines(report)
     for name, g in report.get("goals", {}).items():
         low, high = g.get("quality_diff_ci95") or (float("nan"), float("nan"))
         lines.append(

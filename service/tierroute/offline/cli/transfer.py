@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tierroute.errors import ConfigError
 from tierroute.offline.cli.args import add_data_argument
@@ -158,7 +158,9 @@ def run_transfer(args: argparse.Namespace, settings: Settings, environ: Mapping[
     data = args.data or default_data_path(environ)
     quiet = ["--quiet"] if args.quiet else []
     common = ["--prices", args.prices, "--workers", str(args.workers), "--folds", str(args.folds)]
-    rows = []
+    rows: list[dict[str, Any]] = []
+    reference = reference_tier(settings)
+    document: dict[str, Any] = {}
     try:
         for part, rule in _parts(args, data):
             where = args.out / part.replace(" ", "_")
@@ -199,18 +201,15 @@ def run_transfer(args: argparse.Namespace, settings: Settings, environ: Mapping[
             )
             report = json.loads((where / "eval" / REPORT_FILE).read_text(encoding="utf-8"))
             rows.append(transfer_row(part, split, report))
+            # Written after every part, so a long run's finished parts can be read early.
+            document = transfer_document(
+                rows, source=data.name, prices=args.prices, reference={"tier": reference}
+            )
+            document["wall_time_s"] = round(time.perf_counter() - started, 1)
+            write_json(args.out / TRANSFER_FILE, document)
     except ConfigError as exc:
         print(f"tierroute transfer: error: {exc}", file=sys.stderr)
         return 2
-    reference = reference_tier(settings)
-    document = transfer_document(
-        rows,
-        source=data.name,
-        prices=args.prices,
-        reference={"tier": reference},
-    )
-    document["wall_time_s"] = round(time.perf_counter() - started, 1)
-    write_json(args.out / TRANSFER_FILE, document)
     print(transfer_markdown(document), file=sys.stderr)
     print(f"wrote {args.out / TRANSFER_FILE}", file=sys.stderr)
     return 0

@@ -52,6 +52,7 @@ from tierroute.offline.evaluation.summary import (
     strategy_metrics,
     write_json,
 )
+from tierroute.offline.evaluation.usable import check_lines
 from tierroute.settings import Settings
 
 SERVED = "served"
@@ -382,6 +383,7 @@ def served_markdown(report: Mapping[str, Any]) -> str:
             f"{task} {next(iter(strategies.values()))['per_task'][task]['n']}" for task in tasks
         )
     )
+    lines += check_lines(report)
     for point, g in report.get("goals", {}).items():
         low, high = g.get("quality_diff_ci95") or (float("nan"), float("nan"))
         ratio = g["quality_ratio_vs_always_expensive"]

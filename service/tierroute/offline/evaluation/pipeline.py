@@ -33,6 +33,7 @@ from tierroute.offline.evaluation import calibration as cal
 from tierroute.offline.evaluation import calibration_output, valuefit
 from tierroute.offline.evaluation.agreement import NAMES as AGREEMENT_ORDER
 from tierroute.offline.evaluation.agreement import agreement_strategies
+from tierroute.offline.evaluation.attainable import cross_fit_or_fallback, unattainable_points
 from tierroute.offline.evaluation.calibration_probe import ladder as probe_ladder
 from tierroute.offline.evaluation.calibration_probe import table_probe
 from tierroute.offline.evaluation.crossval import CrossValidation, cross_validate
@@ -70,6 +71,7 @@ from tierroute.offline.evaluation.summary import (
     write_json,
 )
 from tierroute.offline.evaluation.trio import trio_view
+from tierroute.offline.evaluation.usable import usable_view
 from tierroute.offline.training.calibrate import DEFAULT_MAX_COST_RATIO, Target
 from tierroute.offline.training.value_fit import solve_points, write_value_model
 from tierroute.settings import ProbeConfig, Settings
@@ -207,20 +209,20 @@ def in_view(
     trio: Sequence[str] | None,
     run: Callable[[Path, Options, Mapping[str, Any] | None], T],
 ) -> T:
-    """`run(path, options, extra)` on `data_path`, or with `trio` on the view of it in which
-    those recorded models play the tiers (`trio.trio_view`; `extra` then says which)."""
-    if trio is None:
-        return run(data_path, options, None)
-    with tempfile.TemporaryDirectory(prefix="tierroute-trio-") as tmp:
-        view, info = trio_view(data_path, trio, Path(tmp) / data_path.name)
-        # The view is written elsewhere: the recorded prices stay the data's prices.csv.
-        recorded = ladder_kind(options.prices) == "recorded"
-        prices = (
-            str(data_path.parent / PRICES_FILE)
-            if recorded and not options.prices.lower().endswith(".csv")
-            else options.prices
-        )
-        return run(view, dataclasses.replace(options, prices=prices), {"trio": info})
+    """`run(path, options, extra)` on the records of `data_path` it can answer and score
+    (`usable.usable_view`; `extra["records_check"]` counts the rest), with `trio` on the view
+    in which those recorded models play the tiers (`trio.trio_view`; `extra` says which)."""
+    with tempfile.TemporaryDirectory(prefix="tierroute-eval-") as tmp:
+        extra: dict[str, Any] = {}
+        if trio is not None:
+            source = data_path
+            data_path, extra["trio"] = trio_view(data_path, trio, Path(tmp) / data_path.name)
+            # The view is written elsewhere: the recorded prices stay the data's prices.csv.
+            recorded = ladder_kind(options.prices) == "recorded"
+            if recorded and not options.prices.lower().endswith(".csv"):
+                options = dataclasses.replace(options, prices=str(source.parent / PRICES_FILE))
+        data_path, extra["records_check"] = usable_view(data_path, Path(tmp) / "usable")
+        return run(data_path, options, extra)
 
 
 def _evaluate(
@@ -291,7 +293,10 @@ def _evaluate(
     outcomes = run(strategies)
     # The shipped strategy once more, the way CascadeStream answers: time to first token.
     streamed = run([strategies[-1]], stream=True)[SHIPPED]
-    fit = cal.cross_fit(inputs, folds, target, speculation_cost_share=share)
+    # A target this file cannot reach is reported, and the run goes on (attainable).
+    fit, unattainable = cross_fit_or_fallback(inputs, folds, target, DEFAULT_TARGET, share)
+    if value is not None:
+        unattainable += unattainable_points(inputs, points, share)
     tuned_list: list[Strategy] = []
     point_folds: dict[str, Any] = {}
     if value is not None:
@@ -376,6 +381,7 @@ def _evaluate(
                 "operating_points": point_folds,
             },
             **(extra or {}),
+            "unattainable": unattainable,
             "pricing": pricing_report(settings.tiers, options.prices, data),
             "curves": curves(inputs, names, value is not None),
             "seed": options.seed,
