@@ -2,7 +2,7 @@
 stops, either closing its chunked body properly but with no `message_stop`, or dropping the
 connection mid-body. Either way the committed answer is cut, so the caller gets an error
 (Anthropic's `error` event on the Messages door, UNAVAILABLE on CascadeStream), never a clean
-end. The upstream is a real HTTP server on loopback speaking the Messages API's events; the
+end; one that breaks before any of its text went out is retried like any failed call. The upstream is a real HTTP server on loopback speaking the Messages API's events; the
 real Anthropic SDK reads it inside tierroute and the real SDK and gRPC stub call tierroute."""
 
 from __future__ import annotations
@@ -28,6 +28,16 @@ PIECES = ("The answer ", "is ", "forty")
 
 def _event(name: str, data: dict[str, Any]) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def _closing() -> bytes:
+    out = _event("content_block_stop", {"type": "content_block_stop", "index": 0})
+    delta = {"stop_reason": "end_turn", "stop_sequence": None}
+    out += _event(
+        "message_delta",
+        {"type": "message_delta", "delta": delta, "usage": {"output_tokens": 3}},
+    )
+    return out + _event("message_stop", {"type": "message_stop"})
 
 
 def _opening() -> bytes:
@@ -56,10 +66,13 @@ def _opening() -> bytes:
 
 class CuttingUpstream:
     """A Messages API upstream that streams the first words of an answer, then stops:
-    `clean` ends the chunked body properly (no `message_stop`), else the connection drops."""
+    `clean` ends the chunked body properly (no `message_stop`), else the connection drops.
+    With `cut_before_text` it cuts its first answer before any text and streams every later
+    one whole."""
 
-    def __init__(self, *, clean: bool) -> None:
+    def __init__(self, *, clean: bool, cut_before_text: bool = False) -> None:
         self.clean = clean
+        self.cut_before_text = cut_before_text
         self.requests = 0
         self._server: asyncio.Server | None = None
 
@@ -88,16 +101,27 @@ class CuttingUpstream:
                 b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
             )
             body = _opening()
+            if self.cut_before_text and self.requests == 1:
+                body = body[: body.index(b"event: content_block_start")]
+            elif self.cut_before_text:
+                body += _closing()
+            whole = self.cut_before_text and self.requests > 1
             writer.write(f"{len(body):x}\r\n".encode() + body + b"\r\n")
-            if self.clean:
+            if self.clean or whole:
                 writer.write(b"0\r\n\r\n")
             await writer.drain()
         finally:
             writer.close()
 
 
-async def _serving(upstream: str) -> AsyncIterator[Running]:
-    settings = make_settings({"TIERROUTE_CASCADE_MAX_RETRIES_PER_TIER": "0"})
+async def _serving(upstream: str, retries: int = 0) -> AsyncIterator[Running]:
+    settings = make_settings(
+        {
+            "TIERROUTE_CASCADE_MAX_RETRIES_PER_TIER": str(retries),
+            "TIERROUTE_CASCADE_RETRY_BASE_DELAY_S": "0.01",
+            "TIERROUTE_CASCADE_RETRY_MAX_DELAY_S": "0.01",
+        }
+    )
     provider = AnthropicProvider(api_key="upstream-key", base_url=upstream)
     scorer = StaticScorer((0.95, 0.03, 0.02))
     async with running_server(settings, scorer=scorer, provider=provider, http=True) as s:
@@ -160,3 +184,32 @@ async def test_cascade_stream_ends_a_cut_answer_unavailable(
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "".join(e.text for e in seen if e.WhichOneof("event") == "text") == "".join(PIECES)
     assert not [e for e in seen if e.HasField("response")]
+
+
+@pytest.fixture(params=[True, False], ids=["ends-without-message_stop", "drops-the-connection"])
+async def retrying(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[tuple[Running, CuttingUpstream]]:
+    """tierroute, one retry per tier, before an upstream whose first answer breaks before any
+    of its text and whose next answers are whole."""
+    upstream = CuttingUpstream(clean=request.param, cut_before_text=True)
+    async with upstream as url:
+        async for running in _serving(url, retries=1):
+            yield running, upstream
+
+
+async def test_a_stream_broken_before_any_text_is_retried_as_a_failed_call(
+    retrying: tuple[Running, CuttingUpstream],
+) -> None:
+    """The top tier's answer broke before any of it was sent: nothing is committed, so the
+    call is retried and the caller reads one whole answer."""
+    running, upstream = retrying
+    request = pb.CascadeRequest(
+        query="What is six times seven?", start_tier="expensive", judge_mode=pb.JUDGE_MODE_NEVER
+    )
+    seen: list[pb.CascadeEvent] = []
+    await _read(running.stub.CascadeStream(request), seen)
+    response = seen[-1].response
+    assert response.answer == "".join(PIECES)
+    assert "".join(e.text for e in seen if e.WhichOneof("event") == "text") == response.answer
+    assert upstream.requests == 2
