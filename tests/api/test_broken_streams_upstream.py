@@ -2,8 +2,9 @@
 stops, either closing its chunked body properly but with no `message_stop`, or dropping the
 connection mid-body. Either way the committed answer is cut, so the caller gets an error
 (Anthropic's `error` event on the Messages door, UNAVAILABLE on CascadeStream), never a clean
-end; one that breaks before any of its text went out is retried like any failed call. The upstream is a real HTTP server on loopback speaking the Messages API's events; the
-real Anthropic SDK reads it inside tierroute and the real SDK and gRPC stub call tierroute."""
+end; one that breaks before any of its text went out is retried like any failed call. The
+upstream is a real HTTP server on loopback speaking the Messages API's events; the real
+Anthropic SDK reads it inside tierroute and the real SDK and gRPC stub call tierroute."""
 
 from __future__ import annotations
 
