@@ -69,11 +69,15 @@ class CuttingUpstream:
     """A Messages API upstream that streams the first words of an answer, then stops:
     `clean` ends the chunked body properly (no `message_stop`), else the connection drops.
     With `cut_before_text` it cuts its first answer before any text and streams every later
-    one whole."""
+    one whole; with `drop_after_stop` it streams each answer whole and then drops the
+    connection without ending the chunked body."""
 
-    def __init__(self, *, clean: bool, cut_before_text: bool = False) -> None:
+    def __init__(
+        self, *, clean: bool, cut_before_text: bool = False, drop_after_stop: bool = False
+    ) -> None:
         self.clean = clean
         self.cut_before_text = cut_before_text
+        self.drop_after_stop = drop_after_stop
         self.requests = 0
         self._server: asyncio.Server | None = None
 
@@ -104,7 +108,7 @@ class CuttingUpstream:
             body = _opening()
             if self.cut_before_text and self.requests == 1:
                 body = body[: body.index(b"event: content_block_start")]
-            elif self.cut_before_text:
+            elif self.cut_before_text or self.drop_after_stop:
                 body += _closing()
             whole = self.cut_before_text and self.requests > 1
             writer.write(f"{len(body):x}\r\n".encode() + body + b"\r\n")
@@ -214,3 +218,18 @@ async def test_a_stream_broken_before_any_text_is_retried_as_a_failed_call(
     assert response.answer == "".join(PIECES)
     assert "".join(e.text for e in seen if e.WhichOneof("event") == "text") == response.answer
     assert upstream.requests == 2
+
+
+async def test_a_connection_dropped_after_message_stop_loses_nothing() -> None:
+    """An answer that arrived whole (`message_stop`) is whole, even if the connection then
+    fails before the body's end: the caller reads it and its response, no error."""
+    upstream = CuttingUpstream(clean=False, drop_after_stop=True)
+    async with upstream as url:
+        async for running in _serving(url):
+            request = pb.CascadeRequest(
+                query="What is six times seven?", start_tier="cheap", judge_mode=pb.JUDGE_MODE_NEVER
+            )
+            seen: list[pb.CascadeEvent] = []
+            await _read(running.stub.CascadeStream(request), seen)
+    assert seen[-1].response.answer == "".join(PIECES)
+    assert upstream.requests == 1

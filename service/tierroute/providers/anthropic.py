@@ -235,15 +235,16 @@ class AnthropicProvider:
                 timeout=self._timeout(timeout_s),
                 extra_headers=dict(headers) if headers else None,
             ) as stream:
-                stopped = False
+                message = None
                 async for event in stream:
                     if event.type == "text":
                         yield TextDelta(event.text)
                     elif event.type == "message_stop":
-                        stopped = True
-                if not stopped:
+                        # The answer is whole: a connection that fails after it loses nothing.
+                        message = stream.current_message_snapshot
+                        break
+                if message is None:
                     raise ProviderConnectionError("the stream ended before message_stop")
-                message = await stream.get_final_message()
         except anthropic.AnthropicError as exc:
             error = translate_error(exc)
             logger.debug("streamed call to %s failed: %s", model, error)
