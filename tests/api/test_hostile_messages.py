@@ -148,6 +148,14 @@ MESSAGES_CASES = [
         statuses=CLEAN,
     ),
     Hostile("many short messages", _turns(*["x"] * 5_000), statuses=CLEAN),
+    # Streamed: a refusal comes before the stream begins, as an ordinary error.
+    Hostile("streamed, max_tokens past int32", _body(stream=True, max_tokens=2**31)),
+    Hostile("streamed, role a list", _body(stream=True, messages=[{"role": [], "content": "x"}])),
+    Hostile(
+        "streamed, a lone surrogate in a value",
+        _body(stream=True)[:-1] + b', "x": "\\ud800"}',
+    ),
+    Hostile("streamed, a valid body", _body(stream=True), statuses=CLEAN),
 ]
 
 
