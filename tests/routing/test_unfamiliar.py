@@ -239,3 +239,15 @@ async def test_python_client_reads_familiarity() -> None:
     assert r.features.familiarity is not None
     assert abs(r.features.familiarity - 0.05) < 1e-6
     assert r.reasons[0].code == "UNFAMILIAR_QUERY"
+
+
+async def test_a_cascade_that_checks_nothing_starts_on_the_reference_tier() -> None:
+    """JUDGE_MODE_NEVER on an unfamiliar query: nothing would check a cheap answer, so the
+    reference tier (mid here) answers, not the cheapest unchecked."""
+    provider = ScriptedProvider(answers={MID: [Reply.answer("Paris.")]})
+    env = {"TIERROUTE_ROUTING_REFERENCE_TIER": "mid"}
+    async with running_server(settings(**env), scorer=scorer(0.05), provider=provider) as s:
+        r = await s.stub.Cascade(cascade(judge_mode=pb.JUDGE_MODE_NEVER))
+    assert (r.route.tier.name, r.tier.name) == ("mid", "mid")
+    assert codes(r.route.reasons) == [pb.REASON_CODE_UNFAMILIAR_QUERY]
+    assert not provider.calls_to(CHEAP)

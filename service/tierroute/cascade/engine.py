@@ -226,7 +226,8 @@ class CascadeEngine:
             # `decide`, not `route`: this span is the request's one route span. The cascade
             # thresholds assume a judge may check the answer; a request that turns judging
             # off starts where Route would, with nothing behind the start tier.
-            decision = self._router.decide(query.route, for_cascade=query.judge_mode != "never")
+            never = query.judge_mode == "never"
+            decision = self._router.decide(query.route, for_cascade=not never, unchecked=never)
             if query.cheapest_only:
                 decision = self._cheapest(decision, query.route.tenant_id)
             else:

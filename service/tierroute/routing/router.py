@@ -295,7 +295,9 @@ class Router:
                 handling=self._settings.routing.on_unfamiliar,
             )
 
-    def decide(self, query: RouteQuery, *, for_cascade: bool = False) -> Decision:
+    def decide(
+        self, query: RouteQuery, *, for_cascade: bool = False, unchecked: bool = False
+    ) -> Decision:
         """Decide the tier for `query` without a span; InvalidRequest for a bad strategy or rule.
 
         `for_cascade` picks the tier a Cascade starts on: by the model's value policy when
@@ -304,6 +306,9 @@ class Router:
         knowing a judge and escalation follow), else the same thresholds as Route, whose
         callers get no judge behind the chosen tier. The classifier's probabilities are
         computed either way: they are the decision's scores and confidence.
+
+        `unchecked`: a Cascade that will check no answer (JUDGE_MODE_NEVER); an unfamiliar
+        query's `check` then starts on the reference tier, never on the cheapest unchecked.
         """
         start = time.perf_counter_ns()
         settings = self._settings
@@ -322,7 +327,9 @@ class Router:
         if strategy == "heuristic":
             pick = self._heuristic_pick(features)
         else:
-            pick = self._scored_pick(text, rule, query, for_cascade=for_cascade)
+            pick = self._scored_pick(
+                text, rule, query, for_cascade=for_cascade, unchecked=unchecked
+            )
         sticky = bool(query.session_id) and settings.routing.session_sticky
         if sticky and not (query.continues_tool_use and self._agent_loop(pick, query)):
             self._session_floor(pick, query)
@@ -366,7 +373,9 @@ class Router:
             rule="",
         )
 
-    def _scored_pick(self, text: str, rule: str, query: RouteQuery, *, for_cascade: bool) -> _Pick:
+    def _scored_pick(
+        self, text: str, rule: str, query: RouteQuery, *, for_cascade: bool, unchecked: bool
+    ) -> _Pick:
         scorer = self._scorer
         if scorer is None:
             raise InvalidRequest("the classifier strategy is not available: no model loaded")
@@ -401,6 +410,7 @@ class Router:
             and mode != "classifier"
             and rule != "published"
         ):
+            mode = "reference" if unchecked and mode == "check" else mode
             return self._unfamiliar(pick, mode, threshold, for_cascade=for_cascade)
         self._decide_scored(pick, scorer, text, query, planned, for_cascade=for_cascade)
         if threshold is not None:
