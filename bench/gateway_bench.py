@@ -645,6 +645,8 @@ def main() -> int:
     if args.ttft_child:
         _ttft_child(args.ttft_child, args.ttft_body.encode(), args.ttft_requests)
         return 0
+    # SIGTERM unwinds like an error, so nginx and the gateway started so far are stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     result = run(args)
     if args.json:
         print_result(result, as_json=True)
