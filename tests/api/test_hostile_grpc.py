@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import pytest
+import pytest_asyncio
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from grpc import aio
@@ -35,6 +35,7 @@ UNARY = {
     "Feedback": pb.FeedbackRequest,
     "ReloadModel": pb.ReloadModelRequest,
 }
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 CLEAN = {
     grpc.StatusCode.INVALID_ARGUMENT,
     grpc.StatusCode.NOT_FOUND,
@@ -43,9 +44,11 @@ CLEAN = {
 }
 
 
-@pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[Running]:
-    """Tokens on (one admin token, which may also call as any tenant); the query log on."""
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running]:
+    """One server for the module: tokens on (one admin token, which may also call as any
+    tenant); the query log on."""
+    tmp_path = tmp_path_factory.mktemp("hostile-grpc")
     tokens = tmp_path / "tokens.json"
     tokens.write_text(json.dumps({"tenants": {}, "admin": [hash_token(ADMIN)]}))
     settings = make_settings(
