@@ -252,6 +252,8 @@ class Figures:
     cost_per_query_usd: float
     tier_mix: Mapping[str, float]
     per_task: Mapping[str, Any]
+    # How the bundle answered: as served by Route (one call) or by the Cascade.
+    served_as: str = "route"
 
     def as_dict(self) -> dict[str, Any]:
         """For the retrain report."""
@@ -261,19 +263,26 @@ class Figures:
             "cost_per_query_usd": self.cost_per_query_usd,
             "tier_mix": dict(self.tier_mix),
             "per_task": dict(self.per_task),
+            "served_as": self.served_as,
         }
 
 
 def evaluate_bundles(
-    settings: Settings, data_path: Path, held_out_ids: set[str], bundles: Mapping[str, Path]
+    settings: Settings,
+    data_path: Path,
+    held_out_ids: set[str],
+    bundles: Mapping[str, Path],
+    *,
+    cascade: bool = False,
 ) -> dict[str, Figures]:
-    """Route the held-out records of `data_path` with each bundle and score them.
+    """Answer the held-out records of `data_path` with each bundle as served, and score them.
 
-    Runs the offline evaluation harness: classifier strategy with each bundle's calibrated
-    thresholds, one call to the chosen tier (no judge, no speculation), over the replay
-    backend, scored against the recorded outcomes.
+    Each bundle is loaded as a server loads it (`model.load_model`, priced by the evaluated
+    tiers) and answers through the evaluation harness over the replay backend: by Route (the
+    classifier's calibrated tier, one call, no judge) or, with `cascade`, by the Cascade at
+    the bundle's default operating point with its calibrated cascade settings, as a server's
+    Cascade answers a request without options. Scored against the recorded outcomes.
     """
-    from tierroute.model import RouterModel
     from tierroute.offline.evaluation.eval_data import load_eval_data, load_store
     from tierroute.offline.evaluation.harness import RunPlan, Strategy, run_strategies
     from tierroute.offline.evaluation.scoring import GroundTruth
@@ -286,21 +295,27 @@ def evaluate_bundles(
         raise ConfigError("the held-out split is empty: use a larger --holdout or more data")
     data = dataclasses.replace(data, records=held)
     run_settings = eval_settings(settings, data)
-    n_tiers = len(run_settings.tiers)
     strategies = []
     versions = {}
     for name, bundle in bundles.items():
-        model = RouterModel.load(bundle, n_tiers)
-        versions[name] = model.version
-        plan = RunPlan(
-            run_settings,
-            scorer=model,
-            route_strategy="classifier",
-            rule="calibrated",
-            judge_mode="never",
-            speculation="off",
-        )
-        strategies.append(Strategy(name, f"classifier routing with {model.version}", (plan,)))
+        versions[name] = bundle_version(bundle)
+        if cascade:
+            plan = RunPlan(
+                run_settings,
+                route_strategy=settings.routing.default_strategy,
+                rule=settings.routing.default_rule,
+                bundle_dir=bundle,
+            )
+        else:
+            plan = RunPlan(
+                run_settings,
+                route_strategy="classifier",
+                rule="calibrated",
+                judge_mode="never",
+                speculation="off",
+                bundle_dir=bundle,
+            )
+        strategies.append(Strategy(name, f"{versions[name]} as served", (plan,)))
     outcomes = run_strategies(data, strategies, workers=1, store=load_store(data_path))
     truth = GroundTruth.load(data_path)
     tier_names = [t.name for t in run_settings.tiers]
@@ -313,8 +328,18 @@ def evaluate_bundles(
             float(metrics["cost_per_query_usd"]),
             metrics["tier_mix"],
             metrics["per_task"],
+            "cascade" if cascade else "route",
         )
     return figures
+
+
+def serves_cascade(bundle: Path) -> bool:
+    """Whether `bundle` ships a Cascade calibration (its thresholds' `cascade` section)."""
+    try:
+        document = json.loads((bundle / THRESHOLDS_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(document, dict) and isinstance(document.get("cascade"), Mapping)
 
 
 @dataclass(frozen=True)
@@ -541,7 +566,31 @@ def retrain(
                 f"{served_version} was trained on {data_path.name} including the held-out "
                 "rows; compared against its recipe refitted on the training split"
             )
-        figures = evaluate_bundles(settings, data_path, {str(r.get("id")) for r in held}, bundles)
+        # As served: when the served bundle ships a Cascade calibration, the candidate (and
+        # a refitted baseline) get the same one before the gate, and every bundle answers
+        # the held-out records the way a server's Cascade would.
+        cascade = serves_cascade(current_dir)
+        if cascade:
+            for name in ("candidate", "baseline"):
+                if name in bundles:
+                    try:
+                        note = calibrate_cascade(
+                            settings,
+                            train,
+                            candidate_dir=bundles[name],
+                            current_dir=current_dir,
+                            work=work,
+                            options=options,
+                        )
+                    except ConfigError as exc:
+                        raise ConfigError(
+                            f"the {name}'s Cascade cannot be calibrated like the served "
+                            f"bundle's, so it cannot be compared as served: {exc}"
+                        ) from exc
+                    notes.append(f"{name}: {note}")
+        figures = evaluate_bundles(
+            settings, data_path, {str(r.get("id")) for r in held}, bundles, cascade=cascade
+        )
         decision = gate(
             figures["candidate"],
             figures["baseline" if in_sample else "current"],
@@ -558,6 +607,7 @@ def retrain(
             work=work,
             options=options,
             notes=notes,
+            calibrated=cascade,
         )
     logger.info(
         "retrain: candidate %s %s (current %s)",
@@ -589,14 +639,20 @@ def promote_if_passed(
     options: RetrainOptions,
     notes: list[str],
     source: str = "tierroute retrain",
+    calibrated: bool = False,
 ) -> bool:
-    """Promote a candidate the gate passed, its Cascade calibrated like the served bundle's;
-    whether it was promoted (never on a dry run). Appends what happened to `notes`."""
+    """Promote a candidate the gate passed, its Cascade calibrated like the served bundle's
+    (unless `calibrated`: it was before the gate); whether it was promoted (never on a dry
+    run). Appends what happened to `notes`."""
     if not decision.promote:
         return False
     if options.dry_run:
         notes.append("dry run: the candidate would have been promoted")
         return False
+    if calibrated:
+        version = registry.add(candidate_dir)
+        registry.promote(version, note=f"{source}: " + "; ".join(decision.reasons()))
+        return True
     try:
         cascade_note = calibrate_cascade(
             settings,
