@@ -10,9 +10,9 @@ no string holds half of a UTF-16 surrogate pair (`"\\ud800"` alone decodes in Py
 cannot be encoded again). JSON carried as a string inside a request (a tool call's
 `arguments`, a gRPC `input_json`) is decoded by `decode_embedded` within the same bounds.
 Every refusal is one exception, `InvalidRequest`, whose message says what is wrong without
-quoting the body; each door maps it to its own error shape (a
-400 in Anthropic's or OpenAI's error JSON, INVALID_ARGUMENT). The byte limit is the
-door's: it knows its setting and how the bytes arrive (`api.http.body`).
+quoting the body; each door maps it to its own error shape (a 400 in Anthropic's or OpenAI's
+error JSON, INVALID_ARGUMENT). The byte limit is the door's: it knows its setting and how the
+bytes arrive (`api.http.body`).
 """
 
 from __future__ import annotations
