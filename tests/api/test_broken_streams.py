@@ -69,8 +69,7 @@ def _texts(events: list[pb.CascadeEvent]) -> list[str]:
 
 
 async def test_cascade_stream_broken_before_its_commit_point_escalates(served: Running) -> None:
-    """A judged (held) answer whose stream breaks is a failed call: the next tier answers, and
-    the caller's stream holds only that answer, with no retract and no error."""
+    """A held answer's broken stream escalates: one clean answer, no retract, no error."""
     request = pb.CascadeRequest(query=QUESTION, judge_mode=pb.JUDGE_MODE_ALWAYS)
     events = [e async for e in served.stub.CascadeStream(request, metadata=BREAK_CHEAP)]
     response = events[-1].response
@@ -83,8 +82,7 @@ async def test_cascade_stream_broken_before_its_commit_point_escalates(served: R
 async def test_cascade_stream_broken_after_its_commit_point_ends_with_a_status(
     served: Running,
 ) -> None:
-    """Committed text that breaks off ends the call UNAVAILABLE, after a strict prefix of the
-    answer and without the response event that marks a whole answer."""
+    """Cut committed text ends UNAVAILABLE after a strict prefix, with no response event."""
     request = pb.CascadeRequest(query=QUESTION, judge_mode=pb.JUDGE_MODE_NEVER)
     call = served.stub.CascadeStream(request, metadata=BREAK_CHEAP)
     events: list[pb.CascadeEvent] = []
@@ -105,8 +103,7 @@ async def test_cascade_stream_broken_after_its_commit_point_ends_with_a_status(
 async def test_messages_stream_broken_before_its_commit_point_escalates(
     sdk: anthropic.AsyncAnthropic,
 ) -> None:
-    """Nothing is sent before the commit point, so a held answer's broken stream escalates
-    and the SDK reads one clean Message from the next tier."""
+    """A held answer's broken stream escalates: the SDK reads one clean Message from mid."""
     async with sdk.messages.stream(
         model="tierroute",
         max_tokens=256,
@@ -122,8 +119,7 @@ async def test_messages_stream_broken_before_its_commit_point_escalates(
 async def test_messages_stream_broken_after_its_commit_point_ends_with_an_error_event(
     sdk: anthropic.AsyncAnthropic,
 ) -> None:
-    """A committed answer cut mid-stream ends with Anthropic's `error` event: the SDK raises,
-    and neither `message_delta` nor `message_stop` ever came."""
+    """A cut committed answer ends with the error event, no message_delta or message_stop."""
     stream = await sdk.messages.create(
         model=CHEAP,
         max_tokens=256,

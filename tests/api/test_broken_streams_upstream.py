@@ -150,8 +150,7 @@ async def _read(stream: Any, seen: list[Any]) -> None:
 async def test_the_messages_door_ends_a_cut_answer_with_an_error_event(
     served: tuple[Running, CuttingUpstream],
 ) -> None:
-    """The caller gets the words that came, then the SDK raises on the `error` event; no
-    `message_stop` makes the cut answer look whole."""
+    """The words that came, then the error event the SDK raises on; no message_stop."""
     running, upstream = served
     client = anthropic.AsyncAnthropic(base_url=running.http_url, api_key="any", max_retries=0)
     seen: list[Any] = []
@@ -206,8 +205,7 @@ async def retrying(
 async def test_a_stream_broken_before_any_text_is_retried_as_a_failed_call(
     retrying: tuple[Running, CuttingUpstream],
 ) -> None:
-    """The top tier's answer broke before any of it was sent: nothing is committed, so the
-    call is retried and the caller reads one whole answer."""
+    """A top-tier answer broken before any text is retried; the caller reads one whole answer."""
     running, upstream = retrying
     request = pb.CascadeRequest(
         query="What is six times seven?", start_tier="expensive", judge_mode=pb.JUDGE_MODE_NEVER
@@ -221,8 +219,7 @@ async def test_a_stream_broken_before_any_text_is_retried_as_a_failed_call(
 
 
 async def test_a_connection_dropped_after_message_stop_loses_nothing() -> None:
-    """An answer that arrived whole (`message_stop`) is whole, even if the connection then
-    fails before the body's end: the caller reads it and its response, no error."""
+    """A connection dropped after message_stop loses nothing: the whole answer, no error."""
     upstream = CuttingUpstream(clean=False, drop_after_stop=True)
     async with upstream as url:
         async for running in _serving(url):

@@ -76,8 +76,7 @@ def test_the_set_covers_the_body_cases() -> None:
 async def test_failing_closed_a_hostile_body_is_a_400_and_never_goes_upstream(
     closed: aio.Channel, case: Hostile, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A body the decoder refuses is answered 400 invalid_request_error by Envoy; the
-    upstream is never called and no traceback is logged."""
+    """Failing closed, a refused body is Envoy's 400 invalid_request_error; no upstream call."""
     upstream = Upstream()
     seen = await ExtProcFilter(closed).request("POST", "/v1/messages", upstream, body=case.body)
     assert seen.status == 400

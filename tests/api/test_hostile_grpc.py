@@ -132,8 +132,7 @@ async def test_a_truncated_request_is_invalid_argument(
 async def test_an_ext_proc_message_that_is_not_utf8_is_invalid_argument(
     served: Running, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Envoy's external processor refuses a stream message whose header name is not UTF-8
-    with INVALID_ARGUMENT (gRPC alone would end it UNKNOWN with a traceback)."""
+    """Envoy's Process refuses a message whose header name is not UTF-8: INVALID_ARGUMENT."""
     header = base_pb2.HeaderValue(key="hostile-key", value="v")
     request = ep.ProcessingRequest(
         request_headers=ep.HttpHeaders(headers=base_pb2.HeaderMap(headers=[header]))
@@ -229,8 +228,7 @@ DEEP = "[" * 10_000 + "]" * 10_000
 async def test_json_nested_10000_deep_in_a_string_field_is_invalid_argument(
     served: Running, request_: pb.CascadeRequest, field: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """JSON carried in a string field is decoded within the body's bounds: INVALID_ARGUMENT
-    naming the field, not a RecursionError."""
+    """JSON nested past the bound inside a string field is INVALID_ARGUMENT naming the field."""
     code, details = await _code(served.stub.Cascade(request_, metadata=METADATA))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert field in details

@@ -56,8 +56,7 @@ async def _post(port: int, head: dict[str, str], body: bytes) -> tuple[int, byte
 async def test_a_body_not_sent_by_the_deadline_is_a_504_and_frees_its_slot(
     served: Running, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Half a body and then silence ends at the announced deadline with Anthropic's
-    timeout_error, and the next request gets the one in-flight slot."""
+    """Half a body then silence is a 504 timeout_error at the deadline; its slot is freed."""
     port = served.server.http_port
     assert port
     head = {
