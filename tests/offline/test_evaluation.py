@@ -475,7 +475,8 @@ def test_calibrate_lists_every_fixed_setting_overall_and_per_task(
     reviewed; always-top is the unit of cost.
     """
     settings = calibrated[2]["calibration"]["settings"]
-    assert len(settings) == len(cal.COLUMNS)
+    # The fixture holds no probe answers: no agreement columns.
+    assert len(settings) == len(cal.COLUMNS) - len(cal.AGREEMENT_COLUMNS)
     top = settings["expensive:plain:serial"]
     assert top["cost_ratio_vs_always_expensive"] == 1.0
     assert top["judge_cost_ratio_vs_always_expensive"] == 0.0

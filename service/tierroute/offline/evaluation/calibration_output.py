@@ -59,7 +59,8 @@ def settings_table(
             **entry(everything, column),
             "per_task": {task: entry(tasks == task, column) for task in sorted(set(tasks))},
         }
-        for column in range(len(COLUMNS))
+        # The agreement columns exist only when calibration had a probe (calibration_probe).
+        for column in range(t.quality.shape[1])
     }
 
 
@@ -190,7 +191,9 @@ def thresholds_document(
                 "speculation_cost_share": speculation_cost_share,
                 "tables": "every record answered by the cascade engine over the in-process "
                 f"replay backend under the {len(COLUMNS)} fixed settings (start tier x judge "
-                "mode x speculative); a configuration selects one per record",
+                "mode x speculative, and the two agreement checks with the probe when one is "
+                "configured and the data holds its answers); a configuration selects one per "
+                "record",
             },
         },
         "data": {"file": data.path.name, "sha256": data.sha256, "records": len(data.records)},
