@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ PINNED_MODEL = "claude-haiku-4-5"
 LITELLM_STREAM_MODEL = "claude-haiku-4-5-sse"
 QUESTION = "What is the capital of France?"
 API_KEY = "bench-key"
+MESSAGES = "/v1/messages"
 MESSAGE = {
     "id": "msg_bench",
     "type": "message",
@@ -389,13 +391,13 @@ class Load:
 
 
 def wrk(url: str, body: bytes, clients: int, seconds: float, scratch: Path) -> Load:
-    """wrk on the load core: `clients` kept-alive connections for `seconds`."""
+    """wrk on the load core: `clients` kept-alive connections posting to `url` for `seconds`."""
     script = scratch / "wrk.lua"
     headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in HEADERS.items())
     script.write_text(_WRK_SCRIPT.format(body=body.decode(), headers=headers))
     done = subprocess.run(
         ["taskset", "-c", LOAD_CORE, "wrk", "-t", "1", "-c", str(clients), "-d",
-         f"{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(script), f"{url}/v1/messages"],
+         f"{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(script), url],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     summary = json.loads(done.stdout.strip().splitlines()[-1])
@@ -411,11 +413,11 @@ def wrk(url: str, body: bytes, clients: int, seconds: float, scratch: Path) -> L
 
 def _warm(url: str, body: bytes, requests: int) -> None:
     """Sequential requests before any measure: the first ones pay lazy imports and caches."""
-    host, port = url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=120)
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=120)
     try:
         for _ in range(requests):
-            conn.request("POST", "/v1/messages", body, HEADERS)
+            conn.request("POST", parts.path, body, HEADERS)
             response = conn.getresponse()
             text = response.read()
             if response.status != 200:
@@ -481,7 +483,8 @@ class Plan:
     upstream: Upstream
 
     def measure(self, url: str, body: bytes, proc: subprocess.Popen[Any] | None) -> Row:
-        """Sequential, then 16 and 64 clients; the CPU of `proc`'s tree at 16 clients."""
+        """Posting to `url`: sequential, then 16 and 64 clients; the CPU of `proc`'s tree
+        at 16 clients."""
         _warm(url, body, 200)
         before = self.upstream.requests()
         seq = wrk(url, body, 1, self.seconds, self.scratch)
@@ -557,14 +560,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         upstream = Upstream(scratch)
         try:
             plan = Plan(args.seconds, scratch, upstream)
-            rows["direct"] = plan.measure(upstream.url, _body(PINNED_MODEL), None)
+            rows["direct"] = plan.measure(f"{upstream.url}{MESSAGES}", _body(PINNED_MODEL), None)
             rows["direct"].ttft_us = ttft(
                 upstream.stream_url, _body(PINNED_MODEL, stream=True), args.ttft_requests
             )
 
             def tierroute_work(gateway: Gateway) -> None:
-                pinned = plan.measure(gateway.url, _body(PINNED_MODEL), gateway.proc)
-                routed = plan.measure(gateway.url, _body("tierroute"), gateway.proc)
+                url = f"{gateway.url}{MESSAGES}"
+                pinned = plan.measure(url, _body(PINNED_MODEL), gateway.proc)
+                routed = plan.measure(url, _body("tierroute"), gateway.proc)
                 pinned.peak_rss_mib = routed.peak_rss_mib = _peak_rss_mib(gateway.proc.pid)
                 rows["tierroute pinned"], rows["tierroute routed"] = pinned, routed
 
@@ -584,12 +588,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if not args.skip_litellm:
 
                 def litellm_work(gateway: Gateway) -> None:
-                    row = plan.measure(gateway.url, _body(PINNED_MODEL), gateway.proc)
+                    body = _body(PINNED_MODEL)
+                    row = plan.measure(f"{gateway.url}{MESSAGES}", body, gateway.proc)
                     row.ttft_us = ttft(
                         gateway.url, _body(LITELLM_STREAM_MODEL, stream=True), args.ttft_requests
                     )
-                    row.peak_rss_mib = _peak_rss_mib(gateway.proc.pid)
-                    rows["litellm"] = row
+                    # Its OpenAI-format door on the same upstream call (the same body parses
+                    # as a chat completion), for comparison with its Messages API door.
+                    chat = plan.measure(f"{gateway.url}/v1/chat/completions", body, gateway.proc)
+                    row.peak_rss_mib = chat.peak_rss_mib = _peak_rss_mib(gateway.proc.pid)
+                    rows["litellm"], rows["litellm chat completions"] = row, chat
 
                 _with(lambda: start_litellm(scratch, upstream), litellm_work)
         finally:
