@@ -557,6 +557,19 @@ def test_calibrate_keeps_the_route_thresholds_from_training(
     assert thresholds["cascade"]["target"] == calibrated[0].as_dict()
 
 
+def test_calibrate_keeps_the_familiarity_threshold_from_training(
+    calibrated: tuple[cal.CalibrationTarget, Path, dict[str, Any], dict[str, Any]],
+    trained_thresholds: dict[str, Any],
+) -> None:
+    """Calibrating rewrites thresholds.json but keeps training's familiarity section, which
+    the served bundle reads."""
+    target, bundle, thresholds, _ = calibrated
+    del target
+    assert thresholds["familiarity"] == trained_thresholds["familiarity"]
+    model = RouterModel.load(bundle, 3)
+    assert model.familiarity_threshold == trained_thresholds["familiarity"]["threshold"]
+
+
 def test_calibrate_meets_a_cost_budget_on_the_rows_it_searched(
     calibrated: tuple[cal.CalibrationTarget, Path, dict[str, Any], dict[str, Any]],
 ) -> None:
