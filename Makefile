@@ -10,7 +10,7 @@ DATA ?= $(or $(TIERROUTE_DATA),../shared/data/dev.jsonl.gz)
 HOST ?= 127.0.0.1
 PORT ?= 50051
 
-.PHONY: venv install protos protos-check run test node-test check fmt model bench eval clean image-test own-traffic-curve transfer bench-gateway adapt-bench
+.PHONY: venv install protos protos-check run test node-test check fmt model bench eval clean image-test own-traffic-curve own-traffic-served transfer bench-gateway adapt-bench
 
 # The server and the client install in one resolver run: the client's grpcio and protobuf
 # ranges meet the root's pins, and neither install has to come first.
@@ -165,6 +165,11 @@ transfer: $(STAMP)
 # The own-traffic learning curve (docs/own-traffic.md): labels from the replay judge only.
 own-traffic-curve: $(STAMP)
 	$(BIN)/python bench/own_traffic_curve.py --data $(DATA)
+
+# Own-traffic labels as served (docs/own-traffic.md): 1,500 self-labelled questions per label
+# method, make model's train and calibrate, eval --as-served on held-out dev.
+own-traffic-served: $(STAMP)
+	$(BIN)/python bench/own_traffic_served.py --data $(DATA)
 
 bench: $(STAMP)
 	$(BIN)/python bench/route_bench.py

@@ -97,7 +97,10 @@ def main() -> int:  # noqa: PLR0915 - one linear experiment
     parser.add_argument("--sizes", default="250,500,1000,1500,2000")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument(
-        "--method", choices=("consensus", "judge"), default="consensus", help="label --method"
+        "--method",
+        choices=("consensus", "majority", "judge"),
+        default="consensus",
+        help="label --method",
     )
     parser.add_argument("--work", type=Path, default=None, help="keep files here")
     parser.add_argument(

@@ -338,3 +338,31 @@ async def test_prose_answers_go_to_a_judge_billed_for_its_working_never_their_ow
             )
             / 1e6
         )
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [
+        ("consensus", {"cheap": "fail", "mid": "fail", "expensive": "pass"}),
+        ("majority", {"cheap": "fail", "mid": "fail", "expensive": "fail"}),
+    ],
+)
+async def test_a_split_vote_goes_to_the_reference_or_to_no_answer(
+    tmp_path: Path, method: str, expected: dict[str, str]
+) -> None:
+    """Every answer differs: consensus lets the reference tier's answer decide, majority none."""
+    record = copy.deepcopy(RECORDS[0])
+    for number, key in enumerate(record["tiers"].values(), start=41):
+        outcome = record["models"][key]
+        outcome.update(pred=str(number), response=f'Worked out. {{"answer": "{number}"}}')
+    data = write_dataset(tmp_path / "split.jsonl.gz", [record])
+    settings = make_settings(
+        {"TIERROUTE_REPLAY_DATA": str(data), "TIERROUTE_REPLAY_TIME_SCALE": "0"}
+    )
+    url = f"sqlite:///{tmp_path / 'log.sqlite3'}"
+    log = team_log(tmp_path / "one.jsonl", [{"query": record["prompt"]}])
+    await cli(settings, "import", "--db", url, str(log), "--quiet")
+    await cli(settings, "label", "--db", url, "--sample", "1", "--method", method, "--quiet")
+    _, _, labels = await stored(url)
+    assert {lab.tier: lab.verdict for lab in labels if lab.tier in expected} == expected
+    assert all(lab.judge_tier == "consensus" for lab in labels if lab.tier in expected)

@@ -13,6 +13,8 @@ Two methods (`LabelMethod`):
   answer goes to a judge call with the production judge prompt, and no answer is judged by
   its own tier: the reference tier judges the others, and the tier below it judges the
   reference tier's answer.
+- `majority`: `consensus`, except that a split vote confirms no answer (every answer fails),
+  so no tier ever grades itself.
 - `judge`: the reference tier judges every answer, its own included (the self-graded labels
   of REFERENCE.md section 8, kept for comparison).
 
@@ -42,8 +44,8 @@ from tierroute.settings import ProbeConfig, Settings, TierConfig
 
 logger = logging.getLogger(__name__)
 
-LabelMethod = Literal["consensus", "judge"]
-LABEL_METHODS: tuple[LabelMethod, ...] = ("consensus", "judge")
+LabelMethod = Literal["consensus", "majority", "judge"]
+LABEL_METHODS: tuple[LabelMethod, ...] = ("consensus", "majority", "judge")
 # The judge columns of a label decided by the answers' consensus (no judge call).
 CONSENSUS_JUDGE = "consensus"
 # Worst-case input tokens are the estimate times this: tokenizers differ (REFERENCE.md).
@@ -162,9 +164,7 @@ class Labeller:
         self._settings = settings
         self.method: LabelMethod = method
         self.judge = reference_tier(settings, reference)
-        self.probe: ProbeConfig | None = (
-            settings.agreement_probe() if method == "consensus" else None
-        )
+        self.probe: ProbeConfig | None = settings.agreement_probe() if method != "judge" else None
         self.max_output_tokens = max_output_tokens
         self._rng = rng or random.Random()
 
@@ -213,7 +213,7 @@ class Labeller:
             out.paid_usd += answer.cost_usd
         everyone = {name: lab.answer_text or "" for name, lab in known.items()}
         everyone.update({a.tier.name: a.text for a in fresh})
-        reference = self._consensus(everyone) if self.method == "consensus" else None
+        reference = self._consensus(everyone) if self.method != "judge" else None
         for answer in fresh:
             if reference is not None:
                 verdict = _consensus_verdict(answer.text, *reference)
@@ -225,9 +225,10 @@ class Labeller:
             out.labels.append(_label(request_id, answer, verdict))
         return out
 
-    def _consensus(self, texts: Mapping[str, str]) -> tuple[str, str] | None:
+    def _consensus(self, texts: Mapping[str, str]) -> tuple[str | None, str] | None:
         """(the reference final answer, how it was reached), or None when fewer than two
-        answers state a final answer."""
+        answers state a final answer; the reference is None when a split vote under
+        `majority` confirms no answer."""
         stated = {name: final_answer(t) for name, t in texts.items()}
         stated = {name: a for name, a in stated.items() if a}
         if len(stated) < 2:
@@ -236,6 +237,8 @@ class Labeller:
         top, count = ranked[0]
         if count >= 2 and (len(ranked) == 1 or ranked[1][1] < count):
             return top, f"{count} of {len(stated)} answers state it"
+        if self.method == "majority":
+            return None, f"split vote ({len(stated)} answers): no answer is confirmed"
         own = stated.get(self.judge.name)
         if own is None:
             return None
@@ -279,7 +282,9 @@ class Labeller:
         )
 
 
-def _consensus_verdict(text: str, reference: str, how: str) -> _Verdict:
+def _consensus_verdict(text: str, reference: str | None, how: str) -> _Verdict:
+    if reference is None:
+        return _Verdict("fail", (how,))
     stated = final_answer(text)
     if stated == reference:
         return _Verdict("pass", (f"states the reference answer: {how}",))

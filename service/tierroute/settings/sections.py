@@ -365,7 +365,7 @@ class ShadowConfig:
     label_rate: float = 0.0
     # The most live labelling may spend per serving process (USD); needed with label_rate.
     label_budget_usd: float = 0.0
-    # "consensus" or "judge" (`tierroute label --method`).
+    # "consensus", "majority" or "judge" (`tierroute label --method`).
     label_method: str = "consensus"
     # Sampled calls waiting to be labelled; beyond it a familiar one is dropped.
     label_max_pending: int = 16
@@ -375,8 +375,8 @@ class ShadowConfig:
             raise ConfigError("shadow.label_rate must be within [0, 1]")
         if self.label_budget_usd < 0 or (self.label_rate > 0 and self.label_budget_usd <= 0):
             raise ConfigError("shadow.label_budget_usd must be positive when label_rate is on")
-        if self.label_method not in ("consensus", "judge"):
-            raise ConfigError("shadow.label_method must be consensus or judge")
+        if self.label_method not in ("consensus", "majority", "judge"):
+            raise ConfigError("shadow.label_method must be consensus, majority or judge")
         if self.label_max_pending < 1:
             raise ConfigError("shadow.label_max_pending must be at least 1")
 

@@ -125,10 +125,11 @@ def add_label_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--method",
-        choices=("consensus", "judge"),
+        choices=("consensus", "majority", "judge"),
         default="consensus",
         help="consensus (default): the tiers' and the probe's final answers decide, a judge "
-        "only where answers state none, no tier judging its own answer; judge: the "
+        "only where answers state none, no tier judging its own answer (a split vote goes "
+        "to the reference tier's answer; majority: to no answer); judge: the "
         "reference tier judges every answer, its own included",
     )
     parser.add_argument(
