@@ -13,7 +13,8 @@ core 0, nginx and the load on core 1 (`taskset`), each gateway with one worker:
 - `tierroute routed`: the same server, `model: "tierroute"` (the classifier's routing plus
   the Cascade's first call; judging and speculation off so that it is one call);
 - `litellm`: LiteLLM's proxy at a pinned version in a virtualenv of its own, made here on
-  the first run (`.venv/litellm-<version>`), its `/v1/messages` on the same upstream.
+  the first run (`.venv/litellm-<version>`), its `/v1/messages` on the same upstream, and
+  its `/v1/chat/completions` with the same body (`litellm chat completions`).
 
 Per gateway: sequential latency (one client, kept-alive) and what it adds over direct;
 requests per second at 16 and 64 clients with p50 and p99; CPU per request of the gateway's
