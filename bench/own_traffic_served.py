@@ -1,7 +1,7 @@
 """Own-traffic labels, measured as served: a router trained and calibrated only on 1,500
 self-labelled questions, served as-is on fresh questions it was not fitted to.
 
-    .venv/bin/python bench/own_traffic_served.py [--sample 1500] [--methods consensus,judge]
+    .venv/bin/python bench/own_traffic_served.py [--sample 1500] [--methods M1,M2] [--work DIR]
 
 All through the `tierroute` commands (docs/own-traffic.md), at the configured (Claude)
 ladder's prices:
@@ -127,7 +127,7 @@ def main() -> int:
         "--data", type=Path, default=ROOT.parent / "shared" / "data" / "dev.jsonl.gz"
     )
     parser.add_argument("--sample", type=int, default=1500)
-    parser.add_argument("--methods", default="consensus,judge")
+    parser.add_argument("--methods", default="consensus,majority,judge")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--work", type=Path, default=None, help="keep files here")
     parser.add_argument("--no-truth", dest="truth", action="store_false")
