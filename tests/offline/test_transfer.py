@@ -100,3 +100,17 @@ def test_transfer_serves_a_bundle_trained_without_the_task_on_it(tmp_path: Path)
     assert set(row["baselines"]) == {"always_cheap", "always_mid", "always_expensive"}
     assert row["default"] in row["served"]
     assert document["figures"].startswith("as served")
+
+
+def test_a_part_that_cannot_be_served_is_a_row_that_says_why(tmp_path: Path) -> None:
+    """A part the commands cannot train, calibrate or serve (here: a task the file lacks)
+    is written as a row with its reason, and the run still writes the table."""
+    data = write_dataset(tmp_path / "tiny.jsonl.gz", make_records(30))
+    out = tmp_path / "transfer"
+    args = _parser().parse_args(
+        ["transfer", "--data", str(data), "--out", str(out), "--task", "absent", "--quiet"]
+    )
+    assert args.func(args, Settings.from_env({}), {}) == 0
+    (row,) = json.loads((out / TRANSFER_FILE).read_text())["rows"]
+    assert row["part"] == "absent"
+    assert "no records to holdout" in row["error"]

@@ -137,16 +137,9 @@ def _run(
 
 def run_transfer(args: argparse.Namespace, settings: Settings, environ: Mapping[str, str]) -> int:
     """Run `tierroute transfer`; 0 on success, 2 when the input cannot work."""
-    import json
-
-    from tierroute.offline.cli.modelling import (
-        add_calibrate_parser,
-        add_eval_parser,
-        add_train_parser,
-    )
     from tierroute.offline.evaluation.as_served import reference_tier
     from tierroute.offline.evaluation.split import split_file
-    from tierroute.offline.evaluation.summary import REPORT_FILE, write_json
+    from tierroute.offline.evaluation.summary import write_json
     from tierroute.offline.evaluation.transfer import (
         TRANSFER_FILE,
         transfer_document,
@@ -162,54 +155,86 @@ def run_transfer(args: argparse.Namespace, settings: Settings, environ: Mapping[
     reference = reference_tier(settings)
     document: dict[str, Any] = {}
     try:
-        for part, rule in _parts(args, data):
-            where = args.out / part.replace(" ", "_")
-            split = split_file(data, where, rule)
-            train, held = where / "train.jsonl.gz", where / "holdout.jsonl.gz"
-            bundle = where / "bundle"
-            print(f"transfer: {part}: {split['rule']}", file=sys.stderr)
-            # What `make model` runs: model_export/build.py's training (whose report's
-            # comparison of the other none-label policy is skipped: it changes no file the
-            # server loads), then calibrate with the Makefile's options.
-            _run(
-                add_train_parser,
-                [
-                    *("train", "--data", str(train), "--out", str(bundle)),
-                    *("--folds", str(args.folds), "--no-compare", *quiet),
-                ],
-                settings,
-                environ,
-            )
-            _run(
-                add_calibrate_parser,
-                [
-                    *("calibrate", "--data", str(train), "--model-dir", str(bundle)),
-                    *("--out", str(bundle / "thresholds.json")),
-                    *("--report", str(where / "calibration_slices.json"), *common, *quiet),
-                ],
-                settings,
-                environ,
-            )
-            _run(
-                add_eval_parser,
-                [
-                    *("eval", "--as-served", "--data", str(held), "--model-dir", str(bundle)),
-                    *("--out", str(where / "eval"), *common, *quiet),
-                ],
-                settings,
-                environ,
-            )
-            report = json.loads((where / "eval" / REPORT_FILE).read_text(encoding="utf-8"))
-            rows.append(transfer_row(part, split, report))
-            # Written after every part, so a long run's finished parts can be read early.
-            document = transfer_document(
-                rows, source=data.name, prices=args.prices, reference={"tier": reference}
-            )
-            document["wall_time_s"] = round(time.perf_counter() - started, 1)
-            write_json(args.out / TRANSFER_FILE, document)
+        parts = _parts(args, data)
     except ConfigError as exc:
         print(f"tierroute transfer: error: {exc}", file=sys.stderr)
         return 2
+    for part, rule in parts:
+        where = args.out / part.replace(" ", "_")
+        try:
+            split = split_file(data, where, rule)
+            print(f"transfer: {part}: {split['rule']}", file=sys.stderr)
+            report = _serve_part(
+                where, args, quiet=quiet, common=common, settings=settings, environ=environ
+            )
+            rows.append(transfer_row(part, split, report))
+        except ConfigError as exc:
+            # A part the product's commands cannot train, calibrate or serve is a result
+            # (the table says why), not the end of the other parts.
+            print(f"transfer: {part}: {exc}", file=sys.stderr)
+            rows.append({"part": part, "rule": rule.statement(), "error": str(exc)})
+        # Written after every part, so a long run's finished parts can be read early.
+        document = transfer_document(
+            rows, source=data.name, prices=args.prices, reference={"tier": reference}
+        )
+        document["wall_time_s"] = round(time.perf_counter() - started, 1)
+        write_json(args.out / TRANSFER_FILE, document)
     print(transfer_markdown(document), file=sys.stderr)
     print(f"wrote {args.out / TRANSFER_FILE}", file=sys.stderr)
     return 0
+
+
+def _serve_part(
+    where: Path,
+    args: argparse.Namespace,
+    *,
+    quiet: list[str],
+    common: list[str],
+    settings: Settings,
+    environ: Mapping[str, str],
+) -> dict[str, Any]:
+    """Train and calibrate on `where`/train.jsonl.gz as `make model` does, serve the bundle
+    as-is on `where`/holdout.jsonl.gz; the as-served report."""
+    import json
+
+    from tierroute.offline.cli.modelling import (
+        add_calibrate_parser,
+        add_eval_parser,
+        add_train_parser,
+    )
+    from tierroute.offline.evaluation.summary import REPORT_FILE
+
+    train, held, bundle = where / "train.jsonl.gz", where / "holdout.jsonl.gz", where / "bundle"
+    # What `make model` runs: model_export/build.py's training (whose report's comparison
+    # of the other none-label policy is skipped: it changes no file the server loads), then
+    # calibrate with the Makefile's options.
+    _run(
+        add_train_parser,
+        [
+            *("train", "--data", str(train), "--out", str(bundle)),
+            *("--folds", str(args.folds), "--no-compare", *quiet),
+        ],
+        settings,
+        environ,
+    )
+    _run(
+        add_calibrate_parser,
+        [
+            *("calibrate", "--data", str(train), "--model-dir", str(bundle)),
+            *("--out", str(bundle / "thresholds.json")),
+            *("--report", str(where / "calibration_slices.json"), *common, *quiet),
+        ],
+        settings,
+        environ,
+    )
+    _run(
+        add_eval_parser,
+        [
+            *("eval", "--as-served", "--data", str(held), "--model-dir", str(bundle)),
+            *("--out", str(where / "eval"), *common, *quiet),
+        ],
+        settings,
+        environ,
+    )
+    report: dict[str, Any] = json.loads((where / "eval" / REPORT_FILE).read_text("utf-8"))
+    return report

@@ -80,6 +80,9 @@ def transfer_markdown(document: Mapping[str, Any]) -> str:
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in document["rows"]:
+        if "error" in row:
+            lines.append(f"| {row['part']} | | not served: {row['error']} |" + " |" * 10)
+            continue
         top = row["baselines"]["always_expensive"]
         mid = row["baselines"]["always_mid"]
         for name, s in row["served"].items():
