@@ -4,7 +4,9 @@ through every tier in the background and labelled into `tier_labels`, within a b
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import anthropic
@@ -17,6 +19,7 @@ from tierroute.cascade.labelling import Labeller
 from tierroute.errors import ConfigError
 from tierroute.providers.scripted import Reply, ScriptedProvider
 from tierroute.querylog import SqliteStore, TierLabel, open_store
+from tierroute.querylog.doubles import reachable_postgres_url, temporary_schema
 from tierroute.settings import Settings
 from tierroute.testing import StaticScorer
 from tierroute.v1 import tierroute_pb2 as pb
@@ -196,3 +199,42 @@ async def test_a_call_through_the_messages_door_is_labelled_too(
         ("http-1", "mid"),
         ("http-1", "expensive"),
     }
+
+
+@pytest.fixture
+def pg_log_url() -> Iterator[str]:
+    """A fresh schema on the test PostgreSQL; skipped when unreachable, except under CI."""
+    url = reachable_postgres_url()
+    if url is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI needs PostgreSQL at 127.0.0.1:5432 (database test)")
+        pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable")
+    with temporary_schema(url) as schema_url:
+        yield schema_url
+
+
+@pytest.mark.postgres
+async def test_live_labels_land_in_postgresql_too(tmp_path: Path, pg_log_url: str) -> None:
+    """With the query log on PostgreSQL, a sampled call's labels are stored there."""
+    settings = make_settings(
+        {
+            **_env(tmp_path),
+            "TIERROUTE_DB_URL": pg_log_url,
+            "TIERROUTE_ROUTING_DEFAULT_STRATEGY": "heuristic",
+        }
+    )
+    async with running_server(settings, provider=_scripted()) as s:
+        await s.stub.Route(pb.RouteRequest(query=QUESTION, request_id="pg-1"))
+        assert s.server.labels is not None
+        await s.server.labels.wait_idle()
+    store = open_store(pg_log_url)
+    try:
+        labels = await store.fetch_tier_labels()
+    finally:
+        await store.aclose()
+    assert sorted(lab.tier for lab in labels if lab.request_id == "pg-1") == [
+        "cheap",
+        "expensive",
+        "mid",
+        "probe",
+    ]
