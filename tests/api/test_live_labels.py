@@ -15,6 +15,7 @@ import pytest
 from tests.fixtures import cascade_records
 from tests.helpers import make_settings, running_server
 from tierroute.api.live_labels import LiveLabeller
+from tierroute.api.workers import worker_settings
 from tierroute.cascade.labelling import Labeller
 from tierroute.errors import ConfigError
 from tierroute.providers.scripted import Reply, ScriptedProvider
@@ -238,3 +239,12 @@ async def test_live_labels_land_in_postgresql_too(tmp_path: Path, pg_log_url: st
         "mid",
         "probe",
     ]
+
+
+def test_each_worker_of_a_group_labels_within_its_share_of_the_budget() -> None:
+    """serve --workers 4 with a $10 budget: each worker process may spend $2.50."""
+    settings = make_settings(
+        {"TIERROUTE_SHADOW_LABEL_RATE": "0.1", "TIERROUTE_SHADOW_LABEL_BUDGET_USD": "10"}
+    )
+    shares = [worker_settings(settings, slot, 4).shadow.label_budget_usd for slot in range(4)]
+    assert shares == [2.5, 2.5, 2.5, 2.5]

@@ -191,6 +191,7 @@ class WorkerGroup:
             querylog_address=None if self.writer is None else self.writer.address,
             log_level=logging.getLogger().level,
             http_port=self.http_port if self._http_wanted else None,
+            workers=self.n,
         )
         process = self._context.Process(
             target=worker_main, args=(spec, child), name=f"tierroute-worker-{slot}"
@@ -359,6 +360,8 @@ class WorkerSpec:
     log_level: int
     # The HTTP endpoint's port, shared by the group (None: off).
     http_port: int | None = None
+    # Worker processes in the group: live labelling's budget is shared out among them.
+    workers: int = 1
 
 
 def worker_main(spec: WorkerSpec, ready: Connection) -> None:
@@ -381,14 +384,25 @@ def worker_main(spec: WorkerSpec, ready: Connection) -> None:
             ready.send(("error", f"worker {spec.slot} failed: {exc}"))
 
 
-async def _serve_worker(spec: WorkerSpec, ready: Connection) -> None:
-    settings, slot = spec.settings, spec.slot
+def worker_settings(settings: Settings, slot: int, workers: int) -> Settings:
+    """One worker's settings: its own scrape port (the configured one plus its slot) and its
+    share of live labelling's budget, so the group never passes the budget."""
     if settings.telemetry.prometheus_port:
-        # One scrape endpoint per worker: the configured port plus the worker's slot.
         telemetry = dataclasses.replace(
             settings.telemetry, prometheus_port=settings.telemetry.prometheus_port + slot
         )
         settings = dataclasses.replace(settings, telemetry=telemetry)
+    if settings.shadow.label_rate > 0 and workers > 1:
+        shadow = dataclasses.replace(
+            settings.shadow, label_budget_usd=settings.shadow.label_budget_usd / workers
+        )
+        settings = dataclasses.replace(settings, shadow=shadow)
+    return settings
+
+
+async def _serve_worker(spec: WorkerSpec, ready: Connection) -> None:
+    slot = spec.slot
+    settings = worker_settings(spec.settings, slot, spec.workers)
     tel = observability.setup(settings, spec.environ)
     try:
         server = TierRouteServer(
