@@ -363,7 +363,8 @@ class ShadowConfig:
     # while the budget lasts) is run through every tier in the background and labelled the
     # way `tierroute label` labels, into the query log's `tier_labels`. 0 = off.
     label_rate: float = 0.0
-    # The most live labelling may spend per serving process (USD); needed with label_rate.
+    # The most live labelling may spend (USD) until the server restarts, shared out among
+    # `serve --workers` processes; needed with label_rate.
     label_budget_usd: float = 0.0
     # "consensus", "majority" or "judge" (`tierroute label --method`).
     label_method: str = "consensus"
