@@ -71,6 +71,9 @@ export interface Features {
   hasCodeBlock: boolean;
   multiStep: boolean;
   queryType: string;
+  /** How much the text looks like the router model's training prompts (0-1); null when the
+   * server's model has no such signal (or the heuristic strategy decided). */
+  familiarity: number | null;
 }
 
 /** Which tier should answer, and everything that explains the decision. */
@@ -546,6 +549,8 @@ function routeResult(r: RouteResponse__Output): RouteResult {
       hasCodeBlock: r.features?.hasCodeBlock ?? false,
       multiStep: r.features?.multiStep ?? false,
       queryType: r.features?.queryType ?? "",
+      familiarity:
+        r.features?._familiarity === "familiarity" ? (r.features.familiarity ?? null) : null,
     },
   };
 }
