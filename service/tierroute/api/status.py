@@ -196,8 +196,8 @@ def _wrap_bidi(method: str, behaviour: BidiHandler) -> BidiHandler:
 
 
 class ErrorMappingInterceptor(ServerInterceptor):
-    """Maps tierroute exceptions to status codes for every unary-unary and unary-stream
-    method."""
+    """Maps tierroute exceptions to status codes for every unary-unary method and every
+    server- or bidirectional-streaming method that yields (Envoy's `Process` among them)."""
 
     def __init__(self) -> None:
         self._handlers = WrappedHandlers(self._wrap_handler)
