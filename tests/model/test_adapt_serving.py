@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,20 @@ from tierroute.querylog import QueryLogWriter, open_store
 from tierroute.settings import Settings
 from tierroute.v1 import tierroute_pb2 as pb
 
-RECORDS = cascade_records(40)
+
+def exam_shaped(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records with their prompts in the shape of the shipped bundle's training prompts,
+    so that it plans them (an unfamiliar query gets routing.on_unfamiliar's check instead)."""
+    for record in records:
+        record["prompt"] = (
+            f"Question: {record['prompt']} Which of the following best describes it?\n"
+            "Options: A. the first one B. the second one C. the third one D. none of the above\n"
+            "Answer: Let's think step by step."
+        )
+    return records
+
+
+RECORDS = exam_shaped(cascade_records(40))
 PROMPTS = [str(r["prompt"]) for r in RECORDS]
 
 
