@@ -12,7 +12,7 @@ cannot be encoded again). JSON carried as a string inside a request (a tool call
 Every refusal is one exception, `InvalidRequest`, whose message says what is wrong without
 quoting the body; each door maps it to its own error shape (a 400 in Anthropic's or OpenAI's
 error JSON, INVALID_ARGUMENT). The byte limit is the door's: it knows its setting and how the
-bytes arrive (`api.http.body`).
+bytes arrive (`api.http.body`). `encode` writes the JSON the HTTP doors answer with.
 """
 
 from __future__ import annotations
@@ -123,6 +123,18 @@ def decode_embedded(text: str, what: str, *, max_depth: int = MAX_DEPTH) -> dict
     `input_json`), within the same bounds; `what` names the field. Empty text is `{}`."""
     _check_text(text, what)
     return decode_object(text.encode() if text else b"{}", max_depth=max_depth, what=what)
+
+
+def encode(value: Any) -> bytes:
+    """`value` as compact JSON in UTF-8, as the HTTP doors write their answers. A string
+    holding a lone surrogate (only an upstream's answer can: a request holding one is refused)
+    cannot be UTF-8, so then the whole value is written with `\\u` escapes instead: the same
+    JSON, every byte ASCII, rather than an encoding error and a 500 for an answer in hand."""
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
 def _json_type(value: Any) -> str:

@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tierroute.api import convert
+from tierroute.api import convert, jsonbody
 from tierroute.api.admission import AdmissionInterceptor
 from tierroute.api.calllog import CallLog, request_texts
 from tierroute.api.http.body import ClientGone, read_json
@@ -94,14 +94,20 @@ READ_TIMEOUT_HEADER = "x-stainless-read-timeout"
 _CREATED_AT = "1970-01-01T00:00:00Z"
 
 
-def _error_response(
-    error: HttpError, request_id: str = "", wire: Wire = MESSAGES_WIRE
-) -> JSONResponse:
+class _JSON(JSONResponse):
+    """Starlette's JSON response, written by `jsonbody.encode`: an answer whose text holds a
+    lone surrogate (an upstream's) is still sent, escaped, instead of failing to encode."""
+
+    def render(self, content: Any) -> bytes:
+        return jsonbody.encode(content)
+
+
+def _error_response(error: HttpError, request_id: str = "", wire: Wire = MESSAGES_WIRE) -> _JSON:
     headers = dict(error.headers())
     if request_id:
         headers.update({"request-id": request_id, REQUEST_ID_HEADER: request_id})
     status, body = wire.error(error)
-    return JSONResponse(body, status_code=status, headers=headers)
+    return _JSON(body, status_code=status, headers=headers)
 
 
 def _listing_wire(request: Request) -> Wire:
@@ -451,8 +457,8 @@ class MessagesEdge:
         anthropic = wire is MESSAGES_WIRE
         data = self._model_list(anthropic)
         if not anthropic:
-            return JSONResponse({"object": "list", "data": data})
-        return JSONResponse(
+            return _JSON({"object": "list", "data": data})
+        return _JSON(
             {"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]}
         )
 
@@ -466,7 +472,7 @@ class MessagesEdge:
         except TierrouteError as exc:
             return _error_response(http_error(exc), wire=wire)
         (entry,) = (m for m in self._model_list(wire is MESSAGES_WIRE) if m["id"] == wanted)
-        return JSONResponse(entry)
+        return _JSON(entry)
 
     # -- POST /v1/messages/count_tokens ---------------------------------------------------
 
@@ -506,7 +512,7 @@ class MessagesEdge:
             "x-tierroute-request-id": request_id,
             "request-id": request_id,
         }
-        return JSONResponse({"input_tokens": tokens}, headers=headers)
+        return _JSON({"input_tokens": tokens}, headers=headers)
 
 
 @dataclass(frozen=True)
@@ -579,7 +585,7 @@ class _Answered(_CallResponse):
             raise
         else:
             headers = await self._edge.answered(call, result)
-            response = JSONResponse(call.wire.body(result), headers=headers)
+            response = _JSON(call.wire.body(result), headers=headers)
         finally:
             call.admitted.release()
         await response(scope, receive, send)
