@@ -5,6 +5,8 @@ scripted provider on the real server on port 0."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import anthropic
 import openai
 import pytest
@@ -17,7 +19,7 @@ from tierroute.testing import StaticScorer
 
 CHEAP = "claude-haiku-4-5"
 ANSWER = "half a pair \ud83d then café"
-QUESTION = [{"role": "user", "content": "Say something odd."}]
+QUESTION: Any = [{"role": "user", "content": "Say something odd."}]
 
 
 def test_encode_writes_a_lone_surrogate_as_its_escape() -> None:
