@@ -38,7 +38,8 @@ N_CENTROIDS = 16
 FLAG_RATE = 0.01
 # float32 sums in the graph against float64 here, on values of order 1.
 PARITY_TOLERANCE = 1e-4
-# Every row keeps its own k-means run reproducible; two starts measured as good as ten.
+# k-means starts per fit (seeded, so a bundle rebuilds the same): the centroids need only sit
+# near the training prompts' shapes, and every start costs a pass over the rows.
 _N_INIT = 2
 
 
