@@ -15,7 +15,7 @@ from tests.helpers import Running, running_server
 from tierroute.model import ModelRegistry
 from tierroute.model.adapt import AdaptResult, adapt
 from tierroute.model.bundle import BUNDLE_FILES, OPTIONAL_FILES
-from tierroute.model.value import parse_actions
+from tierroute.model.value import parse_actions, top_action
 from tierroute.querylog import QueryLogWriter, QueryRecord, open_store
 from tierroute.querylog.doubles import sample_record
 from tierroute.querylog.records import ValuePlanRecord
@@ -51,17 +51,23 @@ def copy_bundle(dest: Path, *, policy: str | None = "value") -> Path:
     return dest
 
 
+def shipped_top() -> int:
+    """The index of the shipped policy's "top tier, unjudged" action."""
+    return top_action(shipped_actions(), 3)
+
+
 def easy_plan(index: int, n_actions: int) -> ValuePlanRecord:
     """Estimates of an easy query: the cheap tier nearly as right as the top, far cheaper;
     the plan chose the top tier (what a price solved on a harder mix does)."""
+    top = shipped_top()
     p = [0.9 + 0.001 * (index % 7)] * n_actions
-    p[-1] = 0.93
+    p[top] = 0.93
     cost = [0.0002 * (1 + a) for a in range(n_actions)]
-    cost[-1] = 0.004
+    cost[top] = 0.004
     return {
         "p_correct": p,
         "cost_usd": cost,
-        "action": n_actions - 1,
+        "action": top,
         "operating_point": "parity",
         "price_per_correct_usd": 0.29,
     }

@@ -16,6 +16,7 @@ from tests.model.adapt_support import (
     adapt_settings,
     planned_records,
     shipped_actions,
+    shipped_top,
     shipped_version,
 )
 from tierroute.errors import ConfigError
@@ -166,7 +167,8 @@ def test_adapting_needs_a_registry_when_the_server_does_it(tmp_path: Path) -> No
 
 def test_the_shipped_policy_has_the_actions_the_helpers_assume() -> None:
     """The helpers' made-up estimates line up with the shipped value policy's actions."""
-    assert shipped_actions()[-1].start == 2
+    top = shipped_actions()[shipped_top()]
+    assert (top.start, top.judge) == (2, "none")
 
 
 async def test_a_point_already_meeting_its_target_keeps_its_price(tmp_path: Path) -> None:

@@ -53,6 +53,9 @@ def serving_settings(tmp_path: Path, **extra: str) -> Settings:
             "TIERROUTE_QUERYLOG_SPOOL_PATH": str(tmp_path / "log.spool.jsonl"),
             "TIERROUTE_REPLAY_DATA": str(data),
             "TIERROUTE_REPLAY_TIME_SCALE": "0",
+            # The synthetic prompts are unfamiliar to a bundle that measures familiarity: plan
+            # them anyway, so that the log holds the value plans adapt re-solves from.
+            "TIERROUTE_ROUTING_ON_UNFAMILIAR": "classifier",
             **extra,
         }
     )
