@@ -141,6 +141,17 @@ async def test_hard_query_is_routed_up(tmp_path: Path) -> None:
     assert upstream.json["model"] == TOP
 
 
+async def test_unfamiliar_query_goes_to_the_reference_tier(tmp_path: Path) -> None:
+    """An unfamiliar query under on_unfamiliar = check: nothing checks what the upstream
+    answers, so it goes to the reference tier (mid here), not the cheapest."""
+    upstream = Anthropic()
+    unfamiliar = StaticScorer((0.95, 0.03, 0.02), familiarity=0.05, familiarity_threshold=0.3)
+    async with _processor(tmp_path, unfamiliar, TIERROUTE_ROUTING_REFERENCE_TIER="mid") as channel:
+        seen = await _messages(ExtProcFilter(channel), upstream, _body(TOP))
+    assert upstream.json["model"] == MID
+    assert seen.client_headers["x-tierroute-tier"] == "mid"
+
+
 async def test_body_already_naming_the_routed_model_is_left_as_sent(tmp_path: Path) -> None:
     """When the routed model is the one asked for, the body goes upstream byte for byte."""
     upstream = Anthropic()

@@ -217,7 +217,9 @@ class Exchange:
             if not self._wants_routing(body.model):
                 return _continue("request_body")
             query = self._query(body)
-            decision = self.router.route(query)
+            # The upstream answers whatever model this names, unchecked: an unfamiliar query
+            # gets the reference tier, never the cheapest (routing.on_unfamiliar).
+            decision = self.router.route(query, unchecked=True)
         except Exception as exc:  # every failure is answered per failure_mode, none escapes
             return self._refuse(exc, query)
         return self._routed(body, query, decision)

@@ -259,15 +259,17 @@ class Router:
         self._check(scorer)
         self._scorer = scorer
 
-    def route(self, query: RouteQuery) -> Decision:
+    def route(self, query: RouteQuery, *, unchecked: bool = False) -> Decision:
         """Decide the tier for `query` (the Route RPC) in a `tierroute.route` span, counted.
 
         InvalidRequest for an unusable strategy or rule. The cascade calls `decide` inside
-        its own route span instead, so a request never has two.
+        its own route span instead, so a request never has two. `unchecked`: the decision
+        is acted on with no answer checked and no caller to read its reasons (Envoy's
+        processor), so an unfamiliar query's `check` gets the reference tier.
         """
         with self._tracer.start_as_current_span(SPAN_ROUTE) as span:
             try:
-                decision = self.decide(query)
+                decision = self.decide(query, unchecked=unchecked)
             except TierrouteError:
                 strategy = query.strategy or self._settings.routing.default_strategy
                 self._metrics.request(rpc="route", tier="none", strategy=strategy, outcome="error")
