@@ -33,6 +33,8 @@ from tierroute.providers.base import (
     StreamItem,
     TextDelta,
     ToolSpec,
+    clean_json,
+    clean_text,
     count_body,
     message_body,
 )
@@ -238,7 +240,7 @@ class AnthropicProvider:
                 message = None
                 async for event in stream:
                     if event.type == "text":
-                        yield TextDelta(event.text)
+                        yield TextDelta(clean_text(event.text))
                     elif event.type == "message_stop":
                         # The answer is whole: a connection that fails after it loses nothing.
                         message = stream.current_message_snapshot
@@ -287,13 +289,16 @@ class AnthropicProvider:
 def _completion(
     response: anthropic.types.Message, tool: ToolSpec | None, latency_s: float
 ) -> Completion:
-    """A Completion from the SDK's message: its text, its blocks as JSON, and its usage."""
-    text = "".join(block.text for block in response.content if block.type == "text")
+    """A Completion from the SDK's message: its text, its blocks as JSON, and its usage.
+
+    Lone surrogates in the text and blocks become U+FFFD here, where upstream text enters.
+    """
+    text = clean_text("".join(block.text for block in response.content if block.type == "text"))
     tool_input: Mapping[str, Any] | None = None
     if tool is not None:
         for block in response.content:
             if block.type == "tool_use" and block.name == tool.name:
-                tool_input = dict(block.input)
+                tool_input = clean_json(dict(block.input))
                 break
     usage = response.usage
     return Completion(
@@ -313,7 +318,7 @@ def _completion(
 
 def _block_json(block: Any) -> dict[str, Any]:
     # The SDK's models know their wire form; None fields are the API's omitted ones.
-    data: dict[str, Any] = block.to_dict(mode="json", exclude_none=True)
+    data: dict[str, Any] = clean_json(block.to_dict(mode="json", exclude_none=True))
     return data
 
 

@@ -22,6 +22,31 @@ from typing import Any, Literal, Protocol, TypeAlias
 Block: TypeAlias = Mapping[str, Any]
 
 _WORD = re.compile(r"\S+")
+# A UTF-16 surrogate code point: never valid alone in a str that is to be encoded.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """`text` with each lone UTF-16 surrogate replaced by U+FFFD (a provider's JSON can
+    carry one, as `"\\ud83d"`, and neither protobuf nor UTF-8 can encode it).
+
+    A high and a low surrogate side by side become the character they encode. Text without
+    surrogates, the common case, is returned as it is after one scan.
+    """
+    if _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def clean_json(value: Any) -> Any:
+    """A JSON value (a tool call's input, a content block) with every string `clean_text`-ed."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, Mapping):
+        return {clean_text(key): clean_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean_json(item) for item in value]
+    return value
 
 
 def estimate_tokens(text: str) -> int:

@@ -37,6 +37,8 @@ from tierroute.providers.base import (
     StreamItem,
     TextDelta,
     ToolSpec,
+    clean_json,
+    clean_text,
     count_body,
     prompt_tokens,
 )
@@ -81,17 +83,21 @@ class Reply:
         return cls(text=text, blocks=(block,), **kwargs)
 
     def completion(self, model: str) -> Completion:
-        """The completion this reply makes for a call to `model`."""
-        content = ({"type": "text", "text": self.text},) if self.text else ()
+        """The completion this reply makes for a call to `model`.
+
+        Its text and blocks are cleaned of lone surrogates as a real adapter's are.
+        """
+        text = clean_text(self.text)
+        content = ({"type": "text", "text": text},) if text else ()
         return Completion(
-            text=self.text,
+            text=text,
             input_tokens=self.input_tokens,
             output_tokens=self.output_tokens,
             stop_reason=self.stop_reason,
             latency_s=self.latency_s,
             model=model,
-            tool_input=self.tool_input,
-            content=(*content, *self.blocks),
+            tool_input=None if self.tool_input is None else clean_json(self.tool_input),
+            content=(*content, *(clean_json(block) for block in self.blocks)),
             cache_creation_input_tokens=self.cache_creation_input_tokens,
             cache_read_input_tokens=self.cache_read_input_tokens,
         )
@@ -315,7 +321,7 @@ class ScriptedProvider(_CallLog):
                 call.end("error")
                 raise reply.error
             for i, chunk in enumerate(reply.chunks()):
-                yield TextDelta(chunk)
+                yield TextDelta(clean_text(chunk))
                 if i == 0:
                     await self._mid_stream(call, reply)
                 else:
