@@ -28,6 +28,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -38,6 +39,7 @@ from tierroute.api.admission import AdmissionInterceptor
 from tierroute.api.calllog import CallLog, request_texts
 from tierroute.api.http.body import ClientGone, read_json
 from tierroute.api.http.errors import HttpError, http_error
+from tierroute.api.http.guard import CatchAll
 from tierroute.api.http.messages import (
     CASCADE_MODEL,
     ModelChoice,
@@ -198,8 +200,9 @@ class MessagesEdge:
         self._ping_s = settings.http.ping_interval_s
 
     def app(self, tracer_provider: trace.TracerProvider | None = None) -> ASGIApp:
-        """The ASGI application; with a tracer provider, one server span per request."""
-        app = Starlette(
+        """The ASGI application; with a tracer provider, one server span per request. An
+        exception nothing else caught is the door's 500 error JSON (`guard.CatchAll`)."""
+        app: ASGIApp = Starlette(
             routes=[
                 Route("/v1/messages", self.messages, methods=["POST"]),
                 Route("/v1/messages/count_tokens", self.count_tokens, methods=["POST"]),
@@ -208,6 +211,8 @@ class MessagesEdge:
                 Route("/v1/models/{model_id:path}", self.model, methods=["GET"]),
             ],
             exception_handlers={HTTPException: _http_exception},
+            # Inside Starlette's own last handler, which would send its plain-text 500.
+            middleware=[Middleware(CatchAll)],
         )
         if tracer_provider is None:
             return app
