@@ -1,9 +1,10 @@
 """Upstream streams that break, on both doors that stream: before the Cascade's commit point a
 broken stream is a failed call (the Cascade escalates and the caller sees a clean answer from
-the next tier); after it, the caller gets an error (Anthropic's `error` event on the Messages
-door, a gRPC status on CascadeStream), never a clean end of a cut answer. The replay backend's
-`midstream` fault cuts its server-sent events halfway with an `error` event; the real SDKs
-read both sides over loopback."""
+the next tier, on gRPC, the Messages door and the chat-completions door); after it, the caller
+gets an error (Anthropic's `error` event on the Messages door, a gRPC status on CascadeStream;
+OpenAI's error chunk is tests/api/test_openai_errors.py), never a clean end of a cut answer.
+The replay backend's `midstream` fault cuts its server-sent events halfway with an `error`
+event; the real SDKs read both sides over loopback."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 import anthropic
 import grpc
+import openai
 import pytest
 from grpc import aio
 
@@ -26,6 +28,7 @@ RECORDS = cascade_records()
 RECORD = labelled(RECORDS, "cheap")
 QUESTION = str(RECORD["prompt"])
 CHEAP_ANSWER = str(RECORD["models"]["flash-model"]["response"])
+MID_ANSWER = str(RECORD["models"]["pro-model"]["response"])
 CHEAP, MID = "claude-haiku-4-5", "claude-sonnet-4-6"
 BREAK_CHEAP = (("x-tierroute-fault", "midstream@cheap"),)
 
@@ -141,3 +144,24 @@ async def test_messages_stream_broken_after_its_commit_point_ends_with_an_error_
     assert isinstance(body, dict)
     assert body["type"] == "error"
     assert "incomplete" in body["error"]["message"]
+
+
+# -- the chat-completions door ----------------------------------------------------------------
+
+
+async def test_chat_stream_broken_before_its_commit_point_escalates(served: Running) -> None:
+    """A held answer's broken stream escalates: the OpenAI SDK's stream ends on mid's answer."""
+    async with openai.AsyncOpenAI(
+        base_url=f"{served.http_url}/v1", api_key="any", max_retries=0
+    ) as client:
+        stream = await client.chat.completions.create(
+            model="tierroute",
+            messages=[{"role": "user", "content": QUESTION}],
+            stream=True,
+            extra_headers=dict(BREAK_CHEAP),
+        )
+        chunks = [chunk async for chunk in stream]
+    choices = [chunk.choices[0] for chunk in chunks if chunk.choices]
+    assert {chunk.model for chunk in chunks} == {MID}
+    assert [c.finish_reason for c in choices if c.finish_reason] == ["stop"]
+    assert "".join(c.delta.content or "" for c in choices) == MID_ANSWER
