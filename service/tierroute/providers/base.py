@@ -162,7 +162,11 @@ StreamItem: TypeAlias = TextDelta | Completion
 
 
 class Provider(Protocol):
-    """Completes a conversation with one model, whole or streamed."""
+    """Completes a conversation with one model, whole or streamed.
+
+    The text it hands back (deltas, completions, blocks, tool input) is valid Unicode: an
+    implementation passes upstream text through `clean_text` / `clean_json` where it enters.
+    """
 
     async def complete(
         self,
