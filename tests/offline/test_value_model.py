@@ -24,11 +24,13 @@ from tierroute.offline.training.value_fit import (
     solve_points,
     write_value_model,
 )
+from tierroute.routing import RiskThresholds, RouteQuery, Router
 from tierroute.routing.features import classifier_text
 from tierroute.routing.plan import (
     ACTIONS,
     VALUE_ACTIONS,
     CascadeAction,
+    CascadePlan,
     agreement_applies,
     allowed_actions,
     choose,
@@ -482,3 +484,27 @@ def test_probe_tokens_are_what_the_agreement_runs_paid_beyond_the_tiers() -> Non
     assert out.shape == (2, len(cal.COLUMNS), 4, 4)
     np.testing.assert_array_equal(out[:, 9, 3, :2], [[400, 30], [800, 70]])
     np.testing.assert_array_equal(out[:, 0, 3], 0)
+
+
+class _PlanOnlyScorer:
+    """A scorer that scores and plans in two calls, as the evaluation's fold scorers do."""
+
+    version = "plan-only"
+    thresholds = RiskThresholds((0.1, 0.3))
+    cascade_thresholds = None
+
+    def predict_proba(self, text: str) -> list[float]:
+        return [0.2, 0.3, 0.5]
+
+    def cascade_plan(self, text: str, point: str | None = None) -> CascadePlan:
+        return plan_from([0.9] + [0.1] * 5, [0.001] * 6, 0.01, ACTIONS)
+
+
+def test_the_router_plans_with_a_scorer_that_only_has_cascade_plan() -> None:
+    """A Cascade routed by a scorer without a one-call `score` still gets its value plan:
+    the cross-fitted evaluation's operating points depend on it."""
+    decision = Router(make_settings(), _PlanOnlyScorer()).decide(
+        RouteQuery(text="What is 2 + 2?"), for_cascade=True
+    )
+    assert decision.plan is not None
+    assert (decision.plan.action, decision.tier.name) == (CascadeAction(0, "none"), "cheap")

@@ -434,6 +434,12 @@ class Router:
         if callable(both):
             probs, early = both(text, point) if point else both(text)
             return Scored(list(probs), None, early)
+        # A scorer that plans apart from scoring (the evaluation's fold scorers) is asked
+        # for its plan too: `planned` is final, nothing asks `cascade_plan` after this.
+        planner = getattr(scorer, "cascade_plan", None) if wants_plan else None
+        if callable(planner):
+            plan = planner(text, point) if point else planner(text)
+            return Scored(scorer.predict_proba(text), None, plan)
         return Scored(scorer.predict_proba(text))
 
     @staticmethod
