@@ -314,6 +314,19 @@ def run_calibrate(args: argparse.Namespace, settings: Settings, environ: Mapping
         f"{held['cost_ratio_vs_always_expensive']:.3f} x always-expensive",
         file=sys.stderr,
     )
+    missed = [(n, p) for n, p in points.items() if p.get("attainable") is False]
+    if missed:
+        print(
+            "tierroute calibrate: warning: no price meets the target of "
+            + "; ".join(
+                f"operating point {n} ({p['target']['statement']}): it takes the nearest grid "
+                f"price, reaching quality {p['in_sample_quality']:.4f} at "
+                f"${p['in_sample_cost_per_query_usd']:.6f} per query"
+                for n, p in missed
+            )
+            + f" (marked attainable false in {args.out})",
+            file=sys.stderr,
+        )
     return 0
 
 

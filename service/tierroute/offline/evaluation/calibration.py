@@ -365,15 +365,8 @@ def _choose(
     best = feasible_best(q, c, kind, limit, n)
     if best is None:
         return None
-    key = (
-        (-float(q[best]), float(c[best]))
-        if kind == "max_cost_per_query"
-        else (
-            float(c[best]),
-            -float(q[best]),
-        )
-    )
-    return key, best
+    quality, cost = float(q[best]), float(c[best])
+    return ((-quality, cost) if kind == "max_cost_per_query" else (cost, -quality)), best
 
 
 def _unravel_rates(flat: int) -> tuple[float, ...]:
@@ -387,8 +380,10 @@ def search(
     target: CalibrationTarget,
     *,
     speculation_cost_share: float = DEFAULT_SPECULATION_COST_SHARE,
+    nearest: bool = False,
 ) -> Params:
-    """The best configuration for `target` on `rows`; ConfigError when none meets it."""
+    """The best configuration for `target` on `rows`; ConfigError when none meets it
+    (`nearest`: a value-policy price no price meets is the nearest, as `solve_price` picks)."""
     engine = _Search(inputs, rows)
     if engine.n == 0:
         raise ConfigError("no rows to calibrate on")
@@ -416,6 +411,12 @@ def search(
                 best = (found[0], found[1], (a, b))
 
     visit([(float(a), float(b)) for a in RISK_COARSE for b in RISK_COARSE])
+    if best is None and nearest:
+        # None meets it: toward the nearest a fixed setting reaches (best quality, least cost).
+        floor = target.kind == "min_quality"
+        sums = (engine.q if floor else -engine.c).sum(axis=0).max() / engine.n
+        search_limit, seen = (float(sums) if floor else -float(sums)), set()
+        visit([(float(a), float(b)) for a in RISK_COARSE for b in RISK_COARSE])
     if best is None:
         q_range = engine.q.sum(axis=0) / engine.n
         c_range = engine.c.sum(axis=0) / engine.n
@@ -452,7 +453,7 @@ def search(
     rates = tuple(r if present else -1.0 for r, present in zip(rates, engine.present, strict=True))
     base = Params((round(a, 4), round(b, 4)), rates, 0.0, default_rate)
     if inputs.value_p is not None:
-        price = _search_price(inputs, rows, target, search_limit, engine.top_cost)
+        price = _search_price(inputs, rows, target, search_limit, engine.top_cost, nearest=nearest)
         base = dataclasses.replace(base, price_per_correct_usd=price)
     bound = _choose_bound(inputs, rows, base, target, limit=limit, share=speculation_cost_share)
     return dataclasses.replace(base, speculative_bound=bound)
@@ -495,11 +496,13 @@ def _search_price(
     target: CalibrationTarget,
     limit: float,
     top_cost: float,
+    *,
+    nearest: bool = False,
 ) -> float:
     """The value policy's price of a correct answer that best meets `target` on `rows`
-    (`tierroute.model.operating.solve_price`); ConfigError when no price meets it."""
+    (`tierroute.model.operating.solve_price`); ConfigError when none meets it, unless `nearest`."""
     found = _solve(inputs, rows, target.kind, limit, top_cost)
-    if not found.feasible:
+    if not found.feasible and not nearest:
         raise ConfigError(
             f"no price of a correct answer meets the target ({target.statement()}) on "
             f"{int(rows.sum())} rows with the value policy (nearest: quality "
@@ -638,6 +641,7 @@ def cross_fit(
     target: CalibrationTarget,
     *,
     speculation_cost_share: float = DEFAULT_SPECULATION_COST_SHARE,
+    nearest: bool = False,
 ) -> CrossFit:
     """Search on every fold's complement; route the fold with what was found there."""
     k = int(folds.max()) + 1
@@ -645,7 +649,8 @@ def cross_fit(
     params = []
     for fold in range(k):
         held_out = folds == fold
-        found = search(inputs, ~held_out, target, speculation_cost_share=speculation_cost_share)
+        share = speculation_cost_share
+        found = search(inputs, ~held_out, target, speculation_cost_share=share, nearest=nearest)
         columns[held_out] = columns_for(inputs, found, held_out)
         params.append(found)
     return CrossFit(tuple(params), columns)

@@ -542,10 +542,15 @@ def calibrate(
     value = priced(estimates, settings, tables.probe) if estimates is not None else None
     inputs, folds = cal.fold_inputs(cv, data, tables, value)
     share = options.speculation_cost_share
-    fit = cal.cross_fit(inputs, folds, search_target, speculation_cost_share=share)
+    # A value-policy price no price meets takes the nearest (see CALIBRATION.md,
+    # "Unattainable operating points"); the point is marked below, not an exit.
+    fit = cal.cross_fit(inputs, folds, search_target, speculation_cost_share=share, nearest=True)
     everything = np.ones(len(data), dtype=bool)
     names = [t.name for t in settings.tiers]
-    params = cal.search(inputs, everything, search_target, speculation_cost_share=share)
+    params = cal.search(
+        inputs, everything, search_target, speculation_cost_share=share, nearest=True
+    )
+    unattainable: dict[str, Any] = {}
     value_section = None
     held_fit = fit
     if estimates is not None and tables.tokens is not None:
@@ -559,6 +564,7 @@ def calibrate(
             len(names),
         )
         entries = solve_points(evidence, ladder, targets, share)
+        unattainable = _mark_attainable(entries)
         for name, point in targets.items():
             point_fit = cal.point_cross_fit(inputs, folds, fit, point, share)
             if name == default_point:
@@ -615,8 +621,18 @@ def calibrate(
     )
     write_json(out, document)
     if report_path is not None:
-        write_json(report_path, {"target": search_target.as_dict(), "folds": cv.k, **slices})
+        report = {"target": search_target.as_dict(), "folds": cv.k, **slices}
+        write_json(report_path, {**report, "unattainable": unattainable})
     return CalibrationResult(document, slices)
+
+
+def _mark_attainable(entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Mark each point's entry `attainable` (its price meets its target in sample) and
+    return the unattainable ones: their target, price and what that price reached."""
+    keys = ("target", "price_per_correct_usd", "in_sample_quality", "in_sample_cost_per_query_usd")
+    for entry in entries.values():
+        entry["attainable"] = bool(entry["feasible"])
+    return {n: {k: e[k] for k in keys} for n, e in entries.items() if not e["attainable"]}
 
 
 def _brief(figures: dict[str, Any]) -> dict[str, Any]:
