@@ -35,7 +35,7 @@ from tierroute.offline.evaluation.agreement import NAMES as AGREEMENT_ORDER
 from tierroute.offline.evaluation.agreement import agreement_strategies
 from tierroute.offline.evaluation.attainable import cross_fit_or_fallback, unattainable_points
 from tierroute.offline.evaluation.calibration_probe import ladder as probe_ladder
-from tierroute.offline.evaluation.calibration_probe import table_probe
+from tierroute.offline.evaluation.calibration_probe import probe_settings, table_probe
 from tierroute.offline.evaluation.crossval import CrossValidation, cross_validate
 from tierroute.offline.evaluation.curves import price_curve, risk_curve
 from tierroute.offline.evaluation.eval_data import (
@@ -158,7 +158,12 @@ def prepare(
     data = load_eval_data(data_path, prices=csv, limit=options.limit)
     truth = GroundTruth.load(data_path, options.limit)
     bundle = read_bundle(settings, options)
-    return data, truth, bundle, eval_settings(settings, data, options.prices)
+    played = eval_settings(settings, data, options.prices)
+    # The probe under its own model id, played by the recorded models the data holds: under
+    # the configured id a probe that names a recorded tier model (claude-3-haiku in the
+    # Claude-3 trio) would be answered as that tier and agree with it every time.
+    probe = table_probe(played, data, options.prices)
+    return data, truth, bundle, played if probe is None else probe_settings(played, probe)
 
 
 def cross_validate_for(data: EvalData, bundle: Bundle | None, options: Options) -> CrossValidation:
