@@ -62,6 +62,7 @@ from tierroute.model.operating import (
     Ladder,
     PointTarget,
     action_choice,
+    feasible_best,
     limit_of,
     parse_points,
     price_sweep,
@@ -241,24 +242,6 @@ def figures_at(est: LoggedEstimates, price: float, actions: Sequence[CascadeActi
     return figures_of(est, action_choice(est.p, est.cost, price, est.allowed), actions)
 
 
-def _best(
-    q: npt.NDArray[np.float64], c: npt.NDArray[np.float64], kind: str, limit: float, n: int
-) -> int | None:
-    """The grid index best meeting an absolute limit on sums over `n` rows, as
-    `model.operating.feasible_best` picks it, but for expected (fractional) quality sums,
-    which that function rounds up to whole correct answers."""
-    if kind == "max_cost_per_query":
-        feasible = c <= limit * n * (1 + 1e-12)
-        primary, secondary = -q, c
-    else:
-        feasible = q >= limit * n - 1e-9 * max(n, 1)
-        primary, secondary = c, -q
-    candidates = np.flatnonzero(feasible)
-    if len(candidates) == 0:
-        return None
-    return int(candidates[np.lexsort((candidates, secondary[candidates], primary[candidates]))[0]])
-
-
 @dataclass(frozen=True)
 class SolvedPoint:
     """A re-solved operating point: its new price and whether it meets its target."""
@@ -301,7 +284,7 @@ def solve_points(
         limit = limit_of(
             target, float(est.quality[:, base].mean()), float(est.cost[:, base].mean()), share
         )
-        found = _best(q, c, target.kind, limit, est.rows)
+        found = feasible_best(q, c, target.kind, limit, est.rows, whole=False)
         feasible = found is not None
         if found is None:
             order = np.lexsort((c, -q)) if target.kind == "min_quality" else np.lexsort((-q, c))

@@ -237,17 +237,27 @@ def limit_of(target: Any, top_quality: float, top_cost: float, share: float) -> 
 
 
 def feasible_best(
-    q: npt.NDArray[np.float64], c: npt.NDArray[np.float64], kind: str, limit: float, n: int
+    q: npt.NDArray[np.float64],
+    c: npt.NDArray[np.float64],
+    kind: str,
+    limit: float,
+    n: int,
+    *,
+    whole: bool = True,
 ) -> int | None:
     """The grid index best meeting a limit on sums over `n` rows, or None: for a budget,
     the most correct answers within it; for a floor, the cheapest at or above it. Ties go
-    to the lower cost, then to the lower index."""
+    to the lower cost, then to the lower index. With `whole` the quality sums count correct
+    answers and the floor compares exactly; without, they are expected (fractional) sums
+    and the floor allows a rounding tolerance."""
     if kind == "max_cost_per_query":
         feasible = c <= limit * n * (1 + 1e-12)
         primary, secondary = -q, c
-    else:
-        # Quality sums count correct answers, so the floor compares exactly.
+    elif whole:
         feasible = q >= math.ceil(limit * n - 1e-9)
+        primary, secondary = c, -q
+    else:
+        feasible = q >= limit * n - 1e-9 * max(n, 1)
         primary, secondary = c, -q
     candidates = np.flatnonzero(feasible)
     if len(candidates) == 0:

@@ -28,30 +28,41 @@ def hop_value(value: Any, prefix: str) -> str:
     return str(value or "").upper().removeprefix(prefix)
 
 
+def latest_feedback(
+    feedback: Iterable[FeedbackRecord],
+) -> tuple[dict[str, int], dict[str, bool]]:
+    """Request id -> the latest rating, and request id -> the latest correct/incorrect flag.
+
+    Later feedback replaces earlier; at equal times the later-stored one wins.
+    """
+    ratings: dict[str, tuple[datetime, int]] = {}
+    flags: dict[str, tuple[datetime, bool]] = {}
+    for fb in feedback:
+        if fb.rating is not None and (
+            fb.request_id not in ratings or fb.ts >= ratings[fb.request_id][0]
+        ):
+            ratings[fb.request_id] = (fb.ts, fb.rating)
+        if fb.correct is not None and (
+            fb.request_id not in flags or fb.ts >= flags[fb.request_id][0]
+        ):
+            flags[fb.request_id] = (fb.ts, fb.correct)
+    return {k: v for k, (_, v) in ratings.items()}, {k: v for k, (_, v) in flags.items()}
+
+
 def feedback_verdicts(feedback: Iterable[FeedbackRecord]) -> dict[str, bool]:
     """Request id -> whether the user found the final answer right, from the latest feedback.
 
     A correct/incorrect flag wins over a rating; a rating of 4-5 counts as right, 1-2 as
     wrong, and 3 as no evidence.
     """
-    flags: dict[str, tuple[datetime, bool]] = {}
-    ratings: dict[str, tuple[datetime, int]] = {}
-    for fb in feedback:
-        if fb.correct is not None and (
-            fb.request_id not in flags or fb.ts >= flags[fb.request_id][0]
-        ):
-            flags[fb.request_id] = (fb.ts, fb.correct)
-        if fb.rating is not None and (
-            fb.request_id not in ratings or fb.ts >= ratings[fb.request_id][0]
-        ):
-            ratings[fb.request_id] = (fb.ts, fb.rating)
+    ratings, flags = latest_feedback(feedback)
     out: dict[str, bool] = {}
-    for request_id, (_, rating) in ratings.items():
+    for request_id, rating in ratings.items():
         if rating >= GOOD_RATING:
             out[request_id] = True
         elif rating <= BAD_RATING:
             out[request_id] = False
-    out.update({k: v for k, (_, v) in flags.items()})
+    out.update(flags)
     return out
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tierroute.querylog.evidence import latest_feedback
 from tierroute.querylog.records import FeedbackRecord, QueryRecord, ts_text
 from tierroute.querylog.savings import Savings, format_savings
 
@@ -213,30 +214,12 @@ class Report:
         }
 
 
-def _latest_feedback(
-    feedback: Iterable[FeedbackRecord],
-) -> tuple[dict[str, int], dict[str, bool]]:
-    ratings: dict[str, tuple[datetime, int]] = {}
-    flags: dict[str, tuple[datetime, bool]] = {}
-    for fb in feedback:
-        # Later feedback replaces earlier; at equal times the later-stored one wins.
-        if fb.rating is not None and (
-            fb.request_id not in ratings or fb.ts >= ratings[fb.request_id][0]
-        ):
-            ratings[fb.request_id] = (fb.ts, fb.rating)
-        if fb.correct is not None and (
-            fb.request_id not in flags or fb.ts >= flags[fb.request_id][0]
-        ):
-            flags[fb.request_id] = (fb.ts, fb.correct)
-    return {k: v for k, (_, v) in ratings.items()}, {k: v for k, (_, v) in flags.items()}
-
-
 class ReportBuilder:
     """Accumulates records one at a time, so a large log is never held in memory."""
 
     def __init__(self, tiers: Sequence[str], feedback: Iterable[FeedbackRecord]) -> None:
         self._tiers = tuple(tiers)
-        self._ratings, self._flags = _latest_feedback(feedback)
+        self._ratings, self._flags = latest_feedback(feedback)
         self._overall = _Acc()
         self._by_tier: dict[str, _Acc] = {name: _Acc() for name in tiers}
         self._by_model: dict[str, _Acc] = defaultdict(_Acc)
