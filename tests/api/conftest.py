@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anthropic
 import pytest
 
 from tests.helpers import Running, make_settings, running_server
@@ -19,3 +20,24 @@ async def served(replay_data: Path) -> AsyncIterator[Running]:
     )
     async with running_server(settings, scorer=StaticScorer((0.95, 0.03, 0.02)), environ={}) as s:
         yield s
+
+
+@pytest.fixture
+async def http_served(replay_data: Path) -> AsyncIterator[Running]:
+    """`served` with the HTTP port open too."""
+    settings = make_settings(
+        {"TIERROUTE_REPLAY_DATA": str(replay_data), "TIERROUTE_REPLAY_TIME_SCALE": "0"}
+    )
+    scorer = StaticScorer((0.95, 0.03, 0.02))
+    async with running_server(settings, scorer=scorer, environ={}, http=True) as s:
+        yield s
+
+
+@pytest.fixture
+async def messages_client(http_served: Running) -> AsyncIterator[anthropic.AsyncAnthropic]:
+    """The `anthropic` SDK pointed at `http_served`; no retries, so each error is seen as sent."""
+    sdk = anthropic.AsyncAnthropic(base_url=http_served.http_url, api_key="unused", max_retries=0)
+    try:
+        yield sdk
+    finally:
+        await sdk.close()

@@ -4,8 +4,6 @@ replay server's count, asked over HTTP by the real provider) or an injected test
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -35,47 +33,29 @@ LOOKUP: Any = {
 }
 
 
-@pytest.fixture
-async def served(replay_data: Path) -> AsyncIterator[Running]:
-    """A server with the HTTP port and its own replay backend; routes to cheap."""
-    settings = make_settings(
-        {"TIERROUTE_REPLAY_DATA": str(replay_data), "TIERROUTE_REPLAY_TIME_SCALE": "0"}
-    )
-    async with running_server(settings, scorer=EASY, environ={}, http=True) as s:
-        yield s
-
-
-@pytest.fixture
-async def client(served: Running) -> AsyncIterator[anthropic.AsyncAnthropic]:
-    """The SDK pointed at the endpoint; no retries."""
-    sdk = anthropic.AsyncAnthropic(base_url=served.http_url, api_key="unused", max_retries=0)
-    try:
-        yield sdk
-    finally:
-        await sdk.close()
-
-
 async def test_the_replay_servers_count_comes_back(
-    served: Running, client: anthropic.AsyncAnthropic
+    http_served: Running, messages_client: anthropic.AsyncAnthropic
 ) -> None:
     """`tierroute` is counted by the replay server, asked once, with its own rule."""
-    counted = await client.messages.count_tokens(
+    counted = await messages_client.messages.count_tokens(
         model="tierroute",
         system="Be brief.",
         messages=[{"role": "user", "content": QUESTION}],
     )
     assert counted.input_tokens == estimate_tokens(prompt_text("Be brief.", [QUESTION], []))
-    backend = served.server.backend
+    backend = http_served.server.backend
     assert backend is not None
     assert backend.replay is not None
     assert backend.replay.stats().by_kind.get("count_tokens") == 1
 
 
-async def test_tools_are_counted(client: anthropic.AsyncAnthropic) -> None:
+async def test_tools_are_counted(messages_client: anthropic.AsyncAnthropic) -> None:
     """A tool's schema is part of what the model reads, so it adds to the count."""
     messages: Any = [{"role": "user", "content": QUESTION}]
-    bare = await client.messages.count_tokens(model=CHEAP, messages=messages)
-    with_tool = await client.messages.count_tokens(model=CHEAP, messages=messages, tools=[LOOKUP])
+    bare = await messages_client.messages.count_tokens(model=CHEAP, messages=messages)
+    with_tool = await messages_client.messages.count_tokens(
+        model=CHEAP, messages=messages, tools=[LOOKUP]
+    )
     assert with_tool.input_tokens > bare.input_tokens
 
 
@@ -123,18 +103,20 @@ async def test_a_providers_rate_limit_is_a_429() -> None:
     assert caught.value.response.headers["retry-after"] == "3"
 
 
-async def test_an_unknown_model_is_404(client: anthropic.AsyncAnthropic) -> None:
+async def test_an_unknown_model_is_404(messages_client: anthropic.AsyncAnthropic) -> None:
     """A model id tierroute does not serve is the SDK's NotFoundError."""
     with pytest.raises(anthropic.NotFoundError):
-        await client.messages.count_tokens(
+        await messages_client.messages.count_tokens(
             model="gpt-nothing", messages=[{"role": "user", "content": QUESTION}]
         )
 
 
-async def test_a_field_count_tokens_does_not_take_is_400(client: anthropic.AsyncAnthropic) -> None:
+async def test_a_field_count_tokens_does_not_take_is_400(
+    messages_client: anthropic.AsyncAnthropic,
+) -> None:
     """A field outside count_tokens' own (here temperature) is refused, named."""
     with pytest.raises(anthropic.BadRequestError) as caught:
-        await client.messages.count_tokens(
+        await messages_client.messages.count_tokens(
             model=CHEAP,
             messages=[{"role": "user", "content": QUESTION}],
             extra_body={"temperature": 0.5},
@@ -142,10 +124,10 @@ async def test_a_field_count_tokens_does_not_take_is_400(client: anthropic.Async
     assert "temperature" in caught.value.message
 
 
-async def test_a_malformed_conversation_is_400(client: anthropic.AsyncAnthropic) -> None:
+async def test_a_malformed_conversation_is_400(messages_client: anthropic.AsyncAnthropic) -> None:
     """The Messages door's checks apply: a conversation ending with the assistant is refused."""
     with pytest.raises(anthropic.BadRequestError):
-        await client.messages.count_tokens(
+        await messages_client.messages.count_tokens(
             model=CHEAP, messages=[{"role": "assistant", "content": "no user turn"}]
         )
 

@@ -6,16 +6,13 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
 import pytest
 
 from tests.fixtures import cascade_records, labelled
-from tests.helpers import Running, make_settings, running_server
-from tierroute.testing import StaticScorer
+from tests.helpers import Running
 
 RECORDS = cascade_records()
 CHEAP, MID, TOP = "claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-8"
@@ -30,38 +27,17 @@ LOOKUP: Any = {
 }
 
 
-@pytest.fixture
-async def served(replay_data: Path) -> AsyncIterator[Running]:
-    """A server with the HTTP endpoint, whose replay backend serves `replay_data` at once."""
-    settings = make_settings(
-        {"TIERROUTE_REPLAY_DATA": str(replay_data), "TIERROUTE_REPLAY_TIME_SCALE": "0"}
-    )
-    scorer = StaticScorer((0.95, 0.03, 0.02))
-    async with running_server(settings, scorer=scorer, environ={}, http=True) as s:
-        yield s
-
-
-@pytest.fixture
-async def client(served: Running) -> AsyncIterator[anthropic.AsyncAnthropic]:
-    """The SDK pointed at the endpoint; no retries, so each error is seen as sent."""
-    sdk = anthropic.AsyncAnthropic(base_url=served.http_url, api_key="unused", max_retries=0)
-    try:
-        yield sdk
-    finally:
-        await sdk.close()
-
-
 def _question(tier: str = "cheap") -> tuple[str, dict[str, Any]]:
     record = labelled(RECORDS, tier)
     return str(record["prompt"]), record
 
 
 async def test_create_runs_the_cascade_and_names_the_answering_model(
-    client: anthropic.AsyncAnthropic,
+    messages_client: anthropic.AsyncAnthropic,
 ) -> None:
     """`model: tierroute` answers with the recorded answer of the tier it chose, named."""
     question, record = _question("cheap")
-    message = await client.messages.create(
+    message = await messages_client.messages.create(
         model="tierroute", max_tokens=512, messages=[{"role": "user", "content": question}]
     )
     assert message.model == CHEAP
@@ -74,11 +50,11 @@ async def test_create_runs_the_cascade_and_names_the_answering_model(
 
 
 async def test_headers_carry_tier_strategy_cost_and_request_id(
-    client: anthropic.AsyncAnthropic,
+    messages_client: anthropic.AsyncAnthropic,
 ) -> None:
     """The x-tierroute-* headers say which tier answered, how it was chosen and the cost."""
     question, _ = _question("cheap")
-    raw = await client.messages.with_raw_response.create(
+    raw = await messages_client.messages.with_raw_response.create(
         model="tierroute",
         max_tokens=512,
         messages=[{"role": "user", "content": question}],
@@ -94,11 +70,11 @@ async def test_headers_carry_tier_strategy_cost_and_request_id(
 
 
 async def test_a_concrete_model_goes_straight_to_its_tier(
-    client: anthropic.AsyncAnthropic,
+    messages_client: anthropic.AsyncAnthropic,
 ) -> None:
     """A configured tier's model id answers on that tier alone, unjudged and unrouted."""
     question, record = _question("cheap")
-    raw = await client.messages.with_raw_response.create(
+    raw = await messages_client.messages.with_raw_response.create(
         model=MID, max_tokens=512, messages=[{"role": "user", "content": question}]
     )
     message = await raw.parse()
@@ -109,10 +85,10 @@ async def test_a_concrete_model_goes_straight_to_its_tier(
     assert raw.headers["x-tierroute-judge-status"] == "skipped"
 
 
-async def test_stream_text_joins_to_the_answer(client: anthropic.AsyncAnthropic) -> None:
+async def test_stream_text_joins_to_the_answer(messages_client: anthropic.AsyncAnthropic) -> None:
     """A streamed create yields the answer's text as deltas and the same final message."""
     question, record = _question("cheap")
-    async with client.messages.stream(
+    async with messages_client.messages.stream(
         model="tierroute", max_tokens=512, messages=[{"role": "user", "content": question}]
     ) as stream:
         pieces = [piece async for piece in stream.text_stream]
@@ -128,10 +104,12 @@ async def test_stream_text_joins_to_the_answer(client: anthropic.AsyncAnthropic)
     assert final.usage.input_tokens > 0
 
 
-async def test_stream_events_come_in_anthropics_order(client: anthropic.AsyncAnthropic) -> None:
+async def test_stream_events_come_in_anthropics_order(
+    messages_client: anthropic.AsyncAnthropic,
+) -> None:
     """message_start, one text block's start, deltas and stop, message_delta, message_stop."""
     question, _ = _question("cheap")
-    stream = await client.messages.create(
+    stream = await messages_client.messages.create(
         model="tierroute",
         max_tokens=512,
         messages=[{"role": "user", "content": question}],
@@ -156,7 +134,7 @@ def _raw_stream(url: str, body: dict[str, Any]) -> tuple[int, dict[str, str], st
         connection.close()
 
 
-async def test_stream_wire_format_is_anthropics(served: Running) -> None:
+async def test_stream_wire_format_is_anthropics(http_served: Running) -> None:
     """On the wire: `event:`/`data:` pairs, a ping after message_start, the extension last."""
     question, _ = _question("cheap")
     body = {
@@ -165,7 +143,7 @@ async def test_stream_wire_format_is_anthropics(served: Running) -> None:
         "stream": True,
         "messages": [{"role": "user", "content": question}],
     }
-    status, headers, text = await asyncio.to_thread(_raw_stream, served.http_url, body)
+    status, headers, text = await asyncio.to_thread(_raw_stream, http_served.http_url, body)
     assert status == 200
     assert headers["content-type"].startswith("text/event-stream")
     assert headers["x-tierroute-tier"] == "cheap"
@@ -181,12 +159,12 @@ async def test_stream_wire_format_is_anthropics(served: Running) -> None:
 
 
 async def test_tool_use_blocks_come_back_and_the_loop_stays_on_its_tier(
-    client: anthropic.AsyncAnthropic,
+    messages_client: anthropic.AsyncAnthropic,
 ) -> None:
     """A tool call is a tool_use block; its result in the same session answers on that tier."""
     question, record = _question("cheap")
     session = {"x-tierroute-session-id": "http-agent-1"}
-    first = await client.messages.create(
+    first = await messages_client.messages.create(
         model="tierroute",
         max_tokens=512,
         tools=[LOOKUP],
@@ -197,7 +175,7 @@ async def test_tool_use_blocks_come_back_and_the_loop_stays_on_its_tier(
     (call,) = [b for b in first.content if b.type == "tool_use"]
     assert call.name == "search_docs"
     assert call.input == {"query": question[:200]}
-    second = await client.messages.create(
+    second = await messages_client.messages.create(
         model="tierroute",
         max_tokens=512,
         tools=[LOOKUP],
@@ -217,11 +195,11 @@ async def test_tool_use_blocks_come_back_and_the_loop_stays_on_its_tier(
 
 
 async def test_a_streamed_tool_call_arrives_as_input_json(
-    client: anthropic.AsyncAnthropic,
+    messages_client: anthropic.AsyncAnthropic,
 ) -> None:
     """Streamed, the tool call is a tool_use block whose input the SDK assembles."""
     question, _ = _question("cheap")
-    async with client.messages.stream(
+    async with messages_client.messages.stream(
         model="tierroute",
         max_tokens=512,
         tools=[LOOKUP],
@@ -233,24 +211,26 @@ async def test_a_streamed_tool_call_arrives_as_input_json(
     assert final.stop_reason == "tool_use"
 
 
-async def test_models_lists_the_cascade_and_every_tier(client: anthropic.AsyncAnthropic) -> None:
+async def test_models_lists_the_cascade_and_every_tier(
+    messages_client: anthropic.AsyncAnthropic,
+) -> None:
     """GET /v1/models lists `tierroute` and each tier's model; one can be fetched by id."""
-    page = await client.models.list()
+    page = await messages_client.models.list()
     assert [m.id for m in page.data] == ["tierroute", CHEAP, MID, TOP]
     assert all(m.type == "model" for m in page.data)
-    one = await client.models.retrieve(MID)
+    one = await messages_client.models.retrieve(MID)
     assert one.id == MID
     assert "mid" in one.display_name
     with pytest.raises(anthropic.NotFoundError):
-        await client.models.retrieve("gpt-nothing")
+        await messages_client.models.retrieve("gpt-nothing")
 
 
 async def test_an_unjudged_answer_streams_as_it_is_written(
-    client: anthropic.AsyncAnthropic,
+    messages_client: anthropic.AsyncAnthropic,
 ) -> None:
     """A concrete model's answer is committed at once, so its text streams in many deltas."""
     question, record = _question("cheap")
-    async with client.messages.stream(
+    async with messages_client.messages.stream(
         model=CHEAP, max_tokens=512, messages=[{"role": "user", "content": question}]
     ) as stream:
         pieces = [piece async for piece in stream.text_stream]

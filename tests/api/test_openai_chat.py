@@ -34,20 +34,9 @@ LOOKUP: Any = {
 
 
 @pytest.fixture
-async def served(replay_data: Path) -> AsyncIterator[Running]:
-    """A server with the HTTP port, whose replay backend serves `replay_data` at once."""
-    settings = make_settings(
-        {"TIERROUTE_REPLAY_DATA": str(replay_data), "TIERROUTE_REPLAY_TIME_SCALE": "0"}
-    )
-    scorer = StaticScorer((0.95, 0.03, 0.02))
-    async with running_server(settings, scorer=scorer, environ={}, http=True) as s:
-        yield s
-
-
-@pytest.fixture
-async def client(served: Running) -> AsyncIterator[openai.AsyncOpenAI]:
+async def client(http_served: Running) -> AsyncIterator[openai.AsyncOpenAI]:
     """The OpenAI SDK pointed at the door; no retries, so each error is seen as sent."""
-    sdk = openai.AsyncOpenAI(base_url=f"{served.http_url}/v1", api_key="unused", max_retries=0)
+    sdk = openai.AsyncOpenAI(base_url=f"{http_served.http_url}/v1", api_key="unused", max_retries=0)
     try:
         yield sdk
     finally:
@@ -151,7 +140,7 @@ async def test_the_cascade_escalates_a_question_the_cheap_tier_gets_wrong(
 
 
 async def test_system_and_developer_messages_reach_the_answering_model(
-    served: Running, client: openai.AsyncOpenAI
+    http_served: Running, client: openai.AsyncOpenAI
 ) -> None:
     """System and developer messages are the Messages API's system prompt, in order."""
     question, _ = _question("cheap")
@@ -229,7 +218,7 @@ def _raw_stream(url: str, body: dict[str, Any]) -> tuple[int, dict[str, str], st
         connection.close()
 
 
-async def test_the_stream_wire_format_is_openais(served: Running) -> None:
+async def test_the_stream_wire_format_is_openais(http_served: Running) -> None:
     """On the wire: unnamed `data:` events, tierroute's object on the last chunk, then [DONE]."""
     question, _ = _question("cheap")
     body = {
@@ -237,7 +226,7 @@ async def test_the_stream_wire_format_is_openais(served: Running) -> None:
         "stream": True,
         "messages": [{"role": "user", "content": question}],
     }
-    status, headers, text = await asyncio.to_thread(_raw_stream, served.http_url, body)
+    status, headers, text = await asyncio.to_thread(_raw_stream, http_served.http_url, body)
     assert status == 200
     assert headers["content-type"].startswith("text/event-stream")
     assert headers["x-tierroute-tier"] == "cheap"
