@@ -186,3 +186,57 @@ def add_value_policy(
     thresholds["cascade"] = cascade
     path.write_text(json.dumps(thresholds), encoding="utf-8")
     return section
+
+
+def add_agreement_value_model(bundle: Path, prompts: list[str], quality: Any, tokens: Any) -> None:
+    """Fit a value model over VALUE_ACTIONS on `prompts`, with the default settings'
+    agreement probe as a fourth payer, and make it the Cascade policy of the classifier
+    bundle in `bundle`.
+
+    `quality` is (rows, actions); `tokens` is (rows, actions, 4 payers, 4: input, output,
+    cache write, cache read), both the training targets and the stored calibration data.
+    """
+    from tests.helpers import make_settings
+    from tierroute.model.operating import OPERATING_POINTS, CalibrationData, Ladder
+    from tierroute.model.value import plain_actions, top_action
+    from tierroute.offline.training.value_fit import (
+        fit_value_pipeline,
+        predict,
+        solve_points,
+        write_value_model,
+    )
+    from tierroute.routing import VALUE_ACTIONS, classifier_text
+
+    texts = [classifier_text(p, 4096) for p in prompts]
+    pipeline = fit_value_pipeline(texts, quality, tokens[..., :2])
+    p, predicted = predict(pipeline, texts, 4)
+    evidence = CalibrationData(
+        p,
+        predicted,
+        quality,
+        tokens,
+        top_action(VALUE_ACTIONS, 3),
+        plain_actions=plain_actions(VALUE_ACTIONS, 3),
+    )
+    settings = make_settings()
+    probe = settings.agreement_probe()
+    assert probe is not None
+    ladder = Ladder.of(settings.tiers).with_probe(
+        probe.input_usd_per_mtok, probe.output_usd_per_mtok
+    )
+    section = write_value_model(
+        bundle,
+        pipeline,
+        evidence,
+        ladder=ladder,
+        points=solve_points(evidence, ladder, OPERATING_POINTS),
+        default_point="parity",
+        prefix_chars=4096,
+        parity_texts=prompts[:20],
+        actions=VALUE_ACTIONS,
+        probe=probe,
+    )
+    path = bundle / "thresholds.json"
+    thresholds = json.loads(path.read_text(encoding="utf-8"))
+    thresholds["cascade"] = {**thresholds.get("cascade", {}), "policy": "value", "value": section}
+    path.write_text(json.dumps(thresholds), encoding="utf-8")

@@ -4,7 +4,6 @@ and never where the prompt asks for no comparable final answer."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,17 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.fixtures import make_records, write_dataset
+from tests.fixtures import add_agreement_value_model, make_records, write_dataset
 from tests.helpers import make_settings, running_server
-from tierroute.model.operating import OPERATING_POINTS, CalibrationData, Ladder
-from tierroute.model.value import plain_actions, top_action
-from tierroute.offline.training.value_fit import (
-    fit_value_pipeline,
-    predict,
-    solve_points,
-    write_value_model,
-)
-from tierroute.routing import VALUE_ACTIONS, agreement_applies, classifier_text
+from tierroute.routing import VALUE_ACTIONS, agreement_applies
 from tierroute.v1 import tierroute_pb2 as pb
 
 # The probe's recorded model in the bundled config's `replay_models`.
@@ -61,46 +52,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Served:
     bundle = root / "bundle"
     train_bundle(data, bundle, TrainOptions(folds=2, compare_none_labels=False, progress=False))
     prompts = [str(r["prompt"]) for r in records]
-    settings = make_settings()
     n, n_actions = len(prompts), len(VALUE_ACTIONS)
     quality = np.zeros((n, n_actions))
     quality[:, AGREE] = 1.0
     # Every action bills the same tokens on every payer: only P(correct) tells them apart.
     tokens = np.zeros((n, n_actions, 4, 4))
     tokens[..., :2] = 100.0
-    texts = [classifier_text(p, 4096) for p in prompts]
-    pipeline = fit_value_pipeline(texts, quality, tokens[..., :2])
-    p, predicted = predict(pipeline, texts, 4)
-    evidence = CalibrationData(
-        p,
-        predicted,
-        quality,
-        tokens,
-        top_action(VALUE_ACTIONS, 3),
-        allowed=None,
-        plain_actions=plain_actions(VALUE_ACTIONS, 3),
-    )
-    probe = settings.agreement_probe()
-    assert probe is not None
-    ladder = Ladder.of(settings.tiers).with_probe(
-        probe.input_usd_per_mtok, probe.output_usd_per_mtok
-    )
-    section = write_value_model(
-        bundle,
-        pipeline,
-        evidence,
-        ladder=ladder,
-        points=solve_points(evidence, ladder, OPERATING_POINTS),
-        default_point="parity",
-        prefix_chars=4096,
-        parity_texts=prompts[:20],
-        actions=VALUE_ACTIONS,
-        probe=probe,
-    )
-    path = bundle / "thresholds.json"
-    thresholds = json.loads(path.read_text(encoding="utf-8"))
-    thresholds["cascade"] = {**thresholds.get("cascade", {}), "policy": "value", "value": section}
-    path.write_text(json.dumps(thresholds), encoding="utf-8")
+    add_agreement_value_model(bundle, prompts, quality, tokens)
     return Served(bundle, data, prompts)
 
 

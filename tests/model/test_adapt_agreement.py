@@ -11,14 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.fixtures import make_records, write_dataset
+from tests.fixtures import add_agreement_value_model, make_records, write_dataset
 from tests.helpers import make_settings
 from tests.model.adapt_support import logged_server, run_adapt
 from tierroute.model import ModelRegistry
-from tierroute.model.operating import OPERATING_POINTS, CalibrationData, Ladder
-from tierroute.model.value import plain_actions, top_action
 from tierroute.querylog import open_store
-from tierroute.routing import VALUE_ACTIONS, agreement_applies, classifier_text
+from tierroute.routing import VALUE_ACTIONS, agreement_applies
 from tierroute.settings import Settings
 from tierroute.v1 import tierroute_pb2 as pb
 
@@ -31,12 +29,6 @@ def agreement_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
     """A small bundle whose value model is fitted over VALUE_ACTIONS with the probe as a
     fourth payer: the agreement check and the top tier end right, the cheap tier on half."""
     from tierroute.offline.training.trainer import TrainOptions, train_bundle
-    from tierroute.offline.training.value_fit import (
-        fit_value_pipeline,
-        predict,
-        solve_points,
-        write_value_model,
-    )
 
     root = tmp_path_factory.mktemp("adapt-agreement")
     records = make_records(300)
@@ -56,39 +48,7 @@ def agreement_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
         tokens[:, index, action.start, :2] = (200.0, 100.0 * (1 + action.start))
         if action.judge in ("agree", "agree_mid"):
             tokens[:, index, 3, :2] = (200.0, 100.0)
-    texts = [classifier_text(p, 4096) for p in prompts]
-    pipeline = fit_value_pipeline(texts, quality, tokens[..., :2])
-    p, predicted = predict(pipeline, texts, 4)
-    evidence = CalibrationData(
-        p,
-        predicted,
-        quality,
-        tokens,
-        top_action(VALUE_ACTIONS, 3),
-        plain_actions=plain_actions(VALUE_ACTIONS, 3),
-    )
-    settings = make_settings()
-    probe = settings.agreement_probe()
-    assert probe is not None
-    ladder = Ladder.of(settings.tiers).with_probe(
-        probe.input_usd_per_mtok, probe.output_usd_per_mtok
-    )
-    section = write_value_model(
-        bundle,
-        pipeline,
-        evidence,
-        ladder=ladder,
-        points=solve_points(evidence, ladder, OPERATING_POINTS),
-        default_point="parity",
-        prefix_chars=4096,
-        parity_texts=prompts[:20],
-        actions=VALUE_ACTIONS,
-        probe=probe,
-    )
-    path = bundle / "thresholds.json"
-    thresholds = json.loads(path.read_text(encoding="utf-8"))
-    thresholds["cascade"] = {**thresholds.get("cascade", {}), "policy": "value", "value": section}
-    path.write_text(json.dumps(thresholds), encoding="utf-8")
+    add_agreement_value_model(bundle, prompts, quality, tokens)
     return bundle, data, prompts
 
 
