@@ -6,8 +6,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anthropic
+import httpx2 as httpx
 import pytest
+import pytest_asyncio
 
+from tests.api.hostile_bodies import LIMIT
 from tests.helpers import Running, make_settings, running_server
 from tierroute.testing import StaticScorer
 
@@ -41,3 +44,21 @@ async def messages_client(http_served: Running) -> AsyncIterator[anthropic.Async
         yield sdk
     finally:
         await sdk.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def limited_served() -> AsyncIterator[Running]:
+    """One server for the module: replay's synthetic answers, a 1 MiB body limit."""
+    settings = make_settings(
+        {"TIERROUTE_REPLAY_TIME_SCALE": "0", "TIERROUTE_HTTP_MAX_BODY_BYTES": str(LIMIT)}
+    )
+    async with running_server(settings, scorer=StaticScorer((0.95, 0.03, 0.02)), http=True) as s:
+        yield s
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def door_http(limited_served: Running) -> AsyncIterator[httpx.AsyncClient]:
+    """A plain HTTP client of `limited_served`'s door (no SDK: the bodies are not ones an SDK
+    would send)."""
+    async with httpx.AsyncClient(base_url=limited_served.http_url, timeout=60) as client:
+        yield client

@@ -24,6 +24,8 @@ import pytest
 CLEAN = frozenset(range(200, 300)) | frozenset(range(400, 429)) | {429, 529}
 DEEP = 20_000
 CHUNK = 64 * 1024
+# The body limit of the server the hostile-request tests send to (`limited_served`).
+LIMIT = 1024 * 1024
 
 
 @dataclass(frozen=True)

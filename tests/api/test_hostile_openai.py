@@ -6,28 +6,24 @@ the real server on port 0."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2 as httpx
 import pytest
-import pytest_asyncio
 
 from tests.api.hostile_bodies import (
     CLEAN,
+    LIMIT,
     Hostile,
     assert_clean,
     assert_no_traceback,
     hostile_bodies,
     send,
 )
-from tests.helpers import Running, make_settings, running_server
-from tierroute.testing import StaticScorer
 
 IN_MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")
 
 PATH = "/v1/chat/completions"
-LIMIT = 1024 * 1024
 HEADERS = {"authorization": "Bearer any"}
 BASE: dict[str, Any] = {
     "model": "tierroute",
@@ -216,23 +212,6 @@ OPENAI_CASES = [
 ]
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def served() -> AsyncIterator[Running]:
-    """One server for the module: replay's synthetic answers, a 1 MiB body limit."""
-    settings = make_settings(
-        {"TIERROUTE_REPLAY_TIME_SCALE": "0", "TIERROUTE_HTTP_MAX_BODY_BYTES": str(LIMIT)}
-    )
-    async with running_server(settings, scorer=StaticScorer((0.95, 0.03, 0.02)), http=True) as s:
-        yield s
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def http(served: Running) -> AsyncIterator[httpx.AsyncClient]:
-    """A plain HTTP client of the door (no SDK: the bodies are not ones an SDK would send)."""
-    async with httpx.AsyncClient(base_url=served.http_url, timeout=60) as client:
-        yield client
-
-
 def openai_error(body: Any) -> None:
     """OpenAI's error JSON with a readable message, not a server error."""
     error = body["error"]
@@ -255,21 +234,21 @@ def test_the_set_is_over_forty_door_cases_and_names_are_unique() -> None:
 
 
 @IN_MODULE_LOOP
-async def test_the_base_body_is_answered(http: httpx.AsyncClient) -> None:
+async def test_the_base_body_is_answered(door_http: httpx.AsyncClient) -> None:
     """The body every case is derived from is itself a valid request (200)."""
-    response = await http.post(PATH, content=json.dumps(BASE).encode(), headers=HEADERS)
+    response = await door_http.post(PATH, content=json.dumps(BASE).encode(), headers=HEADERS)
     assert response.status_code == 200, response.text
 
 
 @IN_MODULE_LOOP
 @pytest.mark.parametrize("case", CASES, ids=str)
 async def test_a_hostile_request_ends_clean_and_the_door_answers_after(
-    http: httpx.AsyncClient, case: Hostile, caplog: pytest.LogCaptureFixture
+    door_http: httpx.AsyncClient, case: Hostile, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A hostile request gets an allowed status in OpenAI's error JSON, no traceback is
     logged, and the next normal request is answered."""
-    response = await send(http, PATH, case, HEADERS)
+    response = await send(door_http, PATH, case, HEADERS)
     assert_clean(response, case, openai_error)
     assert_no_traceback(caplog)
-    after = await http.post(PATH, content=json.dumps(BASE).encode(), headers=HEADERS)
+    after = await door_http.post(PATH, content=json.dumps(BASE).encode(), headers=HEADERS)
     assert after.status_code == 200, after.text
