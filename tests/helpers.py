@@ -15,6 +15,7 @@ from typing import Any
 
 from grpc import aio
 
+from tierroute.api.security import hash_token
 from tierroute.api.server import TierRouteServer
 from tierroute.querylog import QueryRecord, SqliteStore, Store
 from tierroute.querylog.doubles import sample_record
@@ -32,6 +33,17 @@ def make_settings(environ: Mapping[str, str] | None = None) -> Settings:
     return Settings.from_env(
         {"TIERROUTE_QUERYLOG_ENABLED": "false", "TIERROUTE_HTTP_PORT": "0", **(environ or {})}
     )
+
+
+# The token of the tenant `acme` in `acme_tokens` files.
+ACME_TOKEN = "acme-token"
+
+
+def acme_tokens(directory: Path, token: str = ACME_TOKEN) -> Path:
+    """A tokens file (`TIERROUTE_AUTH_TOKENS_FILE`) in `directory` giving `token` to `acme`."""
+    path = directory / "tokens.json"
+    path.write_text(json.dumps({"tenants": {"acme": [hash_token(token)]}}))
+    return path
 
 
 @dataclass

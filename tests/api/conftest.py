@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 
 from tests.api.hostile_bodies import LIMIT
-from tests.helpers import Running, make_settings, running_server
+from tests.helpers import Running, acme_tokens, make_settings, running_server
 from tierroute.testing import StaticScorer
 
 
@@ -62,3 +62,21 @@ async def door_http(limited_served: Running) -> AsyncIterator[httpx.AsyncClient]
     would send)."""
     async with httpx.AsyncClient(base_url=limited_served.http_url, timeout=60) as client:
         yield client
+
+
+@pytest.fixture
+async def guarded_served(replay_data: Path, tmp_path: Path) -> AsyncIterator[Running]:
+    """Tokens on (`ACME_TOKEN` is acme's), no retries of a failed tier, a 4 KB body limit;
+    replay answers at once."""
+    settings = make_settings(
+        {
+            "TIERROUTE_REPLAY_DATA": str(replay_data),
+            "TIERROUTE_REPLAY_TIME_SCALE": "0",
+            "TIERROUTE_AUTH_TOKENS_FILE": str(acme_tokens(tmp_path)),
+            "TIERROUTE_CASCADE_MAX_RETRIES_PER_TIER": "0",
+            "TIERROUTE_HTTP_MAX_BODY_BYTES": "4096",
+        }
+    )
+    scorer = StaticScorer((0.95, 0.03, 0.02))
+    async with running_server(settings, scorer=scorer, environ={}, http=True) as s:
+        yield s

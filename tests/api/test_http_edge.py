@@ -18,8 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from tests.helpers import Running, make_settings, read_all, running_server
-from tierroute.api.security import hash_token
+from tests.helpers import Running, acme_tokens, make_settings, read_all, running_server
 from tierroute.api.server import TierRouteServer
 from tierroute.errors import ConfigError
 from tierroute.observability.names import SPAN_ANSWER, SPAN_ROUTE
@@ -35,11 +34,9 @@ TOKEN = "acme-edge-token"
 
 
 def _settings(tmp_path: Path, **extra: str) -> Settings:
-    tokens = tmp_path / "tokens.json"
-    tokens.write_text(json.dumps({"tenants": {"acme": [hash_token(TOKEN)]}}))
     return make_settings(
         {
-            "TIERROUTE_AUTH_TOKENS_FILE": str(tokens),
+            "TIERROUTE_AUTH_TOKENS_FILE": str(acme_tokens(tmp_path, TOKEN)),
             # Nothing judged or run ahead: each test scripts the cheap tier's answer alone.
             "TIERROUTE_CASCADE_JUDGE_SAMPLE_RATE": "0",
             "TIERROUTE_CASCADE_USE_MODEL_CALIBRATION": "false",

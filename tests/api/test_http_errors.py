@@ -4,50 +4,28 @@ own exception class from Anthropic's error JSON, and the one mapping behind them
 from __future__ import annotations
 
 import inspect
-import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
 import pytest
 
 from tests.fixtures import cascade_records, labelled
-from tests.helpers import Running, make_settings, running_server
+from tests.helpers import ACME_TOKEN, Running, make_settings
 from tierroute import errors
 from tierroute.api.http import http_error, parse_request
-from tierroute.api.security import hash_token
-from tierroute.testing import StaticScorer
 
 RECORDS = cascade_records()
 QUESTION = str(labelled(RECORDS, "cheap")["prompt"])
 CHEAP = "claude-haiku-4-5"
-ACME_TOKEN = "acme-http-token"
 
 
 @pytest.fixture
-async def served(replay_data: Path, tmp_path: Path) -> AsyncIterator[Running]:
-    """Tokens on, no retries of a failed tier, a 4 KB body limit; replay answers at once."""
-    tokens = tmp_path / "tokens.json"
-    tokens.write_text(json.dumps({"tenants": {"acme": [hash_token(ACME_TOKEN)]}}))
-    settings = make_settings(
-        {
-            "TIERROUTE_REPLAY_DATA": str(replay_data),
-            "TIERROUTE_REPLAY_TIME_SCALE": "0",
-            "TIERROUTE_AUTH_TOKENS_FILE": str(tokens),
-            "TIERROUTE_CASCADE_MAX_RETRIES_PER_TIER": "0",
-            "TIERROUTE_HTTP_MAX_BODY_BYTES": "4096",
-        }
-    )
-    scorer = StaticScorer((0.95, 0.03, 0.02))
-    async with running_server(settings, scorer=scorer, environ={}, http=True) as s:
-        yield s
-
-
-@pytest.fixture
-async def client(served: Running) -> AsyncIterator[anthropic.AsyncAnthropic]:
+async def client(guarded_served: Running) -> AsyncIterator[anthropic.AsyncAnthropic]:
     """acme's SDK client; no retries, so each error is seen as the server sent it."""
-    sdk = anthropic.AsyncAnthropic(base_url=served.http_url, api_key=ACME_TOKEN, max_retries=0)
+    sdk = anthropic.AsyncAnthropic(
+        base_url=guarded_served.http_url, api_key=ACME_TOKEN, max_retries=0
+    )
     try:
         yield sdk
     finally:
@@ -99,19 +77,19 @@ async def test_an_unknown_operating_point_is_400_naming_the_known_ones(
     assert _error_type(caught.value) == "invalid_request_error"
 
 
-async def test_an_unknown_token_is_401_authentication_error(served: Running) -> None:
+async def test_an_unknown_token_is_401_authentication_error(guarded_served: Running) -> None:
     """A token the tokens file does not hold is refused with 401."""
-    sdk = anthropic.AsyncAnthropic(base_url=served.http_url, api_key="wrong", max_retries=0)
+    sdk = anthropic.AsyncAnthropic(base_url=guarded_served.http_url, api_key="wrong", max_retries=0)
     async with sdk:
         with pytest.raises(anthropic.AuthenticationError) as caught:
             await _ask(sdk)
     assert _error_type(caught.value) == "authentication_error"
 
 
-async def test_a_bearer_token_is_accepted_as_well(served: Running) -> None:
+async def test_a_bearer_token_is_accepted_as_well(guarded_served: Running) -> None:
     """`Authorization: Bearer` (the SDK's auth_token) authenticates like x-api-key."""
     sdk = anthropic.AsyncAnthropic(
-        base_url=served.http_url, api_key=None, auth_token=ACME_TOKEN, max_retries=0
+        base_url=guarded_served.http_url, api_key=None, auth_token=ACME_TOKEN, max_retries=0
     )
     async with sdk:
         message = await _ask(sdk)
@@ -215,9 +193,11 @@ async def test_a_stream_that_fails_before_its_text_is_an_http_error(
         )
 
 
-async def test_an_unknown_path_is_404_in_anthropics_error_json(served: Running) -> None:
+async def test_an_unknown_path_is_404_in_anthropics_error_json(guarded_served: Running) -> None:
     """Routes the endpoint does not serve still answer in Anthropic's error format."""
-    sdk = anthropic.AsyncAnthropic(base_url=served.http_url, api_key=ACME_TOKEN, max_retries=0)
+    sdk = anthropic.AsyncAnthropic(
+        base_url=guarded_served.http_url, api_key=ACME_TOKEN, max_retries=0
+    )
     async with sdk:
         with pytest.raises(anthropic.NotFoundError) as caught:
             await sdk.get("/v1/complete", cast_to=object)

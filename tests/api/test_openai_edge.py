@@ -11,8 +11,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.helpers import Running, make_settings, read_all, running_server
-from tierroute.api.security import hash_token
+from tests.helpers import Running, acme_tokens, make_settings, read_all, running_server
 from tierroute.providers.scripted import Reply, ScriptedProvider
 from tierroute.querylog import SqliteStore
 from tierroute.settings import Settings
@@ -31,11 +30,9 @@ class PointedScorer(StaticScorer):
 
 
 def _settings(tmp_path: Path, **extra: str) -> Settings:
-    tokens = tmp_path / "tokens.json"
-    tokens.write_text(json.dumps({"tenants": {"acme": [hash_token(TOKEN)]}}))
     return make_settings(
         {
-            "TIERROUTE_AUTH_TOKENS_FILE": str(tokens),
+            "TIERROUTE_AUTH_TOKENS_FILE": str(acme_tokens(tmp_path, TOKEN)),
             # Nothing judged or run ahead: each test scripts the cheap tier's answer alone.
             "TIERROUTE_CASCADE_JUDGE_SAMPLE_RATE": "0",
             "TIERROUTE_CASCADE_USE_MODEL_CALIBRATION": "false",

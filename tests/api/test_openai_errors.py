@@ -8,45 +8,24 @@ import asyncio
 import http.client
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
 from tests.fixtures import cascade_records, labelled
-from tests.helpers import Running, make_settings, running_server
-from tierroute.api.security import hash_token
-from tierroute.testing import StaticScorer
+from tests.helpers import ACME_TOKEN, Running
 
 QUESTION = str(labelled(cascade_records(), "cheap")["prompt"])
 CHEAP = "claude-haiku-4-5"
-ACME_TOKEN = "acme-openai-token"
 
 
 @pytest.fixture
-async def served(replay_data: Path, tmp_path: Path) -> AsyncIterator[Running]:
-    """Tokens on, no retries of a failed tier, a 4 KB body limit; replay answers at once."""
-    tokens = tmp_path / "tokens.json"
-    tokens.write_text(json.dumps({"tenants": {"acme": [hash_token(ACME_TOKEN)]}}))
-    settings = make_settings(
-        {
-            "TIERROUTE_REPLAY_DATA": str(replay_data),
-            "TIERROUTE_REPLAY_TIME_SCALE": "0",
-            "TIERROUTE_AUTH_TOKENS_FILE": str(tokens),
-            "TIERROUTE_CASCADE_MAX_RETRIES_PER_TIER": "0",
-            "TIERROUTE_HTTP_MAX_BODY_BYTES": "4096",
-        }
-    )
-    scorer = StaticScorer((0.95, 0.03, 0.02))
-    async with running_server(settings, scorer=scorer, environ={}, http=True) as s:
-        yield s
-
-
-@pytest.fixture
-async def client(served: Running) -> AsyncIterator[openai.AsyncOpenAI]:
+async def client(guarded_served: Running) -> AsyncIterator[openai.AsyncOpenAI]:
     """acme's OpenAI SDK client; no retries, so each error is seen as the server sent it."""
-    sdk = openai.AsyncOpenAI(base_url=f"{served.http_url}/v1", api_key=ACME_TOKEN, max_retries=0)
+    sdk = openai.AsyncOpenAI(
+        base_url=f"{guarded_served.http_url}/v1", api_key=ACME_TOKEN, max_retries=0
+    )
     try:
         yield sdk
     finally:
@@ -144,9 +123,11 @@ async def test_a_strict_function_is_400(client: openai.AsyncOpenAI) -> None:
     assert _error(caught.value)["param"] == "tools[0].function.strict"
 
 
-async def test_an_unknown_token_is_401(served: Running) -> None:
+async def test_an_unknown_token_is_401(guarded_served: Running) -> None:
     """A token the tokens file does not hold is the SDK's AuthenticationError."""
-    sdk = openai.AsyncOpenAI(base_url=f"{served.http_url}/v1", api_key="wrong", max_retries=0)
+    sdk = openai.AsyncOpenAI(
+        base_url=f"{guarded_served.http_url}/v1", api_key="wrong", max_retries=0
+    )
     async with sdk:
         with pytest.raises(openai.AuthenticationError) as caught:
             await _ask(sdk)
@@ -195,9 +176,11 @@ def _post_raw(url: str, body: bytes) -> tuple[int, dict[str, Any]]:
         connection.close()
 
 
-async def test_a_body_that_is_not_json_is_400(served: Running) -> None:
+async def test_a_body_that_is_not_json_is_400(guarded_served: Running) -> None:
     """A body that does not decode is OpenAI's 400, not a server error."""
-    status, body = await asyncio.to_thread(_post_raw, served.http_url, b'{"model": tierroute')
+    status, body = await asyncio.to_thread(
+        _post_raw, guarded_served.http_url, b'{"model": tierroute'
+    )
     assert status == 400
     assert body["error"]["type"] == "invalid_request_error"
     assert set(body["error"]) == {"message", "type", "param", "code"}
