@@ -182,52 +182,32 @@ def _quiet_cascade_log() -> None:
 
 def run_eval(args: argparse.Namespace, settings: Settings, environ: Mapping[str, str]) -> int:
     """Run `tierroute eval`; 0 on success, 2 when the input cannot work."""
+    from tierroute.offline.evaluation.as_served import evaluate_as_served, served_markdown
     from tierroute.offline.evaluation.pipeline import evaluate
 
     _quiet_cascade_log()
     started = time.perf_counter()
-    data = args.data or default_data_path(environ)
-    if args.as_served:
-        return _run_as_served(args, settings, data, started)
+    run = evaluate_as_served if args.as_served else evaluate
     try:
-        report = evaluate(
-            data,
+        report = run(
+            args.data or default_data_path(environ),
             args.out,
             settings,
             _options(args),
-            progress=progress_bar(args.quiet, "eval"),
+            progress=progress_bar(args.quiet, "eval as served" if args.as_served else "eval"),
             trio=args.trio.split(",") if args.trio else None,
         )
     except (ConfigError, ModelLoadError) as exc:
         print(f"tierroute eval: error: {exc}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - started
-    print(_summary(report), file=sys.stderr)
-    print(f"wrote {args.out}/report.json and frontier.png in {elapsed:.1f} s", file=sys.stderr)
-    return 0
-
-
-def _run_as_served(args: argparse.Namespace, settings: Settings, data: Path, started: float) -> int:
-    from tierroute.offline.evaluation.as_served import evaluate_as_served, served_markdown
-
-    try:
-        report = evaluate_as_served(
-            data,
-            args.out,
-            settings,
-            _options(args),
-            progress=progress_bar(args.quiet, "eval as served"),
-            trio=args.trio.split(",") if args.trio else None,
-        )
-    except (ConfigError, ModelLoadError) as exc:
-        print(f"tierroute eval: error: {exc}", file=sys.stderr)
-        return 2
-    print(served_markdown(report), file=sys.stderr)
-    print(
-        f"wrote {args.out}/report.json and summary.md ({report['evaluation']}) in "
-        f"{time.perf_counter() - started:.1f} s",
-        file=sys.stderr,
-    )
+    if args.as_served:
+        print(served_markdown(report), file=sys.stderr)
+        wrote = f"report.json and summary.md ({report['evaluation']})"
+    else:
+        print(_summary(report), file=sys.stderr)
+        wrote = "report.json and frontier.png"
+    print(f"wrote {args.out}/{wrote} in {elapsed:.1f} s", file=sys.stderr)
     return 0
 
 
