@@ -5,6 +5,7 @@ and numbered query-log records and their reading."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -44,6 +45,21 @@ def acme_tokens(directory: Path, token: str = ACME_TOKEN) -> Path:
     path = directory / "tokens.json"
     path.write_text(json.dumps({"tenants": {"acme": [hash_token(token)]}}))
     return path
+
+
+def postgres_or_skip() -> str:
+    """The test PostgreSQL's URL (127.0.0.1:5432, database `test`); the calling test is
+    skipped when it is unreachable, except under CI, where that fails it."""
+    import pytest
+
+    from tierroute.querylog.doubles import reachable_postgres_url
+
+    url = reachable_postgres_url()
+    if url is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI needs PostgreSQL at 127.0.0.1:5432 (database test)")
+        pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable")
+    return url
 
 
 @dataclass

@@ -4,7 +4,6 @@ through every tier in the background and labelled into `tier_labels`, within a b
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,14 +12,14 @@ import anthropic
 import pytest
 
 from tests.fixtures import cascade_records
-from tests.helpers import make_settings, running_server
+from tests.helpers import make_settings, postgres_or_skip, running_server
 from tierroute.api.live_labels import LiveLabeller
 from tierroute.api.workers import worker_settings
 from tierroute.cascade.labelling import Labeller
 from tierroute.errors import ConfigError
 from tierroute.providers.scripted import Reply, ScriptedProvider
 from tierroute.querylog import SqliteStore, TierLabel, open_store
-from tierroute.querylog.doubles import reachable_postgres_url, temporary_schema
+from tierroute.querylog.doubles import temporary_schema
 from tierroute.settings import Settings
 from tierroute.testing import StaticScorer
 from tierroute.v1 import tierroute_pb2 as pb
@@ -205,11 +204,7 @@ async def test_a_call_through_the_messages_door_is_labelled_too(
 @pytest.fixture
 def pg_log_url() -> Iterator[str]:
     """A fresh schema on the test PostgreSQL; skipped when unreachable, except under CI."""
-    url = reachable_postgres_url()
-    if url is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI needs PostgreSQL at 127.0.0.1:5432 (database test)")
-        pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable")
+    url = postgres_or_skip()
     with temporary_schema(url) as schema_url:
         yield schema_url
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tierroute.querylog.doubles import reachable_postgres_url, temporary_schema
+from tests.helpers import postgres_or_skip
+from tierroute.querylog.doubles import temporary_schema
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -17,10 +17,6 @@ def log_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'log.sqlite3'}"
         return
-    url = reachable_postgres_url()
-    if url is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI needs PostgreSQL at 127.0.0.1:5432 (database test)")
-        pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable")
+    url = postgres_or_skip()
     with temporary_schema(url) as schema_url:
         yield schema_url

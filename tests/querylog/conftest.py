@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tierroute.querylog.doubles import reachable_postgres_url, temporary_schema
+from tests.helpers import postgres_or_skip
+from tierroute.querylog.doubles import temporary_schema
 
 
 @pytest.fixture
@@ -22,12 +22,7 @@ def sqlite_file(tmp_path: Path) -> Path:
 @pytest.fixture(scope="module")
 def pg_base_url() -> str:
     """The test PostgreSQL; skipped when unreachable, except under CI where that fails."""
-    url = reachable_postgres_url()
-    if url is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI needs PostgreSQL at 127.0.0.1:5432 (database test)")
-        pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable")
-    return url
+    return postgres_or_skip()
 
 
 @pytest.fixture

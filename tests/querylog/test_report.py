@@ -27,17 +27,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.helpers import postgres_or_skip
 from tierroute.errors import ConfigError
 from tierroute.offline.cli.operations import add_report_parser, parse_since
 from tierroute.querylog import FeedbackRecord, HopRecord, QueryRecord, summarize
-from tierroute.querylog.doubles import reachable_postgres_url, sample_record, temporary_schema
+from tierroute.querylog.doubles import sample_record, temporary_schema
 from tierroute.querylog.factory import open_store
 from tierroute.querylog.report import is_cheap_opportunity, p95
 from tierroute.querylog.sqlite import SqliteStore
@@ -394,11 +394,7 @@ def test_report_on_postgres_equals_sqlite(
     tmp_path: Path, settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The same log gives the same report from PostgreSQL as from SQLite."""
-    base = reachable_postgres_url()
-    if base is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI needs PostgreSQL at 127.0.0.1:5432 (database test)")
-        pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable")
+    base = postgres_or_skip()
     with temporary_schema(base) as url:
         asyncio.run(write_log(url))
         args = report_args(["report", "--db", url, "--json"], settings)

@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 from tierroute_client import RetryPolicy, TierRouteClient, TierRouteClientError
 
+from tests.helpers import postgres_or_skip
 from tierroute.querylog import open_store
-from tierroute.querylog.doubles import reachable_postgres_url, temporary_schema
+from tierroute.querylog.doubles import temporary_schema
 
 CALLS = 400
 STOP_AFTER = 120
@@ -32,11 +33,7 @@ STOP_AFTER = 120
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh schema on the test PostgreSQL (a failure under CI when it is unreachable)."""
-    url = reachable_postgres_url()
-    if url is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI needs PostgreSQL at 127.0.0.1:5432 (database test)")
-        pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable")
+    url = postgres_or_skip()
     with temporary_schema(url) as schema_url:
         yield schema_url
 
