@@ -4,6 +4,7 @@ and numbered query-log records and their reading."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -60,6 +61,23 @@ def postgres_or_skip() -> str:
             pytest.fail("CI needs PostgreSQL at 127.0.0.1:5432 (database test)")
         pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable")
     return url
+
+
+def post_raw(
+    url: str, path: str, body: str | bytes, headers: Mapping[str, str] | None = None
+) -> tuple[int, dict[str, str], str]:
+    """POST `body` (JSON unless `headers` say otherwise) to `path` on the HTTP endpoint at
+    `url` with the standard library, not an SDK; the status, headers and body text."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        connection.request(
+            "POST", path, body, {"content-type": "application/json", **(headers or {})}
+        )
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read().decode()
+    finally:
+        connection.close()
 
 
 @dataclass

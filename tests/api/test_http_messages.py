@@ -4,7 +4,6 @@ URL: the real server on port 0 with its replay backend serving recorded answers.
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 from typing import Any
 
@@ -12,7 +11,7 @@ import anthropic
 import pytest
 
 from tests.fixtures import cascade_records, labelled
-from tests.helpers import Running
+from tests.helpers import Running, post_raw
 
 RECORDS = cascade_records()
 CHEAP, MID, TOP = "claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-8"
@@ -121,19 +120,6 @@ async def test_stream_events_come_in_anthropics_order(
     assert kinds[-3:] == ["content_block_stop", "message_delta", "message_stop"]
 
 
-def _raw_stream(url: str, body: dict[str, Any]) -> tuple[int, dict[str, str], str]:
-    host, port = url.removeprefix("http://").split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=30)
-    try:
-        connection.request(
-            "POST", "/v1/messages", json.dumps(body), {"content-type": "application/json"}
-        )
-        response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read().decode()
-    finally:
-        connection.close()
-
-
 async def test_stream_wire_format_is_anthropics(http_served: Running) -> None:
     """On the wire: `event:`/`data:` pairs, a ping after message_start, the extension last."""
     question, _ = _question("cheap")
@@ -143,7 +129,9 @@ async def test_stream_wire_format_is_anthropics(http_served: Running) -> None:
         "stream": True,
         "messages": [{"role": "user", "content": question}],
     }
-    status, headers, text = await asyncio.to_thread(_raw_stream, http_served.http_url, body)
+    status, headers, text = await asyncio.to_thread(
+        post_raw, http_served.http_url, "/v1/messages", json.dumps(body)
+    )
     assert status == 200
     assert headers["content-type"].startswith("text/event-stream")
     assert headers["x-tierroute-tier"] == "cheap"

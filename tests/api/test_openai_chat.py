@@ -4,7 +4,6 @@ URL: the real server on port 0 with its replay backend serving recorded answers.
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +13,7 @@ import openai
 import pytest
 
 from tests.fixtures import cascade_records, labelled
-from tests.helpers import Running, make_settings, running_server
+from tests.helpers import Running, make_settings, post_raw, running_server
 from tierroute.testing import StaticScorer
 
 RECORDS = cascade_records()
@@ -205,19 +204,6 @@ async def test_a_stream_without_include_usage_has_no_usage_chunk(
     assert all(len(c.choices) == 1 and c.usage is None for c in chunks)
 
 
-def _raw_stream(url: str, body: dict[str, Any]) -> tuple[int, dict[str, str], str]:
-    host, port = url.removeprefix("http://").split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=30)
-    try:
-        connection.request(
-            "POST", "/v1/chat/completions", json.dumps(body), {"content-type": "application/json"}
-        )
-        response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read().decode()
-    finally:
-        connection.close()
-
-
 async def test_the_stream_wire_format_is_openais(http_served: Running) -> None:
     """On the wire: unnamed `data:` events, tierroute's object on the last chunk, then [DONE]."""
     question, _ = _question("cheap")
@@ -226,7 +212,9 @@ async def test_the_stream_wire_format_is_openais(http_served: Running) -> None:
         "stream": True,
         "messages": [{"role": "user", "content": question}],
     }
-    status, headers, text = await asyncio.to_thread(_raw_stream, http_served.http_url, body)
+    status, headers, text = await asyncio.to_thread(
+        post_raw, http_served.http_url, "/v1/chat/completions", json.dumps(body)
+    )
     assert status == 200
     assert headers["content-type"].startswith("text/event-stream")
     assert headers["x-tierroute-tier"] == "cheap"

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,7 +13,7 @@ import openai
 import pytest
 
 from tests.fixtures import cascade_records, labelled
-from tests.helpers import ACME_TOKEN, Running
+from tests.helpers import ACME_TOKEN, Running, post_raw
 
 QUESTION = str(labelled(cascade_records(), "cheap")["prompt"])
 CHEAP = "claude-haiku-4-5"
@@ -165,15 +164,9 @@ async def test_a_body_over_the_limit_is_413(client: openai.AsyncOpenAI) -> None:
 
 
 def _post_raw(url: str, body: bytes) -> tuple[int, dict[str, Any]]:
-    host, port = url.removeprefix("http://").split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=30)
-    try:
-        headers = {"content-type": "application/json", "authorization": f"Bearer {ACME_TOKEN}"}
-        connection.request("POST", "/v1/chat/completions", body, headers)
-        response = connection.getresponse()
-        return response.status, json.loads(response.read())
-    finally:
-        connection.close()
+    headers = {"authorization": f"Bearer {ACME_TOKEN}"}
+    status, _, text = post_raw(url, "/v1/chat/completions", body, headers)
+    return status, json.loads(text)
 
 
 async def test_a_body_that_is_not_json_is_400(guarded_served: Running) -> None:
