@@ -80,6 +80,21 @@ def post_raw(
         connection.close()
 
 
+def metric_points(reader: Any, name: str) -> list[tuple[dict[str, Any], Any]]:
+    """(attributes, value) of each data point of the metric `name` that an OpenTelemetry
+    in-memory metric reader has collected."""
+    data = reader.get_metrics_data()
+    assert data is not None
+    return [
+        (dict(p.attributes or {}), p.value)
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == name
+        for p in m.data.data_points
+    ]
+
+
 @dataclass
 class Running:
     """A started server and a stub on a channel to it."""

@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from tierroute_client import AsyncTierRouteClient
 
-from tests.helpers import make_settings, running_server
+from tests.helpers import make_settings, metric_points, running_server
 from tierroute.observability.metrics import UNFAMILIAR
 from tierroute.observability.names import ATTR_FAMILIARITY, ATTR_UNFAMILIAR, SPAN_ROUTE
 from tierroute.providers.scripted import Reply, ScriptedProvider
@@ -213,16 +213,7 @@ async def test_familiarity_is_on_the_route_span_and_in_the_metrics() -> None:
         attributes = dict(span.attributes or {})
         assert (attributes[ATTR_FAMILIARITY], attributes[ATTR_UNFAMILIAR]) == (0.05, True)
         assert not any(QUESTION in str(v) for v in attributes.values())
-        data = reader.get_metrics_data()
-        assert data is not None
-        points = [
-            (dict(p.attributes or {}), p.value)  # type: ignore[union-attr]
-            for rm in data.resource_metrics
-            for sm in rm.scope_metrics
-            for m in sm.metrics
-            if m.name == UNFAMILIAR
-            for p in m.data.data_points
-        ]
+        points = metric_points(reader, UNFAMILIAR)
         assert points == [({"rpc": "route", "handling": "check"}, 1)]
     finally:
         tracer_provider.shutdown()

@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from tierroute_client import AsyncTierRouteClient
 
 from tests.fixtures import add_value_policy, make_records, write_dataset
-from tests.helpers import Running, make_settings, running_server
+from tests.helpers import Running, make_settings, metric_points, running_server
 from tierroute.api.security import hash_token
 from tierroute.errors import ConfigError, ModelLoadError
 from tierroute.model.bundle import VALUE_CALIBRATION_FILE, VALUE_FILE
@@ -386,16 +386,7 @@ async def test_plan_is_on_the_route_span_and_counted() -> None:
         attributes = dict(route_span.attributes or {})
         assert attributes[ATTR_PLAN] == "cheap+judge_start_only"
         assert not any(QUESTION in str(v) for v in attributes.values())
-        data = reader.get_metrics_data()
-        assert data is not None
-        points = [
-            (dict(p.attributes or {}), p.value)  # type: ignore[union-attr]
-            for rm in data.resource_metrics
-            for sm in rm.scope_metrics
-            for m in sm.metrics
-            if m.name == CASCADE_PLANS
-            for p in m.data.data_points
-        ]
+        points = metric_points(reader, CASCADE_PLANS)
         assert points == [({"action": "cheap+judge_start_only"}, 1)]
     finally:
         tracer_provider.shutdown()
