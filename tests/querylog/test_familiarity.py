@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tests.helpers import make_settings, read_all, running_server
-from tierroute.querylog import PostgresStore, SqliteStore, open_store, summarize
+from tierroute.querylog import PostgresStore, SqliteStore, Store, open_store, summarize
 from tierroute.querylog.doubles import sample_record
 from tierroute.querylog.records import item_from_line, item_to_line
 from tierroute.querylog.report import format_table
@@ -24,15 +24,20 @@ def test_spool_line_round_trips_familiarity() -> None:
     assert item_from_line(item_to_line(record)) == record
 
 
-async def test_sqlite_round_trips_familiarity(sqlite_file: Path) -> None:
-    """Familiarity reads back equal from SQLite; a call without it stores NULL and 0."""
-    store = SqliteStore(sqlite_file)
+async def _round_trip(store: Store) -> dict[str, tuple[float | None, bool]]:
+    """Write a record with familiarity and one without, and read both back by request id."""
     await store.migrate()
     await store.write_batch(
         [sample_record("r1", familiarity=0.125, unfamiliar=True), sample_record("r2")], []
     )
     stored = {r.request_id: (r.familiarity, r.unfamiliar) for r in await store.fetch_queries()}
     await store.aclose()
+    return stored
+
+
+async def test_sqlite_round_trips_familiarity(sqlite_file: Path) -> None:
+    """Familiarity reads back equal from SQLite; a call without it stores NULL and 0."""
+    stored = await _round_trip(SqliteStore(sqlite_file))
     assert stored == {"r1": (0.125, True), "r2": (None, False)}
     with sqlite3.connect(sqlite_file) as conn:
         rows = conn.execute("SELECT familiarity, unfamiliar FROM query_log ORDER BY id").fetchall()
@@ -42,13 +47,7 @@ async def test_sqlite_round_trips_familiarity(sqlite_file: Path) -> None:
 
 async def test_postgres_round_trips_familiarity(pg_url: str) -> None:
     """Familiarity reads back equal from PostgreSQL; a call without it stores NULL, false."""
-    store = PostgresStore(pg_url)
-    await store.migrate()
-    await store.write_batch(
-        [sample_record("r1", familiarity=0.125, unfamiliar=True), sample_record("r2")], []
-    )
-    stored = {r.request_id: (r.familiarity, r.unfamiliar) for r in await store.fetch_queries()}
-    await store.aclose()
+    stored = await _round_trip(PostgresStore(pg_url))
     assert stored == {"r1": (0.125, True), "r2": (None, False)}
 
 
