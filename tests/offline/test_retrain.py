@@ -314,9 +314,18 @@ def test_a_promoted_candidate_gets_the_served_bundles_cascade_calibration(
 
     served = tmp_path / "served"
     shutil.copytree(bundles.shuffled, served)
+    # The served Cascade calibrated on outcomes moved to other prompts: its value policy has
+    # learnt noise, so the candidate, calibrated on the log's real outcomes, serves better.
+    records = list(iter_records(bundles.shuffled_data))
+    moved = [r["models"] for r in records]
+    random.Random(2).shuffle(moved)
+    noise = write_dataset(
+        tmp_path / "noise.jsonl.gz",
+        [dict(r, models=m) for r, m in zip(records, moved, strict=True)],
+    )
     target = CalibrationTarget.parse("max_cost_per_query", "0.6x")
     calibrate(
-        bundles.shuffled_data,
+        noise,
         served / "thresholds.json",
         make_settings(),
         target,
