@@ -599,18 +599,23 @@ def test_calibration_lists_the_held_out_trade_off_curve(
     assert all(row["cost_ratio_vs_always_expensive"] > 0 for row in feasible)
 
 
-def test_an_unreachable_target_is_refused_with_the_reachable_range(
+def test_an_unreachable_target_is_served_at_the_nearest_price_and_marked(
     small_data: Path, bundle_dir: Path, tmp_path: Path
 ) -> None:
-    """A quality floor no configuration reaches is a ConfigError naming what is reachable."""
-    with pytest.raises(ConfigError, match="no configuration meets the target"):
-        calibrate(
-            small_data,
-            tmp_path / "thresholds.json",
-            _settings(),
-            cal.CalibrationTarget.parse("min_quality", "0.99"),
-            Options(folds=FOLDS, model_dir=bundle_dir),
-        )
+    """A quality floor no price reaches still calibrates: its point takes the nearest price
+    and is marked unattainable with the quality that price reached, below the floor."""
+    out = tmp_path / "thresholds.json"
+    calibrate(
+        small_data,
+        out,
+        _settings(),
+        cal.CalibrationTarget.parse("min_quality", "0.99"),
+        Options(folds=FOLDS, model_dir=bundle_dir),
+    )
+    points = json.loads(out.read_text())["cascade"]["value"]["operating_points"]
+    unreachable = [p for p in points.values() if p["attainable"] is False]
+    assert unreachable
+    assert all(p["in_sample_quality"] < 0.99 for p in unreachable)
 
 
 @pytest.mark.parametrize(
