@@ -254,18 +254,10 @@ class ValueModel:
         p, tokens = split_outputs(raw[0], len(self.actions), self.n_tiers)
         return tuple(float(v) for v in p), tokens
 
-    def scores_and_plan(
-        self, text: str, point: str | None = None
-    ) -> tuple[list[float], CascadePlan]:
-        """The classifier's probabilities and the plan at operating point `point` (None: the
-        default) from one run of a shared graph (`shared`)."""
-        scored = self.scored(text, point)
-        assert scored.plan is not None  # a value model always plans
-        return scored.probs, scored.plan
-
     def scored(self, text: str, point: str | None = None) -> Scored:
-        """`scores_and_plan`, with the classifier's familiarity signal when the shared graph
-        outputs it (`familiar`), from the same run."""
+        """The classifier's probabilities, the plan at operating point `point` (None: the
+        default) and, when the graph outputs it (`familiar`), the familiarity signal, from
+        one run of a shared graph (`shared`)."""
         price = self.price_for(point)
         feed = {VALUE_INPUT: np.array([[classifier_text(text, self.prefix_chars)]], dtype=object)}
         out = self._session.run(self._shared_outputs, feed)
