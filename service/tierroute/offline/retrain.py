@@ -52,7 +52,7 @@ from tierroute.model import ModelRegistry, bundle_version
 from tierroute.model.bundle import METADATA_FILE, THRESHOLDS_FILE
 from tierroute.outcomes import TIER_KEYS, file_sha256, iter_records, tier_model, trio_key
 from tierroute.querylog import QueryRecord, Store
-from tierroute.querylog.evidence import feedback_verdicts, hop_value
+from tierroute.querylog.evidence import feedback_verdicts, judged_tiers
 from tierroute.settings import Settings
 
 if TYPE_CHECKING:
@@ -76,16 +76,8 @@ def label_from_log(
     index = {name: i for i, name in enumerate(tier_names)}
     sufficient: set[int] = set()
     insufficient: set[int] = set()
-    for hop in record.hops:
-        if hop_value(hop.get("role"), "HOP_ROLE_") != "JUDGE":
-            continue
-        if hop_value(hop.get("outcome"), "HOP_OUTCOME_") != "OK":
-            continue
-        verdict = hop_value(hop.get("verdict"), "JUDGE_VERDICT_")
-        judged = index.get(str(hop.get("tier")), 0) - 1
-        if judged < 0 or verdict not in ("PASS", "FAIL"):
-            continue
-        (sufficient if verdict == "PASS" else insufficient).add(judged)
+    for judged, passed in judged_tiers(record, tier_names):
+        (sufficient if passed else insufficient).add(judged)
     final = index.get(record.final_tier)
     if user_verdict is not None and final is not None:
         # The user saw the answer; their word on the final tier beats the judge's.

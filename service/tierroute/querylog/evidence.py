@@ -11,7 +11,7 @@ the log and by `tierroute adapt`, which read the same evidence the same way.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -66,11 +66,10 @@ def feedback_verdicts(feedback: Iterable[FeedbackRecord]) -> dict[str, bool]:
     return out
 
 
-def judge_verdicts(record: QueryRecord, tier_names: Sequence[str]) -> dict[int, bool]:
-    """Tier index -> the Cascade's judge verdict on that tier's answer (pass True, fail
-    False), from the record's judge hops that ended with one; the last verdict counts."""
+def judged_tiers(record: QueryRecord, tier_names: Sequence[str]) -> Iterator[tuple[int, bool]]:
+    """(tier index, passed) for each of the record's judge hops that ended with a pass or
+    fail verdict on the answer of the tier below the judge's, in hop order."""
     index = {name: i for i, name in enumerate(tier_names)}
-    out: dict[int, bool] = {}
     for hop in record.hops:
         if hop_value(hop.get("role"), "HOP_ROLE_") != "JUDGE":
             continue
@@ -79,8 +78,13 @@ def judge_verdicts(record: QueryRecord, tier_names: Sequence[str]) -> dict[int, 
         verdict = hop_value(hop.get("verdict"), "JUDGE_VERDICT_")
         judged = index.get(str(hop.get("tier")), 0) - 1
         if judged >= 0 and verdict in ("PASS", "FAIL"):
-            out[judged] = verdict == "PASS"
-    return out
+            yield judged, verdict == "PASS"
+
+
+def judge_verdicts(record: QueryRecord, tier_names: Sequence[str]) -> dict[int, bool]:
+    """Tier index -> the Cascade's judge verdict on that tier's answer (pass True, fail
+    False), from the record's judge hops that ended with one; the last verdict counts."""
+    return dict(judged_tiers(record, tier_names))
 
 
 def label_verdicts(
