@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tierroute.cascade import retry_delay
+from tierroute.cascade.labelling import call_with_retry
 from tierroute.errors import ConfigError, ProviderError
 from tierroute.providers import Provider, prompts
 from tierroute.querylog import QueryRecord, Store
@@ -229,29 +229,23 @@ async def _judge_one(
     config = settings.cascade
     # Only records holding both are sampled; `or ""` merely satisfies the type.
     messages = prompts.judge_messages(record.query_text or "", record.answer_text or "")
-    retries = 0
-    while True:
-        try:
-            completion = await provider.complete(
-                model=tier.model,
-                messages=messages,
-                max_tokens=config.judge_max_output_tokens,
-                timeout_s=config.per_call_timeout_s,
-                system=prompts.JUDGE_SYSTEM,
-                tool=prompts.JUDGE_TOOL,
-            )
-        except ProviderError as exc:
-            if not exc.retryable or retries >= config.max_retries_per_tier:
-                logger.warning("audit: judge call for %s failed: %s", record.request_id, exc.kind)
-                return _Judged(record, None, (), 0.0)
-            retries += 1
-            await asyncio.sleep(
-                retry_delay(exc, retries, config.retry_base_delay_s, config.retry_max_delay_s, rng)
-            )
-            continue
-        verdict = prompts.parse_verdict(completion.tool_input)
-        cost = tier.cost_usd(completion.input_tokens, completion.output_tokens)
-        return _Judged(record, verdict.passes, verdict.issues, cost)
+    try:
+        completion = await call_with_retry(
+            provider,
+            settings,
+            rng,
+            model=tier.model,
+            messages=messages,
+            max_tokens=config.judge_max_output_tokens,
+            system=prompts.JUDGE_SYSTEM,
+            tool=prompts.JUDGE_TOOL,
+        )
+    except ProviderError as exc:
+        logger.warning("audit: judge call for %s failed: %s", record.request_id, exc.kind)
+        return _Judged(record, None, (), 0.0)
+    verdict = prompts.parse_verdict(completion.tool_input)
+    cost = tier.cost_usd(completion.input_tokens, completion.output_tokens)
+    return _Judged(record, verdict.passes, verdict.issues, cost)
 
 
 async def run_audit(

@@ -169,8 +169,8 @@ def run_label_command(
     args: argparse.Namespace, settings: Settings, environ: Mapping[str, str]
 ) -> int:
     """`tierroute label`: 0 complete, 3 stopped early, 1 log/backend failure, 2 bad input."""
-    from tierroute.cascade.labelling import parse_method
-    from tierroute.offline.traffic.labelling import LabelOptions, format_report, reference
+    from tierroute.cascade.labelling import parse_method, reference_tier
+    from tierroute.offline.traffic.labelling import LabelOptions, format_report
 
     url = args.db or settings.querylog.url.get()
     try:
@@ -184,7 +184,7 @@ def run_label_command(
             seed=args.seed,
             method=parse_method(args.method),
         )
-        reference(settings, options.reference_tier)
+        reference_tier(settings, options.reference_tier)
         report = asyncio.run(_label(url, settings, environ, options, args.quiet))
     except ConfigError as exc:
         return _fail("label", exc)

@@ -33,12 +33,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tierroute.cascade.labelling import LabelBudget, Labeller, LabelMethod, reference_tier
+from tierroute.cascade.labelling import LabelBudget, Labeller, LabelMethod
 from tierroute.errors import ConfigError
 from tierroute.offline.audit import UNKNOWN_TYPE, stratified_sample
 from tierroute.providers import Provider
 from tierroute.querylog import QueryRecord, Store, TierLabel
-from tierroute.settings import Settings, TierConfig
+from tierroute.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -138,11 +138,6 @@ class LabelReport:
             "log_label_spend_usd": round(self.log_spend_usd, 9),
             "cost_per_question_usd": None if per_q is None else round(per_q, 9),
         }
-
-
-def reference(settings: Settings, name: str | None) -> TierConfig:
-    """The reference tier: `name`, else `routing.reference_tier`, else the top tier."""
-    return reference_tier(settings, name)
 
 
 async def candidates(store: Store, since: datetime | None) -> tuple[list[QueryRecord], int]:
