@@ -91,7 +91,8 @@ def model_names(settings: Settings, operating_points: Sequence[str]) -> str:
     return "use one of " + ", ".join(ids)
 
 
-def _need(value: Any, kind: type | tuple[type, ...], where: str, what: str) -> Any:
+def need(value: Any, kind: type | tuple[type, ...], where: str, what: str) -> Any:
+    """`value` when it is a `kind` (a bool never counts as a number); else InvalidRequest."""
     # bool is an int in Python but never a number in JSON Schema.
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise InvalidRequest(f"{where}: expected {what}")
@@ -100,7 +101,7 @@ def _need(value: Any, kind: type | tuple[type, ...], where: str, what: str) -> A
 
 def _int32(value: Any, where: str) -> int:
     # The request's integers are int32 fields: a larger one is refused here, by name.
-    number: int = _need(value, int, where, "an integer")
+    number: int = need(value, int, where, "an integer")
     if not -(2**31) <= number < 2**31:
         raise InvalidRequest(f"{where}: {str(number)[:20]} is out of range")
     return number
@@ -110,7 +111,7 @@ def _number(body: Mapping[str, Any], key: str) -> float | None:
     value = body.get(key)
     if value is None:
         return None
-    number = float(_need(value, (int, float), key, "a number"))
+    number = float(need(value, (int, float), key, "a number"))
     if not math.isfinite(number):
         raise InvalidRequest(f"{key}: expected a finite number")
     return number
@@ -129,14 +130,14 @@ def parse_request(
     body: Any, settings: Settings, operating_points: Sequence[str] = ()
 ) -> ParsedRequest:
     """The request body as a CascadeRequest; InvalidRequest naming the field at fault."""
-    _need(body, dict, "the request body", "a JSON object")
+    need(body, dict, "the request body", "a JSON object")
     unknown = sorted(set(body) - _FIELDS)
     if unknown:
         raise InvalidRequest(f"{unknown[0][:80]}: tierroute does not support this field")
     for key in ("model", "max_tokens", "messages"):
         if key not in body:
             raise InvalidRequest(f"{key}: field required")
-    model = choose_model(_need(body["model"], str, "model", "a string"), settings, operating_points)
+    model = choose_model(need(body["model"], str, "model", "a string"), settings, operating_points)
     max_tokens = _int32(body["max_tokens"], "max_tokens")
     if max_tokens < 1:
         raise InvalidRequest("max_tokens: must be at least 1")
@@ -144,7 +145,7 @@ def parse_request(
     limits = settings.limits
     if "system" in body:
         request.messages.append(_system(body["system"], limits))
-    messages = _need(body["messages"], list, "messages", "a list of messages")
+    messages = need(body["messages"], list, "messages", "a list of messages")
     _counted(messages, limits.max_messages, "messages", "turns")
     request.messages.extend(_message(m, f"messages.{i}", limits) for i, m in enumerate(messages))
     for key in ("temperature", "top_p"):
@@ -153,22 +154,22 @@ def parse_request(
             setattr(request, key, value)
     if body.get("top_k") is not None:
         request.top_k = _int32(body["top_k"], "top_k")
-    stops = _need(body.get("stop_sequences") or [], list, "stop_sequences", "a list")
+    stops = need(body.get("stop_sequences") or [], list, "stop_sequences", "a list")
     _counted(stops, limits.max_stop_sequences, "stop_sequences", "entries")
     request.stop_sequences.extend(
-        _need(s, str, f"stop_sequences.{i}", "a string") for i, s in enumerate(stops)
+        need(s, str, f"stop_sequences.{i}", "a string") for i, s in enumerate(stops)
     )
-    metadata = _need(body.get("metadata") or {}, dict, "metadata", "an object")
+    metadata = need(body.get("metadata") or {}, dict, "metadata", "an object")
     if set(metadata) - {"user_id"}:
         raise InvalidRequest("metadata: only user_id is accepted")
     if metadata.get("user_id") is not None:
-        request.metadata_user_id = _need(metadata["user_id"], str, "metadata.user_id", "a string")
-    tools = _need(body.get("tools") or [], list, "tools", "a list of tools")
+        request.metadata_user_id = need(metadata["user_id"], str, "metadata.user_id", "a string")
+    tools = need(body.get("tools") or [], list, "tools", "a list of tools")
     _counted(tools, limits.max_tools, "tools", "entries")
     request.tools.extend(_tool(t, f"tools.{i}") for i, t in enumerate(tools))
     if body.get("tool_choice") is not None:
         request.tool_choice.CopyFrom(_tool_choice(body["tool_choice"]))
-    stream = _need(body.get("stream", False), bool, "stream", "true or false")
+    stream = need(body.get("stream", False), bool, "stream", "true or false")
     _apply_model(request, model)
     return ParsedRequest(request, model, stream)
 
@@ -194,7 +195,7 @@ def _counted(items: list[Any], limit: int, where: str, unit: str) -> None:
 def _system(system: Any, limits: LimitsConfig) -> pb.ChatMessage:
     if isinstance(system, str):
         return pb.ChatMessage(role=pb.ROLE_SYSTEM, content=system)
-    blocks = _need(system, list, "system", "a string or a list of text blocks")
+    blocks = need(system, list, "system", "a string or a list of text blocks")
     _counted(blocks, limits.max_blocks_per_message, "system", "blocks")
     return pb.ChatMessage(
         role=pb.ROLE_SYSTEM,
@@ -203,7 +204,7 @@ def _system(system: Any, limits: LimitsConfig) -> pb.ChatMessage:
 
 
 def _message(message: Any, where: str, limits: LimitsConfig) -> pb.ChatMessage:
-    _need(message, dict, where, "a message object")
+    need(message, dict, where, "a message object")
     unknown = set(message) - {"role", "content"}
     if unknown:
         raise InvalidRequest(
@@ -216,7 +217,7 @@ def _message(message: Any, where: str, limits: LimitsConfig) -> pb.ChatMessage:
     content = message.get("content")
     if isinstance(content, str):
         return pb.ChatMessage(role=role, content=content)
-    blocks = _need(content, list, f"{where}.content", "a string or a list of content blocks")
+    blocks = need(content, list, f"{where}.content", "a string or a list of content blocks")
     _counted(blocks, limits.max_blocks_per_message, where, "blocks")
     return pb.ChatMessage(
         role=role,
@@ -228,19 +229,19 @@ def _cache_control(block: Mapping[str, Any], where: str) -> pb.CacheControl | No
     control = block.get("cache_control")
     if control is None:
         return None
-    _need(control, dict, f"{where}.cache_control", "an object")
+    need(control, dict, f"{where}.cache_control", "an object")
     return pb.CacheControl(
-        type=_need(control.get("type", ""), str, f"{where}.cache_control.type", "a string"),
-        ttl=_need(control.get("ttl", ""), str, f"{where}.cache_control.ttl", "a string"),
+        type=need(control.get("type", ""), str, f"{where}.cache_control.type", "a string"),
+        ttl=need(control.get("ttl", ""), str, f"{where}.cache_control.ttl", "a string"),
     )
 
 
 def _block(block: Any, where: str, limits: LimitsConfig) -> pb.ContentBlock:
-    _need(block, dict, where, "a content block object")
+    need(block, dict, where, "a content block object")
     kind = block.get("type")
     out = pb.ContentBlock()
     if kind == "text":
-        out.text.text = _need(block.get("text"), str, f"{where}.text", "a string")
+        out.text.text = need(block.get("text"), str, f"{where}.text", "a string")
     elif kind == "image":
         out.image.source.CopyFrom(_source(block.get("source"), f"{where}.source"))
     elif kind == "document":
@@ -248,10 +249,10 @@ def _block(block: Any, where: str, limits: LimitsConfig) -> pb.ContentBlock:
     elif kind == "tool_use":
         out.tool_use.CopyFrom(
             pb.ToolUseBlock(
-                id=_need(block.get("id"), str, f"{where}.id", "a string"),
-                name=_need(block.get("name"), str, f"{where}.name", "a string"),
+                id=need(block.get("id"), str, f"{where}.id", "a string"),
+                name=need(block.get("name"), str, f"{where}.name", "a string"),
                 input_json=json.dumps(
-                    _need(block.get("input", {}), dict, f"{where}.input", "an object")
+                    need(block.get("input", {}), dict, f"{where}.input", "an object")
                 ),
             )
         )
@@ -266,12 +267,12 @@ def _block(block: Any, where: str, limits: LimitsConfig) -> pb.ContentBlock:
 
 
 def _source(source: Any, where: str) -> pb.MediaSource:
-    _need(source, dict, where, "a source object")
+    need(source, dict, where, "a source object")
     kind = source.get("type")
     if kind == "url":
-        return pb.MediaSource(url=_need(source.get("url"), str, f"{where}.url", "a string"))
-    media_type = _need(source.get("media_type"), str, f"{where}.media_type", "a string")
-    data = _need(source.get("data"), str, f"{where}.data", "a string")
+        return pb.MediaSource(url=need(source.get("url"), str, f"{where}.url", "a string"))
+    media_type = need(source.get("media_type"), str, f"{where}.media_type", "a string")
+    data = need(source.get("data"), str, f"{where}.data", "a string")
     if kind == "text":
         return pb.MediaSource(media_type=media_type, data=data.encode("utf-8"))
     if kind != "base64":
@@ -285,11 +286,11 @@ def _source(source: Any, where: str) -> pb.MediaSource:
 
 def _document(block: Mapping[str, Any], where: str) -> pb.DocumentBlock:
     citations = block.get("citations") or {}
-    _need(citations, dict, f"{where}.citations", "an object")
+    need(citations, dict, f"{where}.citations", "an object")
     return pb.DocumentBlock(
         source=_source(block.get("source"), f"{where}.source"),
-        title=_need(block.get("title") or "", str, f"{where}.title", "a string"),
-        context=_need(block.get("context") or "", str, f"{where}.context", "a string"),
+        title=need(block.get("title") or "", str, f"{where}.title", "a string"),
+        context=need(block.get("context") or "", str, f"{where}.context", "a string"),
         citations=bool(citations.get("enabled", False)),
     )
 
@@ -298,24 +299,24 @@ def _tool_result(block: Mapping[str, Any], where: str, limits: LimitsConfig) -> 
     content = block.get("content", [])
     if isinstance(content, str):
         content = [{"type": "text", "text": content}] if content else []
-    _need(content, list, f"{where}.content", "a string or a list of content blocks")
+    need(content, list, f"{where}.content", "a string or a list of content blocks")
     _counted(content, limits.max_blocks_per_message, f"{where}.content", "blocks")
     return pb.ToolResultBlock(
-        tool_use_id=_need(block.get("tool_use_id"), str, f"{where}.tool_use_id", "a string"),
+        tool_use_id=need(block.get("tool_use_id"), str, f"{where}.tool_use_id", "a string"),
         content=[_block(b, f"{where}.content.{i}", limits) for i, b in enumerate(content)],
-        is_error=_need(block.get("is_error", False), bool, f"{where}.is_error", "true or false"),
+        is_error=need(block.get("is_error", False), bool, f"{where}.is_error", "true or false"),
     )
 
 
 def _tool(tool: Any, where: str) -> pb.Tool:
-    _need(tool, dict, where, "a tool object")
+    need(tool, dict, where, "a tool object")
     if tool.get("type") not in (None, "custom"):
         raise InvalidRequest(f"{where}.type: tierroute serves custom tools only")
     out = pb.Tool(
-        name=_need(tool.get("name"), str, f"{where}.name", "a string"),
-        description=_need(tool.get("description") or "", str, f"{where}.description", "a string"),
+        name=need(tool.get("name"), str, f"{where}.name", "a string"),
+        description=need(tool.get("description") or "", str, f"{where}.description", "a string"),
         input_schema_json=json.dumps(
-            _need(tool.get("input_schema"), dict, f"{where}.input_schema", "an object")
+            need(tool.get("input_schema"), dict, f"{where}.input_schema", "an object")
         ),
     )
     control = _cache_control(tool, where)
@@ -325,15 +326,15 @@ def _tool(tool: Any, where: str) -> pb.Tool:
 
 
 def _tool_choice(choice: Any) -> pb.ToolChoice:
-    _need(choice, dict, "tool_choice", "an object")
+    need(choice, dict, "tool_choice", "an object")
     kind = choice.get("type")
     kind = _TOOL_CHOICES.get(kind) if isinstance(kind, str) else None
     if kind is None:
         raise InvalidRequest("tool_choice.type: expected 'auto', 'any', 'tool' or 'none'")
     return pb.ToolChoice(
         type=kind,
-        name=_need(choice.get("name") or "", str, "tool_choice.name", "a string"),
-        disable_parallel_tool_use=_need(
+        name=need(choice.get("name") or "", str, "tool_choice.name", "a string"),
+        disable_parallel_tool_use=need(
             choice.get("disable_parallel_tool_use", False),
             bool,
             "tool_choice.disable_parallel_tool_use",

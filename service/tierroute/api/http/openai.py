@@ -29,6 +29,7 @@ from tierroute.api.http.messages import (
     answer_blocks,
     answer_hop,
     answer_model,
+    need,
     parse_request,
 )
 from tierroute.cascade import CascadeResult
@@ -127,13 +128,6 @@ class ParsedChat:
     include_usage: bool = False
 
 
-def _need(value: Any, kind: type | tuple[type, ...], where: str, what: str) -> Any:
-    # bool is an int in Python but never a number in JSON Schema.
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise InvalidRequest(f"{where}: expected {what}")
-    return value
-
-
 def _neutral(value: Any, allowed: Sequence[Any]) -> bool:
     # 1 == True in Python; in JSON a number is never a boolean.
     return any(value == a and isinstance(value, bool) == isinstance(a, bool) for a in allowed)
@@ -147,11 +141,11 @@ def _unsupported(where: str, what: str = "this field") -> InvalidRequest:
 
 def parse_chat(body: Any, settings: Settings, operating_points: Sequence[str] = ()) -> ParsedChat:
     """The request body as a CascadeRequest; InvalidRequest naming the field at fault."""
-    _need(body, dict, "the request body", "a JSON object")
+    need(body, dict, "the request body", "a JSON object")
     _check_fields(body)
-    out: dict[str, Any] = {"model": _need(body["model"], str, "model", "a string")}
+    out: dict[str, Any] = {"model": need(body["model"], str, "model", "a string")}
     limits = settings.limits
-    messages = _need(body["messages"], list, "messages", "a list of messages")
+    messages = need(body["messages"], list, "messages", "a list of messages")
     # Every message but a system one is at least one block of a turn.
     _counted(messages, limits.max_messages * limits.max_blocks_per_message, "messages", "messages")
     system, turns = _conversation(messages, limits)
@@ -161,7 +155,7 @@ def parse_chat(body: Any, settings: Settings, operating_points: Sequence[str] = 
     limit = _max_tokens(body)
     out["max_tokens"] = limit or 1
     out.update(_sampling(body, limits))
-    tools = _need(body.get("tools") or [], list, "tools", "a list of tools")
+    tools = need(body.get("tools") or [], list, "tools", "a list of tools")
     _counted(tools, limits.max_tools, "tools", "entries")
     if tools:
         out["tools"] = [_tool(t, f"tools[{i}]") for i, t in enumerate(tools)]
@@ -202,27 +196,27 @@ def _sampling(body: Mapping[str, Any], limits: LimitsConfig) -> dict[str, Any]:
     out: dict[str, Any] = {k: body[k] for k in ("temperature", "top_p") if body.get(k) is not None}
     stop = body.get("stop")
     if stop is not None:
-        stops = [stop] if isinstance(stop, str) else _need(stop, list, "stop", "a string or a list")
+        stops = [stop] if isinstance(stop, str) else need(stop, list, "stop", "a string or a list")
         _counted(stops, limits.max_stop_sequences, "stop", "entries")
         out["stop_sequences"] = [
-            _need(s, str, f"stop[{i}]", "a string") for i, s in enumerate(stops)
+            need(s, str, f"stop[{i}]", "a string") for i, s in enumerate(stops)
         ]
     if body.get("user") is not None:
-        out["metadata"] = {"user_id": _need(body["user"], str, "user", "a string")}
+        out["metadata"] = {"user_id": need(body["user"], str, "user", "a string")}
     return out
 
 
 def _streaming(body: Mapping[str, Any]) -> tuple[bool, bool]:
     """(stream, stream_options.include_usage)."""
     stream = body.get("stream")
-    stream = False if stream is None else _need(stream, bool, "stream", "true or false")
-    options = _need(body.get("stream_options") or {}, dict, "stream_options", "an object")
+    stream = False if stream is None else need(stream, bool, "stream", "true or false")
+    options = need(body.get("stream_options") or {}, dict, "stream_options", "an object")
     if options and not stream:
         raise InvalidRequest("stream_options: only allowed when stream is true")
     unknown = sorted(set(options) - {"include_usage", "include_obfuscation"})
     if unknown:
         raise _unsupported(f"stream_options.{unknown[0]}")
-    include_usage = _need(
+    include_usage = need(
         options.get("include_usage", False), bool, "stream_options.include_usage", "true or false"
     )
     return stream, include_usage
@@ -233,7 +227,7 @@ def _max_tokens(body: Mapping[str, Any]) -> int | None:
         k: body[k] for k in ("max_completion_tokens", "max_tokens") if body.get(k) is not None
     }
     for key, value in values.items():
-        if _need(value, int, key, "an integer") < 1:
+        if need(value, int, key, "an integer") < 1:
             raise InvalidRequest(f"{key}: must be at least 1")
     if len(set(values.values())) > 1:
         raise InvalidRequest("max_tokens: differs from max_completion_tokens; send one of them")
@@ -247,7 +241,7 @@ def _conversation(messages: list[Any], limits: LimitsConfig) -> tuple[str, list[
     turns: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
-        _need(message, dict, where, "a message object")
+        need(message, dict, where, "a message object")
         role = message.get("role")
         allowed = _MESSAGE_FIELDS.get(role) if isinstance(role, str) else None
         if allowed is None:
@@ -268,7 +262,7 @@ def _conversation(messages: list[Any], limits: LimitsConfig) -> tuple[str, list[
         elif role == "tool":
             result = {
                 "type": "tool_result",
-                "tool_use_id": _need(
+                "tool_use_id": need(
                     message.get("tool_call_id"), str, f"{where}.tool_call_id", "a string"
                 ),
                 "content": _text(message.get("content"), f"{where}.content", limits),
@@ -292,30 +286,30 @@ def _text(content: Any, where: str, limits: LimitsConfig) -> str:
     """A message's text: a string, or a list of text parts joined."""
     if isinstance(content, str):
         return content
-    parts = _need(content, list, where, "a string or a list of text parts")
+    parts = need(content, list, where, "a string or a list of text parts")
     _counted(parts, limits.max_blocks_per_message, where, "parts")
     texts = []
     for i, part in enumerate(parts):
-        _need(part, dict, f"{where}[{i}]", "a content part object")
+        need(part, dict, f"{where}[{i}]", "a content part object")
         if part.get("type") != "text":
             raise _unsupported(f"{where}[{i}].type", f"{str(part.get('type'))[:40]!r} parts here")
-        texts.append(_need(part.get("text"), str, f"{where}[{i}].text", "a string"))
+        texts.append(need(part.get("text"), str, f"{where}[{i}].text", "a string"))
     return "".join(texts)
 
 
 def _user_content(content: Any, where: str, limits: LimitsConfig) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}]
-    parts = _need(content, list, where, "a string or a list of content parts")
+    parts = need(content, list, where, "a string or a list of content parts")
     _counted(parts, limits.max_blocks_per_message, where, "parts")
     blocks: list[dict[str, Any]] = []
     for i, part in enumerate(parts):
         at = f"{where}[{i}]"
-        _need(part, dict, at, "a content part object")
+        need(part, dict, at, "a content part object")
         kind = part.get("type")
         if kind == "text":
             blocks.append(
-                {"type": "text", "text": _need(part.get("text"), str, f"{at}.text", "a string")}
+                {"type": "text", "text": need(part.get("text"), str, f"{at}.text", "a string")}
             )
         elif kind == "image_url":
             blocks.append(_image(part.get("image_url"), f"{at}.image_url"))
@@ -325,8 +319,8 @@ def _user_content(content: Any, where: str, limits: LimitsConfig) -> list[dict[s
 
 
 def _image(image: Any, where: str) -> dict[str, Any]:
-    _need(image, dict, where, "an object")
-    url = _need(image.get("url"), str, f"{where}.url", "a string")
+    need(image, dict, where, "an object")
+    url = need(image.get("url"), str, f"{where}.url", "a string")
     data = _DATA_URL.fullmatch(url)
     if data is not None:
         try:
@@ -359,23 +353,23 @@ def _assistant(
         text = _text(content, f"{where}.content", limits)
         if text:
             blocks.append({"type": "text", "text": text})
-    calls = _need(message.get("tool_calls") or [], list, f"{where}.tool_calls", "a list")
+    calls = need(message.get("tool_calls") or [], list, f"{where}.tool_calls", "a list")
     _counted(calls, limits.max_blocks_per_message, f"{where}.tool_calls", "calls")
     for i, call in enumerate(calls):
         at = f"{where}.tool_calls[{i}]"
-        _need(call, dict, at, "a tool call object")
+        need(call, dict, at, "a tool call object")
         if call.get("type", "function") != "function":
             raise _unsupported(f"{at}.type", "tool calls other than functions")
-        function = _need(call.get("function"), dict, f"{at}.function", "an object")
-        arguments = _need(function.get("arguments"), str, f"{at}.function.arguments", "a string")
+        function = need(call.get("function"), dict, f"{at}.function", "an object")
+        arguments = need(function.get("arguments"), str, f"{at}.function.arguments", "a string")
         # JSON inside a string, held to the body's bounds (depth, numbers, keys).
         decoded = jsonbody.decode_embedded(arguments, f"{at}.function.arguments")
         blocks.append(
             {
                 "type": "tool_use",
-                "id": _need(call.get("id"), str, f"{at}.id", "a string"),
-                "name": _need(function.get("name"), str, f"{at}.function.name", "a string"),
-                "input": _need(decoded, dict, f"{at}.function.arguments", "a JSON object"),
+                "id": need(call.get("id"), str, f"{at}.id", "a string"),
+                "name": need(function.get("name"), str, f"{at}.function.name", "a string"),
+                "input": need(decoded, dict, f"{at}.function.arguments", "a JSON object"),
             }
         )
     if not blocks:
@@ -384,10 +378,10 @@ def _assistant(
 
 
 def _tool(tool: Any, where: str) -> dict[str, Any]:
-    _need(tool, dict, where, "a tool object")
+    need(tool, dict, where, "a tool object")
     if tool.get("type") != "function":
         raise _unsupported(f"{where}.type", "tools other than functions")
-    function = _need(tool.get("function"), dict, f"{where}.function", "an object")
+    function = need(tool.get("function"), dict, f"{where}.function", "an object")
     unknown = sorted(set(function) - {"name", "description", "parameters", "strict"})
     if unknown:
         raise _unsupported(f"{where}.function.{unknown[0]}")
@@ -395,11 +389,11 @@ def _tool(tool: Any, where: str) -> dict[str, Any]:
         raise _unsupported(f"{where}.function.strict", "strict function schemas")
     schema = function.get("parameters") or {"type": "object", "properties": {}}
     return {
-        "name": _need(function.get("name"), str, f"{where}.function.name", "a string"),
-        "description": _need(
+        "name": need(function.get("name"), str, f"{where}.function.name", "a string"),
+        "description": need(
             function.get("description") or "", str, f"{where}.function.description", "a string"
         ),
-        "input_schema": _need(schema, dict, f"{where}.function.parameters", "an object"),
+        "input_schema": need(schema, dict, f"{where}.function.parameters", "an object"),
     }
 
 
@@ -412,8 +406,8 @@ def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
     elif choice == "required":
         out = {"type": "any"}
     elif isinstance(choice, dict) and choice.get("type") == "function":
-        function = _need(choice.get("function"), dict, "tool_choice.function", "an object")
-        name = _need(function.get("name"), str, "tool_choice.function.name", "a string")
+        function = need(choice.get("function"), dict, "tool_choice.function", "an object")
+        name = need(function.get("name"), str, "tool_choice.function.name", "a string")
         out = {"type": "tool", "name": name}
     else:
         raise InvalidRequest(
@@ -421,7 +415,7 @@ def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
         )
     if parallel is None:
         return out
-    if not _need(parallel, bool, "parallel_tool_calls", "true or false"):
+    if not need(parallel, bool, "parallel_tool_calls", "true or false"):
         out = out or {"type": "auto"}
         if out["type"] != "none":
             out["disable_parallel_tool_use"] = True
