@@ -352,9 +352,9 @@ def served_markdown(report: Mapping[str, Any]) -> str:
         mix = "/".join(f"{s['start_mix'][t]:.2f}" for t in report["tiers"])
         lines.append(
             f"| {label} | {s['quality']:.4f} | {s['cost_per_query_usd']:.6f} "
-            f"| {_points(v['always_expensive'])} | {_times(v['always_expensive'])} "
-            f"| {_points(v['always_mid'])} | {_times(v['always_mid'])} "
-            f"| {_points(v['reference'])} | {_times(v['reference'])} | {mix} |"
+            f"| {_points(v['always_expensive'])} | {times_cheaper(v['always_expensive'])} "
+            f"| {_points(v['always_mid'])} | {times_cheaper(v['always_mid'])} "
+            f"| {_points(v['reference'])} | {times_cheaper(v['reference'])} | {mix} |"
         )
     tasks = sorted({t for s in strategies.values() for t in s["per_task"]})
     lines += [
@@ -373,7 +373,8 @@ def served_markdown(report: Mapping[str, Any]) -> str:
                 continue
             cells.append(
                 f"{t['quality']:.3f} {_points(t['versus']['always_expensive'])} "
-                f"{_times(t['versus']['always_expensive'])} / {_times(t['versus']['always_mid'])}"
+                f"{times_cheaper(t['versus']['always_expensive'])} / "
+                f"{times_cheaper(t['versus']['always_mid'])}"
             )
         lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
     lines.append("")
@@ -403,6 +404,7 @@ def _points(v: Mapping[str, Any]) -> str:
     return f"{v['quality_diff'] * 100:+.2f}"
 
 
-def _times(v: Mapping[str, Any]) -> str:
+def times_cheaper(v: Mapping[str, Any]) -> str:
+    """A report entry's times-cheaper figure as `2.41x`, `n/a` when there is none."""
     t = v["times_cheaper"]
     return f"{t:.2f}x" if t is not None else "n/a"

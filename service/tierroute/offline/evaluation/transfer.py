@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tierroute.offline.evaluation.as_served import FIGURES
+from tierroute.offline.evaluation.as_served import FIGURES, times_cheaper
 
 TRANSFER_FILE = "transfer.json"
 
@@ -92,10 +92,10 @@ def transfer_markdown(document: Mapping[str, Any]) -> str:
             lines.append(
                 f"| {row['part']} | {row['n']} | `{name}`{mark} | {s['quality']:.4f} "
                 f"| {top['quality']:.4f} | {v['always_expensive']['quality_diff'] * 100:+.2f} "
-                f"| {_times(v['always_expensive'])} | {mid['quality']:.4f} "
+                f"| {times_cheaper(v['always_expensive'])} | {mid['quality']:.4f} "
                 f"| {v['always_mid']['quality_diff'] * 100:+.2f} "
                 f"| {'n/a' if cost_mid is None else f'{cost_mid:.2f}x'} "
-                f"| {v['reference']['quality_diff'] * 100:+.2f} | {_times(v['reference'])} "
+                f"| {v['reference']['quality_diff'] * 100:+.2f} | {times_cheaper(v['reference'])} "
                 f"| {_mix(s['start_mix'], row['tiers'])} |"
             )
     if "wall_time_s" in document:
@@ -105,8 +105,3 @@ def transfer_markdown(document: Mapping[str, Any]) -> str:
 
 def _mix(mix: Mapping[str, float], tiers: Sequence[str]) -> str:
     return "/".join(f"{mix[t]:.2f}" for t in tiers)
-
-
-def _times(v: Mapping[str, Any]) -> str:
-    t = v["times_cheaper"]
-    return "n/a" if t is None else f"{t:.2f}x"
